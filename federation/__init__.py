@@ -1,0 +1,1 @@
+"""supnet federation: the protocol between nodes, independent of the approval domain."""

@@ -1,0 +1,1 @@
+"""supnet node: the program that runs at one administrative level."""

@@ -1,0 +1,1 @@
+"""The supnet command line: one module per command group, each ending in ``_cmd``."""

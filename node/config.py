@@ -1,0 +1,203 @@
+"""Typed node configuration: one TOML file per data directory, validated in one place."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from node.errors import ConfigError
+
+CONFIG_FILE_NAME = "supnet.toml"
+NODE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})*$")
+Level = Literal["province", "city", "district", "street"]
+LEVELS: tuple[Level, ...] = ("province", "city", "district", "street")
+
+
+class _Section(BaseModel):
+    """Base for config sections: unknown keys are errors, so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(_Section):
+    """Where the node keeps its data."""
+
+    url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite file node.db in the data dir")
+    batch_size: int = Field(default=10_000, ge=100, le=1_000_000)
+
+
+class CalendarConfig(_Section):
+    """Working-day calendar and time zone."""
+
+    timezone: str = "Asia/Shanghai"
+    holidays_file: str = Field(default="", description="operator holiday TOML, relative to the data dir")
+
+
+class RuleThreshold(_Section):
+    """Per-rule overrides; every field is optional so per-item-type overrides stay small."""
+
+    enabled: bool | None = None
+    reminder_workdays: int | None = Field(default=None, ge=0, le=30)
+    supervision_workdays: int | None = Field(default=None, ge=1, le=60)
+    late_entry_hours: int | None = Field(default=None, ge=1, le=24 * 30)
+    max_supplements: int | None = Field(default=None, ge=1, le=10)
+
+
+class SupervisionConfig(_Section):
+    """Rule thresholds: defaults, then overrides per rule id and per item type code."""
+
+    reminder_workdays: int = Field(default=1, ge=0, le=30)
+    yellow_supervision_workdays: int = Field(default=3, ge=1, le=60)
+    late_entry_hours: int = Field(default=72, ge=1, le=24 * 30)
+    max_supplements: int = Field(default=1, ge=1, le=10)
+    complaint_decision_workdays: int = Field(default=5, ge=1, le=60)
+    complaint_handling_workdays: int = Field(default=15, ge=1, le=120)
+    scan_interval_seconds: int = Field(default=300, ge=1)
+    rules: dict[str, RuleThreshold] = Field(default_factory=dict)
+    item_types: dict[str, dict[str, RuleThreshold]] = Field(default_factory=dict)
+
+
+class Recipient(_Section):
+    """Who is told about a warning for a department (and optionally a post)."""
+
+    department: str = "*"
+    post: str = "*"
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    webhook: str = ""
+
+
+class NotificationsConfig(_Section):
+    """Notification channels and routing."""
+
+    channels: list[Literal["log", "webhook", "smtp", "sms"]] = Field(default_factory=lambda: ["log"])
+    webhook_url: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = "supnet@localhost"
+    sms_url_template: str = Field(default="", description="HTTP gateway URL; {phone} and {text} are filled in")
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=600.0, gt=0)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    recipients: list[Recipient] = Field(default_factory=list)
+
+
+class ScoresConfig(_Section):
+    """Efficiency score scheme: base, deductions, bonuses and area weights."""
+
+    base: float = 100.0
+    yellow_card: float = -5.0
+    red_card: float = -10.0
+    complaint_substantiated: float = -3.0
+    dissatisfied_rating: float = -1.0
+    early_completion_threshold: float = Field(default=0.10, ge=0, le=1)
+    early_completion_bonus_per_10pct: float = 1.0
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"process": 1.0, "time": 1.0, "fees": 1.0, "satisfaction": 1.0, "complaints": 1.0}
+    )
+
+
+class ChildConfig(_Section):
+    """A registered child node."""
+
+    id: str
+    public_key: str = Field(default="", description="base64 raw Ed25519 public key of the child's report key")
+
+
+class FederationConfig(_Section):
+    """Where the node listens, its parent, its children and its report schedule."""
+
+    listen: str = "127.0.0.1:0"
+    parent_id: str = ""
+    parent_address: str = ""
+    parent_public_key: str = ""
+    children: list[ChildConfig] = Field(default_factory=list)
+    report_interval_seconds: float = Field(default=300.0, gt=0)
+    report_on_change: bool = False
+    report_debounce_seconds: float = Field(default=1.0, ge=0)
+    full_report_interval_seconds: float = Field(default=3600.0, gt=0)
+    full_report_window_days: int = Field(default=90, ge=1)
+    stale_after_intervals: int = Field(default=3, ge=1)
+    outbox_max_reports: int = Field(default=1000, ge=1)
+    rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+    plaintext: bool = False
+
+
+class NodeConfig(_Section):
+    """The whole node configuration (``supnet.toml`` in the data directory)."""
+
+    id: str
+    level: Level = "district"
+    name: str = ""
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    scores: ScoresConfig = Field(default_factory=ScoresConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not NODE_ID_PATTERN.match(value):
+            raise ValueError("node id must be dotted lowercase segments, e.g. gd.gz.py")
+        return value
+
+    @property
+    def parent_id(self) -> str:
+        """The parent's id: this id minus its last segment ('' at the root)."""
+        return self.id.rpartition(".")[0]
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top)"
+        parts.append(f"{source}: key '{key}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> NodeConfig:
+    """Validate a config mapping; raise ConfigError naming each bad key."""
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+
+
+def config_path(data_dir: Path) -> Path:
+    """Path of the config file inside a data directory."""
+    return data_dir / CONFIG_FILE_NAME
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    """Read and validate ``supnet.toml`` from a data directory."""
+    path = config_path(data_dir)
+    if not path.exists():
+        raise ConfigError(f"{path}: no node config here; run 'supnet init --data-dir {data_dir} --id NODE_ID' first")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, str(path))
+
+
+def save_config(data_dir: Path, config: NodeConfig) -> Path:
+    """Write the config as TOML (defaults included, so operators see every knob)."""
+    path = config_path(data_dir)
+    path.write_text(tomli_w.dumps(config.model_dump(mode="json")), encoding="utf-8")
+    return path
+
+
+def database_url(data_dir: Path, config: NodeConfig) -> str:
+    """The node's database URL: the configured one, else the SQLite file in the data dir."""
+    if config.store.url:
+        return config.store.url
+    return f"sqlite:///{(data_dir / 'node.db').resolve()}"

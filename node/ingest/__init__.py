@@ -1,0 +1,1 @@
+"""Ingest: read, validate and store approval records from files or gRPC."""

@@ -1,0 +1,27 @@
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import Engine
+
+from node.store.database import migrate
+from node.store.models import Base
+
+
+def test_migrations_create_every_model_table(migrated_engine: Engine) -> None:
+    tables = set(inspect(migrated_engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+
+
+def test_migrate_is_idempotent(migrated_engine: Engine) -> None:
+    migrate(migrated_engine)
+    with migrated_engine.connect() as conn:
+        assert conn.execute(select(Base.metadata.tables["items"].c.implementation_code)).all() == []
+
+
+def test_models_match_migrations(migrated_engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    import node.store.all_models  # noqa: F401
+
+    with migrated_engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], f"models and migrations differ; add an Alembic revision: {diff}"
