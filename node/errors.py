@@ -1,19 +1,36 @@
-"""One exception hierarchy for the node, each class with a stable error code."""
+"""Domain errors of the node, on top of the federation hierarchy rooted at SupnetError."""
 
 from __future__ import annotations
 
+from federation.errors import (
+    BackPressureError,
+    IntegrityError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleError,
+    SupnetError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 
-class SupnetError(Exception):
-    """Base of every error supnet raises on purpose; ``code`` is stable across releases."""
-
-    code = "SUPNET"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+__all__ = [
+    "BackPressureError",
+    "CalendarError",
+    "ConfigError",
+    "ConflictError",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "InvalidStateError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "StaleError",
+    "StoreError",
+    "SupnetError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "ValidationError",
+]
 
 
 class ConfigError(SupnetError):
@@ -45,12 +62,6 @@ class ConflictError(SupnetError):
     code = "CONFLICT"
 
 
-class NotFoundError(SupnetError):
-    """A referenced entity (case, alert, complaint, node) does not exist."""
-
-    code = "NOT_FOUND"
-
-
 class InvalidStateError(SupnetError):
     """An operation is not allowed in the entity's current state."""
 
@@ -61,39 +72,3 @@ class StoreError(SupnetError):
     """The database cannot be opened or migrated."""
 
     code = "STORE"
-
-
-class PermissionDeniedError(SupnetError):
-    """The caller is authenticated but not allowed to do this."""
-
-    code = "PERMISSION_DENIED"
-
-
-class UnauthenticatedError(SupnetError):
-    """The caller's identity could not be established."""
-
-    code = "UNAUTHENTICATED"
-
-
-class IntegrityError(SupnetError):
-    """A signature, digest or hash chain does not verify."""
-
-    code = "INTEGRITY"
-
-
-class StaleError(SupnetError):
-    """A report or query is older than what was already accepted (replay, stale sequence)."""
-
-    code = "STALE"
-
-
-class UnavailableError(SupnetError):
-    """A peer node cannot be reached."""
-
-    code = "UNAVAILABLE"
-
-
-class BackPressureError(SupnetError):
-    """A bounded queue (the outbox) is full."""
-
-    code = "BACK_PRESSURE"

@@ -23,7 +23,9 @@ class FieldSpec:
     max_length: int | None = None
 
 
-def _f(name: str, cn: str, type_: FieldType = "str", required: bool = False, max_length: int | None = None) -> FieldSpec:
+def _f(
+    name: str, cn: str, type_: FieldType = "str", required: bool = False, max_length: int | None = None
+) -> FieldSpec:
     return FieldSpec(name, cn, type_, required, max_length)
 
 
@@ -142,24 +144,52 @@ KIND_ORDER: tuple[str, ...] = (
 
 # Names a kind may go by (file name stems, JSON "kind" values), English and Chinese.
 KIND_ALIASES: dict[str, str] = {
-    "item": "item", "items": "item", "事项": "item",
-    "acceptance": "acceptance", "acceptances": "acceptance", "case": "acceptance", "cases": "acceptance",
-    "事项受理": "acceptance", "受理": "acceptance",
-    "step": "step", "steps": "step", "事项办理": "step", "办理": "step",
-    "procedure_start": "procedure_start", "procedure_starts": "procedure_start", "特别程序开始": "procedure_start",
-    "procedure_end": "procedure_end", "procedure_ends": "procedure_end", "特别程序结束": "procedure_end",
-    "completion": "completion", "completions": "completion", "事项办结": "completion", "办结": "completion",
-    "payment": "payment", "payments": "payment", "支付信息": "payment", "收费": "payment",
-    "evaluation": "evaluation", "evaluations": "evaluation", "绩效评价": "evaluation", "评价": "evaluation",
-    "complaint": "complaint", "complaints": "complaint", "投诉": "complaint",
+    "item": "item",
+    "items": "item",
+    "事项": "item",
+    "acceptance": "acceptance",
+    "acceptances": "acceptance",
+    "case": "acceptance",
+    "cases": "acceptance",
+    "事项受理": "acceptance",
+    "受理": "acceptance",
+    "step": "step",
+    "steps": "step",
+    "事项办理": "step",
+    "办理": "step",
+    "procedure_start": "procedure_start",
+    "procedure_starts": "procedure_start",
+    "特别程序开始": "procedure_start",
+    "procedure_end": "procedure_end",
+    "procedure_ends": "procedure_end",
+    "特别程序结束": "procedure_end",
+    "completion": "completion",
+    "completions": "completion",
+    "事项办结": "completion",
+    "办结": "completion",
+    "payment": "payment",
+    "payments": "payment",
+    "支付信息": "payment",
+    "收费": "payment",
+    "evaluation": "evaluation",
+    "evaluations": "evaluation",
+    "绩效评价": "evaluation",
+    "评价": "evaluation",
+    "complaint": "complaint",
+    "complaints": "complaint",
+    "投诉": "complaint",
 }
 
 # Step actions: the standard's 通过/退回/其他 plus 补正 (a request for supplementary materials).
 STEP_ACTIONS: dict[str, str] = {
-    "pass": "pass", "通过": "pass",
-    "return": "return", "退回": "return",
-    "supplement": "supplement", "补正": "supplement",
-    "other": "other", "其他": "other",
+    "pass": "pass",
+    "通过": "pass",
+    "return": "return",
+    "退回": "return",
+    "supplement": "supplement",
+    "补正": "supplement",
+    "other": "other",
+    "其他": "other",
 }
 
 

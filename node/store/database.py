@@ -41,7 +41,7 @@ def is_sqlite(engine: Engine) -> bool:
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
     """Create an engine; SQLite gets WAL pragmas, PostgreSQL may be pinned to a schema."""
     parsed = make_url(url)
-    if parsed.drivername == "postgresql" or parsed.drivername == "postgres":
+    if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":

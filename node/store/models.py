@@ -53,9 +53,13 @@ class Item(Base):
     body_code: Mapped[str] = mapped_column(String(18), comment="实施主体代码 (统一社会信用代码)")
     department: Mapped[str] = mapped_column(String(200), index=True, comment="责任部门 (defaults to 实施主体)")
     legal_limit: Mapped[int] = mapped_column(Integer, comment="法定办结时限")
-    legal_limit_unit: Mapped[str] = mapped_column(String(1), default="1", comment="法定办结时限单位 (1 工作日, 2 自然日)")
+    legal_limit_unit: Mapped[str] = mapped_column(
+        String(1), default="1", comment="法定办结时限单位 (1 工作日, 2 自然日)"
+    )
     promised_limit: Mapped[int] = mapped_column(Integer, comment="承诺办结时限")
-    promised_limit_unit: Mapped[str] = mapped_column(String(1), default="1", comment="承诺办结时限单位 (1 工作日, 2 自然日)")
+    promised_limit_unit: Mapped[str] = mapped_column(
+        String(1), default="1", comment="承诺办结时限单位 (1 工作日, 2 自然日)"
+    )
     fee_flag: Mapped[bool] = mapped_column(Boolean, default=False, comment="是否收费")
     fee_standard: Mapped[Decimal | None] = mapped_column(Numeric(18, 2), nullable=True, comment="收费标准 (元)")
     channel_code: Mapped[str] = mapped_column(String(1), default="1", comment="办理形式代码 (A.5)")
@@ -90,7 +94,9 @@ class Case(Base):
     legal_limit: Mapped[int] = mapped_column(Integer, comment="法定办结时限 (working days, snapshot)")
     promised_due_at: Mapped[datetime] = mapped_column(DateTime, comment="computed promised due date-time")
     legal_due_at: Mapped[datetime] = mapped_column(DateTime, comment="computed legal due date-time")
-    clock_stop_workdays: Mapped[int] = mapped_column(Integer, default=0, comment="特别程序 working days (clock stopped)")
+    clock_stop_workdays: Mapped[int] = mapped_column(
+        Integer, default=0, comment="特别程序 working days (clock stopped)"
+    )
     clock_stopped: Mapped[bool] = mapped_column(Boolean, default=False, comment="a special procedure is running")
     status: Mapped[str] = mapped_column(String(10), default="open", comment="open | completed")
     completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, comment="办结时间")
@@ -112,7 +118,9 @@ class Step(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     case_no: Mapped[str] = mapped_column(ForeignKey("cases.case_no"), index=True, comment="办件编号")
     step_name: Mapped[str] = mapped_column(String(100), comment="环节名称")
-    action: Mapped[str] = mapped_column(String(10), comment="业务动作 (pass 通过 / return 退回 / supplement 补正 / other 其他)")
+    action: Mapped[str] = mapped_column(
+        String(10), comment="业务动作 (pass 通过 / return 退回 / supplement 补正 / other 其他)"
+    )
     handler: Mapped[str] = mapped_column(String(100), default="", comment="环节处理人")
     post: Mapped[str] = mapped_column(String(100), default="", comment="岗位")
     opinion: Mapped[str] = mapped_column(Text, default="", comment="环节处理意见")

@@ -17,7 +17,9 @@ class Alert(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, comment="监察编号")
     rule_id: Mapped[str] = mapped_column(String(10), comment="监察规则编号")
-    subject: Mapped[str] = mapped_column(String(160), comment="what it is about: case:NO, case:NO:step:ID, complaint:NO")
+    subject: Mapped[str] = mapped_column(
+        String(160), comment="what it is about: case:NO, case:NO:step:ID, complaint:NO"
+    )
     severity: Mapped[str] = mapped_column(String(10), index=True, comment="监察预警类型: reminder | yellow | red")
     case_no: Mapped[str | None] = mapped_column(String(50), nullable=True, index=True, comment="办件编号")
     step_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -107,7 +109,9 @@ class Notification(Base):
     recipient: Mapped[str] = mapped_column(String(300), comment="address, phone or URL")
     subject: Mapped[str] = mapped_column(String(300), default="")
     body: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(10), default="pending", index=True, comment="pending | delivered | failed")
+    status: Mapped[str] = mapped_column(
+        String(10), default="pending", index=True, comment="pending | delivered | failed"
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")

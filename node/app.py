@@ -1,0 +1,70 @@
+"""App composition: open a node's data directory into one object holding config, engine, calendar, clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.config import NodeConfig, database_url, load_config
+from node.store.database import make_engine, migrate, session_factory
+
+if TYPE_CHECKING:
+    from node.domain.calendar import WorkCalendar
+
+
+@dataclass
+class Node:
+    """One opened node: everything a command, servicer or job needs, built once."""
+
+    data_dir: Path
+    config: NodeConfig
+    engine: Engine
+    clock: Callable[[], datetime] | None = None
+    _sessions: sessionmaker[Session] | None = field(default=None, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The node's time zone (Asia/Shanghai by default)."""
+        return ZoneInfo(self.config.calendar.timezone)
+
+    def now(self) -> datetime:
+        """Current naive local time in the node's zone (tests inject a clock)."""
+        if self.clock is not None:
+            return self.clock()
+        return datetime.now(self.tz).replace(tzinfo=None)
+
+    @cached_property
+    def calendar(self) -> WorkCalendar:
+        """The working-day calendar: chinesecalendar plus the operator holiday file."""
+        from node.domain.calendar import load_calendar
+
+        holidays = self.config.calendar.holidays_file
+        return load_calendar(self.data_dir / holidays if holidays else None)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """Session factory bound to the node's engine."""
+        if self._sessions is None:
+            self._sessions = session_factory(self.engine)
+        return self._sessions
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.engine.dispose()
+
+
+def open_node(data_dir: Path, *, clock: Callable[[], datetime] | None = None, migrate_schema: bool = True) -> Node:
+    """Open a node's data directory: load config, connect, bring the schema up to date."""
+    config = load_config(data_dir)
+    engine = make_engine(database_url(data_dir, config))
+    if migrate_schema:
+        migrate(engine)
+    return Node(data_dir=data_dir, config=config, engine=engine, clock=clock)
