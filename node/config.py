@@ -73,10 +73,17 @@ class Recipient(_Section):
     webhook: str = ""
 
 
+ChannelName = Literal["log", "webhook", "smtp", "sms"]
+
+
+def _default_channels() -> list[ChannelName]:
+    return ["log"]
+
+
 class NotificationsConfig(_Section):
     """Notification channels and routing."""
 
-    channels: list[Literal["log", "webhook", "smtp", "sms"]] = Field(default_factory=lambda: ["log"])
+    channels: list[ChannelName] = Field(default_factory=_default_channels)
     webhook_url: str = ""
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
