@@ -15,7 +15,7 @@ from rich.console import Console
 from node.errors import SupnetError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path,
