@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from node.errors import ConfigError
 
 CONFIG_FILE_NAME = "supnet.toml"
-NODE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})*$")
+# Segments double as DNS labels in node certificates (federation.pki), hence no "_" and no trailing "-".
+NODE_ID_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?(?:\.[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?)*$")
 Level = Literal["province", "city", "district", "street"]
 LEVELS: tuple[Level, ...] = ("province", "city", "district", "street")
 
@@ -89,11 +90,16 @@ class NotificationsConfig(_Section):
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_sender: str = "supnet@localhost"
     sms_url_template: str = Field(default="", description="HTTP gateway URL; {phone} and {text} are filled in")
+    sms_method: Literal["GET", "POST"] = Field(default="GET", description="POST also sends {phone, text} as JSON")
+    dispatch_interval_seconds: float = Field(default=5.0, gt=0, description="how often `supnet serve` dispatches")
     max_attempts: int = Field(default=8, ge=1, le=100)
     backoff_seconds: float = Field(default=2.0, gt=0)
     max_backoff_seconds: float = Field(default=600.0, gt=0)
     timeout_seconds: float = Field(default=5.0, gt=0)
     recipients: list[Recipient] = Field(default_factory=list)
+
+
+SCORE_AREAS: tuple[str, ...] = ("process", "time", "fees", "satisfaction", "complaints")
 
 
 class ScoresConfig(_Section):
@@ -109,6 +115,31 @@ class ScoresConfig(_Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"process": 1.0, "time": 1.0, "fees": 1.0, "satisfaction": 1.0, "complaints": 1.0}
     )
+    rule_areas: dict[str, str] = Field(
+        default_factory=lambda: {
+            "R01": "time",
+            "R02": "time",
+            "R03": "time",
+            "R04": "time",
+            "R05": "time",
+            "R06": "fees",
+            "R07": "process",
+            "R08": "process",
+            "R09": "process",
+            "R10": "complaints",
+            "R11": "complaints",
+        },
+        description="which area a yellow/red card of each rule counts against (unlisted rules: time)",
+    )
+
+    @field_validator("weights", "rule_areas")
+    @classmethod
+    def _check_areas(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        areas = value.keys() if info.field_name == "weights" else value.values()
+        unknown = sorted(set(areas) - set(SCORE_AREAS))
+        if unknown:
+            raise ValueError(f"unknown area {unknown[0]!r}; areas are {', '.join(SCORE_AREAS)}")
+        return value
 
 
 class ChildConfig(_Section):
@@ -116,6 +147,7 @@ class ChildConfig(_Section):
 
     id: str
     public_key: str = Field(default="", description="base64 raw Ed25519 public key of the child's report key")
+    address: str = Field(default="", description="host:port of the child's server, for drill-down forwarding")
 
 
 class FederationConfig(_Section):
@@ -133,6 +165,8 @@ class FederationConfig(_Section):
     full_report_window_days: int = Field(default=90, ge=1)
     stale_after_intervals: int = Field(default=3, ge=1)
     outbox_max_reports: int = Field(default=1000, ge=1)
+    retry_base_seconds: float = Field(default=1.0, gt=0, description="first retry delay of an unacknowledged report")
+    retry_max_seconds: float = Field(default=300.0, gt=0, description="cap of the exponential retry delay")
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
     plaintext: bool = False
 
@@ -199,7 +233,7 @@ def load_config(data_dir: Path) -> NodeConfig:
 def save_config(data_dir: Path, config: NodeConfig) -> Path:
     """Write the config as TOML (defaults included, so operators see every knob)."""
     path = config_path(data_dir)
-    path.write_text(tomli_w.dumps(config.model_dump(mode="json")), encoding="utf-8")
+    path.write_text(tomli_w.dumps(config.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
     return path
 
 

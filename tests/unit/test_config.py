@@ -39,3 +39,9 @@ def test_missing_config_says_how_to_fix(tmp_path: Path) -> None:
 @pytest.mark.parametrize("node_dir", sorted((REPO / "config" / "compose").iterdir()))
 def test_shipped_example_configs_validate(node_dir: Path) -> None:
     assert load_config(node_dir).id == node_dir.name
+
+
+@pytest.mark.parametrize("bad", ["gd.gz_1", "gd.gz-", "gd..gz", "1gd", "gd.GZ"])
+def test_node_ids_must_be_dns_label_safe(bad: str) -> None:
+    with pytest.raises(ConfigError, match="key 'id'"):
+        parse_config({"id": bad})
