@@ -1,0 +1,243 @@
+"""`supnet complaints`: list complaints with closure and overdue figures; accept, decline, handle, conclude one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from node.app import Node, open_node
+from node.cli.common import JsonFlag, console, handle_errors, print_json
+from node.complaints import (
+    FINDINGS,
+    STATUSES,
+    ComplaintFigures,
+    ComplaintView,
+    accept_complaint,
+    complaint_figures,
+    conclude_complaint,
+    decline_complaint,
+    get_complaint,
+    handle_complaint,
+    list_complaints,
+)
+from node.domain.datetimes import parse_datetime
+from node.errors import InvalidArgumentError, ValidationError
+
+complaints_app = typer.Typer(help="Efficiency complaints (效能投诉): list, accept, decline, handle, conclude.")
+
+OptionalDataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+]
+AtOption = Annotated[
+    str | None, typer.Option("--at", help="When it happened (YYYYMMDDThhmmss or ISO 8601, node local); default now.")
+]
+ByOption = Annotated[str, typer.Option("--by", help="Who did it (recorded as the handler).")]
+
+
+@contextmanager
+def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
+    """Open the node named by this command's --data-dir, or the group's."""
+    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if directory is None:
+        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
+    node = open_node(directory)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def _when(node: Node, at: str | None) -> datetime | None:
+    if at is None:
+        return None
+    try:
+        return parse_datetime(at, node.tz)
+    except ValueError as exc:
+        raise ValidationError(f"--at '{at}': {exc}", field="at", reason="bad_datetime") from None
+
+
+def _fmt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _complaint_dict(view: ComplaintView) -> dict[str, Any]:
+    return {
+        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
+    }
+
+
+def _figures_line(figures: ComplaintFigures) -> str:
+    rate = f"{figures.closure_rate:.1%}" if figures.closure_rate is not None else "-"
+    return (
+        f"received {figures.received} · concluded {figures.concluded} · closure rate 办结率 {rate} · "
+        f"substantiated {figures.substantiated} · accountability {figures.with_accountability} · "
+        f"decision overdue {figures.decision_overdue} · handling overdue {figures.handling_overdue}"
+        + (f" · no deadline (calendar) {figures.no_deadline}" if figures.no_deadline else "")
+    )
+
+
+def _print_one(view: ComplaintView, as_json: bool) -> None:
+    if as_json:
+        print_json(_complaint_dict(view))
+        return
+    table = Table(title=f"Complaint {view.complaint_no}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in _complaint_dict(view).items():
+        table.add_row(key, "-" if value in (None, "") else str(value))
+    console.print(table)
+
+
+@complaints_app.callback(invoke_without_command=True)
+@handle_errors
+def complaints(
+    ctx: typer.Context,
+    *,
+    data_dir: OptionalDataDir = None,
+    status: Annotated[str | None, typer.Option("--status", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only complaints past a decision/handling deadline.")
+    ] = False,
+    now: Annotated[str | None, typer.Option("--now", help="List as of this time (default now).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """List complaints with their deadlines, and the closure and overdue figures."""
+    ctx.obj = data_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    with _opened(ctx, data_dir) as node:
+        as_of = _when(node, now) or node.now()
+        views = list_complaints(node, status=status, overdue_only=overdue, now=as_of, limit=limit)
+        figures = complaint_figures(node, now=as_of)
+    if as_json:
+        print_json(
+            {
+                "as_of": as_of.isoformat(sep=" "),
+                "figures": figures.as_dict(),
+                "complaints": [_complaint_dict(v) for v in views],
+            }
+        )
+        return
+    table = Table(title=f"Complaints (as of {_fmt(as_of)})")
+    for column in (
+        "no",
+        "title",
+        "respondent",
+        "status",
+        "received",
+        "decision due",
+        "handling due",
+        "overdue",
+        "finding",
+    ):
+        table.add_column(column)
+    for v in views:
+        table.add_row(
+            v.complaint_no,
+            v.title,
+            v.respondent_unit,
+            v.status,
+            _fmt(v.received_at),
+            _fmt(v.decision_due_at),
+            _fmt(v.handling_due_at),
+            f"[red]{v.overdue}[/]" if v.overdue else "",
+            v.finding or "-",
+        )
+    console.print(table)
+    console.print(_figures_line(figures), highlight=False)
+
+
+@complaints_app.command("show")
+@handle_errors
+def show(
+    ctx: typer.Context,
+    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    *,
+    data_dir: OptionalDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one complaint."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(get_complaint(node, complaint_no), as_json)
+
+
+@complaints_app.command("accept")
+@handle_errors
+def accept(
+    ctx: typer.Context,
+    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    *,
+    data_dir: OptionalDataDir = None,
+    by: ByOption = "",
+    note: Annotated[str, typer.Option("--note", help="Decision remark.")] = "",
+    at: AtOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Accept a received complaint (受理)."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(accept_complaint(node, complaint_no, by=by, now=_when(node, at), note=note), as_json)
+
+
+@complaints_app.command("decline")
+@handle_errors
+def decline(
+    ctx: typer.Context,
+    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    *,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is declined (required).")] = "",
+    data_dir: OptionalDataDir = None,
+    by: ByOption = "",
+    at: AtOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Decline a received complaint (不予受理) with a reason."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(decline_complaint(node, complaint_no, reason, by=by, now=_when(node, at)), as_json)
+
+
+@complaints_app.command("handle")
+@handle_errors
+def handle(
+    ctx: typer.Context,
+    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    *,
+    feedback: Annotated[str, typer.Option("--feedback", help="The answer given to the complainant (required).")] = "",
+    data_dir: OptionalDataDir = None,
+    by: ByOption = "",
+    at: AtOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record that an accepted complaint was handled (办理), with the feedback given."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(handle_complaint(node, complaint_no, feedback, by=by, now=_when(node, at)), as_json)
+
+
+@complaints_app.command("conclude")
+@handle_errors
+def conclude(
+    ctx: typer.Context,
+    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    *,
+    finding: Annotated[str, typer.Option("--finding", help=f"One of: {', '.join(FINDINGS)}.")] = "",
+    measure: Annotated[str, typer.Option("--measure", help="Accountability measure taken (问责措施), if any.")] = "",
+    data_dir: OptionalDataDir = None,
+    at: AtOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Conclude a handled complaint (办结) with a finding and any accountability measure."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(conclude_complaint(node, complaint_no, finding, measure, now=_when(node, at)), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `supnet complaints` to the CLI."""
+    app.add_typer(complaints_app, name="complaints")

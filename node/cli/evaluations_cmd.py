@@ -1,0 +1,119 @@
+"""`supnet evaluations`: list ratings and open follow-ups; `supnet evaluations close ID --note` closes a follow-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from node.app import Node, open_node
+from node.cli.common import JsonFlag, console, handle_errors, print_json
+from node.errors import InvalidArgumentError
+from node.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
+
+evaluations_app = typer.Typer(help="Applicant evaluations (好差评) and the follow-ups of ratings 4–5.")
+
+OptionalDataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+]
+RATING_LABELS = {1: "1 非常满意", 2: "2 满意", 3: "3 基本满意", 4: "4 不满意", 5: "5 非常不满意"}
+
+
+@contextmanager
+def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
+    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if directory is None:
+        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
+    node = open_node(directory)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def _fmt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _as_dict(view: EvaluationView) -> dict[str, Any]:
+    return {
+        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
+    }
+
+
+@evaluations_app.callback(invoke_without_command=True)
+@handle_errors
+def evaluations(
+    ctx: typer.Context,
+    *,
+    data_dir: OptionalDataDir = None,
+    open_followups: Annotated[
+        bool, typer.Option("--open-followups", help="Only ratings 4–5 whose follow-up is still open.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """List evaluations (newest first) with the satisfaction rate and open follow-ups."""
+    ctx.obj = data_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    with _opened(ctx, data_dir) as node:
+        views = list_evaluations(node, open_followups=open_followups, limit=limit)
+        figures = evaluation_figures(node)
+    if as_json:
+        print_json({"figures": figures.as_dict(), "evaluations": [_as_dict(v) for v in views]})
+        return
+    table = Table(title="Open follow-ups" if open_followups else "Evaluations")
+    for column in ("id", "case", "department", "rating", "evaluated", "channel", "follow-up", "note"):
+        table.add_column(column)
+    for v in views:
+        status = f"[red]{v.followup_status}[/]" if v.followup_status == "open" else v.followup_status
+        table.add_row(
+            str(v.id),
+            v.case_no,
+            v.department,
+            RATING_LABELS.get(v.satisfaction_code, str(v.satisfaction_code)),
+            _fmt(v.evaluated_at),
+            v.channel,
+            status,
+            v.followup_note,
+        )
+    console.print(table)
+    rate = f"{figures.satisfaction_rate:.1%}" if figures.satisfaction_rate is not None else "-"
+    console.print(
+        f"ratings {figures.total} · satisfaction rate 满意率 {rate} · follow-ups open {figures.followups_open} · "
+        f"closed {figures.followups_closed}",
+        highlight=False,
+    )
+
+
+@evaluations_app.command("close")
+@handle_errors
+def close(
+    ctx: typer.Context,
+    evaluation_id: Annotated[int, typer.Argument(help="The evaluation id (first column of the list).")],
+    note: Annotated[str, typer.Option("--note", help="What was done to follow up (required).")] = "",
+    data_dir: OptionalDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Close the open follow-up of a rating 4–5 with a note."""
+    with _opened(ctx, data_dir) as node:
+        view = close_followup(node, evaluation_id, note)
+    if as_json:
+        print_json(_as_dict(view))
+    else:
+        console.print(
+            f"evaluation {view.id} (case {view.case_no}): follow-up closed at {_fmt(view.followup_closed_at)}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `supnet evaluations` to the CLI."""
+    app.add_typer(evaluations_app, name="evaluations")

@@ -1,0 +1,146 @@
+"""`supnet notifications`: list notifications (pending/failed stay visible), send now, requeue failed ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from node.app import Node, open_node
+from node.cli.common import JsonFlag, console, handle_errors, print_json
+from node.errors import InvalidArgumentError
+from node.notify.dispatcher import (
+    NotificationDispatcher,
+    NotificationView,
+    list_notifications,
+    notification_counts,
+    requeue_failed,
+)
+
+notifications_app = typer.Typer(help="Warning notifications: log, webhook, mail (SMTP), SMS gateway.")
+
+OptionalDataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+]
+STATUS_STYLE = {"pending": "yellow", "failed": "bold red", "delivered": "green"}
+
+
+@contextmanager
+def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
+    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if directory is None:
+        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
+    node = open_node(directory)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def _fmt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _as_dict(view: NotificationView) -> dict[str, Any]:
+    return {
+        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
+    }
+
+
+@notifications_app.callback(invoke_without_command=True)
+@handle_errors
+def notifications(
+    ctx: typer.Context,
+    *,
+    data_dir: OptionalDataDir = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Only what is not delivered (pending and failed).")
+    ] = False,
+    status: Annotated[str | None, typer.Option("--status", help="Only pending, delivered or failed.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """List notifications, newest first, with the count per status."""
+    ctx.obj = data_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    with _opened(ctx, data_dir) as node:
+        views = list_notifications(node, pending_only=pending, status=status, limit=limit)
+        counts = notification_counts(node)
+    if as_json:
+        print_json({"counts": counts, "notifications": [_as_dict(v) for v in views]})
+        return
+    table = Table(title="Notifications")
+    for column in (
+        "id",
+        "alert",
+        "channel",
+        "recipient",
+        "status",
+        "attempts",
+        "next attempt",
+        "last error",
+        "subject",
+    ):
+        table.add_column(column)
+    for v in views:
+        style = STATUS_STYLE.get(v.status, "")
+        table.add_row(
+            str(v.id),
+            str(v.alert_id) if v.alert_id is not None else "-",
+            v.channel,
+            v.recipient,
+            f"[{style}]{v.status}[/]" if style else v.status,
+            str(v.attempts),
+            _fmt(v.next_attempt_at) if v.status == "pending" else "-",
+            v.last_error,
+            v.subject,
+        )
+    console.print(table)
+    console.print(" · ".join(f"{s} {counts.get(s, 0)}" for s in ("pending", "delivered", "failed")), highlight=False)
+
+
+@notifications_app.command("send")
+@handle_errors
+def send(ctx: typer.Context, data_dir: OptionalDataDir = None, as_json: JsonFlag = False) -> None:
+    """Run one dispatch now: notify raised alerts and deliver (or retry) what is due."""
+    with _opened(ctx, data_dir) as node:
+        result = NotificationDispatcher(node).run_once()
+    if as_json:
+        print_json(result.as_dict())
+        return
+    console.print(
+        f"enqueued {result.enqueued} · attempted {result.attempted} · delivered {result.delivered} · "
+        f"retry scheduled {result.retry_scheduled} · gave up {result.failed_now} · alerts notified "
+        f"{result.alerts_notified} · still pending {result.pending} · failed {result.failed}",
+        highlight=False,
+    )
+
+
+@notifications_app.command("retry")
+@handle_errors
+def retry(
+    ctx: typer.Context,
+    ids: Annotated[list[int] | None, typer.Argument(help="Notification ids; none means every failed one.")] = None,
+    data_dir: OptionalDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Put failed notifications back to pending with a fresh attempt budget (the next dispatch sends them)."""
+    with _opened(ctx, data_dir) as node:
+        requeued = requeue_failed(node, ids or None)
+    if as_json:
+        print_json({"requeued": requeued})
+    else:
+        console.print(f"requeued {requeued} failed notifications")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `supnet notifications` to the CLI."""
+    app.add_typer(notifications_app, name="notifications")
