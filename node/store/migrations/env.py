@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-import node.store.all_models  # noqa: F401  (registers every table on Base.metadata)
-from node.store.models import Base
+from node.store.all_models import ALL_METADATA
 
-target_metadata = Base.metadata
+# A list: the node's declarative Base plus federation's own MetaData (federation never imports node).
+target_metadata = list(ALL_METADATA)
 
 
 def run_migrations_online() -> None:

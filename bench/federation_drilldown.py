@@ -1,0 +1,286 @@
+"""Benchmark: drill-down latency over 1, 2 and 3 hops against a bare gRPC echo relay, and roll-up freshness.
+
+Both sides run as separate processes on loopback, as a deployment does (one process per node):
+* the tree: province → city → district → street started by the launcher (``supnet serve`` per node, its own
+  SQLite file, synthetic data). A drill-down (one page of 10 cases) goes from the province's operator to a
+  node 1, 2 or 3 hops down: each hop verifies the caller's signature, re-signs and forwards; the target
+  answers from its database and signs; each hop checks its child's answer and relays it unchanged;
+* the baseline, measured in the same run: a chain of bare gRPC relay processes (same thread pool size)
+  forwarding the same request bytes hop by hop, the last one echoing a reply as large as the real answer —
+  the cost of the hops themselves;
+* roll-up freshness: a record streamed into the street through the gRPC ingest service, with report-on-change
+  at every tier; the clock stops when the province's subtree total (read from its database) changes.
+
+Targets: drill-down ≤ 3x the relay at each hop count; freshness < 2 s across the three tiers.
+Usage: python bench/federation_drilldown.py [--iterations 300] [--cases 300] [--trials 5] [--debounce 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from federation.launcher import FederationState, down, parse_topology, up
+from federation.proto.v1 import drilldown_pb2 as dd
+from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
+from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
+from node.app import open_node
+from node.drilldown.client import DrilldownClient
+from node.drilldown.router import build_query, load_node_key
+from node.server import DEFAULT_MAX_WORKERS
+
+IDS = ["gd", "gd.gz", "gd.gz.py", "gd.gz.py.sq"]
+LEVELS = ["province", "city", "district", "street"]
+RELAY_METHOD = "/bench.Relay/Call"
+
+
+# --- the baseline: bare relay processes -------------------------------------------------------------
+
+
+def serve_relay(next_address: str, reply_size: int) -> None:
+    """Run one relay server (a subprocess of the benchmark): forward to next_address, or echo if it is empty."""
+    channel = grpc.insecure_channel(next_address) if next_address else None
+    forward = channel.unary_unary(RELAY_METHOD, None, None) if channel else None
+    reply = b"x" * reply_size
+
+    def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if forward is None:
+            return reply
+        answer: bytes = forward(request, timeout=context.time_remaining())
+        return answer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=DEFAULT_MAX_WORKERS))
+    handler = grpc.unary_unary_rpc_method_handler(handle)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Relay", {"Call": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    server.stop(0)
+
+
+def start_relay_chain(hops: int, reply_size: int) -> tuple[str, list[subprocess.Popen[str]]]:
+    """Hops + 1 relay processes (the operator's own node plus one per hop); returns the first's address."""
+    processes: list[subprocess.Popen[str]] = []
+    next_address = ""
+    for _ in range(hops + 1):
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--relay-server", next_address, "--reply-size", str(reply_size)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        next_address = f"127.0.0.1:{process.stdout.readline().strip()}"
+        processes.append(process)
+    return next_address, processes
+
+
+def stop_relays(processes: list[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(10)
+
+
+# --- measuring --------------------------------------------------------------------------------------
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+    }
+
+
+def _time(call: Callable[[], object], iterations: int) -> list[float]:
+    for _ in range(min(30, iterations)):
+        call()  # warm-up: channels connected, caches filled
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _drill_call(client: DrilldownClient, target: str) -> Callable[[], object]:
+    def run() -> object:
+        return client.ask(target, page_size=10, cases=dd.CasesRequest())
+
+    return run
+
+
+def _relay_call(call: Any, payload: bytes) -> Callable[[], object]:
+    def run() -> object:
+        return call(payload, timeout=10)
+
+    return run
+
+
+def bench_latency(state: FederationState, iterations: int) -> dict[str, Any]:
+    """p50/p99 of drill-down and of the relay chain for 1, 2 and 3 hops, interleaved per hop count."""
+    root = open_node(Path(state.node("gd").data_dir), migrate_schema=False)
+    key = load_node_key(root)
+    results: dict[str, Any] = {}
+    with DrilldownClient.for_node(root, state.node("gd").address) as client:
+        for hops in (1, 2, 3):
+            target = IDS[hops]
+            probe = client.ask(target, page_size=10, cases=dd.CasesRequest())
+            request_size = len(
+                build_query(key, "gd", target, page_size=10, cases=dd.CasesRequest()).SerializeToString()
+            )
+            answer_size = len(probe.envelope.SerializeToString())
+            drill = _time(_drill_call(client, target), iterations)
+            address, relays = start_relay_chain(hops, answer_size)
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    relay = _time(
+                        _relay_call(channel.unary_unary(RELAY_METHOD, None, None), b"q" * request_size), iterations
+                    )
+            finally:
+                stop_relays(relays)
+            drill_stats, relay_stats = _percentiles(drill), _percentiles(relay)
+            results[f"{hops}_hop"] = {
+                "drilldown": drill_stats,
+                "relay": relay_stats,
+                "ratio_p50": round(drill_stats["p50_ms"] / relay_stats["p50_ms"], 2),
+                "ratio_p99": round(drill_stats["p99_ms"] / relay_stats["p99_ms"], 2),
+                "answer_bytes": answer_size,
+            }
+    root.close()
+    return results
+
+
+def _province_received(database: Path) -> int:
+    """The province's subtree total of received cases, read straight from its database."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(sum(received), 0) FROM metric_buckets)"
+            " + (SELECT coalesce(sum(received), 0) FROM child_buckets)"
+        ).fetchone()
+    return int(row[0])
+
+
+def bench_freshness(state: FederationState, trials: int) -> list[float]:
+    """Seconds from a record accepted at the street (gRPC ingest) to the province's total changing."""
+    province_db = Path(state.node("gd").data_dir) / "node.db"
+    street = state.node("gd.gz.py.sq")
+    with sqlite3.connect(Path(street.data_dir) / "node.db") as conn:
+        implementation_code, department = conn.execute("SELECT implementation_code, department FROM items").fetchone()
+    timings = []
+    with grpc.insecure_channel(street.address) as channel:
+        stub = IngestServiceStub(channel)
+        for trial in range(trials):
+            time.sleep(1.0)  # let the previous trial's reports settle
+            before = _province_received(province_db)
+            record = IngestRecord(
+                seq=trial,
+                kind="acceptance",
+                fields={
+                    "case_no": f"BENCH-FRESH-{time.time_ns()}",
+                    "implementation_code": implementation_code,
+                    "department": department,
+                    "accepted_at": "20260602T100000",
+                },
+            )
+            started = time.perf_counter()
+            replies = list(stub.Ingest(iter([record]), timeout=10))
+            if replies[0].outcome != IngestOutcome.INGEST_OUTCOME_ACCEPTED:
+                raise RuntimeError(f"the street refused the record: {replies[0].message}")
+            while _province_received(province_db) == before:
+                if time.perf_counter() - started > 30:
+                    raise TimeoutError("the province never saw the new case")
+                time.sleep(0.01)
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def _print_latency(latency: dict[str, Any], iterations: int) -> None:
+    print(f"drill-down latency, {iterations} calls each (one page of 10 cases), vs a bare gRPC relay:")
+    print(f"{'hops':>4}  {'drill p50':>10} {'p99':>8}  {'relay p50':>10} {'p99':>8}  {'ratio p50':>9} {'p99':>6}")
+    for hops in (1, 2, 3):
+        row = latency[f"{hops}_hop"]
+        print(
+            f"{hops:>4}  {row['drilldown']['p50_ms']:>8.2f}ms {row['drilldown']['p99_ms']:>6.2f}ms"
+            f"  {row['relay']['p50_ms']:>8.2f}ms {row['relay']['p99_ms']:>6.2f}ms"
+            f"  {row['ratio_p50']:>8.2f}x {row['ratio_p99']:>5.2f}x"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--cases", type=int, default=300)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--debounce", type=float, default=0.2)
+    parser.add_argument("--relay-server", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reply-size", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.relay_server is not None:
+        serve_relay(args.relay_server, args.reply_size)
+        return
+    topology = parse_topology(
+        {
+            "name": "bench-4",
+            "generate": {"cases": args.cases, "seed": 11, "from": "2026-01-05", "to": "2026-06-30"},
+            "config": {
+                "federation": {
+                    "report_on_change": True,
+                    "report_debounce_seconds": args.debounce,
+                    "retry_base_seconds": 0.2,
+                    "retry_max_seconds": 2.0,
+                }
+            },
+            "nodes": [{"id": node_id, "level": level} for node_id, level in zip(IDS, LEVELS, strict=True)],
+        },
+        "bench",
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-drilldown-") as directory:
+        state = up(topology, Path(directory), workers=2, progress=lambda message: print(f"  {message}"))
+        try:
+            latency = bench_latency(state, args.iterations)
+            _print_latency(latency, args.iterations)
+            freshness = bench_freshness(state, args.trials)
+        finally:
+            down(Path(directory))
+    print(
+        f"roll-up freshness street → province (3 tiers, debounce {args.debounce}s): "
+        f"median {statistics.median(freshness):.2f}s, max {max(freshness):.2f}s over {len(freshness)} records "
+        f"(target < 2 s)"
+    )
+    figures = {
+        "benchmark": "federation_drilldown",
+        "iterations": args.iterations,
+        "latency": latency,
+        "freshness_seconds": {
+            "median": round(statistics.median(freshness), 3),
+            "max": round(max(freshness), 3),
+            "samples": [round(value, 3) for value in freshness],
+            "debounce_seconds": args.debounce,
+        },
+        "targets": {"ratio_max": 3.0, "freshness_max_seconds": 2.0},
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

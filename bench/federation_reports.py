@@ -1,0 +1,422 @@
+"""Report exchange benchmark: build + sign at a node holding 1,000,000 cases, and province fan-in.
+
+1. Build + sign. A district node is filled with 1,000,000 cases (bulk-loaded with stdlib sqlite3 as set-up, with
+   the metric buckets those cases produce), its first report is built and acknowledged, then each round imports
+   ~10,000 new records through the real importer (metrics kept at write time) and times ``build_reports`` (read
+   changed buckets, sum own + children, build protobuf, sign, chain, write to the outbox). Target < 200 ms.
+   Same-run baseline (the floor): stdlib sqlite3 fetching the changed rows by revision + one Ed25519 signature.
+2. Fan-in. A province with CHILDREN registered children receives pre-signed reports (REPORTS_PER_CHILD each, a
+   hash chain per child, BUCKETS buckets each): in process through ``ReportReceiver.receive`` and over real gRPC
+   (one client thread per child). Target >= 1,000 reports/s verified and stored.
+   Same-run baselines: Ed25519 verify + stdlib sqlite3 insert of the envelope with one commit per report, and a
+   bare gRPC unary echo of the same bytes with the same client threads.
+
+    .venv/bin/python -m bench.federation_reports             # full size
+    .venv/bin/python -m bench.federation_reports --quick     # 100,000 cases, smaller fan-in
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent import futures
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, select
+
+from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, serialize
+from federation.chain import report_digest
+from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
+from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
+from federation.receiver import ReportReceiver
+from federation.signing import generate_keypair, public_key_b64, sign_envelope
+from federation.tables import received_reports
+from node.app import Node, open_node
+from node.cli.init_cmd import init_node
+from node.config import ChildConfig, load_config, save_config
+from node.ingest.importer import Importer
+from node.ingest.listeners import default_listeners
+from node.metrics import add_to_buckets, record_deltas
+from node.reporting import apply_child_report, build_reports, node_outbox
+from node.server import NodeServer
+from node.servicers.reports import child_key_resolver
+from node.synthetic.generator import generate, iter_item_records
+
+NODE_ID = "gd.gz.py"
+BULK_FROM = date(2024, 1, 2)
+BULK_DAYS = 600
+ROUND_WEEKS = (date(2025, 9, 1), date(2025, 9, 8), date(2025, 9, 15), date(2025, 9, 22), date(2025, 10, 13))
+SQLA_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+# -- part 1: build + sign ----------------------------------------------------------------------------------------
+class _Metrics:
+    """Metric buckets at import time through node.metrics' own rules (used when the composition wires none)."""
+
+    def __init__(self, node: Node) -> None:
+        self._calendar = node.calendar
+
+    def on_records(self, conn: Connection, kind: str, records: Sequence[Any], now: datetime) -> None:
+        add_to_buckets(conn, record_deltas(kind, records, self._calendar))
+
+
+def _listeners(node: Node) -> list[Any]:
+    listeners = list(default_listeners(node))
+    if not any("etric" in type(listener).__name__ for listener in listeners):
+        listeners.append(_Metrics(node))
+    return listeners
+
+
+def _bulk_cases(node: Node, cases: int, rng: random.Random) -> int:
+    """Load ``cases`` cases and the metric buckets they produce straight into the node's SQLite file (set-up)."""
+    items = [row for row in iter_item_records(NODE_ID)]
+    database = str(node.data_dir / "node.db")
+    conn = sqlite3.connect(database)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    buckets: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0] * len(COUNTER_FIELDS))
+    meta: dict[str, tuple[str, str, str]] = {
+        item["implementation_code"]: (
+            item["basic_code"],
+            item["type_code"],
+            item.get("department") or item["body_name"],
+        )
+        for item in items
+    }
+    index = {name: position for position, name in enumerate(COUNTER_FIELDS)}
+    columns = (
+        "case_no, implementation_code, basic_code, item_type_code, department, department_code, acceptor, accepted_at,"
+        " case_type_code, area_code, applicant_name, applicant_id_type, applicant_id_no, apply_source_code,"
+        " promised_limit, legal_limit, promised_due_at, legal_due_at, clock_stop_workdays, clock_stopped, status,"
+        " completed_at, supplement_count, return_count, recorded_at"
+    )
+    sql = f"INSERT INTO cases ({columns}) VALUES ({', '.join('?' * 25)})"
+    batch = []
+    codes = list(meta)
+    for number in range(cases):
+        code = rng.choice(codes)
+        basic, type_code, department = meta[code]
+        day = BULK_FROM + timedelta(days=rng.randrange(BULK_DAYS))
+        accepted = datetime.combine(day, datetime.min.time()) + timedelta(hours=9, minutes=rng.randrange(480))
+        completed = accepted + timedelta(days=rng.randrange(1, 15)) if rng.random() < 0.9 else None
+        due = accepted + timedelta(days=14)
+        stamp = accepted.strftime(SQLA_DATETIME)
+        batch.append(
+            (
+                f"BULK-{number:09d}", code, basic, type_code, department, "", "", stamp, "2", "", "", "", "", "",
+                10, 20, due.strftime(SQLA_DATETIME), (due + timedelta(days=14)).strftime(SQLA_DATETIME), 0, 0,
+                "completed" if completed else "open", completed.strftime(SQLA_DATETIME) if completed else None,
+                0, 0, stamp,
+            )
+        )
+        key = (accepted.date().isoformat(), department, code)
+        buckets[key][index["received"]] += 1
+        if completed is None:
+            buckets[key][index["open_cases"]] += 1
+        else:
+            done = buckets[(completed.date().isoformat(), department, code)]
+            done[index["completed"]] += 1
+            done[index["completed_on_time"]] += 1
+            done[index["completed_within_legal"]] += 1
+        if len(batch) == 50_000:
+            conn.executemany(sql, batch)
+            conn.commit()
+            batch.clear()
+    conn.executemany(sql, batch)
+    bucket_sql = (
+        f"INSERT INTO metric_buckets (day, department, implementation_code, basic_code, item_type_code, "
+        f"{', '.join(COUNTER_FIELDS)}, revision) VALUES ({', '.join('?' * (len(COUNTER_FIELDS) + 6))})"
+    )
+    conn.executemany(
+        bucket_sql,
+        [(day, dep, code, meta[code][0], meta[code][1], *values, 1) for (day, dep, code), values in buckets.items()],
+    )
+    conn.execute("INSERT OR REPLACE INTO node_counters (name, value) VALUES ('metric_revision', 1)")
+    conn.commit()
+    conn.close()
+    return len(buckets)
+
+
+def _baseline_build(database: Path, base_revision: int, key: Ed25519PrivateKey) -> float:
+    """Stdlib sqlite3 floor: fetch the changed bucket rows by revision, pack them, one Ed25519 signature."""
+    started = time.perf_counter()
+    conn = sqlite3.connect(str(database))
+    rows = conn.execute(
+        f"SELECT day, basic_code, item_type_code, {', '.join(COUNTER_FIELDS)} FROM metric_buckets WHERE revision > ?",
+        (base_revision,),
+    ).fetchall()
+    conn.close()
+    key.sign(json.dumps(rows).encode())
+    return time.perf_counter() - started
+
+
+def bench_build(work: Path, cases: int) -> dict[str, Any]:
+    data_dir = work / NODE_ID
+    init_node(data_dir, NODE_ID)
+    config = load_config(data_dir)
+    config.federation.parent_address = "127.0.0.1:9"  # never contacted: building needs a parent, sending is not timed
+    config.federation.outbox_max_reports = 100_000
+    save_config(data_dir, config)
+    clock_now = datetime(2025, 10, 24, 18, 0)
+    node = open_node(data_dir, clock=lambda: clock_now)
+    Importer(node, listeners=_listeners(node)).import_records(
+        ("item", number, record) for number, record in enumerate(iter_item_records(NODE_ID), start=1)
+    )
+    started = time.perf_counter()
+    bucket_rows = _bulk_cases(node, cases, random.Random(7))
+    print(f"set-up: {cases:,} cases and {bucket_rows:,} metric buckets loaded in {time.perf_counter() - started:.1f} s")
+
+    started = time.perf_counter()
+    first = build_reports(node)
+    initial_seconds = time.perf_counter() - started
+    with node.engine.begin() as conn:
+        node_outbox(node).mark_acked(conn, first[-1].sequence, first[-1].digest, clock_now)
+    print(
+        f"initial report: {sum(r.bucket_count for r in first):,} buckets in {len(first)} chained reports, "
+        f"{initial_seconds * 1000:.0f} ms"
+    )
+    key = Ed25519PrivateKey.generate()
+    build_ms, baseline_ms, records, buckets = [], [], [], []
+    for round_number, week in enumerate(ROUND_WEEKS, start=1):
+        out = work / f"round-{round_number}"
+        summary = generate(
+            NODE_ID, 1950, round_number, out, date_from=week, date_to=week + timedelta(days=4), workers=1
+        )
+        imported = Importer(node, listeners=_listeners(node)).import_files(summary.paths)
+        with node.engine.connect() as conn:
+            head = node_outbox(node).head(conn)
+        base = head.up_to_revision if head else 0
+        baseline_ms.append(_baseline_build(data_dir / "node.db", base, key) * 1000)
+        started = time.perf_counter()
+        built = build_reports(node)
+        build_ms.append((time.perf_counter() - started) * 1000)
+        records.append(imported.accepted)
+        buckets.append(sum(report.bucket_count for report in built))
+        with node.engine.begin() as conn:
+            node_outbox(node).mark_acked(conn, built[-1].sequence, built[-1].digest, clock_now)
+        print(
+            f"round {round_number}: {imported.accepted:,} new records -> report of {buckets[-1]} buckets: "
+            f"build+sign {build_ms[-1]:.1f} ms (baseline {baseline_ms[-1]:.1f} ms)"
+        )
+    node.close()
+    build = statistics.median(build_ms)
+    baseline = statistics.median(baseline_ms)
+    print(
+        f"build + sign after ~10,000 new records: median {build:.1f} ms (target < 200 ms); "
+        f"baseline {baseline:.1f} ms; ratio {build / baseline:.1f}x"
+    )
+    return {
+        "cases": cases,
+        "metric_buckets": bucket_rows,
+        "initial_report_ms": round(initial_seconds * 1000, 1),
+        "new_records_per_round": round(statistics.median(records)),
+        "report_buckets_per_round": round(statistics.median(buckets)),
+        "build_sign_ms_median": round(build, 1),
+        "build_baseline_ms_median": round(baseline, 1),
+        "build_ratio": round(build / baseline, 2),
+    }
+
+
+# -- part 2: fan-in ---------------------------------------------------------------------------------------------
+def _child_reports(child_id: str, key: Ed25519PrivateKey, count: int, buckets: int, rng: random.Random) -> list[bytes]:
+    reports, previous = [], b""
+    for sequence in range(1, count + 1):
+        body = ReportBody(
+            node_id=child_id,
+            sequence=sequence,
+            previous_digest=previous,
+            created_at_ms=1_760_000_000_000 + sequence,
+            kind=ReportKind.REPORT_KIND_INCREMENTAL,
+            buckets=[
+                Bucket(
+                    day=(date(2025, 10, 1) + timedelta(days=number // 10)).isoformat(),
+                    basic_code=f"{1000000000 + number % 10 + (sequence % 5) * 10}",
+                    item_type_code="01",
+                    counters=Counters(received=rng.randrange(1, 50), completed=rng.randrange(50), open_cases=3),
+                )
+                for number in range(buckets)
+            ],
+        )
+        envelope = sign_envelope(key, child_id, REPORT_BODY_TYPE, serialize(body))
+        previous = report_digest(envelope)
+        reports.append(envelope.SerializeToString())
+    return reports
+
+
+def _province(work: Path, name: str, keys: dict[str, Ed25519PrivateKey]) -> Node:
+    data_dir = work / name
+    init_node(data_dir, "gd", level="province")
+    config = load_config(data_dir)
+    config.federation.children = [
+        ChildConfig(id=child, public_key=public_key_b64(key.public_key())) for child, key in keys.items()
+    ]
+    save_config(data_dir, config)
+    return open_node(data_dir)
+
+
+def _interleaved(per_child: dict[str, list[bytes]]) -> list[bytes]:
+    rounds = max(len(reports) for reports in per_child.values())
+    return [reports[i] for i in range(rounds) for reports in per_child.values() if i < len(reports)]
+
+
+def _send_all(address: str, method: str, per_child: dict[str, list[bytes]], queue: Any) -> None:
+    """Client process: one thread per child sends its reports in order; puts the elapsed seconds (or an error)."""
+    channel = grpc.insecure_channel(address)
+    call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    errors: list[str] = []
+
+    def worker(reports: list[bytes]) -> None:
+        try:
+            for raw in reports:
+                call(raw, timeout=30)
+        except grpc.RpcError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=worker, args=(reports,)) for reports in per_child.values()]
+    grpc.channel_ready_future(channel).result(timeout=30)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    channel.close()
+    queue.put(errors[0] if errors else elapsed)
+
+
+def _client_seconds(address: str, method: str, per_child: dict[str, list[bytes]]) -> float:
+    """Run the clients in their own process, so the server's process spends its CPU on serving only."""
+    context = multiprocessing.get_context("spawn")  # grpc does not survive fork
+    queue = context.Queue()
+    process = context.Process(target=_send_all, args=(address, method, per_child, queue))
+    process.start()
+    result = queue.get(timeout=600)
+    process.join()
+    if isinstance(result, str):
+        raise RuntimeError(f"client failed: {result}")
+    return float(result)
+
+
+def bench_fan_in(work: Path, children: int, per_child: int, buckets: int) -> dict[str, Any]:
+    rng = random.Random(11)
+    keys = {f"gd.c{number:03d}": generate_keypair()[0] for number in range(children)}
+    reports = {child: _child_reports(child, key, per_child, buckets, rng) for child, key in keys.items()}
+    total = children * per_child
+    size = statistics.median(len(raw) for batch in reports.values() for raw in batch)
+
+    # Baseline: verify + one sqlite3 commit per report, nothing else.
+    base_db = sqlite3.connect(str(work / "baseline.db"), isolation_level=None)
+    base_db.execute("PRAGMA journal_mode=WAL")
+    base_db.execute("PRAGMA synchronous=NORMAL")
+    base_db.execute(
+        "CREATE TABLE received (child_id TEXT, sequence INTEGER, envelope BLOB, PRIMARY KEY (child_id, sequence))"
+    )
+    publics = {child: key.public_key() for child, key in keys.items()}
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for raw in _interleaved(reports):
+        envelope = SignedEnvelope.FromString(raw)
+        canonical = b"supnet/v1/" + envelope.body_type.encode() + b"\x00" + envelope.body
+        publics[envelope.signer_id].verify(envelope.signature, canonical)
+        sequence = ReportBody.FromString(envelope.body).sequence
+        base_db.execute("BEGIN")
+        base_db.execute("INSERT INTO received VALUES (?, ?, ?)", (envelope.signer_id, sequence, raw))
+        base_db.execute("COMMIT")
+    baseline_rate = total / (time.perf_counter() - started)
+    baseline_cpu_rate = total / (time.process_time() - cpu_started)
+    base_db.close()
+
+    # In process: the real receiver (verify, registered child, chain, dedupe, store, apply) on SQLite.
+    node = _province(work, "province-inproc", keys)
+    receiver = ReportReceiver(
+        node.engine, children=set(keys), key_resolver=child_key_resolver(node), apply=apply_child_report,
+        clock=node.now, node_id="gd",
+    )
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for raw in _interleaved(reports):
+        receiver.receive(SignedEnvelope.FromString(raw))
+    inproc_rate = total / (time.perf_counter() - started)
+    inproc_cpu_rate = total / (time.process_time() - cpu_started)
+    node.close()
+
+    # Over gRPC: the real NodeServer; a client process sends each child's chain in order, one thread per child.
+    node = _province(work, "province-grpc", keys)
+    server = NodeServer(node, address="127.0.0.1:0", max_workers=16)
+    port = server.start()
+    grpc_rate = total / _client_seconds(f"127.0.0.1:{port}", "/federation.proto.v1.NodeService/SubmitReport", reports)
+    with node.engine.connect() as conn:
+        stored = len(conn.execute(select(received_reports.c.sequence)).all())
+    server.stop(0)
+    node.close()
+    assert stored == total, f"stored {stored} of {total}"
+
+    # Bare gRPC echo of the same bytes, same client process and threads (transport baseline).
+    echo_server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    echo_server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}
+            ),
+        )
+    )
+    echo_port = echo_server.add_insecure_port("127.0.0.1:0")
+    echo_server.start()
+    echo_rate = total / _client_seconds(f"127.0.0.1:{echo_port}", "/bench.Echo/Echo", reports)
+    echo_server.stop(0)
+
+    print(
+        f"fan-in of {total:,} reports ({children} children x {per_child}, {buckets} buckets, {size:.0f} bytes each): "
+        f"in process {inproc_rate:,.0f}/s ({inproc_cpu_rate:,.0f}/s of CPU time), over gRPC {grpc_rate:,.0f}/s "
+        f"(target >= 1,000/s); baseline verify+commit {baseline_rate:,.0f}/s ({baseline_cpu_rate:,.0f}/s of CPU) "
+        f"ratio {inproc_rate / baseline_rate:.2f}; bare gRPC echo {echo_rate:,.0f}/s, ratio {grpc_rate / echo_rate:.2f}"
+    )
+    return {
+        "fan_in_reports": total,
+        "fan_in_buckets_per_report": buckets,
+        "fan_in_report_bytes": round(size),
+        "fan_in_inprocess_per_s": round(inproc_rate),
+        "fan_in_inprocess_cpu_per_s": round(inproc_cpu_rate),
+        "fan_in_grpc_per_s": round(grpc_rate),
+        "fan_in_baseline_verify_commit_per_s": round(baseline_rate),
+        "fan_in_baseline_cpu_per_s": round(baseline_cpu_rate),
+        "fan_in_inprocess_ratio": round(inproc_rate / baseline_rate, 2),
+        "grpc_echo_per_s": round(echo_rate),
+        "fan_in_grpc_ratio_to_echo": round(grpc_rate / echo_rate, 2),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cases", type=int, default=1_000_000)
+    parser.add_argument("--children", type=int, default=20)
+    parser.add_argument("--reports-per-child", type=int, default=100)
+    parser.add_argument("--buckets", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="100,000 cases and a smaller fan-in")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cases, args.reports_per_child = 100_000, 30
+    figures: dict[str, Any] = {"benchmark": "federation_reports"}
+    with tempfile.TemporaryDirectory(prefix="supnet-bench-reports-") as work:
+        figures.update(bench_build(Path(work), args.cases))
+        figures.update(bench_fan_in(Path(work), args.children, args.reports_per_child, args.buckets))
+    figures["build_target_met"] = figures["build_sign_ms_median"] < 200
+    figures["fan_in_target_met"] = figures["fan_in_grpc_per_s"] >= 1000
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Durable, bounded outbox of signed reports: kept until the parent acknowledges, retried with backoff + jitter.
+
+Every method works on a caller's Connection so that building a report and appending it to the outbox
+are one transaction. A full outbox refuses new reports with BackPressureError (counted and logged at
+ERROR) instead of dropping anything: the data behind the refused report stays in the buckets and goes
+out in the next report once the parent has caught up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from federation.errors import BackPressureError, IntegrityError
+from federation.tables import OUTBOX_ACKED, OUTBOX_PENDING, outbox
+
+log = logging.getLogger(__name__)
+
+OUTBOX_OVERFLOWS = Counter(
+    "supnet_report_outbox_overflows_total", "Reports refused because the report outbox was full"
+)
+OUTBOX_SEND_FAILURES = Counter(
+    "supnet_report_outbox_send_failures_total", "Failed attempts to deliver a report to the parent"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The newest report in the outbox: the next report chains onto it."""
+
+    sequence: int
+    digest: bytes
+    up_to_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One report waiting for (or having received) the parent's acknowledgement."""
+
+    sequence: int
+    digest: bytes
+    kind: str
+    envelope: bytes
+    attempts: int
+    next_attempt_at: datetime
+    up_to_revision: int
+    status: str
+
+
+@dataclass(slots=True)
+class BackoffPolicy:
+    """Exponential backoff with jitter: base·2^(attempts-1), capped, times a random factor in [0.5, 1]."""
+
+    base_seconds: float = 1.0
+    max_seconds: float = 300.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempts: int) -> timedelta:
+        """Delay before the next try after ``attempts`` failed ones (jitter spreads a fleet's retries)."""
+        exponent = min(max(attempts - 1, 0), 32)
+        ceiling = min(self.max_seconds, self.base_seconds * (2**exponent))
+        return timedelta(seconds=ceiling * self.rng.uniform(0.5, 1.0))
+
+
+class Outbox:
+    """Operations on the ``federation_outbox`` table; stateless apart from its limits."""
+
+    def __init__(self, *, max_pending: int, backoff: BackoffPolicy | None = None, retain_acked: int = 100) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.max_pending = max_pending
+        self.backoff = backoff or BackoffPolicy()
+        self.retain_acked = retain_acked
+
+    def head(self, conn: Connection) -> ChainHead | None:
+        """The newest report built (acknowledged or not), or None before the first."""
+        row = conn.execute(
+            select(outbox.c.sequence, outbox.c.digest, outbox.c.up_to_revision)
+            .order_by(outbox.c.sequence.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return ChainHead(sequence=row.sequence, digest=bytes(row.digest), up_to_revision=row.up_to_revision)
+
+    def pending_count(self, conn: Connection) -> int:
+        """How many reports wait for an acknowledgement."""
+        return int(
+            conn.execute(select(func.count()).select_from(outbox).where(outbox.c.status == OUTBOX_PENDING)).scalar_one()
+        )
+
+    def check_room(self, conn: Connection, node_id: str = "") -> None:
+        """Raise BackPressureError (counted, logged at ERROR) when no further report fits."""
+        pending = self.pending_count(conn)
+        if pending >= self.max_pending:
+            OUTBOX_OVERFLOWS.inc()
+            log.error(
+                "report outbox of node %s is full: %s reports wait for the parent's acknowledgement (limit %s); "
+                "new report refused, its data stays in the buckets for a later report",
+                node_id,
+                pending,
+                self.max_pending,
+            )
+            raise BackPressureError(
+                f"report outbox full: {pending} reports await acknowledgement (limit {self.max_pending})"
+            )
+
+    def append(
+        self,
+        conn: Connection,
+        *,
+        sequence: int,
+        digest: bytes,
+        previous_digest: bytes,
+        kind: str,
+        envelope: bytes,
+        now: datetime,
+        bucket_count: int = 0,
+        base_revision: int = 0,
+        up_to_revision: int = 0,
+        node_id: str = "",
+    ) -> None:
+        """Store a freshly signed report as pending (due now); refuses when full or when it breaks the chain."""
+        self.check_room(conn, node_id)
+        head = self.head(conn)
+        expected = 1 if head is None else head.sequence + 1
+        if sequence != expected:
+            raise IntegrityError(f"outbox: report sequence {sequence} does not follow {expected - 1}")
+        if head is not None and previous_digest != head.digest:
+            raise IntegrityError(f"outbox: report {sequence} does not chain onto the digest of report {head.sequence}")
+        conn.execute(
+            insert(outbox).values(
+                sequence=sequence,
+                digest=digest,
+                previous_digest=previous_digest,
+                kind=kind,
+                envelope=envelope,
+                bucket_count=bucket_count,
+                base_revision=base_revision,
+                up_to_revision=up_to_revision,
+                status=OUTBOX_PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                last_error="",
+                created_at=now,
+            )
+        )
+        log.debug("outbox: report %s (%s, %s buckets) queued", sequence, kind, bucket_count)
+
+    def due(self, conn: Connection, now: datetime, limit: int = 100) -> list[OutboxEntry]:
+        """Pending reports to send now, oldest first; empty while the oldest one is backing off.
+
+        The parent applies a child's reports strictly in sequence, so nothing is sent past a report
+        that is still waiting for its retry time.
+        """
+        rows = conn.execute(
+            select(
+                outbox.c.sequence,
+                outbox.c.digest,
+                outbox.c.kind,
+                outbox.c.envelope,
+                outbox.c.attempts,
+                outbox.c.next_attempt_at,
+                outbox.c.up_to_revision,
+                outbox.c.status,
+            )
+            .where(outbox.c.status == OUTBOX_PENDING)
+            .order_by(outbox.c.sequence)
+            .limit(limit)
+        ).all()
+        if not rows or rows[0].next_attempt_at > now:
+            return []
+        return [
+            OutboxEntry(
+                sequence=row.sequence,
+                digest=bytes(row.digest),
+                kind=row.kind,
+                envelope=bytes(row.envelope),
+                attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at,
+                up_to_revision=row.up_to_revision,
+                status=row.status,
+            )
+            for row in rows
+        ]
+
+    def next_attempt_at(self, conn: Connection) -> datetime | None:
+        """When the oldest pending report is due (None when nothing is pending)."""
+        value: datetime | None = conn.execute(
+            select(outbox.c.next_attempt_at)
+            .where(outbox.c.status == OUTBOX_PENDING)
+            .order_by(outbox.c.sequence)
+            .limit(1)
+        ).scalar_one_or_none()
+        return value
+
+    def mark_acked(self, conn: Connection, sequence: int, digest: bytes, now: datetime) -> int:
+        """Record the parent's acknowledgement of ``sequence`` (and so of every earlier one); returns rows acked.
+
+        The parent applies in order, so an ack for N covers every report before N too. An ack whose digest
+        is not the one we sent is refused (and the caller's transaction rolls back): the parent holds a
+        different report under our sequence.
+        """
+        # The write comes first so SQLite takes its write lock before reading (no stale-snapshot failure).
+        result = conn.execute(
+            update(outbox)
+            .where(outbox.c.status == OUTBOX_PENDING, outbox.c.sequence <= sequence)
+            .values(status=OUTBOX_ACKED, acked_at=now, last_error="")
+        )
+        sent = conn.execute(select(outbox.c.digest).where(outbox.c.sequence == sequence)).scalar_one_or_none()
+        if sent is None:
+            raise IntegrityError(f"outbox: acknowledgement for unknown report sequence {sequence}")
+        if bytes(sent) != digest:
+            raise IntegrityError(
+                f"outbox: parent acknowledged report {sequence} with digest {digest.hex()[:16]}…, "
+                f"but this node sent {bytes(sent).hex()[:16]}…"
+            )
+        return int(result.rowcount)
+
+    def mark_failed(self, conn: Connection, sequence: int, error: str, now: datetime) -> datetime:
+        """Count a failed delivery and schedule the retry; returns the next attempt time."""
+        OUTBOX_SEND_FAILURES.inc()
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.sequence == sequence)
+            .values(attempts=outbox.c.attempts + 1, last_error=error[:2000])
+        )
+        attempts = int(conn.execute(select(outbox.c.attempts).where(outbox.c.sequence == sequence)).scalar_one())
+        next_at = now + self.backoff.delay(attempts)
+        conn.execute(update(outbox).where(outbox.c.sequence == sequence).values(next_attempt_at=next_at))
+        return next_at
+
+    def retry_now(self, conn: Connection, now: datetime) -> None:
+        """Make every pending report due now (e.g. an operator knows the parent is back)."""
+        conn.execute(update(outbox).where(outbox.c.status == OUTBOX_PENDING).values(next_attempt_at=now))
+
+    def prune(self, conn: Connection) -> int:
+        """Delete acknowledged reports beyond the newest ``retain_acked`` (the chain head always stays)."""
+        newest = select(func.max(outbox.c.sequence)).scalar_subquery()
+        result = conn.execute(
+            delete(outbox).where(
+                outbox.c.status == OUTBOX_ACKED, outbox.c.sequence <= newest - max(self.retain_acked, 1)
+            )
+        )
+        return int(result.rowcount)
+
+    def entries(self, conn: Connection, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
+        """Newest reports first (for status displays)."""
+        query = select(
+            outbox.c.sequence,
+            outbox.c.digest,
+            outbox.c.kind,
+            outbox.c.envelope,
+            outbox.c.attempts,
+            outbox.c.next_attempt_at,
+            outbox.c.up_to_revision,
+            outbox.c.status,
+        ).order_by(outbox.c.sequence.desc())
+        if status is not None:
+            query = query.where(outbox.c.status == status)
+        return [
+            OutboxEntry(
+                sequence=row.sequence,
+                digest=bytes(row.digest),
+                kind=row.kind,
+                envelope=bytes(row.envelope),
+                attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at,
+                up_to_revision=row.up_to_revision,
+                status=row.status,
+            )
+            for row in conn.execute(query.limit(limit))
+        ]

@@ -1,0 +1,277 @@
+"""Receiving children's reports: verify, check registration and chain, de-duplicate, store + apply, then ack.
+
+Order of checks (each refusal is a precise SupnetError, mapped to a gRPC status by federation.grpc_errors):
+
+1. the signer is a registered child               else PermissionDeniedError  -> PERMISSION_DENIED
+2. the signature verifies with the child's key    else UnauthenticatedError   -> UNAUTHENTICATED
+3. the body parses, is canonical, names the signer else InvalidArgumentError / PermissionDeniedError
+4. (child, sequence) already stored:
+   same digest  -> the same acknowledgement again (idempotent re-delivery, nothing applied twice)
+   other digest -> StaleError                                          -> ALREADY_EXISTS
+5. the chain: sequence = last + 1 and previous_digest = last digest
+   at or below the last -> StaleError (ALREADY_EXISTS); a gap or a wrong previous digest -> IntegrityError
+   (FAILED_PRECONDITION), so the child resends in order (its outbox sends oldest first)
+6. store the report, advance the chain head and apply its buckets in ONE transaction; only after the
+   commit is the acknowledgement returned, so a child never holds an ack for a report that is not stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+
+from federation.canonical import parse_body, validate_report_body
+from federation.chain import ChainHead, check_chain, report_digest, short_hex
+from federation.errors import IntegrityError, PermissionDeniedError, StaleError, UnauthenticatedError
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.report_pb2 import ReportAck, ReportBody, ReportKind
+from federation.signing import KeyResolver, verify_with_resolver
+from federation.tables import DriverStatement, child_chains, driver_integrity_error, received_reports
+
+log = logging.getLogger(__name__)
+
+KIND_NAMES = {ReportKind.REPORT_KIND_INCREMENTAL: "incremental", ReportKind.REPORT_KIND_FULL: "full"}
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedReport:
+    """A verified, chain-checked report about to be stored (what the apply callback sees)."""
+
+    child_id: str
+    body: ReportBody
+    envelope: SignedEnvelope
+    digest: bytes
+    received_at: datetime
+
+    @property
+    def kind(self) -> str:
+        """'incremental' or 'full'."""
+        return KIND_NAMES[self.body.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildChainState:
+    """What the parent knows of one child: chain head, when it last reported, its completeness counts."""
+
+    child_id: str
+    last_sequence: int
+    last_digest: bytes
+    last_received_at: datetime
+    last_created_at_ms: int
+    nodes_in_subtree: int
+    nodes_reported_in_window: int
+
+
+ApplyReport = Callable[[Connection, AcceptedReport], None]
+
+
+class _AlreadyStoredError(Exception):
+    """Internal signal: the log already holds this (child, sequence)."""
+
+# The hot path of a receive runs through statements compiled once (DriverStatement): fan-in is per report.
+_CHAIN_HEAD = select(child_chains.c.last_sequence, child_chains.c.last_digest).where(
+    child_chains.c.child_id == bindparam("chain_child")
+)
+# PostgreSQL: lock the child's head row so two deliveries of one child cannot both extend it (SQLite already
+# holds its single write lock here and renders no FOR UPDATE).
+_CHAIN_HEAD_FOR_UPDATE = DriverStatement(_CHAIN_HEAD.with_for_update())
+_STORED_DIGEST = select(received_reports.c.digest).where(
+    received_reports.c.child_id == bindparam("chain_child"),
+    received_reports.c.sequence == bindparam("stored_sequence"),
+)
+_RECEIVED_COLUMNS = ("child_id", "sequence", "digest", "kind", "envelope", "bucket_count", "received_at")
+_CHAIN_COLUMNS = (
+    "last_sequence",
+    "last_digest",
+    "last_received_at",
+    "last_created_at_ms",
+    "nodes_in_subtree",
+    "nodes_reported_in_window",
+)
+# Bind names differ from column names: SQLAlchemy reserves column names in VALUES/SET for itself.
+_INSERT_RECEIVED = DriverStatement(
+    insert(received_reports).values({name: bindparam(f"p_{name}") for name in _RECEIVED_COLUMNS})
+)
+_INSERT_CHAIN = DriverStatement(
+    insert(child_chains).values({name: bindparam(f"p_{name}") for name in ("child_id", *_CHAIN_COLUMNS)})
+)
+_UPDATE_CHAIN = DriverStatement(
+    update(child_chains)
+    .where(child_chains.c.child_id == bindparam("p_child_id"))
+    .values({name: bindparam(f"p_{name}") for name in _CHAIN_COLUMNS})
+)
+
+
+def _prefixed(values: dict[str, object]) -> dict[str, object]:
+    return {f"p_{name}": value for name, value in values.items()}
+
+
+def load_child_chains(conn: Connection) -> dict[str, ChildChainState]:
+    """Every child's chain state, by child id."""
+    rows = conn.execute(select(child_chains)).all()
+    return {
+        row.child_id: ChildChainState(
+            child_id=row.child_id,
+            last_sequence=row.last_sequence,
+            last_digest=bytes(row.last_digest),
+            last_received_at=row.last_received_at,
+            last_created_at_ms=row.last_created_at_ms,
+            nodes_in_subtree=row.nodes_in_subtree,
+            nodes_reported_in_window=row.nodes_reported_in_window,
+        )
+        for row in rows
+    }
+
+
+class ReportReceiver:
+    """Accepts signed reports from registered children into the node's database (thread-safe)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        children: Collection[str] | Callable[[], Collection[str]],
+        key_resolver: KeyResolver,
+        apply: ApplyReport,
+        clock: Callable[[], datetime],
+        node_id: str = "",
+        accept_first_at_any_sequence: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._children = children
+        self._key_resolver = key_resolver
+        self._apply = apply
+        self._clock = clock
+        self._node_id = node_id
+        # Off by default: accepting a child's first report at any sequence would let an out-of-order #3 in
+        # first and strand #1 and #2 as stale. Only for a child joining with history (re-homed child, parent
+        # database rebuilt), where #1 no longer exists in the child's outbox.
+        self._accept_first_at_any_sequence = accept_first_at_any_sequence
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _registered(self) -> Collection[str]:
+        return self._children() if callable(self._children) else self._children
+
+    def _lock_for(self, child_id: str) -> threading.Lock:
+        if self._engine.dialect.name == "sqlite":
+            # SQLite has one writer at a time anyway; queueing here beats its busy handler, which sleeps
+            # in steps of up to 100 ms while many server threads contend for the write lock.
+            child_id = ""
+        with self._locks_guard:
+            lock = self._locks.get(child_id)
+            if lock is None:
+                lock = self._locks[child_id] = threading.Lock()
+            return lock
+
+    def verify(self, envelope: SignedEnvelope) -> tuple[ReportBody, bytes]:
+        """Checks 1-3: registered child, signature, well-formed body naming its signer; returns (body, digest)."""
+        signer = envelope.signer_id
+        if signer not in self._registered():
+            raise PermissionDeniedError(
+                f"unknown child {signer or '(empty signer_id)'!r}: not a registered child of node {self._node_id}"
+            )
+        try:
+            verify_with_resolver(envelope, self._key_resolver)
+        except IntegrityError as error:
+            raise UnauthenticatedError(f"bad signature on report from {signer}: {error}") from error
+        body = parse_body(envelope, ReportBody)
+        if body.node_id != signer:
+            raise PermissionDeniedError(f"report signed by {signer} claims to come from {body.node_id or '(empty)'}")
+        validate_report_body(body)
+        return body, report_digest(envelope)
+
+    def receive(self, envelope: SignedEnvelope) -> ReportAck:
+        """Verify, de-duplicate, store and apply one report; the returned ack means it is durably stored."""
+        body, digest = self.verify(envelope)
+        with self._lock_for(body.node_id):
+            try:
+                return self._store(envelope, body, digest)
+            except _AlreadyStoredError:
+                # (child, sequence) is already stored: a re-delivery (same digest) or a rewritten report.
+                return self._answer_duplicate(body, digest)
+
+    def _answer_duplicate(self, body: ReportBody, digest: bytes) -> ReportAck:
+        child_id = body.node_id
+        with self._engine.connect() as conn:
+            stored_digest = conn.execute(
+                _STORED_DIGEST, {"chain_child": child_id, "stored_sequence": body.sequence}
+            ).scalar_one_or_none()
+            last_sequence = conn.execute(_CHAIN_HEAD, {"chain_child": child_id}).first()
+        if stored_digest is None:  # the conflicting row went away (cannot happen without manual deletes)
+            raise StaleError(f"report {child_id} #{body.sequence} conflicts with a stored report; resend later")
+        if bytes(stored_digest) != digest:
+            raise StaleError(
+                f"report {child_id} #{body.sequence} was already received with digest "
+                f"{short_hex(bytes(stored_digest))}; this one has digest {short_hex(digest)} (history rewritten?)"
+            )
+        log.debug("report %s #%s re-delivered; acknowledging again", child_id, body.sequence)
+        return ReportAck(
+            child_id=child_id,
+            sequence=body.sequence,
+            digest=digest,
+            stored=False,
+            last_accepted_sequence=last_sequence.last_sequence if last_sequence is not None else body.sequence,
+        )
+
+    def _store(self, envelope: SignedEnvelope, body: ReportBody, digest: bytes) -> ReportAck:
+        child_id = body.node_id
+        received_at = self._clock()
+        accepted = AcceptedReport(
+            child_id=child_id, body=body, envelope=envelope, digest=digest, received_at=received_at
+        )
+        with self._engine.begin() as conn:
+            # The log row goes in FIRST. Its UNIQUE(child_id, sequence) turns a re-delivery into an
+            # IntegrityError (answered by _answer_duplicate), and being a write it makes SQLite take the write
+            # lock before this transaction reads anything (a read snapshot followed by a write would fail at
+            # once if another writer committed in between). A refused check below rolls the row back.
+            try:
+                _INSERT_RECEIVED.execute(
+                    conn,
+                    _prefixed(
+                        {
+                            "child_id": child_id,
+                            "sequence": body.sequence,
+                            "digest": digest,
+                            "kind": accepted.kind,
+                            "envelope": envelope.SerializeToString(),
+                            "bucket_count": len(body.buckets),
+                            "received_at": received_at,
+                        }
+                    ),
+                )
+            except (SqlIntegrityError, driver_integrity_error(conn)) as error:
+                raise _AlreadyStoredError from error  # leaves the transaction (rolled back) before answering
+            chain_row = _CHAIN_HEAD_FOR_UPDATE.fetch_one(conn, {"chain_child": child_id})
+            head = None if chain_row is None else ChainHead(int(chain_row[0]), bytes(chain_row[1]))
+            check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
+            if head is None and body.sequence != 1:
+                log.warning("first report from child %s starts at #%s (chain joined late)", child_id, body.sequence)
+            chain_values: dict[str, object] = {
+                "child_id": child_id,
+                "last_sequence": body.sequence,
+                "last_digest": digest,
+                "last_received_at": received_at,
+                "last_created_at_ms": body.created_at_ms,
+                "nodes_in_subtree": max(body.completeness.nodes_in_subtree, 1),
+                "nodes_reported_in_window": body.completeness.nodes_reported_in_window,
+            }
+            (_INSERT_CHAIN if head is None else _UPDATE_CHAIN).execute(conn, _prefixed(chain_values))
+            self._apply(conn, accepted)
+        log.info(
+            "stored report %s #%s (%s, %s buckets, digest %s)",
+            child_id,
+            body.sequence,
+            accepted.kind,
+            len(body.buckets),
+            short_hex(digest),
+        )
+        return ReportAck(
+            child_id=child_id, sequence=body.sequence, digest=digest, stored=True, last_accepted_sequence=body.sequence
+        )

@@ -1,0 +1,1 @@
+"""gRPC servicers of a node: thin shells over the node's modules (reports, drill-down, ingest)."""

@@ -1,0 +1,57 @@
+"""Node-side federation tables: each child's latest subtree buckets, the input of the subtree roll-up."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import BigInteger, Date, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from node.store.models import Base
+
+
+class ChildBucket(Base):
+    """A child's latest reported subtree totals for one (day, basic code, item type): state, not delta."""
+
+    __tablename__ = "child_buckets"
+
+    child_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    basic_code: Mapped[str] = mapped_column(String(10), primary_key=True, comment="基本编码")
+    item_type_code: Mapped[str] = mapped_column(String(2), primary_key=True, comment="事项类型代码")
+    # Counters are BigInteger: they are subtree sums and grow with the tree below.
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed_early: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed_on_time: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed_within_legal: Mapped[int] = mapped_column(BigInteger, default=0)
+    processing_workdays: Mapped[int] = mapped_column(BigInteger, default=0)
+    returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    supplements: Mapped[int] = mapped_column(BigInteger, default=0)
+    refused: Mapped[int] = mapped_column(BigInteger, default=0)
+    clock_stops: Mapped[int] = mapped_column(BigInteger, default=0)
+    clock_stop_workdays: Mapped[int] = mapped_column(BigInteger, default=0)
+    fees_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    fees_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    ratings_1: Mapped[int] = mapped_column(BigInteger, default=0)
+    ratings_2: Mapped[int] = mapped_column(BigInteger, default=0)
+    ratings_3: Mapped[int] = mapped_column(BigInteger, default=0)
+    ratings_4: Mapped[int] = mapped_column(BigInteger, default=0)
+    ratings_5: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaints_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaints_concluded: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaints_substantiated: Mapped[int] = mapped_column(BigInteger, default=0)
+    reminders: Mapped[int] = mapped_column(BigInteger, default=0)
+    yellow_cards: Mapped[int] = mapped_column(BigInteger, default=0)
+    red_cards: Mapped[int] = mapped_column(BigInteger, default=0)
+    open_cases: Mapped[int] = mapped_column(BigInteger, default=0)
+    open_overdue_promised: Mapped[int] = mapped_column(BigInteger, default=0)
+    open_overdue_legal: Mapped[int] = mapped_column(BigInteger, default=0)
+    revision: Mapped[int] = mapped_column(
+        BigInteger, default=0, comment="this node's metric revision when the child's value last changed"
+    )
+
+    __table_args__ = (
+        Index("ix_child_buckets_revision", "revision"),
+        Index("ix_child_buckets_day_basic_code_item_type_code", "day", "basic_code", "item_type_code"),
+    )

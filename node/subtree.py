@@ -1,0 +1,268 @@
+"""Subtree roll-up: totals = own metric buckets + Σ children's latest reported buckets; children's freshness.
+
+Upward keys are (day, basic_code, item_type_code) — never node or department — so this query serves the
+report builder (changed keys or a day window) and ``supnet subtree`` / ``supnet stats --subtree`` alike.
+A child is *fresh* if it reported within stale_after_intervals × report_interval_seconds, *stale* if it
+reported before that, *missing* if it never reported; stale and missing children count in
+nodes_in_subtree (their last known count, or 1) but not in nodes_reported_in_window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from sqlalchemy import Connection, Select, Table, and_, func, literal, select, union, union_all
+
+from federation.canonical import COUNTER_FIELDS
+from federation.receiver import ChildChainState, load_child_chains
+from node.errors import InvalidArgumentError
+from node.store.federation_models import ChildBucket
+from node.store.supervision_models import MetricBucket
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+metric_buckets = cast(Table, MetricBucket.__table__)
+child_buckets = cast(Table, ChildBucket.__table__)
+
+KEY_COLUMNS = ("day", "basic_code", "item_type_code")
+# Dimensions `supnet subtree --by` accepts; "source" is 'own' or the child id (who contributed the value).
+GROUP_DIMENSIONS = ("day", "basic_code", "item_type_code", "source")
+OWN_SOURCE = "own"
+
+ChildState = Literal["fresh", "stale", "missing"]
+
+
+@dataclass(frozen=True, slots=True)
+class BucketTotals:
+    """Subtree totals of one upward key: every counter in COUNTER_FIELDS order."""
+
+    day: date
+    basic_code: str
+    item_type_code: str
+    counters: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, int]:
+        """Counters by name."""
+        return dict(zip(COUNTER_FIELDS, self.counters, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    """One child as the parent sees it now."""
+
+    child_id: str
+    state: ChildState
+    registered: bool
+    last_sequence: int | None
+    last_received_at: datetime | None
+    age_seconds: float | None
+    nodes_in_subtree: int
+    nodes_reported_in_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """Reporting completeness as additive counts (the node itself included)."""
+
+    nodes_in_subtree: int
+    nodes_reported_in_window: int
+
+    @property
+    def ratio(self) -> float:
+        """nodes_reported_in_window / nodes_in_subtree (derived where shown, never reported)."""
+        return self.nodes_reported_in_window / self.nodes_in_subtree if self.nodes_in_subtree else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubtreeView:
+    """What ``supnet subtree`` shows: grouped totals, completeness and each child's freshness."""
+
+    node_id: str
+    generated_at: datetime
+    group_by: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    completeness: Completeness
+    children: list[ChildStatus] = field(default_factory=list)
+
+
+def stale_after(node: Node) -> timedelta:
+    """How long a child may stay silent before it counts as stale."""
+    federation = node.config.federation
+    return timedelta(seconds=federation.stale_after_intervals * federation.report_interval_seconds)
+
+
+def children_status(node: Node, conn: Connection, now: datetime | None = None) -> list[ChildStatus]:
+    """Freshness of every registered child (and of any child that reported but is no longer registered)."""
+    moment = now or node.now()
+    window = stale_after(node)
+    chains = load_child_chains(conn)
+    registered = [child.id for child in node.config.federation.children]
+    statuses = []
+    for child_id in sorted(set(registered) | set(chains)):
+        statuses.append(_status_of(child_id, chains.get(child_id), child_id in registered, moment, window))
+    return statuses
+
+
+def _status_of(
+    child_id: str, chain: ChildChainState | None, registered: bool, now: datetime, window: timedelta
+) -> ChildStatus:
+    if chain is None:
+        return ChildStatus(child_id, "missing", registered, None, None, None, 1, 0)
+    age = now - chain.last_received_at
+    fresh = age <= window
+    return ChildStatus(
+        child_id=child_id,
+        state="fresh" if fresh else "stale",
+        registered=registered,
+        last_sequence=chain.last_sequence,
+        last_received_at=chain.last_received_at,
+        age_seconds=age.total_seconds(),
+        nodes_in_subtree=max(chain.nodes_in_subtree, 1),
+        nodes_reported_in_window=chain.nodes_reported_in_window if fresh else 0,
+    )
+
+
+def subtree_completeness(statuses: Sequence[ChildStatus]) -> Completeness:
+    """1 (this node) + Σ children's counts, stale and missing children reporting 0."""
+    return Completeness(
+        nodes_in_subtree=1 + sum(status.nodes_in_subtree for status in statuses),
+        nodes_reported_in_window=1 + sum(status.nodes_reported_in_window for status in statuses),
+    )
+
+
+def _key_match(table: Table, keys: Any) -> Any:
+    return and_(*(table.c[name] == keys.c[name] for name in KEY_COLUMNS))
+
+
+def _source_selects(
+    *,
+    changed_since: int | None,
+    day_from: date | None,
+    day_to: date | None,
+    basic_code: str | None,
+    with_source: bool = False,
+) -> list[Select[Any]]:
+    """One SELECT per source table (own, children) with the key columns and every counter column."""
+    changed = None
+    if changed_since is not None:
+        # Keys touched since the revision, in either table; their totals are re-read from both tables.
+        changed = union(
+            select(*(metric_buckets.c[name] for name in KEY_COLUMNS)).where(metric_buckets.c.revision > changed_since),
+            select(*(child_buckets.c[name] for name in KEY_COLUMNS)).where(child_buckets.c.revision > changed_since),
+        ).cte("changed_keys")
+    selects = []
+    for table in (metric_buckets, child_buckets):
+        source_column = (
+            literal(OWN_SOURCE).label("source") if table is metric_buckets else table.c.child_id.label("source")
+        )
+        columns: list[Any] = [*(table.c[name] for name in KEY_COLUMNS), *(table.c[name] for name in COUNTER_FIELDS)]
+        if with_source:
+            columns.append(source_column)
+        query = select(*columns)
+        if changed is not None:
+            query = query.select_from(table.join(changed, _key_match(table, changed)))
+        if day_from is not None:
+            query = query.where(table.c.day >= day_from)
+        if day_to is not None:
+            query = query.where(table.c.day <= day_to)
+        if basic_code is not None:
+            query = query.where(table.c.basic_code == basic_code)
+        selects.append(query)
+    return selects
+
+
+def _as_date(value: Any) -> date:
+    # SQLite may hand a UNION's Date column back as text; PostgreSQL gives a date.
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def subtree_buckets(
+    conn: Connection,
+    *,
+    changed_since: int | None = None,
+    day_from: date | None = None,
+    day_to: date | None = None,
+    basic_code: str | None = None,
+) -> list[BucketTotals]:
+    """Subtree totals per (day, basic_code, item_type_code), sorted by key.
+
+    ``changed_since``: only keys whose own or child bucket changed after that metric revision (the
+    incremental report); the day bounds restrict to a window (the full report, the CLI).
+    """
+    parts = _source_selects(changed_since=changed_since, day_from=day_from, day_to=day_to, basic_code=basic_code)
+    both = union_all(*parts).subquery("subtree_sources")
+    keys = [both.c[name] for name in KEY_COLUMNS]
+    query = (
+        select(*keys, *(func.sum(both.c[name]).label(name) for name in COUNTER_FIELDS))
+        .group_by(*keys)
+        .order_by(*keys)
+    )
+    return [
+        BucketTotals(
+            day=_as_date(row[0]),
+            basic_code=row[1],
+            item_type_code=row[2],
+            counters=tuple(int(value or 0) for value in row[3:]),
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def subtree_totals(
+    conn: Connection,
+    *,
+    group_by: Sequence[str] = ("basic_code", "item_type_code"),
+    day_from: date | None = None,
+    day_to: date | None = None,
+    basic_code: str | None = None,
+) -> list[dict[str, Any]]:
+    """Subtree totals grouped by any of day, basic_code, item_type_code, source; one dict per group."""
+    unknown = [name for name in group_by if name not in GROUP_DIMENSIONS]
+    if unknown:
+        raise InvalidArgumentError(
+            f"cannot group subtree totals by {', '.join(unknown)}; choose from {', '.join(GROUP_DIMENSIONS)}"
+        )
+    parts = _source_selects(
+        changed_since=None, day_from=day_from, day_to=day_to, basic_code=basic_code, with_source=True
+    )
+    both = union_all(*parts).subquery("subtree_sources")
+    keys = [both.c[name] for name in group_by]
+    query = select(*keys, *(func.sum(both.c[name]).label(name) for name in COUNTER_FIELDS))
+    if keys:
+        query = query.group_by(*keys).order_by(*keys)
+    rows = []
+    for row in conn.execute(query).mappings():
+        values: dict[str, Any] = {}
+        for name in group_by:
+            values[name] = _as_date(row[name]).isoformat() if name == "day" else row[name]
+        values.update({name: int(row[name] or 0) for name in COUNTER_FIELDS})
+        rows.append(values)
+    # Without grouping, SUM over no rows still yields the one (all-zero) total row.
+    return rows
+
+
+def subtree_view(
+    node: Node,
+    *,
+    group_by: Sequence[str] = ("basic_code", "item_type_code"),
+    day_from: date | None = None,
+    day_to: date | None = None,
+    basic_code: str | None = None,
+) -> SubtreeView:
+    """Everything ``supnet subtree`` shows, read in one transaction."""
+    now = node.now()
+    with node.engine.connect() as conn:
+        rows = subtree_totals(conn, group_by=group_by, day_from=day_from, day_to=day_to, basic_code=basic_code)
+        statuses = children_status(node, conn, now)
+    return SubtreeView(
+        node_id=node.config.id,
+        generated_at=now,
+        group_by=tuple(group_by),
+        rows=rows,
+        completeness=subtree_completeness(statuses),
+        children=statuses,
+    )

@@ -1,0 +1,95 @@
+"""The launcher: topology validation, and a real tree of ``supnet serve`` processes brought up, queried, taken down."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from federation.errors import InvalidArgumentError
+from federation.launcher import FederationState, down, is_our_server, load_topology, parse_topology, status, up
+from node.cli.main import _register_commands, app
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_topologies_are_valid() -> None:
+    demo = load_topology(REPO / "config" / "topologies" / "demo-15.toml")
+    levels = [node.level for node in demo.nodes]
+    assert (levels.count("province"), levels.count("city"), levels.count("district"), levels.count("street")) == (
+        1,
+        2,
+        4,
+        8,
+    )
+    assert all(node.cases > 0 for node in demo.nodes)
+    assert [len(tier) for tier in demo.tiers()] == [1, 2, 4, 8]
+    small = load_topology(REPO / "config" / "topologies" / "small-3.toml")
+    assert [node.id for node in small.nodes] == ["gd", "gd.gz", "gd.gz.py"]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        ([{"id": "gd", "level": "province"}, {"id": "gd.gz.py", "level": "district"}], "no parent gd.gz"),
+        ([{"id": "gd", "level": "province"}, {"id": "sz", "level": "city"}], "exactly one root"),
+        ([{"id": "gd", "level": "province"}, {"id": "gd", "level": "province"}], "listed twice"),
+        ([{"id": "GD", "level": "province"}], "lowercase letters"),
+        ([{"id": "gd", "level": "province"}, {"id": "gd.g_z", "level": "city"}], "segment 'g_z'"),
+        ([{"id": "gd", "level": "county"}], "level must be one of"),
+        ([{"id": "gd", "level": "province", "cases": -1}], "must not be negative"),
+        ([{"id": "gd", "level": "province", "colour": "red"}], "unknown key"),
+    ],
+)
+def test_bad_topologies_are_refused_with_the_reason(nodes: list[dict[str, object]], message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        parse_topology({"nodes": nodes}, "t.toml")
+
+
+def test_up_query_status_down_with_real_processes(tmp_path: Path) -> None:
+    topology = parse_topology(
+        {
+            "name": "t3",
+            "generate": {"cases": 40, "seed": 5, "from": "2026-02-02", "to": "2026-03-31"},
+            "config": {"federation": {"report_on_change": True, "report_debounce_seconds": 0.1}},
+            "nodes": [
+                {"id": "gd", "level": "province", "cases": 0},
+                {"id": "gd.gz", "level": "city"},
+                {"id": "gd.gz.py", "level": "district"},
+            ],
+        },
+        "t3",
+    )
+    base = tmp_path / "tree"
+    messages: list[str] = []
+    state = up(topology, base, workers=2, ready_timeout=60, progress=messages.append)
+    try:
+        assert [node.id for node in state.nodes] == ["gd", "gd.gz", "gd.gz.py"]
+        assert all(is_our_server(node) for node in state.nodes)
+        assert any("serving" in message for message in messages)
+        assert [s.health for s in status(base)] == ["SERVING"] * 3
+        saved = FederationState.load(base)
+        assert [node.pid for node in saved.nodes] == [node.pid for node in state.nodes]
+        # The configs the launcher wrote wire the tree: the city knows its parent and its child.
+        config = (base / "gd.gz" / "supnet.toml").read_text(encoding="utf-8")
+        assert state.node("gd").address in config and state.node("gd.gz.py").address in config
+
+        _register_commands()
+        result = CliRunner().invoke(
+            app, ["query", "gd.gz.py", "cases", "--data-dir", str(base / "gd"), "--page-size", "5", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        answer = json.loads(result.output)
+        assert answer["signed_by"] == "gd.gz.py" and len(answer["cases"]["cases"]) == 5
+    finally:
+        stopped = down(base, timeout=10)
+    assert stopped == ["gd", "gd.gz", "gd.gz.py"]
+    assert [s.health for s in status(base)] == ["STOPPED"] * 3
+    for node in state.nodes:
+        with pytest.raises(ProcessLookupError):
+            os.kill(node.pid, 0)
+        log = (Path(node.data_dir) / "serve.log").read_text(encoding="utf-8")
+        assert "stopped cleanly" in log
