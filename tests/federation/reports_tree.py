@@ -12,14 +12,14 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import Connection, func, select
+from sqlalchemy import func, select
 
 from federation.canonical import COUNTER_FIELDS
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
@@ -28,7 +28,6 @@ from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
 from node.ingest.listeners import IngestListener, default_listeners
-from node.metrics import add_to_buckets, record_deltas
 from node.reporting import ReportSender
 from node.server import NodeServer
 from node.store.database import make_engine, migrate
@@ -78,23 +77,9 @@ class Clock:
             self._skipped += timedelta(seconds=seconds)
 
 
-class _MetricsAtImport:
-    """Keeps metric buckets current at import with node.metrics' own delta rules (until the lead wires the
-    metrics listener into default_listeners; then that one is used instead)."""
-
-    def __init__(self, node: Node) -> None:
-        self._calendar = node.calendar
-
-    def on_records(self, conn: Connection, kind: str, records: Sequence[Any], now: datetime) -> None:
-        add_to_buckets(conn, record_deltas(kind, records, self._calendar))
-
-
 def import_listeners(node: Node) -> list[IngestListener]:
-    """The node's default listeners if they maintain metrics, else the metrics rules applied directly."""
-    listeners = default_listeners(node)
-    if any("etric" in type(listener).__name__ for listener in listeners):
-        return listeners
-    return [*listeners, _MetricsAtImport(node)]
+    """The node's default ingest listeners (metrics, rules, deadlines), as every real import uses."""
+    return default_listeners(node)
 
 
 @dataclass

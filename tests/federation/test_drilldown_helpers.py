@@ -32,13 +32,8 @@ DATE_TO = date(2026, 4, 30)
 
 
 def supervision_listeners(node: Node) -> list[IngestListener]:
-    """The node's default ingest listeners; the supervision ones if the composition has not wired them yet."""
-    listeners = default_listeners(node)
-    if listeners:
-        return listeners
-    from node.supervision_listeners import MetricsListener, RulesListener
-
-    return [MetricsListener(node), RulesListener(node)]
+    """The node's default ingest listeners, as every real import uses."""
+    return default_listeners(node)
 
 
 @dataclass

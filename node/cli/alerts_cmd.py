@@ -1,0 +1,155 @@
+"""``supnet alerts``: list warnings (filters: open, severity, rule, department), acknowledge, correct, escalate."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from node.alerts import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
+from node.app import Node, open_node
+from node.cli.common import JsonFlag, console, handle_errors, print_json
+from node.errors import InvalidArgumentError
+
+alerts_app = typer.Typer(help="Supervision warnings (电子监察预警): list, acknowledge, correct, escalate.")
+
+OptionalDataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+]
+AlertId = Annotated[int, typer.Argument(help="The alert id (监察编号).")]
+_SEVERITY_STYLE = {"reminder": "cyan", "yellow": "yellow", "red": "bold red"}
+
+
+@contextmanager
+def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
+    """Open the node named by this command's --data-dir, or the group's."""
+    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if directory is None:
+        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
+    node = open_node(directory)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def _fmt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _print_one(view: AlertView, as_json: bool) -> None:
+    if as_json:
+        print_json(view.to_dict())
+        return
+    table = Table(title=f"Alert {view.id} ({view.rule_id} {view.rule_name})", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in view.to_dict().items():
+        table.add_row(key, "-" if value in (None, "") else str(value))
+    console.print(table)
+
+
+@alerts_app.callback(invoke_without_command=True)
+@handle_errors
+def alerts(
+    ctx: typer.Context,
+    *,
+    data_dir: OptionalDataDir = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only alerts not yet corrected or escalated.")] = False,
+    severity: Annotated[str | None, typer.Option("--severity", help="reminder, yellow or red.")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Rule id, e.g. R02.")] = None,
+    department: Annotated[str | None, typer.Option("--department", help="Responsible department.")] = None,
+    case_no: Annotated[str | None, typer.Option("--case", help="Only alerts about this case.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """List alerts, newest first."""
+    ctx.obj = data_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    with _opened(ctx, data_dir) as node, node.engine.connect() as conn:
+        views = list_alerts(
+            conn,
+            open_only=open_only,
+            severity=severity,
+            rule_id=rule,
+            department=department,
+            case_no=case_no,
+            limit=limit,
+        )
+    if as_json:
+        print_json({"alerts": [view.to_dict() for view in views]})
+        return
+    table = Table(title=f"Alerts ({len(views)} shown)")
+    for column in ("id", "rule", "severity", "status", "subject", "department", "post", "raised", "correct by"):
+        table.add_column(column)
+    for view in views:
+        style = _SEVERITY_STYLE.get(view.severity, "")
+        table.add_row(
+            str(view.id),
+            view.rule_id,
+            f"[{style}]{view.severity}[/]" if style else view.severity,
+            view.status,
+            view.subject,
+            view.department,
+            view.post or "-",
+            _fmt(view.raised_at),
+            _fmt(view.correct_by),
+        )
+    console.print(table)
+
+
+@alerts_app.command("ack")
+@handle_errors
+def ack(
+    ctx: typer.Context,
+    alert_id: AlertId,
+    *,
+    data_dir: OptionalDataDir = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who acknowledges (default: the OS user).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Acknowledge an alert (raised or notified → acknowledged)."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(acknowledge_alert(node, alert_id, by=by if by is not None else getpass.getuser()), as_json)
+
+
+@alerts_app.command("correct")
+@handle_errors
+def correct(
+    ctx: typer.Context,
+    alert_id: AlertId,
+    *,
+    note: Annotated[str, typer.Option("--note", help="What was corrected (纠错说明); required.")] = "",
+    data_dir: OptionalDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record the correction of an alert (→ corrected); a note is required."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(correct_alert(node, alert_id, note), as_json)
+
+
+@alerts_app.command("escalate")
+@handle_errors
+def escalate(
+    ctx: typer.Context,
+    alert_id: AlertId,
+    *,
+    data_dir: OptionalDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Escalate an open yellow card to a red card (R04) now, without waiting for its supervision deadline."""
+    with _opened(ctx, data_dir) as node:
+        _print_one(escalate_alert(node, alert_id), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``supnet alerts``."""
+    app.add_typer(alerts_app, name="alerts")

@@ -1,0 +1,109 @@
+"""``supnet metrics check``: recompute every metric bucket from the raw records and report any difference."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from node.app import Node, open_node
+from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
+from node.domain.datetimes import parse_date
+from node.errors import ValidationError
+from node.metrics import check_buckets, grouped_stats
+
+# Columns of the grouped statistics table: (counter or rate key, header). Rates are derived at display time.
+GROUPED_COUNT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("received", "received"),
+    ("completed", "completed"),
+    ("open_cases", "open"),
+    ("open_overdue_promised", "open > promised"),
+    ("open_overdue_legal", "open > legal"),
+    ("yellow_cards", "yellow"),
+    ("red_cards", "red"),
+)
+GROUPED_RATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("early_rate", "early %"),
+    ("on_time_rate", "on time %"),
+    ("return_rate", "return %"),
+    ("satisfaction_rate", "satisfied %"),
+    ("complaint_closure_rate", "complaints closed %"),
+)
+
+metrics_app = typer.Typer(help="Additive metric buckets (definitions: node/metrics.py).", no_args_is_help=True)
+
+
+@metrics_app.command("check")
+@handle_errors
+def check(
+    *,
+    data_dir: DataDir,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Print at most this many differences.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare maintained buckets with buckets recomputed from records; exit 1 on any difference."""
+    node = open_node(data_dir)
+    try:
+        differences = check_buckets(node)
+    finally:
+        node.close()
+    if as_json:
+        print_json({"consistent": not differences, "differences": differences})
+    elif differences:
+        for line in differences[:limit]:
+            err_console.print(line, highlight=False, markup=False)
+        if len(differences) > limit:
+            err_console.print(f"... and {len(differences) - limit} more", highlight=False)
+        err_console.print(f"[bold red]{len(differences)} differences[/] between maintained and recomputed buckets")
+    else:
+        console.print("metric buckets consistent with the records")
+    if differences:
+        raise typer.Exit(1)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}"
+
+
+def parse_day_option(option: str, value: str | None) -> date | None:
+    """A --from/--to value (YYYY-MM-DD, YYYYMMDD or a date-time) as a date; ValidationError naming the option."""
+    if value is None:
+        return None
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise ValidationError(f"{option} '{value}': {exc}", field=option.lstrip("-"), reason="bad_datetime") from None
+
+
+def print_grouped_stats(node: Node, by: str, date_from: str | None, date_to: str | None, as_json: bool) -> None:
+    """``supnet stats --by dept|item|day|month [--from D] [--to D]``: summed buckets with rates derived here."""
+    first, last = parse_day_option("--from", date_from), parse_day_option("--to", date_to)
+    with node.engine.connect() as conn:
+        rows = grouped_stats(conn, by, first, last)
+    if as_json:
+        print_json(
+            {
+                "by": by,
+                "from": first.isoformat() if first else None,
+                "to": last.isoformat() if last else None,
+                "groups": [row.to_dict() for row in rows],
+            }
+        )
+        return
+    span = f"{first.isoformat() if first else '…'} – {last.isoformat() if last else '…'}"
+    table = Table(title=f"node {node.config.id} by {by}, {span} (rates derived from summed counts)")
+    table.add_column(by)
+    for _, header in GROUPED_COUNT_COLUMNS + GROUPED_RATE_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rows:
+        counts = [f"{row.counters[key]:,}" for key, _ in GROUPED_COUNT_COLUMNS]
+        rates = [_percent(row.rates[key]) for key, _ in GROUPED_RATE_COLUMNS]
+        table.add_row(row.key or "-", *counts, *rates)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``supnet metrics``."""
+    app.add_typer(metrics_app, name="metrics")

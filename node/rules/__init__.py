@@ -1,0 +1,1 @@
+"""Supervision rules: the catalogue of monitoring rules and the engine that evaluates them (events and scans)."""
