@@ -78,3 +78,16 @@ def migrated_engine(db_url: str) -> Iterator[Engine]:
     migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _cli_console_follows_columns() -> Iterator[None]:
+    """Rich fixes a console's width if COLUMNS was set when it was created; one CLI process is
+    one invocation, but tests share the module, so let each CliRunner's COLUMNS apply again."""
+    yield
+    import sys
+
+    common = sys.modules.get("node.cli.common")
+    if common is not None:
+        common.console.width = None  # type: ignore[assignment]
+        common.err_console.width = None  # type: ignore[assignment]

@@ -30,7 +30,7 @@ def _command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(node.cli.__path__) if m.name.endswith("_cmd"))
 
 
-def _register_commands(argv: list[str]) -> None:
+def _register_commands(argv: list[str] | None = None) -> None:
     # Each *_cmd module adds its own commands; discovery keeps this file free of merge churn.
     # A command named like its module ("serve" -> serve_cmd) loads only that module: every node
     # process of a federation starts faster without importing the whole CLI.
