@@ -43,8 +43,21 @@ from node.supervision_listeners import MetricsListener, RulesListener
 
 SEED = 20251201
 ITEM_COUNT = 200
-DEPARTMENTS = [f"番禺区{name}" for name in ("市场监督管理局", "城市管理局", "住房和城乡建设局", "民政局", "卫生健康局",
-                                            "交通运输局", "生态环境局", "教育局", "人力资源和社会保障局", "农业农村局")]
+DEPARTMENTS = [
+    f"番禺区{name}"
+    for name in (
+        "市场监督管理局",
+        "城市管理局",
+        "住房和城乡建设局",
+        "民政局",
+        "卫生健康局",
+        "交通运输局",
+        "生态环境局",
+        "教育局",
+        "人力资源和社会保障局",
+        "农业农村局",
+    )
+]
 NOW = datetime(2025, 12, 1, 9, 0)  # a Monday morning
 FIRST_COMPLETED_ACCEPTANCE = datetime(2025, 1, 2, 8, 30)
 LAST_COMPLETED_ACCEPTANCE = datetime(2025, 10, 31, 17, 30)
@@ -107,12 +120,16 @@ def _records(cases: int, open_cases: int) -> Iterator[tuple[str, int, dict[str, 
             moment = moment.replace(hour=8 + moment.hour % 9)
             case_no = f"PY{number:09d}"
             line += 1
-            yield "acceptance", line, {
-                "case_no": case_no,
-                "implementation_code": item["implementation_code"],
-                "department": item["body_name"],
-                "accepted_at": _compact(moment),
-            }
+            yield (
+                "acceptance",
+                line,
+                {
+                    "case_no": case_no,
+                    "implementation_code": item["implementation_code"],
+                    "department": item["body_name"],
+                    "accepted_at": _compact(moment),
+                },
+            )
             if count == completed:
                 accepted.append((case_no, moment, int(item["promised_limit"])))
     for case_no, moment, promised in accepted:
@@ -153,12 +170,15 @@ def _build(data_dir: Path, url: str, cases: int, open_cases: int) -> tuple[Node,
     seconds = time.perf_counter() - started
     if summary.rejected:
         raise SystemExit(f"benchmark data rejected: {[str(e) for e in summary.errors[:5]]}")
-    print(f"built node: {summary.accepted:,} records imported in {seconds:.1f} s "
-          f"({summary.accepted / seconds:,.0f} records/s, with the metrics and rules listeners)")
+    print(
+        f"built node: {summary.accepted:,} records imported in {seconds:.1f} s "
+        f"({summary.accepted / seconds:,.0f} records/s, with the metrics and rules listeners)"
+    )
     return node, seconds
 
 
 def run(url: str, data_dir: Path, cases: int, open_cases: int, repeats: int) -> dict[str, Any]:
+    """Build the node, time every measurement and return the figures."""
     node, import_seconds = _build(data_dir, url, cases, open_cases)
     figures: dict[str, Any] = {
         "database": node.engine.dialect.name,
@@ -173,8 +193,10 @@ def run(url: str, data_dir: Path, cases: int, open_cases: int, repeats: int) -> 
     started = time.perf_counter()
     first = run_scan(node, NOW)
     first_seconds = time.perf_counter() - started
-    print(f"first scan (full): {len(first.raised):,} alerts {first.by_rule} in {first_seconds:.2f} s "
-          f"({first_seconds / bare:,.0f}x the bare query)")
+    print(
+        f"first scan (full): {len(first.raised):,} alerts {first.by_rule} in {first_seconds:.2f} s "
+        f"({first_seconds / bare:,.0f}x the bare query)"
+    )
 
     moments = iter(NOW + SCAN_INTERVAL * k for k in range(1, 10_000))
     raised: list[int] = []
@@ -184,29 +206,37 @@ def run(url: str, data_dir: Path, cases: int, open_cases: int, repeats: int) -> 
 
     periodic_seconds = _median_seconds(periodic, repeats)
     ratio = periodic_seconds / bare
-    print(f"periodic scan (every {SCAN_INTERVAL.seconds // 60} min, incremental): {periodic_seconds * 1000:.2f} ms "
-          f"= {ratio:.2f}x the bare query (target <= 5x); alerts raised {raised}")
+    print(
+        f"periodic scan (every {SCAN_INTERVAL.seconds // 60} min, incremental): {periodic_seconds * 1000:.2f} ms "
+        f"= {ratio:.2f}x the bare query (target <= 5x); alerts raised {raised}"
+    )
 
     midnight = datetime.combine((NOW + timedelta(days=1)).date(), datetime.min.time()) + timedelta(seconds=30)
     run_scan(node, midnight - timedelta(minutes=5))
     started = time.perf_counter()
     boundary = run_scan(node, midnight)
     boundary_seconds = time.perf_counter() - started
-    print(f"periodic scan just after midnight: {len(boundary.raised):,} alerts {boundary.by_rule} "
-          f"in {boundary_seconds * 1000:.1f} ms ({boundary_seconds / bare:,.1f}x)")
+    print(
+        f"periodic scan just after midnight: {len(boundary.raised):,} alerts {boundary.by_rule} "
+        f"in {boundary_seconds * 1000:.1f} ms ({boundary_seconds / bare:,.1f}x)"
+    )
 
     started = time.perf_counter()
     steady_full = run_scan(node, midnight + SCAN_INTERVAL, full=True)
     full_seconds = time.perf_counter() - started
-    print(f"forced full scan, steady state: {len(steady_full.raised)} alerts in {full_seconds * 1000:.0f} ms "
-          f"({full_seconds / bare:,.0f}x the bare query)")
+    print(
+        f"forced full scan, steady state: {len(steady_full.raised)} alerts in {full_seconds * 1000:.0f} ms "
+        f"({full_seconds / bare:,.0f}x the bare query)"
+    )
 
     group_by = _median_seconds(lambda: _bare_group_by(node), max(1, repeats // 3))
     started = time.perf_counter()
     differences = check_buckets(node)
     check_seconds = time.perf_counter() - started
-    print(f"metrics check: {len(differences)} differences in {check_seconds:.2f} s; baseline bare GROUP BY of cases "
-          f"by day, department, item: {group_by:.2f} s ({check_seconds / group_by:.1f}x)")
+    print(
+        f"metrics check: {len(differences)} differences in {check_seconds:.2f} s; baseline bare GROUP BY of cases "
+        f"by day, department, item: {group_by:.2f} s ({check_seconds / group_by:.1f}x)"
+    )
     node.close()
     figures.update(
         {
@@ -232,6 +262,7 @@ def run(url: str, data_dir: Path, cases: int, open_cases: int, repeats: int) -> 
 
 
 def main() -> None:
+    """Parse the options, run on SQLite or a fresh PostgreSQL schema, print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--open-share", type=float, default=0.10, help="share of open cases (default 0.10)")
@@ -249,8 +280,9 @@ def main() -> None:
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             try:
-                figures = run(f"{args.postgres}?options=-csearch_path%3D{schema}", data_dir, args.cases, open_cases,
-                              args.repeats)
+                figures = run(
+                    f"{args.postgres}?options=-csearch_path%3D{schema}", data_dir, args.cases, open_cases, args.repeats
+                )
             finally:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

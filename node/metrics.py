@@ -30,6 +30,9 @@ never by scanning cases at report time; ``recompute_buckets`` derives the same n
 | open_overdue_promised    | GAUGE: open cases holding an R02 (promise broken) alert     | accepted_at (cohort)  |
 | open_overdue_legal       | GAUGE: open cases holding an R03 (law broken) alert         | accepted_at (cohort)  |
 
+A special procedure that ends after its case was completed re-times the case (deadlines, clock-stop days): that
+case's completion counters are moved from the old timing to the new one on the same completed day.
+
 Department and item: case-linked counters use the case's department (受理单位) and implementation code; complaint
 counters use the respondent unit (被投诉单位) and the linked case's item ("" without a linked case); alert counters
 use the alert's department and implementation code.
@@ -412,11 +415,15 @@ def _bucket(deltas: _RawDeltas, key: _RawKey) -> dict[str, int]:
     return bucket
 
 
-def _completion_deltas(records: Sequence[Mapping[str, Any]], cal: WorkCalendar, deltas: _RawDeltas) -> None:
+def _completion_deltas(
+    records: Sequence[Mapping[str, Any]], cal: WorkCalendar, deltas: _RawDeltas, *, sign: int = 1, cohort: bool = True
+) -> None:
     """Completion counters: the write-time side of the definitions recompute_buckets derives in SQL.
 
     early = completed on a day before the promised due day (is_early); on time = completed_at <= promised_due_at;
     within legal = completed_at <= legal_due_at; processing working days = workdays_used; refused = result 2 or 3.
+    ``sign`` -1 takes a completion's counters back out (a re-timed completed case, see procedure_end); ``cohort``
+    closes the case's open_cases gauge.
     """
     used_memo: dict[tuple[date, date, int], int] = {}  # a batch repeats the same (accepted, completed, stops) days
     for record in records:
@@ -431,19 +438,20 @@ def _completion_deltas(records: Sequence[Mapping[str, Any]], cal: WorkCalendar, 
         if used is None:
             used = used_memo[memo_key] = workdays_used(cal, accepted_at, completed_at, stops)
         bucket = _bucket(deltas, _case_key(case_row, completed_day))
-        bucket["completed"] = bucket.get("completed", 0) + 1
+        bucket["completed"] = bucket.get("completed", 0) + sign
         if is_early(completed_at, promised):
-            bucket["completed_early"] = bucket.get("completed_early", 0) + 1
+            bucket["completed_early"] = bucket.get("completed_early", 0) + sign
         if completed_at <= promised:
-            bucket["completed_on_time"] = bucket.get("completed_on_time", 0) + 1
+            bucket["completed_on_time"] = bucket.get("completed_on_time", 0) + sign
         if completed_at <= case_row["legal_due_at"]:
-            bucket["completed_within_legal"] = bucket.get("completed_within_legal", 0) + 1
+            bucket["completed_within_legal"] = bucket.get("completed_within_legal", 0) + sign
         if used:
-            bucket["processing_workdays"] = bucket.get("processing_workdays", 0) + used
+            bucket["processing_workdays"] = bucket.get("processing_workdays", 0) + sign * used
         if (record.get("result_code") or "") in REFUSED_RESULT_CODES:
-            bucket["refused"] = bucket.get("refused", 0) + 1
-        cohort = _bucket(deltas, _case_key(case_row, accepted_at.date()))
-        cohort["open_cases"] = cohort.get("open_cases", 0) - 1
+            bucket["refused"] = bucket.get("refused", 0) + sign
+        if cohort:
+            opened = _bucket(deltas, _case_key(case_row, accepted_at.date()))
+            opened["open_cases"] = opened.get("open_cases", 0) - 1
 
 
 def record_deltas(
@@ -473,9 +481,18 @@ def record_deltas(
     elif kind == "procedure_end":
         for record in records:
             procedure = record.get("procedure") or record
-            key = _case_key(record["case"], _day(record["ended_at"]))
+            case_row = record["case"]
+            key = _case_key(case_row, _day(record["ended_at"]))
             _add(deltas, key, "clock_stops")
             _add(deltas, key, "clock_stop_workdays", int(procedure.get("workdays") or 0))
+            previous = record.get("previous_case")
+            if case_row.get("status") == "completed" and case_row.get("completed_at") and previous:
+                # A procedure closed after the case completed re-times it (deadlines, clock-stop days): its
+                # completion counters move from the old timing to the new one, as recompute_buckets sees them.
+                done = {"completed_at": case_row["completed_at"], "result_code": ""}
+                before = {**done, "case": {**case_row, **previous}}
+                _completion_deltas([before], cal, deltas, sign=-1, cohort=False)
+                _completion_deltas([{**done, "case": case_row}], cal, deltas, cohort=False)
     elif kind == "completion":
         _completion_deltas(records, cal, deltas)
     elif kind == "payment":
@@ -727,8 +744,12 @@ def check_buckets(node: Node) -> list[str]:
         finally:
             conn.rollback()
     differences = _describe_differences(maintained, recomputed)
-    log.info("metrics check: %s buckets maintained, %s recomputed, %s differences", len(maintained), len(recomputed),
-             len(differences))
+    log.info(
+        "metrics check: %s buckets maintained, %s recomputed, %s differences",
+        len(maintained),
+        len(recomputed),
+        len(differences),
+    )
     return differences
 
 
@@ -831,4 +852,3 @@ def grouped_stats(
         for name in COUNTERS:
             group[name] += int(row._mapping[name] or 0)
     return [StatsRow(key, dict(values), derived_rates(values)) for key, values in sorted(totals.items())]
-

@@ -252,8 +252,14 @@ class RuleEngine:
             seconds=time_module.perf_counter() - started,
             warnings=list(self.warnings),
         )
-        log.info("scan as of %s (%s): %s alerts raised %s in %.3f s", now.isoformat(), "full" if full else
-                 "incremental", len(raised), result.by_rule, result.seconds)
+        log.info(
+            "scan as of %s (%s): %s alerts raised %s in %.3f s",
+            now.isoformat(),
+            "full" if full else "incremental",
+            len(raised),
+            result.by_rule,
+            result.seconds,
+        )
         return result
 
     def _scan_cases(
@@ -276,13 +282,13 @@ class RuleEngine:
         else:
             type_filter = "in"
             params["types"] = sorted(group.item_types)
-        if due_not_before is not None:
-            params["due_not_before"] = due_not_before
-        if lower is not None:
-            params["lower"] = lower
+        # One lower bound, so the planner ranges over the (status, due) index between two values.
+        bounds = [bound for bound in (due_not_before, lower) if bound is not None]
+        if bounds:
+            params["lower"] = max(bounds)
         if type_filter == "all":
             del params["types"]
-        statement = _case_candidates(rule_id, due_column, type_filter, due_not_before is not None, lower is not None)
+        statement = _case_candidates(rule_id, due_column, type_filter, bool(bounds))
         rows = conn.execute(statement, params).all()
         if not rows:
             return []
@@ -356,8 +362,11 @@ class RuleEngine:
     ) -> list[RaisedAlert]:
         """Evaluate newly stored records of one kind (ingest listener contract); returns the alerts raised."""
         self.warnings = []
-        if not records:
+        if not records or kind not in ("acceptance", "procedure_end", "step", "completion", "payment"):
             return []
+        # Same lock order as the scan and every metric writer (the revision row first), whatever order the
+        # listeners run in: a scan and an import can then never deadlock on each other's rows.
+        lock_metrics(conn)
         if kind in ("acceptance", "procedure_end"):
             self._mark_for_scan(conn, records)
             return []
@@ -387,10 +396,10 @@ class RuleEngine:
 
     def _close_overdue_gauges(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> None:
         """Completing cases leave the open-overdue gauges of their acceptance-day cohort."""
-        # Lock first: a concurrent scan either committed its alerts before this read or sees these completions.
-        lock_metrics(conn)
-        # Only a scan raises R02/R03 on an open case, and only a scan run after the case was accepted: a case
-        # accepted after the latest scan time cannot hold one (a historical bulk import skips the lookup entirely).
+        # The caller took the metric lock: a concurrent scan either committed its alerts before this read or will
+        # see these completions. Only a scan raises R02/R03 on an open case, and only a scan run after the case
+        # was accepted: a case accepted after the latest scan time cannot hold one (a historical bulk import skips
+        # the lookup entirely).
         latest_scan = counter_values(conn, (SCAN_MAX_AT,)).get(SCAN_MAX_AT)
         if latest_scan is None:
             return
@@ -501,9 +510,7 @@ class RuleEngine:
                 findings.append((R09, f"{where}延迟录入: happened {_fmt(happened)}, entered {_fmt(entered_at)}"))
         return findings
 
-    def _step_drafts(
-        self, conn: Connection, records: Sequence[Mapping[str, Any]], now: datetime
-    ) -> list[AlertDraft]:
+    def _step_drafts(self, conn: Connection, records: Sequence[Mapping[str, Any]], now: datetime) -> list[AlertDraft]:
         firing: list[tuple[str, Mapping[str, Any], str]] = []  # step-level findings: they need the step's id
         drafts: list[AlertDraft] = []
         for record in records:
@@ -611,13 +618,13 @@ class RuleEngine:
 _STATEMENTS: dict[tuple[Any, ...], Any] = {}
 
 
-def _case_candidates(rule_id: str, due_name: str, type_filter: str, with_not_before: bool, with_lower: bool) -> Any:
+def _case_candidates(rule_id: str, due_name: str, type_filter: str, with_lower: bool) -> Any:
     """Candidates of one case rule: open, running cases in a deadline window, of the group's item types, no alert yet.
 
-    Window: ``due < :due_before`` [``>= :due_not_before``] [``>= :lower``]; "no alert yet" is a NOT EXISTS on the
+    Window: ``due < :due_before`` [and ``>= :lower``]; "no alert yet" is a NOT EXISTS on the
     alerts' unique (rule_id, subject) index.
     """
-    key = ("cases", rule_id, due_name, type_filter, with_not_before, with_lower)
+    key = ("cases", rule_id, due_name, type_filter, with_lower)
     statement = _STATEMENTS.get(key)
     if statement is None:
         c = _cases.c
@@ -631,8 +638,6 @@ def _case_candidates(rule_id: str, due_name: str, type_filter: str, with_not_bef
             conditions.append(c.item_type_code.in_(bindparam("types", expanding=True)))
         elif type_filter == "not_in":
             conditions.append(c.item_type_code.not_in(bindparam("types", expanding=True)))
-        if with_not_before:
-            conditions.append(due >= bindparam("due_not_before", type_=DateTime()))
         if with_lower:
             conditions.append(due >= bindparam("lower", type_=DateTime()))
         already = exists().where(_alerts.c.rule_id == rule_id, _alerts.c.subject == literal("case:") + c.case_no)

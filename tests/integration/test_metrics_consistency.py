@@ -122,6 +122,27 @@ def test_mixed_history_is_consistent_and_summed_right(node: Node, clock: Clock) 
     assert by_month[0].rates["satisfaction_rate"] == 0.5
 
 
+def test_procedure_ending_after_completion_moves_the_completion_counters(node: Node) -> None:
+    # Found by the property test: the clock still stopped at completion, the procedure closed afterwards.
+    load(
+        node,
+        [
+            *items(),
+            acceptance("P-1"),
+            ("procedure_start", 0, {"case_no": "P-1", "kind_code": "2", "started_at": "20250304T090000"}),
+            completion("P-1", "20250311T100000"),
+        ],
+    )
+    with node.engine.connect() as conn:
+        before = maintained_buckets(conn)[(date(2025, 3, 11), UNIT, ITEM_CODE)]
+    assert "completed_on_time" not in before  # promised end of Mon 03-10 while the clock had not been credited
+    load(node, [("procedure_end", 0, {"case_no": "P-1", "ended_at": "20250306T090000", "result": "ok"})])
+    with node.engine.connect() as conn:
+        after = maintained_buckets(conn)[(date(2025, 3, 11), UNIT, ITEM_CODE)]
+    assert (after["completed"], after["completed_on_time"], after["processing_workdays"]) == (1, 1, 3)
+    assert_metrics_consistent(node)
+
+
 def test_check_names_each_difference(node: Node) -> None:
     load(node, [*items(), acceptance("T-1"), completion("T-1", "20250305T100000")])
     assert check_buckets(node) == []
@@ -157,9 +178,7 @@ def test_every_write_bumps_the_revision_and_stamps_its_buckets(node: Node) -> No
 # -- property: random event sequences --------------------------------------------------------------------------------
 _sequence = itertools.count()
 
-accept_ops = st.tuples(
-    st.just("accept"), st.integers(0, 2), st.integers(0, 1), st.integers(0, 6), st.integers(8, 17)
-)
+accept_ops = st.tuples(st.just("accept"), st.integers(0, 2), st.integers(0, 1), st.integers(0, 6), st.integers(8, 17))
 event_ops = st.one_of(
     accept_ops,
     st.tuples(

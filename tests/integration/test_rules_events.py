@@ -55,17 +55,39 @@ def test_step_rules(node: Node) -> None:
         *items(),
         acceptance("S-1"),
         # Step limit 1 working day from Mon 03-03: due end of Tue 03-04.
-        step("S-1", "受理审查", "pass", "20250303T090000", ended_at="20250305T100000", step_limit="1",
-             post="窗口", opinion="同意"),
+        step(
+            "S-1",
+            "受理审查",
+            "pass",
+            "20250303T090000",
+            ended_at="20250305T100000",
+            step_limit="1",
+            post="窗口",
+            opinion="同意",
+        ),
         step("S-1", "初审", "pass", "20250305T100000", ended_at="20250306T170000", step_limit="1", opinion="同意"),
         # A return with no opinion (R08) and one with an opinion.
         step("S-1", "复审退回", "return", "20250306T170000", ended_at="20250306T180000", opinion="  "),
         step("S-1", "复审退回2", "return", "20250307T090000", ended_at="20250307T100000", opinion="缺少营业执照"),
         # Entered 4 days after it ended (R09 over 72 h) and one entered within a day.
-        step("S-1", "现场核查", "pass", "20250307T100000", ended_at="20250307T120000", opinion="ok",
-             entered_at="20250311T130000"),
-        step("S-1", "决定", "pass", "20250310T090000", ended_at="20250310T100000", opinion="ok",
-             entered_at="20250310T180000"),
+        step(
+            "S-1",
+            "现场核查",
+            "pass",
+            "20250307T100000",
+            ended_at="20250307T120000",
+            opinion="ok",
+            entered_at="20250311T130000",
+        ),
+        step(
+            "S-1",
+            "决定",
+            "pass",
+            "20250310T090000",
+            ended_at="20250310T100000",
+            opinion="ok",
+            entered_at="20250310T180000",
+        ),
     ]
     load(node, records)
     ids = step_ids(node)
@@ -193,8 +215,12 @@ def test_late_completion_raises_promise_and_law_cards_once(node: Node) -> None:
 
 
 def test_disabled_rule_raises_nothing(tmp_path: Path, db_url: str, clock: Clock) -> None:
-    node = make_node(tmp_path, db_url, clock, {"rules": {"R08": {"enabled": False}}, "item_types": {
-        "01": {"R06": {"enabled": False}}}})
+    node = make_node(
+        tmp_path,
+        db_url,
+        clock,
+        {"rules": {"R08": {"enabled": False}}, "item_types": {"01": {"R06": {"enabled": False}}}},
+    )
     load(
         node,
         [

@@ -5,7 +5,8 @@ escalate (R04), overdue complaints (R10/R11) — with the metric buckets consist
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sqlalchemy import select
 from node.alerts import acknowledge_alert, correct_alert, get_alert, list_alerts
 from node.app import Node
 from node.complaints import accept_complaint
+from node.ingest.importer import Importer
+from node.ingest.listeners import default_listeners
 from node.metrics import maintained_buckets
 from node.rules.engine import run_scan
 from node.store.supervision_models import Alert
@@ -113,8 +116,11 @@ def test_clock_stop_suppresses_false_overdue(node: Node) -> None:
             *items(),
             acceptance("STOPPED"),
             acceptance("RUNNING"),
-            ("procedure_start", 0, {"case_no": "STOPPED", "kind_code": "2", "started_at": "20250305T090000",
-                                    "reason": "专家评审"}),
+            (
+                "procedure_start",
+                0,
+                {"case_no": "STOPPED", "kind_code": "2", "started_at": "20250305T090000", "reason": "专家评审"},
+            ),
         ],
     )
     # Past the original promise: only the running case is overdue; the stopped one is not warned at all.
@@ -219,10 +225,28 @@ def test_overdue_complaints(node: Node) -> None:
         [
             *items(),
             acceptance("C-1"),
-            ("complaint", 0, {"complaint_no": "TS-1", "title": "拖延", "respondent_unit": UNIT,
-                              "received_at": "20250303T090000", "case_no": "C-1"}),
-            ("complaint", 0, {"complaint_no": "TS-2", "title": "态度", "respondent_unit": UNIT,
-                              "received_at": "20250303T090000", "handling_unit": "区纪委监委"}),
+            (
+                "complaint",
+                0,
+                {
+                    "complaint_no": "TS-1",
+                    "title": "拖延",
+                    "respondent_unit": UNIT,
+                    "received_at": "20250303T090000",
+                    "case_no": "C-1",
+                },
+            ),
+            (
+                "complaint",
+                0,
+                {
+                    "complaint_no": "TS-2",
+                    "title": "态度",
+                    "respondent_unit": UNIT,
+                    "received_at": "20250303T090000",
+                    "handling_unit": "区纪委监委",
+                },
+            ),
         ],
     )
     accept_complaint(node, "TS-2", by="李四", now=datetime(2025, 3, 4, 9))
@@ -263,4 +287,48 @@ def test_concurrent_scans_raise_each_alert_once(node: Node) -> None:
     assert sum(results) == 60  # 30 × (R02 + R03) in total, whichever scan got them
     keys = alert_keys(node)
     assert len(keys) == len(set(keys)) == 60
+    assert_metrics_consistent(node)
+
+
+class _PauseOnCompletion:
+    """A real listener placed first: holds the import's transaction open after the completions are written."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def on_records(self, conn: object, kind: str, records: object, now: datetime) -> None:
+        if kind == "completion":
+            self.started.set()
+            self.release.wait(20)
+
+
+def test_scan_racing_an_import_of_completions_keeps_the_gauges_exact(node: Node) -> None:
+    load(node, [*items(), *(acceptance(f"R-{i}") for i in range(5))])
+    pause = _PauseOnCompletion()
+    importer = Importer(node, listeners=[pause, *default_listeners(node)])
+    errors: list[BaseException] = []
+
+    def run(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except BaseException as exc:  # reported below; a thread must not die silently
+            errors.append(exc)
+
+    records = [("completion", i, {"case_no": f"R-{i}", "completed_at": "20250312T090000"}) for i in range(5)]
+    importing = threading.Thread(target=run, args=(lambda: importer.import_records(records),))
+    importing.start()
+    assert pause.started.wait(20)
+    # PostgreSQL: the scan sees the cases still open and cards them; SQLite: it waits for the import's write lock.
+    scanning = threading.Thread(target=run, args=(lambda: run_scan(node, datetime(2025, 3, 18, 9)),))
+    scanning.start()
+    time.sleep(0.5)
+    pause.release.set()
+    importing.join(30)
+    scanning.join(30)
+    assert errors == []
+    with node.engine.connect() as conn:
+        bucket = maintained_buckets(conn)[(datetime(2025, 3, 3).date(), UNIT, "440112001")]
+    assert bucket.get("open_cases", 0) == 0
+    assert bucket.get("open_overdue_promised", 0) == bucket.get("open_overdue_legal", 0) == 0
     assert_metrics_consistent(node)

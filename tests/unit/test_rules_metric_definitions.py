@@ -37,8 +37,14 @@ def test_counters_match_the_bucket_columns() -> None:
 
     columns = [c.name for c in MetricBucket.__table__.columns]  # type: ignore[attr-defined]
     assert [c for c in columns if c in COUNTERS] == list(COUNTERS)
-    assert set(columns) - set(COUNTERS) == {"day", "department", "implementation_code", "basic_code",
-                                            "item_type_code", "revision"}
+    assert set(columns) - set(COUNTERS) == {
+        "day",
+        "department",
+        "implementation_code",
+        "basic_code",
+        "item_type_code",
+        "revision",
+    }
 
 
 def test_acceptance_counts_received_and_the_open_cohort() -> None:
@@ -103,8 +109,14 @@ def test_complaints_count_for_the_respondent_and_the_linked_item() -> None:
 
 
 def test_alert_deltas_count_severity_and_the_overdue_gauge_of_open_cases() -> None:
-    common = {"department": "窗口", "implementation_code": "440112001", "message": "", "basic_code": "000101001",
-              "item_type_code": "01", "raised_at": datetime(2025, 3, 11, 9)}
+    common = {
+        "department": "窗口",
+        "implementation_code": "440112001",
+        "message": "",
+        "basic_code": "000101001",
+        "item_type_code": "01",
+        "raised_at": datetime(2025, 3, 11, 9),
+    }
     drafts = [
         AlertDraft(rule_id="R02", subject="case:A", open_case_day=date(2025, 3, 3), **common),  # type: ignore[arg-type]
         AlertDraft(rule_id="R03", subject="case:B", **common),  # type: ignore[arg-type]  completed: no gauge
