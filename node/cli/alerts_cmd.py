@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from node.alerts import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
-from node.app import Node, open_node
-from node.cli.common import JsonFlag, console, handle_errors, print_json
-from node.errors import InvalidArgumentError
+from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
 
 alerts_app = typer.Typer(help="Supervision warnings (电子监察预警): list, acknowledge, correct, escalate.")
 
-OptionalDataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
-]
 AlertId = Annotated[int, typer.Argument(help="The alert id (监察编号).")]
 _SEVERITY_STYLE = {"reminder": "cyan", "yellow": "yellow", "red": "bold red"}
-
-
-@contextmanager
-def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
-    """Open the node named by this command's --data-dir, or the group's."""
-    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
-    if directory is None:
-        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
-    node = open_node(directory)
-    try:
-        yield node
-    finally:
-        node.close()
 
 
 def _fmt(value: datetime | None) -> str:
@@ -74,7 +52,7 @@ def alerts(
     ctx.obj = data_dir
     if ctx.invoked_subcommand is not None:
         return
-    with _opened(ctx, data_dir) as node, node.engine.connect() as conn:
+    with opened_node(ctx, data_dir) as node, node.engine.connect() as conn:
         views = list_alerts(
             conn,
             open_only=open_only,
@@ -117,7 +95,7 @@ def ack(
     as_json: JsonFlag = False,
 ) -> None:
     """Acknowledge an alert (raised or notified → acknowledged)."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(acknowledge_alert(node, alert_id, by=by if by is not None else getpass.getuser()), as_json)
 
 
@@ -132,7 +110,7 @@ def correct(
     as_json: JsonFlag = False,
 ) -> None:
     """Record the correction of an alert (→ corrected); a note is required."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(correct_alert(node, alert_id, note), as_json)
 
 
@@ -146,7 +124,7 @@ def escalate(
     as_json: JsonFlag = False,
 ) -> None:
     """Escalate an open yellow card to a red card (R04) now, without waiting for its supervision deadline."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(escalate_alert(node, alert_id), as_json)
 
 

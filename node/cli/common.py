@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -12,13 +13,19 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from node.errors import SupnetError
+from node.app import Node, open_node
+from node.errors import InvalidArgumentError, SupnetError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path,
+    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+]
+# For command groups whose subcommands may each take --data-dir or inherit the group's.
+OptionalDataDir = Annotated[
+    Path | None,
     typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
@@ -44,3 +51,16 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(2) from exc
 
     return wrapper
+
+
+@contextmanager
+def opened_node(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
+    """Open the node named by this command's --data-dir, or the group's; close it afterwards."""
+    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if directory is None:
+        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
+    node = open_node(directory)
+    try:
+        yield node
+    finally:
+        node.close()

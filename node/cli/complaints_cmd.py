@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from node.app import Node, open_node
-from node.cli.common import JsonFlag, console, handle_errors, print_json
+from node.app import Node
+from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
 from node.complaints import (
     FINDINGS,
     STATUSES,
@@ -28,31 +25,14 @@ from node.complaints import (
     list_complaints,
 )
 from node.domain.datetimes import parse_datetime
-from node.errors import InvalidArgumentError, ValidationError
+from node.errors import ValidationError
 
 complaints_app = typer.Typer(help="Efficiency complaints (效能投诉): list, accept, decline, handle, conclude.")
 
-OptionalDataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
-]
 AtOption = Annotated[
     str | None, typer.Option("--at", help="When it happened (YYYYMMDDThhmmss or ISO 8601, node local); default now.")
 ]
 ByOption = Annotated[str, typer.Option("--by", help="Who did it (recorded as the handler).")]
-
-
-@contextmanager
-def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
-    """Open the node named by this command's --data-dir, or the group's."""
-    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
-    if directory is None:
-        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
-    node = open_node(directory)
-    try:
-        yield node
-    finally:
-        node.close()
 
 
 def _when(node: Node, at: str | None) -> datetime | None:
@@ -114,7 +94,7 @@ def complaints(
     ctx.obj = data_dir
     if ctx.invoked_subcommand is not None:
         return
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         as_of = _when(node, now) or node.now()
         views = list_complaints(node, status=status, overdue_only=overdue, now=as_of, limit=limit)
         figures = complaint_figures(node, now=as_of)
@@ -166,7 +146,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one complaint."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(get_complaint(node, complaint_no), as_json)
 
 
@@ -183,7 +163,7 @@ def accept(
     as_json: JsonFlag = False,
 ) -> None:
     """Accept a received complaint (受理)."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(accept_complaint(node, complaint_no, by=by, now=_when(node, at), note=note), as_json)
 
 
@@ -200,7 +180,7 @@ def decline(
     as_json: JsonFlag = False,
 ) -> None:
     """Decline a received complaint (不予受理) with a reason."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(decline_complaint(node, complaint_no, reason, by=by, now=_when(node, at)), as_json)
 
 
@@ -217,7 +197,7 @@ def handle(
     as_json: JsonFlag = False,
 ) -> None:
     """Record that an accepted complaint was handled (办理), with the feedback given."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(handle_complaint(node, complaint_no, feedback, by=by, now=_when(node, at)), as_json)
 
 
@@ -234,7 +214,7 @@ def conclude(
     as_json: JsonFlag = False,
 ) -> None:
     """Conclude a handled complaint (办结) with a finding and any accountability measure."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         _print_one(conclude_complaint(node, complaint_no, finding, measure, now=_when(node, at)), as_json)
 
 

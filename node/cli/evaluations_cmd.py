@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from node.app import Node, open_node
-from node.cli.common import JsonFlag, console, handle_errors, print_json
-from node.errors import InvalidArgumentError
+from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
 from node.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
 
 evaluations_app = typer.Typer(help="Applicant evaluations (好差评) and the follow-ups of ratings 4–5.")
 
-OptionalDataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
-]
 RATING_LABELS = {1: "1 非常满意", 2: "2 满意", 3: "3 基本满意", 4: "4 不满意", 5: "5 非常不满意"}
-
-
-@contextmanager
-def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
-    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
-    if directory is None:
-        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
-    node = open_node(directory)
-    try:
-        yield node
-    finally:
-        node.close()
 
 
 def _fmt(value: datetime | None) -> str:
@@ -64,7 +43,7 @@ def evaluations(
     ctx.obj = data_dir
     if ctx.invoked_subcommand is not None:
         return
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         views = list_evaluations(node, open_followups=open_followups, limit=limit)
         figures = evaluation_figures(node)
     if as_json:
@@ -104,7 +83,7 @@ def close(
     as_json: JsonFlag = False,
 ) -> None:
     """Close the open follow-up of a rating 4–5 with a note."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         view = close_followup(node, evaluation_id, note)
     if as_json:
         print_json(_as_dict(view))

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from node.app import Node, open_node
-from node.cli.common import JsonFlag, console, handle_errors, print_json
-from node.errors import InvalidArgumentError
+from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
 from node.notify.dispatcher import (
     NotificationDispatcher,
     NotificationView,
@@ -25,23 +20,7 @@ from node.notify.dispatcher import (
 
 notifications_app = typer.Typer(help="Warning notifications: log, webhook, mail (SMTP), SMS gateway.")
 
-OptionalDataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
-]
 STATUS_STYLE = {"pending": "yellow", "failed": "bold red", "delivered": "green"}
-
-
-@contextmanager
-def _opened(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
-    directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
-    if directory is None:
-        raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
-    node = open_node(directory)
-    try:
-        yield node
-    finally:
-        node.close()
 
 
 def _fmt(value: datetime | None) -> str:
@@ -71,7 +50,7 @@ def notifications(
     ctx.obj = data_dir
     if ctx.invoked_subcommand is not None:
         return
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         views = list_notifications(node, pending_only=pending, status=status, limit=limit)
         counts = notification_counts(node)
     if as_json:
@@ -111,7 +90,7 @@ def notifications(
 @handle_errors
 def send(ctx: typer.Context, data_dir: OptionalDataDir = None, as_json: JsonFlag = False) -> None:
     """Run one dispatch now: notify raised alerts and deliver (or retry) what is due."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         result = NotificationDispatcher(node).run_once()
     if as_json:
         print_json(result.as_dict())
@@ -133,7 +112,7 @@ def retry(
     as_json: JsonFlag = False,
 ) -> None:
     """Put failed notifications back to pending with a fresh attempt budget (the next dispatch sends them)."""
-    with _opened(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir) as node:
         requeued = requeue_failed(node, ids or None)
     if as_json:
         print_json({"requeued": requeued})
