@@ -2,14 +2,17 @@
 
 Both sides run as separate processes on loopback, as a deployment does (one process per node):
 * the tree: province → city → district → street started by the launcher (``supnet serve`` per node, its own
-  SQLite file, synthetic data). A drill-down (one page of 10 cases) goes from the province's operator to a
-  node 1, 2 or 3 hops down: each hop verifies the caller's signature, re-signs and forwards; the target
-  answers from its database and signs; each hop checks its child's answer and relays it unchanged;
+  SQLite file, synthetic data), every call over mutual TLS. A drill-down (one page of 10 cases) goes from the
+  province's operator to a node 1, 2 or 3 hops down: each hop identifies its caller by certificate, verifies the
+  requester's signature through its certificate chain and relays the query unchanged; the target answers from
+  its database and signs; each hop checks the answer's chain and signature and relays it unchanged (the relay
+  baseline below is plaintext);
 * the baseline, measured in the same run: a chain of bare gRPC relay processes (same thread pool size)
   forwarding the same request bytes hop by hop, the last one echoing a reply as large as the real answer —
   the cost of the hops themselves;
 * roll-up freshness: a record streamed into the street through the gRPC ingest service, with report-on-change
-  at every tier; the clock stops when the province's subtree total (read from its database) changes.
+  at every tier (the street's ingest credential); the clock stops when the province's subtree total (read from
+  its database) changes.
 
 Targets: drill-down ≤ 3x the relay at each hop count; freshness < 2 s across the three tiers.
 Usage: python bench/federation_drilldown.py [--iterations 300] [--cases 300] [--trials 5] [--debounce 0.2]
@@ -38,9 +41,11 @@ from federation.launcher import FederationState, down, parse_topology, up
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
+from federation.tls import ingest_channel
 from node.app import open_node
 from node.drilldown.client import DrilldownClient
-from node.drilldown.router import build_query, load_node_key
+from node.drilldown.router import build_query
+from node.node_keys import signing_identity
 from node.server import DEFAULT_MAX_WORKERS
 
 IDS = ["gd", "gd.gz", "gd.gz.py", "gd.gz.py.sq"]
@@ -136,14 +141,21 @@ def _relay_call(call: Any, payload: bytes) -> Callable[[], object]:
 def bench_latency(state: FederationState, iterations: int) -> dict[str, Any]:
     """p50/p99 of drill-down and of the relay chain for 1, 2 and 3 hops, interleaved per hop count."""
     root = open_node(Path(state.node("gd").data_dir), migrate_schema=False)
-    key = load_node_key(root)
+    identity = signing_identity(root)
     results: dict[str, Any] = {}
     with DrilldownClient.for_node(root, state.node("gd").address) as client:
         for hops in (1, 2, 3):
             target = IDS[hops]
             probe = client.ask(target, page_size=10, cases=dd.CasesRequest())
             request_size = len(
-                build_query(key, "gd", target, page_size=10, cases=dd.CasesRequest()).SerializeToString()
+                build_query(
+                    identity.private_key,
+                    "gd",
+                    target,
+                    page_size=10,
+                    certificate_chain=identity.certificate_chain,
+                    cases=dd.CasesRequest(),
+                ).SerializeToString()
             )
             answer_size = len(probe.envelope.SerializeToString())
             drill = _time(_drill_call(client, target), iterations)
@@ -184,7 +196,8 @@ def bench_freshness(state: FederationState, trials: int) -> list[float]:
     with sqlite3.connect(Path(street.data_dir) / "node.db") as conn:
         implementation_code, department = conn.execute("SELECT implementation_code, department FROM items").fetchone()
     timings = []
-    with grpc.insecure_channel(street.address) as channel:
+    key, chain, root = state.ingest_credential("gd.gz.py.sq")
+    with ingest_channel(key, chain, root, street.address, "gd.gz.py.sq") as channel:
         stub = IngestServiceStub(channel)
         for trial in range(trials):
             time.sleep(1.0)  # let the previous trial's reports settle

@@ -27,11 +27,13 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "AuditHead",
+    "AuditProblem",
     "AuditResult",
     "append",
     "canonical_detail",
     "canonical_entry_bytes",
     "entry_hash",
+    "find_problems",
     "head_of",
     "verify_entries",
 ]
@@ -44,6 +46,7 @@ class AuditAction:
 
     DRILLDOWN_SERVED = "drilldown.served"
     DRILLDOWN_FORWARDED = "drilldown.forwarded"
+    DRILLDOWN_REFUSED = "drilldown.refused"
     REPORT_ACCEPTED = "report.accepted"
     REPORT_REFUSED = "report.refused"
     PKI_INIT_ROOT = "pki.init_root"
@@ -219,6 +222,19 @@ def head_of(entries: Iterable[AuditEntry]) -> AuditHead | None:
     return None if last is None else last.head
 
 
+class AuditProblem(NamedTuple):
+    """One problem found in a log: the entry where it shows, its kind, and a sentence saying what is wrong.
+
+    Kinds: ``edited`` (hash does not match content), ``deleted`` (a gap in seq), ``out_of_order`` (seq not
+    increasing), ``broken_link`` (prev_hash is not the hash of the entry before), ``truncated`` and
+    ``rewritten`` (compared with a remembered head).
+    """
+
+    seq: int
+    kind: str
+    message: str
+
+
 def verify_entries(
     entries: Iterable[AuditEntry],
     *,
@@ -230,40 +246,73 @@ def verify_entries(
     Finds edited entries (hash does not match content), deleted ones (gaps in seq, broken links), reordered
     ones (seq not increasing, broken links), and, given ``remembered_head`` (a head recorded earlier), a
     truncated tail or a rewritten remembered entry. ``start`` is the head before the first entry when only
-    a suffix of the log is checked (None: the log must begin at entry 1).
+    a suffix of the log is checked (None: the log must begin at entry 1). The structured form is
+    ``find_problems``.
     """
-    problems: list[str] = []
+    return [problem.message for problem in find_problems(entries, remembered_head=remembered_head, start=start)]
+
+
+def find_problems(
+    entries: Iterable[AuditEntry],
+    *,
+    remembered_head: AuditHead | None = None,
+    start: AuditHead | None = None,
+) -> list[AuditProblem]:
+    """verify_entries with each problem's entry and kind (see AuditProblem), in the order found."""
+    problems: list[AuditProblem] = []
     expected_seq, expected_prev = (1, GENESIS_HASH) if start is None else (start.seq + 1, start.hash)
     seen_remembered = False
     if remembered_head is not None and start is not None and remembered_head.seq <= start.seq:
         # The remembered head lies before the checked suffix: only the start itself can be compared with it.
         if remembered_head.seq == start.seq and remembered_head.hash != start.hash:
-            problems.append(f"start #{start.seq} differs from the remembered head (rewritten)")
+            problems.append(
+                AuditProblem(start.seq, "rewritten", f"start #{start.seq} differs from the remembered head (rewritten)")
+            )
         seen_remembered = True
     last: AuditEntry | None = None
     for entry in entries:
         recomputed = _safe_hash(entry)
         if recomputed != entry.hash:
-            problems.append(f"entry #{entry.seq}: hash does not match its content (edited)")
+            problems.append(
+                AuditProblem(entry.seq, "edited", f"entry #{entry.seq}: hash does not match its content (edited)")
+            )
         if entry.seq != expected_seq:
             if entry.seq > expected_seq:
                 problems.append(
-                    f"entry #{entry.seq} follows #{expected_seq - 1}: entries #{expected_seq}.."
-                    f"#{entry.seq - 1} are missing (deleted)"
+                    AuditProblem(
+                        expected_seq,
+                        "deleted",
+                        f"entry #{entry.seq} follows #{expected_seq - 1}: entries #{expected_seq}.."
+                        f"#{entry.seq - 1} are missing (deleted)",
+                    )
                 )
             else:
-                problems.append(f"entry #{entry.seq} follows #{expected_seq - 1}: out of order (reordered or repeated)")
+                problems.append(
+                    AuditProblem(
+                        entry.seq,
+                        "out_of_order",
+                        f"entry #{entry.seq} follows #{expected_seq - 1}: out of order (reordered or repeated)",
+                    )
+                )
         if entry.prev_hash != expected_prev:
             problems.append(
-                f"entry #{entry.seq}: prev_hash {entry.prev_hash[:12]} does not match the hash "
-                f"{expected_prev[:12]} of the entry before it (deleted, inserted or reordered)"
+                AuditProblem(
+                    entry.seq,
+                    "broken_link",
+                    f"entry #{entry.seq}: prev_hash {entry.prev_hash[:12]} does not match the hash "
+                    f"{expected_prev[:12]} of the entry before it (deleted, inserted or reordered)",
+                )
             )
         if remembered_head is not None and entry.seq == remembered_head.seq:
             seen_remembered = True
             if entry.hash != remembered_head.hash:
                 problems.append(
-                    f"entry #{entry.seq}: hash {entry.hash[:12]} differs from the remembered head "
-                    f"{remembered_head.hash[:12]} (rewritten)"
+                    AuditProblem(
+                        entry.seq,
+                        "rewritten",
+                        f"entry #{entry.seq}: hash {entry.hash[:12]} differs from the remembered head "
+                        f"{remembered_head.hash[:12]} (rewritten)",
+                    )
                 )
         # Continue from what the entry claims, so one problem is reported once, not at every later entry.
         expected_seq, expected_prev = entry.seq + 1, entry.hash
@@ -272,10 +321,20 @@ def verify_entries(
         last_seq = last.seq if last is not None else (start.seq if start else 0)
         if last_seq < remembered_head.seq:
             problems.append(
-                f"log ends at #{last_seq} but #{remembered_head.seq} was remembered as its head (truncated)"
+                AuditProblem(
+                    last_seq + 1,
+                    "truncated",
+                    f"log ends at #{last_seq} but #{remembered_head.seq} was remembered as its head (truncated)",
+                )
             )
         else:
-            problems.append(f"remembered head #{remembered_head.seq} is not in the log (deleted)")
+            problems.append(
+                AuditProblem(
+                    remembered_head.seq,
+                    "deleted",
+                    f"remembered head #{remembered_head.seq} is not in the log (deleted)",
+                )
+            )
     return problems
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -20,6 +21,10 @@ from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 
 DOMAIN_PREFIX = b"supnet/v1/"
 DIGEST_SIZE = 32
+# Bucket key lengths of the wire contract (report.proto): 基本编码 an..10, 事项类型代码 n2. A parent stores them
+# in columns of these sizes, so a longer one is refused here, not by the database.
+MAX_BASIC_CODE_LENGTH = 10
+MAX_ITEM_TYPE_CODE_LENGTH = 2
 # The counter fields of Counters in field-number order (the metric_buckets counter columns).
 COUNTER_FIELDS: tuple[str, ...] = tuple(field.name for field in Counters.DESCRIPTOR.fields)
 REPORT_BODY_TYPE: str = ReportBody.DESCRIPTOR.full_name
@@ -91,8 +96,31 @@ def canonicalize_report(body: ReportBody) -> ReportBody:
 
 
 def is_day(text: str) -> bool:
-    """True if text looks like a ``YYYY-MM-DD`` day (month and day ranges checked, not month lengths)."""
-    return bool(_DAY_PATTERN.match(text))
+    """True if text is an existing ``YYYY-MM-DD`` day (2025-02-30 is not: a receiver would fail on it later)."""
+    if not _DAY_PATTERN.match(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def require_canonical_encoding(envelope: SignedEnvelope, body: Message) -> None:
+    """Refuse a signed body whose bytes are not exactly the deterministic serialization of what they parse to.
+
+    Unknown fields, a field repeated with another value (the parser keeps the last), fields out of order or
+    padded varints would give one content several signed byte strings, hence several digests: the dedup on
+    (child, sequence, digest) and the hash chain assume one. The honest builder always signs ``serialize(body)``.
+    """
+    clean = type(body)()
+    clean.CopyFrom(body)
+    clean.DiscardUnknownFields()
+    if serialize(clean) != envelope.body:
+        raise InvalidArgumentError(
+            f"envelope from {envelope.signer_id or '?'}: {body_type_of(body)} body is not in canonical encoding "
+            "(deterministic protobuf serialization, no unknown or repeated fields)"
+        )
 
 
 def validate_report_body(body: ReportBody) -> None:
@@ -121,6 +149,11 @@ def validate_report_body(body: ReportBody) -> None:
         key = bucket_key(bucket)
         if not is_day(bucket.day):
             raise InvalidArgumentError(f"{label}: bucket {index} day {bucket.day!r} is not YYYY-MM-DD")
+        if len(bucket.basic_code) > MAX_BASIC_CODE_LENGTH or len(bucket.item_type_code) > MAX_ITEM_TYPE_CODE_LENGTH:
+            raise InvalidArgumentError(
+                f"{label}: bucket {index} basic_code / item_type_code longer than {MAX_BASIC_CODE_LENGTH} / "
+                f"{MAX_ITEM_TYPE_CODE_LENGTH} characters"
+            )
         if body.kind == ReportKind.REPORT_KIND_FULL and not (
             body.window_start_day <= bucket.day <= body.window_end_day
         ):
@@ -128,6 +161,11 @@ def validate_report_body(body: ReportBody) -> None:
         if previous_key is not None and key <= previous_key:
             raise InvalidArgumentError(f"{label}: bucket {index} {key} is out of order or repeated")
         previous_key = key
+        for counter, value in bucket.counters.ListFields():
+            if value < 0:  # every counter is a count or a sum of non-negative amounts
+                raise InvalidArgumentError(
+                    f"{label}: bucket {index} {key} counter {counter.name} is negative ({value})"
+                )
     previous_child = ""
     for index, ref in enumerate(body.child_reports):
         if not ref.child_id or ref.child_id <= previous_child:

@@ -6,6 +6,16 @@ will have children of its own, its CA key. The parent checks the CSRs' signature
 each private key), that the token is known, unused, unexpired and was issued for exactly this child, that
 the child is its direct child, and then issues the certificates. The parent keeps only a SHA-256 of each
 token: a copy of its token store does not let anyone enrol.
+
+Over the network (``supnet enroll``) the token is never sent. The operator hands over a *discovery token*
+``supnet-enrol-<secret>.<root-sha256-hex>`` (kubeadm style): the secret part is the token above and the
+suffix is the SHA-256 fingerprint of the tree's root certificate. The child sends a :func:`token_id` (a
+one-way function of the stored hash, naming the token without revealing it) and a :func:`enrolment_proof`:
+HMAC-SHA256 keyed with ``sha256(token)`` over :func:`enrolment_request_bytes` (child id, CSRs, token id). The
+parent holds that key (it stores exactly ``sha256(token)``), an eavesdropper does not, so nobody on the path
+can enrol their own keys or alter the request; a tampered request does not use up the token. The child then
+accepts only an answer under the root whose fingerprint the token carries, so nobody can hand it a false
+root either (:meth:`EnrolmentAuthority.redeem_proof`, :func:`check_discovery_root`).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -45,6 +56,7 @@ from federation.pki import (
 __all__ = [
     "DEFAULT_TOKEN_TTL",
     "TOKEN_PREFIX",
+    "DiscoveryToken",
     "EnrolmentAuthority",
     "EnrolmentRequest",
     "IssuedCertificates",
@@ -53,8 +65,16 @@ __all__ = [
     "TokenRecord",
     "TokenStore",
     "build_enrolment_request",
+    "check_discovery_root",
     "check_issued",
+    "discovery_token",
+    "enrolment_proof",
+    "enrolment_request_bytes",
     "hash_token",
+    "parse_discovery_token",
+    "proof_key",
+    "root_fingerprint",
+    "token_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +89,103 @@ _STORE_FORMAT_VERSION = 1
 def hash_token(token: str) -> str:
     """Hex SHA-256 of a token: what the parent stores and looks tokens up by."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- discovery tokens and request proofs (enrolment over the network) --------------------------------------
+
+_FINGERPRINT_HEX_LENGTH = 64
+_TOKEN_ID_DOMAIN = b"supnet/v1/enrolment-token-id\x00"
+_REQUEST_DOMAIN = b"supnet/v1/enrolment-request\x00"
+
+
+def root_fingerprint(root: x509.Certificate) -> str:
+    """Hex SHA-256 of the root certificate's DER bytes: the discovery hash carried by a token."""
+    return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@dataclass(frozen=True)
+class DiscoveryToken:
+    """A token as handed to a child's operator: the one-time secret and the root fingerprint to expect."""
+
+    token: str
+    root_fingerprint: str
+
+    def __str__(self) -> str:
+        return f"{self.token}.{self.root_fingerprint}"
+
+    def __repr__(self) -> str:
+        # The secret must not leak through a log line or a traceback.
+        return f"DiscoveryToken(token_id={token_id(hash_token(self.token))[:12]}…, root={self.root_fingerprint[:12]}…)"
+
+
+def discovery_token(token: str, root: x509.Certificate) -> str:
+    """The text an operator hands over: ``<token>.<root fingerprint>``."""
+    return str(DiscoveryToken(token, root_fingerprint(root)))
+
+
+def parse_discovery_token(text: str) -> DiscoveryToken:
+    """Split ``supnet-enrol-<secret>.<root-sha256-hex>``; InvalidArgumentError (never echoing it) if malformed."""
+    value = text.strip()
+    secret, dot, fingerprint = value.rpartition(".")
+    if not dot or not secret.startswith(TOKEN_PREFIX) or len(secret) <= len(TOKEN_PREFIX):
+        raise InvalidArgumentError(
+            f"the enrolment token must look like {TOKEN_PREFIX}<secret>.<root-sha256-hex> "
+            "(as printed by 'supnet pki token' on the parent)"
+        )
+    fingerprint = fingerprint.lower()
+    if len(fingerprint) != _FINGERPRINT_HEX_LENGTH or any(c not in "0123456789abcdef" for c in fingerprint):
+        raise InvalidArgumentError(
+            f"the enrolment token's root fingerprint (after the last '.') must be {_FINGERPRINT_HEX_LENGTH} hex "
+            f"digits, got {len(fingerprint)} characters"
+        )
+    return DiscoveryToken(secret, fingerprint)
+
+
+def proof_key(token: str) -> bytes:
+    """The HMAC key of enrolment proofs: raw SHA-256 of the token (the parent stores its hex form)."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def token_id(token_hash: str) -> str:
+    """A public name of a token, from its stored hex hash; does not reveal the hash (the proof key)."""
+    try:
+        raw = bytes.fromhex(token_hash)
+    except ValueError as error:
+        raise InvalidArgumentError(f"token hash {token_hash[:12]!r}… is not hex") from error
+    return hashlib.sha256(_TOKEN_ID_DOMAIN + raw).hexdigest()
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def enrolment_request_bytes(child_id: str, request: EnrolmentRequest, request_token_id: str) -> bytes:
+    """The canonical bytes a proof covers: domain, then length-prefixed child id, CSRs and token id."""
+    return _REQUEST_DOMAIN + b"".join(
+        _field(part)
+        for part in (
+            child_id.encode("utf-8"),
+            request.tls_csr,
+            request.report_csr,
+            request.ca_csr or b"",
+            request_token_id.encode("ascii"),
+        )
+    )
+
+
+def enrolment_proof(key: bytes, child_id: str, request: EnrolmentRequest, request_token_id: str) -> bytes:
+    """HMAC-SHA256 with ``key`` (:func:`proof_key` of the token) over :func:`enrolment_request_bytes`."""
+    return hmac.new(key, enrolment_request_bytes(child_id, request, request_token_id), hashlib.sha256).digest()
+
+
+def check_discovery_root(root: x509.Certificate, expected_fingerprint: str, *, source: str = "the parent") -> None:
+    """UnauthenticatedError unless root has the fingerprint the token carries (a false root, e.g. a MITM)."""
+    actual = root_fingerprint(root)
+    if not hmac.compare_digest(actual, expected_fingerprint.lower()):
+        raise UnauthenticatedError(
+            f"{source} answered under root certificate {actual[:16]}…, but the token expects root "
+            f"{expected_fingerprint[:16]}…: refusing it (a man in the middle, or a token from another tree)"
+        )
 
 
 def _aware(at: dt.datetime, what: str) -> dt.datetime:
@@ -426,6 +543,9 @@ class EnrolmentAuthority:
         record = self.store.get(hash_token(token)) if token.startswith(TOKEN_PREFIX) else None
         if record is None or record.issuer_id != self.authority.node_id:
             raise UnauthenticatedError(f"enrolment of {child_id}: the token is not one this node issued")
+        return self._check_record(record, child_id, now)
+
+    def _check_record(self, record: TokenRecord, child_id: str, now: dt.datetime) -> TokenRecord:
         if record.child_id != child_id:
             raise PermissionDeniedError(
                 f"enrolment of {child_id}: the token was issued for {record.child_id}, not {child_id}"
@@ -443,11 +563,51 @@ class EnrolmentAuthority:
 
         UnauthenticatedError: unknown, used or expired token. PermissionDeniedError: token for another child,
         not a direct child, CSR naming another node. InvalidArgumentError: a malformed CSR (the token is
-        then NOT used up, so the child can retry with a corrected request).
+        then NOT used up, so the child can retry with a corrected request). A discovery token
+        (``<token>.<root fingerprint>``) is accepted too if the fingerprint is this node's root's.
         """
         self._check_direct_child(child_id)
+        if "." in token:
+            discovered = parse_discovery_token(token)
+            check_discovery_root(self.authority.root, discovered.root_fingerprint, source=self.authority.node_id)
+            token = discovered.token
         now = self._now()
         record = self._usable_record(token, child_id, now)
+        return self._issue(record, child_id, request, now)
+
+    def redeem_proof(
+        self, child_id: str, request: EnrolmentRequest, request_token_id: str, proof: bytes
+    ) -> IssuedCertificates:
+        """Redeem over the network: the token is named by its id and proved by an HMAC, never sent.
+
+        The proof is checked first, so a request altered in transit (another child id, swapped CSRs) is
+        refused (UnauthenticatedError) without using up the token. Then as :meth:`redeem`.
+        """
+        self._check_direct_child(child_id)
+        record = next(
+            (
+                candidate
+                for candidate in self.store.records()
+                if candidate.issuer_id == self.authority.node_id
+                and hmac.compare_digest(token_id(candidate.token_hash), request_token_id)
+            ),
+            None,
+        )
+        if record is None:
+            raise UnauthenticatedError(f"enrolment of {child_id}: the token is not one this node issued")
+        expected = enrolment_proof(bytes.fromhex(record.token_hash), child_id, request, request_token_id)
+        if not hmac.compare_digest(expected, proof):
+            raise UnauthenticatedError(
+                f"enrolment of {child_id}: the request's proof does not verify with token {record.token_hash[:12]}… "
+                "(the request was altered in transit, or the token was mistyped); the token is not used up"
+            )
+        now = self._now()
+        self._check_record(record, child_id, now)
+        return self._issue(record, child_id, request, now)
+
+    def _issue(
+        self, record: TokenRecord, child_id: str, request: EnrolmentRequest, now: dt.datetime
+    ) -> IssuedCertificates:
         tls_request = _load_csr(request.tls_csr, "tls_csr", child_id, ec.EllipticCurvePublicKey)
         report_request = _load_csr(request.report_csr, "report_csr", child_id, Ed25519PublicKey)
         ca_request = (

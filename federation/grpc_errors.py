@@ -226,12 +226,50 @@ def translate_errors(func: F) -> F:
     return cast(F, wrapper)
 
 
-def _wrap_behavior(behavior: Callable[..., Any], method: str, streaming_response: bool) -> Callable[..., Any]:
+class _Undecodable:
+    """A request message whose bytes did not parse (grpc itself would answer INTERNAL for it)."""
+
+    def __init__(self, method: str, error: Exception) -> None:
+        self.error = InvalidArgumentError(f"request to {method} is not a valid protobuf message: {error}")
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so bad bytes become an _Undecodable the behaviour answers INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # DecodeError, or whatever a custom deserializer raises
+            return _Undecodable(method, error)
+
+    return parse
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    """A request stream that raises InvalidArgumentError at the first message that did not parse."""
+    for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
+
+
+def _wrap_behavior(
+    behavior: Callable[..., Any], method: str, streaming_response: bool, streaming_request: bool = False
+) -> Callable[..., Any]:
+    def checked(request: Any) -> Any:
+        if streaming_request:
+            return _checked_stream(request)
+        if isinstance(request, _Undecodable):
+            raise request.error
+        return request
+
     if streaming_response:
 
         def stream_behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                yield from behavior(request, context)
+                yield from behavior(checked(request), context)
             except Exception as exc:
                 if _already_aborted(context):
                     raise
@@ -241,7 +279,7 @@ def _wrap_behavior(behavior: Callable[..., Any], method: str, streaming_response
 
     def unary_behavior(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return behavior(request, context)
+            return behavior(checked(request), context)
         except Exception as exc:
             if _already_aborted(context):
                 raise
@@ -269,29 +307,31 @@ class ErrorMappingInterceptor(_ServerInterceptorBase):
         if handler is None:
             return None
         method = handler_call_details.method
+        # Undecodable request bytes become INVALID_ARGUMENT (grpc's own answer would be INTERNAL).
+        deserializer = _lenient(handler.request_deserializer, method)
         # Each handler has exactly one non-None behaviour; rebuild it with the wrapped one.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_behavior(handler.unary_unary, method, False),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_behavior(handler.unary_stream, method, True),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_behavior(handler.stream_unary, method, False),
-                request_deserializer=handler.request_deserializer,
+                _wrap_behavior(handler.stream_unary, method, False, True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_behavior(handler.stream_stream, method, True),
-                request_deserializer=handler.request_deserializer,
+                _wrap_behavior(handler.stream_stream, method, True, True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler

@@ -3,12 +3,17 @@
 ``up`` (``supnet federation up TOPOLOGY.toml --dir DIR``):
 
 1. reads the topology (node ids, levels, names, cases to generate; config overrides for every node);
-2. picks a free loopback port per node and creates each node's Ed25519 key (``DIR/<id>/keys``), so every
-   node's config can name its parent's and children's public keys and addresses from the start;
+2. picks a free loopback port per node and provisions the PKI of the whole tree (federation.provisioning:
+   a root CA at the root node, then every node enrolled by its parent through the real one-time token + CSR
+   flow, in-process), writing each node's ``DIR/<id>/pki``, plus one ingest credential per node
+   (``pki/ingest/local-ingest.*``); every node then serves and calls over mutual TLS. With
+   ``insecure_plaintext`` it instead creates each node's Ed25519 key (``DIR/<id>/keys``) so every config can
+   name its parent's and children's public keys, and sets ``federation.insecure_plaintext`` everywhere;
 3. runs ``supnet federation setup-node`` in a few worker processes (init, config, ``supnet generate``-style
    synthetic data, import), since one process per node would spend most of its time starting Python;
 4. starts ``supnet serve`` for each node, top-down, and waits until every one answers the gRPC health check
-   (each check with a deadline; a child whose parent is not listening yet retries from its outbox);
+   (each check with a deadline, over mutual TLS with the node's own certificate; a child whose parent is not
+   listening yet retries from its outbox);
 5. writes ``DIR/federation.json`` (pids, addresses, data directories) for ``status`` and ``down``.
 
 ``down`` sends SIGTERM (clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a
@@ -38,8 +43,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from federation.errors import InvalidArgumentError, NotFoundError, SupnetError, UnavailableError
-from federation.pki import validate_node_id
+from federation.pki import PkiDirectory, validate_node_id
+from federation.provisioning import issue_ingest_credential, provision_tree, tree_is_provisioned
 from federation.signing import generate_keypair, load_private_key, public_key_b64, save_private_key, save_public_key
+from federation.tls import PKI_DIR_NAME, ingest_credential_paths, node_channel
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ KEY_FILE = Path("keys") / "report_signing.pem"
 CLI_MODULE = "node.cli.main"
 LEVELS = ("province", "city", "district", "street")
 HEALTH_POLL_SECONDS = 0.1
+# The ingest credential every node gets from its own CA (tools and benchmarks stream records with it).
+INGEST_SYSTEM = "local-ingest"
 Progress = Callable[[str], None]
 
 
@@ -189,6 +198,10 @@ class LaunchedNode:
     pid: int = 0
     log_file: str = ""
 
+    def pki(self, insecure_plaintext: bool = False) -> PkiDirectory | None:
+        """The node's PKI directory (None for a tree launched in the insecure plaintext mode)."""
+        return None if insecure_plaintext else PkiDirectory(Path(self.data_dir) / PKI_DIR_NAME)
+
 
 @dataclass
 class FederationState:
@@ -198,6 +211,19 @@ class FederationState:
     base_dir: str
     nodes: list[LaunchedNode]
     started_at: float = 0.0
+    insecure_plaintext: bool = False
+
+    def pki(self, node_id: str) -> PkiDirectory | None:
+        """A node's PKI directory (None in the insecure plaintext mode)."""
+        return self.node(node_id).pki(self.insecure_plaintext)
+
+    def ingest_credential(self, node_id: str) -> tuple[Path, Path, Path]:
+        """(key, chain, root) of the ingest credential the launcher had node_id's CA issue."""
+        pki = self.pki(node_id)
+        if pki is None:
+            raise NotFoundError(f"the federation in {self.base_dir} runs in plaintext mode: no ingest credentials")
+        key, chain = ingest_credential_paths(pki, INGEST_SYSTEM)
+        return key, chain, pki.file("root.pem")
 
     def save(self) -> Path:
         """Write the state file (atomically)."""
@@ -280,9 +306,28 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def health_status(address: str, timeout: float = 1.0) -> str:
-    """SERVING / NOT_SERVING / UNKNOWN / UNREACHABLE for a node's overall health, within a deadline."""
-    with grpc.insecure_channel(address) as channel:
+def _wait_exited(pid: int, timeout: float = 2.0) -> None:
+    """Reap a child of ours once it has really exited (its command line empties a moment before it does)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not our child (or already reaped): nothing to wait for
+        if reaped == pid:
+            return
+        time.sleep(0.01)
+
+
+def health_status(address: str, timeout: float = 1.0, *, pki: PkiDirectory | None = None, node_id: str = "") -> str:
+    """SERVING / NOT_SERVING / UNKNOWN / UNREACHABLE for a node's overall health, within a deadline.
+
+    With ``pki`` (the node's own directory) the check runs over mutual TLS and accepts only ``node_id``'s
+    certificate; without, over plaintext (a tree in the insecure plaintext mode).
+    """
+    if pki is not None and not node_id:
+        raise InvalidArgumentError("a health check over mutual TLS needs the node id to expect")
+    with node_channel(pki, address, node_id or "unknown") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
@@ -300,7 +345,11 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 def wait_until_serving(
-    nodes: Sequence[LaunchedNode], processes: Mapping[str, subprocess.Popen[bytes]], timeout: float
+    nodes: Sequence[LaunchedNode],
+    processes: Mapping[str, subprocess.Popen[bytes]],
+    timeout: float,
+    *,
+    insecure_plaintext: bool = False,
 ) -> None:
     """Poll health until every node answers SERVING; LaunchError naming a node that died or never came up."""
     deadline = time.monotonic() + timeout
@@ -314,7 +363,13 @@ def wait_until_serving(
                     f"its log {node.log_file} ends with:\n{_log_tail(Path(node.log_file))}"
                 )
             remaining = deadline - time.monotonic()
-            if health_status(node.address, timeout=max(min(remaining, 1.0), 0.05)) == "SERVING":
+            check = health_status(
+                node.address,
+                timeout=max(min(remaining, 1.0), 0.05),
+                pki=node.pki(insecure_plaintext),
+                node_id=node.id,
+            )
+            if check == "SERVING":
                 del waiting[node_id]
         if not waiting:
             return
@@ -339,21 +394,35 @@ def _ensure_key(data_dir: Path) -> str:
 
 
 def build_plan(
-    topology: Topology, base_dir: Path, addresses: Mapping[str, str], keys: Mapping[str, str]
+    topology: Topology,
+    base_dir: Path,
+    addresses: Mapping[str, str],
+    keys: Mapping[str, str],
+    *,
+    insecure_plaintext: bool = False,
 ) -> dict[str, Any]:
-    """Per-node setup instructions: data dir, level, data to generate, and the federation section of its config."""
+    """Per-node setup instructions: data dir, level, data to generate, and the federation section of its config.
+
+    ``keys`` (node id -> base64 public key) are written only in the insecure plaintext mode; with the PKI the
+    keys travel in certificate chains and the configs name ids and addresses only.
+    """
     plan_nodes = []
     for node in topology.nodes:
         federation: dict[str, Any] = dict(topology.config.get("federation", {}))
         federation["listen"] = addresses[node.id]
+        federation["insecure_plaintext"] = insecure_plaintext
         if node.parent_id:
             federation.update(
                 parent_id=node.parent_id,
                 parent_address=addresses[node.parent_id],
-                parent_public_key=keys[node.parent_id],
+                parent_public_key=keys.get(node.parent_id, "") if insecure_plaintext else "",
             )
         federation["children"] = [
-            {"id": child.id, "public_key": keys[child.id], "address": addresses[child.id]}
+            {
+                "id": child.id,
+                "public_key": keys.get(child.id, "") if insecure_plaintext else "",
+                "address": addresses[child.id],
+            }
             for child in topology.children_of(node.id)
         ]
         config = {section: dict(values) for section, values in topology.config.items() if isinstance(values, dict)}
@@ -408,6 +477,17 @@ def _run_setup(plan_path: Path, groups: list[list[str]], base_dir: Path, timeout
         raise LaunchError("\n".join(failures))
 
 
+def provision_pki(topology: Topology, base_dir: Path) -> bool:
+    """Give every node of the topology its ``pki/`` (and an ingest credential); False if a valid one was kept."""
+    pki_dirs = {node.id: base_dir / node.id / PKI_DIR_NAME for node in topology.nodes}
+    if tree_is_provisioned(pki_dirs):
+        return False
+    provisioned = provision_tree(pki_dirs)
+    for entry in provisioned.values():
+        issue_ingest_credential(entry.pki, INGEST_SYSTEM)
+    return True
+
+
 def _start_server(node: LaunchedNode, extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     log_path = Path(node.data_dir) / "serve.log"
     node.log_file = str(log_path)
@@ -436,8 +516,13 @@ def up(
     setup_timeout: float = 600.0,
     progress: Progress | None = None,
     extra_env: Mapping[str, str] | None = None,
+    insecure_plaintext: bool = False,
 ) -> FederationState:
-    """Set up and start every node of the topology under base_dir; returns the saved state."""
+    """Set up and start every node of the topology under base_dir; returns the saved state.
+
+    By default the tree gets its PKI and runs over mutual TLS; ``insecure_plaintext`` runs it without TLS
+    (local experiments only; refused if the directory already holds a tree with a PKI).
+    """
     say = progress or (lambda _message: None)
     base_dir = base_dir.resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -449,11 +534,26 @@ def up(
         raise LaunchError(f"a federation is already running in {base_dir}; run 'supnet federation down' first")
     ports = free_ports(len(topology.nodes))
     addresses = {node.id: f"127.0.0.1:{port}" for node, port in zip(topology.nodes, ports, strict=True)}
-    keys = {node.id: _ensure_key(base_dir / node.id) for node in topology.nodes}
+    keys: dict[str, str] = {}
+    if insecure_plaintext:
+        with_pki = [node.id for node in topology.nodes if (base_dir / node.id / PKI_DIR_NAME).exists()]
+        if with_pki:
+            raise LaunchError(
+                f"{base_dir} holds a tree set up with a PKI ({', '.join(with_pki)} have pki/); its nodes would keep "
+                "using mutual TLS. Use another --dir for the insecure plaintext mode."
+            )
+        keys = {node.id: _ensure_key(base_dir / node.id) for node in topology.nodes}
+        say("INSECURE PLAINTEXT mode: no TLS, no certificates (local experiments only)")
+    else:
+        started = time.monotonic()
+        created = provision_pki(topology, base_dir)
+        say(
+            f"PKI {'provisioned' if created else 'kept'}: root CA at {topology.root.id}, every node enrolled by its "
+            f"parent (one-time token + CSRs) in {time.monotonic() - started:.2f} s; all calls use mutual TLS"
+        )
     plan_path = base_dir / PLAN_FILE
-    plan_path.write_text(
-        json.dumps(build_plan(topology, base_dir, addresses, keys), ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    plan = build_plan(topology, base_dir, addresses, keys, insecure_plaintext=insecure_plaintext)
+    plan_path.write_text(json.dumps(plan, ensure_ascii=False, indent=2), encoding="utf-8")
     total_cases = sum(node.cases for node in topology.nodes)
     groups = [group for group in _balanced_groups(topology.nodes, max(workers, 1)) if group]
     say(f"setting up {len(topology.nodes)} nodes ({total_cases:,} synthetic cases) in {len(groups)} worker process(es)")
@@ -468,6 +568,7 @@ def up(
             for node in topology.nodes
         ],
         started_at=time.time(),
+        insecure_plaintext=insecure_plaintext,
     )
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -481,7 +582,7 @@ def up(
                 processes[node.id] = _start_server(launched, extra_env or {})
         state.save()
         say(f"started {len(processes)} node processes top-down; waiting until each answers its health check")
-        wait_until_serving(state.nodes, processes, ready_timeout)
+        wait_until_serving(state.nodes, processes, ready_timeout, insecure_plaintext=insecure_plaintext)
         say(f"all {len(processes)} nodes serving after {time.monotonic() - started:.1f} s")
     except BaseException:
         # Never leave half a tree running: stop what was started, then report the failure.
@@ -521,7 +622,11 @@ def status(base_dir: Path, *, timeout: float = 1.0) -> list[NodeStatus]:
     result = []
     for node in state.nodes:
         running = is_our_server(node)
-        health = health_status(node.address, timeout) if running else "STOPPED"
+        health = (
+            health_status(node.address, timeout, pki=node.pki(state.insecure_plaintext), node_id=node.id)
+            if running
+            else "STOPPED"
+        )
         result.append(NodeStatus(node.id, node.level, node.address, node.pid, running, health, node.data_dir))
     return result
 
@@ -556,7 +661,7 @@ def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None
                 break
             time.sleep(0.02)
     for node in running:
-        _reap(node.pid)  # an exited child of ours stays a zombie until waited for
+        _wait_exited(node.pid)  # an exited child of ours stays a zombie until waited for
     for node in current.nodes:
         node.pid = 0
     if Path(current.base_dir).exists():

@@ -14,6 +14,12 @@ still the identity, and :func:`verify_node_chain` enforces the subtree rule on t
 (the issuer's id must be an ancestor of the subject's id), so the rule holds even for a certificate that
 leaves out its DNS name.
 
+Roles: a CA certificate; a node's TLS certificate (server and client authentication); its report certificate
+(Ed25519, REPORT_SIGNING_EKU); and an INGEST certificate, a TLS client certificate that a node's own CA issues
+to a business approval system feeding that node (URI SAN = that node's id, INGEST_CLIENT_EKU, no server
+authentication, common name ``<node id> ingest <system>``), so a node's TLS certificate can never ingest and
+an ingest credential can never act as a node.
+
 Key types: CA and TLS keys are ECDSA P-256 (grpcio's TLS does not negotiate Ed25519 certificates); a report
 certificate carries the node's Ed25519 report-signing key (see federation.signing), signed by an ECDSA CA.
 """
@@ -58,6 +64,7 @@ from federation.signing import KeyResolver, key_id, verify_envelope
 
 __all__ = [
     "DNS_SUFFIX",
+    "INGEST_CLIENT_EKU",
     "REPORT_SIGNING_EKU",
     "URI_SCHEME",
     "CertificateAuthority",
@@ -86,6 +93,7 @@ __all__ = [
     "save_crl",
     "save_private_key",
     "validate_node_id",
+    "validate_system_name",
     "verify_node_chain",
 ]
 
@@ -96,6 +104,8 @@ DNS_SUFFIX = "supnet"
 # A private extended key usage naming "supnet report signing", under the UUID arc 2.25 (X.667) so that it
 # needs no registration; a report certificate must carry it, so a TLS certificate can never sign reports.
 REPORT_SIGNING_EKU = x509.ObjectIdentifier("2.25.213880387216012245331339125718596622977")
+# The same kind of private usage for "supnet ingest client": only a certificate carrying it may stream records.
+INGEST_CLIENT_EKU = x509.ObjectIdentifier("2.25.236259003323228928435006058459213442902")
 ORGANIZATION = "supnet"
 
 ROOT_VALIDITY = dt.timedelta(days=3650)
@@ -107,6 +117,8 @@ MAX_CHAIN_DEPTH = 16
 
 # A node id segment usable both in the id and as a DNS label: letters, digits, inner hyphens.
 _SEGMENT = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
+# The name of a business system holding an ingest credential (goes into the certificate's common name).
+_SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 
 
 class CertificateRole(enum.StrEnum):
@@ -115,6 +127,7 @@ class CertificateRole(enum.StrEnum):
     CA = "ca"
     TLS = "tls"
     REPORT = "report"
+    INGEST = "ingest"
 
 
 # --- node ids, URIs and DNS names -------------------------------------------------------------------------
@@ -254,17 +267,31 @@ def certificate_role(cert: x509.Certificate) -> CertificateRole | None:
     public_key = cert.public_key()
     if isinstance(public_key, Ed25519PublicKey) and REPORT_SIGNING_EKU in usages:
         return CertificateRole.REPORT
+    if _is_p256(public_key) and INGEST_CLIENT_EKU in usages:
+        # Checked before TLS: an ingest certificate is a client certificate of its own kind, never a node's.
+        return CertificateRole.INGEST
     if _is_p256(public_key) and {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= usages:
         return CertificateRole.TLS
     return None
 
 
-def _subject_name(node_id: str, role: CertificateRole) -> x509.Name:
+def _subject_name(node_id: str, role: CertificateRole, system: str = "") -> x509.Name:
     # The OU path makes issuer/subject names distinct per node and role (path building matches on names).
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]
     attributes += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, part) for part in node_id.split(".")]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, f"{node_id} {role.value}"))
+    common_name = f"{node_id} {role.value}" + (f" {system}" if system else "")
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
+
+
+def validate_system_name(system: str) -> str:
+    """Return system if it can name an ingest client; InvalidArgumentError saying what is allowed if not."""
+    if not _SYSTEM_NAME.match(system):
+        raise InvalidArgumentError(
+            f"ingest system name {system!r} must be 1-48 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit"
+        )
+    return system
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
@@ -299,11 +326,12 @@ def _build(
     issuer_key: ec.EllipticCurvePrivateKey,
     not_before: dt.datetime,
     not_after: dt.datetime,
+    system: str = "",
 ) -> x509.Certificate:
     """Sign one certificate of ours: names, key usages and constraints follow from the role."""
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_subject_name(subject_id, role))
+        .subject_name(_subject_name(subject_id, role, system))
         .issuer_name(issuer_name)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -329,6 +357,11 @@ def _build(
     elif role is CertificateRole.TLS:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    elif role is CertificateRole.INGEST:
+        # Client authentication only: an ingest credential can never serve as a node.
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, INGEST_CLIENT_EKU]), critical=False
         )
     else:
         builder = builder.add_extension(x509.ExtendedKeyUsage([REPORT_SIGNING_EKU]), critical=False)
@@ -419,9 +452,17 @@ class CertificateAuthority:
         *,
         now: dt.datetime,
         validity: dt.timedelta | None = None,
+        system: str = "",
     ) -> x509.Certificate:
-        """Issue a certificate binding subject_id to public_key for role; PermissionDeniedError outside the subtree."""
+        """Issue a certificate binding subject_id to public_key for role; PermissionDeniedError outside the subtree.
+
+        An INGEST certificate needs ``system``, the name of the business system holding it (common name).
+        """
         self._check_subject(subject_id, role)
+        if role is CertificateRole.INGEST:
+            validate_system_name(system)
+        elif system:
+            raise InvalidArgumentError(f"only an ingest certificate names a system, not a {role.value} certificate")
         if role is CertificateRole.REPORT:
             if not isinstance(public_key, Ed25519PublicKey):
                 raise InvalidArgumentError(f"a report certificate for {subject_id} needs an Ed25519 key")
@@ -437,6 +478,7 @@ class CertificateAuthority:
             issuer_key=self.private_key,
             not_before=not_before,
             not_after=not_after,
+            system=system,
         )
         logger.info(
             "CA %s issued %s certificate for %s, serial %x, until %s",

@@ -13,6 +13,10 @@ Order of checks (each refusal is a precise SupnetError, mapped to a gRPC status 
    (FAILED_PRECONDITION), so the child resends in order (its outbox sends oldest first)
 6. store the report, advance the chain head and apply its buckets in ONE transaction; only after the
    commit is the acknowledgement returned, so a child never holds an ack for a report that is not stored.
+
+An optional ``audit`` hook (node.audit_log.ReceiptAuditor) records each accepted report inside that same
+transaction, and each refusal (any SupnetError above) in a transaction of its own before it is raised.
+A re-delivery acknowledged again is neither: nothing is stored or changed.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
-from federation.canonical import parse_body, validate_report_body
+from federation.canonical import parse_body, require_canonical_encoding, validate_report_body
 from federation.chain import ChainHead, check_chain, report_digest, short_hex
-from federation.errors import IntegrityError, PermissionDeniedError, StaleError, UnauthenticatedError
+from federation.errors import IntegrityError, PermissionDeniedError, StaleError, SupnetError, UnauthenticatedError
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportAck, ReportBody, ReportKind
 from federation.signing import KeyResolver, verify_with_resolver
@@ -69,6 +74,16 @@ class ChildChainState:
 
 
 ApplyReport = Callable[[Connection, AcceptedReport], None]
+
+
+class ReceiptAudit(Protocol):
+    """Where a receiver records what it accepted and refused (federation does not know the audit table)."""
+
+    def accepted(self, conn: Connection, report: AcceptedReport) -> None:
+        """Record a report being stored, inside its storing transaction (the last statement before commit)."""
+
+    def refused(self, envelope: SignedEnvelope, error: SupnetError) -> None:
+        """Record a refused report, in a transaction of its own."""
 
 
 class _AlreadyStoredError(Exception):
@@ -142,8 +157,10 @@ class ReportReceiver:
         clock: Callable[[], datetime],
         node_id: str = "",
         accept_first_at_any_sequence: bool = False,
+        audit: ReceiptAudit | None = None,
     ) -> None:
         self._engine = engine
+        self._audit = audit
         self._children = children
         self._key_resolver = key_resolver
         self._apply = apply
@@ -177,11 +194,16 @@ class ReportReceiver:
             raise PermissionDeniedError(
                 f"unknown child {signer or '(empty signer_id)'!r}: not a registered child of node {self._node_id}"
             )
+        # A resolver reading keys from certificate chains (federation.pki.CertificateKeyResolver) is bound to
+        # this envelope's own chain; a static one (config keys) answers by (signer, key id).
+        bind = getattr(self._key_resolver, "for_envelope", None)
+        resolver: KeyResolver = bind(envelope) if callable(bind) else self._key_resolver
         try:
-            verify_with_resolver(envelope, self._key_resolver)
+            verify_with_resolver(envelope, resolver)
         except IntegrityError as error:
             raise UnauthenticatedError(f"bad signature on report from {signer}: {error}") from error
         body = parse_body(envelope, ReportBody)
+        require_canonical_encoding(envelope, body)
         if body.node_id != signer:
             raise PermissionDeniedError(f"report signed by {signer} claims to come from {body.node_id or '(empty)'}")
         validate_report_body(body)
@@ -189,13 +211,27 @@ class ReportReceiver:
 
     def receive(self, envelope: SignedEnvelope) -> ReportAck:
         """Verify, de-duplicate, store and apply one report; the returned ack means it is durably stored."""
-        body, digest = self.verify(envelope)
-        with self._lock_for(body.node_id):
-            try:
-                return self._store(envelope, body, digest)
-            except _AlreadyStoredError:
-                # (child, sequence) is already stored: a re-delivery (same digest) or a rewritten report.
-                return self._answer_duplicate(body, digest)
+        try:
+            body, digest = self.verify(envelope)
+            with self._lock_for(body.node_id):
+                try:
+                    return self._store(envelope, body, digest)
+                except _AlreadyStoredError:
+                    # (child, sequence) is already stored: a re-delivery (same digest) or a rewritten report.
+                    return self._answer_duplicate(body, digest)
+        except SupnetError as error:
+            self.audit_refusal(envelope, error)
+            raise
+
+    def audit_refusal(self, envelope: SignedEnvelope, error: SupnetError) -> None:
+        """Record a refusal through the audit hook (also for refusals decided before ``receive``, e.g. by mTLS)."""
+        if self._audit is None:
+            return
+        try:
+            self._audit.refused(envelope, error)
+        except Exception:
+            # The refusal itself must still reach the child; a broken audit store is logged, not masked.
+            log.exception("could not audit refused report from %s (%s)", envelope.signer_id, error.code)
 
     def _answer_duplicate(self, body: ReportBody, digest: bytes) -> ReportAck:
         child_id = body.node_id
@@ -264,6 +300,8 @@ class ReportReceiver:
             }
             (_INSERT_CHAIN if head is None else _UPDATE_CHAIN).execute(conn, _prefixed(chain_values))
             self._apply(conn, accepted)
+            if self._audit is not None:
+                self._audit.accepted(conn, accepted)  # commits with the report, or not at all
         log.info(
             "stored report %s #%s (%s, %s buckets, digest %s)",
             child_id,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Row, Table, bindparam, func, or_, select, update
 
+from node.audit_log import Action, operator_actor, record_audit
 from node.domain.deadlines import due_at
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.metrics import (
@@ -319,13 +320,21 @@ def acknowledge_alert(node: Node, alert_id: int, by: str = "", now: datetime | N
     """raised|notified → acknowledged: the responsible unit has seen the warning."""
     when = now or node.now()
     with node.engine.begin() as conn:
-        return _transition(
+        view = _transition(
             conn,
             alert_id,
             ACKNOWLEDGEABLE,
             "acknowledge",
             {"status": "acknowledged", "acknowledged_at": when, "acknowledged_by": by.strip()[:100]},
         )
+        record_audit(
+            conn,
+            actor=operator_actor(node.config.id),
+            action=Action.ALERT_ACKNOWLEDGED,
+            target=f"alert:{alert_id}",
+            detail={"by": by.strip()[:100], "rule": view.rule_id, "subject": view.subject},
+        )
+        return view
 
 
 def correct_alert(node: Node, alert_id: int, note: str, now: datetime | None = None) -> AlertView:
@@ -338,13 +347,21 @@ def correct_alert(node: Node, alert_id: int, note: str, now: datetime | None = N
         )
     when = now or node.now()
     with node.engine.begin() as conn:
-        return _transition(
+        view = _transition(
             conn,
             alert_id,
             OPEN_STATUSES,
             "correct",
             {"status": "corrected", "corrected_at": when, "correction_note": note.strip()},
         )
+        record_audit(
+            conn,
+            actor=operator_actor(node.config.id),
+            action=Action.ALERT_CORRECTED,
+            target=f"alert:{alert_id}",
+            detail={"note": note.strip(), "rule": view.rule_id, "subject": view.subject},
+        )
+        return view
 
 
 def _escalate_rows(
@@ -414,6 +431,13 @@ def escalate_alert(node: Node, alert_id: int, now: datetime | None = None) -> Al
         raised = _escalate_rows(conn, [row], when, by_hand=True)
         if not raised:
             raise InvalidStateError(f"alert {alert_id} was escalated concurrently")
+        record_audit(
+            conn,
+            actor=operator_actor(node.config.id),
+            action=Action.ALERT_ESCALATED,
+            target=f"alert:{alert_id}",
+            detail={"red_card": raised[0].id},
+        )
         return get_alert(conn, raised[0].id)
 
 

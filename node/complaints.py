@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from sqlalchemy import Connection, RowMapping, Table, func, select, update
 
+from node.audit_log import Action, operator_actor, record_audit
 from node.domain.deadlines import due_at
 from node.errors import CalendarError, InvalidArgumentError, InvalidStateError, NotFoundError, ValidationError
 from node.metrics import BucketKey, add_to_buckets
@@ -278,6 +279,12 @@ def complaint_figures(node: Node, now: datetime | None = None) -> ComplaintFigur
 
 # -- transitions -------------------------------------------------------------------------------------------------------
 _AFTER: dict[str, str] = {"accepted": "decided_at", "declined": "decided_at", "handled": "handled_at"}
+_AUDIT_ACTIONS: dict[str, str] = {
+    "accept": Action.COMPLAINT_ACCEPTED,
+    "decline": Action.COMPLAINT_DECLINED,
+    "handle": Action.COMPLAINT_HANDLED,
+    "conclude": Action.COMPLAINT_CONCLUDED,
+}
 
 
 def _transition(
@@ -324,6 +331,13 @@ def _transition(
             raise InvalidStateError(f"complaint {complaint_no} changed concurrently; {action} not applied")
         if after_update is not None:
             after_update(conn, row, when)
+        record_audit(
+            conn,
+            actor=operator_actor(node.config.id),
+            action=_AUDIT_ACTIONS[action],
+            target=f"complaint:{complaint_no}",
+            detail={"from": from_status, "to": to_status, **{key: str(value) for key, value in values.items()}},
+        )
         updated = conn.execute(select(_complaints).where(_complaints.c.complaint_no == complaint_no)).mappings().one()
     log.info("complaint %s %s -> %s", complaint_no, from_status, to_status)
     return _view(node, updated, when)

@@ -146,7 +146,10 @@ class ChildConfig(_Section):
     """A registered child node."""
 
     id: str
-    public_key: str = Field(default="", description="base64 raw Ed25519 public key of the child's report key")
+    public_key: str = Field(
+        default="",
+        description="base64 raw Ed25519 report key of the child: insecure plaintext mode only (else: certificates)",
+    )
     address: str = Field(default="", description="host:port of the child's server, for drill-down forwarding")
 
 
@@ -156,7 +159,7 @@ class FederationConfig(_Section):
     listen: str = "127.0.0.1:0"
     parent_id: str = ""
     parent_address: str = ""
-    parent_public_key: str = ""
+    parent_public_key: str = Field(default="", description="insecure plaintext mode only (else: certificates)")
     children: list[ChildConfig] = Field(default_factory=list)
     report_interval_seconds: float = Field(default=300.0, gt=0)
     report_on_change: bool = False
@@ -168,7 +171,17 @@ class FederationConfig(_Section):
     retry_base_seconds: float = Field(default=1.0, gt=0, description="first retry delay of an unacknowledged report")
     retry_max_seconds: float = Field(default=300.0, gt=0, description="cap of the exponential retry delay")
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
-    plaintext: bool = False
+    enrol_listen: str = Field(
+        default="127.0.0.1:0",
+        description="host:port of the plaintext enrolment listener (EnrolmentService only), run with pki/ca.key",
+    )
+    renew_before_days: int = Field(
+        default=30, ge=1, description="days ahead of expiry the renewal job warns and re-issues own leaf certificates"
+    )
+    insecure_plaintext: bool = Field(
+        default=False,
+        description="serve and call other nodes WITHOUT TLS, for local experiments only; nodes with pki/ use mTLS",
+    )
 
 
 class NodeConfig(_Section):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import RowMapping, Table, func, select, update
 
+from node.audit_log import Action, operator_actor, record_audit
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.store.models import Case, Evaluation
 
@@ -153,6 +154,13 @@ def close_followup(node: Node, evaluation_id: int, note: str, now: datetime | No
             status = row[0]
             detail = "has no follow-up (rated 1–3)" if status == "none" else f"follow-up is already {status}"
             raise InvalidStateError(f"evaluation {evaluation_id}: {detail}; only an open follow-up can be closed")
+        record_audit(
+            conn,
+            actor=operator_actor(node.config.id),
+            action=Action.FOLLOWUP_CLOSED,
+            target=f"evaluation:{evaluation_id}",
+            detail={"note": text},
+        )
         updated = conn.execute(_select_views().where(_evaluations.c.id == evaluation_id)).mappings().one()
     log.info("evaluation %s follow-up closed", evaluation_id)
     return _view(updated)

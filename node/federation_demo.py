@@ -1,8 +1,10 @@
 """The federation demo (``supnet demo``): a 15-node tree on this machine, its roll-up and one drill-down.
 
 Steps, each announced on screen for a newcomer:
-1. start the tree of config/topologies/demo-15.toml (1 province, 2 cities, 4 districts, 8 streets), every node
-   a ``supnet serve`` process with its own database of synthetic approval data;
+1. set up the PKI (a root CA at the province; every node enrolled by its parent with a one-time token and
+   certificate requests) and start the tree of config/topologies/demo-15.toml (1 province, 2 cities,
+   4 districts, 8 streets), every node a ``supnet serve`` process with its own database of synthetic approval
+   data, every call between them over mutual TLS;
 2. wait until the province's subtree totals cover every case of every node (counted straight from the 15
    databases) and all 15 nodes count as reported;
 3. show the province's view: totals per city with derived rates, the ranking of cities, completeness, red cards;
@@ -114,6 +116,7 @@ def run_demo(
     base_dir: Path | None = None,
     workers: int = 2,
     keep: bool = False,
+    insecure_plaintext: bool = False,
 ) -> int:
     """Run the whole demo; returns the process exit code (0 on success)."""
     started = time.monotonic()
@@ -128,15 +131,31 @@ def run_demo(
         Panel.fit(
             f"[bold]supnet demo[/]: {len(topology.nodes)} supervision nodes on this machine — "
             f"province → cities → districts → streets.\nEach node is its own process with its own database of "
-            f"synthetic approval cases; each reports signed totals to its parent, and any ancestor can drill down.",
+            f"synthetic approval cases; each reports signed totals to its parent, and any ancestor can drill down.\n"
+            + (
+                "[bold red]INSECURE PLAINTEXT mode[/]: no certificates, no TLS (--insecure-plaintext)."
+                if insecure_plaintext
+                else "The province holds the root CA; every node is enrolled by its parent, and every call between "
+                "nodes runs over mutual TLS, the caller identified by its certificate."
+            ),
             title="what happens",
         )
     )
     try:
         with _terminate_as_interrupt():
             console.rule("1. start the tree")
-            state = up(topology, directory, workers=workers, progress=lambda m: console.print(f"  {m}"))
-            console.print(f"  {len(state.nodes)} nodes serving under {directory} ({time.monotonic() - started:.1f} s)")
+            state = up(
+                topology,
+                directory,
+                workers=workers,
+                progress=lambda m: console.print(f"  {m}"),
+                insecure_plaintext=insecure_plaintext,
+            )
+            transport = "INSECURE PLAINTEXT" if insecure_plaintext else "mutual TLS"
+            console.print(
+                f"  {len(state.nodes)} nodes serving under {directory} over {transport} "
+                f"({time.monotonic() - started:.1f} s)"
+            )
             _show(console, topology, state)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: stopping every node")
@@ -150,7 +169,12 @@ def run_demo(
             )
         if temporary is not None and not keep:
             temporary.cleanup()
-    console.print(f"[bold green]demo finished[/] in {time.monotonic() - started:.1f} s")
+    transport = (
+        "[bold red]without TLS[/] (insecure plaintext mode)"
+        if insecure_plaintext
+        else "over mutual TLS: every report, query and answer between nodes authenticated by certificates"
+    )
+    console.print(f"[bold green]demo finished[/] in {time.monotonic() - started:.1f} s; everything ran {transport}")
     return 0
 
 

@@ -95,6 +95,7 @@ __all__ = [
     "BucketKey",
     "Deltas",
     "StatsRow",
+    "add_record_deltas",
     "add_to_buckets",
     "check_buckets",
     "compare_and_set_counter",
@@ -180,6 +181,8 @@ class BucketKey:
 
 Deltas = dict[BucketKey, dict[str, int]]
 BucketValues = dict[tuple[date, str, str], dict[str, int]]
+_RawKey = tuple[date, str, str, str, str]  # BucketKey's fields: tuples hash much faster on the hot path
+_RawDeltas = dict[_RawKey, dict[str, int]]
 
 
 # -- small database helpers shared by metrics, alerts and the rule engine ------------------------------------------
@@ -310,18 +313,24 @@ def _bump_revision(conn: Connection) -> int:
 
 _KEY_COLUMNS = ("day", "department", "implementation_code", "basic_code", "item_type_code")
 _UPSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+_DAY_TEXT: dict[date, str] = {}
 
 
 def _upsert_sql(dialect: str, changed: tuple[str, ...]) -> str:
-    """The bucket upsert adding ``changed`` counters (all columns inserted; only the changed ones updated)."""
+    """The bucket upsert adding the ``changed`` counters; every other counter is inserted as a literal 0.
+
+    Only the key, the changed counters and the revision are bound: binding all 27 counters of every row cost more
+    than the upsert itself on the import hot path.
+    """
     cached = _UPSERT_SQL.get((dialect, changed))
     if cached is None:
         table = _buckets.name
-        columns = (*_KEY_COLUMNS, *COUNTERS, "revision")
         mark = "?" if dialect == "sqlite" else "%s"
+        bound = set(changed)
+        values = [mark] * len(_KEY_COLUMNS) + [mark if name in bound else "0" for name in COUNTERS] + [mark]
         additions = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in changed)
         cached = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+            f"INSERT INTO {table} ({', '.join((*_KEY_COLUMNS, *COUNTERS, 'revision'))}) VALUES ({', '.join(values)}) "
             f"ON CONFLICT (day, department, implementation_code) DO UPDATE SET {additions}, "
             "revision = excluded.revision"
         )
@@ -329,42 +338,111 @@ def _upsert_sql(dialect: str, changed: tuple[str, ...]) -> str:
     return cached
 
 
+def _unnest_upsert_sql(changed: tuple[str, ...]) -> str:
+    """PostgreSQL: the bucket upsert of a whole batch as ONE statement over arrays (one per bound column)."""
+    cached = _UPSERT_SQL.get(("postgresql-unnest", changed))
+    if cached is None:
+        table = _buckets.name
+        bound = set(changed)
+        arrays = ["%s::date[]", *["%s::text[]"] * 4, *["%s::bigint[]"] * len(changed)]
+        names = ["k_day", "k_department", "k_item", "k_basic", "k_type", *(f"v_{name}" for name in changed)]
+        # The revision comes first among the parameters: it is the SELECT list's, before the arrays.
+        selected = [*names[:5], *(f"v_{name}" if name in bound else "0" for name in COUNTERS), "%s::bigint"]
+        additions = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in changed)
+        cached = (
+            f"INSERT INTO {table} ({', '.join((*_KEY_COLUMNS, *COUNTERS, 'revision'))}) "
+            f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) AS t({', '.join(names)}) "
+            f"ON CONFLICT (day, department, implementation_code) DO UPDATE SET {additions}, "
+            "revision = excluded.revision"
+        )
+        _UPSERT_SQL[("postgresql-unnest", changed)] = cached
+    return cached
+
+
 def add_to_buckets(conn: Connection, deltas: Mapping[BucketKey, Mapping[str, int]]) -> int:
     """Add counter deltas to their buckets with one executemany upsert; returns the new metric revision.
 
     All-zero deltas are skipped (no revision is spent when nothing changes). An unknown counter name is a
-    programming error (ValueError), never silently dropped. Rows go to the driver's executemany (one statement per
-    distinct set of changed counters, usually one per batch): this sits on the import hot path.
+    programming error (ValueError), never silently dropped. Rows go to the driver's executemany: this sits on the
+    import hot path.
     """
-    dialect = conn.dialect.name
-    as_text = dialect == "sqlite"  # SQLAlchemy stores a Date as 'YYYY-MM-DD' text on SQLite
-    width = len(COUNTERS)
-    grouped: dict[tuple[int, ...], list[list[Any]]] = {}
+    raw = {
+        (key.day, key.department, key.implementation_code, key.basic_code, key.item_type_code): values
+        for key, values in deltas.items()
+    }
+    return _add_raw(conn, raw)
+
+
+def add_record_deltas(
+    conn: Connection,
+    kind: str,
+    records: Sequence[Mapping[str, Any]],
+    cal: WorkCalendar,
+    complaint_cases: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[int, int | None]:
+    """``add_to_buckets(conn, record_deltas(...))`` without the intermediate BucketKey objects (the import's path).
+
+    Returns (buckets changed, new revision); (0, None) when the records change no counter (nothing is written).
+    """
+    raw = _record_deltas_raw(kind, records, cal, complaint_cases)
+    if not raw:
+        return 0, None
+    return len(raw), _add_raw(conn, raw)
+
+
+def _add_raw(conn: Connection, deltas: Mapping[_RawKey, Mapping[str, int]]) -> int:
+    """The upsert of ``add_to_buckets``: one statement for the union of the changed counters, one row per bucket.
+
+    A counter another bucket of the batch changes is bound as 0 for this one: adding 0 leaves it as it is, and one
+    executemany per batch beats one per distinct combination of counters.
+    """
+    union: set[str] = set()
+    entries: list[tuple[_RawKey, Mapping[str, int]]] = []
     for key, values in deltas.items():
-        counters = [0] * width
-        changed: list[int] = []
+        nonzero = False
         for name, value in values.items():
-            index = _COUNTER_INDEX.get(name)
-            if index is None:
+            if name not in _COUNTER_INDEX:
                 raise ValueError(f"unknown metric counter {name!r}; known: {', '.join(COUNTERS)}")
             if value:
-                counters[index] = int(value)
-                changed.append(index)
-        if not changed:
-            continue
-        day = key.day.isoformat() if as_text else key.day
-        row: list[Any] = [day, key.department, key.implementation_code, key.basic_code, key.item_type_code]
-        row.extend(counters)
-        grouped.setdefault(tuple(sorted(changed)), []).append(row)
-    if not grouped:
+                nonzero = True
+                union.add(name)
+        if nonzero:
+            entries.append((key, values))
+    if not entries:
         return current_revision(conn)
     revision = _bump_revision(conn)
-    for changed_indexes, rows in grouped.items():
-        for row in rows:
-            row.append(revision)
-        changed_names = tuple(COUNTERS[index] for index in changed_indexes)
-        conn.exec_driver_sql(_upsert_sql(dialect, changed_names), [tuple(row) for row in rows])
-    log.debug("metric revision %s: %s buckets changed", revision, sum(len(rows) for rows in grouped.values()))
+    dialect = conn.dialect.name
+    changed = tuple(name for name in COUNTERS if name in union)
+    as_text = dialect == "sqlite"  # SQLAlchemy stores a Date as 'YYYY-MM-DD' text on SQLite
+    day_text = _DAY_TEXT
+    rows: list[tuple[Any, ...]] = []
+    for (day, department, implementation_code, basic_code, item_type_code), values in entries:
+        if as_text:
+            shown = day_text.get(day)
+            if shown is None:
+                shown = day_text[day] = day.isoformat()
+        get = values.get
+        rows.append(
+            (
+                shown if as_text else day,
+                department,
+                implementation_code,
+                basic_code,
+                item_type_code,
+                *[int(get(name) or 0) for name in changed],
+                revision,
+            )
+        )
+    # In key order: the upserts then walk the primary-key index forward instead of jumping around it.
+    rows.sort()
+    if dialect == "postgresql":
+        # One set-based statement over arrays: psycopg's executemany still costs a server round of parse, bind and
+        # execute per row, several times the upsert itself.
+        columns = list(zip(*rows, strict=True))[:-1]  # the revision is bound once, not per row
+        conn.exec_driver_sql(_unnest_upsert_sql(changed), (revision, *(list(column) for column in columns)))
+    else:
+        conn.exec_driver_sql(_upsert_sql(dialect, changed), rows)
+    log.debug("metric revision %s: %s buckets changed", revision, len(rows))
     return revision
 
 
@@ -381,10 +459,6 @@ def merge_deltas(target: Deltas, more: Mapping[BucketKey, Mapping[str, int]]) ->
 def fen(amount: Decimal | float | int | str) -> int:
     """Yuan to fen (分), half-up: the integer unit fees are summed in."""
     return int((Decimal(str(amount)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-_RawKey = tuple[date, str, str, str, str]  # BucketKey's fields: tuples hash much faster on the hot path
-_RawDeltas = dict[_RawKey, dict[str, int]]
 
 
 def _case_key(case_row: Mapping[str, Any], day: date) -> _RawKey:
@@ -426,18 +500,29 @@ def _completion_deltas(
     closes the case's open_cases gauge.
     """
     used_memo: dict[tuple[date, date, int], int] = {}  # a batch repeats the same (accepted, completed, stops) days
+    # The hot path of a completion import: _case_key and _bucket inlined.
     for record in records:
         case_row = record["case"]
         completed_at: datetime = record["completed_at"]
         accepted_at: datetime = case_row["accepted_at"]
         promised: datetime = case_row["promised_due_at"]
-        stops = int(case_row.get("clock_stop_workdays") or 0)
         completed_day = completed_at.date()
-        memo_key = (accepted_at.date(), completed_day, stops)
-        used = used_memo.get(memo_key)
+        # The importer already counted it (and rejected a completion the calendar cannot count).
+        used = record.get("workdays_used")
         if used is None:
-            used = used_memo[memo_key] = workdays_used(cal, accepted_at, completed_at, stops)
-        bucket = _bucket(deltas, _case_key(case_row, completed_day))
+            stops = int(case_row.get("clock_stop_workdays") or 0)
+            memo_key = (accepted_at.date(), completed_day, stops)
+            used = used_memo.get(memo_key)
+            if used is None:
+                used = used_memo[memo_key] = workdays_used(cal, accepted_at, completed_at, stops)
+        department = case_row["department"]
+        item = case_row["implementation_code"]
+        basic = case_row.get("basic_code") or ""
+        item_type = case_row.get("item_type_code") or ""
+        key = (completed_day, department, item, basic, item_type)
+        bucket = deltas.get(key)
+        if bucket is None:
+            bucket = deltas[key] = {}
         bucket["completed"] = bucket.get("completed", 0) + sign
         if is_early(completed_at, promised):
             bucket["completed_early"] = bucket.get("completed_early", 0) + sign
@@ -450,7 +535,10 @@ def _completion_deltas(
         if (record.get("result_code") or "") in REFUSED_RESULT_CODES:
             bucket["refused"] = bucket.get("refused", 0) + sign
         if cohort:
-            opened = _bucket(deltas, _case_key(case_row, accepted_at.date()))
+            key = (accepted_at.date(), department, item, basic, item_type)
+            opened = deltas.get(key)
+            if opened is None:
+                opened = deltas[key] = {}
             opened["open_cases"] = opened.get("open_cases", 0) - 1
 
 
@@ -465,6 +553,16 @@ def record_deltas(
     ``records`` follow the ingest listener contract: validated row dicts, with ``"case"`` for case-linked kinds.
     ``complaint_cases`` maps a complaint's case_no to its case row (implementation/basic/type codes).
     """
+    return {BucketKey(*key): values for key, values in _record_deltas_raw(kind, records, cal, complaint_cases).items()}
+
+
+def _record_deltas_raw(
+    kind: str,
+    records: Sequence[Mapping[str, Any]],
+    cal: WorkCalendar,
+    complaint_cases: Mapping[str, Mapping[str, Any]] | None = None,
+) -> _RawDeltas:
+    """``record_deltas`` keyed by plain tuples (hash and build much faster on the import hot path)."""
     deltas: _RawDeltas = {}
     if kind == "acceptance":
         for record in records:
@@ -516,7 +614,7 @@ def record_deltas(
                 (case_row.get("item_type_code") or "") if case_row else "",
             )
             _add(deltas, key, "complaints_received")
-    return {BucketKey(*key): values for key, values in deltas.items()}
+    return deltas
 
 
 # -- recomputation from the raw records --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Builder (one transaction, under a per-node lock):
   on their way). INCREMENTAL: keys whose own metric bucket or child bucket has revision > base; FULL: every
   key of the last ``full_report_window_days`` days. Totals per (day, basic_code, item_type_code) = Σ own +
   Σ children's latest (node.subtree). The report names each child's latest (sequence, digest), the
-  completeness counts and the revision range, is signed with the node's Ed25519 report key, chained onto
+  completeness counts and the revision range, is signed with the node's Ed25519 report key (its certificate
+  chain attached, so any ancestor verifies it up to the root; node.node_keys), chained onto
   the previous report and appended to the outbox. Big reports are split into several chained reports of
   at most MAX_BUCKETS_PER_REPORT buckets so every message stays far below gRPC's 4 MB default.
 
@@ -27,7 +28,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import grpc
@@ -45,10 +45,11 @@ from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
 from federation.receiver import AcceptedReport, load_child_chains
-from federation.signing import load_private_key, sign_envelope
 from federation.tables import DriverStatement
-from node.errors import ConfigError, InvalidArgumentError
+from federation.tls import credentials_stamp, pki_directory
+from node.errors import InvalidArgumentError
 from node.metrics import REVISION_COUNTER, current_revision, dialect_insert, lock_metrics
+from node.node_keys import SigningIdentity, channel_to, signing_identity
 from node.store.federation_models import ChildBucket
 from node.store.supervision_models import NodeCounter
 from node.subtree import BucketTotals, ChildStatus, children_status, subtree_buckets, subtree_completeness
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 
 ReportKindName = Literal["incremental", "full"]
 
-REPORT_KEY_FILE = Path("keys") / "report_signing.pem"
 OUTBOX_OVERFLOW_COUNTER = "report_outbox_overflows"
 # ~110 bytes per bucket at most: 10,000 buckets stay near 1 MB per message.
 MAX_BUCKETS_PER_REPORT = 10_000
@@ -71,7 +71,6 @@ _node_counters = cast(Table, NodeCounter.__table__)
 
 _build_locks: dict[str, threading.Lock] = {}
 _build_locks_guard = threading.Lock()
-_key_cache: dict[tuple[str, float], Ed25519PrivateKey] = {}
 
 
 def _build_lock(node: Node) -> threading.Lock:
@@ -84,25 +83,9 @@ def _build_lock(node: Node) -> threading.Lock:
         return lock
 
 
-def report_key_path(node: Node) -> Path:
-    """Where ``supnet init`` puts the node's report signing key."""
-    return node.data_dir / REPORT_KEY_FILE
-
-
 def load_report_key(node: Node) -> Ed25519PrivateKey:
-    """The node's Ed25519 report signing key (cached until the file changes)."""
-    path = report_key_path(node)
-    try:
-        stamp = path.stat().st_mtime
-    except FileNotFoundError as error:
-        raise ConfigError(
-            f"{path}: no report signing key; run 'supnet init --data-dir {node.data_dir}' to create one"
-        ) from error
-    cache_key = (str(path), stamp)
-    key = _key_cache.get(cache_key)
-    if key is None:
-        key = _key_cache[cache_key] = load_private_key(path)
-    return key
+    """The node's Ed25519 report signing key (node.node_keys.signing_identity: PKI key, else plaintext key)."""
+    return signing_identity(node).private_key
 
 
 def node_outbox(node: Node) -> Outbox:
@@ -181,14 +164,14 @@ def build_reports(
     if not federation.parent_address:
         log.debug("node %s has no parent address; no report built", node.config.id)
         return []
-    private_key = load_report_key(node)
+    identity = signing_identity(node)
     outbox = node_outbox(node)
     now = node.now()
     with _build_lock(node):
         try:
             with node.engine.begin() as conn:
                 return _build_in_transaction(
-                    node, conn, outbox, private_key, kind=kind, now=now, only_if_changed=only_if_changed
+                    node, conn, outbox, identity, kind=kind, now=now, only_if_changed=only_if_changed
                 )
         except BackPressureError as error:
             _record_overflow(node, now, error)
@@ -214,7 +197,7 @@ def _build_in_transaction(
     node: Node,
     conn: Connection,
     outbox: Outbox,
-    private_key: Ed25519PrivateKey,
+    identity: SigningIdentity,
     *,
     kind: ReportKindName,
     now: datetime,
@@ -270,7 +253,7 @@ def _build_in_transaction(
             last = window_end if index == len(chunks) - 1 else chunks[index + 1][0].day - timedelta(days=1)
             body.window_start_day = first.isoformat()
             body.window_end_day = last.isoformat()
-        envelope = sign_envelope(private_key, node.config.id, REPORT_BODY_TYPE, serialize(body))
+        envelope = identity.sign(REPORT_BODY_TYPE, serialize(body))
         digest = report_digest(envelope)
         outbox.append(
             conn,
@@ -477,6 +460,7 @@ class ReportSender:
         self._outbox = node_outbox(node)
         self._channel = channel
         self._owns_channel = channel is None
+        self._channel_stamp: object = None
         self._stub: NodeServiceStub | None = None
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
@@ -489,13 +473,26 @@ class ReportSender:
         """The configured parent address ('' at the root)."""
         return self.node.config.federation.parent_address
 
+    @property
+    def parent_id(self) -> str:
+        """The parent's node id (the identity its TLS certificate must name)."""
+        return self.node.config.federation.parent_id or self.node.config.parent_id
+
+    def _credentials_stamp(self) -> object:
+        pki = pki_directory(self.node.data_dir)
+        return credentials_stamp(pki)
+
     def _stub_or_none(self) -> NodeServiceStub | None:
+        if self._owns_channel and self._channel is not None and self._channel_stamp != self._credentials_stamp():
+            # Our TLS files changed (rotation, renewal): the next report goes over a channel with the new ones.
+            self._reset_channel()
         if self._stub is None:
             if self._channel is None:
                 if not self.parent_address:
                     return None
-                # Plaintext until the trust layer hands in a mutual-TLS channel (constructor argument).
-                self._channel = grpc.insecure_channel(self.parent_address)
+                self._channel_stamp = self._credentials_stamp()
+                # Mutual TLS accepting only the parent's certificate (plaintext only under the explicit switch).
+                self._channel = channel_to(self.node, self.parent_address, self.parent_id)
             self._stub = NodeServiceStub(self._channel)
         return self._stub
 
@@ -503,7 +500,14 @@ class ReportSender:
         """Send due reports oldest first until one fails; refusals and an unreachable parent are recorded."""
         if self._stopping.is_set():
             return SendResult()  # stopped: a late scheduler job must not open a new channel during shutdown
-        stub = self._stub_or_none()
+        try:
+            stub = self._stub_or_none()
+        except SupnetError as unusable:
+            # Our own credentials are unusable (expired, missing): nothing can be sent until an operator acts.
+            log.error(
+                "node %s cannot open a channel to its parent: [%s] %s", self.node.config.id, unusable.code, unusable
+            )
+            return SendResult(failed=True, error=unusable.message)
         if stub is None:
             return SendResult()
         timeout = self.node.config.federation.rpc_timeout_seconds

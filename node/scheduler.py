@@ -11,6 +11,8 @@ outbox_retry           deliver due outbox reports (backoff kept by outbox)    fe
 staleness_check        children silent too long: stale alert                  federation.report_interval_seconds
 rule_scan              rule scan (cases overdue with no new event), at start  supervision.scan_interval_seconds
 notification_dispatch  turn alerts into notifications, deliver due ones       notifications.dispatch_interval_seconds
+certificate_renewal    warn of expiring certificates, re-issue own leaves,    daily, at start (only with pki/)
+                       refresh the CRL (federation.renew_before_days ahead)
 =====================  =====================================================  ====================================
 
 Jobs are plain callables in a memory job store (nothing pickled); each runs at most once at a time and
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 # The sender's own loop retries at each report's backoff time; this job is the safety net behind it.
 MIN_OUTBOX_RETRY_SECONDS = 1.0
 MAX_OUTBOX_RETRY_SECONDS = 5.0
+CERTIFICATE_RENEWAL_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,16 @@ class NodeScheduler:
                 config.notifications.dispatch_interval_seconds,
             )
         )
+        if (self._node.data_dir / "pki").is_dir():
+            # At start too: a node restarted after weeks down renews (or warns) before anything else expires.
+            specs.append(JobSpec("certificate_renewal", self._renew_certificates, CERTIFICATE_RENEWAL_SECONDS, 0.0))
         return specs
+
+    def _renew_certificates(self) -> None:
+        from node.pki_admin import renew_certificates
+
+        renew_before = timedelta(days=self._node.config.federation.renew_before_days)
+        renew_certificates(self._node.data_dir, renew_before=renew_before)
 
     def _check_staleness(self) -> None:
         from node.reporting import check_children_staleness

@@ -1,4 +1,9 @@
-"""The node's gRPC server: NodeService (reports, node info, drill-down), IngestService, health and reflection."""
+"""The node's gRPC server: NodeService (reports, node info, drill-down), IngestService, health and reflection.
+
+Mutual TLS whenever the node has TLS credentials in ``pki/`` (client certificates required, verified up to
+the root; see federation.tls); the only alternative is plaintext behind the explicit
+``federation.insecure_plaintext`` switch, logged at WARNING on start. Neither: ConfigError, nothing served.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_N
 from federation.proto.v1.report_pb2 import ReportAck
 from federation.server_support import INGEST_SERVICE_NAME, NODE_SERVICE_NAME, add_health_and_reflection
 from node.app import Node
+from node.authorization import Authorizer
 from node.errors import UnavailableError
+from node.node_keys import node_trust
 from node.servicers.ingest import IngestServicer
 from node.servicers.query import QueryServicer
 from node.servicers.reports import ReportServicer
@@ -68,10 +75,15 @@ class NodeServer:
         self.address = address or node.config.federation.listen
         self._sender = sender
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"rpc-{node.config.id}")
+        # ConfigError here (no PKI, no plaintext switch) means the node refuses to serve at all.
+        self.trust = node_trust(node)
+        self.authorizer = Authorizer(node, self.trust)
         self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
-        self.reports = ReportServicer(node, on_report_stored=self._data_changed)
-        self.query = QueryServicer(node)
-        self.ingest = IngestServicer(node, on_accepted=lambda _count: self._data_changed())
+        self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
+        self.query = QueryServicer(node, authorizer=self.authorizer)
+        self.ingest = IngestServicer(
+            node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed()
+        )
         add_NodeServiceServicer_to_server(_NodeService(self.reports, self.query), self._server)
         add_IngestServiceServicer_to_server(self.ingest, self._server)  # type: ignore[arg-type]
         self._health: Any = add_health_and_reflection(self._server, [NODE_SERVICE_NAME, INGEST_SERVICE_NAME])
@@ -89,16 +101,35 @@ class NodeServer:
         host = self.address.rpartition(":")[0] or "127.0.0.1"
         return f"{host}:{self.port}"
 
+    @property
+    def mutual_tls(self) -> bool:
+        """True when the server requires client certificates (False only in the insecure plaintext mode)."""
+        return self.trust is not None
+
     def start(self) -> int:
         """Bind and start serving; returns the bound port (useful with port 0)."""
         try:
-            self.port = self._server.add_insecure_port(self.address)
+            if self.trust is not None:
+                self.port = self._server.add_secure_port(self.address, self.trust.server_credentials())
+            else:
+                log.warning(
+                    "node %s serves WITHOUT TLS on %s (federation.insecure_plaintext): anyone who reaches the port "
+                    "can submit, query and ingest; local experiments only",
+                    self.node.config.id,
+                    self.address,
+                )
+                self.port = self._server.add_insecure_port(self.address)
         except RuntimeError as exc:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address}: {exc}") from exc
         if self.port == 0:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address} (port in use?)")
         self._server.start()
-        log.info("node %s serving on %s", self.node.config.id, self.bound_address)
+        log.info(
+            "node %s serving on %s (%s)",
+            self.node.config.id,
+            self.bound_address,
+            "mutual TLS" if self.trust is not None else "INSECURE PLAINTEXT",
+        )
         return self.port
 
     def stop(self, grace: float = 5.0) -> None:

@@ -1,7 +1,7 @@
 """Ingest listeners of supervision: metric buckets and rules, run inside each import batch's transaction.
 
 Both follow node.ingest.listeners.IngestListener. Each call handles one batch of one kind and writes its metric
-deltas with ONE executemany upsert (node.metrics.add_to_buckets), so they stay cheap on the import hot path.
+deltas with ONE executemany upsert (node.metrics.add_record_deltas), so they stay cheap on the import hot path.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, select
 
-from node.metrics import add_to_buckets, record_deltas
+from node.metrics import add_record_deltas
 from node.rules.engine import RuleEngine
 from node.store.models import Case
 
@@ -40,10 +40,8 @@ class MetricsListener:
         if not records:
             return
         linked = _complaint_cases(conn, records) if kind == "complaint" else None
-        deltas = record_deltas(kind, records, self.node.calendar, linked)
-        if deltas:
-            revision = add_to_buckets(conn, deltas)
-            log.debug("metrics: %s %s records -> %s buckets, revision %s", len(records), kind, len(deltas), revision)
+        buckets, revision = add_record_deltas(conn, kind, records, self.node.calendar, linked)
+        log.debug("metrics: %s %s records -> %s buckets, revision %s", len(records), kind, buckets, revision)
 
 
 def _complaint_cases(conn: Connection, records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

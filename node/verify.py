@@ -3,8 +3,9 @@
 For the target T (and then each node below it) the verifier, through drill-down queries:
 
 1. authenticates T's latest report as held by T's parent P: a report of one of the verifier's own children
-   is checked with the child's configured public key; a report further down is authenticated by its
-   digest, which the (already authenticated) report of its parent names in ``child_reports``;
+   is checked through the certificate chain it carries, up to the root (in the insecure plaintext mode:
+   with the child's configured public key); a report further down is authenticated by its digest, which
+   the (already authenticated) report of its parent names in ``child_reports``;
 2. walks T's chain back to report #1 (``previous_digest`` links; the hash chain authenticates the history)
    and replays it — INCREMENTAL reports upsert their buckets, a FULL report replaces its day window — into
    T's *signed totals* per (day, item basic code, item type);
@@ -19,6 +20,7 @@ reported what it holds now.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,13 +28,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from federation.canonical import COUNTER_FIELDS, parse_body
 from federation.chain import report_digest, short_hex
-from federation.errors import IntegrityError, NotFoundError, SupnetError
+from federation.errors import IntegrityError, NotFoundError, SupnetError, UnauthenticatedError
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 from federation.signing import public_key_from_b64, verify_envelope
+from federation.tls import NodeTrust
 from node.app import Node
 from node.drilldown.client import DrilldownClient
+from node.node_keys import node_trust
 
 GAUGES = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 MAX_DIFFERENCES_SHOWN = 5
@@ -114,12 +118,65 @@ def _differences(signed: Mapping[str, CounterDict], expected: Mapping[str, Count
     return hard, gauges
 
 
+def totals_differences(
+    signed: Mapping[BucketKey, CounterDict],
+    own_by_day: Mapping[str, CounterDict],
+    own_by_item: Mapping[str, CounterDict],
+    children_state: Mapping[BucketKey, CounterDict],
+) -> tuple[list[str], list[str]]:
+    """Check 4: a node's signed totals against its own records + its children's signed totals.
+
+    ``own_by_day`` / ``own_by_item`` are the node's own counters recomputed from its raw records, keyed by
+    ``YYYY-MM-DD`` day and by item basic code. Returns (hard differences, gauge differences) as
+    'day|item key counter: signed X, data Y' lines; any hard difference fails the verification.
+    """
+    hard: list[str] = []
+    gauges: list[str] = []
+    for position, own, label in ((0, own_by_day, "day"), (1, own_by_item, "item")):
+        expected = {key: dict(values) for key, values in own.items()}
+        for key, values in _by(children_state, position).items():
+            _add(expected.setdefault(key, {}), values)
+        found_hard, found_gauges = _differences(_by(signed, position), expected)
+        hard += [f"{label} {line}" for line in found_hard]
+        gauges += [f"{label} {line}" for line in found_gauges]
+    return hard, gauges
+
+
 class Verifier:
     """Runs the checks through one drill-down client (the verifying node's local operator)."""
 
-    def __init__(self, client: DrilldownClient, child_keys: Mapping[str, Ed25519PublicKey]) -> None:
+    def __init__(
+        self,
+        client: DrilldownClient,
+        child_keys: Mapping[str, Ed25519PublicKey],
+        trust: NodeTrust | None = None,
+        children: Iterable[str] = (),
+    ) -> None:
+        """``trust``: check children's reports through their certificate chains (``children`` names them)."""
         self._client = client
         self._child_keys = dict(child_keys)
+        self._trust = trust
+        self._children = sorted(children) if trust is not None else sorted(self._child_keys)
+
+    def _check_signature(self, envelope: SignedEnvelope, child_id: str) -> str:
+        """Verify a child's report signature; returns how (for the finding)."""
+        if self._trust is not None:
+            try:
+                self._trust.verify_envelope(envelope)
+            except UnauthenticatedError:
+                # A report signed before a key rotation: its chain was valid when it was made (revocation
+                # still applies at any time).
+                created = parse_body(envelope, ReportBody).created_at_ms
+                if not created:
+                    raise
+                self._trust.verify_envelope(envelope, at=dt.datetime.fromtimestamp(created / 1000, dt.UTC))
+            return "certificate chain verified up to the root"
+        key = self._child_keys.get(child_id)
+        if key is None:
+            verifier_id = self._client.requester_id
+            raise NotFoundError(f"{child_id} is not a configured child of {verifier_id} with a public key")
+        verify_envelope(envelope, key)
+        return "key from config"
 
     # --- fetching -------------------------------------------------------------------------------
 
@@ -155,12 +212,11 @@ class Verifier:
         segments = target_id.split(".")
         depth = verifier_id.count(".") + 1
         first_child = ".".join(segments[: depth + 1])
-        key = self._child_keys.get(first_child)
-        if key is None:
+        if self._trust is None and first_child not in self._child_keys:
             raise NotFoundError(f"{first_child} is not a configured child of {verifier_id} with a public key")
         envelope = self._report(verifier_id, first_child)
-        verify_envelope(envelope, key)
-        result.add(first_child, "signature", True, f"latest report signed by {first_child} (key from config)")
+        how = self._check_signature(envelope, first_child)
+        result.add(first_child, "signature", True, f"latest report signed by {first_child} ({how})")
         holder, current = verifier_id, first_child
         for length in range(depth + 2, len(segments) + 1):
             below = ".".join(segments[:length])
@@ -251,15 +307,12 @@ class Verifier:
         signed: Mapping[BucketKey, CounterDict],
         children_state: Mapping[BucketKey, CounterDict],
     ) -> None:
-        hard: list[str] = []
-        gauges: list[str] = []
-        for position, group_by, label in ((0, dd.SUMMARY_GROUP_BY_DAY, "day"), (1, dd.SUMMARY_GROUP_BY_ITEM, "item")):
-            expected = self._own_from_records(node_id, group_by)
-            for key, values in _by(children_state, position).items():
-                _add(expected.setdefault(key, {}), values)
-            found_hard, found_gauges = _differences(_by(signed, position), expected)
-            hard += [f"{label} {line}" for line in found_hard]
-            gauges += [f"{label} {line}" for line in found_gauges]
+        hard, gauges = totals_differences(
+            signed,
+            self._own_from_records(node_id, dd.SUMMARY_GROUP_BY_DAY),
+            self._own_from_records(node_id, dd.SUMMARY_GROUP_BY_ITEM),
+            children_state,
+        )
         parts = f"own records + {len(latest.child_reports)} child report(s)"
         if hard:
             shown = "; ".join(hard[:MAX_DIFFERENCES_SHOWN])
@@ -277,14 +330,14 @@ class Verifier:
             )
 
     def _verify_children_of(self, result: VerifyResult, node_id: str) -> None:
-        for child_id in sorted(self._child_keys):
+        for child_id in self._children:
             try:
                 envelope = self._report(node_id, child_id)
             except NotFoundError as error:
                 result.add(child_id, "reported", False, error.message)
                 continue
-            verify_envelope(envelope, self._child_keys[child_id])
-            result.add(child_id, "signature", True, f"latest report signed by {child_id} (key from config)")
+            how = self._check_signature(envelope, child_id)
+            result.add(child_id, "signature", True, f"latest report signed by {child_id} ({how})")
             self._verify_node(result, child_id, node_id, envelope)
 
 
@@ -293,5 +346,7 @@ def verify_target(node: Node, target_id: str, address: str | None = None) -> Ver
     keys = {
         child.id: public_key_from_b64(child.public_key) for child in node.config.federation.children if child.public_key
     }
+    trust = node_trust(node)
     with DrilldownClient.for_node(node, address) as client:
-        return Verifier(client, keys).verify(target_id)
+        children = [child.id for child in node.config.federation.children]
+        return Verifier(client, keys, trust, children).verify(target_id)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from node.app import Node, open_node
+from node.audit_log import AuditLog, operator_actor
 from node.errors import InvalidArgumentError, SupnetError
 
 console = Console()
@@ -62,5 +63,16 @@ def opened_node(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
     node = open_node(directory)
     try:
         yield node
+    finally:
+        node.close()
+
+
+def audit_admin_action(data_dir: Path, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+    """Record an administrative command that changed files, not rows (PKI, keys) in the node's audit log."""
+    node = open_node(data_dir)
+    try:
+        AuditLog(node.engine).record(
+            actor=operator_actor(node.config.id), action=action, target=target, detail=detail or {}
+        )
     finally:
         node.close()

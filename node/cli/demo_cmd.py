@@ -146,13 +146,23 @@ def register(app: typer.Typer) -> None:
         node_id: Annotated[str, typer.Option("--id", help="--single: the node to create.")] = DEMO_NODE_ID,
         cases: Annotated[int, typer.Option("--cases", help="--single: how many cases to generate.")] = DEMO_CASES,
         seed: Annotated[int, typer.Option("--seed", help="--single: random seed of the generated data.")] = 1,
+        insecure_plaintext: Annotated[
+            bool,
+            typer.Option("--insecure-plaintext", help="Federation demo WITHOUT PKI and TLS (experiments only)."),
+        ] = False,
         as_json: JsonFlag = False,
     ) -> None:
-        """Start a 15-node tree (province → streets), wait for the roll-up, show the province's view, drill down."""
+        """Start a 15-node tree (province → streets), wait for the roll-up, show the province's view, drill down.
+
+        Every node is enrolled in the tree's PKI and all calls run over mutual TLS unless --insecure-plaintext.
+        """
         if not single:
             from node.federation_demo import run_demo as run_federation_demo
 
-            raise typer.Exit(run_federation_demo(console, base_dir=directory, keep=keep))
+            code = run_federation_demo(
+                console, base_dir=directory, keep=keep, insecure_plaintext=insecure_plaintext
+            )
+            raise typer.Exit(code)
         _single_node_demo(directory, node_id, cases, seed, as_json)
 
 

@@ -93,20 +93,42 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def up_command(
         topology: Annotated[Path, typer.Argument(help="Topology TOML, e.g. config/topologies/small-3.toml.")],
+        *,
         directory: FederationDir = DEFAULT_DIR,
         workers: Annotated[int, typer.Option(help="Processes preparing node data in parallel.")] = 2,
         timeout: Annotated[float, typer.Option(help="Seconds each tier may take to become healthy.")] = 60.0,
+        insecure_plaintext: Annotated[
+            bool,
+            typer.Option(
+                "--insecure-plaintext",
+                help="No PKI, no TLS: nodes trust configured keys and anyone reaching a port (experiments only).",
+            ),
+        ] = False,
         json_output: JsonFlag = False,
     ) -> None:
-        """Set up every node of TOPOLOGY (data dir, keys, config, synthetic data) and start them, top-down."""
+        """Set up every node of TOPOLOGY (PKI, data dir, config, synthetic data) and start them, top-down.
+
+        Every node is enrolled by its parent and every call runs over mutual TLS, unless --insecure-plaintext.
+        """
         from federation.launcher import load_topology, up
 
         tree = load_topology(topology)
         state = up(
-            tree, directory, workers=workers, ready_timeout=timeout, progress=None if json_output else console.print
+            tree,
+            directory,
+            workers=workers,
+            ready_timeout=timeout,
+            progress=None if json_output else console.print,
+            insecure_plaintext=insecure_plaintext,
         )
         if json_output:
-            print_json({"base_dir": state.base_dir, "nodes": [vars(node) for node in state.nodes]})
+            print_json(
+                {
+                    "base_dir": state.base_dir,
+                    "mutual_tls": not state.insecure_plaintext,
+                    "nodes": [vars(node) for node in state.nodes],
+                }
+            )
             return
         _print_nodes([(n.id, n.level, n.address, str(n.pid), "SERVING", n.data_dir) for n in state.nodes])
         console.print(f"stop with: supnet federation down --dir {directory}")

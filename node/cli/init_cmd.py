@@ -18,6 +18,7 @@ from federation.signing import (
     save_private_key,
     save_public_key,
 )
+from node.audit_log import Action, AuditLog, operator_actor
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.config import LEVELS, Level, config_path, database_url, parse_config, save_config
 from node.errors import ConfigError
@@ -82,6 +83,16 @@ def init_node(
         public_key = load_private_key(private_path).public_key()
         if not public_path.exists():
             save_public_key(public_path, public_key)
+    engine = make_engine(url)
+    try:
+        AuditLog(engine).record(
+            actor=operator_actor(node_id),
+            action=Action.NODE_INITIALISED,
+            target=node_id,
+            detail={"level": level, "force": force, "key_created": created, "public_key": public_key_b64(public_key)},
+        )
+    finally:
+        engine.dispose()
     log.info("initialised node %s in %s (key %s)", node_id, data_dir, "created" if created else "kept")
     return InitResult(
         data_dir=data_dir,

@@ -1,4 +1,8 @@
-"""``supnet serve``: run a node's gRPC server and its scheduled jobs until SIGTERM or SIGINT."""
+"""``supnet serve``: run a node's gRPC server and its scheduled jobs until SIGTERM or SIGINT.
+
+Over mutual TLS when the node has TLS credentials in ``DATA_DIR/pki``; without them only with
+``--insecure-plaintext`` (or ``federation.insecure_plaintext = true``), for local experiments.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ class ServingNode:
     """Everything ``supnet serve`` runs for one node: server, report sender, scheduler; started and stopped in order."""
 
     def __init__(self, node: Node, *, listen: str | None = None) -> None:
+        from node.enrolment_server import EnrolmentServer
         from node.reporting import ReportSender
         from node.scheduler import NodeScheduler
         from node.server import NodeServer
@@ -72,10 +77,14 @@ class ServingNode:
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
         self.server = NodeServer(node, address=listen, sender=self.sender)
         self.scheduler = NodeScheduler(node, sender=self.sender)
+        # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
+        self.enrolment = EnrolmentServer.for_node(node)
 
     def start(self) -> int:
         """Start serving, then the sender loop and the jobs; returns the bound port."""
         port = self.server.start()
+        if self.enrolment is not None:
+            self.enrolment.start()
         if self.sender is not None:
             self.sender.start()
         self.scheduler.start()
@@ -83,6 +92,8 @@ class ServingNode:
 
     def stop(self, grace: float) -> None:
         """Health NOT_SERVING, drain in-flight calls, then stop the jobs (letting a running one finish)."""
+        if self.enrolment is not None:
+            self.enrolment.stop(grace)
         self.server.stop(grace)
         self.scheduler.stop(wait=True)
         if self.sender is not None:
@@ -100,12 +111,21 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--listen", help="host:port to listen on (default: federation.listen)")
         ] = None,
         grace: Annotated[float, typer.Option(help="Seconds in-flight calls get to finish on shutdown.")] = 5.0,
+        insecure_plaintext: Annotated[
+            bool,
+            typer.Option(
+                "--insecure-plaintext",
+                help="Serve and call WITHOUT TLS when the node has no pki/ (local experiments only).",
+            ),
+        ] = False,
     ) -> None:
         """Serve the node: gRPC (reports, drill-down, ingest, health) plus the scheduled jobs, until SIGTERM/Ctrl-C."""
         # APScheduler logs every run of every job at INFO; a serving node's log should show what the jobs did.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         node = open_node(data_dir)
+        if insecure_plaintext:
+            node.config.federation.insecure_plaintext = True
         stop_requested = threading.Event()
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -119,12 +139,18 @@ def register(app: typer.Typer) -> None:
             port = serving.start()
             address = serving.server.bound_address
             state = {"node_id": node.config.id, "pid": os.getpid(), "address": address, "port": port}
+            if serving.enrolment is not None:
+                state["enrol_address"] = serving.enrolment.bound_address
             state["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             # Written whole then renamed: a reader (supnet query, a test) never sees half a file.
             partial = state_path.with_suffix(".tmp")
             partial.write_text(json.dumps(state), encoding="utf-8")
             partial.replace(state_path)
-            console.print(f"node [bold]{node.config.id}[/] serving on {address} (pid {os.getpid()}); Ctrl-C stops it")
+            transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
+            console.print(
+                f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "
+                "Ctrl-C stops it"
+            )
             while not stop_requested.wait(1.0):
                 pass
         finally:

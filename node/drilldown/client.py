@@ -1,9 +1,13 @@
 """Client side of drill-down: sign a query with the local node's key, send it to the local server, check the answer.
 
-The answer envelope is signed by the answering node. When that is this node or one of its children, the
-client verifies the signature itself; an answer from further down was verified by the answering node's
-parent on the way up (each hop checks its own child) and is marked as such until certificates let any
-ancestor verify any descendant directly.
+The local operator talks to its own node's server over mutual TLS with the node's own TLS certificate, and
+signs the query with the node's report key, its certificate chain attached. The answer envelope is signed
+by the answering node with ITS report chain attached: the client verifies any descendant's answer directly
+through that chain up to the root (and this node's revocation list).
+
+In the insecure plaintext mode there are no chains: an answer of this node or one of its children is
+checked with the configured key; one from further down was checked by the answering node's parent on the way
+up and is marked as such.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from federation.canonical import parse_body
 from federation.chain import envelope_digest, short_hex
-from federation.errors import IntegrityError
+from federation.errors import IntegrityError, UnauthenticatedError
 from federation.grpc_errors import supnet_error_from_rpc
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.signing import public_key_from_b64, verify_envelope
+from federation.tls import NodeTrust, node_channel
 from node.app import Node
-from node.drilldown.router import CHANNEL_OPTIONS, build_query, load_node_key
+from node.drilldown.router import CHANNEL_OPTIONS, build_query
+from node.node_keys import signing_identity, transport_pki
 
 DEFAULT_MAX_PAGES = 1000
 
@@ -54,35 +60,59 @@ class DrilldownClient:
         *,
         known_keys: dict[str, Ed25519PublicKey] | None = None,
         timeout: float = 10.0,
+        certificate_chain: tuple[bytes, ...] = (),
+        trust: NodeTrust | None = None,
+        channel: grpc.Channel | None = None,
     ) -> None:
+        """Without ``channel``, a plaintext channel to ``address`` (tests, the plaintext mode); see for_node."""
         self.requester_id = requester_id
         self.address = address
         self.timeout = timeout
         self._key = private_key
+        self._chain = certificate_chain
+        self._trust = trust
         self._known = dict(known_keys or {})
         self._known.setdefault(requester_id, private_key.public_key())
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = channel or node_channel(None, address, requester_id, options=CHANNEL_OPTIONS)
         self._stub = NodeServiceStub(self._channel)
 
     @classmethod
     def for_node(cls, node: Node, address: str | None = None, *, timeout: float | None = None) -> DrilldownClient:
-        """A client acting as the local operator of ``node`` (its key), talking to its running server."""
+        """A client acting as the local operator of ``node`` (its keys and TLS certificate), talking to its server.
+
+        UnauthenticatedError before anything is sent if the node's own certificate has expired; ConfigError if
+        it has no TLS credentials and is not in the insecure plaintext mode.
+        """
         from node.cli.serve_cmd import local_server_address
 
+        target = address or local_server_address(node.data_dir)
+        pki = transport_pki(node)
+        identity = signing_identity(node)
         children = node.config.federation.children
         known = {child.id: public_key_from_b64(child.public_key) for child in children if child.public_key}
+        # The node's own server must present the node's own certificate: the channel accepts no other.
+        channel = node_channel(pki, target, node.config.id, options=CHANNEL_OPTIONS)
         return cls(
             node.config.id,
-            load_node_key(node),
-            address or local_server_address(node.data_dir),
+            identity.private_key,
+            target,
             known_keys=known,
             timeout=timeout if timeout is not None else max(node.config.federation.rpc_timeout_seconds, 10.0),
+            certificate_chain=identity.certificate_chain,
+            trust=NodeTrust(pki) if pki is not None else None,
+            channel=channel,
         )
 
     def ask(self, target_id: str, *, page_size: int = 0, page_token: str = "", **request: Any) -> Answer:
         """One query (``request`` is summary=, ranking=, cases=, case_detail=, alerts=, complaints= or report=)."""
         query = build_query(
-            self._key, self.requester_id, target_id, page_size=page_size, page_token=page_token, **request
+            self._key,
+            self.requester_id,
+            target_id,
+            page_size=page_size,
+            page_token=page_token,
+            certificate_chain=self._chain,
+            **request,
         )
         try:
             reply: SignedEnvelope = self._stub.Query(query, timeout=self.timeout)
@@ -108,6 +138,15 @@ class DrilldownClient:
             raise IntegrityError(f"answer is signed by {reply.signer_id}, not by the target {target_id}")
         if body.query_digest != envelope_digest(query):
             raise IntegrityError(f"answer from {target_id} answers another query ({short_hex(body.query_digest)})")
+        if self._trust is not None:
+            if not reply.certificate_chain:
+                raise UnauthenticatedError(f"answer from {reply.signer_id} carries no certificate chain")
+            self._trust.verify_envelope(reply)
+            verified_by = (
+                f"signature of {reply.signer_id} checked here through its certificate chain to the root "
+                f"{self._trust.root_node_id}"
+            )
+            return Answer(body=body, envelope=reply, verified_by=verified_by)
         key = self._known.get(reply.signer_id)
         if key is not None:
             verify_envelope(reply, key)

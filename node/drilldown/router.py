@@ -1,74 +1,82 @@
 """Hop-by-hop drill-down routing: answer a query addressed to this node, or forward it one hop down.
 
-Authorization until the trust issue brings mTLS: a hop accepts a query envelope only when its signer is
-this node itself (the local operator, who holds the node's key) or the configured parent (verified with
-``federation.parent_public_key``). A forwarding hop therefore re-signs the *unchanged* body bytes with its
-own key, so the next hop sees its parent as the signer; the body still names the original requester and
-the answer's ``query_digest`` (over the canonical body bytes, independent of the signer) still matches.
-The answer is signed once, by the answering node, and relayed unchanged; the hop directly above the
-answering node checks that signature with the key it has configured for that child.
+Authorization happens first, in node.authorization (identity from the peer certificate; the requester's own
+signature on the query). With the PKI (mutual TLS) a forwarding hop relays the query envelope UNCHANGED to the
+child on the path, over a channel that accepts only that child's certificate; the child authorizes it the same
+way (its parent is the caller, the requester signed it). The answer is signed once, by the answering node,
+with its report certificate chain attached, and relayed unchanged; hops on the way up check that it names the
+target and answers this very query, and the client at the end verifies its signature through that chain.
+
+In the insecure plaintext mode there are no certificates: a hop accepts a query signed by itself or by its
+configured parent's key, so a forwarding hop re-signs the unchanged body bytes with its own key (the body
+still names the original requester, and the answer's ``query_digest`` over the canonical body bytes still
+matches); the hop directly above the answering node checks the answer with the key configured for that child.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.canonical import body_type_of, parse_body, serialize
 from federation.chain import envelope_digest, short_hex
-from federation.errors import (
-    IntegrityError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    StaleError,
-    UnauthenticatedError,
-    UnavailableError,
-)
+from federation.errors import IntegrityError, NotFoundError, UnauthenticatedError, UnavailableError
 from federation.grpc_errors import ERROR_CODE_METADATA_KEY, supnet_error_from_rpc
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer, QueryBody
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-from federation.signing import load_private_key, public_key_from_b64, sign_envelope, sign_message, verify_envelope
+from federation.signing import public_key_from_b64, sign_envelope, verify_envelope
+from federation.tls import DEFAULT_CHANNEL_OPTIONS, NodeTrust
 from node.app import Node
+from node.authorization import (
+    FRESHNESS_WINDOW_SECONDS,
+    MIN_NONCE_BYTES,
+    QUERY_BODY_TYPE,
+    is_in_subtree,
+)
 from node.drilldown.answers import answer_locally
+from node.node_keys import SigningIdentity, channel_to, plaintext_key_path, signing_identity
+
+__all__ = [
+    "ANSWER_BODY_TYPE",
+    "CHANNEL_OPTIONS",
+    "FRESHNESS_WINDOW_SECONDS",
+    "MIN_NONCE_BYTES",
+    "QUERY_BODY_TYPE",
+    "QueryRouter",
+    "RelayedRpcError",
+    "build_query",
+    "is_in_subtree",
+    "load_node_key",
+    "node_key_path",
+]
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("supnet.audit")
 
-QUERY_BODY_TYPE = body_type_of(QueryBody)
 ANSWER_BODY_TYPE = body_type_of(QueryAnswer)
-FRESHNESS_WINDOW_SECONDS = 300.0
-MIN_NONCE_BYTES = 16
 # Time kept back from the caller's deadline for relaying the answer up the hops already passed.
 FORWARD_MARGIN_SECONDS = 0.05
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
+CHANNEL_OPTIONS: list[tuple[str, Any]] = list(DEFAULT_CHANNEL_OPTIONS)
 
 
 def node_key_path(data_dir: Path) -> Path:
-    """Where ``supnet init`` puts a node's Ed25519 signing key (reports, drill-down answers, queries)."""
-    return data_dir / "keys" / "report_signing.pem"
+    """Where ``supnet init`` puts a node's plaintext-mode signing key (see node.node_keys for the PKI key)."""
+    return plaintext_key_path(data_dir)
 
 
 def load_node_key(node: Node) -> Ed25519PrivateKey:
-    """The node's signing key."""
-    return load_private_key(node_key_path(node.data_dir))
-
-
-def is_in_subtree(node_id: str, root_id: str) -> bool:
-    """True when node_id is root_id or one of its descendants (dotted-path prefix)."""
-    return node_id == root_id or node_id.startswith(root_id + ".")
+    """The node's signing key: the PKI report key when enrolled, else the plaintext-mode key."""
+    return signing_identity(node).private_key
 
 
 @dataclass(frozen=True)
@@ -83,67 +91,48 @@ class RelayedRpcError(Exception):
         return f"{self.status.name}: {self.details}"
 
 
-class _NonceCache:
-    """Recently seen (requester, nonce) pairs, so a replayed query is refused within the freshness window."""
-
-    def __init__(self, window_seconds: float) -> None:
-        self._window = window_seconds
-        self._seen: dict[tuple[str, bytes], float] = {}
-        self._lock = threading.Lock()
-
-    def check_and_remember(self, requester_id: str, nonce: bytes, now: float) -> None:
-        with self._lock:
-            if len(self._seen) > 10_000:
-                self._seen = {key: expiry for key, expiry in self._seen.items() if expiry > now}
-            key = (requester_id, nonce)
-            expiry = self._seen.get(key)
-            if expiry is not None and expiry > now:
-                raise StaleError(f"query from {requester_id} with nonce {nonce.hex()[:12]} was already served (replay)")
-            self._seen[key] = now + 2 * self._window
-
-
 class QueryRouter:
-    """Serves Query envelopes for one node: authorize the caller, answer locally or forward one hop down."""
+    """Answers an authorized query addressed to this node, or forwards it one hop down and checks the answer."""
 
     def __init__(
         self,
         node: Node,
         *,
-        private_key: Ed25519PrivateKey | None = None,
-        freshness_seconds: float = FRESHNESS_WINDOW_SECONDS,
+        trust: NodeTrust | None = None,
+        identity: SigningIdentity | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._node = node
         self._id = node.config.id
-        self._key = private_key or load_node_key(node)
-        self._own_public = self._key.public_key()
+        self._trust = trust
+        self._identity = identity
         federation = node.config.federation
-        self._parent_id = federation.parent_id or node.config.parent_id
-        self._parent_key = public_key_from_b64(federation.parent_public_key) if federation.parent_public_key else None
         self._children = {child.id: child for child in federation.children}
+        # Plaintext mode only: the children's keys from the config.
         self._child_keys = {
             child.id: public_key_from_b64(child.public_key) for child in federation.children if child.public_key
         }
         self._default_timeout = federation.rpc_timeout_seconds
-        self._freshness = freshness_seconds
         self._wall_clock = wall_clock
-        self._nonces = _NonceCache(freshness_seconds)
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, tuple[Any, grpc.Channel]] = {}
         self._channels_lock = threading.Lock()
+
+    def _signer(self) -> SigningIdentity:
+        return self._identity or signing_identity(self._node)
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def handle(self, envelope: SignedEnvelope, time_remaining: float | None = None) -> SignedEnvelope:
-        """Authorize a query envelope and return the signed answer envelope (local or relayed)."""
-        body = self._authorize(envelope)
+    def handle(
+        self, envelope: SignedEnvelope, body: QueryBody, time_remaining: float | None = None
+    ) -> SignedEnvelope:
+        """Return the signed answer envelope to an AUTHORIZED query (node.authorization): local or relayed."""
         if body.target_id == self._id:
             answer = self.answer(envelope, body)
             audit_log.info(
-                "drill-down served: %s asked %s for %s (via %s)",
+                "drill-down served: %s asked %s for %s",
                 body.requester_id,
                 self._id,
                 body.WhichOneof("request"),
-                envelope.signer_id,
             )
             return answer
         child_id = self._child_towards(body.target_id)
@@ -156,61 +145,6 @@ class QueryRouter:
             child_id,
         )
         return self._forward(envelope, body, child_id, time_remaining)
-
-    # --- authorization --------------------------------------------------------------------------
-
-    def _caller_key(self, signer_id: str) -> Ed25519PublicKey:
-        if signer_id == self._id:
-            return self._own_public
-        if signer_id and signer_id == self._parent_id:
-            if self._parent_key is None:
-                raise UnauthenticatedError(
-                    f"node {self._id} has no public key configured for its parent {signer_id} "
-                    "(federation.parent_public_key)"
-                )
-            return self._parent_key
-        raise PermissionDeniedError(
-            f"node {self._id} takes drill-down queries only from its parent {self._parent_id or '(none)'} "
-            f"or its local operator; the query is signed by {signer_id or '(nobody)'}"
-        )
-
-    def _authorize(self, envelope: SignedEnvelope) -> QueryBody:
-        if envelope.body_type != QUERY_BODY_TYPE:
-            raise InvalidArgumentError(f"Query expects a {QUERY_BODY_TYPE} envelope, got {envelope.body_type!r}")
-        try:
-            verify_envelope(envelope, self._caller_key(envelope.signer_id))
-        except IntegrityError as error:
-            # A query whose signature fails does not establish who sent it.
-            raise UnauthenticatedError(f"drill-down query refused by {self._id}: {error.message}") from error
-        body = parse_body(envelope, QueryBody)
-        if not body.target_id:
-            raise InvalidArgumentError("query names no target_id")
-        if envelope.signer_id == self._id:
-            if body.requester_id != self._id:
-                raise PermissionDeniedError(
-                    f"a query signed by {self._id}'s own key must name {self._id} as requester, not {body.requester_id}"
-                )
-        elif not is_in_subtree(self._parent_id, body.requester_id):
-            raise PermissionDeniedError(
-                f"requester {body.requester_id or '(none)'} is not an ancestor of {self._id}; only ancestors drill down"
-            )
-        if not is_in_subtree(body.target_id, self._id):
-            raise PermissionDeniedError(
-                f"target {body.target_id} is not in the subtree of {self._id}; only descendants can be queried here"
-            )
-        now = self._wall_clock()
-        age = now - body.issued_at_ms / 1000.0
-        if abs(age) > self._freshness:
-            raise StaleError(
-                f"query from {body.requester_id} was issued {age:.0f} s from now; "
-                f"the freshness window is ±{self._freshness:.0f} s (check the clocks)"
-            )
-        if len(body.nonce) < MIN_NONCE_BYTES:
-            raise InvalidArgumentError(f"query nonce must have at least {MIN_NONCE_BYTES} random bytes")
-        self._nonces.check_and_remember(body.requester_id, bytes(body.nonce), now)
-        if body.WhichOneof("request") is None:
-            raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, ...)")
-        return body
 
     # --- local answer ---------------------------------------------------------------------------
 
@@ -225,7 +159,7 @@ class QueryRouter:
             next_page_token=next_page_token,
         )
         getattr(answer, kind).CopyFrom(message)
-        return sign_message(self._key, self._id, answer)
+        return self._signer().sign_message(answer)
 
     # --- forwarding -----------------------------------------------------------------------------
 
@@ -235,12 +169,17 @@ class QueryRouter:
                 return child_id
         raise NotFoundError(f"node {self._id} has no registered child on the path to {target_id}")
 
-    def _channel(self, address: str) -> grpc.Channel:
+    def _channel(self, child_id: str, address: str) -> grpc.Channel:
+        # Rebuilt when this node's TLS files change (rotation); the child's identity is part of the channel.
+        stamp = (address, self._trust.stamp() if self._trust is not None else None)
         with self._channels_lock:
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-                self._channels[address] = channel
+            cached = self._channels.get(child_id)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            if cached is not None:
+                cached[1].close()
+            channel = channel_to(self._node, address, child_id, options=CHANNEL_OPTIONS)
+            self._channels[child_id] = (stamp, channel)
             return channel
 
     def _forward(
@@ -252,9 +191,13 @@ class QueryRouter:
         timeout = (time_remaining if time_remaining is not None else self._default_timeout) - FORWARD_MARGIN_SECONDS
         if timeout <= 0:
             raise UnavailableError(f"no time left to forward the query from {self._id} to {child_id}")
-        # Same body bytes, signed by this hop: the child authorizes its parent, the body keeps the requester.
-        forwarded = sign_envelope(self._key, self._id, envelope.body_type, envelope.body)
-        stub = NodeServiceStub(self._channel(address))
+        if self._trust is not None:
+            # Relayed unchanged: the child checks the requester's own signature, so this hop cannot widen it.
+            forwarded = envelope
+        else:
+            # Plaintext mode: same body bytes signed by this hop, whose key the child has configured.
+            forwarded = sign_envelope(self._signer().private_key, self._id, envelope.body_type, envelope.body)
+        stub = NodeServiceStub(self._channel(child_id, address))
         try:
             reply: SignedEnvelope = stub.Query(forwarded, timeout=timeout)
         except grpc.RpcError as exc:
@@ -290,6 +233,12 @@ class QueryRouter:
                 f"answer from {body.target_id} answers query {short_hex(answer.query_digest)}, "
                 f"not {short_hex(expected)}"
             )
+        if self._trust is not None:
+            # The requester verifies the answer itself through the chain it carries (DrilldownClient); a signature
+            # check at every relaying hop would only repeat that (~0.2 ms of Ed25519 per hop, measured).
+            if not reply.certificate_chain:
+                raise UnauthenticatedError(f"answer from {reply.signer_id} relayed by {child_id} carries no chain")
+            return
         child_key = self._child_keys.get(reply.signer_id)
         if child_key is not None:
             verify_envelope(reply, child_key)
@@ -299,7 +248,7 @@ class QueryRouter:
     def close(self) -> None:
         """Close the channels to the children."""
         with self._channels_lock:
-            for channel in self._channels.values():
+            for _stamp, channel in self._channels.values():
                 channel.close()
             self._channels.clear()
 
@@ -311,11 +260,14 @@ def build_query(
     *,
     page_size: int = 0,
     page_token: str = "",
+    certificate_chain: Sequence[bytes] = (),
     **request: object,
 ) -> SignedEnvelope:
-    """A signed query envelope: ``request`` is one of summary=, ranking=, cases=, case_detail=, ... messages."""
-    import os
+    """A query envelope signed by the requester (``request``: one of summary=, ranking=, cases=, ... messages).
 
+    With the PKI, pass the requester's report certificate chain (DER, leaf first): every hop verifies the
+    signature through it.
+    """
     body = QueryBody(
         target_id=target_id,
         requester_id=requester_id,
@@ -325,4 +277,4 @@ def build_query(
         page_token=page_token,
         **request,  # type: ignore[arg-type]
     )
-    return sign_envelope(private_key, requester_id, QUERY_BODY_TYPE, serialize(body))
+    return sign_envelope(private_key, requester_id, QUERY_BODY_TYPE, serialize(body), certificate_chain)

@@ -279,15 +279,33 @@ class FileReader:
                 self.primary_kind = kind_from_alias(line_kind) or default
             break
 
+    def _parsed(self, reader: Any) -> Iterator[tuple[int, list[str] | RecordError]]:
+        """(first line, row) per CSV record; a record the csv module cannot parse is one BAD_ROW error, not a crash.
+
+        csv.Error comes from e.g. a field over the csv field size limit, or a bare carriage return in an unquoted
+        field (a quoted field whose opening line did not decode); the reader resumes at the next line.
+        """
+        last_line = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                start, stuck = last_line + 1, reader.line_num == last_line
+                last_line = reader.line_num
+                yield start, self._error(start, "?", BAD_ROW, None, f"line is not a valid CSV record: {error}")
+                if stuck:  # nothing consumed: stop rather than report the same place forever
+                    return
+                continue
+            start = last_line + 1
+            last_line = reader.line_num
+            yield start, row
+
     def _csv_rows(self) -> Iterator[tuple[int, list[str] | RecordError]]:
         if self._clean:
             with self._text() as handle:
-                reader = csv.reader(handle)
-                last_line = 0
-                for row in reader:
-                    start = last_line + 1
-                    last_line = reader.line_num
-                    yield start, row
+                yield from self._parsed(csv.reader(handle))
             return
         undecodable: list[int] = []
 
@@ -300,10 +318,11 @@ class FileReader:
                     yield text
 
         reader = csv.reader(texts())
-        last_line = 0
-        for row in reader:
-            start = last_line + 1
+        for start, row in self._parsed(reader):
             last_line = reader.line_num
+            if isinstance(row, RecordError):
+                yield start, row
+                continue
             if undecodable and start <= undecodable[0] <= last_line:
                 bad = undecodable.pop(0)
                 yield (

@@ -6,6 +6,7 @@ need stored data (unknown item, unknown case, conflicts, case state) are the imp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -36,6 +37,7 @@ BEFORE_ACCEPTANCE = "before_acceptance"
 BAD_JSON = "bad_json"
 BAD_ROW = "bad_row"
 BAD_ENCODING = "bad_encoding"
+BAD_TEXT = "bad_text"
 
 # The table each record kind is stored in.
 KIND_TABLES: dict[str, str] = {
@@ -150,8 +152,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# NUL cannot be stored in PostgreSQL text, a lone surrogate (what a JSON \ud800 escape decodes to) in no UTF-8 database:
+# either would fail the whole batch's transaction, so each is one rejected record instead.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _to_str(value: Any) -> str:
     if isinstance(value, str):
+        bad = _UNSTORABLE.search(value)
+        if bad is not None:
+            what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate (not valid Unicode)"
+            raise _Problem(BAD_TEXT, f"text contains {what} at position {bad.start()}")
         return value.strip()
     if isinstance(value, bool | dict | list):
         raise _Problem(BAD_CODE, f"expected text, got {_shown(value)}")
@@ -318,7 +329,10 @@ class Validator:
     def _fast_body(spec: _CompiledField, index: int, namespace: dict[str, Any]) -> list[str]:
         name = spec.name
         if spec.converter_name == "str":
+            # No NUL, and other than ASCII only printable text (a lone surrogate is not): anything else goes the
+            # general way, which rejects NUL and lone surrogates and accepts the rest (e.g. a newline).
             condition = "v.__class__ is str and v == v.strip()"
+            condition += " and '\\x00' not in v and (v.isascii() or v.isprintable())"
             if spec.max_length is not None:
                 condition += f" and len(v) <= {spec.max_length}"
             if spec.codes is not None:
@@ -464,4 +478,6 @@ def record_key(kind: str, fields: Mapping[str, Any]) -> str | None:
         for part in parts
         if part is not None and str(part).strip()
     ]
-    return "/".join(shown) or None
+    key = "/".join(shown)
+    # Shown in messages and JSON output: a key with NUL or a lone surrogate is shown escaped.
+    return (key.encode("unicode_escape").decode("ascii") if _UNSTORABLE.search(key) else key) or None

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection, RowMapping, Table, and_, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from node.audit_log import Action, operator_actor, record_audit
 from node.errors import InvalidArgumentError, UnavailableError
 from node.notify.channels import Channel, OutgoingMessage, build_channels
 from node.notify.messages import AlertFacts, format_for_channel
@@ -530,6 +531,13 @@ def requeue_failed(node: Node, ids: Sequence[int] | None = None, now: datetime |
     with node.engine.begin() as conn:
         result = conn.execute(
             update(_notifications).where(condition).values(status="pending", attempts=0, next_attempt_at=now)
+        )
+        record_audit(
+            conn,
+            actor=operator_actor(node.config.id),
+            action=Action.NOTIFICATION_RETRIED,
+            target="notifications",
+            detail={"ids": None if ids is None else list(ids), "requeued": int(result.rowcount)},
         )
     log.info("requeued %s failed notifications", result.rowcount)
     return int(result.rowcount)

@@ -8,8 +8,9 @@ Rule ids are part of the wire and storage contract (alerts.rule_id, GB/T 39046 �
 | R02 | promise broken             | yellow   | open case past its promised limit; completed after it     | both    |
 | R03 | law broken                 | red      | open case past its legal limit; completed after it        | both    |
 | R04 | yellow card not corrected  | red      | a yellow card still uncorrected at its ``correct_by``     | scan    |
-| R05 | step overdue               | reminder | a step ended after its own ``step_limit`` (to the post)   | event   |
-| R06 | fee violation              | red      | a payment on an item charging no fee, or above standard   | event   |
+| R05 | step overdue               | reminder | a step ended, or still pending, past its ``step_limit``   | both    |
+| R06 | fee violation              | red      | a payment (or a completion's 是否收费) on an item charging | event   |
+|     |                            |          | no fee, or fees above its standard                        |         |
 | R07 | repeated supplement        | yellow   | more than ``max_supplements`` supplement requests         | event   |
 | R08 | refusal without reason     | yellow   | result 2/3, or a return step, with no reason/opinion      | event   |
 | R09 | late entry                 | reminder | step entered > ``late_entry_hours`` after it happened     | event   |
@@ -61,6 +62,7 @@ __all__ = [
     "Thresholds",
     "case_subject",
     "complaint_subject",
+    "completion_subject",
     "escalation_subject",
     "group_condition",
     "groups_condition",
@@ -105,7 +107,7 @@ RULES: dict[str, Rule] = {
         Rule(R02, "promise broken", "超承诺时限", "yellow", "case", "both", "case past its promised limit"),
         Rule(R03, "law broken", "超法定时限", "red", "case", "both", "case past its legal limit"),
         Rule(R04, "yellow card not corrected", "黄牌逾期未纠正", "red", "alert", "scan", "yellow card uncorrected"),
-        Rule(R05, "step overdue", "环节超时", "reminder", "step", "event", "step ended past its own limit"),
+        Rule(R05, "step overdue", "环节超时", "reminder", "step", "both", "step past its own limit"),
         Rule(R06, "fee violation", "违规收费", "red", "payment", "event", "fee on a free item or above standard"),
         Rule(R07, "repeated supplement", "多次补正", "yellow", "case", "event", "more than one supplement request"),
         Rule(R08, "refusal without reason", "不予许可未说明理由", "yellow", "case", "event", "refusal with no reason"),
@@ -125,6 +127,11 @@ def case_subject(case_no: str) -> str:
 def step_subject(case_no: str, step_id: int) -> str:
     """Alert subject of a step-level rule: ``case:NO:step:ID``."""
     return f"case:{case_no}:step:{step_id}"
+
+
+def completion_subject(case_no: str) -> str:
+    """Alert subject of a rule judged on a case's completion record (R06 from 是否收费): ``case:NO:completion``."""
+    return f"case:{case_no}:completion"
 
 
 def payment_subject(case_no: str, payment_id: int) -> str:

@@ -2,10 +2,13 @@
 
 Event-driven (called by the RulesListener inside the import transaction):
 
-* step: R05 step ended past its own limit, R07 repeated supplement, R08 return without an opinion, R09 late entry
-  (only when the source sent 数据录入时间: the importer stamps a missing one with the import time);
-* completion: R02/R03 when completed past the promised/legal limit (if no alert yet), R08 refusal without reason;
-  and the open-overdue gauges of the completing cases are closed;
+* step: R05 step ended past its own limit, or still pending (环节办理状态 1, no end) and already past it when it
+  arrives; R07 repeated supplement, R08 return without an opinion, R09 late entry (only when the source sent
+  数据录入时间: the importer stamps a missing one with the import time);
+* completion: R02/R03 when completed past the promised/legal limit (if no alert yet), R08 refusal without reason,
+  R06 when its 是否收费 declares fees on an item that charges none or the case's payments total above the standard
+  (once per case, and not when a payment already raised R06 on it); the open-overdue gauges of the completing
+  cases are closed;
 * payment: R06 fee on an item that charges none, or above its standard;
 * acceptance, procedure_end: the case's (new) deadlines are handed to the next scan (see "Incremental scan").
 
@@ -18,6 +21,8 @@ Periodic scan (``run_scan``), one transaction, set-based SQL per rule and per di
   the legal limit — each a SELECT of candidates with NOT EXISTS on the alerts' unique (rule_id, subject) index,
   then one INSERT ... ON CONFLICT DO NOTHING RETURNING, so concurrent scans never duplicate and only inserted
   alerts are counted in the metrics;
+* R05 pending steps of open cases past their step due (``steps.step_due_at``, computed at import), over the partial
+  index of pending steps;
 * R10/R11 overdue complaints (few rows: their deadlines are computed in Python);
 * R04 yellow cards uncorrected at their ``correct_by`` (node.alerts.escalate_overdue_yellows).
 
@@ -25,11 +30,13 @@ Incremental scan: node counters remember the previous scan time (``scan.last_at`
 case accepted or re-timed since (``scan.dirty_from``, lowered by the listener). A scan at ``now`` only examines
 deadlines in [min(last_at, dirty_from), now) — everything earlier was already judged at a time past its deadline —
 so a periodic scan costs an index range read, not a pass over every open case. A changed supervision config
-(``scan.config_fingerprint``), a first scan or ``full=True`` examines every open case.
+(``scan.config_fingerprint``), a first scan or ``full=True`` examines every open case. Pending steps work the same
+way with their own marker (``scan.step_dirty_from``, lowered by step imports to the earliest new pending due).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time as time_module
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +45,21 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, DateTime, Table, bindparam, exists, func, literal, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    DateTime,
+    String,
+    Table,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+)
 
 from node.alerts import AlertDraft, RaisedAlert, correct_by_deadline, escalate_overdue_yellows, raise_alerts
 from node.config import SupervisionConfig
@@ -73,6 +94,7 @@ from node.rules.catalogue import (
     Thresholds,
     case_subject,
     complaint_subject,
+    completion_subject,
     payment_subject,
     step_subject,
 )
@@ -88,6 +110,7 @@ __all__ = [
     "SCAN_FINGERPRINT",
     "SCAN_LAST_AT",
     "SCAN_MAX_AT",
+    "SCAN_STEP_DIRTY_FROM",
     "RuleEngine",
     "ScanResult",
     "run_scan",
@@ -99,8 +122,10 @@ SCAN_LAST_AT = "scan.last_at"
 SCAN_DIRTY_FROM = "scan.dirty_from"
 SCAN_FINGERPRINT = "scan.config_fingerprint"
 SCAN_MAX_AT = "scan.max_at"  # the latest "as of" time any scan ever ran at
+SCAN_STEP_DIRTY_FROM = "scan.step_dirty_from"  # earliest due of a pending step imported since the last scan
 NOTHING_DIRTY = to_micros(datetime(9999, 1, 1))
 REFUSAL_RESULT_CODES = frozenset({"2", "3"})
+_FEN = Decimal("0.01")
 _IN_CHUNK = 2000  # keys per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits
 
 _cases: Table = Case.__table__  # type: ignore[assignment]
@@ -169,6 +194,8 @@ class RuleEngine:
         self.thresholds = Thresholds(config)
         self.calendar = calendar
         self._fingerprint = self.thresholds.fingerprint()
+        self._fees: dict[str, tuple[bool, Decimal | None]] = {}
+        self._deadlines: dict[tuple[int, datetime], datetime | None] = {}
         # Problems met while evaluating (a year missing from the calendar): reported, never guessed around.
         self.warnings: list[str] = []
 
@@ -178,12 +205,20 @@ class RuleEngine:
 
     def _supervision_deadline(self, workdays: int, now: datetime) -> datetime | None:
         """A yellow card's correct_by; None (logged loudly) when the calendar lacks the year, never a guess."""
+        # A batch raises many cards at one ``now``: computed once per (workdays, day), not per card.
+        key = (workdays, now)
+        if key in self._deadlines:
+            return self._deadlines[key]
         try:
-            return correct_by_deadline(self.calendar, now, workdays)
+            deadline: datetime | None = correct_by_deadline(self.calendar, now, workdays)
         except CalendarError as exc:
             self.warnings.append(f"yellow cards raised without a supervision deadline: {exc}")
             log.error("cannot compute a yellow card's supervision deadline: %s", exc)
             return None
+        if len(self._deadlines) > 1000:
+            self._deadlines.clear()
+        self._deadlines[key] = deadline
+        return deadline
 
     def _reminder_horizon(self, settings_workdays: int, at: datetime) -> datetime:
         """Cases due before this instant are within the reminder window at ``at``."""
@@ -195,8 +230,11 @@ class RuleEngine:
         started = time_module.perf_counter()
         # Serialize with imports' metric writes first, so the open/closed state read below cannot go stale.
         lock_metrics(conn)
-        state = counter_values(conn, (SCAN_LAST_AT, SCAN_DIRTY_FROM, SCAN_FINGERPRINT, SCAN_MAX_AT))
+        state = counter_values(
+            conn, (SCAN_LAST_AT, SCAN_DIRTY_FROM, SCAN_STEP_DIRTY_FROM, SCAN_FINGERPRINT, SCAN_MAX_AT)
+        )
         last_at, dirty_from = state.get(SCAN_LAST_AT), state.get(SCAN_DIRTY_FROM)
+        step_dirty_from = state.get(SCAN_STEP_DIRTY_FROM)
         fingerprint = self._fingerprint
         config_changed = state.get(SCAN_FINGERPRINT) != fingerprint
         full = full or last_at is None or config_changed
@@ -234,6 +272,12 @@ class RuleEngine:
                 raised += self._scan_cases(
                     conn, rule_id, group, due_column, now=now, due_not_before=None, due_before=now, lower=lower
                 )
+        step_lower = None
+        if previous is not None:
+            step_dirty = from_micros(step_dirty_from) if step_dirty_from is not None else None
+            step_lower = min(previous, step_dirty) if step_dirty is not None else previous
+        for group in self.thresholds.groups(R05):
+            raised += self._scan_pending_steps(conn, group, now=now, lower=step_lower)
         raised += self._scan_complaints(conn, now)
         raised += escalate_overdue_yellows(conn, self.thresholds, now)
 
@@ -241,6 +285,7 @@ class RuleEngine:
         set_counter(conn, SCAN_LAST_AT, new_last)
         # Compare-and-set: an import that lowered dirty_from meanwhile keeps its value for the next scan.
         compare_and_set_counter(conn, SCAN_DIRTY_FROM, dirty_from, NOTHING_DIRTY)
+        compare_and_set_counter(conn, SCAN_STEP_DIRTY_FROM, step_dirty_from, NOTHING_DIRTY)
         if config_changed:
             set_counter(conn, SCAN_FINGERPRINT, fingerprint)
         if state.get(SCAN_MAX_AT, -1) < to_micros(now):
@@ -313,6 +358,43 @@ class RuleEngine:
         ]
         return raise_alerts(conn, drafts)
 
+    def _scan_pending_steps(
+        self, conn: Connection, group: RuleGroup, *, now: datetime, lower: datetime | None
+    ) -> list[RaisedAlert]:
+        """R05 for one threshold group: pending steps of open cases whose step due is before ``now``, no alert yet.
+
+        Set-based over the partial index of pending steps; ``lower`` (incremental scans) skips dues already judged.
+        A step's due never moves (step limits ignore clock stops, as for finished steps), so the window is exact.
+        """
+        params: dict[str, Any] = {"due_before": now}
+        if group.others:
+            type_filter = "not_in" if group.excluded_types else "all"
+            if group.excluded_types:
+                params["types"] = sorted(group.excluded_types)
+        else:
+            type_filter = "in"
+            params["types"] = sorted(group.item_types)
+        if lower is not None:
+            params["lower"] = lower
+        rows = conn.execute(_pending_step_candidates(type_filter, lower is not None), params).all()
+        drafts = [
+            AlertDraft(
+                rule_id=R05,
+                subject=step_subject(row.case_no, row.id),
+                department=row.department,
+                implementation_code=row.implementation_code,
+                message=_pending_step_message(row.case_no, row.step_name, row.step_limit, row.step_due_at),
+                raised_at=now,
+                case_no=row.case_no,
+                step_id=int(row.id),
+                post=row.post or "",
+                basic_code=row.basic_code,
+                item_type_code=row.item_type_code,
+            )
+            for row in rows
+        ]
+        return raise_alerts(conn, drafts)
+
     def _scan_complaints(self, conn: Connection, now: datetime) -> list[RaisedAlert]:
         """R10 (decision overdue) and R11 (handling overdue) over complaints still waiting; few rows by nature."""
         drafts: list[AlertDraft] = []
@@ -371,10 +453,13 @@ class RuleEngine:
             self._mark_for_scan(conn, records)
             return []
         if kind == "step":
+            self._mark_pending_steps(conn, records)
             return raise_alerts(conn, self._step_drafts(conn, records, now))
         if kind == "completion":
             self._close_overdue_gauges(conn, records)
-            return raise_alerts(conn, self._completion_drafts(records, now))
+            drafts = self._completion_drafts(records, now)
+            drafts += self._completion_fee_drafts(conn, records, now)
+            return raise_alerts(conn, drafts)
         if kind == "payment":
             return raise_alerts(conn, self._payment_drafts(conn, records, now))
         return []
@@ -487,15 +572,22 @@ class RuleEngine:
         ended_at: datetime | None = record.get("ended_at")
         findings: list[tuple[str, str]] = []
         step_limit = record.get("step_limit")
-        if step_limit is not None and ended_at is not None and self.thresholds.enabled(R05, item_type):
-            try:
-                step_due = due_at(self.calendar, started_at, int(step_limit))
-            except CalendarError as exc:
-                log.warning("step of case %s: %s not evaluated: %s", case_row["case_no"], R05, exc)
-                step_due = ended_at  # cannot judge: treated as on time, and said so in the log
-            if ended_at > step_due:
+        if step_limit is not None and self.thresholds.enabled(R05, item_type):
+            step_due = self._step_due(record)
+            if step_due is None:
+                pass  # cannot judge (calendar lacks the year): logged by _step_due, never guessed
+            elif ended_at is not None:
+                if ended_at > step_due:
+                    findings.append(
+                        (
+                            R05,
+                            f"{where}超时: ended {_fmt(ended_at)}, limit {step_limit} workdays (due {_fmt(step_due)})",
+                        )
+                    )
+            elif _is_pending(record) and case_row.get("status") == "open" and step_due < now:
+                # Still pending and already past its limit when it arrives; later ones are the scan's.
                 findings.append(
-                    (R05, f"{where}超时: ended {_fmt(ended_at)}, limit {step_limit} workdays (due {_fmt(step_due)})")
+                    (R05, _pending_step_message(case_row["case_no"], record["step_name"], step_limit, step_due))
                 )
         no_opinion = not (record.get("opinion") or "").strip()
         if record.get("action") == "return" and no_opinion and self.thresholds.enabled(R08, item_type):
@@ -509,6 +601,29 @@ class RuleEngine:
             if entered_at - happened > timedelta(hours=late.late_entry_hours):
                 findings.append((R09, f"{where}延迟录入: happened {_fmt(happened)}, entered {_fmt(entered_at)}"))
         return findings
+
+    def _step_due(self, record: Mapping[str, Any]) -> datetime | None:
+        """A step's due: as the importer stored it, else computed; None (logged) when the calendar lacks the year."""
+        if "step_due_at" in record:
+            due: datetime | None = record["step_due_at"]
+            return due
+        try:
+            return due_at(self.calendar, record["started_at"], int(record["step_limit"]))
+        except CalendarError as exc:
+            log.warning("step of case %s: %s not evaluated: %s", record["case"]["case_no"], R05, exc)
+            return None
+
+    def _mark_pending_steps(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+        """Pending steps with a due: make the next scan look back to the earliest (it may precede the last scan)."""
+        dues = [
+            due
+            for record in records
+            if _is_pending(record)
+            and record["case"].get("status") == "open"
+            and (due := record.get("step_due_at")) is not None
+        ]
+        if dues:
+            lower_counter(conn, SCAN_STEP_DIRTY_FROM, to_micros(min(dues)))
 
     def _step_drafts(self, conn: Connection, records: Sequence[Mapping[str, Any]], now: datetime) -> list[AlertDraft]:
         firing: list[tuple[str, Mapping[str, Any], str]] = []  # step-level findings: they need the step's id
@@ -563,15 +678,7 @@ class RuleEngine:
     def _payment_drafts(
         self, conn: Connection, records: Sequence[Mapping[str, Any]], now: datetime
     ) -> list[AlertDraft]:
-        codes = sorted({record["case"]["implementation_code"] for record in records})
-        items: dict[str, tuple[bool, Decimal | None]] = {}
-        for chunk in _chunks(codes):
-            rows = conn.execute(
-                select(_items.c.implementation_code, _items.c.fee_flag, _items.c.fee_standard).where(
-                    _items.c.implementation_code.in_(chunk)
-                )
-            )
-            items.update({row.implementation_code: (bool(row.fee_flag), row.fee_standard) for row in rows})
+        items = self._item_fees(conn, (record["case"]["implementation_code"] for record in records))
         firing: list[tuple[Mapping[str, Any], str]] = []
         for record in records:
             case_row = record["case"]
@@ -595,6 +702,85 @@ class RuleEngine:
                 self._case_draft(R06, case_row, message, now, subject=payment_subject(case_row["case_no"], payment_id))
             )
         return drafts
+
+    def _item_fees(self, conn: Connection, codes: Iterable[str]) -> dict[str, tuple[bool, Decimal | None]]:
+        """(charges a fee, fee standard) per implementation code; remembered, since an item never changes."""
+        known = self._fees
+        missing = sorted({code for code in codes if code not in known})
+        for chunk in _chunks(missing):
+            rows = conn.execute(
+                select(_items.c.implementation_code, _items.c.fee_flag, _items.c.fee_standard).where(
+                    _items.c.implementation_code.in_(chunk)
+                )
+            )
+            known.update({row.implementation_code: (bool(row.fee_flag), row.fee_standard) for row in rows})
+        return known
+
+    def _completion_fee_drafts(
+        self, conn: Connection, records: Sequence[Mapping[str, Any]], now: datetime
+    ) -> list[AlertDraft]:
+        """R06 from a completion's 是否收费: fees declared on an item that charges none, or paid above its standard.
+
+        Above standard is judged on the case's payments in total (each payment alone was judged when it arrived).
+        At most one R06 per case comes from its completion, and none when a payment already raised one for the
+        case: the completion is further evidence of the same charge, not a second violation.
+        """
+        charged = [
+            record
+            for record in records
+            if record.get("fee_flag") and self.thresholds.enabled(R06, record["case"].get("item_type_code") or "")
+        ]
+        if not charged:
+            return []
+        items = self._item_fees(conn, (record["case"]["implementation_code"] for record in charged))
+        free: list[Mapping[str, Any]] = []
+        standard_cases: list[Mapping[str, Any]] = []
+        for record in charged:
+            charges, standard = items.get(record["case"]["implementation_code"], (True, None))
+            if not charges:
+                free.append(record)
+            elif standard is not None:
+                standard_cases.append(record)
+        totals = self._payment_totals(conn, [record["case"]["case_no"] for record in standard_cases])
+        firing: list[tuple[Mapping[str, Any], str]] = []
+        for record in free:
+            no = record["case"]["case_no"]
+            firing.append((record, f"办件 {no} 违规收费: completion declares fees (是否收费 = 1) on a no-fee item"))
+        for record in standard_cases:
+            no = record["case"]["case_no"]
+            standard = items[record["case"]["implementation_code"]][1]
+            total = totals.get(no)
+            if standard is not None and total is not None and total > standard:
+                firing.append((record, f"办件 {no} 超标准收费: fees paid {total} 元 in total > standard {standard} 元"))
+        if not firing:
+            return []
+        already = self._cases_with_alert(conn, R06, [record["case"]["case_no"] for record, _ in firing])
+        return [
+            self._case_draft(R06, record["case"], message, now, subject=completion_subject(record["case"]["case_no"]))
+            for record, message in firing
+            if record["case"]["case_no"] not in already
+        ]
+
+    @staticmethod
+    def _payment_totals(conn: Connection, case_numbers: Sequence[str]) -> dict[str, Decimal]:
+        """Sum of the payments per case, in yuan to the fen (cases without payments are absent)."""
+        if not case_numbers:
+            return {}
+        rows = _by_keys(
+            conn, "SELECT case_no, sum(amount) FROM payments WHERE case_no {keys} GROUP BY case_no", case_numbers
+        )
+        # SQLite sums the amounts as floats: back to fen exactly (amounts have at most 2 decimals).
+        return {case_no: Decimal(str(total)).quantize(_FEN) for case_no, total in rows}
+
+    @staticmethod
+    def _cases_with_alert(conn: Connection, rule_id: str, case_numbers: Sequence[str]) -> set[str]:
+        """The cases among ``case_numbers`` already holding an alert of ``rule_id``."""
+        found: set[str] = set()
+        a = _alerts.c
+        for chunk in _chunks(sorted(set(case_numbers))):
+            rows = conn.execute(select(a.case_no).where(a.rule_id == rule_id, a.case_no.in_(chunk)))
+            found.update(row.case_no for row in rows)
+        return found
 
     @staticmethod
     def _payment_ids(conn: Connection, records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, datetime], int]:
@@ -654,6 +840,59 @@ def _case_candidates(rule_id: str, due_name: str, type_filter: str, with_lower: 
     return statement
 
 
+def _pending_step_candidates(type_filter: str, with_lower: bool) -> Any:
+    """R05 candidates: pending steps (环节办理状态 1, no end) of open cases due before ``:due_before``, no alert yet.
+
+    The pending-state terms are literal SQL so SQLite can prove the partial index ix_steps_pending_due applies
+    (it cannot with bound parameters); "no alert yet" probes the alerts' unique (rule_id, subject) index.
+    """
+    key = ("steps", type_filter, with_lower)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        s, c = _steps.c, _cases.c
+        conditions: list[ColumnElement[bool]] = [
+            s.status_code == literal_column("'1'"),
+            s.ended_at.is_(None),
+            s.step_due_at.is_not(None),
+            s.step_due_at < bindparam("due_before", type_=DateTime()),
+            # Wrapped so no planner starts from the open cases (status index) and probes each one's steps: with
+            # 100,000 open cases that reads them all, while the pending steps due in the window are few.
+            func.coalesce(c.status, "") == "open",
+        ]
+        if with_lower:
+            conditions.append(s.step_due_at >= bindparam("lower", type_=DateTime()))
+        if type_filter == "in":
+            conditions.append(c.item_type_code.in_(bindparam("types", expanding=True)))
+        elif type_filter == "not_in":
+            conditions.append(c.item_type_code.not_in(bindparam("types", expanding=True)))
+        subject = literal("case:") + s.case_no + literal(":step:") + cast(s.id, String)
+        already = exists().where(_alerts.c.rule_id == R05, _alerts.c.subject == subject)
+        statement = (
+            select(
+                s.id,
+                s.case_no,
+                s.step_name,
+                s.post,
+                s.step_limit,
+                s.step_due_at,
+                c.department,
+                c.implementation_code,
+                c.basic_code,
+                c.item_type_code,
+            )
+            .select_from(_steps.join(_cases, c.case_no == s.case_no))
+            .where(*conditions, ~already)
+        )
+        _STATEMENTS[key] = statement
+    return statement
+
+
+def _pending_step_message(case_no: str, step_name: str, step_limit: int | None, due: datetime) -> str:
+    return (
+        f"办件 {case_no} 环节「{step_name}」超时未办结: pending past its {step_limit}-workday limit (due {_fmt(due)})"
+    )
+
+
 def _complaint_candidates(rule_id: str) -> Any:
     """Complaints still waiting for the step ``rule_id`` watches (R10: a decision, R11: handling), no alert yet."""
     key = ("complaints", rule_id)
@@ -676,6 +915,26 @@ def _complaint_candidates(rule_id: str) -> Any:
         )
         _STATEMENTS[key] = statement
     return statement
+
+
+def _by_keys(conn: Connection, sql: str, keys: Sequence[str]) -> list[Any]:
+    """Rows of ``sql`` whose ``{keys}`` placeholder filters a column by ``keys``, bound as ONE parameter.
+
+    A JSON array on SQLite, an array on PostgreSQL: thousands of keys then cost neither thousands of bound
+    parameters nor a statement compiled per call, on the import hot path.
+    """
+    if conn.dialect.name == "sqlite":
+        statement = sql.format(keys="IN (SELECT value FROM json_each(?))")
+        param: Any = json.dumps(list(keys), ensure_ascii=False)
+    else:
+        statement = sql.format(keys="= ANY(%s)")
+        param = list(keys)
+    return list(conn.exec_driver_sql(statement, (param,)))
+
+
+def _is_pending(record: Mapping[str, Any]) -> bool:
+    """A step still in progress: 环节办理状态代码 1 (pending) and no end time."""
+    return record.get("status_code") == "1" and record.get("ended_at") is None
 
 
 def _fmt(value: datetime) -> str:

@@ -20,6 +20,8 @@ import grpc
 from federation.grpc_errors import translate_errors
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord, IngestResult
 from node.app import Node
+from node.authorization import Authorizer
+from node.errors import SupnetError
 from node.ingest.importer import Importer, RecordOutcome
 from node.ingest.listeners import default_listeners
 
@@ -77,8 +79,11 @@ def _result_of(seq: int, outcome: RecordOutcome | None) -> IngestResult:
 class IngestServicer:
     """IngestService.Ingest: per-record ACCEPTED / DUPLICATE / REJECTED, durable before answered."""
 
-    def __init__(self, node: Node, *, on_accepted: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, node: Node, *, authorizer: Authorizer, on_accepted: Callable[[int], None] | None = None
+    ) -> None:
         self._node = node
+        self._authorizer = authorizer
         self._importer = Importer(node, listeners=default_listeners(node))
         # One importer, one writer at a time: SQLite has a single writer anyway, and batches stay whole.
         self._lock = threading.Lock()
@@ -105,12 +110,16 @@ class IngestServicer:
         self, request_iterator: Iterator[IngestRecord], context: grpc.ServicerContext
     ) -> Iterator[IngestResult]:
         """Stream of records in, one result per record out, in the order sent."""
+        # Before reading a single record: only the node's ingest credential may write here.
+        peer = self._authorizer.ingest(context)
         inbox: queue.Queue[IngestRecord | _StreamEnd] = queue.Queue(maxsize=4 * MAX_BATCH)
         pump = threading.Thread(target=_pump, args=(request_iterator, inbox), name="ingest-pump", daemon=True)
         pump.start()
-        peer = context.peer()
         answered = 0
         ended = False
+        # A message that did not parse (federation.grpc_errors) ends the stream with INVALID_ARGUMENT once
+        # the records before it are answered; a cancelled or broken stream just ends.
+        failure: SupnetError | None = None
         while not ended:
             try:
                 first = inbox.get(timeout=IDLE_POLL_SECONDS)
@@ -122,6 +131,7 @@ class IngestServicer:
                 ended = True
                 if first.error is not None:
                     log.info("ingest stream from %s ended early: %s", peer, first.error)
+                    failure = first.error if isinstance(first.error, SupnetError) else None
                 break
             batch = [first]
             while len(batch) < MAX_BATCH:
@@ -133,9 +143,12 @@ class IngestServicer:
                     ended = True
                     if item.error is not None:
                         log.info("ingest stream from %s ended early: %s", peer, item.error)
+                        failure = item.error if isinstance(item.error, SupnetError) else None
                     break
                 batch.append(item)
             results = self._import_batch(batch, peer)
             answered += len(results)
             yield from results
         log.info("ingest stream from %s closed after %s records", peer, answered)
+        if failure is not None:
+            raise failure

@@ -16,8 +16,11 @@ from federation.proto.v1.report_pb2 import ReportAck
 from federation.receiver import ReportReceiver
 from federation.signing import KeyResolver, StaticKeyResolver, key_id, raw_public_key
 from node.app import Node
+from node.audit_log import ReceiptAuditor
+from node.authorization import Authorizer
 from node.errors import SupnetError
-from node.reporting import apply_child_report, load_report_key, node_outbox
+from node.node_keys import signing_identity
+from node.reporting import apply_child_report, node_outbox
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def _software_version() -> str:
 
 
 def child_key_resolver(node: Node) -> StaticKeyResolver:
-    """Children's report keys from the node config (certificates replace this when the trust layer lands)."""
+    """Children's report keys from the node config: the insecure plaintext mode (with PKI: certificate chains)."""
     return StaticKeyResolver.from_b64({child.id: child.public_key for child in node.config.federation.children})
 
 
@@ -41,18 +44,25 @@ class ReportServicer:
         self,
         node: Node,
         *,
+        authorizer: Authorizer,
         key_resolver: KeyResolver | None = None,
         on_report_stored: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
+        self._authorizer = authorizer
         registered = frozenset(child.id for child in node.config.federation.children)
+        if key_resolver is None:
+            # With PKI, the key comes from the report's own certificate chain, verified by the authorizer first.
+            trust = authorizer.trust
+            key_resolver = trust.key_resolver if trust is not None else child_key_resolver(node)
         self.receiver = ReportReceiver(
             node.engine,
             children=registered,
-            key_resolver=key_resolver or child_key_resolver(node),
+            key_resolver=key_resolver,
             apply=apply_child_report,
             clock=node.now,
             node_id=node.config.id,
+            audit=ReceiptAuditor(node.engine),
         )
         # e.g. ReportSender.notify_change: a child's new data changes this node's subtree too.
         self._on_report_stored = on_report_stored
@@ -61,6 +71,11 @@ class ReportServicer:
     @translate_errors
     def SubmitReport(self, request: SignedEnvelope, context: grpc.ServicerContext) -> ReportAck:  # noqa: N802
         """Verify, store and apply a child's report; the ack is returned only after the commit."""
+        try:
+            self._authorizer.report(context, request)
+        except SupnetError as error:
+            self.receiver.audit_refusal(request, error)  # refused before the receiver: audit it all the same
+            raise
         ack = self.receiver.receive(request)
         if ack.stored and self._on_report_stored is not None:
             try:
@@ -73,6 +88,7 @@ class ReportServicer:
     @translate_errors
     def GetNodeInfo(self, request: NodeInfoRequest, context: grpc.ServicerContext) -> NodeInfo:  # noqa: N802
         """Who this node is: id, level, parent, children, latest own report, report key."""
+        self._authorizer.node_info(context)
         config = self.node.config
         with self.node.engine.connect() as conn:
             head = self._outbox.head(conn)
@@ -88,7 +104,7 @@ class ReportServicer:
             server_time_ms=int(self.node.now().replace(tzinfo=self.node.tz).timestamp() * 1000),
         )
         try:
-            public_key = load_report_key(self.node).public_key()
+            public_key = signing_identity(self.node).private_key.public_key()
         except SupnetError as error:
             log.warning("node %s has no usable report key: %s", config.id, error)
         else:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -71,9 +72,8 @@ class Case(Base):
     __tablename__ = "cases"
 
     case_no: Mapped[str] = mapped_column(String(50), primary_key=True, comment="办件编号")
-    implementation_code: Mapped[str] = mapped_column(
-        ForeignKey("items.implementation_code"), index=True, comment="实施编码"
-    )
+    # Not indexed: no query selects cases by item (items are never deleted), and the index cost every import.
+    implementation_code: Mapped[str] = mapped_column(ForeignKey("items.implementation_code"), comment="实施编码")
     basic_code: Mapped[str] = mapped_column(String(10), comment="基本编码 (copied from the item)")
     item_type_code: Mapped[str] = mapped_column(String(2), comment="事项类型代码 (copied from the item)")
     department: Mapped[str] = mapped_column(String(200), comment="受理单位")
@@ -129,8 +129,20 @@ class Step(Base):
     status_code: Mapped[str] = mapped_column(String(1), default="2", comment="环节办理状态代码 (1 pending, 2 done)")
     step_limit: Mapped[int | None] = mapped_column(Integer, nullable=True, comment="环节时限 (working days)")
     entered_at: Mapped[datetime] = mapped_column(DateTime, comment="数据录入时间 (when the step was entered)")
+    step_due_at: Mapped[datetime | None] = mapped_column(
+        DateTime, nullable=True, comment="computed 环节时限 due date-time (NULL: no step limit)"
+    )
 
-    __table_args__ = (UniqueConstraint("case_no", "step_name", "started_at"),)
+    __table_args__ = (
+        UniqueConstraint("case_no", "step_name", "started_at"),
+        # Pending steps by due (R05 scan); partial, so the finished steps (nearly all rows) cost no index upkeep.
+        Index(
+            "ix_steps_pending_due",
+            "step_due_at",
+            sqlite_where=text("status_code = '1' AND ended_at IS NULL AND step_due_at IS NOT NULL"),
+            postgresql_where=text("status_code = '1' AND ended_at IS NULL AND step_due_at IS NOT NULL"),
+        ),
+    )
 
 
 class SpecialProcedure(Base):

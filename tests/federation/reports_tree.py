@@ -1,8 +1,10 @@
 """Test harness for report exchange: a real tree of nodes (data dir, database, key, gRPC server on port 0 each).
 
-Nodes are created with the real ``supnet init`` code, registered with their children's public keys through the
-real config file, filled by the real synthetic generator and importer, and served by the real NodeServer. The
-expected totals of a test are read straight from the nodes' own databases, never from the roll-up under test.
+Nodes are created with the real ``supnet init`` code, get the tree's PKI through the real enrolment flow
+(federation.provisioning), are registered with their children through the real config file, filled by the real
+synthetic generator and importer, and served by the real NodeServer over mutual TLS (``plaintext=True``: the
+insecure plaintext mode with the children's public keys in the config). The expected totals of a test are read
+straight from the nodes' own databases, never from the roll-up under test.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from sqlalchemy import func, select
 
 from federation.canonical import COUNTER_FIELDS
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
+from federation.provisioning import provision_tree
+from federation.signing import public_key_b64
+from federation.tls import node_channel, pki_directory
 from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
 from node.ingest.listeners import IngestListener, default_listeners
+from node.node_keys import signing_identity
 from node.reporting import ReportSender
 from node.server import NodeServer
 from node.store.database import make_engine, migrate
@@ -110,10 +116,12 @@ class Tree:
         clock: Clock | None = None,
         db_urls: dict[str, str] | None = None,
         federation: dict[str, Any] | None = None,
+        plaintext: bool = False,
     ) -> None:
         self.root_dir = root_dir
         self.clock = clock or Clock()
         self.ids = list(node_ids)
+        self.plaintext = plaintext
         self.nodes: dict[str, TreeNode] = {}
         db_urls = db_urls or {}
         keys = {}
@@ -124,12 +132,15 @@ class Tree:
                 shutil.copyfile(_migrated_template(), root_dir / node_id / "node.db")
             result = init_node(root_dir / node_id, node_id, db_url=db_urls.get(node_id, ""))
             keys[node_id] = result.public_key_b64
+        if not plaintext:
+            provision_tree({node_id: root_dir / node_id / "pki" for node_id in self.ids})
         self._federation = {
             "report_interval_seconds": 60.0,
             "stale_after_intervals": 3,
             "rpc_timeout_seconds": 5.0,
             "retry_base_seconds": 0.2,
             "retry_max_seconds": 1.0,
+            "insecure_plaintext": plaintext,
             **(federation or {}),
         }
         for node_id in self.ids:
@@ -137,13 +148,19 @@ class Tree:
             config.federation = config.federation.model_copy(
                 update={
                     **self._federation,
-                    "children": [ChildConfig(id=child, public_key=keys[child]) for child in self.children_of(node_id)],
+                    # With the PKI the children's keys come from their certificate chains, not the config.
+                    "children": [
+                        ChildConfig(id=child, public_key=keys[child] if plaintext else "")
+                        for child in self.children_of(node_id)
+                    ],
                 }
             )
             save_config(root_dir / node_id, config)
         for node_id in self.ids:
             node = open_node(root_dir / node_id, clock=self.clock)
-            self.nodes[node_id] = TreeNode(node_id, root_dir / node_id, node, keys[node_id])
+            # The key the node signs with: its PKI report key, or the plaintext-mode key of ``supnet init``.
+            signing_key = public_key_b64(signing_identity(node).private_key.public_key())
+            self.nodes[node_id] = TreeNode(node_id, root_dir / node_id, node, signing_key)
         # Top-down: a node's sender needs its parent's port, and its own server hands children's reports
         # to that sender (report-on-change upward).
         for node_id in sorted(self.ids, key=lambda node_id: node_id.count(".")):
@@ -196,9 +213,14 @@ class Tree:
         assert sender is not None, f"{node_id} has no parent"
         return sender
 
-    def stub(self, node_id: str) -> tuple[NodeServiceStub, grpc.Channel]:
-        """A client stub to a parent's server (the caller closes the channel)."""
-        channel = grpc.insecure_channel(f"127.0.0.1:{self.nodes[node_id].port}")
+    def stub(self, node_id: str, as_node: str | None = None) -> tuple[NodeServiceStub, grpc.Channel]:
+        """A client stub to node_id's server, connected with as_node's TLS certificate (the caller closes it).
+
+        ``as_node`` defaults to node_id's first child (the usual caller of SubmitReport).
+        """
+        caller = as_node or self.children_of(node_id)[0]
+        pki = None if self.plaintext else pki_directory(self.root_dir / caller)
+        channel = node_channel(pki, f"127.0.0.1:{self.nodes[node_id].port}", node_id)
         return NodeServiceStub(channel), channel
 
     def report_up(self, kind: str = "incremental") -> None:

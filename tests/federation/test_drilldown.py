@@ -1,4 +1,5 @@
-"""Drill-down over a real four-level tree of gRPC nodes: routing hop by hop, authorization, paging, masking."""
+"""Drill-down over a real four-level tree of gRPC nodes (mutual TLS): routing hop by hop, authorization, paging,
+masking."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import generate_keypair, public_key_from_b64, sign_envelope, verify_envelope
+from federation.signing import generate_keypair, verify_envelope
 from node.drilldown.client import DrilldownClient
 from node.drilldown.router import QUERY_BODY_TYPE, build_query
-from tests.federation.test_drilldown_helpers import Tree, node_key, running_tree
+from tests.federation.test_drilldown_helpers import Tree, node_identity, node_key, running_tree
 
 CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}
 STREET = "gd.gz.py.sq"
@@ -37,23 +38,32 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     yield from running_tree(tmp_path_factory.mktemp("drilldown"), CASES)
 
 
-def _send(address: str, envelope: SignedEnvelope) -> SignedEnvelope:
-    with grpc.insecure_channel(address) as channel:
+def _send(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> SignedEnvelope:
+    """Query to_node's server over mutual TLS with as_node's certificate."""
+    with tree.channel(as_node, to_node) as channel:
         try:
             reply: SignedEnvelope = NodeServiceStub(channel).Query(envelope, timeout=5)
         except grpc.RpcError as error:
-            raise supnet_error_from_rpc(error, address) from error
+            raise supnet_error_from_rpc(error, to_node) from error
     return reply
+
+
+def _query(tree: Tree, requester: str, target: str, **request: object) -> SignedEnvelope:
+    """A query signed by requester's report key with its certificate chain, as DrilldownClient sends it."""
+    identity = node_identity(tree, requester)
+    return build_query(
+        identity.private_key, requester, target, certificate_chain=identity.certificate_chain, **request
+    )
 
 
 def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) -> None:
     with tree.client("gd") as client:
         answer = client.ask(STREET, cases=dd.CasesRequest(overdue_only=True), page_size=1000)
     assert answer.envelope.signer_id == STREET
-    # Relayed unchanged: the street's own key verifies the bytes the province received.
-    street_key = public_key_from_b64(tree["gd.gz.py"].node.config.federation.children[0].public_key)
-    verify_envelope(answer.envelope, street_key)
-    assert "checked by its parent" in answer.verified_by
+    # Relayed unchanged: the street's own key verifies the bytes the province received, and the province
+    # checked them itself through the street's certificate chain.
+    verify_envelope(answer.envelope, node_key(tree, STREET).public_key())
+    assert "checked here through its certificate chain to the root gd" in answer.verified_by
     got = sorted(row.case_no for row in answer.body.cases.cases)
     with tree[STREET].db() as conn:
         expected = sorted(
@@ -139,8 +149,8 @@ def test_stored_report_fetched_by_node_and_sequence_is_the_signed_one(tree: Tree
         with pytest.raises(NotFoundError, match=r"not of gd\.gz\.py\.sq"):
             client.ask("gd", report=dd.ReportRequest(node_id=STREET))
     assert latest.signer_id == "gd.gz.py"
-    district_key = public_key_from_b64(tree["gd.gz"].node.config.federation.children[0].public_key)
-    verify_envelope(latest, district_key)
+    verify_envelope(latest, node_key(tree, "gd.gz.py").public_key())
+    assert latest.certificate_chain  # stored as received: any ancestor can check it offline
     assert parse_body(first, ReportBody).sequence == 1
     if body.sequence == 2:
         assert body.previous_digest == report_digest(first)
@@ -148,18 +158,18 @@ def test_stored_report_fetched_by_node_and_sequence_is_the_signed_one(tree: Tree
 
 def test_drilldown_from_a_sibling_is_rejected(tree: Tree) -> None:
     # gd.sz is a city like gd.gz: it may not drill into gd.gz's subtree, neither at gd.gz nor below.
-    query = build_query(node_key(tree, "gd.sz"), "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
-    with pytest.raises(PermissionDeniedError, match=r"only from its parent gd .* signed by gd.sz"):
-        _send(tree["gd.gz"].address, query)
-    query = build_query(node_key(tree, "gd.sz"), "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
-    with pytest.raises(PermissionDeniedError, match=r"signed by gd\.sz"):
-        _send(tree["gd.gz.py"].address, query)
+    query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
+    with pytest.raises(PermissionDeniedError, match=r"only from its parent gd .* the caller is gd\.sz"):
+        _send(tree, "gd.sz", "gd.gz", query)
+    query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
+    with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.sz"):
+        _send(tree, "gd.sz", "gd.gz.py", query)
 
 
 def test_a_child_cannot_query_its_parent(tree: Tree) -> None:
-    query = build_query(node_key(tree, "gd.gz.py"), "gd.gz.py", "gd.gz", alerts=dd.AlertsRequest())
-    with pytest.raises(PermissionDeniedError, match=r"signed by gd\.gz\.py"):
-        _send(tree["gd.gz"].address, query)
+    query = _query(tree, "gd.gz.py", "gd.gz", alerts=dd.AlertsRequest())
+    with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.gz\.py"):
+        _send(tree, "gd.gz.py", "gd.gz", query)
     # Through its own server a node reaches only its own subtree.
     with tree.client("gd.gz.py") as client, pytest.raises(PermissionDeniedError, match="not in the subtree"):
         client.ask("gd.gz", alerts=dd.AlertsRequest())
@@ -168,27 +178,32 @@ def test_a_child_cannot_query_its_parent(tree: Tree) -> None:
 def test_forged_parent_signature_and_replay_are_refused(tree: Tree) -> None:
     forged_key, _ = generate_keypair()
     forged = build_query(forged_key, "gd", "gd.gz", complaints=dd.ComplaintsRequest())
-    with pytest.raises(UnauthenticatedError, match="does not match the verifying key"):
-        _send(tree["gd.gz"].address, forged)
-    tampered = build_query(node_key(tree, "gd"), "gd", "gd.gz", complaints=dd.ComplaintsRequest())
+    with pytest.raises(UnauthenticatedError, match="no certificate chain"):
+        _send(tree, "gd", "gd.gz", forged)
+    chain = node_identity(tree, "gd").certificate_chain
+    forged = build_query(forged_key, "gd", "gd.gz", certificate_chain=chain, complaints=dd.ComplaintsRequest())
+    with pytest.raises(UnauthenticatedError, match="its certificate binds key"):
+        _send(tree, "gd", "gd.gz", forged)
+    tampered = _query(tree, "gd", "gd.gz", complaints=dd.ComplaintsRequest())
     body = parse_body(tampered, dd.QueryBody)
     body.target_id = "gd.sz"
     tampered.body = serialize(body)
     with pytest.raises(UnauthenticatedError, match="signature does not verify"):
-        _send(tree["gd.gz"].address, tampered)
-    honest = build_query(node_key(tree, "gd"), "gd", "gd", complaints=dd.ComplaintsRequest())
-    reply = _send(tree["gd"].address, honest)
+        _send(tree, "gd", "gd.gz", tampered)
+    honest = _query(tree, "gd", "gd", complaints=dd.ComplaintsRequest())
+    reply = _send(tree, "gd", "gd", honest)
     assert parse_body(reply, dd.QueryAnswer).query_digest == envelope_digest(honest)
     with pytest.raises(StaleError, match="replay"):
-        _send(tree["gd"].address, honest)
+        _send(tree, "gd", "gd", honest)
 
 
 def test_requester_must_sign_for_itself(tree: Tree) -> None:
     body = dd.QueryBody(target_id="gd", requester_id="gd.gz", issued_at_ms=0, nonce=os.urandom(16))
     body.alerts.CopyFrom(dd.AlertsRequest())
-    envelope = sign_envelope(node_key(tree, "gd"), "gd", QUERY_BODY_TYPE, serialize(body))
-    with pytest.raises(PermissionDeniedError, match="must name gd as requester"):
-        _send(tree["gd"].address, envelope)
+    identity = node_identity(tree, "gd")
+    envelope = identity.sign(QUERY_BODY_TYPE, serialize(body))
+    with pytest.raises(PermissionDeniedError, match=r"names gd\.gz as requester; a requester signs its own"):
+        _send(tree, "gd", "gd", envelope)
 
 
 def test_unreachable_child_is_named(tmp_path: Path) -> None:
@@ -217,7 +232,7 @@ def test_client_refuses_an_answer_to_another_query(tree: Tree) -> None:
     # A man in the middle replaying an old (validly signed) answer for a new query is caught by query_digest.
     with tree.client("gd") as client:
         old = client.ask("gd", alerts=dd.AlertsRequest()).envelope
-        new_query = build_query(node_key(tree, "gd"), "gd", "gd", alerts=dd.AlertsRequest())
+        new_query = _query(tree, "gd", "gd", alerts=dd.AlertsRequest())
         with pytest.raises(Exception, match="answers another query"):
             client._checked(old, new_query, "gd")
     assert isinstance(client, DrilldownClient)

@@ -1,6 +1,9 @@
 """Shared builder for drill-down, verify and ingest tests: a real tree of nodes, each with its own SQLite file,
 real synthetic data imported through the real importer, and a real gRPC NodeServer on a loopback port.
 
+By default the tree gets its PKI through the real enrolment flow (federation.provisioning) and every call runs
+over mutual TLS; ``plaintext=True`` builds the insecure plaintext mode (children's keys in the config).
+
 (No tests here; the module name keeps it next to the tests that use it.)
 """
 
@@ -12,16 +15,19 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.launcher import free_ports
+from federation.provisioning import provision_tree
+from federation.tls import node_channel, pki_directory
 from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.drilldown.client import DrilldownClient
-from node.drilldown.router import load_node_key
 from node.ingest.importer import Importer
 from node.ingest.listeners import IngestListener, default_listeners
+from node.node_keys import SigningIdentity, signing_identity
 from node.reporting import ReportSender
 from node.server import NodeServer
 from node.synthetic.generator import generate
@@ -60,6 +66,7 @@ class Tree:
     """A running tree; ``settle()`` pushes reports bottom-up until the root holds everything."""
 
     nodes: dict[str, TreeNode] = field(default_factory=dict)
+    plaintext: bool = False
 
     def __getitem__(self, node_id: str) -> TreeNode:
         return self.nodes[node_id]
@@ -74,6 +81,11 @@ class Tree:
     def client(self, node_id: str) -> DrilldownClient:
         """The local operator of node_id talking to its own server."""
         return DrilldownClient.for_node(self.nodes[node_id].node, self.nodes[node_id].address)
+
+    def channel(self, as_node: str, to_node: str, *, expected: str | None = None) -> grpc.Channel:
+        """A channel from as_node (its TLS certificate) to to_node's server, accepting only ``expected``'s."""
+        pki = None if self.plaintext else pki_directory(self.nodes[as_node].data_dir)
+        return node_channel(pki, self.nodes[to_node].address, expected or to_node)
 
     def case_count(self, node_ids: list[str]) -> int:
         total = 0
@@ -90,13 +102,16 @@ class Tree:
             tree_node.node.close()
 
 
-def build_tree(base: Path, cases: dict[str, int], *, seed: int = 3) -> Tree:
-    """Init, configure, fill and serve every node of ``cases`` (node id -> synthetic cases to import)."""
+def build_tree(base: Path, cases: dict[str, int], *, seed: int = 3, plaintext: bool = False) -> Tree:
+    """Init, enrol, configure, fill and serve every node of ``cases`` (node id -> synthetic cases to import)."""
     ids = sorted(cases, key=lambda node_id: (node_id.count("."), node_id))
     keys = {}
     for node_id in ids:
         result = init_node(base / node_id, node_id, level=LEVELS[min(node_id.count("."), 3)], name=node_id.upper())
-        keys[node_id] = result.public_key_b64
+        # Only the plaintext mode names keys in the config; with the PKI they travel in certificate chains.
+        keys[node_id] = result.public_key_b64 if plaintext else ""
+    if not plaintext:
+        provision_tree({node_id: base / node_id / "pki" for node_id in ids})
     addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in zip(ids, free_ports(len(ids)), strict=True)}
     for node_id in ids:
         config = load_config(base / node_id)
@@ -113,8 +128,9 @@ def build_tree(base: Path, cases: dict[str, int], *, seed: int = 3) -> Tree:
             if child.rpartition(".")[0] == node_id
         ]
         federation.rpc_timeout_seconds = 5.0
+        federation.insecure_plaintext = plaintext
         save_config(base / node_id, config)
-    tree = Tree()
+    tree = Tree(plaintext=plaintext)
     try:
         for node_id in ids:
             node = open_node(base / node_id)
@@ -135,13 +151,18 @@ def build_tree(base: Path, cases: dict[str, int], *, seed: int = 3) -> Tree:
 
 
 def node_key(tree: Tree, node_id: str) -> Ed25519PrivateKey:
-    """The private key of a node (to forge or sign queries in tests)."""
-    return load_node_key(tree[node_id].node)
+    """The private signing key of a node (to forge or sign queries in tests)."""
+    return signing_identity(tree[node_id].node).private_key
 
 
-def running_tree(base: Path, cases: dict[str, int]) -> Iterator[Tree]:
+def node_identity(tree: Tree, node_id: str) -> SigningIdentity:
+    """A node's signing key with its report certificate chain (empty in the plaintext mode)."""
+    return signing_identity(tree[node_id].node)
+
+
+def running_tree(base: Path, cases: dict[str, int], *, plaintext: bool = False) -> Iterator[Tree]:
     """Generator body for fixtures: build, settle, yield, close."""
-    tree = build_tree(base, cases)
+    tree = build_tree(base, cases, plaintext=plaintext)
     try:
         tree.settle()
         yield tree

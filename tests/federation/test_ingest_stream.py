@@ -1,4 +1,5 @@
-"""gRPC ingest stream against a real node server: per-record answers, durability before the answer, broken streams."""
+"""gRPC ingest stream against a real node server (mutual TLS, the node's ingest credential): per-record answers,
+durability before the answer, broken streams."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from node.app import open_node
 from node.cli.init_cmd import init_node
 from node.server import NodeServer
+from tests.federation.pki_helpers import ingest_client, provision
 
 ACCEPTED = IngestOutcome.INGEST_OUTCOME_ACCEPTED
 DUPLICATE = IngestOutcome.INGEST_OUTCOME_DUPLICATE
@@ -49,15 +51,21 @@ def acceptance(number: int, **overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    init_node(tmp_path / "py", "gd.gz.py", level="district")
-    node = open_node(tmp_path / "py")
+    init_node(tmp_path / "gd.gz.py", "gd.gz.py", level="district")
+    provision(tmp_path, ["gd.gz.py"])
+    node = open_node(tmp_path / "gd.gz.py")
     server = NodeServer(node, address="127.0.0.1:0")
     server.start()
     try:
-        yield server.bound_address, tmp_path / "py" / "node.db"
+        yield server.bound_address, tmp_path / "gd.gz.py" / "node.db"
     finally:
         server.stop(1)
         node.close()
+
+
+def _channel(database: Path, address: str) -> grpc.Channel:
+    """The business system's channel: its ingest credential, issued by the node's own CA."""
+    return ingest_client(database.parent, "gd.gz.py", address)
 
 
 def _count(database: Path, table: str = "cases") -> int:
@@ -76,7 +84,7 @@ def test_each_record_gets_its_outcome_in_order(served: tuple[str, Path]) -> None
         IngestRecord(seq=15, kind="acceptance", fields=acceptance(1, department="别的部门")),
         IngestRecord(seq=16, kind="bogus", fields={"a": "b"}),
     ]
-    with grpc.insecure_channel(address) as channel:
+    with _channel(database, address) as channel:
         results = list(IngestServiceStub(channel).Ingest(iter(records), timeout=10))
     assert [r.seq for r in results] == [10, 11, 12, 13, 14, 15, 16]
     assert [r.outcome for r in results] == [ACCEPTED, ACCEPTED, REJECTED, DUPLICATE, REJECTED, REJECTED, REJECTED]
@@ -97,7 +105,7 @@ def test_answer_comes_after_commit_one_record_at_a_time(served: tuple[str, Path]
         while (record := outgoing.get()) is not None:
             yield record
 
-    with grpc.insecure_channel(address) as channel:
+    with _channel(database, address) as channel:
         replies = IngestServiceStub(channel).Ingest(requests(), timeout=20)
         outgoing.put(IngestRecord(seq=1, kind="item", fields=ITEM))
         assert next(replies).outcome == ACCEPTED
@@ -124,7 +132,7 @@ def test_broken_stream_loses_nothing_that_was_answered(served: tuple[str, Path])
         release.wait(10)  # keep the stream open: the client breaks it, not a clean end
 
     answered: list[IngestResult] = []
-    with grpc.insecure_channel(address) as channel:
+    with _channel(database, address) as channel:
         call = IngestServiceStub(channel).Ingest(stalling(), timeout=20)
         for reply in call:
             answered.append(reply)
@@ -139,7 +147,7 @@ def test_broken_stream_loses_nothing_that_was_answered(served: tuple[str, Path])
     assert {f"PY-2026-{n:06d}" for n in accepted if n} <= stored
 
     # The client re-sends everything: what was stored comes back DUPLICATE, the rest ACCEPTED, nothing twice.
-    with grpc.insecure_channel(address) as channel:
+    with _channel(database, address) as channel:
         again = list(IngestServiceStub(channel).Ingest(iter(records), timeout=20))
     outcomes = {r.seq: r.outcome for r in again}
     assert set(outcomes.values()) <= {ACCEPTED, DUPLICATE}

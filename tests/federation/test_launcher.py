@@ -72,9 +72,16 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path) -> None:
         assert [s.health for s in status(base)] == ["SERVING"] * 3
         saved = FederationState.load(base)
         assert [node.pid for node in saved.nodes] == [node.pid for node in state.nodes]
-        # The configs the launcher wrote wire the tree: the city knows its parent and its child.
+        # The configs the launcher wrote wire the tree: the city knows its parent and its child; no keys in
+        # them, every node holds its enrolled certificates and runs over mutual TLS.
         config = (base / "gd.gz" / "supnet.toml").read_text(encoding="utf-8")
         assert state.node("gd").address in config and state.node("gd.gz.py").address in config
+        assert 'public_key = ""' in config and "insecure_plaintext = false" in config
+        assert not state.insecure_plaintext and any("mutual TLS" in message for message in messages)
+        for node in state.nodes:
+            assert (Path(node.data_dir) / "pki" / "tls.pem").is_file()
+            assert (Path(node.data_dir) / "pki" / "ingest" / "local-ingest.pem").is_file()
+            assert "over mutual TLS" in (Path(node.data_dir) / "serve.log").read_text(encoding="utf-8")
 
         _register_commands()
         result = CliRunner().invoke(

@@ -20,7 +20,8 @@ from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 from federation.signing import generate_keypair, sign_envelope
 from federation.tables import child_chains, outbox, received_reports
 from node.app import open_node
-from node.reporting import ReportSender, build_reports, load_report_key, node_outbox, outbox_overflow_count
+from node.node_keys import signing_identity
+from node.reporting import ReportSender, build_reports, node_outbox, outbox_overflow_count
 from node.store.federation_models import ChildBucket
 from tests.federation.reports_tree import Tree, nonzero, own_totals, subtree_of
 
@@ -42,17 +43,19 @@ def _pending(tree: Tree, node_id: str) -> int:
         return node_outbox(tree[node_id]).pending_count(conn)
 
 
-def _submit(tree: Tree, parent_id: str, envelope: SignedEnvelope) -> object:
-    stub, channel = tree.stub(parent_id)
+def _submit(tree: Tree, parent_id: str, envelope: SignedEnvelope, as_node: str | None = None) -> object:
+    """SubmitReport over mutual TLS as ``as_node`` (default: the envelope's signer, as a real child sends)."""
+    caller = as_node or (envelope.signer_id if envelope.signer_id in tree.nodes else None)
+    stub, channel = tree.stub(parent_id, caller)
     try:
         return stub.SubmitReport(envelope, timeout=5)
     finally:
         channel.close()
 
 
-def _refusal(tree: Tree, parent_id: str, envelope: SignedEnvelope) -> grpc.RpcError:
+def _refusal(tree: Tree, parent_id: str, envelope: SignedEnvelope, as_node: str | None = None) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as raised:
-        _submit(tree, parent_id, envelope)
+        _submit(tree, parent_id, envelope, as_node)
     return raised.value
 
 
@@ -180,39 +183,52 @@ def test_tampered_or_foreign_reports_are_rejected_with_precise_statuses(tree: Tr
 
     stranger_key, _ = generate_keypair()
     forged = sign_envelope(stranger_key, "gd.a", REPORT_BODY_TYPE, report.envelope.body)
-    assert _refusal(tree, "gd", forged).code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    refusal = _refusal(tree, "gd", forged)
+    assert refusal.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert "no certificate chain" in refusal.details()  # type: ignore[attr-defined]
+    # A stranger's key under gd.a's real certificate chain: the chain binds another key.
+    forged.certificate_chain.extend(report.envelope.certificate_chain)
+    refusal = _refusal(tree, "gd", forged)
+    assert refusal.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert "its certificate binds key" in refusal.details()  # type: ignore[attr-defined]
 
+    # gd.a's connection carrying a report signed as gd.zz (or as its sibling): a child speaks only for itself.
     unknown = sign_envelope(stranger_key, "gd.zz", REPORT_BODY_TYPE, serialize(_report("gd.zz", 1, b"")))
-    refusal = _refusal(tree, "gd", unknown)
+    refusal = _refusal(tree, "gd", unknown, as_node="gd.a")
     assert refusal.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    assert "unknown child 'gd.zz'" in refusal.details()  # type: ignore[attr-defined]
+    assert "signed as gd.zz arrived over the connection of gd.a" in refusal.details()  # type: ignore[attr-defined]
 
     # gd.b signs a report claiming to come from gd.a: a registered child may only speak for itself.
     impostor_body = serialize(_report("gd.a", 1, b""))
-    impostor = sign_envelope(load_report_key(tree["gd.b"]), "gd.b", REPORT_BODY_TYPE, impostor_body)
+    impostor = signing_identity(tree["gd.b"]).sign(REPORT_BODY_TYPE, impostor_body)
     refusal = _refusal(tree, "gd", impostor)
     assert refusal.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert "claims to come from gd.a" in refusal.details()  # type: ignore[attr-defined]
     assert _count(tree, "gd", received_reports) == 0 and _count(tree, "gd", ChildBucket.__table__) == 0
 
     assert _submit(tree, "gd", report.envelope).stored  # type: ignore[attr-defined]
 
 
 def test_broken_chain_and_stale_sequence_are_refused(tree: Tree) -> None:
-    key = load_report_key(tree["gd.b"])
-    first = sign_envelope(key, "gd.b", REPORT_BODY_TYPE, serialize(_report("gd.b", 1, b"", received=5)))
+    identity = signing_identity(tree["gd.b"])
+
+    def sign(body: ReportBody) -> SignedEnvelope:
+        return identity.sign(REPORT_BODY_TYPE, serialize(body))
+
+    first = sign(_report("gd.b", 1, b"", received=5))
     assert _submit(tree, "gd", first).stored  # type: ignore[attr-defined]
 
-    broken = sign_envelope(key, "gd.b", REPORT_BODY_TYPE, serialize(_report("gd.b", 2, b"\x01" * 32, received=6)))
+    broken = sign(_report("gd.b", 2, b"\x01" * 32, received=6))
     refusal = _refusal(tree, "gd", broken)
     assert refusal.code() is grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     assert "breaks the hash chain" in refusal.details()  # type: ignore[attr-defined]
 
-    rewritten = sign_envelope(key, "gd.b", REPORT_BODY_TYPE, serialize(_report("gd.b", 1, b"", received=500)))
+    rewritten = sign(_report("gd.b", 1, b"", received=500))
     refusal = _refusal(tree, "gd", rewritten)
     assert refusal.code() is grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
     assert "already received" in refusal.details()  # type: ignore[attr-defined]
 
-    good = sign_envelope(key, "gd.b", REPORT_BODY_TYPE, serialize(_report("gd.b", 2, report_digest(first), received=6)))
+    good = sign(_report("gd.b", 2, report_digest(first), received=6))
     assert _submit(tree, "gd", good).stored  # type: ignore[attr-defined]
     with tree["gd"].engine.connect() as conn:
         assert conn.execute(select(child_chains.c.last_sequence)).scalar_one() == 2

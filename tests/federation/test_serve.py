@@ -1,4 +1,4 @@
-"""``supnet serve`` as a real process, clean shutdown, health and reflection, and the scheduler's jobs."""
+"""``supnet serve`` as a real process over mutual TLS, clean shutdown, health and reflection, the scheduler's jobs."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.scheduler import NodeScheduler
 from node.server import NodeServer
+from tests.federation.pki_helpers import channel_as, ingest_client, provision
 from tests.federation.test_ingest_stream import ITEM, acceptance
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -47,8 +48,9 @@ def _wait_for_state(data_dir: Path, process: subprocess.Popen[bytes], timeout: f
 
 
 def test_serve_process_answers_health_reflection_info_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    data_dir = tmp_path / "gz"
+    data_dir = tmp_path / "gd.gz"
     init_node(data_dir, "gd.gz", level="city", name="广州市")
+    provision(tmp_path, ["gd", "gd.gz"])
     config = load_config(data_dir)
     config.federation.listen = "127.0.0.1:0"
     config.federation.children = [ChildConfig(id="gd.gz.py")]
@@ -63,7 +65,8 @@ def test_serve_process_answers_health_reflection_info_and_stops_cleanly_on_sigte
         state = _wait_for_state(data_dir, process)
         address = str(state["address"])
         assert state["pid"] == process.pid
-        with grpc.insecure_channel(address) as channel:
+        # The province (gd.gz's parent) calls over mutual TLS, expecting gd.gz's certificate.
+        with channel_as(tmp_path / "gd", address, "gd.gz") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == SERVING
             assert health.Check(health_pb2.HealthCheckRequest(service=NODE_SERVICE_NAME), timeout=5).status == SERVING
@@ -82,13 +85,15 @@ def test_serve_process_answers_health_reflection_info_and_stops_cleanly_on_sigte
             process.wait()
     assert process.returncode == 0, output.decode()
     assert "stopped cleanly" in output.decode()
+    assert "over mutual TLS" in output.decode()
     assert not (data_dir / "serve.json").exists()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NodeServer]:
-    init_node(tmp_path / "py", "gd.gz.py")
-    node = open_node(tmp_path / "py")
+    init_node(tmp_path / "gd.gz.py", "gd.gz.py")
+    provision(tmp_path, ["gd.gz.py"])
+    node = open_node(tmp_path / "gd.gz.py")
     node_server = NodeServer(node, address="127.0.0.1:0")
     node_server.start()
     try:
@@ -107,7 +112,8 @@ def test_stop_goes_not_serving_first_and_lets_in_flight_calls_finish(server: Nod
         while (record := outgoing.get()) is not None:
             yield record
 
-    with grpc.insecure_channel(address) as channel:
+    data_dir = server.node.data_dir
+    with channel_as(data_dir, address, "gd.gz.py") as channel, ingest_client(data_dir, "gd.gz.py", address) as ingest:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
 
         def follow() -> None:
@@ -119,7 +125,7 @@ def test_stop_goes_not_serving_first_and_lets_in_flight_calls_finish(server: Nod
 
         threading.Thread(target=follow, daemon=True).start()
         assert statuses.get(timeout=5) == SERVING
-        replies = IngestServiceStub(channel).Ingest(requests(), timeout=20)
+        replies = IngestServiceStub(ingest).Ingest(requests(), timeout=20)
         outgoing.put(IngestRecord(seq=1, kind="item", fields=ITEM))
         assert next(replies).outcome == IngestOutcome.INGEST_OUTCOME_ACCEPTED
 

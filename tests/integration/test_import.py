@@ -461,3 +461,40 @@ def test_special_procedure_rules(node: Node, tmp_path: Path) -> None:
             first,
             second,
         ]
+
+
+def test_a_completion_in_a_year_without_calendar_is_rejected_alone(node: Node, tmp_path: Path) -> None:
+    from node.ingest.listeners import default_listeners
+    from node.metrics import check_buckets
+
+    covered = node.calendar.covered_years()
+    missing = covered[-1] + 1
+    last = covered[-1]
+    items = write(tmp_path / "items.csv", ITEMS)
+    acceptances = write(
+        tmp_path / "acceptances.csv",
+        "case_no,implementation_code,department,accepted_at\n"
+        f"Y1,I1,番禺区市场监督管理局,{last}1102T090000\n"
+        f"Y2,I1,番禺区市场监督管理局,{last}1102T090000\n",
+    )
+    completions = write(
+        tmp_path / "completions.csv",
+        f"case_no,completed_at\nY1,{missing}0105T100000\nY2,{last}1110T100000\n",
+    )
+    importer = Importer(node, listeners=default_listeners(node))
+    summary = importer.import_files([items, acceptances, completions])
+    assert (summary.accepted, summary.rejected) == (2 + 2 + 1, 1)
+    (error,) = summary.errors
+    assert (Path(error.file).name, error.line, error.field, error.reason, error.key) == (
+        "completions.csv",
+        2,
+        "completed_at",
+        "calendar",
+        "Y1",
+    )
+    assert f"no working-day calendar for year {missing}; add it to the holiday file" in error.message
+    with node.engine.connect() as conn:
+        statuses = dict(conn.execute(select(Case.case_no, Case.status)).all())
+        assert statuses == {"Y1": "open", "Y2": "completed"}
+        assert conn.execute(select(Completion.case_no)).scalars().all() == ["Y2"]
+    assert check_buckets(node) == []

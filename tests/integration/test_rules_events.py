@@ -233,3 +233,76 @@ def test_disabled_rule_raises_nothing(tmp_path: Path, db_url: str, clock: Clock)
     )
     assert alert_keys(node) == []
     node.close()
+
+
+def test_pending_step_past_its_limit_at_import_fires_once(node: Node) -> None:
+    # The clock is Thu 03-20 12:00. Step limits count working days from the step's start day.
+    records: list[Record] = [
+        *items(),
+        acceptance("P-1"),
+        # Pending since Mon 03-10 with a 2-day limit: due end of Wed 03-12, long past -> R05 now.
+        step("P-1", "初审", "pass", "20250310T090000", status_code="1", step_limit="2", post="初审岗"),
+        # Pending since Wed 03-19 with a 3-day limit: due end of Mon 03-24, not yet -> nothing now.
+        step("P-1", "复审", "pass", "20250319T090000", status_code="1", step_limit="3"),
+        # A pending step without a limit is never overdue; one with no status code counts as done (A.x default 2).
+        step("P-1", "会签", "pass", "20250303T090000", status_code="1"),
+        step("P-1", "归档", "pass", "20250303T100000", step_limit="1"),
+    ]
+    load(node, [*items(), acceptance("P-DONE"), completion("P-DONE", "20250305T100000")])
+    # Pending past its limit, but its case is already completed: no reminder about a closed case.
+    records.append(step("P-DONE", "收件", "pass", "20250304T090000", status_code="1", step_limit="1"))
+    load(node, records)
+    ids = step_ids(node)
+    assert alert_keys(node) == [("R05", f"case:P-1:step:{ids['初审']}")]
+    with node.engine.connect() as conn:
+        reminder = list_alerts(conn, rule_id="R05")[0]
+    assert (reminder.severity, reminder.post, reminder.step_id) == ("reminder", "初审岗", ids["初审"])
+    assert "pending" in reminder.message and "2025-03-12 23:59" in reminder.message
+    # Re-sending is a duplicate; a scan finds nothing new until the second step's due passes.
+    assert load(node, records).duplicates == len(records)
+    assert run_scan(node, datetime(2025, 3, 24, 23, 0)).by_rule.get("R05") is None
+    assert run_scan(node, datetime(2025, 3, 25, 9, 0)).by_rule == {"R05": 1}
+    assert run_scan(node, datetime(2025, 3, 26, 9, 0)).by_rule.get("R05") is None
+    assert run_scan(node, datetime(2025, 3, 26, 9, 0), full=True).by_rule.get("R05") is None
+    reminders = [key for key in alert_keys(node) if key[0] == "R05"]
+    assert reminders == [("R05", f"case:P-1:step:{ids['初审']}"), ("R05", f"case:P-1:step:{ids['复审']}")]
+    assert_metrics_consistent(node)
+
+
+def test_completion_fee_flag_fires_r06_once_per_case(node: Node) -> None:
+    records: list[Record] = [
+        *items(),
+        # Free item, completion says fees were charged (no payment record at all).
+        acceptance("CF-FREE"),
+        completion("CF-FREE", "20250305T100000", fee_flag="1"),
+        # Fee item (standard 50.00): two payments of 30 are each within the standard, 60 in total is not.
+        acceptance("CF-OVER", implementation_code=FEE_ITEM_CODE),
+        ("payment", 0, {"case_no": "CF-OVER", "amount": "30.00", "paid_at": "20250304T100000"}),
+        ("payment", 0, {"case_no": "CF-OVER", "amount": "30.00", "paid_at": "20250304T110000"}),
+        completion("CF-OVER", "20250305T100000", fee_flag="1"),
+        # Fee item paid exactly the standard: nothing.
+        acceptance("CF-OK", implementation_code=FEE_ITEM_CODE),
+        ("payment", 0, {"case_no": "CF-OK", "amount": "50.00", "paid_at": "20250304T100000"}),
+        completion("CF-OK", "20250305T100000", fee_flag="1"),
+        # Free item, a payment already raised R06: the completion adds no second card for the same charge.
+        acceptance("CF-PAID"),
+        ("payment", 0, {"case_no": "CF-PAID", "amount": "20.00", "paid_at": "20250304T100000"}),
+        completion("CF-PAID", "20250305T100000", fee_flag="1"),
+        # Free item, completion says no fee: nothing.
+        acceptance("CF-NONE"),
+        completion("CF-NONE", "20250305T100000", fee_flag="0"),
+    ]
+    load(node, records)
+    keys = alert_keys(node)
+    assert [subject for _, subject in keys if not subject.startswith("case:CF-PAID:payment:")] == [
+        "case:CF-FREE:completion",
+        "case:CF-OVER:completion",
+    ]
+    assert {rule for rule, _ in keys} == {"R06"} and len(keys) == 3
+    with node.engine.connect() as conn:
+        cards = {a.subject: a for a in list_alerts(conn, rule_id="R06")}
+    assert cards["case:CF-OVER:completion"].severity == "red"
+    assert "60.00" in cards["case:CF-OVER:completion"].message
+    assert load(node, records).duplicates == len(records)
+    assert len(alert_keys(node)) == 3
+    assert_metrics_consistent(node)

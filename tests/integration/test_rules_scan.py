@@ -25,6 +25,7 @@ from tests.integration.test_rules_support import (
     OTHER_TYPE_ITEM_CODE,
     UNIT,
     Clock,
+    Record,
     acceptance,
     alert_keys,
     assert_metrics_consistent,
@@ -32,6 +33,7 @@ from tests.integration.test_rules_support import (
     items,
     load,
     make_node,
+    step,
 )
 
 
@@ -148,6 +150,41 @@ def test_incremental_scan_still_catches_cases_imported_late(node: Node) -> None:
     assert second.by_rule == {"R02": 1, "R03": 1}
     assert run_scan(node, datetime(2025, 3, 20, 9, 10)).by_rule == {}
     assert_metrics_consistent(node)
+
+
+def pending_step(case_no: str, name: str, started_at: str, limit: str) -> Record:
+    return step(case_no, name, "pass", started_at, status_code="1", step_limit=limit)
+
+
+def test_scan_finds_pending_steps_past_their_limit_once(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    # Type 10 items have R05 disabled; the clock (the import time) is Mon 03-03 12:00.
+    node = make_node(tmp_path, db_url, clock, {"item_types": {"10": {"R05": {"enabled": False}}}})
+    load(
+        node,
+        [*items(), acceptance("S-A"), acceptance("S-B"), acceptance("S-T10", implementation_code=OTHER_TYPE_ITEM_CODE)],
+    )
+    assert run_scan(node, datetime(2025, 3, 5, 9)).full
+    # Imported after that scan: pending since Mon 03-03 with a 1-day limit (due end of Tue 03-04, before the
+    # last scan time); with a 5-day limit (due end of Mon 03-10), its case completed on Fri 03-07; and one of a
+    # type with R05 disabled.
+    load(
+        node,
+        [
+            pending_step("S-A", "初审", "20250303T090000", "1"),
+            pending_step("S-B", "初审", "20250303T090000", "5"),
+            pending_step("S-T10", "初审", "20250303T090000", "1"),
+        ],
+    )
+    assert alert_keys(node) == []  # none was overdue at import time
+    second = run_scan(node, datetime(2025, 3, 5, 9, 5))
+    assert not second.full and second.by_rule == {"R05": 1}
+    load(node, [completion("S-B", "20250307T100000")])
+    assert run_scan(node, datetime(2025, 3, 11, 9)).by_rule.get("R05") is None
+    assert run_scan(node, datetime(2025, 3, 11, 9, 5), full=True).by_rule.get("R05") is None
+    reminders = [subject for rule, subject in alert_keys(node) if rule == "R05"]
+    assert len(reminders) == 1 and reminders[0].startswith("case:S-A:step:")
+    assert_metrics_consistent(node)
+    node.close()
 
 
 def test_changed_config_rescans_everything(tmp_path: Path, db_url: str, clock: Clock) -> None:

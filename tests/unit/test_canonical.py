@@ -18,6 +18,7 @@ from federation.canonical import (
     counters_to_dict,
     is_day,
     parse_body,
+    require_canonical_encoding,
     serialize,
     sort_buckets,
     validate_report_body,
@@ -147,6 +148,39 @@ def test_is_day() -> None:
     assert not is_day("2024-00-10")
     assert not is_day("2024-01-32")
     assert not is_day("2024-01-01T00:00")
+    assert not is_day("2025-02-29") and not is_day("2025-04-31")  # well-formed, but no such day
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: setattr(b.buckets[0].counters, "received", -1), "counter received is negative"),
+        (lambda b: setattr(b.buckets[0], "basic_code", "B" * 11), "longer than 10 / 2 characters"),
+        (lambda b: setattr(b.buckets[0], "item_type_code", "012"), "longer than 10 / 2 characters"),
+    ],
+)
+def test_values_no_honest_report_carries_are_refused(mutate: Callable[[ReportBody], object], message: str) -> None:
+    body = _valid_report()
+    mutate(body)
+    with pytest.raises(InvalidArgumentError, match=message):
+        validate_report_body(body)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        bytes([0xF8, 0x07, 0x01]),  # an unknown field 127
+        serialize(ReportBody(sequence=7)),  # sequence again: a parser keeps the last value
+        serialize(ReportBody(node_id="gd.gz")),  # a field after a higher-numbered one
+    ],
+)
+def test_only_the_canonical_encoding_of_a_body_is_accepted(extra: bytes) -> None:
+    body = _valid_report()
+    canonical = SignedEnvelope(signer_id="gd.gz", body_type=body_type_of(body), body=serialize(body))
+    require_canonical_encoding(canonical, parse_body(canonical, ReportBody))
+    padded = SignedEnvelope(signer_id="gd.gz", body_type=body_type_of(body), body=serialize(body) + extra)
+    with pytest.raises(InvalidArgumentError, match="not in canonical encoding"):
+        require_canonical_encoding(padded, parse_body(padded, ReportBody))
 
 
 def test_counter_helpers_add_field_by_field() -> None:

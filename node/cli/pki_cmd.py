@@ -1,0 +1,216 @@
+"""``supnet pki``: init-root, token, revoke, show, ingest-credential (the node's certificate authority)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from node.audit_log import Action
+from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
+from node.config import load_config
+from node.pki_admin import (
+    PkiInstalled,
+    describe,
+    init_root,
+    issue_ingest_credential,
+    issue_token,
+    parse_duration,
+    revoke,
+)
+
+
+def _day(text: str | None) -> str:
+    return text[:19].replace("T", " ") if text else "-"
+
+
+def print_installed(result: PkiInstalled, title: str, as_json: bool) -> None:
+    """Show what init-root or enroll wrote (shared with ``supnet enroll``)."""
+    data = result.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=title)
+    for column in ("certificate", "serial", "valid until", "issuer"):
+        table.add_column(column)
+    for role, info in data["certificates"].items():
+        table.add_row(role, info["serial"], _day(info["not_after"]), info["issuer"])
+    console.print(table)
+    console.print(f"pki directory: {data['pki_dir']}")
+    console.print(f"root fingerprint (SHA-256): {data['root_fingerprint']}", soft_wrap=True)
+    if data["replaced"]:
+        console.print(f"previous pki kept in {data['replaced']}")
+
+
+def _print_show(data: dict[str, Any]) -> None:
+    console.print(f"[bold]node {data['node_id']}[/] pki in {data['pki_dir']} (CA: {'yes' if data['has_ca'] else 'no'})")
+    console.print(f"root fingerprint (SHA-256): {data['root_fingerprint']}", soft_wrap=True)
+    own = Table(title="Own certificates")
+    for column in ("file", "role", "serial", "valid until", "days left"):
+        own.add_column(column)
+    for name, info in data["certificates"].items():
+        own.add_row(f"{name}.pem", info["role"] or "?", info["serial"], _day(info["not_after"]), str(info["days_left"]))
+    console.print(own)
+    if data["retired"]:
+        console.print("retired: " + ", ".join(data["retired"]))
+    if data["issued"]:
+        issued = Table(title="Certificates issued by this node's CA")
+        for column in ("subject", "role", "serial", "issued", "valid until", "revoked", "reason"):
+            issued.add_column(column)
+        for record in data["issued"]:
+            subject = record["subject_id"] + (f" ({record['name']})" if record["name"] else "")
+            revoked = _day(record["revoked_at"]) if record["revoked_at"] else ""
+            issued.add_row(
+                subject,
+                record["role"],
+                record["serial"],
+                _day(record["issued_at"]),
+                _day(record["not_after"]),
+                f"[red]{revoked}[/]" if revoked else "",
+                record["reason"],
+            )
+        console.print(issued)
+    if data["tokens"]:
+        tokens = Table(title="Enrolment tokens")
+        for column in ("child", "token hash", "status", "expires", "used"):
+            tokens.add_column(column)
+        for token in data["tokens"]:
+            tokens.add_row(
+                token["child_id"],
+                token["token_hash_prefix"] + "…",
+                token["status"],
+                _day(token["expires_at"]),
+                _day(token["used_at"]),
+            )
+        console.print(tokens)
+    crl = data["crl"]
+    if crl is not None:
+        listed = ", ".join(data["revoked_serials"]) or "none"
+        console.print(f"revocation list {crl['path']} (next update {_day(crl['next_update'])}): {listed}")
+        if crl["error"]:
+            console.print(f"[bold red]revocation list unusable[/] {crl['error']}")
+    if data["enrol_address"]:
+        console.print(f"enrolment listener: {data['enrol_address']}")
+    for warning in data["warnings"]:
+        console.print(f"[bold yellow]warning[/] {warning}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``supnet pki ...``."""
+    group = typer.Typer(
+        help="The node's certificate authority: init-root, token, revoke, show, ingest-credential.",
+        no_args_is_help=True,
+    )
+    app.add_typer(group, name="pki")
+
+    @group.command("init-root")
+    @handle_errors
+    def init_root_command(
+        data_dir: DataDir,
+        force: Annotated[
+            bool, typer.Option("--force", help="Replace an existing pki/ (kept as pki.replaced-<time>).")
+        ] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Province (root) node: create the root CA and the node's own TLS and report certificates in pki/."""
+        result = init_root(data_dir, force=force)
+        audit_admin_action(data_dir, Action.PKI_INIT_ROOT, result.node_id, {"force": force})
+        print_installed(result, f"root CA of {result.node_id} created", as_json)
+
+    @group.command("token")
+    @handle_errors
+    def token_command(
+        child_id: Annotated[str, typer.Argument(help="The direct child's node id, e.g. gd.gz.")],
+        data_dir: DataDir,
+        ttl: Annotated[str, typer.Option("--ttl", help="How long the token is valid: 30m, 24h, 7d…")] = "24h",
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Print a one-time enrolment token for a direct child (hand it over out of band)."""
+        issued = issue_token(data_dir, child_id, ttl=parse_duration(ttl))
+        # Never the token itself: the log must not let a reader enrol.
+        audit_admin_action(data_dir, Action.PKI_TOKEN_ISSUED, child_id, {"ttl": ttl})
+        config = load_config(data_dir)
+        registered = any(child.id == child_id for child in config.federation.children)
+        if as_json:
+            print_json({**issued.to_dict(), "registered_child": registered})
+            return
+        # Plain output: the token must stay on one line, untouched by rich's wrapping and markup.
+        typer.echo(issued.token)
+        where = issued.enrol_address or "HOST:PORT (the enrolment listener of 'supnet serve', see enrol.json)"
+        console.print(
+            f"one-time token for [bold]{child_id}[/], valid until {_day(issued.expires_at.isoformat())} UTC; "
+            f"on the child: supnet enroll --data-dir DIR --parent {where} --token TOKEN",
+            soft_wrap=True,
+        )
+        if not registered:
+            console.print(
+                f"[yellow]note[/] {child_id} is not in federation.children of {data_dir / 'supnet.toml'}: "
+                "add it there or its reports will be refused"
+            )
+
+    @group.command("revoke")
+    @handle_errors
+    def revoke_command(
+        data_dir: DataDir,
+        child_id: Annotated[
+            str | None, typer.Argument(help="The child whose certificates to revoke, e.g. gd.gz.")
+        ] = None,
+        ingest: Annotated[
+            str | None, typer.Option("--ingest", help="Revoke this ingest credential instead of a child.")
+        ] = None,
+        reason: Annotated[str, typer.Option("--reason", help="Why (kept in pki/issued.json).")] = "",
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Revoke every certificate this node issued to a child; rewrite the signed pki/crl.pem."""
+        result = revoke(data_dir, child_id, ingest_name=ingest, reason=reason)
+        audit_admin_action(
+            data_dir,
+            Action.PKI_REVOKED,
+            result.subject,
+            {"serials": [f"{record.serial:x}" for record in result.revoked], "reason": reason},
+        )
+        if as_json:
+            print_json(result.to_dict())
+            return
+        serials = ", ".join(f"{record.role} {record.serial:x}" for record in result.revoked) or "none new"
+        console.print(f"revoked for [bold]{result.subject}[/]: {serials}", soft_wrap=True)
+        if result.already_revoked:
+            console.print(f"already revoked before: {len(result.already_revoked)} certificates")
+        if result.tokens_withdrawn:
+            console.print(f"unused enrolment tokens withdrawn: {result.tokens_withdrawn}")
+        console.print(f"{result.crl_path} now lists {result.crl_serials} serials (a serving node reloads it)")
+
+    @group.command("show")
+    @handle_errors
+    def show_command(data_dir: DataDir, as_json: JsonFlag = False) -> None:
+        """Own certificates and expiry, issued certificates, tokens, revoked serials."""
+        renew_before = dt.timedelta(days=load_config(data_dir).federation.renew_before_days)
+        data = describe(data_dir, renew_before=renew_before)
+        if as_json:
+            print_json(data)
+            return
+        _print_show(data)
+
+    @group.command("ingest-credential")
+    @handle_errors
+    def ingest_credential_command(
+        name: Annotated[str, typer.Argument(help="The business approval system's name, e.g. approval-system-1.")],
+        data_dir: DataDir,
+        out: Annotated[Path, typer.Option("--out", help="Directory for ingest.key, ingest.pem and root.pem.")],
+        force: Annotated[bool, typer.Option("--force", help="Overwrite existing files in --out.")] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Issue a TLS client credential with which a business system may stream records into this node."""
+        result = issue_ingest_credential(data_dir, name, out, force=force)
+        audit_admin_action(data_dir, Action.PKI_INGEST_CREDENTIAL, name, {"serial": f"{result.serial:x}"})
+        if as_json:
+            print_json(result.to_dict())
+            return
+        console.print(
+            f"ingest credential [bold]{name}[/] for node {result.node_id} (serial {result.serial:x}, "
+            f"valid until {_day(result.not_after.isoformat())}) written to {out}",
+            soft_wrap=True,
+        )
