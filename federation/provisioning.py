@@ -27,6 +27,7 @@ from federation.enrolment import (
     build_enrolment_request,
     check_issued,
 )
+from federation.enrolment_registry import IssuedRegistry, issued_records, write_crl
 from federation.errors import InvalidArgumentError, SupnetError
 from federation.pki import (
     CertificateAuthority,
@@ -128,12 +129,17 @@ def provision_tree(
             trusted_root=root.certificate,
             at=moment,
         )
+        # The parent records what it issued, so `supnet pki revoke` works on a provisioned tree too.
+        IssuedRegistry.of(PkiDirectory(Path(pki_dirs[parent_id]))).add(issued_records(issued, moment))
         authority = issued.authority(ca_key)
         pki.save_authority(authority)
         pki.save_tls(tls_key, issued.tls_chain())
         pki.save_report(report_key, issued.report_chain())
         authorities[node_id] = authority
         provisioned[node_id] = ProvisionedNode(node_id, pki, tuple(issued.serials()))
+    for node_id, authority in authorities.items():
+        # Every CA starts with a signed, empty revocation list (what a serving node checks peers against).
+        write_crl(PkiDirectory(Path(pki_dirs[node_id])), authority, moment)
     logger.info("provisioned the PKI of %s nodes under root %s", len(ids), root_id)
     return provisioned
 

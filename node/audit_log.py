@@ -39,6 +39,7 @@ against a head remembered elsewhere (``remembered_head``; ``supnet audit --verif
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import logging
@@ -62,6 +63,7 @@ from federation.audit_chain import (
     find_problems,
 )
 from federation.errors import InvalidArgumentError, SupnetError
+from federation.proto.v1.drilldown_pb2 import QueryBody
 from federation.proto.v1.report_pb2 import ReportBody
 from federation.tables import DriverStatement
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
@@ -463,3 +465,38 @@ class ReceiptAuditor:
         self._log.record(
             actor=signer, action=Action.REPORT_REFUSED, target=target, detail=detail, result=AuditResult.REFUSED
         )
+
+
+class DrilldownAuditor:
+    """The drill-down servicer's audit: every query served, forwarded or refused (who, what, when, size)."""
+
+    def __init__(self, engine: Engine, node_id: str) -> None:
+        self._log = AuditLog(engine)
+        self._node_id = node_id
+
+    def _record(self, action: str, envelope: SignedEnvelope, detail: dict[str, Any], result: str) -> None:
+        body = QueryBody()
+        # A refusal of an undecodable query still names its claimed signer.
+        with contextlib.suppress(DecodeError):
+            body.ParseFromString(envelope.body)
+        requester = (body.requester_id or envelope.signer_id)[:ACTOR_MAX] or "(nobody)"
+        detail = {"query": body.WhichOneof("request") or "", "page_size": body.page_size, **detail}
+        try:
+            self._log.record(
+                actor=requester, action=action, target=body.target_id or self._node_id, detail=detail, result=result
+            )
+        except SupnetError:
+            # The answer (or refusal) must not be lost to a failed audit write; the failure is loud in the log.
+            log.exception("node %s could not audit %s by %s", self._node_id, action, requester)
+
+    def served(self, envelope: SignedEnvelope, answer: SignedEnvelope, hop: str) -> None:
+        """Answered here (hop empty) or relayed from the next node down (hop = that child)."""
+        action = Action.DRILLDOWN_FORWARDED if hop else Action.DRILLDOWN_SERVED
+        detail: dict[str, Any] = {"answer_bytes": len(answer.body), "answered_by": answer.signer_id}
+        if hop:
+            detail["via"] = hop
+        self._record(action, envelope, detail, AuditResult.OK)
+
+    def refused(self, envelope: SignedEnvelope, code: str, reason: str) -> None:
+        """Refused here or by a node further down (code and reason as the caller sees them)."""
+        self._record(Action.DRILLDOWN_REFUSED, envelope, {"code": code, "reason": reason[:500]}, AuditResult.REFUSED)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from federation.provisioning import provision_tree, tree_is_provisioned
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
 from node.config import load_config
@@ -214,3 +215,29 @@ def register(app: typer.Typer) -> None:
             f"valid until {_day(result.not_after.isoformat())}) written to {out}",
             soft_wrap=True,
         )
+
+    @group.command("provision-local")
+    @handle_errors
+    def provision_local_command(
+        data_dirs: Annotated[list[Path], typer.Argument(help="Data directories of every node of the tree.")],
+        force: Annotated[bool, typer.Option("--force", help="Replace PKI that is already there.")] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Enrol a whole tree whose data directories share one machine or volume (compose, local setups).
+
+        Runs the real token + CSR flow in-process, root first; a networked child uses `supnet enroll` instead.
+        """
+        ids = {load_config(directory).id: directory for directory in data_dirs}
+        pki_dirs = {node_id: directory / "pki" for node_id, directory in ids.items()}
+        if tree_is_provisioned(pki_dirs) and not force:
+            result = {"provisioned": False, "nodes": sorted(ids)}
+        else:
+            provision_tree(pki_dirs)
+            for node_id, directory in ids.items():
+                audit_admin_action(directory, Action.PKI_ENROLLED, node_id, {"provisioned_locally": True})
+            result = {"provisioned": True, "nodes": sorted(ids)}
+        if as_json:
+            print_json(result)
+            return
+        state = "provisioned" if result["provisioned"] else "already provisioned (use --force to replace)"
+        console.print(f"PKI of {len(ids)} nodes {state}: {', '.join(sorted(ids))}")

@@ -163,6 +163,10 @@ class QueryRouter:
 
     # --- forwarding -----------------------------------------------------------------------------
 
+    def next_hop(self, target_id: str) -> str:
+        """The child through which a query for target_id is forwarded (NotFoundError if none)."""
+        return self._child_towards(target_id)
+
     def _child_towards(self, target_id: str) -> str:
         for child_id in self._children:
             if is_in_subtree(target_id, child_id):

@@ -25,6 +25,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
 from federation.signing import generate_keypair, verify_envelope
+from node.audit_log import AuditFilter, AuditLog
 from node.drilldown.client import DrilldownClient
 from node.drilldown.router import QUERY_BODY_TYPE, build_query
 from tests.federation.test_drilldown_helpers import Tree, node_identity, node_key, running_tree
@@ -51,9 +52,7 @@ def _send(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> S
 def _query(tree: Tree, requester: str, target: str, **request: object) -> SignedEnvelope:
     """A query signed by requester's report key with its certificate chain, as DrilldownClient sends it."""
     identity = node_identity(tree, requester)
-    return build_query(
-        identity.private_key, requester, target, certificate_chain=identity.certificate_chain, **request
-    )
+    return build_query(identity.private_key, requester, target, certificate_chain=identity.certificate_chain, **request)
 
 
 def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) -> None:
@@ -77,6 +76,13 @@ def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) ->
     assert got == expected
     assert got, "the generated street data has overdue cases"
     assert all(case_no.startswith("GD.GZ.PY.SQ") for case_no in got)
+    # Each hop audited the query: forwarded at gd, gd.gz and gd.gz.py, served at the street.
+    for hop, action, via in (("gd", "drilldown.forwarded", "gd.gz"), ("gd.gz.py", "drilldown.forwarded", STREET)):
+        entry = AuditLog(tree[hop].node.engine).entries(AuditFilter(action=action), limit=1)[0]
+        assert (entry.actor, entry.target, entry.detail()["via"]) == ("gd", STREET, via)
+    served = AuditLog(tree[STREET].node.engine).entries(AuditFilter(action="drilldown.served"), limit=1)[0]
+    assert (served.actor, served.detail()["query"]) == ("gd", "cases")
+    assert served.detail()["answer_bytes"] == len(answer.envelope.body)
 
 
 def test_summary_by_child_equals_each_subtree_counted_in_the_databases(tree: Tree) -> None:
@@ -164,6 +170,8 @@ def test_drilldown_from_a_sibling_is_rejected(tree: Tree) -> None:
     query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
     with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.sz"):
         _send(tree, "gd.sz", "gd.gz.py", query)
+    refused = AuditLog(tree["gd.gz.py"].node.engine).entries(AuditFilter(action="drilldown.refused"), limit=1)[0]
+    assert (refused.actor, refused.result, refused.detail()["code"]) == ("gd.sz", "refused", "PERMISSION_DENIED")
 
 
 def test_a_child_cannot_query_its_parent(tree: Tree) -> None:

@@ -561,3 +561,20 @@ def test_serve_runs_the_enrolment_listener_of_a_ca_node_and_removes_its_address_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_provisioned_tree_can_revoke_a_child(cli: typer.Typer, tmp_path: Path) -> None:
+    # `supnet demo` / `federation up` provision in-process; the parent must still know what it issued.
+    from federation.pki import revoked_serials
+
+    for node_id in ("gd", "gd.gz"):
+        node_dir(tmp_path / node_id, node_id)
+    dirs = [tmp_path / "gd", tmp_path / "gd.gz"]
+    assert run_json(cli, "pki", "provision-local", *dirs)["provisioned"] is True
+    assert run_json(cli, "pki", "provision-local", *dirs)["provisioned"] is False  # idempotent without --force
+    parent = PkiDirectory(tmp_path / "gd" / "pki")
+    assert revoked_serials(parent.load_crl(), parent.load_root()) == set()
+    child_tls = load_certificate(tmp_path / "gd.gz" / "pki" / "tls.pem")
+    result = run_json(cli, "pki", "revoke", "gd.gz", "--data-dir", tmp_path / "gd")
+    assert f"{child_tls.serial_number:x}" in {record["serial"] for record in result["revoked"]}
+    assert child_tls.serial_number in revoked_serials(parent.load_crl(), parent.load_root())
