@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,6 @@ from tests.federation.test_ingest_stream import ITEM
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "topologies" / "demo-15.toml"
 RPCS = ("GetNodeInfo", "SubmitReport", "Query", "Ingest")
-# One ingest credential per tier of the tree (a business system feeding that node).
-INGEST_HOLDERS = ("gd", "gd.sz", "gd.gz.py", "gd.sz.ns.sk")
 DENIED = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE})
 BROKEN = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED})
 TIMEOUT = 10.0
@@ -56,12 +55,12 @@ Status = tuple[grpc.StatusCode, str]
 class Caller:
     """Who calls: a node over its TLS certificate, an ingest credential of a node, or an outsider."""
 
-    kind: str  # "node" | "ingest" | "outsider"
-    node_id: str  # the node whose certificate (or whose CA's ingest credential) it presents
+    kind: str  # "node" | "ingest" | "outsider" (another root) | "anonymous" (no client certificate)
+    node_id: str  # the node whose certificate (or whose CA's ingest credential) it presents or claims
 
     @property
     def label(self) -> str:
-        return {"node": self.node_id, "ingest": f"ingest@{self.node_id}", "outsider": "outsider"}[self.kind]
+        return self.node_id if self.kind == "node" else f"{self.kind}@{self.node_id}"
 
 
 # --- the expected decisions, straight from the rules table --------------------------------------------------
@@ -84,8 +83,8 @@ class Rules:
 
     def expected(self, caller: Caller, server: str, rpc: str) -> bool:
         """Whether caller may call rpc on server (Query: a query the caller signs, target = server)."""
-        if caller.kind == "outsider":
-            return False  # another root: refused in the handshake
+        if caller.kind in ("outsider", "anonymous"):
+            return False  # another root, or no certificate: refused in the handshake
         if rpc == "GetNodeInfo":
             return True  # any authenticated peer of the root
         if caller.kind == "ingest":
@@ -125,8 +124,8 @@ class Matrix:
     def callers(self) -> list[Caller]:
         return (
             [Caller("node", node_id) for node_id in self.ids]
-            + [Caller("ingest", node_id) for node_id in INGEST_HOLDERS]
-            + [Caller("outsider", "gd")]
+            + [Caller("ingest", node_id) for node_id in self.ids]
+            + [Caller("outsider", "gd"), Caller("anonymous", "gd")]
         )
 
     def channel(self, caller: Caller, server: str) -> grpc.Channel:
@@ -136,6 +135,8 @@ class Matrix:
             return self.tree.channel(caller.node_id, server)
         if caller.kind == "ingest":
             return client_channel(self.ingest[caller.node_id], address, server)
+        if caller.kind == "anonymous":
+            return raw_channel(address, server, root=self.root_certificate)
         return raw_channel(
             address, server, root=self.root_certificate, key=self.outsider_key, chain=self.outsider_chain
         )
@@ -163,7 +164,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     try:
         pki = pki_directory(tree["gd"].data_dir)
         ingest = {}
-        for node_id in INGEST_HOLDERS:
+        for node_id in ids:  # every node's business system holds an ingest credential
             node_pki = pki_directory(tree[node_id].data_dir)
             key, chain = issue_ingest_credential(node_pki, "erp-matrix")
             ingest[node_id] = check_own_credentials(
@@ -201,7 +202,7 @@ def _status(call: Callable[[], object]) -> Status:
     try:
         call()
     except grpc.RpcError as error:
-        return error.code(), error.details() or ""  # type: ignore[attr-defined]
+        return error.code(), error.details() or ""
     return grpc.StatusCode.OK, ""
 
 
@@ -219,7 +220,7 @@ def _call(matrix: Matrix, channel: grpc.Channel, caller: Caller, server: str, rp
         return _status(lambda: stub.GetNodeInfo(NodeInfoRequest(), timeout=TIMEOUT))
     if rpc == "SubmitReport":
         # A node submits its own report; an ingest credential or the outsider the best report it can lay hands on.
-        report = matrix.reports[caller.node_id if caller.kind != "outsider" else "gd.gz"]
+        report = matrix.reports[caller.node_id]
         return _status(lambda: stub.SubmitReport(report, timeout=TIMEOUT))
     if rpc == "Query":
         # Only a node has a report key to sign with; the others replay the server's parent's (or own) query.
@@ -239,10 +240,14 @@ class Tally:
     mismatches: list[str] = field(default_factory=list)
     unexpected_allows: int = 0
     unexpected_denials: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    outcomes: dict[str, set[bool]] = field(default_factory=lambda: defaultdict(set))
 
-    def record(self, label: str, expected: bool, status: Status) -> None:
+    def record(self, label: str, expected: bool, status: Status, family: str = "") -> None:
         code, details = status
         self.tried += 1
+        self.codes[f"{family}:{code.name}"] += 1
+        self.outcomes[family].add(code not in DENIED)
         got = code not in DENIED
         if code in BROKEN:
             self.mismatches.append(f"{label}: BROKEN {code.name} {details}")
@@ -269,10 +274,9 @@ class Tally:
         )
 
 
-def _relay_cases(matrix: Matrix) -> list[tuple[str, bool, str, str, SignedEnvelope]]:
-    """Relays across hops: (label, expected allowed, relaying node, server, envelope it forwards)."""
+def _relay_cases(matrix: Matrix) -> list[tuple[str, str, str, SignedEnvelope, str]]:
+    """Relays across hops: (label, relaying node, server, envelope it forwards, why it is refused or "" if not)."""
     q = matrix.query
-    genuine_to_py_sq = q("gd", "gd", "gd.gz.py.sq")
     rewritten = q("gd", "gd", "gd.gz.py.ds")
     body = parse_body(rewritten, dd.QueryBody)
     body.target_id = "gd.gz.py.sq"
@@ -280,26 +284,28 @@ def _relay_cases(matrix: Matrix) -> list[tuple[str, bool, str, str, SignedEnvelo
     resigned = node_identity(matrix.tree, "gd.gz.py").sign(
         rewritten.body_type, serialize(parse_body(q("gd", "gd", "gd.gz.py.sq"), dd.QueryBody))
     )
+    not_parent = "takes drill-down queries only from its parent"
+    no_ancestor = "not an ancestor"
     return [
         # Controls: a genuine query of the province relayed unchanged, hop by hop.
-        ("gd.gz relays gd's query unchanged", True, "gd.gz", "gd.gz.py", q("gd", "gd", "gd.gz.py.sq")),
-        ("gd.gz.py relays gd's query unchanged", True, "gd.gz.py", "gd.gz.py.sq", genuine_to_py_sq),
-        # A middle node crafting a query that names a different (more powerful) requester.
-        ("gd.gz.py signs a query naming gd", False, "gd.gz.py", "gd.gz.py.sq", q("gd.gz.py", "gd", "gd.gz.py.sq")),
-        ("gd.gz signs a query naming gd", False, "gd.gz", "gd.gz.th", q("gd.gz", "gd", "gd.gz.th.lh")),
+        ("gd.gz relays gd's query unchanged", "gd.gz", "gd.gz.py", q("gd", "gd", "gd.gz.py.sq"), ""),
+        ("gd.gz.py relays gd's query unchanged", "gd.gz.py", "gd.gz.py.sq", q("gd", "gd", "gd.gz.py.sq"), ""),
+        # A middle node crafting a query in the name of a more powerful requester, with its own key and chain.
+        ("gd.gz.py signs as gd", "gd.gz.py", "gd.gz.py.sq", q("gd.gz.py", "gd", "gd.gz.py.sq"), "certificate of"),
+        ("gd.gz signs as gd", "gd.gz", "gd.gz.th", q("gd.gz", "gd", "gd.gz.th.lh"), "certificate of"),
         # ... or re-signing the requester's body, or rewriting its target under the requester's signature.
-        ("gd.gz.py re-signs gd's query", False, "gd.gz.py", "gd.gz.py.sq", resigned),
-        ("gd.gz.py rewrites gd's target", False, "gd.gz.py", "gd.gz.py.sq", rewritten),
-        # A parent helping its child see a sibling: the requester is no ancestor of the target.
-        ("gd.gz relays gd.gz.py's query", False, "gd.gz", "gd.gz.th", q("gd.gz.py", "gd.gz.py", "gd.gz.th")),
-        ("gd relays gd.sz's query", False, "gd", "gd.gz", q("gd.sz", "gd.sz", "gd.gz.py")),
+        ("gd.gz.py re-signs gd's query", "gd.gz.py", "gd.gz.py.sq", resigned, "names gd as requester"),
+        ("gd.gz.py rewrites gd's target", "gd.gz.py", "gd.gz.py.sq", rewritten, "signature does not verify"),
+        # A parent helping its child (or a sibling) see what is not theirs: the requester is no ancestor.
+        ("gd.gz relays its child's query", "gd.gz", "gd.gz.th", q("gd.gz.py", "gd.gz.py", "gd.gz.th"), no_ancestor),
+        ("gd relays gd.sz's query", "gd", "gd.gz", q("gd.sz", "gd.sz", "gd.gz.py"), no_ancestor),
         # Relaying off the path: a sibling or a cousin is not the server's parent.
-        ("gd.sz relays gd's query", False, "gd.sz", "gd.gz", q("gd", "gd", "gd.gz.py")),
-        ("gd.gz.py relays gd's query sideways", False, "gd.gz.py", "gd.gz.th.sp", q("gd", "gd", "gd.gz.th.sp")),
-        # Skipping a hop: a grandparent is an ancestor but not the parent whose certificate a hop accepts.
-        ("gd.gz relays gd's query past gd.gz.py", False, "gd.gz", "gd.gz.py.sq", q("gd", "gd", "gd.gz.py.sq")),
+        ("gd.sz relays gd's query", "gd.sz", "gd.gz", q("gd", "gd", "gd.gz.py"), not_parent),
+        ("gd.gz.py relays gd's query sideways", "gd.gz.py", "gd.gz.th.sp", q("gd", "gd", "gd.gz.th.sp"), not_parent),
+        # Skipping a hop: a grandparent is an ancestor, but a hop accepts only its parent's certificate.
+        ("gd.gz skips gd.gz.py", "gd.gz", "gd.gz.py.sq", q("gd", "gd", "gd.gz.py.sq"), not_parent),
         # A node's own operator channel cannot carry someone else's query.
-        ("gd.gz.py relays gd's query into itself", False, "gd.gz.py", "gd.gz.py", q("gd", "gd", "gd.gz.py.sq")),
+        ("gd.gz.py relays gd's query into itself", "gd.gz.py", "gd.gz.py", q("gd", "gd", "gd.gz.py.sq"), "only as"),
     ]
 
 
@@ -311,25 +317,31 @@ def test_the_full_authorization_matrix_has_no_unexpected_decision(matrix: Matrix
             with matrix.channel(caller, server) as channel:
                 for rpc in RPCS:
                     status = _call(matrix, channel, caller, server, rpc)
-                    tally.record(f"{caller.label} -> {server} {rpc}", matrix.rules.expected(caller, server, rpc), status)
+                    expected = matrix.rules.expected(caller, server, rpc)
+                    tally.record(f"{caller.label} -> {server} {rpc}", expected, status, rpc)
     # Drill-down through the hops: each node's operator asks its own server about every node of the tree.
     for caller_id in matrix.ids:
         with matrix.tree.channel(caller_id, caller_id) as channel:
             stub = NodeServiceStub(channel)
             for target in matrix.ids:
                 query = matrix.query(caller_id, caller_id, target)
-                status = _status(lambda q=query: stub.Query(q, timeout=TIMEOUT))  # type: ignore[misc]
-                tally.record(
-                    f"{caller_id} drills down to {target}", matrix.rules.expected_drilldown(caller_id, target), status
-                )
-    for label, expected, relay, server, envelope in _relay_cases(matrix):
+                status = _status(lambda s=stub, q=query: s.Query(q, timeout=TIMEOUT))  # type: ignore[misc]
+                expected = matrix.rules.expected_drilldown(caller_id, target)
+                tally.record(f"{caller_id} drills down to {target}", expected, status, "drill-down")
+    for label, relay, server, envelope, reason in _relay_cases(matrix):
         with matrix.tree.channel(relay, server) as channel:
-            status = _status(lambda e=envelope: NodeServiceStub(channel).Query(e, timeout=TIMEOUT))  # type: ignore[misc]
-        tally.record(f"relay: {label} to {server}", expected, status)
+            stub = NodeServiceStub(channel)
+            status = _status(lambda s=stub, e=envelope: s.Query(e, timeout=TIMEOUT))  # type: ignore[misc]
+        tally.record(f"relay: {label} to {server}", not reason, status, "relay")
+        if reason and status[0] in DENIED and reason not in status[1]:
+            # Refused, but not by the rule this case is about: the rule itself is untested.
+            tally.mismatches.append(f"relay: {label}: refused for another reason than {reason!r}: {status[1]}")
 
     figure = tally.figure()
     print(f"\n{figure} ({time.monotonic() - started:.1f} s)")
+    print("status codes:", dict(sorted(tally.codes.items())))
     assert not tally.mismatches, figure + "\n" + "\n".join(tally.mismatches[:40])
     assert tally.unexpected_allows == 0 and tally.unexpected_denials == 0, figure
-    # Sanity of the matrix itself: both outcomes occur in every RPC family.
-    assert tally.allowed > 100 and tally.denied > 1000, figure
+    # The matrix itself is not vacuous: every RPC family has cells that succeed and cells that are refused.
+    for family in (*RPCS, "drill-down", "relay"):
+        assert tally.outcomes[family] == {True, False}, (family, figure)
