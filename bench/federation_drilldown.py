@@ -41,7 +41,7 @@ from federation.launcher import FederationState, down, parse_topology, up
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
-from federation.tls import ingest_channel
+from federation.tls import ingest_channel, node_channel, pki_directory, server_credentials
 from node.app import open_node
 from node.drilldown.client import DrilldownClient
 from node.drilldown.router import build_query
@@ -56,9 +56,17 @@ RELAY_METHOD = "/bench.Relay/Call"
 # --- the baseline: bare relay processes -------------------------------------------------------------
 
 
-def serve_relay(next_address: str, reply_size: int) -> None:
-    """Run one relay server (a subprocess of the benchmark): forward to next_address, or echo if it is empty."""
-    channel = grpc.insecure_channel(next_address) if next_address else None
+def serve_relay(next_address: str, reply_size: int, data_dir: str = "", next_id: str = "") -> None:
+    """Run one relay server (a subprocess of the benchmark): forward to next_address, or echo if it is empty.
+
+    With data_dir, the relay speaks mutual TLS with that node's certificates (server and client side), as
+    the real hops do: the same transport, minus everything supnet does on top of it.
+    """
+    pki = pki_directory(Path(data_dir)) if data_dir else None
+    if pki is not None:
+        channel = node_channel(pki, next_address, next_id) if next_address else None
+    else:
+        channel = grpc.insecure_channel(next_address) if next_address else None
     forward = channel.unary_unary(RELAY_METHOD, None, None) if channel else None
     reply = b"x" * reply_size
 
@@ -71,20 +79,32 @@ def serve_relay(next_address: str, reply_size: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=DEFAULT_MAX_WORKERS))
     handler = grpc.unary_unary_rpc_method_handler(handle)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Relay", {"Call": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if pki is not None:
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(pki))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     server.stop(0)
 
 
-def start_relay_chain(hops: int, reply_size: int) -> tuple[str, list[subprocess.Popen[str]]]:
-    """Hops + 1 relay processes (the operator's own node plus one per hop); returns the first's address."""
+def start_relay_chain(
+    hops: int, reply_size: int, state: FederationState | None = None
+) -> tuple[str, list[subprocess.Popen[str]]]:
+    """Hops + 1 relay processes (the operator's own node plus one per hop); returns the first's address.
+
+    With ``state``, relay i uses node IDS[i]'s certificates (mutual TLS); else plaintext.
+    """
     processes: list[subprocess.Popen[str]] = []
     next_address = ""
-    for _ in range(hops + 1):
+    for index in reversed(range(hops + 1)):
+        tls_args: list[str] = []
+        if state is not None:
+            next_id = IDS[index + 1] if index < hops else ""
+            tls_args = ["--relay-data-dir", str(state.node(IDS[index]).data_dir), "--relay-next-id", next_id]
         process = subprocess.Popen(
-            [sys.executable, __file__, "--relay-server", next_address, "--reply-size", str(reply_size)],
+            [sys.executable, __file__, "--relay-server", next_address, "--reply-size", str(reply_size), *tls_args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -167,12 +187,23 @@ def bench_latency(state: FederationState, iterations: int) -> dict[str, Any]:
                     )
             finally:
                 stop_relays(relays)
-            drill_stats, relay_stats = _percentiles(drill), _percentiles(relay)
+            address, relays = start_relay_chain(hops, answer_size, state)
+            try:
+                with node_channel(pki_directory(Path(state.node("gd").data_dir)), address, "gd") as channel:
+                    tls_relay = _time(
+                        _relay_call(channel.unary_unary(RELAY_METHOD, None, None), b"q" * request_size), iterations
+                    )
+            finally:
+                stop_relays(relays)
+            drill_stats, relay_stats, tls_stats = _percentiles(drill), _percentiles(relay), _percentiles(tls_relay)
             results[f"{hops}_hop"] = {
                 "drilldown": drill_stats,
                 "relay": relay_stats,
-                "ratio_p50": round(drill_stats["p50_ms"] / relay_stats["p50_ms"], 2),
-                "ratio_p99": round(drill_stats["p99_ms"] / relay_stats["p99_ms"], 2),
+                "relay_mtls": tls_stats,
+                # The target's baseline: a bare relay over the same hops with the same transport (mutual TLS).
+                "ratio_p50": round(drill_stats["p50_ms"] / tls_stats["p50_ms"], 2),
+                "ratio_p99": round(drill_stats["p99_ms"] / tls_stats["p99_ms"], 2),
+                "ratio_p50_vs_plaintext_relay": round(drill_stats["p50_ms"] / relay_stats["p50_ms"], 2),
                 "answer_bytes": answer_size,
             }
     root.close()
@@ -228,14 +259,21 @@ def bench_freshness(state: FederationState, trials: int) -> list[float]:
 
 
 def _print_latency(latency: dict[str, Any], iterations: int) -> None:
-    print(f"drill-down latency, {iterations} calls each (one page of 10 cases), vs a bare gRPC relay:")
-    print(f"{'hops':>4}  {'drill p50':>10} {'p99':>8}  {'relay p50':>10} {'p99':>8}  {'ratio p50':>9} {'p99':>6}")
+    print(
+        f"drill-down latency (mutual TLS), {iterations} calls each (one page of 10 cases), vs a bare gRPC relay "
+        "over the same hops with mutual TLS (ratio) and in plaintext (for reference):"
+    )
+    print(
+        f"{'hops':>4}  {'drill p50':>10} {'p99':>8}  {'mTLS relay p50':>14} {'p99':>8}  {'ratio p50':>9} {'p99':>6}"
+        f"  {'plain relay p50':>15}  {'ratio':>6}"
+    )
     for hops in (1, 2, 3):
         row = latency[f"{hops}_hop"]
         print(
             f"{hops:>4}  {row['drilldown']['p50_ms']:>8.2f}ms {row['drilldown']['p99_ms']:>6.2f}ms"
-            f"  {row['relay']['p50_ms']:>8.2f}ms {row['relay']['p99_ms']:>6.2f}ms"
+            f"  {row['relay_mtls']['p50_ms']:>12.2f}ms {row['relay_mtls']['p99_ms']:>6.2f}ms"
             f"  {row['ratio_p50']:>8.2f}x {row['ratio_p99']:>5.2f}x"
+            f"  {row['relay']['p50_ms']:>13.2f}ms  {row['ratio_p50_vs_plaintext_relay']:>5.2f}x"
         )
 
 
@@ -247,9 +285,11 @@ def main() -> None:
     parser.add_argument("--debounce", type=float, default=0.2)
     parser.add_argument("--relay-server", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reply-size", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-data-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-next-id", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay_server is not None:
-        serve_relay(args.relay_server, args.reply_size)
+        serve_relay(args.relay_server, args.reply_size, args.relay_data_dir, args.relay_next_id)
         return
     topology = parse_topology(
         {
