@@ -70,6 +70,7 @@ from federation.provisioning import issue_ingest_credential as provision_ingest_
 from federation.signing import key_id, load_private_key
 from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
+from node.pidfiles import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -713,18 +714,6 @@ def enrol_state_path(data_dir: Path) -> Path:
     return data_dir / ENROL_STATE_FILE
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_enrol_address(data_dir: Path) -> str | None:
     """host:port of this node's running enrolment listener, or None."""
     try:
@@ -733,7 +722,7 @@ def running_enrol_address(data_dir: Path) -> str | None:
         return None
     if not isinstance(state, dict) or not isinstance(state.get("address"), str):
         return None
-    return str(state["address"]) if _pid_alive(int(state.get("pid", 0))) else None
+    return str(state["address"]) if pid_alive(int(state.get("pid", 0))) else None
 
 
 def _own_node_id(pki: PkiDirectory) -> str:

@@ -21,6 +21,7 @@ import typer
 from node.app import Node, open_node
 from node.cli.common import DataDir, console, handle_errors
 from node.errors import ConfigError
+from node.pidfiles import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +46,11 @@ def read_serve_state(data_dir: Path) -> dict[str, Any] | None:
 def local_server_address(data_dir: Path) -> str:
     """host:port of this data directory's running server; ConfigError telling how to start one if none."""
     state = read_serve_state(data_dir)
-    if state is not None and isinstance(state.get("address"), str) and _pid_alive(int(state.get("pid", 0))):
+    if state is not None and isinstance(state.get("address"), str) and pid_alive(int(state.get("pid", 0))):
         return str(state["address"])
     raise ConfigError(
         f"no running server for {data_dir}: start it with 'supnet serve --data-dir {data_dir}' (or pass --address)"
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ServingNode:
