@@ -28,6 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from node.synthetic.names import GOVERNMENT_DEPARTMENTS
+
 DEFAULT_PG = os.environ.get("SUPNET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SEED = 20260101
 ITEM_COUNT = 200
@@ -35,21 +37,8 @@ COMPLETED_SHARE = 0.85
 FIRST_ACCEPTANCE = datetime(2025, 1, 2, 8, 30)
 # Last acceptance early enough that every legal deadline stays inside the calendar's covered years (to 2026).
 LAST_ACCEPTANCE = datetime(2026, 10, 30, 17, 30)
-DEPARTMENTS = [
-    f"番禺区{name}"
-    for name in (
-        "市场监督管理局",
-        "城市管理局",
-        "住房和城乡建设局",
-        "民政局",
-        "卫生健康局",
-        "交通运输局",
-        "生态环境局",
-        "教育局",
-        "人力资源和社会保障局",
-        "农业农村局",
-    )
-]
+# Ten district departments, named as the synthetic generator names them.
+DEPARTMENTS = [f"番禺区{name}" for name in GOVERNMENT_DEPARTMENTS[:10]]
 
 ITEM_HEADER = [
     "实施编码",

@@ -40,24 +40,12 @@ from node.ingest.importer import Importer
 from node.metrics import check_buckets
 from node.rules.engine import run_scan
 from node.supervision_listeners import MetricsListener, RulesListener
+from node.synthetic.names import GOVERNMENT_DEPARTMENTS
 
 SEED = 20251201
 ITEM_COUNT = 200
-DEPARTMENTS = [
-    f"番禺区{name}"
-    for name in (
-        "市场监督管理局",
-        "城市管理局",
-        "住房和城乡建设局",
-        "民政局",
-        "卫生健康局",
-        "交通运输局",
-        "生态环境局",
-        "教育局",
-        "人力资源和社会保障局",
-        "农业农村局",
-    )
-]
+# Ten district departments, named as the synthetic generator names them.
+DEPARTMENTS = [f"番禺区{name}" for name in GOVERNMENT_DEPARTMENTS[:10]]
 NOW = datetime(2025, 12, 1, 9, 0)  # a Monday morning
 FIRST_COMPLETED_ACCEPTANCE = datetime(2025, 1, 2, 8, 30)
 LAST_COMPLETED_ACCEPTANCE = datetime(2025, 10, 31, 17, 30)

@@ -474,12 +474,8 @@ class DrilldownAuditor:
         self._log = AuditLog(engine)
         self._node_id = node_id
 
-    def _record(self, action: str, envelope: SignedEnvelope, detail: dict[str, Any], result: str) -> None:
-        body = QueryBody()
-        # A refusal of an undecodable query still names its claimed signer.
-        with contextlib.suppress(DecodeError):
-            body.ParseFromString(envelope.body)
-        requester = (body.requester_id or envelope.signer_id)[:ACTOR_MAX] or "(nobody)"
+    def _record(self, action: str, body: QueryBody, fallback_actor: str, detail: dict[str, Any], result: str) -> None:
+        requester = (body.requester_id or fallback_actor)[:ACTOR_MAX] or "(nobody)"
         detail = {"query": body.WhichOneof("request") or "", "page_size": body.page_size, **detail}
         try:
             self._log.record(
@@ -489,14 +485,19 @@ class DrilldownAuditor:
             # The answer (or refusal) must not be lost to a failed audit write; the failure is loud in the log.
             log.exception("node %s could not audit %s by %s", self._node_id, action, requester)
 
-    def served(self, envelope: SignedEnvelope, answer: SignedEnvelope, hop: str) -> None:
+    def served(self, body: QueryBody, answer: SignedEnvelope, hop: str) -> None:
         """Answered here (hop empty) or relayed from the next node down (hop = that child)."""
         action = Action.DRILLDOWN_FORWARDED if hop else Action.DRILLDOWN_SERVED
         detail: dict[str, Any] = {"answer_bytes": len(answer.body), "answered_by": answer.signer_id}
         if hop:
             detail["via"] = hop
-        self._record(action, envelope, detail, AuditResult.OK)
+        self._record(action, body, "", detail, AuditResult.OK)
 
     def refused(self, envelope: SignedEnvelope, code: str, reason: str) -> None:
         """Refused here or by a node further down (code and reason as the caller sees them)."""
-        self._record(Action.DRILLDOWN_REFUSED, envelope, {"code": code, "reason": reason[:500]}, AuditResult.REFUSED)
+        # Refused before or after authorization parsed it: parse again here, off the served path.
+        body = QueryBody()
+        with contextlib.suppress(DecodeError):  # an undecodable query still names its claimed signer
+            body.ParseFromString(envelope.body)
+        detail = {"code": code, "reason": reason[:500]}
+        self._record(Action.DRILLDOWN_REFUSED, body, envelope.signer_id, detail, AuditResult.REFUSED)

@@ -38,7 +38,7 @@ class QueryServicer:
             context.abort(relayed.status, relayed.details)
             raise  # unreachable: abort raises
         hop = "" if body.target_id == self._node_id else self.router.next_hop(body.target_id)
-        self._audit.served(request, answer, hop)
+        self._audit.served(body, answer, hop)
         return answer
 
     def close(self) -> None:
