@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -255,14 +256,38 @@ class FederationState:
 # --- processes ------------------------------------------------------------------------------------
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports free right now (held open together so none repeats)."""
-    sockets = []
+# Ports handed out for processes that bind later come from BELOW the kernel's ephemeral range: a port-0 bind
+# anywhere else on the machine (a test server, an outgoing connection) can then never take one of them in the
+# window between picking and binding. Linux's range is read from /proc; elsewhere the usual default is assumed.
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
     try:
-        for _ in range(count):
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free right now, outside the ephemeral range (held open together so none repeats)."""
+    rng = random.SystemRandom()
+    high = _ephemeral_low()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count * 50):
+            if len(sockets) == count:
+                break
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, rng.randrange(_LOWEST_PICKED_PORT, high)))
+            except OSError:
+                sock.close()  # taken: try another
+                continue
             sockets.append(sock)
+        if len(sockets) < count:
+            raise LaunchError(f"found only {len(sockets)} of {count} free ports below {high} on {host}")
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:

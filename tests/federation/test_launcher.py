@@ -107,3 +107,12 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_free_ports_avoid_the_ephemeral_range_that_port_zero_binds_use() -> None:
+    # A port-0 bind by any other test can then never take a port the launcher picked but has not bound yet.
+    from federation.launcher import _ephemeral_low, free_ports
+
+    ports = free_ports(30)
+    assert len(set(ports)) == 30
+    assert all(10_000 <= port < _ephemeral_low() for port in ports)
