@@ -74,6 +74,15 @@ class Recipient(_Section):
     webhook: str = ""
 
 
+class Operator(_Section):
+    """Who runs the node: told about its own problems (outbox full, silent children, expiring certificates)."""
+
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    webhook: str = ""
+
+
 ChannelName = Literal["log", "webhook", "smtp", "sms"]
 
 
@@ -97,6 +106,10 @@ class NotificationsConfig(_Section):
     max_backoff_seconds: float = Field(default=600.0, gt=0)
     timeout_seconds: float = Field(default=5.0, gt=0)
     recipients: list[Recipient] = Field(default_factory=list)
+    operators: list[Operator] = Field(default_factory=list)
+    operator_notice_cooldown_seconds: float = Field(
+        default=3600.0, gt=0, description="a lasting problem of the node is re-sent to its operators at most this often"
+    )
 
 
 SCORE_AREAS: tuple[str, ...] = ("process", "time", "fees", "satisfaction", "complaints")

@@ -50,6 +50,7 @@ from federation.tls import credentials_stamp, pki_directory
 from node.errors import InvalidArgumentError
 from node.metrics import REVISION_COUNTER, current_revision, dialect_insert, lock_metrics
 from node.node_keys import SigningIdentity, channel_to, signing_identity
+from node.notify.operator_notices import NoticeKind, notify_operators
 from node.store.federation_models import ChildBucket
 from node.store.supervision_models import NodeCounter
 from node.subtree import BucketTotals, ChildStatus, children_status, subtree_buckets, subtree_completeness
@@ -299,6 +300,21 @@ def _record_overflow(node: Node, now: datetime, error: BackPressureError) -> Non
         now,
         error.message,
     )
+    federation = node.config.federation
+    parent = federation.parent_id or node.config.parent_id or "(parent)"
+    notify_operators(
+        node,
+        NoticeKind.OUTBOX_OVERFLOW,
+        parent,
+        f"reports to {parent} are not getting through: the outbox is full",
+        (
+            f"Node {node.config.id} could not queue a new report at {now:%Y-%m-%d %H:%M:%S}: {error.message}. "
+            f"Its parent {parent} at {federation.parent_address} has not acknowledged them. Nothing is lost: the "
+            f"data stays in this node's buckets and goes up with the next report once the outbox drains. Check the "
+            f"parent and the network; 'supnet stats --subtree' shows the outbox."
+        ),
+        now=now,
+    )
 
 
 def outbox_overflow_count(node: Node) -> int:
@@ -425,6 +441,7 @@ def check_children_staleness(node: Node) -> list[ChildStatus]:
             continue
         if status.state == "missing":
             log.warning("child %s of node %s has never reported", status.child_id, node.config.id)
+            what = "has never reported"
         else:
             log.warning(
                 "child %s of node %s is stale: last report #%s received %s; its subtree counts as not reported",
@@ -433,6 +450,21 @@ def check_children_staleness(node: Node) -> list[ChildStatus]:
                 status.last_sequence,
                 status.last_received_at,
             )
+            what = (
+                f"has not reported since {status.last_received_at:%Y-%m-%d %H:%M:%S} (report #{status.last_sequence})"
+            )
+        notify_operators(
+            node,
+            NoticeKind.CHILD_SILENT,
+            status.child_id,
+            f"child {status.child_id} is silent",
+            (
+                f"Child {status.child_id} of node {node.config.id} {what}. Until it reports, its subtree counts "
+                f"as not reported in the completeness this node sends up. Check the child node and its connection "
+                f"to this node."
+            ),
+            now=now,
+        )
     return statuses
 
 

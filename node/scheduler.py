@@ -103,10 +103,20 @@ class NodeScheduler:
         return specs
 
     def _renew_certificates(self) -> None:
+        from node.notify.operator_notices import NoticeKind, notify_operators
         from node.pki_admin import renew_certificates
 
         renew_before = timedelta(days=self._node.config.federation.renew_before_days)
-        renew_certificates(self._node.data_dir, renew_before=renew_before)
+        result = renew_certificates(self._node.data_dir, renew_before=renew_before)
+        # Leaves this node renews itself need nobody; what it cannot renew (its CA, or no CA key) needs a person.
+        if result.ca_warnings:
+            notify_operators(
+                self._node,
+                NoticeKind.CERTIFICATE,
+                "certificates",
+                "certificates expire soon and this node cannot renew them itself",
+                "\n".join([*result.ca_warnings, *result.warnings]),
+            )
 
     def _check_staleness(self) -> None:
         from node.reporting import check_children_staleness

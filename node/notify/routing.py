@@ -11,18 +11,22 @@ For every enabled channel:
 
 When nothing matches at all, the alert still gets a ``log`` route to ``unrouted:department/post`` so that no warning
 disappears silently; the dispatcher logs it at WARNING.
+
+Operator notices (the node's own problems) go the same way to ``notifications.operators`` (``route_operators``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from node.config import NotificationsConfig, Recipient
+from node.config import NotificationsConfig, Operator, Recipient
 
-__all__ = ["UNROUTED_PREFIX", "Route", "matching_recipients", "route_alert"]
+__all__ = ["OPERATORS_LABEL", "UNROUTED_PREFIX", "Route", "matching_recipients", "route_alert", "route_operators"]
 
 UNROUTED_PREFIX = "unrouted:"
+OPERATORS_LABEL = "operators"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -51,7 +55,18 @@ def _label(department: str, post: str) -> str:
 
 def route_alert(config: NotificationsConfig, department: str, post: str) -> list[Route]:
     """The routes for one alert, without duplicates, in channel order of the config."""
-    recipients = matching_recipients(config, department, post)
+    label = _label(department, post)
+    return _routes(config, matching_recipients(config, department, post), label, UNROUTED_PREFIX + label)
+
+
+def route_operators(config: NotificationsConfig) -> list[Route]:
+    """The routes for an operator notice: every channel to every configured operator (the log always)."""
+    return _routes(config, config.operators, OPERATORS_LABEL, OPERATORS_LABEL)
+
+
+def _routes(
+    config: NotificationsConfig, recipients: Sequence[Recipient | Operator], log_label: str, fallback_label: str
+) -> list[Route]:
     routes: list[Route] = []
     seen: set[tuple[str, str]] = set()
 
@@ -63,7 +78,7 @@ def route_alert(config: NotificationsConfig, department: str, post: str) -> list
 
     for channel in config.channels:
         if channel == "log":
-            add("log", _label(department, post))
+            add("log", log_label)
         elif channel == "webhook":
             add("webhook", config.webhook_url, "webhook")
             for r in recipients:
@@ -75,5 +90,5 @@ def route_alert(config: NotificationsConfig, department: str, post: str) -> list
             for r in recipients:
                 add("sms", r.phone, r.name)
     if not routes:
-        add("log", UNROUTED_PREFIX + _label(department, post))
+        add("log", fallback_label)
     return routes

@@ -1,4 +1,4 @@
-"""Supervision tables: alerts (warnings), additive metric buckets, node counters, notifications."""
+"""Supervision tables: alerts (warnings), additive metric buckets, node counters, notifications, operator notices."""
 
 from __future__ import annotations
 
@@ -119,3 +119,15 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("alert_id", "channel", "recipient"),)
+
+
+class OperatorNotice(Base):
+    """The last notice sent to the node's operators per (kind, about), so a lasting problem is not re-sent each run."""
+
+    __tablename__ = "operator_notices"
+
+    kind: Mapped[str] = mapped_column(String(30), primary_key=True, comment="outbox_overflow | child_silent | ...")
+    about: Mapped[str] = mapped_column(String(200), primary_key=True, comment="what it concerns, e.g. a child id")
+    first_at: Mapped[datetime] = mapped_column(DateTime, comment="first notice of this kind and subject")
+    last_sent_at: Mapped[datetime] = mapped_column(DateTime, comment="when the last notice was queued")
+    suppressed: Mapped[int] = mapped_column(Integer, default=0, comment="occurrences since then, not re-sent")
