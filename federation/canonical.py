@@ -29,6 +29,9 @@ MAX_ITEM_TYPE_CODE_LENGTH = 2
 COUNTER_FIELDS: tuple[str, ...] = tuple(field.name for field in Counters.DESCRIPTOR.fields)
 REPORT_BODY_TYPE: str = ReportBody.DESCRIPTOR.full_name
 
+# Plain ints: an enum attribute lookup goes through the protobuf wrapper's __getattr__ each time.
+_FULL: int = ReportKind.REPORT_KIND_FULL
+_INCREMENTAL: int = ReportKind.REPORT_KIND_INCREMENTAL
 _DAY_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 MessageT = TypeVar("MessageT", bound=Message)
 BucketKey = tuple[str, str, str]
@@ -136,28 +139,33 @@ def validate_report_body(body: ReportBody) -> None:
         raise InvalidArgumentError(
             f"{label}: previous_digest must be {DIGEST_SIZE} bytes, got {len(body.previous_digest)}"
         )
-    if body.kind == ReportKind.REPORT_KIND_FULL:
+    if body.kind == _FULL:
         for name in ("window_start_day", "window_end_day"):
             if not is_day(getattr(body, name)):
                 raise InvalidArgumentError(f"{label}: FULL report needs {name} as YYYY-MM-DD")
         if body.window_start_day > body.window_end_day:
             raise InvalidArgumentError(f"{label}: window_start_day is after window_end_day")
-    elif body.kind != ReportKind.REPORT_KIND_INCREMENTAL:
+    elif body.kind != _INCREMENTAL:
         raise InvalidArgumentError(f"{label}: kind must be INCREMENTAL or FULL")
+    # A parent checks every bucket of every report it receives: what does not change per bucket is read once,
+    # and a day is parsed once per report (buckets share few days).
+    full_window = (body.window_start_day, body.window_end_day) if body.kind == _FULL else None
+    good_days: set[str] = set()
     previous_key: BucketKey | None = None
     for index, bucket in enumerate(body.buckets):
         key = bucket_key(bucket)
-        if not is_day(bucket.day):
-            raise InvalidArgumentError(f"{label}: bucket {index} day {bucket.day!r} is not YYYY-MM-DD")
-        if len(bucket.basic_code) > MAX_BASIC_CODE_LENGTH or len(bucket.item_type_code) > MAX_ITEM_TYPE_CODE_LENGTH:
+        day = key[0]
+        if day not in good_days:
+            if not is_day(day):
+                raise InvalidArgumentError(f"{label}: bucket {index} day {day!r} is not YYYY-MM-DD")
+            good_days.add(day)
+        if len(key[1]) > MAX_BASIC_CODE_LENGTH or len(key[2]) > MAX_ITEM_TYPE_CODE_LENGTH:
             raise InvalidArgumentError(
                 f"{label}: bucket {index} basic_code / item_type_code longer than {MAX_BASIC_CODE_LENGTH} / "
                 f"{MAX_ITEM_TYPE_CODE_LENGTH} characters"
             )
-        if body.kind == ReportKind.REPORT_KIND_FULL and not (
-            body.window_start_day <= bucket.day <= body.window_end_day
-        ):
-            raise InvalidArgumentError(f"{label}: bucket {index} day {bucket.day} is outside the FULL window")
+        if full_window is not None and not (full_window[0] <= day <= full_window[1]):
+            raise InvalidArgumentError(f"{label}: bucket {index} day {day} is outside the FULL window")
         if previous_key is not None and key <= previous_key:
             raise InvalidArgumentError(f"{label}: bucket {index} {key} is out of order or repeated")
         previous_key = key

@@ -14,19 +14,28 @@ Order of checks (each refusal is a precise SupnetError, mapped to a gRPC status 
 6. store the report, advance the chain head and apply its buckets in ONE transaction; only after the
    commit is the acknowledgement returned, so a child never holds an ack for a report that is not stored.
 
+Checks 1-3 run in the caller's thread. Checks 4-6 run by GROUP COMMIT: each caller queues its verified report;
+the first to find no batch running leads: it takes up to MAX_BATCH queued reports in arrival order, stores each
+inside a SAVEPOINT of one transaction (a refused report rolls back only itself; a later report of the same
+child sees the earlier one's chain head), commits once, then hands every caller its own ack or error and passes
+the lead to the oldest caller still queued. One commit and one lock hand-off per batch instead of per report is
+what lets a province keep up with its children: with a thread per report, they queued on the single write lock.
+
 An optional ``audit`` hook (node.audit_log.ReceiptAuditor) records each accepted report inside that same
 transaction, and each refusal (any SupnetError above) in a transaction of its own before it is raised.
-A re-delivery acknowledged again is neither: nothing is stored or changed.
+A refusal is audited after its batch has committed. A re-delivery acknowledged again is neither: nothing is
+stored or changed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
@@ -89,6 +98,33 @@ class ReceiptAudit(Protocol):
 class _AlreadyStoredError(Exception):
     """Internal signal: the log already holds this (child, sequence)."""
 
+
+# Reports stored per transaction at most: bounds how long one batch holds the write lock (and its callers).
+MAX_BATCH = 64
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+@dataclass(slots=True, eq=False)
+class _Delivery:
+    """A verified report queued for the next group commit, and what that commit made of it."""
+
+    envelope: SignedEnvelope
+    body: ReportBody
+    digest: bytes
+    # Released exactly once, by the leader that decided this delivery or promoted it to lead: a bare lock wakes
+    # its waiter with less work than an Event (a Condition underneath) on a path taken for every report.
+    wake: threading.Lock = field(default_factory=_held_lock)
+    lead: bool = False  # woken to lead the next batch, not with an outcome
+    ack: ReportAck | None = None
+    error: BaseException | None = None
+    accepted: AcceptedReport | None = None
+
+
 # The hot path of a receive runs through statements compiled once (DriverStatement): fan-in is per report.
 _CHAIN_HEAD = select(child_chains.c.last_sequence, child_chains.c.last_digest).where(
     child_chains.c.child_id == bindparam("chain_child")
@@ -121,6 +157,23 @@ _UPDATE_CHAIN = DriverStatement(
     .where(child_chains.c.child_id == bindparam("p_child_id"))
     .values({name: bindparam(f"p_{name}") for name in _CHAIN_COLUMNS})
 )
+
+
+@contextmanager
+def _savepoint(cursor: Any) -> Iterator[None]:
+    """One report's SAVEPOINT on the batch's DB-API cursor: released on success, rolled back on any error.
+
+    Plain SQL on the driver, like the DriverStatements inside it: SQLAlchemy's begin_nested costs more per report
+    than the statements. One name serves every report, as each savepoint is gone before the next one starts.
+    """
+    cursor.execute("SAVEPOINT report")
+    try:
+        yield
+    except BaseException:
+        cursor.execute("ROLLBACK TO SAVEPOINT report")
+        cursor.execute("RELEASE SAVEPOINT report")
+        raise
+    cursor.execute("RELEASE SAVEPOINT report")
 
 
 def _prefixed(values: dict[str, object]) -> dict[str, object]:
@@ -170,22 +223,12 @@ class ReportReceiver:
         # first and strand #1 and #2 as stale. Only for a child joining with history (re-homed child, parent
         # database rebuilt), where #1 no longer exists in the child's outbox.
         self._accept_first_at_any_sequence = accept_first_at_any_sequence
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._queue: list[_Delivery] = []
+        self._queue_guard = threading.Lock()
+        self._leading = False  # a batch is running or its successor is being woken (guarded by _queue_guard)
 
     def _registered(self) -> Collection[str]:
         return self._children() if callable(self._children) else self._children
-
-    def _lock_for(self, child_id: str) -> threading.Lock:
-        if self._engine.dialect.name == "sqlite":
-            # SQLite has one writer at a time anyway; queueing here beats its busy handler, which sleeps
-            # in steps of up to 100 ms while many server threads contend for the write lock.
-            child_id = ""
-        with self._locks_guard:
-            lock = self._locks.get(child_id)
-            if lock is None:
-                lock = self._locks[child_id] = threading.Lock()
-            return lock
 
     def verify(self, envelope: SignedEnvelope) -> tuple[ReportBody, bytes]:
         """Checks 1-3: registered child, signature, well-formed body naming its signer; returns (body, digest)."""
@@ -213,15 +256,103 @@ class ReportReceiver:
         """Verify, de-duplicate, store and apply one report; the returned ack means it is durably stored."""
         try:
             body, digest = self.verify(envelope)
-            with self._lock_for(body.node_id):
-                try:
-                    return self._store(envelope, body, digest)
-                except _AlreadyStoredError:
-                    # (child, sequence) is already stored: a re-delivery (same digest) or a rewritten report.
-                    return self._answer_duplicate(body, digest)
+            delivery = self._deliver(_Delivery(envelope=envelope, body=body, digest=digest))
+            if delivery.error is not None:
+                raise delivery.error
+            assert delivery.ack is not None  # a finished delivery holds an ack or an error
+            return delivery.ack
         except SupnetError as error:
             self.audit_refusal(envelope, error)
             raise
+
+    @property
+    def queued(self) -> int:
+        """Verified reports waiting for the next group commit (for monitoring and tests)."""
+        with self._queue_guard:
+            return len(self._queue)
+
+    def _deliver(self, delivery: _Delivery) -> _Delivery:
+        """Queue a verified report and return it once a group commit has decided it (ack or error)."""
+        with self._queue_guard:
+            self._queue.append(delivery)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            delivery.wake.acquire()
+            lead = delivery.lead
+        if lead:
+            self._lead(delivery)
+        return delivery
+
+    def _lead(self, own: _Delivery) -> None:
+        with self._queue_guard:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[:MAX_BATCH]
+        # A leader's own delivery is the oldest queued (the queue was empty, or it was promoted as the oldest),
+        # so this batch holds it.
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._queue_guard:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.lead = True
+            # The successor first: the next batch's commit is what the queued callers wait for.
+            if successor is not None:
+                successor.wake.release()
+            for delivery in batch:
+                if delivery is not own:
+                    delivery.wake.release()
+
+    def _commit_batch(self, batch: list[_Delivery]) -> None:
+        """Store a batch in one transaction, each report in a savepoint of its own; decide every delivery."""
+        try:
+            with self._engine.begin() as conn, closing(conn.connection.dbapi_connection.cursor()) as cursor:  # type: ignore[union-attr]
+                if conn.dialect.name == "sqlite":
+                    # pysqlite begins a transaction only at the first write, so the first SAVEPOINT would start
+                    # (and its RELEASE commit) one of its own. BEGIN IMMEDIATE also takes the write lock now.
+                    cursor.execute("BEGIN IMMEDIATE")
+                for delivery in batch:
+                    try:
+                        with _savepoint(cursor):
+                            delivery.accepted = self._store(conn, delivery)
+                        delivery.ack = ReportAck(
+                            child_id=delivery.accepted.child_id,
+                            sequence=delivery.body.sequence,
+                            digest=delivery.digest,
+                            stored=True,
+                            last_accepted_sequence=delivery.body.sequence,
+                        )
+                    except _AlreadyStoredError:
+                        # (child, sequence) is stored (maybe by a batch-mate): a re-delivery or a rewritten report.
+                        try:
+                            delivery.ack = self._answer_duplicate(conn, delivery.body, delivery.digest)
+                        except SupnetError as error:
+                            delivery.error = error
+                    except Exception as error:
+                        # A refusal (SupnetError) or a failed apply is this report's alone: its savepoint is gone.
+                        delivery.error = error
+        except BaseException as error:
+            # No commit, so nothing of this batch is stored: every caller gets the error, none an ack (a
+            # duplicate answered against a batch-mate's row would be wrong now too).
+            for delivery in batch:
+                delivery.ack, delivery.error, delivery.accepted = None, error, None
+            if not isinstance(error, Exception):
+                raise
+            return
+        for delivery in batch:
+            accepted = delivery.accepted
+            if accepted is not None and delivery.error is None:
+                log.info(
+                    "stored report %s #%s (%s, %s buckets, digest %s)",
+                    accepted.child_id,
+                    accepted.body.sequence,
+                    accepted.kind,
+                    len(accepted.body.buckets),
+                    short_hex(accepted.digest),
+                )
 
     def audit_refusal(self, envelope: SignedEnvelope, error: SupnetError) -> None:
         """Record a refusal through the audit hook (also for refusals decided before ``receive``, e.g. by mTLS)."""
@@ -233,13 +364,12 @@ class ReportReceiver:
             # The refusal itself must still reach the child; a broken audit store is logged, not masked.
             log.exception("could not audit refused report from %s (%s)", envelope.signer_id, error.code)
 
-    def _answer_duplicate(self, body: ReportBody, digest: bytes) -> ReportAck:
+    def _answer_duplicate(self, conn: Connection, body: ReportBody, digest: bytes) -> ReportAck:
         child_id = body.node_id
-        with self._engine.connect() as conn:
-            stored_digest = conn.execute(
-                _STORED_DIGEST, {"chain_child": child_id, "stored_sequence": body.sequence}
-            ).scalar_one_or_none()
-            last_sequence = conn.execute(_CHAIN_HEAD, {"chain_child": child_id}).first()
+        stored_digest = conn.execute(
+            _STORED_DIGEST, {"chain_child": child_id, "stored_sequence": body.sequence}
+        ).scalar_one_or_none()
+        last_sequence = conn.execute(_CHAIN_HEAD, {"chain_child": child_id}).first()
         if stored_digest is None:  # the conflicting row went away (cannot happen without manual deletes)
             raise StaleError(f"report {child_id} #{body.sequence} conflicts with a stored report; resend later")
         if bytes(stored_digest) != digest:
@@ -256,60 +386,49 @@ class ReportReceiver:
             last_accepted_sequence=last_sequence.last_sequence if last_sequence is not None else body.sequence,
         )
 
-    def _store(self, envelope: SignedEnvelope, body: ReportBody, digest: bytes) -> ReportAck:
+    def _store(self, conn: Connection, delivery: _Delivery) -> AcceptedReport:
+        """Checks 4-6 for one report inside the batch's savepoint: log row, chain head, apply, audit."""
+        body, digest = delivery.body, delivery.digest
         child_id = body.node_id
         received_at = self._clock()
         accepted = AcceptedReport(
-            child_id=child_id, body=body, envelope=envelope, digest=digest, received_at=received_at
+            child_id=child_id, body=body, envelope=delivery.envelope, digest=digest, received_at=received_at
         )
-        with self._engine.begin() as conn:
-            # The log row goes in FIRST. Its UNIQUE(child_id, sequence) turns a re-delivery into an
-            # IntegrityError (answered by _answer_duplicate), and being a write it makes SQLite take the write
-            # lock before this transaction reads anything (a read snapshot followed by a write would fail at
-            # once if another writer committed in between). A refused check below rolls the row back.
-            try:
-                _INSERT_RECEIVED.execute(
-                    conn,
-                    _prefixed(
-                        {
-                            "child_id": child_id,
-                            "sequence": body.sequence,
-                            "digest": digest,
-                            "kind": accepted.kind,
-                            "envelope": envelope.SerializeToString(),
-                            "bucket_count": len(body.buckets),
-                            "received_at": received_at,
-                        }
-                    ),
-                )
-            except (SqlIntegrityError, driver_integrity_error(conn)) as error:
-                raise _AlreadyStoredError from error  # leaves the transaction (rolled back) before answering
-            chain_row = _CHAIN_HEAD_FOR_UPDATE.fetch_one(conn, {"chain_child": child_id})
-            head = None if chain_row is None else ChainHead(int(chain_row[0]), bytes(chain_row[1]))
-            check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
-            if head is None and body.sequence != 1:
-                log.warning("first report from child %s starts at #%s (chain joined late)", child_id, body.sequence)
-            chain_values: dict[str, object] = {
-                "child_id": child_id,
-                "last_sequence": body.sequence,
-                "last_digest": digest,
-                "last_received_at": received_at,
-                "last_created_at_ms": body.created_at_ms,
-                "nodes_in_subtree": max(body.completeness.nodes_in_subtree, 1),
-                "nodes_reported_in_window": body.completeness.nodes_reported_in_window,
-            }
-            (_INSERT_CHAIN if head is None else _UPDATE_CHAIN).execute(conn, _prefixed(chain_values))
-            self._apply(conn, accepted)
-            if self._audit is not None:
-                self._audit.accepted(conn, accepted)  # commits with the report, or not at all
-        log.info(
-            "stored report %s #%s (%s, %s buckets, digest %s)",
-            child_id,
-            body.sequence,
-            accepted.kind,
-            len(body.buckets),
-            short_hex(digest),
-        )
-        return ReportAck(
-            child_id=child_id, sequence=body.sequence, digest=digest, stored=True, last_accepted_sequence=body.sequence
-        )
+        # The log row goes in FIRST: its UNIQUE(child_id, sequence) turns a re-delivery into an IntegrityError
+        # (answered by _answer_duplicate). A refused check below rolls the row back with the savepoint.
+        try:
+            _INSERT_RECEIVED.execute(
+                conn,
+                _prefixed(
+                    {
+                        "child_id": child_id,
+                        "sequence": body.sequence,
+                        "digest": digest,
+                        "kind": accepted.kind,
+                        "envelope": delivery.envelope.SerializeToString(),
+                        "bucket_count": len(body.buckets),
+                        "received_at": received_at,
+                    }
+                ),
+            )
+        except (SqlIntegrityError, driver_integrity_error(conn)) as error:
+            raise _AlreadyStoredError from error  # leaves the savepoint (rolled back) before answering
+        chain_row = _CHAIN_HEAD_FOR_UPDATE.fetch_one(conn, {"chain_child": child_id})
+        head = None if chain_row is None else ChainHead(int(chain_row[0]), bytes(chain_row[1]))
+        check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
+        if head is None and body.sequence != 1:
+            log.warning("first report from child %s starts at #%s (chain joined late)", child_id, body.sequence)
+        chain_values: dict[str, object] = {
+            "child_id": child_id,
+            "last_sequence": body.sequence,
+            "last_digest": digest,
+            "last_received_at": received_at,
+            "last_created_at_ms": body.created_at_ms,
+            "nodes_in_subtree": max(body.completeness.nodes_in_subtree, 1),
+            "nodes_reported_in_window": body.completeness.nodes_reported_in_window,
+        }
+        (_INSERT_CHAIN if head is None else _UPDATE_CHAIN).execute(conn, _prefixed(chain_values))
+        self._apply(conn, accepted)
+        if self._audit is not None:
+            self._audit.accepted(conn, accepted)  # commits with the report, or not at all
+        return accepted
