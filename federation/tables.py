@@ -8,6 +8,7 @@ Date-times are naive local time of the node, like every other supnet table.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -91,14 +92,29 @@ child_chains = Table(
 SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite
 
 
+@dataclass(frozen=True)
+class DriverConnection:
+    """A pooled DB-API connection used without a SQLAlchemy Connection (``engine.raw_connection()``)."""
+
+    dbapi: Any
+    dialect: Dialect
+
+
+def _driver_of(conn: Connection | DriverConnection) -> tuple[Any, Dialect]:
+    if isinstance(conn, DriverConnection):
+        return conn.dbapi, conn.dialect
+    return conn.connection.dbapi_connection, conn.dialect
+
+
 class DriverStatement:
     """A Core statement compiled once per dialect and run on the DB-API cursor of the caller's connection.
 
     For the per-report hot paths of a parent's fan-in, where SQLAlchemy's per-execution work (parameter
     processing, result set-up) costs more than the statement itself. The statement still runs inside the
-    caller's transaction. Parameters are passed by name; on SQLite, datetimes are written in SQLAlchemy's
-    own text format so Core and ORM readers see the same values. Driver exceptions arrive unwrapped:
-    catch ``driver_integrity_error(conn)`` for a constraint violation.
+    caller's transaction (a SQLAlchemy Connection, or a DriverConnection for a transaction run on the driver
+    alone). Parameters are passed by name; on SQLite, datetimes are written in SQLAlchemy's own text format so
+    Core and ORM readers see the same values. Driver exceptions arrive unwrapped: catch
+    ``driver_integrity_error(conn)`` for a constraint violation.
     """
 
     def __init__(self, statement: Any) -> None:
@@ -116,23 +132,24 @@ class DriverStatement:
             compiled = self._compiled[key] = (str(result), order, fixed)
         return compiled
 
-    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
-        sql, order, fixed = self._sql(conn.dialect)
+    def _run(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> Any:
+        dbapi, dialect = _driver_of(conn)
+        sql, order, fixed = self._sql(dialect)
         values = {**fixed, **params}
-        if conn.dialect.name == "sqlite":
+        if dialect.name == "sqlite":
             values = {
                 name: value.strftime(SQLITE_DATETIME_FORMAT) if isinstance(value, datetime) else value
                 for name, value in values.items()
             }
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = dbapi.cursor()
         cursor.execute(sql, values if order is None else tuple(values[name] for name in order))
         return cursor
 
-    def execute(self, conn: Connection, params: Mapping[str, Any]) -> None:
+    def execute(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> None:
         """Run once with named parameters."""
         self._run(conn, params).close()
 
-    def fetch_one(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def fetch_one(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """Run once and return the first row (a plain tuple), or None."""
         cursor = self._run(conn, params)
         try:
@@ -140,6 +157,15 @@ class DriverStatement:
         finally:
             cursor.close()
         return None if row is None else tuple(row)
+
+    def fetch_all(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run once and return every row as the driver gives it (SQLite: date-times as text, booleans as 0/1)."""
+        cursor = self._run(conn, params)
+        try:
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        finally:
+            cursor.close()
+        return rows
 
     def positions(self, dialect: Dialect) -> dict[str, int] | None:
         """Parameter name -> index for a positional driver (SQLite); None when the driver takes names."""

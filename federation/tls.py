@@ -369,6 +369,11 @@ class NodeTrust:
         own = _node_credentials(pki, self._clock())
         self.node_id = own.node_id
         self.root = pki.load_root()
+        self._root_node_id = certificate_node_id(self.root)
+        # Paths built once: these files are stat-ed on every call (revocation, rotation) and building a Path
+        # costs more than the stat.
+        self._crl_file = pki.file("crl.pem")
+        self._transport_files = tuple(pki.file(name) for name in TRANSPORT_FILES)
         self._lock = threading.Lock()
         self._crl_stamp: tuple[int, int, int] | None = None
         self._crl_error: str = ""
@@ -380,7 +385,7 @@ class NodeTrust:
     @property
     def root_node_id(self) -> str:
         """The node id of the trusted root (the province)."""
-        return certificate_node_id(self.root)
+        return self._root_node_id
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, *, clock: Clock | None = None) -> NodeTrust:
@@ -412,7 +417,7 @@ class NodeTrust:
         An unreadable or forged crl.pem fails closed: every peer and signature is refused with a message
         naming the file, until it is fixed.
         """
-        stamp = _stamp(self.pki.file("crl.pem"))
+        stamp = _stamp(self._crl_file)
         with self._lock:
             if stamp == self._crl_stamp:
                 if self._crl_error:
@@ -517,4 +522,4 @@ class NodeTrust:
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """Changes when this node's TLS files change: channels built before should be rebuilt."""
-        return credentials_stamp(self.pki)
+        return tuple(_stamp(path) for path in self._transport_files)

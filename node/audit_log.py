@@ -65,7 +65,7 @@ from federation.audit_chain import (
 from federation.errors import InvalidArgumentError, SupnetError
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.tables import DriverStatement
+from federation.tables import DriverConnection, DriverStatement
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
 
 if TYPE_CHECKING:
@@ -94,7 +94,8 @@ _c = _table.c
 
 # pg_advisory_xact_lock(int4, int4): a fixed class id ("SUPN") and the schema, so tests and tenants that share
 # one database but not one schema do not wait for each other.
-_PG_LOCK = text("SELECT pg_advisory_xact_lock(1398100046, hashtext(current_schema()))")
+_PG_LOCK_SQL = "SELECT pg_advisory_xact_lock(1398100046, hashtext(current_schema()))"
+_PG_LOCK = text(_PG_LOCK_SQL)
 
 
 class Action(AuditAction):
@@ -148,9 +149,25 @@ def _lock_chain(conn: Connection) -> None:
         # pysqlite begins a transaction only at the first write; until then the head we read could be stale
         # by the time we insert. BEGIN IMMEDIATE takes the write lock now (waiting up to busy_timeout).
         if dbapi is not None and not dbapi.in_transaction:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not conn.in_transaction():
+                conn.begin()  # so the caller's commit() covers the append (SQLAlchemy autobegins only on its own calls)
+            # On the driver itself: appends ride on hot paths, and exec_driver_sql's per-call machinery costs
+            # more than the statement.
+            dbapi.execute("BEGIN IMMEDIATE")
     elif dialect == "postgresql":
         conn.execute(_PG_LOCK)
+
+
+def _lock_driver(conn: DriverConnection) -> None:
+    """_lock_chain for a transaction run on the driver alone (AuditLog.record)."""
+    if conn.dialect.name == "sqlite":
+        conn.dbapi.execute("BEGIN IMMEDIATE")  # a pooled connection comes back outside any transaction
+    elif conn.dialect.name == "postgresql":
+        cursor = conn.dbapi.cursor()  # psycopg opens the transaction at this first statement
+        try:
+            cursor.execute(_PG_LOCK_SQL)
+        finally:
+            cursor.close()
 
 
 # Built once and run on the caller's DB-API cursor: an append rides on hot paths (every report a parent receives).
@@ -159,9 +176,39 @@ _COLUMNS = ("seq", "at", "actor", "action", "target", "detail", "result", "prev_
 _INSERT = DriverStatement(insert(_table).values({name: bindparam(f"p_{name}") for name in _COLUMNS}))
 
 
-def _head(conn: Connection) -> AuditHead | None:
+def _head(conn: Connection | DriverConnection) -> AuditHead | None:
     row = _HEAD.fetch_one(conn, {})
     return None if row is None else AuditHead(int(row[0]), str(row[1]))
+
+
+def _append_locked(
+    conn: Connection | DriverConnection,
+    *,
+    actor: str,
+    action: str,
+    target: str,
+    detail: Mapping[str, Any] | None,
+    result: str,
+    at: dt.datetime,
+) -> int:
+    """Read the head and insert the entry after it; the caller holds the chain lock and commits."""
+    entry = append(_head(conn), at=at, actor=actor, action=action, target=target, result=result, detail=detail)
+    _INSERT.execute(
+        conn,
+        {
+            "p_seq": entry.seq,
+            "p_at": entry.at.astimezone(dt.UTC).replace(tzinfo=None),
+            "p_actor": entry.actor,
+            "p_action": entry.action,
+            "p_target": entry.target,
+            "p_detail": entry.detail_json,
+            "p_result": entry.result,
+            "p_prev_hash": entry.prev_hash,
+            "p_hash": entry.hash,
+        },
+    )
+    log.debug("audit #%s %s %s by %s: %s", entry.seq, action, target, actor, result)
+    return entry.seq
 
 
 def record_audit(
@@ -184,23 +231,7 @@ def record_audit(
         conn = conn.connection()
     when = at if at is not None else dt.datetime.now(dt.UTC)
     _lock_chain(conn)
-    entry = append(_head(conn), at=when, actor=actor, action=action, target=target, result=result, detail=detail)
-    _INSERT.execute(
-        conn,
-        {
-            "p_seq": entry.seq,
-            "p_at": entry.at.astimezone(dt.UTC).replace(tzinfo=None),
-            "p_actor": entry.actor,
-            "p_action": entry.action,
-            "p_target": entry.target,
-            "p_detail": entry.detail_json,
-            "p_result": entry.result,
-            "p_prev_hash": entry.prev_hash,
-            "p_hash": entry.hash,
-        },
-    )
-    log.debug("audit #%s %s %s by %s: %s", entry.seq, action, target, actor, result)
-    return entry.seq
+    return _append_locked(conn, actor=actor, action=action, target=target, detail=detail, result=result, at=when)
 
 
 def _entry(row: Any) -> AuditEntry:
@@ -316,9 +347,25 @@ class AuditLog:
         result: str = AuditResult.OK,
         at: dt.datetime | None = None,
     ) -> int:
-        """record_audit in a transaction of its own; returns the entry's seq."""
-        with self._engine.begin() as conn:
-            return record_audit(conn, actor=actor, action=action, target=target, detail=detail, result=result, at=at)
+        """record_audit in a transaction of its own, committed before it returns; returns the entry's seq.
+
+        Runs on the pooled driver connection alone: every drill-down hop appends one entry before it answers,
+        and SQLAlchemy's connection and transaction bookkeeping cost more than the append's statements.
+        """
+        _check_sizes(actor, action, result)
+        when = at if at is not None else dt.datetime.now(dt.UTC)
+        raw = self._engine.raw_connection()
+        try:
+            conn = DriverConnection(raw.dbapi_connection, self._engine.dialect)
+            _lock_driver(conn)
+            seq = _append_locked(conn, actor=actor, action=action, target=target, detail=detail, result=result, at=when)
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return seq
 
     def head(self) -> AuditHead | None:
         """The last entry as (seq, hash), None for an empty log."""

@@ -39,6 +39,7 @@ PLAINTEXT_KEY_FILE = Path("keys") / "report_signing.pem"
 
 _cache_lock = threading.Lock()
 _identities: dict[str, tuple[tuple[int, ...], SigningIdentity]] = {}
+_key_files: dict[Path, tuple[str, tuple[Path, Path, Path]]] = {}
 _warned_plaintext: set[str] = set()
 
 
@@ -94,13 +95,15 @@ def _load_identity(node_id: str, data_dir: Path) -> SigningIdentity:
 def signing_identity(node: Node) -> SigningIdentity:
     """The node's signing key and chain (cached until the key files change: rotation takes effect at once)."""
     data_dir = node.data_dir
-    pki = pki_directory(data_dir)
-    stamp = (
-        *_file_stamp(pki.file("report.key")),
-        *_file_stamp(pki.file("report.pem")),
-        *_file_stamp(plaintext_key_path(data_dir)),
-    )
-    cache_key = str(data_dir.resolve())
+    # Called for every answer a node signs: the paths (and the resolved cache key) are worked out once per
+    # directory, leaving three stats per call to notice a rotation.
+    located = _key_files.get(data_dir)
+    if located is None:
+        pki = pki_directory(data_dir)
+        files = (pki.file("report.key"), pki.file("report.pem"), plaintext_key_path(data_dir))
+        located = _key_files[data_dir] = (str(data_dir.resolve()), files)
+    cache_key, files = located
+    stamp = tuple(part for path in files for part in _file_stamp(path))
     with _cache_lock:
         cached = _identities.get(cache_key)
     if cached is not None and cached[0] == stamp and cached[1].node_id == node.config.id:

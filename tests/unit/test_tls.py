@@ -83,3 +83,27 @@ def test_the_revocation_list_is_reread_when_it_changes(tmp_path: Path) -> None:
         trust.revoked()
     pki.file("crl.pem").unlink()
     assert trust.revoked() == frozenset()
+
+
+def test_a_cached_signer_chain_is_refused_once_revoked_or_expired(tmp_path: Path) -> None:
+    """Chains verified once are cached by fingerprint; revocation and validity still apply on every call."""
+    from federation.pki import chain_der
+    from federation.signing import sign_envelope
+
+    provisioned = provision_tree({"gd": tmp_path / "gd", "gd.gz": tmp_path / "gz", "gd.gz.py": tmp_path / "py"})
+    pki = provisioned["gd.gz"].pki
+    key, chain = provisioned["gd.gz.py"].pki.load_report()
+    envelope = sign_envelope(key, "gd.gz.py", "supnet.test.Body", b"body", chain_der(chain[0], chain[1:]))
+    moment = [dt.datetime.now(dt.UTC)]
+    expiring, revoking = NodeTrust(pki, clock=lambda: moment[0]), NodeTrust(pki)
+    assert expiring.root_node_id == "gd"
+    for trust in (expiring, revoking):
+        for _ in range(2):  # verified, then answered from the cache
+            assert trust.verify_envelope(envelope) == key.public_key()
+    moment[0] += dt.timedelta(days=400)  # leaf certificates live 365 days
+    with pytest.raises(UnauthenticatedError, match=r"gd\.gz\.py report .* expired at"):
+        expiring.verify_envelope(envelope)
+    now = dt.datetime.now(dt.UTC)
+    pki.save_crl(pki.load_authority().crl([(chain[0].serial_number, now)], now=now))
+    with pytest.raises(UnauthenticatedError, match=r"gd\.gz\.py report .* is revoked"):
+        revoking.verify_envelope(envelope)
