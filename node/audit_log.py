@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import getpass
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -514,6 +515,26 @@ class ReceiptAuditor:
         )
 
 
+DRILLDOWN_ACTIONS = (Action.DRILLDOWN_SERVED, Action.DRILLDOWN_FORWARDED, Action.DRILLDOWN_REFUSED)
+
+
+def recent_query_nonces(engine: Engine, since: dt.datetime) -> list[tuple[str, bytes, dt.datetime]]:
+    """(requester, nonce, when UTC) of every drill-down query audited since ``since``: the replay cache's memory."""
+    query = (
+        select(_c.actor, _c.detail, _c.at)
+        .where(_c.action.in_([str(action) for action in DRILLDOWN_ACTIONS]), _c.at >= _naive_utc(since))
+        .order_by(_c.seq)
+    )
+    found = []
+    with engine.connect() as conn:
+        for actor, detail, at in conn.execute(query):
+            nonce = json.loads(detail).get("nonce")
+            if isinstance(nonce, str):
+                with contextlib.suppress(ValueError):
+                    found.append((actor, bytes.fromhex(nonce), at.replace(tzinfo=dt.UTC)))
+    return found
+
+
 class DrilldownAuditor:
     """The drill-down servicer's audit: every query served, forwarded or refused (who, what, when, size)."""
 
@@ -524,6 +545,9 @@ class DrilldownAuditor:
     def _record(self, action: str, body: QueryBody, fallback_actor: str, detail: dict[str, Any], result: str) -> None:
         requester = (body.requester_id or fallback_actor)[:ACTOR_MAX] or "(nobody)"
         detail = {"query": body.WhichOneof("request") or "", "page_size": body.page_size, **detail}
+        if body.nonce and body.requester_id == requester:
+            # Kept so a restarted node still refuses a replay within the freshness window (recent_query_nonces).
+            detail["nonce"] = body.nonce.hex()
         try:
             self._log.record(
                 actor=requester, action=action, target=body.target_id or self._node_id, detail=detail, result=result

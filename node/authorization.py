@@ -29,9 +29,11 @@ the port. Local experiments only.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -50,10 +52,13 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from federation.signing import public_key_from_b64, verify_envelope
 from federation.tls import NodeTrust, PeerIdentity
+from node.audit_log import recent_query_nonces
 from node.node_keys import signing_identity
 
 if TYPE_CHECKING:
     from node.app import Node
+
+log = logging.getLogger(__name__)
 
 QUERY_BODY_TYPE = body_type_of(QueryBody)
 FRESHNESS_WINDOW_SECONDS = 300.0
@@ -72,6 +77,14 @@ class NonceCache:
         self._window = window_seconds
         self._seen: dict[tuple[str, bytes], float] = {}
         self._lock = threading.Lock()
+
+    def seed(self, seen: Iterable[tuple[str, bytes, float]]) -> int:
+        """Remember (requester, nonce, when seen as epoch seconds) pairs, e.g. from the audit log after a restart."""
+        with self._lock:
+            before = len(self._seen)
+            for requester_id, nonce, at in seen:
+                self._seen[(requester_id, nonce)] = at + 2 * self._window
+            return len(self._seen) - before
 
     def check_and_remember(self, requester_id: str, nonce: bytes, now: float) -> None:
         """StaleError if the pair was seen within the window; remember it otherwise."""
@@ -104,8 +117,19 @@ class Authorizer:
         self._freshness = freshness_seconds
         self._wall_clock = wall_clock
         self._nonces = NonceCache(freshness_seconds)
+        self._remember_audited_nonces(node)
         # Plaintext mode only: keys from the config instead of certificates.
         self._parent_key = public_key_from_b64(federation.parent_public_key) if federation.parent_public_key else None
+
+    def _remember_audited_nonces(self, node: Node) -> None:
+        # A restart must not open a window for replays: queries audited within the replay horizon stay refused.
+        horizon = self._wall_clock() - 2 * self._freshness
+        since = dt.datetime.fromtimestamp(horizon, dt.UTC)
+        remembered = self._nonces.seed(
+            (requester, nonce, at.timestamp()) for requester, nonce, at in recent_query_nonces(node.engine, since)
+        )
+        if remembered:
+            log.info("node %s: %s recent query nonces remembered from the audit log", self._id, remembered)
 
     @property
     def node_id(self) -> str:

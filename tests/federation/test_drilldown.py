@@ -28,7 +28,8 @@ from federation.signing import generate_keypair, verify_envelope
 from node.audit_log import AuditFilter, AuditLog
 from node.drilldown.client import DrilldownClient
 from node.drilldown.router import QUERY_BODY_TYPE, build_query
-from tests.federation.test_drilldown_helpers import Tree, node_identity, node_key, running_tree
+from node.server import NodeServer
+from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}
 STREET = "gd.gz.py.sq"
@@ -244,3 +245,27 @@ def test_client_refuses_an_answer_to_another_query(tree: Tree) -> None:
         with pytest.raises(Exception, match="answers another query"):
             client._checked(old, new_query, "gd")
     assert isinstance(client, DrilldownClient)
+
+
+def test_a_restarted_node_still_refuses_a_replay_of_a_query_it_served(tmp_path: Path) -> None:
+    # The replay cache outlives a restart: it is seeded from the audit log, which records each query's nonce.
+    small = build_tree(tmp_path, {"gd": 0, "gd.sz": 5})
+    try:
+        small.settle()
+        honest = _query(small, "gd", "gd.sz", alerts=dd.AlertsRequest())
+        _send(small, "gd", "gd.sz", honest)
+        leaf = small["gd.sz"]
+        leaf.server.stop(0.5)
+        leaf.server = NodeServer(leaf.node, address=leaf.address)
+        leaf.server.start()
+        with pytest.raises(StaleError, match="replay"):
+            _send(small, "gd", "gd.sz", honest)
+        # A new query (new nonce) is served as before.
+        _send(small, "gd", "gd.sz", _query(small, "gd", "gd.sz", alerts=dd.AlertsRequest()))
+        served = AuditLog(leaf.node.engine).entries(AuditFilter(action="drilldown.served"), limit=2)
+        assert {entry.detail()["nonce"] for entry in served} == {
+            parse_body(honest, dd.QueryBody).nonce.hex(),
+            served[0].detail()["nonce"],
+        }
+    finally:
+        small.close()
