@@ -478,6 +478,10 @@ class SendResult:
     pending: int = 0
 
 
+# With report_on_change, how often the sender looks for changes other processes wrote to the database.
+CHANGE_POLL_SECONDS = 1.0
+
+
 class ReportSender:
     """Delivers the outbox to the parent, oldest first; optional background loop with debounced report-on-change.
 
@@ -498,6 +502,7 @@ class ReportSender:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._changed_at: float | None = None
+        self._seen_revision: int | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -662,11 +667,30 @@ class ReportSender:
             return 60.0
         return max((next_at - self.node.now()).total_seconds(), 0.0)
 
+    def _poll_revision(self) -> None:
+        """Notice metric changes written by other processes on this database (``supnet import``, ``supnet scan``).
+
+        In-process writers call ``notify_change``; a CLI import beside ``supnet serve`` can only be seen in the
+        database. Our own changes are seen here too: harmless, the debounced report is built only if changed.
+        """
+        with self.node.engine.connect() as conn:
+            revision = current_revision(conn)
+        if self._seen_revision is not None and revision > self._seen_revision and self._changed_at is None:
+            log.debug(
+                "node %s: metric revision %s -> %s; report follows", self.node.config.id, self._seen_revision, revision
+            )
+            self._changed_at = time.monotonic()
+        self._seen_revision = revision
+
     def _run(self) -> None:
         debounce = self.node.config.federation.report_debounce_seconds
+        on_change = self.node.config.federation.report_on_change
         while not self._stopping.is_set():
             try:
                 wait = self._seconds_until_due()
+                if on_change:
+                    self._poll_revision()
+                    wait = min(wait, CHANGE_POLL_SECONDS)
                 if self._changed_at is not None:
                     wait = min(wait, max(self._changed_at + debounce - time.monotonic(), 0.0))
                 self._wake.wait(min(wait, 60.0))
