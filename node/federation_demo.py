@@ -237,4 +237,4 @@ def _show(console: Console, topology: Topology, state: FederationState) -> None:
         console.print(f"  [dim]{answer.verified_by}[/]")
         if rows:
             detail_answer = client.ask(current, case_detail=dd.CaseDetailRequest(case_no=rows[0].case_no))
-            print_case_detail(detail_answer.body.case_detail, tz)
+            print_case_detail(detail_answer.body.case_detail, tz, console)

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 from google.protobuf.json_format import MessageToDict
+from rich.console import Console
 from rich.table import Table
 
 from federation.canonical import COUNTER_FIELDS, parse_body
@@ -223,18 +224,18 @@ def complaints_table(rows: Iterable[dd.ComplaintRow], title: str, tz: ZoneInfo) 
     return table
 
 
-def print_case_detail(answer: dd.CaseDetailAnswer, tz: ZoneInfo) -> None:
-    """One case: its row, masked applicant, timeline and alerts."""
-    console.print(cases_table([answer.case], f"case {answer.case.case_no}", tz))
-    console.print(f"applicant ID ({answer.applicant_id_type or '-'}): {answer.applicant_id_masked or '-'}")
+def print_case_detail(answer: dd.CaseDetailAnswer, tz: ZoneInfo, out: Console = console) -> None:
+    """One case: its row, masked applicant, timeline and alerts (on ``out``, the CLI's console by default)."""
+    out.print(cases_table([answer.case], f"case {answer.case.case_no}", tz))
+    out.print(f"applicant ID ({answer.applicant_id_type or '-'}): {answer.applicant_id_masked or '-'}")
     timeline = Table(title="timeline")
     for column in ("when", "what", "event", "by", "detail"):
         timeline.add_column(column)
     for event in answer.timeline:
         timeline.add_row(local_time(event.at_ms, tz), event.kind, event.title, event.actor, event.detail)
-    console.print(timeline)
+    out.print(timeline)
     if answer.alerts:
-        console.print(alerts_table(answer.alerts, "alerts on this case", tz))
+        out.print(alerts_table(answer.alerts, "alerts on this case", tz))
 
 
 def report_description(answer: dd.ReportAnswer) -> dict[str, Any]:
