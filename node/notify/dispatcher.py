@@ -37,7 +37,7 @@ from node.audit_log import Action, operator_actor, record_audit
 from node.errors import InvalidArgumentError, UnavailableError
 from node.notify.channels import Channel, OutgoingMessage, build_channels
 from node.notify.messages import AlertFacts, format_for_channel
-from node.notify.routing import UNROUTED_PREFIX, route_alert
+from node.notify.routing import UNROUTED_PREFIX, Route, route_alert
 from node.store.models import Case, Complaint
 from node.store.supervision_models import Alert, Notification
 
@@ -167,6 +167,23 @@ class _Totals:
     alerts_notified: int = 0
 
 
+def pending_notification(alert_id: int | None, route: Route, subject: str, body: str, now: datetime) -> dict[str, Any]:
+    """A new ``notifications`` row, due at once: a case alert's (alert_id) or an operator notice's (None)."""
+    return {
+        "alert_id": alert_id,
+        "channel": route.channel,
+        "recipient": route.recipient,
+        "subject": subject[:300],
+        "body": body,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": "",
+        "created_at": now,
+        "delivered_at": None,
+    }
+
+
 def backoff_delay(attempts_before: int, backoff: float, max_backoff: float, rng: random.Random | None = None) -> float:
     """Seconds to wait after a failed attempt: min(max_backoff, backoff * 2**attempts_before) plus up to 10% jitter."""
     base = min(max_backoff, backoff * (2 ** min(attempts_before, 62)))
@@ -268,21 +285,7 @@ class NotificationDispatcher:
             subject, body = format_for_channel(
                 facts, route.channel, node_id=self.node.config.id, recipient_name=route.name, tz=self.node.tz
             )
-            values.append(
-                {
-                    "alert_id": facts.alert_id,
-                    "channel": route.channel,
-                    "recipient": route.recipient,
-                    "subject": subject[:300],
-                    "body": body,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "last_error": "",
-                    "created_at": now,
-                    "delivered_at": None,
-                }
-            )
+            values.append(pending_notification(facts.alert_id, route, subject, body, now))
         return values
 
     # -- deliver -----------------------------------------------------------------------------------------------------

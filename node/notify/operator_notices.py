@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, and_, insert, select, update
 
 from node.metrics import dialect_insert
+from node.notify.dispatcher import pending_notification
 from node.notify.routing import route_operators
 from node.store.supervision_models import Notification, OperatorNotice
 
@@ -92,7 +93,7 @@ def _notification_rows(
     node: Node, kind: NoticeKind, about: str, subject: str, text: str, *, now: datetime
 ) -> list[dict[str, Any]]:
     node_id = node.config.id
-    full_subject = f"[supnet {node_id}] {subject}"[:300]
+    full_subject = f"[supnet {node_id}] {subject}"
     rows = []
     for route in route_operators(node.config.notifications):
         if route.channel == "webhook":
@@ -114,19 +115,5 @@ def _notification_rows(
             body = f"supnet {node_id}: {subject}"[:_SMS_LIMIT]
         else:
             body = text
-        rows.append(
-            {
-                "alert_id": None,
-                "channel": route.channel,
-                "recipient": route.recipient,
-                "subject": full_subject,
-                "body": body,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "last_error": "",
-                "created_at": now,
-                "delivered_at": None,
-            }
-        )
+        rows.append(pending_notification(None, route, full_subject, body, now))
     return rows
