@@ -693,7 +693,7 @@ class ReportSender:
                     wait = min(wait, CHANGE_POLL_SECONDS)
                 if self._changed_at is not None:
                     wait = min(wait, max(self._changed_at + debounce - time.monotonic(), 0.0))
-                self._wake.wait(min(wait, 60.0))
+                woken = self._wake.wait(min(wait, 60.0))
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
@@ -701,7 +701,8 @@ class ReportSender:
                 if changed_at is not None and time.monotonic() - changed_at >= debounce:
                     self._changed_at = None
                     self.report_now("incremental", only_if_changed=True)
-                else:
+                elif woken or self._seconds_until_due() <= 0:
+                    # Not on every change poll: only when something may be due (or someone asked).
                     self.send_pending()
             except Exception:
                 # The loop must survive a bad moment (database locked, parent gone); the outbox keeps the data.
