@@ -125,10 +125,31 @@ def _bulk_cases(node: Node, cases: int, rng: random.Random) -> int:
         stamp = accepted.strftime(SQLA_DATETIME)
         batch.append(
             (
-                f"BULK-{number:09d}", code, basic, type_code, department, "", "", stamp, "2", "", "", "", "", "",
-                10, 20, due.strftime(SQLA_DATETIME), (due + timedelta(days=14)).strftime(SQLA_DATETIME), 0, 0,
-                "completed" if completed else "open", completed.strftime(SQLA_DATETIME) if completed else None,
-                0, 0, stamp,
+                f"BULK-{number:09d}",
+                code,
+                basic,
+                type_code,
+                department,
+                "",
+                "",
+                stamp,
+                "2",
+                "",
+                "",
+                "",
+                "",
+                "",
+                10,
+                20,
+                due.strftime(SQLA_DATETIME),
+                (due + timedelta(days=14)).strftime(SQLA_DATETIME),
+                0,
+                0,
+                "completed" if completed else "open",
+                completed.strftime(SQLA_DATETIME) if completed else None,
+                0,
+                0,
+                stamp,
             )
         )
         key = (accepted.date().isoformat(), department, code)
@@ -433,8 +454,12 @@ def bench_fan_in(work: Path, children: int, per_child: int, buckets: int) -> dic
     # In process: the real receiver (verify, registered child, chain, dedupe, store, apply) on SQLite.
     node = _province(work, "province-inproc", keys)
     receiver = ReportReceiver(
-        node.engine, children=set(keys), key_resolver=child_key_resolver(node), apply=apply_child_report,
-        clock=node.now, node_id="gd",
+        node.engine,
+        children=set(keys),
+        key_resolver=child_key_resolver(node),
+        apply=apply_child_report,
+        clock=node.now,
+        node_id="gd",
     )
     started, cpu_started = time.perf_counter(), time.process_time()
     for raw in _interleaved(reports):

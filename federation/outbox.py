@@ -21,9 +21,7 @@ from federation.tables import OUTBOX_ACKED, OUTBOX_PENDING, outbox
 
 log = logging.getLogger(__name__)
 
-OUTBOX_OVERFLOWS = Counter(
-    "supnet_report_outbox_overflows_total", "Reports refused because the report outbox was full"
-)
+OUTBOX_OVERFLOWS = Counter("supnet_report_outbox_overflows_total", "Reports refused because the report outbox was full")
 OUTBOX_SEND_FAILURES = Counter(
     "supnet_report_outbox_send_failures_total", "Failed attempts to deliver a report to the parent"
 )

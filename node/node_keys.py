@@ -162,4 +162,3 @@ def node_trust(node: Node) -> NodeTrust | None:
 def channel_to(node: Node, address: str, peer_id: str, *, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """A channel from this node to ``peer_id`` at ``address``: mutual TLS, or plaintext under the switch."""
     return node_channel(transport_pki(node), address, peer_id, options=options or ())
-

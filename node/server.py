@@ -81,9 +81,7 @@ class NodeServer:
         self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
         self.query = QueryServicer(node, authorizer=self.authorizer)
-        self.ingest = IngestServicer(
-            node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed()
-        )
+        self.ingest = IngestServicer(node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed())
         add_NodeServiceServicer_to_server(_NodeService(self.reports, self.query), self._server)
         add_IngestServiceServicer_to_server(self.ingest, self._server)  # type: ignore[arg-type]
         self._health: Any = add_health_and_reflection(self._server, [NODE_SERVICE_NAME, INGEST_SERVICE_NAME])

@@ -197,9 +197,7 @@ def subtree_buckets(
     both = union_all(*parts).subquery("subtree_sources")
     keys = [both.c[name] for name in KEY_COLUMNS]
     query = (
-        select(*keys, *(func.sum(both.c[name]).label(name) for name in COUNTER_FIELDS))
-        .group_by(*keys)
-        .order_by(*keys)
+        select(*keys, *(func.sum(both.c[name]).label(name) for name in COUNTER_FIELDS)).group_by(*keys).order_by(*keys)
     )
     return [
         BucketTotals(

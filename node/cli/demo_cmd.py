@@ -159,9 +159,7 @@ def register(app: typer.Typer) -> None:
         if not single:
             from node.federation_demo import run_demo as run_federation_demo
 
-            code = run_federation_demo(
-                console, base_dir=directory, keep=keep, insecure_plaintext=insecure_plaintext
-            )
+            code = run_federation_demo(console, base_dir=directory, keep=keep, insecure_plaintext=insecure_plaintext)
             raise typer.Exit(code)
         _single_node_demo(directory, node_id, cases, seed, as_json)
 

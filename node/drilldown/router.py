@@ -122,9 +122,7 @@ class QueryRouter:
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def handle(
-        self, envelope: SignedEnvelope, body: QueryBody, time_remaining: float | None = None
-    ) -> SignedEnvelope:
+    def handle(self, envelope: SignedEnvelope, body: QueryBody, time_remaining: float | None = None) -> SignedEnvelope:
         """Return the signed answer envelope to an AUTHORIZED query (node.authorization): local or relayed."""
         # DEBUG, not INFO: the durable record of every drill-down is the node's hash-chained audit log
         # (DrilldownAuditor, written before the answer leaves); a log line per query at INFO cost more than

@@ -79,9 +79,7 @@ def _result_of(seq: int, outcome: RecordOutcome | None) -> IngestResult:
 class IngestServicer:
     """IngestService.Ingest: per-record ACCEPTED / DUPLICATE / REJECTED, durable before answered."""
 
-    def __init__(
-        self, node: Node, *, authorizer: Authorizer, on_accepted: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, node: Node, *, authorizer: Authorizer, on_accepted: Callable[[int], None] | None = None) -> None:
         self._node = node
         self._authorizer = authorizer
         self._importer = Importer(node, listeners=default_listeners(node))

@@ -131,7 +131,12 @@ def test_full_report_heals_drift_and_zeroes_vanished_keys(tree: Tree) -> None:
         )
         conn.execute(
             child_buckets.insert().values(
-                child_id="gd.sz", day=some.day, basic_code="BOGUS00001", item_type_code="01", received=7, revision=0,
+                child_id="gd.sz",
+                day=some.day,
+                basic_code="BOGUS00001",
+                item_type_code="01",
+                received=7,
+                revision=0,
                 **{name: 0 for name in COUNTER_FIELDS if name != "received"},
             )
         )

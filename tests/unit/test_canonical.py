@@ -47,8 +47,10 @@ def _valid_report() -> ReportBody:
         [_bucket("2024-03-02", "000200"), _bucket("2024-03-01", "000300"), _bucket("2024-03-01", "000100")]
     )
     body.child_reports.extend(
-        [ChildReportRef(child_id="gd.gz.py", sequence=9, digest=b"\x02" * 32),
-         ChildReportRef(child_id="gd.gz.hp", sequence=4, digest=b"\x03" * 32)]
+        [
+            ChildReportRef(child_id="gd.gz.py", sequence=9, digest=b"\x02" * 32),
+            ChildReportRef(child_id="gd.gz.hp", sequence=4, digest=b"\x03" * 32),
+        ]
     )
     body.completeness.nodes_in_subtree = 3
     body.completeness.nodes_reported_in_window = 3
@@ -122,8 +124,10 @@ def test_parse_body_checks_type_and_bytes() -> None:
         (lambda b: b.buckets.append(_bucket("2024-03-02", "000200")), r"bucket 3 .* out of order or repeated"),
         (lambda b: b.buckets.append(_bucket("2024-04-01", "000900")), "bucket 3 day 2024-04-01 is outside"),
         (lambda b: setattr(b.buckets[0], "day", "20240301"), "bucket 0 day '20240301' is not YYYY-MM-DD"),
-        (lambda b: b.child_reports.append(ChildReportRef(child_id="gd.gz.aa", digest=b"\x00" * 32)),
-         r"child report 2 \('gd.gz.aa'\) is out of order"),
+        (
+            lambda b: b.child_reports.append(ChildReportRef(child_id="gd.gz.aa", digest=b"\x00" * 32)),
+            r"child report 2 \('gd.gz.aa'\) is out of order",
+        ),
         (lambda b: setattr(b.child_reports[0], "digest", b""), "child report gd.gz.hp digest must be 32 bytes"),
         (lambda b: setattr(b.completeness, "nodes_reported_in_window", 4), "nodes_reported_in_window exceeds"),
     ],

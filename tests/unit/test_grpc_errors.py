@@ -88,9 +88,9 @@ def _identity(value: bytes) -> bytes:
     return value
 
 
-def _start_server(handlers: dict[str, grpc.RpcMethodHandler[Any, Any]], interceptors: tuple[Any, ...] = ()) -> tuple[
-    grpc.Server, int
-]:
+def _start_server(
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]], interceptors: tuple[Any, ...] = ()
+) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Errors", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
