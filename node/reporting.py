@@ -50,7 +50,7 @@ from federation.tls import credentials_stamp, pki_directory
 from node.errors import InvalidArgumentError
 from node.metrics import REVISION_COUNTER, current_revision, dialect_insert, lock_metrics
 from node.node_keys import SigningIdentity, channel_to, signing_identity
-from node.notify.operator_notices import NoticeKind, notify_operators
+from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_resolved
 from node.store.federation_models import ChildBucket
 from node.store.supervision_models import NodeCounter
 from node.subtree import BucketTotals, ChildStatus, children_status, subtree_buckets, subtree_completeness
@@ -437,7 +437,17 @@ def check_children_staleness(node: Node) -> list[ChildStatus]:
     with node.engine.connect() as conn:
         statuses = children_status(node, conn, now)
     for status in statuses:
-        if not status.registered or status.state == "fresh":
+        if not status.registered:
+            continue
+        if status.state == "fresh":
+            notify_operators_resolved(
+                node,
+                NoticeKind.CHILD_SILENT,
+                status.child_id,
+                f"child {status.child_id} reports again",
+                f"Child {status.child_id} of node {node.config.id} reports again (report #{status.last_sequence}).",
+                now=now,
+            )
             continue
         if status.state == "missing":
             log.warning("child %s of node %s has never reported", status.child_id, node.config.id)

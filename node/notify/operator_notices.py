@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, and_, insert, select, update
+from sqlalchemy import Table, and_, delete, insert, select, update
 
 from node.metrics import dialect_insert
 from node.notify.dispatcher import pending_notification
@@ -89,8 +89,29 @@ def notify_operators(
     return True
 
 
+def notify_operators_resolved(
+    node: Node, kind: NoticeKind, about: str, subject: str, text: str, *, now: datetime | None = None
+) -> bool:
+    """The problem (kind, about) is over: if operators were told of it, tell them so and forget it.
+
+    Returns True when a notice was queued. Forgetting it means a new occurrence is told at once, cooldown or not.
+    """
+    now = now or node.now()
+    key = and_(_notices.c.kind == kind.value, _notices.c.about == about)
+    with node.engine.connect() as conn:  # the common case (nothing was told) stays a read
+        if conn.execute(select(_notices.c.kind).where(key)).first() is None:
+            return False
+    with node.engine.begin() as conn:
+        if not conn.execute(delete(_notices).where(key)).rowcount:
+            return False  # a concurrent check resolved it first
+        rows = _notification_rows(node, kind, about, subject, text, now=now, resolved=True)
+        conn.execute(insert(_notifications), rows)
+    log.warning("node %s: operator notice %s about %s resolved: %s", node.config.id, kind, about, subject)
+    return True
+
+
 def _notification_rows(
-    node: Node, kind: NoticeKind, about: str, subject: str, text: str, *, now: datetime
+    node: Node, kind: NoticeKind, about: str, subject: str, text: str, *, now: datetime, resolved: bool = False
 ) -> list[dict[str, Any]]:
     node_id = node.config.id
     full_subject = f"[supnet {node_id}] {subject}"
@@ -103,6 +124,7 @@ def _notification_rows(
                     "node_id": node_id,
                     "kind": kind.value,
                     "about": about,
+                    "resolved": resolved,
                     "subject": subject,
                     "text": text,
                     "at": now.replace(tzinfo=node.tz).isoformat(),

@@ -22,6 +22,7 @@ from node.pki_admin import enroll_node, init_root, issue_token
 from node.reporting import build_reports, check_children_staleness
 from node.scheduler import NodeScheduler
 from node.store.supervision_models import Notification, OperatorNotice
+from tests.federation.reports_tree import Tree
 from tests.integration.test_notify import HttpCapture, closed_port
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
@@ -162,3 +163,24 @@ def test_a_ca_certificate_this_node_cannot_renew_is_noticed(tmp_path: Path, sqli
         assert "ACTION NEEDED" in mail["body"] and "only the parent can renew it" in mail["body"]
     finally:
         city.close()
+
+
+def test_a_child_that_reports_again_is_told_resolved_and_a_new_silence_is_told_at_once(tmp_path: Path) -> None:
+    tree = Tree(tmp_path, ["gd", "gd.sz"])
+    try:
+        province = tree["gd"]
+        check_children_staleness(province)  # gd.sz has never reported
+        assert not tree.sender("gd.sz").report_now().failed
+        check_children_staleness(province)  # fresh now: the operators hear it is over
+        check_children_staleness(province)  # still fresh: nothing more
+        tree.clock.advance(3 * 60.0 + 1)  # stale_after_intervals x report_interval_seconds of the test tree
+        check_children_staleness(province)  # silent again, within the hour: told at once all the same
+        subjects = [row["subject"] for row in _operator_rows(province) if row["channel"] == "log"]
+        assert subjects == [
+            "[supnet gd] child gd.sz is silent",
+            "[supnet gd] child gd.sz reports again",
+            "[supnet gd] child gd.sz is silent",
+        ]
+        assert "has not reported since" in [row["body"] for row in _operator_rows(province)][-1]
+    finally:
+        tree.close()
