@@ -119,7 +119,11 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 
 def credentials_stamp(pki: PkiDirectory) -> tuple[tuple[int, int, int], ...]:
     """Changes whenever root, TLS key or TLS chain files change (rotation): rebuild channels then."""
-    return tuple(_stamp(pki.file(name)) for name in TRANSPORT_FILES)
+    return _files_stamp(pki.file(name) for name in TRANSPORT_FILES)
+
+
+def _files_stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int], ...]:
+    return tuple(_stamp(path) for path in paths)
 
 
 def _pem(certificates: Iterable[x509.Certificate]) -> bytes:
@@ -522,4 +526,4 @@ class NodeTrust:
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """Changes when this node's TLS files change: channels built before should be rebuilt."""
-        return tuple(_stamp(path) for path in self._transport_files)
+        return _files_stamp(self._transport_files)  # credentials_stamp over paths built once
