@@ -59,7 +59,7 @@ from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
 from node.ingest.listeners import default_listeners
 from node.metrics import add_to_buckets, record_deltas
-from node.reporting import apply_child_report, build_reports, node_outbox
+from node.reporting import apply_child_reports, build_reports, node_outbox
 from node.server import NodeServer
 from node.servicers.reports import child_key_resolver
 from node.synthetic.generator import generate, iter_item_records
@@ -457,7 +457,7 @@ def bench_fan_in(work: Path, children: int, per_child: int, buckets: int) -> dic
         node.engine,
         children=set(keys),
         key_resolver=child_key_resolver(node),
-        apply=apply_child_report,
+        apply=apply_child_reports,
         clock=node.now,
         node_id="gd",
     )

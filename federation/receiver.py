@@ -15,11 +15,17 @@ Order of checks (each refusal is a precise SupnetError, mapped to a gRPC status 
    commit is the acknowledgement returned, so a child never holds an ack for a report that is not stored.
 
 Checks 1-3 run in the caller's thread. Checks 4-6 run by GROUP COMMIT: each caller queues its verified report;
-the first to find no batch running leads: it takes up to MAX_BATCH queued reports in arrival order, stores each
-inside a SAVEPOINT of one transaction (a refused report rolls back only itself; a later report of the same
-child sees the earlier one's chain head), commits once, then hands every caller its own ack or error and passes
-the lead to the oldest caller still queued. One commit and one lock hand-off per batch instead of per report is
-what lets a province keep up with its children: with a thread per report, they queued on the single write lock.
+the first to find no batch running leads: it takes up to MAX_BATCH queued reports in arrival order and stores
+them in one transaction, commits once, then hands every caller its own ack or error and passes the lead to the
+oldest caller still queued. One commit and one lock hand-off per batch instead of per report is what lets a
+province keep up with its children: with a thread per report, they queued on the single write lock.
+
+A batch is stored set-based: the chain heads of its children are read once, each report is checked against
+its child's head in memory (a later report of the same child sees the earlier one's), and the reports that
+extend their chains go in with one statement per table; re-deliveries are then answered from their stored
+rows. If that fails (a failed apply, a row the heads did not predict), the transaction is rolled back and the
+batch is stored again report by report, each inside a SAVEPOINT of its own, so a failure rolls back only the
+report that caused it. Both ways decide every report exactly alike.
 
 An optional ``audit`` hook (node.audit_log.ReceiptAuditor) records each accepted report inside that same
 transaction, and each refusal (any SupnetError above) in a transaction of its own before it is raised.
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,14 +88,16 @@ class ChildChainState:
     nodes_reported_in_window: int
 
 
-ApplyReport = Callable[[Connection, AcceptedReport], None]
+# Called with reports about to be stored, in order, inside their storing transaction: a whole group commit's
+# at once, or a single report when a batch is stored report by report.
+ApplyReports = Callable[[Connection, Sequence[AcceptedReport]], None]
 
 
 class ReceiptAudit(Protocol):
     """Where a receiver records what it accepted and refused (federation does not know the audit table)."""
 
-    def accepted(self, conn: Connection, report: AcceptedReport) -> None:
-        """Record a report being stored, inside its storing transaction (the last statement before commit)."""
+    def accepted_many(self, conn: Connection, reports: Sequence[AcceptedReport]) -> None:
+        """Record reports being stored, in order, inside their storing transaction (the last statements)."""
 
     def refused(self, envelope: SignedEnvelope, error: SupnetError) -> None:
         """Record a refused report, in a transaction of its own."""
@@ -97,6 +105,10 @@ class ReceiptAudit(Protocol):
 
 class _AlreadyStoredError(Exception):
     """Internal signal: the log already holds this (child, sequence)."""
+
+
+class _BatchNotTogetherError(Exception):
+    """Internal signal: storing a batch together failed (its cause says why); store it one by one instead."""
 
 
 # Reports stored per transaction at most: bounds how long one batch holds the write lock (and its callers).
@@ -132,6 +144,12 @@ _CHAIN_HEAD = select(child_chains.c.last_sequence, child_chains.c.last_digest).w
 # PostgreSQL: lock the child's head row so two deliveries of one child cannot both extend it (SQLite already
 # holds its single write lock here and renders no FOR UPDATE).
 _CHAIN_HEAD_FOR_UPDATE = DriverStatement(_CHAIN_HEAD.with_for_update())
+# A batch's heads in one read; ordered, so two transactions lock PostgreSQL rows in the same order.
+_CHAIN_HEADS = (
+    select(child_chains.c.child_id, child_chains.c.last_sequence, child_chains.c.last_digest)
+    .order_by(child_chains.c.child_id)
+    .with_for_update()
+)
 _STORED_DIGEST = select(received_reports.c.digest).where(
     received_reports.c.child_id == bindparam("chain_child"),
     received_reports.c.sequence == bindparam("stored_sequence"),
@@ -206,7 +224,7 @@ class ReportReceiver:
         *,
         children: Collection[str] | Callable[[], Collection[str]],
         key_resolver: KeyResolver,
-        apply: ApplyReport,
+        apply: ApplyReports,
         clock: Callable[[], datetime],
         node_id: str = "",
         accept_first_at_any_sequence: bool = False,
@@ -307,33 +325,32 @@ class ReportReceiver:
                     delivery.wake.release()
 
     def _commit_batch(self, batch: list[_Delivery]) -> None:
-        """Store a batch in one transaction, each report in a savepoint of its own; decide every delivery."""
+        """Store a batch in one transaction and decide every delivery (ack or error).
+
+        First set-based: the chain is checked in memory against the heads read once, and the reports that
+        extend it are stored with one statement per table. Should that fail (a failed apply, a row the heads
+        did not predict), nothing of it is kept and the batch is stored again report by report, each in a
+        savepoint of its own, so the failure stays with the report that caused it.
+        """
+        try:
+            self._decide(batch, self._store_together)
+        except Exception as error:
+            log.info("batch of %s reports stored report by report after: %s", len(batch), error)
+            for delivery in batch:
+                delivery.ack, delivery.error, delivery.accepted = None, None, None
+            self._decide(batch, self._store_one_by_one)
+
+    def _decide(self, batch: list[_Delivery], store: Callable[[Connection, Any, list[_Delivery]], None]) -> None:
+        """Run ``store`` in one transaction; on a failed commit every delivery gets the error, none an ack."""
         try:
             with self._engine.begin() as conn, closing(conn.connection.dbapi_connection.cursor()) as cursor:  # type: ignore[union-attr]
                 if conn.dialect.name == "sqlite":
                     # pysqlite begins a transaction only at the first write, so the first SAVEPOINT would start
                     # (and its RELEASE commit) one of its own. BEGIN IMMEDIATE also takes the write lock now.
                     cursor.execute("BEGIN IMMEDIATE")
-                for delivery in batch:
-                    try:
-                        with _savepoint(cursor):
-                            delivery.accepted = self._store(conn, delivery)
-                        delivery.ack = ReportAck(
-                            child_id=delivery.accepted.child_id,
-                            sequence=delivery.body.sequence,
-                            digest=delivery.digest,
-                            stored=True,
-                            last_accepted_sequence=delivery.body.sequence,
-                        )
-                    except _AlreadyStoredError:
-                        # (child, sequence) is stored (maybe by a batch-mate): a re-delivery or a rewritten report.
-                        try:
-                            delivery.ack = self._answer_duplicate(conn, delivery.body, delivery.digest)
-                        except SupnetError as error:
-                            delivery.error = error
-                    except Exception as error:
-                        # A refusal (SupnetError) or a failed apply is this report's alone: its savepoint is gone.
-                        delivery.error = error
+                store(conn, cursor, batch)
+        except _BatchNotTogetherError as error:
+            raise error.__cause__ or error from None  # rolled back: the caller stores the batch one by one
         except BaseException as error:
             # No commit, so nothing of this batch is stored: every caller gets the error, none an ack (a
             # duplicate answered against a batch-mate's row would be wrong now too).
@@ -353,6 +370,93 @@ class ReportReceiver:
                     len(accepted.body.buckets),
                     short_hex(accepted.digest),
                 )
+
+    def _store_together(self, conn: Connection, cursor: Any, batch: list[_Delivery]) -> None:
+        """Checks 4-6 for a whole batch with one statement per table (see _commit_batch)."""
+        heads = self._chain_heads(conn, {delivery.body.node_id for delivery in batch})
+        known = set(heads)  # children with a head row (UPDATE) rather than none yet (INSERT)
+        extending: list[_Delivery] = []
+        already_there: list[_Delivery] = []
+        for delivery in batch:
+            body = delivery.body
+            head = heads.get(body.node_id)
+            if head is not None and body.sequence <= head.sequence:
+                # A re-delivery or a rewrite of a stored report (maybe of a batch-mate): decided on its stored row
+                # below, once the batch's rows are in, exactly as one by one.
+                already_there.append(delivery)
+                continue
+            try:
+                self._check_chain(head, body)
+            except SupnetError as error:
+                delivery.error = error
+                continue
+            heads[body.node_id] = ChainHead(body.sequence, delivery.digest)
+            extending.append(delivery)
+        try:
+            if extending:
+                self._store_extending(conn, extending, known)
+        except Exception as error:
+            raise _BatchNotTogetherError from error
+        for delivery in already_there:
+            self._store_in_savepoint(conn, cursor, delivery)
+
+    def _store_extending(self, conn: Connection, extending: list[_Delivery], known: set[str]) -> None:
+        """Store reports that extend their chains: log rows, chain heads, apply, audit."""
+        received_rows, accepted_reports = [], []
+        latest: dict[str, AcceptedReport] = {}
+        for delivery in extending:
+            body = delivery.body
+            delivery.accepted = accepted = AcceptedReport(
+                child_id=body.node_id,
+                body=body,
+                envelope=delivery.envelope,
+                digest=delivery.digest,
+                received_at=self._clock(),
+            )
+            accepted_reports.append(accepted)
+            received_rows.append(_prefixed(_received_values(accepted)))
+            if body.sequence != 1 and body.node_id not in known and body.node_id not in latest:
+                log.warning("first report from child %s starts at #%s (chain joined late)", body.node_id, body.sequence)
+            latest[body.node_id] = accepted
+        _INSERT_RECEIVED.execute_each(conn, received_rows)
+        chain_rows = {child: _prefixed(_chain_values(accepted)) for child, accepted in latest.items()}
+        _INSERT_CHAIN.execute_each(conn, [row for child, row in chain_rows.items() if child not in known])
+        _UPDATE_CHAIN.execute_each(conn, [row for child, row in chain_rows.items() if child in known])
+        self._apply(conn, accepted_reports)
+        if self._audit is not None:
+            self._audit.accepted_many(conn, accepted_reports)  # commits with the reports, or not at all
+        for delivery in extending:
+            delivery.ack = _stored_ack(delivery)
+
+    def _chain_heads(self, conn: Connection, children: Collection[str]) -> dict[str, ChainHead]:
+        """The chain heads of these children that have one (PostgreSQL: their rows locked, in one order)."""
+        statement = _CHAIN_HEADS.where(child_chains.c.child_id.in_(sorted(children)))
+        rows = conn.execute(statement).all()
+        return {row.child_id: ChainHead(int(row.last_sequence), bytes(row.last_digest)) for row in rows}
+
+    def _check_chain(self, head: ChainHead | None, body: ReportBody) -> None:
+        check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
+
+    def _store_one_by_one(self, conn: Connection, cursor: Any, batch: list[_Delivery]) -> None:
+        """Checks 4-6 report by report, each in a savepoint of its own (see _commit_batch)."""
+        for delivery in batch:
+            self._store_in_savepoint(conn, cursor, delivery)
+
+    def _store_in_savepoint(self, conn: Connection, cursor: Any, delivery: _Delivery) -> None:
+        try:
+            with _savepoint(cursor):
+                delivery.accepted = self._store(conn, delivery)
+            delivery.ack = _stored_ack(delivery)
+        except _AlreadyStoredError:
+            # (child, sequence) is stored (maybe by a batch-mate): a re-delivery or a rewritten report.
+            try:
+                delivery.ack = self._answer_duplicate(conn, delivery.body, delivery.digest)
+            except SupnetError as error:
+                delivery.error = error
+        except Exception as error:
+            # A refusal (SupnetError) or a failed apply is this report's alone: its savepoint is gone.
+            delivery.accepted = None
+            delivery.error = error
 
     def audit_refusal(self, envelope: SignedEnvelope, error: SupnetError) -> None:
         """Record a refusal through the audit hook (also for refusals decided before ``receive``, e.g. by mTLS)."""
@@ -387,48 +491,62 @@ class ReportReceiver:
         )
 
     def _store(self, conn: Connection, delivery: _Delivery) -> AcceptedReport:
-        """Checks 4-6 for one report inside the batch's savepoint: log row, chain head, apply, audit."""
+        """Checks 4-6 for one report inside its savepoint: log row, chain head, apply, audit."""
         body, digest = delivery.body, delivery.digest
         child_id = body.node_id
-        received_at = self._clock()
         accepted = AcceptedReport(
-            child_id=child_id, body=body, envelope=delivery.envelope, digest=digest, received_at=received_at
+            child_id=child_id, body=body, envelope=delivery.envelope, digest=digest, received_at=self._clock()
         )
         # The log row goes in FIRST: its UNIQUE(child_id, sequence) turns a re-delivery into an IntegrityError
         # (answered by _answer_duplicate). A refused check below rolls the row back with the savepoint.
         try:
-            _INSERT_RECEIVED.execute(
-                conn,
-                _prefixed(
-                    {
-                        "child_id": child_id,
-                        "sequence": body.sequence,
-                        "digest": digest,
-                        "kind": accepted.kind,
-                        "envelope": delivery.envelope.SerializeToString(),
-                        "bucket_count": len(body.buckets),
-                        "received_at": received_at,
-                    }
-                ),
-            )
+            _INSERT_RECEIVED.execute(conn, _prefixed(_received_values(accepted)))
         except (SqlIntegrityError, driver_integrity_error(conn)) as error:
             raise _AlreadyStoredError from error  # leaves the savepoint (rolled back) before answering
         chain_row = _CHAIN_HEAD_FOR_UPDATE.fetch_one(conn, {"chain_child": child_id})
         head = None if chain_row is None else ChainHead(int(chain_row[0]), bytes(chain_row[1]))
-        check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
+        self._check_chain(head, body)
         if head is None and body.sequence != 1:
             log.warning("first report from child %s starts at #%s (chain joined late)", child_id, body.sequence)
-        chain_values: dict[str, object] = {
-            "child_id": child_id,
-            "last_sequence": body.sequence,
-            "last_digest": digest,
-            "last_received_at": received_at,
-            "last_created_at_ms": body.created_at_ms,
-            "nodes_in_subtree": max(body.completeness.nodes_in_subtree, 1),
-            "nodes_reported_in_window": body.completeness.nodes_reported_in_window,
-        }
-        (_INSERT_CHAIN if head is None else _UPDATE_CHAIN).execute(conn, _prefixed(chain_values))
-        self._apply(conn, accepted)
+        (_INSERT_CHAIN if head is None else _UPDATE_CHAIN).execute(conn, _prefixed(_chain_values(accepted)))
+        self._apply(conn, [accepted])
         if self._audit is not None:
-            self._audit.accepted(conn, accepted)  # commits with the report, or not at all
+            self._audit.accepted_many(conn, [accepted])  # commits with the report, or not at all
         return accepted
+
+
+def _received_values(accepted: AcceptedReport) -> dict[str, object]:
+    """The received_reports row of an accepted report."""
+    return {
+        "child_id": accepted.child_id,
+        "sequence": accepted.body.sequence,
+        "digest": accepted.digest,
+        "kind": accepted.kind,
+        "envelope": accepted.envelope.SerializeToString(),
+        "bucket_count": len(accepted.body.buckets),
+        "received_at": accepted.received_at,
+    }
+
+
+def _chain_values(accepted: AcceptedReport) -> dict[str, object]:
+    """The child_chains row once this accepted report is its child's head."""
+    body = accepted.body
+    return {
+        "child_id": accepted.child_id,
+        "last_sequence": body.sequence,
+        "last_digest": accepted.digest,
+        "last_received_at": accepted.received_at,
+        "last_created_at_ms": body.created_at_ms,
+        "nodes_in_subtree": max(body.completeness.nodes_in_subtree, 1),
+        "nodes_reported_in_window": body.completeness.nodes_reported_in_window,
+    }
+
+
+def _stored_ack(delivery: _Delivery) -> ReportAck:
+    return ReportAck(
+        child_id=delivery.body.node_id,
+        sequence=delivery.body.sequence,
+        digest=delivery.digest,
+        stored=True,
+        last_accepted_sequence=delivery.body.sequence,
+    )

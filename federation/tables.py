@@ -132,17 +132,21 @@ class DriverStatement:
             compiled = self._compiled[key] = (str(result), order, fixed)
         return compiled
 
-    def _run(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> Any:
-        dbapi, dialect = _driver_of(conn)
-        sql, order, fixed = self._sql(dialect)
+    def _driver_params(self, dialect: Dialect, params: Mapping[str, Any]) -> Any:
+        """Named parameters in the driver's form: a tuple for a positional driver, SQLite's datetime text."""
+        _sql, order, fixed = self._sql(dialect)
         values = {**fixed, **params}
         if dialect.name == "sqlite":
             values = {
                 name: value.strftime(SQLITE_DATETIME_FORMAT) if isinstance(value, datetime) else value
                 for name, value in values.items()
             }
+        return values if order is None else tuple(values[name] for name in order)
+
+    def _run(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> Any:
+        dbapi, dialect = _driver_of(conn)
         cursor = dbapi.cursor()
-        cursor.execute(sql, values if order is None else tuple(values[name] for name in order))
+        cursor.execute(self._sql(dialect)[0], self._driver_params(dialect, params))
         return cursor
 
     def execute(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> None:
@@ -171,6 +175,17 @@ class DriverStatement:
         """Parameter name -> index for a positional driver (SQLite); None when the driver takes names."""
         _sql, order, _fixed = self._sql(dialect)
         return None if order is None else {name: index for index, name in enumerate(order)}
+
+    def execute_each(self, conn: Connection | DriverConnection, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per mapping of named parameters, in one executemany (one driver call for a whole batch)."""
+        if not params:
+            return
+        dbapi, dialect = _driver_of(conn)
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(self._sql(dialect)[0], [self._driver_params(dialect, values) for values in params])
+        finally:
+            cursor.close()
 
     def execute_many(self, conn: Connection, rows: Sequence[Any]) -> None:
         """Run for many rows already in the driver's form (building rows directly in it keeps fan-in cheap).

@@ -45,7 +45,7 @@ import getpass
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -182,6 +182,20 @@ def _head(conn: Connection | DriverConnection) -> AuditHead | None:
     return None if row is None else AuditHead(int(row[0]), str(row[1]))
 
 
+def _entry_params(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "p_seq": entry.seq,
+        "p_at": entry.at.astimezone(dt.UTC).replace(tzinfo=None),
+        "p_actor": entry.actor,
+        "p_action": entry.action,
+        "p_target": entry.target,
+        "p_detail": entry.detail_json,
+        "p_result": entry.result,
+        "p_prev_hash": entry.prev_hash,
+        "p_hash": entry.hash,
+    }
+
+
 def _append_locked(
     conn: Connection | DriverConnection,
     *,
@@ -194,22 +208,50 @@ def _append_locked(
 ) -> int:
     """Read the head and insert the entry after it; the caller holds the chain lock and commits."""
     entry = append(_head(conn), at=at, actor=actor, action=action, target=target, result=result, detail=detail)
-    _INSERT.execute(
-        conn,
-        {
-            "p_seq": entry.seq,
-            "p_at": entry.at.astimezone(dt.UTC).replace(tzinfo=None),
-            "p_actor": entry.actor,
-            "p_action": entry.action,
-            "p_target": entry.target,
-            "p_detail": entry.detail_json,
-            "p_result": entry.result,
-            "p_prev_hash": entry.prev_hash,
-            "p_hash": entry.hash,
-        },
-    )
+    _INSERT.execute(conn, _entry_params(entry))
     log.debug("audit #%s %s %s by %s: %s", entry.seq, action, target, actor, result)
     return entry.seq
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAuditEntry:
+    """One entry for :func:`record_audits` (the fields of :func:`record_audit`)."""
+
+    actor: str
+    action: str
+    target: str = ""
+    detail: Mapping[str, Any] | None = None
+    result: str = AuditResult.OK
+
+
+def record_audits(conn: Connection, entries: Sequence[PendingAuditEntry], *, at: dt.datetime | None = None) -> int:
+    """Append several entries, in order, inside the caller's transaction (call it last); returns the last seq.
+
+    One head read and one insert for them all: a parent audits every report of a group commit this way.
+    """
+    for pending in entries:
+        _check_sizes(pending.actor, pending.action, pending.result)
+    if not entries:
+        return 0
+    when = at if at is not None else dt.datetime.now(dt.UTC)
+    _lock_chain(conn)
+    head: AuditEntry | AuditHead | None = _head(conn)
+    rows = []
+    for pending in entries:
+        head = append(
+            head,
+            at=when,
+            actor=pending.actor,
+            action=pending.action,
+            target=pending.target,
+            result=pending.result,
+            detail=pending.detail,
+        )
+        rows.append(_entry_params(head))
+    _INSERT.execute_each(conn, rows)
+    assert head is not None  # entries is not empty
+    log.debug("audit #%s-#%s appended (%s entries)", rows[0]["p_seq"], head.seq, len(rows))
+    return head.seq
 
 
 def record_audit(
@@ -481,18 +523,27 @@ class ReceiptAuditor:
 
     def accepted(self, conn: Connection, report: AcceptedReport) -> None:
         """Record a stored report inside the transaction that stores it."""
-        record_audit(
+        self.accepted_many(conn, [report])
+
+    def accepted_many(self, conn: Connection, reports: Sequence[AcceptedReport]) -> None:
+        """Record stored reports, in order, inside the transaction that stores them (one append for all)."""
+        record_audits(
             conn,
-            actor=report.child_id,
-            action=Action.REPORT_ACCEPTED,
-            target=f"report:{report.child_id}#{report.body.sequence}",
-            detail={
-                "sequence": report.body.sequence,
-                "kind": report.kind,
-                "buckets": len(report.body.buckets),
-                "digest": report.digest.hex(),
-            },
-            result=AuditResult.OK,
+            [
+                PendingAuditEntry(
+                    actor=report.child_id,
+                    action=Action.REPORT_ACCEPTED,
+                    target=f"report:{report.child_id}#{report.body.sequence}",
+                    detail={
+                        "sequence": report.body.sequence,
+                        "kind": report.kind,
+                        "buckets": len(report.body.buckets),
+                        "digest": report.digest.hex(),
+                    },
+                    result=AuditResult.OK,
+                )
+                for report in reports
+            ],
         )
 
     def refused(self, envelope: SignedEnvelope, error: SupnetError) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -346,10 +347,10 @@ def _child_bucket_upsert(dialect_module: Any) -> DriverStatement:
 
 
 def _revision_bump(dialect_module: Any) -> DriverStatement:
-    statement = dialect_module.insert(_node_counters).values(name=REVISION_COUNTER, value=1)
+    statement = dialect_module.insert(_node_counters).values(name=REVISION_COUNTER, value=bindparam("p_step"))
     return DriverStatement(
         statement.on_conflict_do_update(
-            index_elements=[_node_counters.c.name], set_={"value": _node_counters.c.value + 1}
+            index_elements=[_node_counters.c.name], set_={"value": _node_counters.c.value + bindparam("p_step")}
         ).returning(_node_counters.c.value)
     )
 
@@ -373,62 +374,84 @@ _ZERO_UNNAMED = (
 )
 
 
-def next_metric_revision(conn: Connection) -> int:
-    """Bump node_counters['metric_revision'] and return the new value (locks the counter row until commit)."""
-    row = _REVISION_BUMP[conn.dialect.name].fetch_one(conn, {})
+def next_metric_revision(conn: Connection, count: int = 1) -> int:
+    """Take ``count`` new metric revisions and return the last (locks the counter row until commit).
+
+    The revisions taken are the ``count`` consecutive values ending at the one returned.
+    """
+    row = _REVISION_BUMP[conn.dialect.name].fetch_one(conn, {"p_step": count})
     assert row is not None  # an upsert ... RETURNING always yields its row
     return int(row[0])
 
 
-def apply_child_report(conn: Connection, report: AcceptedReport) -> None:
-    """Apply a verified child report inside the receiver's transaction: its buckets become the child's state."""
+def _bucket_rows(conn: Connection, upsert: DriverStatement, report: AcceptedReport, revision: int) -> list[Any]:
+    """One report's buckets as upsert rows in the driver's form (positional on SQLite)."""
     body = report.body
-    revision = next_metric_revision(conn)
-    if body.buckets:
-        upsert = _CHILD_BUCKET_UPSERT[conn.dialect.name]
-        # The driver gets the day as ISO text on SQLite (how SQLAlchemy stores Date there), a date elsewhere.
-        sqlite_days = conn.dialect.name == "sqlite"
-        positions = upsert.positions(conn.dialect)
-        rows: list[Any] = []
-        if positions is None:
-            template: dict[str, Any] = dict.fromkeys((f"p_{name}" for name in _BUCKET_ROW_COLUMNS), 0)
-            template["p_child_id"] = report.child_id
-            template["p_revision"] = revision
-            for bucket in body.buckets:
-                named = dict(template)
-                # ListFields holds only the non-zero counters: reports are sparse, the template has the zeros.
-                for field, value in bucket.counters.ListFields():
-                    named[f"p_{field.name}"] = value
-                named["p_day"] = bucket.day if sqlite_days else date.fromisoformat(bucket.day)
-                named["p_basic_code"] = bucket.basic_code
-                named["p_item_type_code"] = bucket.item_type_code
-                rows.append(named)
-        else:
-            ordered: list[Any] = [0] * len(positions)
-            ordered[positions["p_child_id"]] = report.child_id
-            ordered[positions["p_revision"]] = revision
-            counter_positions = {name: positions[f"p_{name}"] for name in COUNTER_FIELDS}
-            day, basic, item_type = positions["p_day"], positions["p_basic_code"], positions["p_item_type_code"]
-            for bucket in body.buckets:
-                row = ordered.copy()
-                for field, value in bucket.counters.ListFields():
-                    row[counter_positions[field.name]] = value
-                row[day] = bucket.day if sqlite_days else date.fromisoformat(bucket.day)
-                row[basic] = bucket.basic_code
-                row[item_type] = bucket.item_type_code
-                rows.append(tuple(row))
-        upsert.execute_many(conn, rows)
-    if body.kind == ReportKind.REPORT_KIND_FULL:
-        # Zeroed rather than deleted, so this node's next incremental report carries the drop upward too.
-        conn.execute(
-            _ZERO_UNNAMED,
-            {
-                "zero_child": report.child_id,
-                "window_start": date.fromisoformat(body.window_start_day),
-                "window_end": date.fromisoformat(body.window_end_day),
-                "new_revision": revision,
-            },
-        )
+    # The driver gets the day as ISO text on SQLite (how SQLAlchemy stores Date there), a date elsewhere.
+    sqlite_days = conn.dialect.name == "sqlite"
+    positions = upsert.positions(conn.dialect)
+    rows: list[Any] = []
+    if positions is None:
+        template: dict[str, Any] = dict.fromkeys((f"p_{name}" for name in _BUCKET_ROW_COLUMNS), 0)
+        template["p_child_id"] = report.child_id
+        template["p_revision"] = revision
+        for bucket in body.buckets:
+            named = dict(template)
+            # ListFields holds only the non-zero counters: reports are sparse, the template has the zeros.
+            for field, value in bucket.counters.ListFields():
+                named[f"p_{field.name}"] = value
+            named["p_day"] = bucket.day if sqlite_days else date.fromisoformat(bucket.day)
+            named["p_basic_code"] = bucket.basic_code
+            named["p_item_type_code"] = bucket.item_type_code
+            rows.append(named)
+        return rows
+    ordered: list[Any] = [0] * len(positions)
+    ordered[positions["p_child_id"]] = report.child_id
+    ordered[positions["p_revision"]] = revision
+    counter_positions = {name: positions[f"p_{name}"] for name in COUNTER_FIELDS}
+    day, basic, item_type = positions["p_day"], positions["p_basic_code"], positions["p_item_type_code"]
+    for bucket in body.buckets:
+        row = ordered.copy()
+        for field, value in bucket.counters.ListFields():
+            row[counter_positions[field.name]] = value
+        row[day] = bucket.day if sqlite_days else date.fromisoformat(bucket.day)
+        row[basic] = bucket.basic_code
+        row[item_type] = bucket.item_type_code
+        rows.append(tuple(row))
+    return rows
+
+
+def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> None:
+    """Apply verified child reports, in order, inside the receiver's transaction: buckets become children's state.
+
+    Each report gets a metric revision of its own, so a FULL report zeroes exactly the keys of its window that
+    it did not name, also when an earlier report of the same child is in the same batch. The buckets of
+    consecutive incremental reports go to the driver in one executemany.
+    """
+    if not reports:
+        return
+    upsert = _CHILD_BUCKET_UPSERT[conn.dialect.name]
+    revision = next_metric_revision(conn, len(reports)) - len(reports)
+    pending: list[Any] = []
+    for report in reports:
+        revision += 1
+        body = report.body
+        pending.extend(_bucket_rows(conn, upsert, report, revision))
+        if body.kind == ReportKind.REPORT_KIND_FULL:
+            upsert.execute_many(conn, pending)
+            pending = []
+            # Zeroed rather than deleted, so this node's next incremental report carries the drop upward too.
+            conn.execute(
+                _ZERO_UNNAMED,
+                {
+                    "zero_child": report.child_id,
+                    "window_start": date.fromisoformat(body.window_start_day),
+                    "window_end": date.fromisoformat(body.window_end_day),
+                    "new_revision": revision,
+                },
+            )
+    if pending:
+        upsert.execute_many(conn, pending)
 
 
 def check_children_staleness(node: Node) -> list[ChildStatus]:

@@ -20,7 +20,7 @@ from node.audit_log import ReceiptAuditor
 from node.authorization import Authorizer
 from node.errors import SupnetError
 from node.node_keys import signing_identity
-from node.reporting import apply_child_report, node_outbox
+from node.reporting import apply_child_reports, node_outbox
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ReportServicer:
             node.engine,
             children=registered,
             key_resolver=key_resolver,
-            apply=apply_child_report,
+            apply=apply_child_reports,
             clock=node.now,
             node_id=node.config.id,
             audit=ReceiptAuditor(node.engine),

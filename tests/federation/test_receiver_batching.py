@@ -1,7 +1,7 @@
 """Group commit in the report receiver: batch-mates stored in one transaction, each refusal only its own.
 
 The receiver runs on a real migrated database (SQLite file and PostgreSQL schema) with the node's real apply
-(apply_child_report) and audit hook (ReceiptAuditor). Batches are made deterministic by holding one report's
+(apply_child_reports) and audit hook (ReceiptAuditor). Batches are made deterministic by holding one report's
 apply until the other deliveries have queued behind it (``ReportReceiver.queued``).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,7 +27,7 @@ from federation.receiver import AcceptedReport, ReportReceiver, load_child_chain
 from federation.signing import StaticKeyResolver, generate_keypair, sign_envelope
 from federation.tables import received_reports
 from node.audit_log import Action, AuditFilter, AuditLog, ReceiptAuditor
-from node.reporting import apply_child_report
+from node.reporting import apply_child_reports
 from node.store.federation_models import ChildBucket
 
 NOW = datetime(2025, 3, 24, 9, 0, 0)
@@ -42,7 +42,9 @@ class Child:
     key: Ed25519PrivateKey = field(default_factory=lambda: generate_keypair()[0])
     reports: list[SignedEnvelope] = field(default_factory=list)
 
-    def report(self, sequence: int, received: int = 1, previous: bytes | None = None) -> SignedEnvelope:
+    def report(
+        self, sequence: int, received: int = 1, previous: bytes | None = None, days: tuple[int, ...] = (3, 4)
+    ) -> SignedEnvelope:
         """A signed report #sequence; ``previous`` defaults to the digest of the chain's #sequence-1."""
         if previous is None:
             previous = report_digest(self.reports[sequence - 2]) if sequence > 1 else b""
@@ -59,7 +61,7 @@ class Child:
                     item_type_code="01",
                     counters=Counters(received=received + day),
                 )
-                for day in (3, 4)
+                for day in days
             ],
         )
         return sign_envelope(self.key, self.child_id, REPORT_BODY_TYPE, serialize(body))
@@ -70,28 +72,41 @@ class Child:
         self.reports.append(envelope)
         return envelope
 
+    def extend_full(self, days: tuple[int, ...], window: tuple[int, int], received: int = 1) -> SignedEnvelope:
+        """The next report of the chain as a FULL report of March ``window`` naming only ``days``."""
+        sequence = len(self.reports) + 1
+        body = ReportBody.FromString(self.report(sequence, received, days=days).body)
+        body.kind = ReportKind.REPORT_KIND_FULL
+        body.window_start_day, body.window_end_day = (f"2025-03-{day:02d}" for day in window)
+        envelope = sign_envelope(self.key, self.child_id, REPORT_BODY_TYPE, serialize(body))
+        self.reports.append(envelope)
+        return envelope
+
 
 class HeldApply:
-    """The real apply_child_report, except that chosen reports wait at a gate or fail (a broken apply)."""
+    """The real apply_child_reports, except that chosen reports wait at a gate or fail (a broken apply)."""
 
     def __init__(self) -> None:
         self.gates: dict[Key, tuple[threading.Event, threading.Event]] = {}
         self.failing: set[Key] = set()
+        self.calls: list[list[Key]] = []
 
     def hold(self, key: Key) -> tuple[threading.Event, threading.Event]:
         """Hold ``key``'s apply: returns (entered, release)."""
         self.gates[key] = (threading.Event(), threading.Event())
         return self.gates[key]
 
-    def __call__(self, conn: Connection, report: AcceptedReport) -> None:
-        key = (report.child_id, report.body.sequence)
-        if key in self.gates:
-            entered, release = self.gates[key]
-            entered.set()
-            assert release.wait(30), "test never released the held apply"
-        if key in self.failing:
-            raise RuntimeError(f"apply of {key} failed")
-        apply_child_report(conn, report)
+    def __call__(self, conn: Connection, reports: Sequence[AcceptedReport]) -> None:
+        keys = [(report.child_id, report.body.sequence) for report in reports]
+        self.calls.append(keys)
+        for key in keys:
+            if key in self.gates:
+                entered, release = self.gates[key]
+                entered.set()
+                assert release.wait(30), "test never released the held apply"
+            if key in self.failing:
+                raise RuntimeError(f"apply of {key} failed")
+        apply_child_reports(conn, reports)
 
 
 @pytest.fixture
@@ -100,7 +115,7 @@ def children() -> dict[str, Child]:
 
 
 def _receiver(
-    engine: Engine, children: dict[str, Child], apply: Callable[[Connection, AcceptedReport], None]
+    engine: Engine, children: dict[str, Child], apply: Callable[[Connection, Sequence[AcceptedReport]], None]
 ) -> ReportReceiver:
     return ReportReceiver(
         engine,
@@ -215,6 +230,11 @@ def test_a_refused_report_rolls_back_only_itself(migrated_engine: Engine, childr
     assert isinstance(gap, IntegrityError) and "gap" in gap.message
     assert isinstance(failed_apply, RuntimeError)
     assert isinstance(broken, IntegrityError) and "hash chain" in broken.message
+    # The batch was applied together first (the reports that extend their chains, in order); the failed apply
+    # undid that attempt, and the batch was stored again report by report.
+    together = [("gd.a", 1), ("gd.a", 2), ("gd.c", 1), ("gd.a", 3), ("gd.d", 1)]
+    assert apply.calls[1] == together
+    assert apply.calls[2:] == [[key] for key in together]
 
     engine = migrated_engine
     assert _stored_keys(engine) == {("gd.x", 1), ("gd.a", 1), ("gd.a", 2), ("gd.a", 3), ("gd.d", 1)}
@@ -271,6 +291,37 @@ def test_duplicates_within_a_batch_are_stored_once(migrated_engine: Engine, chil
     ]
     assert _audited(engine, Action.REPORT_REFUSED) == ["report:gd.a#1"]  # the rewritten one only
     assert AuditLog(engine).verify().ok
+    # Nothing failed: the batch's new reports were applied in one call, re-deliveries not at all.
+    assert apply.calls[-1] == [("gd.a", 1), ("gd.b", 1)]
+
+
+def test_a_full_report_after_a_batch_mate_zeroes_what_it_does_not_name(
+    migrated_engine: Engine, children: dict[str, Child]
+) -> None:
+    apply = HeldApply()
+    receiver = _receiver(migrated_engine, children, apply)
+    a, b, x = children["gd.a"], children["gd.b"], children["gd.x"]
+    entered, release = apply.hold(("gd.x", 1))
+    deliveries = Deliveries(receiver)
+    deliveries.start(x.extend())
+    assert entered.wait(30)
+    batch = [
+        a.extend(received=10),  # days 3 and 4
+        a.extend_full(days=(3,), window=(1, 31), received=20),  # a batch-mate named day 4: zero now
+        b.extend_full(days=(3,), window=(1, 31), received=5),
+        b.extend(received=40),  # days 3 and 4, after the full report of the same batch
+    ]
+    for number, envelope in enumerate(batch, start=1):
+        deliveries.start(envelope, queued=number)
+    release.set()
+    outcomes = deliveries.finish()
+    assert all(isinstance(ack, ReportAck) and ack.stored for ack in outcomes)
+    assert apply.calls[-1] == [("gd.a", 1), ("gd.a", 2), ("gd.b", 1), ("gd.b", 2)]
+
+    with migrated_engine.connect() as conn:
+        rows = conn.execute(select(ChildBucket.child_id, ChildBucket.day, ChildBucket.received)).all()
+    state = {(row.child_id, row.day.day): row.received for row in rows}
+    assert state == {("gd.x", 3): 4, ("gd.x", 4): 5, ("gd.a", 3): 23, ("gd.a", 4): 0, ("gd.b", 3): 43, ("gd.b", 4): 44}
 
 
 def test_batch_mates_are_acknowledged_only_after_the_commit(
@@ -307,7 +358,7 @@ def test_many_threads_from_several_children_keep_every_chain(
     for child in senders:
         for sequence in range(1, per_child + 1):
             child.extend(received=sequence)
-    receiver = _receiver(migrated_engine, children, apply_child_report)
+    receiver = _receiver(migrated_engine, children, apply_child_reports)
     acks: dict[Key, list[ReportAck]] = defaultdict(list)
     errors: list[BaseException] = []
     guard = threading.Lock()
