@@ -35,6 +35,7 @@ stored or changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from federation.canonical import parse_body, require_canonical_encoding, validate_report_body
@@ -144,12 +145,23 @@ _CHAIN_HEAD = select(child_chains.c.last_sequence, child_chains.c.last_digest).w
 # PostgreSQL: lock the child's head row so two deliveries of one child cannot both extend it (SQLite already
 # holds its single write lock here and renders no FOR UPDATE).
 _CHAIN_HEAD_FOR_UPDATE = DriverStatement(_CHAIN_HEAD.with_for_update())
-# A batch's heads in one read; ordered, so two transactions lock PostgreSQL rows in the same order.
-_CHAIN_HEADS = (
-    select(child_chains.c.child_id, child_chains.c.last_sequence, child_chains.c.last_digest)
-    .order_by(child_chains.c.child_id)
-    .with_for_update()
-)
+
+
+@functools.cache
+def _chain_heads_statement(count: int) -> DriverStatement:
+    """The heads of ``count`` children (binds child_0 ...) in one read, compiled once per count (<= MAX_BATCH).
+
+    Ordered, so two transactions lock PostgreSQL rows in the same order.
+    """
+    wanted: list[BindParameter[str]] = [bindparam(f"child_{number}") for number in range(count)]
+    return DriverStatement(
+        select(child_chains.c.child_id, child_chains.c.last_sequence, child_chains.c.last_digest)
+        .where(child_chains.c.child_id.in_(wanted))
+        .order_by(child_chains.c.child_id)
+        .with_for_update()
+    )
+
+
 _STORED_DIGEST = select(received_reports.c.digest).where(
     received_reports.c.child_id == bindparam("chain_child"),
     received_reports.c.sequence == bindparam("stored_sequence"),
@@ -430,9 +442,10 @@ class ReportReceiver:
 
     def _chain_heads(self, conn: Connection, children: Collection[str]) -> dict[str, ChainHead]:
         """The chain heads of these children that have one (PostgreSQL: their rows locked, in one order)."""
-        statement = _CHAIN_HEADS.where(child_chains.c.child_id.in_(sorted(children)))
-        rows = conn.execute(statement).all()
-        return {row.child_id: ChainHead(int(row.last_sequence), bytes(row.last_digest)) for row in rows}
+        rows = _chain_heads_statement(len(children)).fetch_all(
+            conn, {f"child_{number}": child for number, child in enumerate(sorted(children))}
+        )
+        return {str(row[0]): ChainHead(int(row[1]), bytes(row[2])) for row in rows}
 
     def _check_chain(self, head: ChainHead | None, body: ReportBody) -> None:
         check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
