@@ -510,9 +510,14 @@ class NodeTrust:
         """Check an envelope's signer through its own certificate chain (and revocations); returns the key."""
         return self.key_resolver.verify(envelope, at)
 
-    def resolve_envelope(self, envelope: SignedEnvelope) -> Ed25519PublicKey:
-        """Verify the envelope's chain (not its signature) so the resolver knows the signer's key afterwards."""
-        return self.key_resolver.resolve_envelope(envelope)
+    def resolve_envelope(self, envelope: SignedEnvelope, *, revocations_current: bool = False) -> Ed25519PublicKey:
+        """Verify the envelope's chain (not its signature) so the resolver knows the signer's key afterwards.
+
+        ``revocations_current``: the caller looked at crl.pem during this same call (``identify`` does), so it
+        is not looked at again: every look at the file is a system call that lets other threads take the GIL.
+        """
+        resolver = self._resolver if revocations_current else self.key_resolver
+        return resolver.resolve_envelope(envelope)
 
     # --- transport ------------------------------------------------------------------------------------------
 

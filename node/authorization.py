@@ -178,8 +178,9 @@ class Authorizer:
                 f"report signed as {envelope.signer_id or '(nobody)'} arrived over the connection of {peer.node_id}; "
                 "a child submits only its own reports"
             )
-        # Verifies the report certificate chain (root, subtree, revocation) and caches the key it binds.
-        self.trust.resolve_envelope(envelope)
+        # Verifies the report certificate chain (root, subtree, revocation) and caches the key it binds; the
+        # revocation list was re-read by _node_peer above.
+        self.trust.resolve_envelope(envelope, revocations_current=True)
         return peer
 
     def ingest(self, context: grpc.ServicerContext) -> str:
