@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 
+# Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from federation.launcher import FederationState, down, parse_topology, up

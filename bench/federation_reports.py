@@ -43,6 +43,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, select
 
+# Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, serialize
 from federation.chain import report_digest
 from federation.pki import PkiDirectory, chain_der

@@ -28,6 +28,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from node.synthetic.names import GOVERNMENT_DEPARTMENTS
 
 DEFAULT_PG = os.environ.get("SUPNET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -34,6 +34,9 @@ from typing import Any
 
 from sqlalchemy import DateTime, bindparam, create_engine, text
 
+# Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from node.app import Node, open_node
 from node.config import NodeConfig, StoreConfig, save_config
 from node.ingest.importer import Importer
