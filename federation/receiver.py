@@ -346,8 +346,8 @@ class ReportReceiver:
         """
         try:
             self._decide(batch, self._store_together)
-        except Exception as error:
-            log.info("batch of %s reports stored report by report after: %s", len(batch), error)
+        except _BatchNotTogetherError as error:
+            log.info("batch of %s reports stored report by report after: %s", len(batch), error.__cause__)
             for delivery in batch:
                 delivery.ack, delivery.error, delivery.accepted = None, None, None
             self._decide(batch, self._store_one_by_one)
@@ -361,8 +361,8 @@ class ReportReceiver:
                     # (and its RELEASE commit) one of its own. BEGIN IMMEDIATE also takes the write lock now.
                     cursor.execute("BEGIN IMMEDIATE")
                 store(conn, cursor, batch)
-        except _BatchNotTogetherError as error:
-            raise error.__cause__ or error from None  # rolled back: the caller stores the batch one by one
+        except _BatchNotTogetherError:
+            raise  # rolled back: the caller stores the batch one by one
         except BaseException as error:
             # No commit, so nothing of this batch is stored: every caller gets the error, none an ack (a
             # duplicate answered against a batch-mate's row would be wrong now too).
