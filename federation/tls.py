@@ -506,18 +506,26 @@ class NodeTrust:
         self.revoked()
         return self._resolver
 
-    def verify_envelope(self, envelope: SignedEnvelope, at: dt.datetime | None = None) -> Ed25519PublicKey:
-        """Check an envelope's signer through its own certificate chain (and revocations); returns the key."""
-        return self.key_resolver.verify(envelope, at)
+    def _resolver_for(self, revocations_current: bool) -> CertificateKeyResolver:
+        # revocations_current: the caller looked at crl.pem during this same call (``identify`` does), so it is
+        # not looked at again: every look at the file is a system call that lets other threads take the GIL.
+        return self._resolver if revocations_current else self.key_resolver
+
+    def verify_envelope(
+        self, envelope: SignedEnvelope, at: dt.datetime | None = None, *, revocations_current: bool = False
+    ) -> Ed25519PublicKey:
+        """Check an envelope's signer through its own certificate chain (and revocations); returns the key.
+
+        ``revocations_current``: crl.pem was re-read earlier in this same call (by ``identify``).
+        """
+        return self._resolver_for(revocations_current).verify(envelope, at)
 
     def resolve_envelope(self, envelope: SignedEnvelope, *, revocations_current: bool = False) -> Ed25519PublicKey:
         """Verify the envelope's chain (not its signature) so the resolver knows the signer's key afterwards.
 
-        ``revocations_current``: the caller looked at crl.pem during this same call (``identify`` does), so it
-        is not looked at again: every look at the file is a system call that lets other threads take the GIL.
+        ``revocations_current``: crl.pem was re-read earlier in this same call (by ``identify``).
         """
-        resolver = self._resolver if revocations_current else self.key_resolver
-        return resolver.resolve_envelope(envelope)
+        return self._resolver_for(revocations_current).resolve_envelope(envelope)
 
     # --- transport ------------------------------------------------------------------------------------------
 

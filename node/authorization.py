@@ -229,7 +229,7 @@ class Authorizer:
                 f"or its own operator; the caller is {peer.node_id}"
             )
         try:
-            self.trust.verify_envelope(envelope)
+            self.trust.verify_envelope(envelope, revocations_current=True)  # _node_peer re-read crl.pem
         except IntegrityError as error:
             # A query whose signature fails does not establish who asks.
             raise UnauthenticatedError(f"drill-down query refused by {self._id}: {error.message}") from error
