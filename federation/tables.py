@@ -178,25 +178,20 @@ class DriverStatement:
 
     def execute_each(self, conn: Connection | DriverConnection, params: Sequence[Mapping[str, Any]]) -> None:
         """Run once per mapping of named parameters, in one executemany (one driver call for a whole batch)."""
-        if not params:
-            return
-        dbapi, dialect = _driver_of(conn)
-        cursor = dbapi.cursor()
-        try:
-            cursor.executemany(self._sql(dialect)[0], [self._driver_params(dialect, values) for values in params])
-        finally:
-            cursor.close()
+        if params:
+            _dbapi, dialect = _driver_of(conn)
+            self.execute_many(conn, [self._driver_params(dialect, values) for values in params])
 
-    def execute_many(self, conn: Connection, rows: Sequence[Any]) -> None:
+    def execute_many(self, conn: Connection | DriverConnection, rows: Sequence[Any]) -> None:
         """Run for many rows already in the driver's form (building rows directly in it keeps fan-in cheap).
 
         Rows are tuples ordered by ``positions`` for a positional driver (SQLite) or mappings by name; dates
         are ISO text on SQLite.
         """
-        sql, _order, _fixed = self._sql(conn.dialect)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi, dialect = _driver_of(conn)
+        cursor = dbapi.cursor()
         try:
-            cursor.executemany(sql, rows)
+            cursor.executemany(self._sql(dialect)[0], rows)
         finally:
             cursor.close()
 

@@ -268,13 +268,12 @@ def record_audit(
 
     ``detail`` must be plain JSON data (InvalidArgumentError otherwise); ``at`` defaults to now (UTC).
     """
-    _check_sizes(actor, action, result)
+    _check_sizes(actor, action, result)  # before the flush: a refused entry writes nothing
     if isinstance(conn, Session):
         conn.flush()  # the action's own writes first, so the chain lock is held only until the commit
         conn = conn.connection()
-    when = at if at is not None else dt.datetime.now(dt.UTC)
-    _lock_chain(conn)
-    return _append_locked(conn, actor=actor, action=action, target=target, detail=detail, result=result, at=when)
+    entry = PendingAuditEntry(actor=actor, action=action, target=target, detail=detail, result=result)
+    return record_audits(conn, [entry], at=at)
 
 
 def _entry(row: Any) -> AuditEntry:
@@ -520,10 +519,6 @@ class ReceiptAuditor:
 
     def __init__(self, engine: Engine) -> None:
         self._log = AuditLog(engine)
-
-    def accepted(self, conn: Connection, report: AcceptedReport) -> None:
-        """Record a stored report inside the transaction that stores it."""
-        self.accepted_many(conn, [report])
 
     def accepted_many(self, conn: Connection, reports: Sequence[AcceptedReport]) -> None:
         """Record stored reports, in order, inside the transaction that stores them (one append for all)."""
