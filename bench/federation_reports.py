@@ -48,24 +48,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, serialize
 from federation.chain import report_digest
-from federation.pki import PkiDirectory, chain_der
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
-from federation.provisioning import provision_tree
 from federation.receiver import ReportReceiver
 from federation.signing import generate_keypair, public_key_b64, sign_envelope
 from federation.tables import received_reports
-from federation.tls import PKI_DIR_NAME, node_channel, pki_directory, server_credentials
 from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
 from node.ingest.listeners import default_listeners
-from node.metrics import add_to_buckets, record_deltas
-from node.reporting import apply_child_reports, build_reports, node_outbox
-from node.server import NodeServer
-from node.servicers.reports import child_key_resolver
+from node.reporting.reports import apply_child_reports, build_reports, node_outbox
+from node.server.grpc_server import NodeServer
+from node.server.servicers.reports import child_key_resolver
+from node.supervision.metrics import add_to_buckets, record_deltas
 from node.synthetic.generator import generate, iter_item_records
+from node.trust.pki import PkiDirectory, chain_der
+from node.trust.provisioning import provision_tree
+from node.trust.tls import PKI_DIR_NAME, node_channel, pki_directory, server_credentials
 
 NODE_ID = "gd.gz.py"
 BULK_FROM = date(2024, 1, 2)
@@ -76,7 +76,7 @@ SQLA_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 # -- part 1: build + sign ----------------------------------------------------------------------------------------
 class _Metrics:
-    """Metric buckets at import time through node.metrics' own rules (used when the composition wires none)."""
+    """Metric buckets at import time through the metrics' own rules (used when the composition wires none)."""
 
     def __init__(self, node: Node) -> None:
         self._calendar = node.calendar
@@ -295,7 +295,7 @@ def _child_reports(
                 for number in range(buckets)
             ],
         )
-        # What node.node_keys.SigningIdentity.sign does: the key plus the chain binding it (empty in plaintext).
+        # What node.trust.node_keys.SigningIdentity.sign does: the key plus the chain binding it (empty in plaintext).
         envelope = sign_envelope(key, child_id, REPORT_BODY_TYPE, serialize(body), certificate_chain)
         previous = report_digest(envelope)
         reports.append(envelope.SerializeToString())
@@ -319,7 +319,7 @@ def _province(work: Path, name: str, keys: dict[str, Ed25519PrivateKey]) -> Node
 def _mtls_tree(work: Path, children: Sequence[str]) -> tuple[Path, dict[str, PkiDirectory]]:
     """A province data dir whose config lists the children (no keys) and a PKI for it and every child.
 
-    Provisioned as ``supnet federation up`` does (federation.provisioning.provision_tree); returns the
+    Provisioned as ``supnet federation up`` does (node.trust.provisioning.provision_tree); returns the
     province's data dir and each child's ``pki/`` directory.
     """
     data_dir = work / "province-mtls"

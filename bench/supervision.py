@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from node.app import Node, open_node
 from node.config import NodeConfig, StoreConfig, save_config
 from node.ingest.importer import Importer
-from node.metrics import check_buckets
-from node.rules.engine import run_scan
-from node.supervision_listeners import MetricsListener, RulesListener
+from node.supervision.listeners import MetricsListener, RulesListener
+from node.supervision.metrics import check_buckets
+from node.supervision.rules.engine import run_scan
 from node.synthetic.names import GOVERNMENT_DEPARTMENTS
 
 SEED = 20251201

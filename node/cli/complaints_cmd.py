@@ -11,7 +11,9 @@ from rich.table import Table
 
 from node.app import Node
 from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
-from node.complaints import (
+from node.domain.datetimes import parse_datetime
+from node.errors import ValidationError
+from node.supervision.complaints import (
     FINDINGS,
     STATUSES,
     ComplaintFigures,
@@ -24,8 +26,6 @@ from node.complaints import (
     handle_complaint,
     list_complaints,
 )
-from node.domain.datetimes import parse_datetime
-from node.errors import ValidationError
 
 complaints_app = typer.Typer(help="Efficiency complaints (效能投诉): list, accept, decline, handle, conclude.")
 

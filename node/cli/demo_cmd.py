@@ -1,6 +1,6 @@
 """``supnet demo`` (what ``make demo`` runs): a 15-node federation on this machine, rolled up and drilled into.
 
-The federation demo lives in node.federation_demo (launcher, roll-up, province view, drill-down, clean shutdown).
+The federation demo lives in node.cli.federation_demo (launcher, roll-up, province view, drill-down, clean shutdown).
 ``supnet demo --single`` keeps the first demo: one node end to end — create it, generate data, import it, show
 stats — through the Python APIs the commands use (no subprocesses), so it exercises the real code.
 """
@@ -27,7 +27,7 @@ from node.cli.init_cmd import init_node
 from node.config import LEVELS, Level, config_path
 from node.ingest.importer import Importer, ImportSummary
 from node.ingest.listeners import default_listeners
-from node.stats import COUNT_LABELS, RATE_LABELS, node_stats
+from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
 from node.synthetic.generator import DEFAULT_FROM, DEFAULT_TO, GenerateSummary, generate, node_profile
 
 DEMO_NODE_ID = "gd.gz.py"
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
         Every node is enrolled in the tree's PKI and all calls run over mutual TLS unless --insecure-plaintext.
         """
         if not single:
-            from node.federation_demo import run_demo as run_federation_demo
+            from node.cli.federation_demo import run_demo as run_federation_demo
 
             code = run_federation_demo(console, base_dir=directory, keep=keep, insecure_plaintext=insecure_plaintext)
             raise typer.Exit(code)

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from federation.enrolment_rpc import DEFAULT_ENROL_TIMEOUT_SECONDS
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, handle_errors
 from node.cli.pki_cmd import print_installed
-from node.pki_admin import enroll_node
+from node.trust.admin import enroll_node
+from node.trust.enrolment_rpc import DEFAULT_ENROL_TIMEOUT_SECONDS
 
 
 def register(app: typer.Typer) -> None:

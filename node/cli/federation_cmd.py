@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
 
         Every node is enrolled by its parent and every call runs over mutual TLS, unless --insecure-plaintext.
         """
-        from federation.launcher import load_topology, up
+        from node.localtree.launcher import load_topology, up
 
         tree = load_topology(topology)
         state = up(
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def status_command(directory: FederationDir = DEFAULT_DIR, json_output: JsonFlag = False) -> None:
         """Show each node's process and health."""
-        from federation.launcher import status
+        from node.localtree.launcher import status
 
         statuses = status(directory)
         if json_output:
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         json_output: JsonFlag = False,
     ) -> None:
         """Stop every node cleanly (SIGTERM, then SIGKILL after the timeout)."""
-        from federation.launcher import down
+        from node.localtree.launcher import down
 
         stopped = down(directory, timeout=timeout)
         if json_output:

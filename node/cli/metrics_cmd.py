@@ -12,7 +12,7 @@ from node.app import Node, open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
 from node.domain.datetimes import parse_date
 from node.errors import ValidationError
-from node.metrics import check_buckets, grouped_stats
+from node.supervision.metrics import check_buckets, grouped_stats
 
 # Columns of the grouped statistics table: (counter or rate key, header). Rates are derived at display time.
 GROUPED_COUNT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -32,7 +32,9 @@ GROUPED_RATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("complaint_closure_rate", "complaints closed %"),
 )
 
-metrics_app = typer.Typer(help="Additive metric buckets (definitions: node/metrics.py).", no_args_is_help=True)
+metrics_app = typer.Typer(
+    help="Additive metric buckets (definitions: node/supervision/metrics.py).", no_args_is_help=True
+)
 
 
 @metrics_app.command("check")

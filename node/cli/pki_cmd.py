@@ -9,11 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from federation.provisioning import provision_tree, tree_is_provisioned
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
 from node.config import load_config
-from node.pki_admin import (
+from node.trust.admin import (
     PkiInstalled,
     describe,
     init_root,
@@ -22,6 +21,7 @@ from node.pki_admin import (
     parse_duration,
     revoke,
 )
+from node.trust.provisioning import provision_tree, tree_is_provisioned
 
 
 def _day(text: str | None) -> str:

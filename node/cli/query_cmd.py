@@ -72,8 +72,8 @@ def counters_dict(counters: Counters) -> dict[str, int]:
 
 
 def rates_of(counters: Counters) -> dict[str, float | None]:
-    """The derived rates (node.metrics's definitions) of summed counters."""
-    from node.metrics import derived_rates
+    """The derived rates (node.supervision.metrics's definitions) of summed counters."""
+    from node.supervision.metrics import derived_rates
 
     return derived_rates(counters_dict(counters))
 

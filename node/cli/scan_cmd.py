@@ -11,7 +11,7 @@ from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
 from node.domain.datetimes import parse_datetime
 from node.errors import ValidationError
-from node.rules.engine import run_scan
+from node.supervision.rules.engine import run_scan
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,7 @@ import typer
 from node.app import Node, open_node
 from node.cli.common import DataDir, console, handle_errors
 from node.errors import ConfigError
-from node.pidfiles import pid_alive
+from node.run_state import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ class ServingNode:
     """Everything ``supnet serve`` runs for one node: server, report sender, scheduler; started and stopped in order."""
 
     def __init__(self, node: Node, *, listen: str | None = None) -> None:
-        from node.enrolment_server import EnrolmentServer
-        from node.reporting import ReportSender
-        from node.scheduler import NodeScheduler
-        from node.server import NodeServer
+        from node.reporting.reports import ReportSender
+        from node.server.enrolment_server import EnrolmentServer
+        from node.server.grpc_server import NodeServer
+        from node.server.scheduler import NodeScheduler
 
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None

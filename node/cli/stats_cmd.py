@@ -9,7 +9,7 @@ from rich.table import Table
 
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
-from node.stats import COUNT_LABELS, RATE_LABELS, node_stats
+from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
 
 
 def _percent(value: float | None) -> str:
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
                 node.close()
             return
         if by is not None:
-            # Grouped figures come from the additive metric buckets (node.metrics); rates derived when shown.
+            # Grouped figures come from the additive metric buckets; rates derived when shown.
             from node.cli.metrics_cmd import print_grouped_stats
 
             try:

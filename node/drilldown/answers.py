@@ -29,10 +29,10 @@ from federation.proto.v1.common_pb2 import Completeness, Counters, SignedEnvelop
 from federation.tables import DriverStatement, outbox, received_reports
 from node.app import Node
 from node.drilldown.masking import mask_id_number, mask_name
+from node.reporting.subtree import ChildStatus, children_status, subtree_completeness
 from node.store.federation_models import ChildBucket
 from node.store.models import Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
 from node.store.supervision_models import Alert, MetricBucket
-from node.subtree import ChildStatus, children_status, subtree_completeness
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _children_grouped(
 
 def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tuple[date, str], CounterDict]:
     """The node's own counters recomputed from its raw records, per (day, basic code), filters applied (audit)."""
-    from node.metrics import recompute_buckets
+    from node.supervision.metrics import recompute_buckets
 
     start, end = _day_range(request.day_from, request.day_to)
     result: dict[tuple[date, str], CounterDict] = {}

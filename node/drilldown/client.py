@@ -27,10 +27,10 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.signing import public_key_from_b64, verify_envelope
-from federation.tls import NodeTrust, node_channel
 from node.app import Node
 from node.drilldown.router import CHANNEL_OPTIONS, build_query
-from node.node_keys import signing_identity, transport_pki
+from node.trust.node_keys import signing_identity, transport_pki
+from node.trust.tls import NodeTrust, node_channel
 
 DEFAULT_MAX_PAGES = 1000
 

@@ -1,6 +1,6 @@
 """Hop-by-hop drill-down routing: answer a query addressed to this node, or forward it one hop down.
 
-Authorization happens first, in node.authorization (identity from the peer certificate; the requester's own
+Authorization happens first, in node.trust.authorization (identity from the peer certificate; the requester's own
 signature on the query). With the PKI (mutual TLS) a forwarding hop relays the query envelope UNCHANGED to the
 child on the path, over a channel that accepts only that child's certificate; the child authorizes it the same
 way (its parent is the caller, the requester signed it). The answer is signed once, by the answering node,
@@ -35,16 +35,16 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer, QueryBody
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.signing import public_key_from_b64, sign_envelope, verify_envelope
-from federation.tls import DEFAULT_CHANNEL_OPTIONS, NodeTrust
 from node.app import Node
-from node.authorization import (
+from node.drilldown.answers import answer_locally
+from node.trust.authorization import (
     FRESHNESS_WINDOW_SECONDS,
     MIN_NONCE_BYTES,
     QUERY_BODY_TYPE,
     is_in_subtree,
 )
-from node.drilldown.answers import answer_locally
-from node.node_keys import SigningIdentity, channel_to, plaintext_key_path, signing_identity
+from node.trust.node_keys import SigningIdentity, channel_to, plaintext_key_path, signing_identity
+from node.trust.tls import DEFAULT_CHANNEL_OPTIONS, NodeTrust
 
 __all__ = [
     "ANSWER_BODY_TYPE",
@@ -70,7 +70,7 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = list(DEFAULT_CHANNEL_OPTIONS)
 
 
 def node_key_path(data_dir: Path) -> Path:
-    """Where ``supnet init`` puts a node's plaintext-mode signing key (see node.node_keys for the PKI key)."""
+    """Where ``supnet init`` puts a node's plaintext-mode signing key (see node.trust.node_keys for the PKI key)."""
     return plaintext_key_path(data_dir)
 
 
@@ -123,7 +123,7 @@ class QueryRouter:
     # --- entry point ----------------------------------------------------------------------------
 
     def handle(self, envelope: SignedEnvelope, body: QueryBody, time_remaining: float | None = None) -> SignedEnvelope:
-        """Return the signed answer envelope to an AUTHORIZED query (node.authorization): local or relayed."""
+        """Return the signed answer envelope to an AUTHORIZED query (node.trust.authorization): local or relayed."""
         # DEBUG, not INFO: the durable record of every drill-down is the node's hash-chained audit log
         # (DrilldownAuditor, written before the answer leaves); a log line per query at INFO cost more than
         # 60 us per hop in a serving node (measured) and only repeated that record.

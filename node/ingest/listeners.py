@@ -57,7 +57,7 @@ def default_listeners(node: Node) -> list[IngestListener]:
     Deadlines come first so the rules see them; metrics before rules so an alert's own bucket update
     lands on top of the record's.
     """
-    from node.complaint_listeners import complaint_listeners
-    from node.supervision_listeners import MetricsListener, RulesListener
+    from node.supervision.complaint_listeners import complaint_listeners
+    from node.supervision.listeners import MetricsListener, RulesListener
 
     return [*complaint_listeners(node), MetricsListener(node), RulesListener(node)]

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, and_, delete, insert, select, update
 
-from node.metrics import dialect_insert
 from node.notify.dispatcher import pending_notification
 from node.notify.routing import route_operators
 from node.store.supervision_models import Notification, OperatorNotice
+from node.supervision.metrics import dialect_insert
 
 if TYPE_CHECKING:
     from node.app import Node

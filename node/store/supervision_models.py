@@ -45,7 +45,7 @@ class Alert(Base):
 
 
 class MetricBucket(Base):
-    """Additive counters per (day, department, item); definitions live in node.metrics."""
+    """Additive counters per (day, department, item); definitions live in node.supervision.metrics."""
 
     __tablename__ = "metric_buckets"
 

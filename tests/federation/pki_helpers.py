@@ -1,7 +1,7 @@
 """PKI helpers for tests that start real servers: provision nodes, open channels as a node or an ingest client.
 
-Provisioning is the real enrolment flow (federation.provisioning.provision_tree: root CA, one-time tokens,
-CSRs, certificates checked against the root); channels are the real ones (federation.tls). Reusable by the
+Provisioning is the real enrolment flow (node.trust.provisioning.provision_tree: root CA, one-time tokens,
+CSRs, certificates checked against the root); channels are the real ones (node.trust.tls). Reusable by the
 authorization-matrix test: ``provision(base, ids)`` returns each node's ``pki/`` directory.
 """
 
@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from federation.pki import CertificateAuthority, PkiDirectory, node_dns_name, node_uri
-from federation.provisioning import issue_ingest_credential, provision_tree
-from federation.tls import ingest_channel, ingest_credential_paths, node_channel, pki_directory
+from node.trust.pki import CertificateAuthority, PkiDirectory, node_dns_name, node_uri
+from node.trust.provisioning import issue_ingest_credential, provision_tree
+from node.trust.tls import ingest_channel, ingest_credential_paths, node_channel, pki_directory
 
 INGEST_SYSTEM = "test-erp"
 

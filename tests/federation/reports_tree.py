@@ -1,7 +1,7 @@
 """Test harness for report exchange: a real tree of nodes (data dir, database, key, gRPC server on port 0 each).
 
 Nodes are created with the real ``supnet init`` code, get the tree's PKI through the real enrolment flow
-(federation.provisioning), are registered with their children through the real config file, filled by the real
+(node.trust.provisioning), are registered with their children through the real config file, filled by the real
 synthetic generator and importer, and served by the real NodeServer over mutual TLS (``plaintext=True``: the
 insecure plaintext mode with the children's public keys in the config). The expected totals of a test are read
 straight from the nodes' own databases, never from the roll-up under test.
@@ -25,22 +25,22 @@ from sqlalchemy import func, select
 
 from federation.canonical import COUNTER_FIELDS
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-from federation.provisioning import provision_tree
 from federation.signing import public_key_b64
-from federation.tls import node_channel, pki_directory
 from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
 from node.ingest.listeners import IngestListener, default_listeners
-from node.node_keys import signing_identity
-from node.reporting import ReportSender
-from node.server import NodeServer
+from node.reporting.reports import ReportSender
+from node.reporting.subtree import subtree_buckets
+from node.server.grpc_server import NodeServer
 from node.store.database import make_engine, migrate
 from node.store.models import Case, Item
 from node.store.supervision_models import MetricBucket
-from node.subtree import subtree_buckets
 from node.synthetic.generator import generate
+from node.trust.node_keys import signing_identity
+from node.trust.provisioning import provision_tree
+from node.trust.tls import node_channel, pki_directory
 
 DATA_FROM = date(2025, 3, 3)
 DATA_TO = date(2025, 3, 21)

@@ -16,7 +16,7 @@ from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 from federation.signing import generate_keypair, sign_envelope
 from federation.tables import received_reports
 from node.audit_log import Action, AuditFilter, AuditLog
-from node.reporting import build_reports
+from node.reporting.reports import build_reports
 from node.store.audit_models import AuditLogEntry
 from tests.federation.reports_tree import Tree
 

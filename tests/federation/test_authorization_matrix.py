@@ -3,7 +3,7 @@
 The tree is demo-15's (ids from config/topologies/demo-15.toml), every node a real NodeServer with its own
 certificates from the real enrolment flow. Callers: the 15 nodes (their TLS certificates), ingest credentials
 of several nodes, and an outsider whose certificate comes from another root. The expected decision of each cell
-is computed here from the rules table (node/authorization.py's docstring), independently of that module.
+is computed here from the rules table (node/trust/authorization.py's docstring), independently of that module.
 
 "Allowed" means the call got past authorization: any answer except PERMISSION_DENIED, UNAUTHENTICATED or a
 refused handshake (UNAVAILABLE). A call that crashes (INTERNAL, UNKNOWN) or hangs (DEADLINE_EXCEEDED) is a
@@ -25,8 +25,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from federation.canonical import REPORT_BODY_TYPE, parse_body, serialize
-from federation.launcher import Topology, load_topology
-from federation.pki import CertificateAuthority, CertificateRole, generate_ec_key
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.ingest_pb2 import IngestRecord
@@ -34,10 +32,12 @@ from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.provisioning import issue_ingest_credential
-from federation.tls import OwnCredentials, check_own_credentials, client_channel, pki_directory
 from node.drilldown.router import build_query
-from node.reporting import build_reports
+from node.localtree.launcher import Topology, load_topology
+from node.reporting.reports import build_reports
+from node.trust.pki import CertificateAuthority, CertificateRole, generate_ec_key
+from node.trust.provisioning import issue_ingest_credential
+from node.trust.tls import OwnCredentials, check_own_credentials, client_channel, pki_directory
 from tests.federation.pki_helpers import forge_tls_certificate, raw_channel
 from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity
 from tests.federation.test_ingest_stream import ITEM
@@ -68,7 +68,7 @@ class Caller:
 
 @dataclass
 class Rules:
-    """The tree's shape (from the topology) and the rules table of node/authorization.py, restated."""
+    """The tree's shape (from the topology) and the rules table of node/trust/authorization.py, restated."""
 
     parent: dict[str, str]
 

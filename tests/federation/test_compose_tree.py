@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from federation.launcher import free_ports
 from node.config import load_config, save_config
+from node.localtree.launcher import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "config" / "compose"

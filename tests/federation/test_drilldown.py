@@ -28,7 +28,7 @@ from federation.signing import generate_keypair, verify_envelope
 from node.audit_log import AuditFilter, AuditLog
 from node.drilldown.client import DrilldownClient
 from node.drilldown.router import QUERY_BODY_TYPE, build_query
-from node.server import NodeServer
+from node.server.grpc_server import NodeServer
 from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}

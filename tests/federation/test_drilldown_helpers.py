@@ -1,7 +1,7 @@
 """Shared builder for drill-down, verify and ingest tests: a real tree of nodes, each with its own SQLite file,
 real synthetic data imported through the real importer, and a real gRPC NodeServer on a loopback port.
 
-By default the tree gets its PKI through the real enrolment flow (federation.provisioning) and every call runs
+By default the tree gets its PKI through the real enrolment flow (node.trust.provisioning) and every call runs
 over mutual TLS; ``plaintext=True`` builds the insecure plaintext mode (children's keys in the config).
 
 (No tests here; the module name keeps it next to the tests that use it.)
@@ -18,19 +18,19 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.launcher import free_ports
-from federation.provisioning import provision_tree
-from federation.tls import node_channel, pki_directory
 from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.drilldown.client import DrilldownClient
 from node.ingest.importer import Importer
 from node.ingest.listeners import IngestListener, default_listeners
-from node.node_keys import SigningIdentity, signing_identity
-from node.reporting import ReportSender
-from node.server import NodeServer
+from node.localtree.launcher import free_ports
+from node.reporting.reports import ReportSender
+from node.server.grpc_server import NodeServer
 from node.synthetic.generator import generate
+from node.trust.node_keys import SigningIdentity, signing_identity
+from node.trust.provisioning import provision_tree
+from node.trust.tls import node_channel, pki_directory
 
 LEVELS = ("province", "city", "district", "street")
 DATE_FROM = date(2026, 1, 5)

@@ -35,8 +35,8 @@ from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 from federation.receiver import load_child_chains
 from federation.signing import sign_envelope
 from node.ingest.fields import KIND_ORDER, RECORD_FIELDS
-from node.metrics import check_buckets
-from node.node_keys import SigningIdentity
+from node.supervision.metrics import check_buckets
+from node.trust.node_keys import SigningIdentity
 from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity
 
 DEADLINE = 10.0

@@ -20,14 +20,6 @@ from typer.testing import CliRunner
 
 from federation.canonical import REPORT_BODY_TYPE, parse_body, serialize
 from federation.errors import UnauthenticatedError
-from federation.pki import (
-    CertificateAuthority,
-    CertificateRole,
-    PkiDirectory,
-    generate_ec_key,
-    load_certificate,
-    load_certificates,
-)
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
@@ -35,8 +27,6 @@ from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.provisioning import issue_ingest_credential
-from federation.tls import check_own_credentials, client_channel, node_channel, pki_directory
 from node.app import open_node
 from node.cli.init_cmd import init_node
 from node.cli.main import _register_commands, app
@@ -44,8 +34,18 @@ from node.config import load_config, save_config
 from node.drilldown.client import DrilldownClient
 from node.drilldown.router import build_query
 from node.errors import ConfigError
-from node.reporting import build_reports
-from node.server import NodeServer
+from node.reporting.reports import build_reports
+from node.server.grpc_server import NodeServer
+from node.trust.pki import (
+    CertificateAuthority,
+    CertificateRole,
+    PkiDirectory,
+    generate_ec_key,
+    load_certificate,
+    load_certificates,
+)
+from node.trust.provisioning import issue_ingest_credential
+from node.trust.tls import check_own_credentials, client_channel, node_channel, pki_directory
 from tests.federation.pki_helpers import forge_tls_certificate, ingest_client, provision, raw_channel
 from tests.federation.reports_tree import Tree as ReportsTree
 from tests.federation.reports_tree import nonzero, own_totals, subtree_of
@@ -398,7 +398,7 @@ def test_the_insecure_plaintext_switch_serves_plaintext_loudly(
     node = open_node(data_dir)
     server = NodeServer(node, address="127.0.0.1:0")
     try:
-        with caplog.at_level(logging.WARNING, logger="node.server"):
+        with caplog.at_level(logging.WARNING, logger="node.server.grpc_server"):
             server.start()
         assert not server.mutual_tls
         assert any("WITHOUT TLS" in record.getMessage() for record in caplog.records)

@@ -27,7 +27,7 @@ from federation.receiver import AcceptedReport, ReportReceiver, load_child_chain
 from federation.signing import StaticKeyResolver, generate_keypair, sign_envelope
 from federation.tables import received_reports
 from node.audit_log import Action, AuditFilter, AuditLog, ReceiptAuditor
-from node.reporting import apply_child_reports
+from node.reporting.reports import apply_child_reports
 from node.store.federation_models import ChildBucket
 
 NOW = datetime(2025, 3, 24, 9, 0, 0)

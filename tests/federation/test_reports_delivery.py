@@ -20,9 +20,9 @@ from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 from federation.signing import generate_keypair, sign_envelope
 from federation.tables import child_chains, outbox, received_reports
 from node.app import open_node
-from node.node_keys import signing_identity
-from node.reporting import ReportSender, build_reports, node_outbox, outbox_overflow_count
+from node.reporting.reports import ReportSender, build_reports, node_outbox, outbox_overflow_count
 from node.store.federation_models import ChildBucket
+from node.trust.node_keys import signing_identity
 from tests.federation.reports_tree import Tree, nonzero, own_totals, subtree_of
 
 

@@ -16,9 +16,9 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 from federation.tables import outbox, received_reports
-from node.reporting import node_outbox
+from node.reporting.reports import node_outbox
+from node.reporting.subtree import subtree_view
 from node.store.federation_models import ChildBucket
-from node.subtree import subtree_view
 from tests.federation.reports_tree import Tree, add_totals, nonzero, own_totals, received_by_key, subtree_of
 
 PROVINCE_TREE = ["gd", "gd.gz", "gd.gz.py", "gd.gz.th", "gd.sz"]
@@ -197,10 +197,12 @@ def test_parent_database_on_sqlite_and_postgresql(tmp_path: Path, db_url: str) -
 
 
 def test_big_reports_split_into_chained_parts_that_roll_up_exactly(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.reporting
+    import node.reporting.reports
 
     tree.import_synthetic("gd.sz", cases=150, seed=4)
-    monkeypatch.setattr(node.reporting, "MAX_BUCKETS_PER_REPORT", 40)  # a small limit stands in for the 4 MB one
+    monkeypatch.setattr(
+        node.reporting.reports, "MAX_BUCKETS_PER_REPORT", 40
+    )  # a small limit stands in for the 4 MB one
     for kind in ("incremental", "full"):
         result = tree.sender("gd.sz").report_now(kind)  # type: ignore[arg-type]
         assert not result.failed and result.pending == 0

@@ -17,8 +17,8 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
 from federation.tables import outbox
 from node.cli import stats_cmd, subtree_cmd
-from node.reporting import check_children_staleness
-from node.subtree import subtree_view
+from node.reporting.reports import check_children_staleness
+from node.reporting.subtree import subtree_view
 from tests.federation.reports_tree import Tree
 
 STALE_AFTER_SECONDS = 3 * 60.0  # stale_after_intervals × report_interval_seconds of the test tree
@@ -70,7 +70,7 @@ def test_missing_and_stale_children_count_against_completeness(tree: Tree, caplo
     province = subtree_view(tree["gd"])
     assert (province.completeness.nodes_in_subtree, province.completeness.nodes_reported_in_window) == (5, 2)
 
-    with caplog.at_level(logging.WARNING, logger="node.reporting"):
+    with caplog.at_level(logging.WARNING, logger="node.reporting.reports"):
         statuses = check_children_staleness(tree["gd.gz"])
     assert {status.child_id: status.state for status in statuses} == {"gd.gz.py": "stale", "gd.gz.th": "missing"}
     messages = " ".join(record.getMessage() for record in caplog.records)

@@ -26,8 +26,8 @@ from federation.server_support import INGEST_SERVICE_NAME, NODE_SERVICE_NAME
 from node.app import open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
-from node.scheduler import NodeScheduler
-from node.server import NodeServer
+from node.server.grpc_server import NodeServer
+from node.server.scheduler import NodeScheduler
 from tests.federation.pki_helpers import channel_as, ingest_client, provision
 from tests.federation.test_ingest_stream import ITEM, acceptance
 

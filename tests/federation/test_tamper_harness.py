@@ -8,7 +8,7 @@ derived from it, from the child's older reports, from the sibling's and from out
 be refused with the expected error, leave the parent's database exactly as it was, and be in its audit log.
 Byte-identical re-deliveries are acknowledged again without a change: counted apart, they are not detections.
 A lying child (validly signed totals that do not match its own records) cannot be told apart by the receiver;
-``node.verify``'s totals check (what ``supnet verify`` runs) catches it. A few cases then go end to end over gRPC
+The drill-down verify totals check (what ``supnet verify`` runs) catches it. A few cases then go end to end over gRPC
 (mutual TLS): SubmitReport status codes, and ``verify_target`` finding a lying leaf and a lying middle node.
 """
 
@@ -29,22 +29,22 @@ from federation.audit_chain import AuditAction
 from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, parse_body, serialize
 from federation.chain import report_digest
 from federation.errors import SupnetError
-from federation.pki import PkiDirectory, chain_der
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
-from federation.provisioning import provision_tree
 from federation.receiver import ReportReceiver, load_child_chains
 from federation.signing import generate_keypair, key_id, sign_envelope
 from federation.tables import child_chains, received_reports
 from node.app import Node
 from node.drilldown.answers import answer_summary
-from node.node_keys import SigningIdentity, signing_identity
-from node.reporting import build_reports
+from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
+from node.reporting.reports import build_reports
 from node.store.audit_models import AuditLogEntry
 from node.store.federation_models import ChildBucket
 from node.store.supervision_models import NodeCounter
-from node.verify import GAUGES, replay, totals_differences, verify_target
+from node.trust.node_keys import SigningIdentity, signing_identity
+from node.trust.pki import PkiDirectory, chain_der
+from node.trust.provisioning import provision_tree
 from tests.federation.reports_tree import Tree, add_totals, nonzero, own_totals, subtree_of
 
 SEED = 20_250_324

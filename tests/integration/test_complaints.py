@@ -18,8 +18,13 @@ from typer.testing import CliRunner
 from node.app import Node, open_node
 from node.cli import complaints_cmd
 from node.cli.common import console
-from node.complaint_listeners import complaint_listeners
-from node.complaints import (
+from node.config import CalendarConfig, NodeConfig, StoreConfig, SupervisionConfig, save_config
+from node.errors import InvalidStateError, NotFoundError, ValidationError
+from node.ingest.importer import Importer
+from node.notify.dispatcher import NotificationDispatcher, list_notifications
+from node.store.supervision_models import MetricBucket
+from node.supervision.complaint_listeners import complaint_listeners
+from node.supervision.complaints import (
     accept_complaint,
     assign_missing_decision_deadlines,
     complaint_figures,
@@ -29,12 +34,7 @@ from node.complaints import (
     handle_complaint,
     list_complaints,
 )
-from node.config import CalendarConfig, NodeConfig, StoreConfig, SupervisionConfig, save_config
-from node.errors import InvalidStateError, NotFoundError, ValidationError
-from node.ingest.importer import Importer
-from node.notify.dispatcher import NotificationDispatcher, list_notifications
-from node.rules.engine import run_scan
-from node.store.supervision_models import MetricBucket
+from node.supervision.rules.engine import run_scan
 
 ITEM = {
     "implementation_code": "440112001",

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from node.app import Node, open_node
 from node.cli import evaluations_cmd
-from node.complaint_listeners import EvaluationFollowupListener, complaint_listeners
 from node.config import NodeConfig, StoreConfig, save_config
 from node.errors import InvalidStateError, NotFoundError, ValidationError
-from node.evaluations import close_followup, evaluation_figures, list_evaluations
 from node.ingest.importer import Importer
 from node.store.models import Evaluation
+from node.supervision.complaint_listeners import EvaluationFollowupListener, complaint_listeners
+from node.supervision.evaluations import close_followup, evaluation_figures, list_evaluations
 
 ITEM = {
     "implementation_code": "440112002",

@@ -51,8 +51,8 @@ from node.ingest.validate import (
     NEGATIVE_FEE,
     TOO_LONG,
 )
-from node.metrics import check_buckets
 from node.store.models import Base
+from node.supervision.metrics import check_buckets
 from node.synthetic.generator import FILE_NAMES
 from tests.conftest import PG_ADMIN_URL, require_postgres
 

@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from node.alerts import acknowledge_alert, correct_alert, list_alerts
 from node.app import Node
-from node.complaints import accept_complaint, conclude_complaint, handle_complaint
-from node.metrics import (
+from node.store.supervision_models import MetricBucket
+from node.supervision.alerts import acknowledge_alert, correct_alert, list_alerts
+from node.supervision.complaints import accept_complaint, conclude_complaint, handle_complaint
+from node.supervision.metrics import (
     REVISION_COUNTER,
     BucketKey,
     add_to_buckets,
@@ -28,8 +29,7 @@ from node.metrics import (
     maintained_buckets,
     recompute_buckets,
 )
-from node.rules.engine import run_scan
-from node.store.supervision_models import MetricBucket
+from node.supervision.rules.engine import run_scan
 from tests.integration.test_rules_support import (
     FEE_ITEM_CODE,
     ITEM_CODE,

@@ -21,11 +21,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
-from node.alerts import AlertDraft, acknowledge_alert, raise_alerts
 from node.app import Node, open_node
 from node.config import NodeConfig, NotificationsConfig, Recipient, StoreConfig, save_config
 from node.notify.dispatcher import NotificationDispatcher, list_notifications, notification_counts, requeue_failed
 from node.store.supervision_models import Alert, Notification
+from node.supervision.alerts import AlertDraft, acknowledge_alert, raise_alerts
 
 T0 = datetime(2025, 3, 3, 9, 0, 0)
 
@@ -145,7 +145,7 @@ def make_node(data_dir: Path, db_url: str, **notifications: Any) -> Node:
 
 
 def raise_alert(node: Node, **fields: Any) -> int:
-    """Raise a warning through the rule engine's own API (node.alerts.raise_alerts)."""
+    """Raise a warning through the rule engine's own API (node.supervision.alerts.raise_alerts)."""
     case_no = fields.pop("case_no", "C-1")
     values: dict[str, Any] = {
         "rule_id": "R02",

@@ -24,20 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
-from federation.enrolment import IssuedCertificates, build_enrolment_request, hash_token, parse_discovery_token
-from federation.enrolment_rpc import EnrolmentKeys, request_message, response_message
 from federation.grpc_errors import error_code_of
-from federation.pki import (
-    CertificateAuthority,
-    CertificateKeyResolver,
-    CertificateRole,
-    PkiDirectory,
-    certificate_role,
-    chain_der,
-    load_certificate,
-    load_certificates,
-    verify_node_chain,
-)
 from federation.proto.v1.enrolment_pb2 import EnrolRequest, EnrolResponse
 from federation.proto.v1.enrolment_pb2_grpc import (
     EnrolmentServiceServicer,
@@ -49,17 +36,30 @@ from federation.signing import key_id, load_private_key, sign_message
 from node.app import open_node
 from node.cli import audit_cmd, enroll_cmd, init_cmd, keys_cmd, pki_cmd
 from node.config import parse_config, save_config
-from node.enrolment_server import EnrolmentServer
 from node.errors import UnauthenticatedError
-from node.node_keys import signing_identity
-from node.pki_admin import (
+from node.server.enrolment_server import EnrolmentServer
+from node.server.scheduler import NodeScheduler
+from node.trust.admin import (
     enroll_node,
     init_root,
     issue_token,
     renew_certificates,
     utcnow,
 )
-from node.scheduler import NodeScheduler
+from node.trust.enrolment import IssuedCertificates, build_enrolment_request, hash_token, parse_discovery_token
+from node.trust.enrolment_rpc import EnrolmentKeys, request_message, response_message
+from node.trust.node_keys import signing_identity
+from node.trust.pki import (
+    CertificateAuthority,
+    CertificateKeyResolver,
+    CertificateRole,
+    PkiDirectory,
+    certificate_role,
+    chain_der,
+    load_certificate,
+    load_certificates,
+    verify_node_chain,
+)
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +357,7 @@ def test_rotation_old_reports_still_verify_and_new_ones_use_the_new_key(
     node = open_node(pki.path.parent)
     old_key, old_chain = pki.load_report()
     old_tls = load_certificate(pki.file("tls.pem"))
-    # Signed the way the node signs its reports (node.node_keys), before and after the rotation.
+    # Signed the way the node signs its reports (node.trust.node_keys), before and after the rotation.
     before = signing_identity(node).sign_message(ReportBody(node_id="gd.gz", sequence=1))
     rotated = run_json(cli, "keys", "rotate", "--data-dir", pki.path.parent, "--tls")
     assert rotated["rotated"]["report"]["old_serial"] == f"{old_chain[0].serial_number:x}"
@@ -439,7 +439,7 @@ def test_renewal_reissues_leaves_inside_the_window_with_the_same_keys(
     pki = PkiDirectory(data_dir / "pki")
     old_tls = load_certificate(pki.file("tls.pem"))
     old_report_key, old_report = pki.load_report()
-    with caplog.at_level(logging.WARNING, logger="node.pki_admin"):
+    with caplog.at_level(logging.WARNING, logger="node.trust.admin"):
         result = renew_certificates(data_dir, renew_before=dt.timedelta(days=30))
     assert set(result.renewed) == {"tls", "report"} and result.ca_warnings == []
     assert result.crl_refreshed  # its next update had passed
@@ -471,7 +471,7 @@ def test_renewal_warns_loudly_for_a_ca_only_the_parent_can_renew(
         enroll_node(city_dir, listener.bound_address, token, now=past)
     finally:
         listener.stop(0)
-    with caplog.at_level(logging.WARNING, logger="node.pki_admin"):
+    with caplog.at_level(logging.WARNING, logger="node.trust.admin"):
         first = renew_certificates(city_dir, renew_before=dt.timedelta(days=30))
     assert any(
         "ACTION NEEDED" in message and "only the parent can renew it" in message for message in first.ca_warnings
@@ -565,7 +565,7 @@ def test_serve_runs_the_enrolment_listener_of_a_ca_node_and_removes_its_address_
 
 def test_a_provisioned_tree_can_revoke_a_child(cli: typer.Typer, tmp_path: Path) -> None:
     # `supnet demo` / `federation up` provision in-process; the parent must still know what it issued.
-    from federation.pki import revoked_serials
+    from node.trust.pki import revoked_serials
 
     for node_id in ("gd", "gd.gz"):
         node_dir(tmp_path / node_id, node_id)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from node.alerts import list_alerts
 from node.app import Node
-from node.rules.engine import run_scan
+from node.supervision.alerts import list_alerts
+from node.supervision.rules.engine import run_scan
 from tests.integration.test_rules_support import (
     FEE_ITEM_CODE,
     UNIT,

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.alerts import acknowledge_alert, correct_alert, get_alert, list_alerts
 from node.app import Node
-from node.complaints import accept_complaint
 from node.ingest.importer import Importer
 from node.ingest.listeners import default_listeners
-from node.metrics import maintained_buckets
-from node.rules.engine import run_scan
 from node.store.supervision_models import Alert
+from node.supervision.alerts import acknowledge_alert, correct_alert, get_alert, list_alerts
+from node.supervision.complaints import accept_complaint
+from node.supervision.metrics import maintained_buckets
+from node.supervision.rules.engine import run_scan
 from tests.integration.test_rules_support import (
     OTHER_TYPE_ITEM_CODE,
     UNIT,

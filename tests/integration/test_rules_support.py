@@ -17,8 +17,8 @@ from node.app import Node, open_node
 from node.config import NodeConfig, StoreConfig, SupervisionConfig, save_config
 from node.ingest.importer import Importer, ImportSummary
 from node.ingest.listeners import default_listeners
-from node.metrics import check_buckets
 from node.store.supervision_models import Alert
+from node.supervision.metrics import check_buckets
 
 UNIT = "黄埔区市场监督管理局"
 OTHER_UNIT = "黄埔区住房和城乡建设局"

@@ -1,4 +1,4 @@
-"""Efficiency scores from the real store: buckets written through node.metrics, cards raised by node.alerts."""
+"""Efficiency scores from the real store: buckets written by the metrics module, cards raised by the alerts module."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from node.alerts import AlertDraft, raise_alerts
 from node.app import Node, open_node
 from node.cli import scores_cmd
 from node.cli.common import console
 from node.config import NodeConfig, ScoresConfig, StoreConfig, save_config
-from node.metrics import BucketKey, add_to_buckets
-from node.scores import department_scores, scores_ranking
+from node.supervision.alerts import AlertDraft, raise_alerts
+from node.supervision.metrics import BucketKey, add_to_buckets
+from node.supervision.scores import department_scores, scores_ranking
 
 SCJ, ZJJ, JYJ, WJW = "市场监管局", "住建局", "教育局", "卫健委"
 

@@ -17,7 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from federation.enrolment import (
+from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
+from federation.proto.v1.report_pb2 import ReportBody
+from federation.signing import sign_message
+from node.trust.enrolment import (
     TOKEN_PREFIX,
     EnrolmentAuthority,
     EnrolmentRequest,
@@ -29,8 +32,7 @@ from federation.enrolment import (
     check_issued,
     hash_token,
 )
-from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
-from federation.pki import (
+from node.trust.pki import (
     CertificateAuthority,
     CertificateKeyResolver,
     CertificateRole,
@@ -39,8 +41,6 @@ from federation.pki import (
     node_uri,
     verify_node_chain,
 )
-from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import sign_message
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 

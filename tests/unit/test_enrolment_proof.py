@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.enrolment import (
+from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
+from node.trust.enrolment import (
     TOKEN_PREFIX,
     EnrolmentAuthority,
     EnrolmentRequest,
@@ -24,10 +25,9 @@ from federation.enrolment import (
     root_fingerprint,
     token_id,
 )
-from federation.enrolment_rpc import EnrolmentKeys, issued_from_response, request_from_message, request_message
-from federation.enrolment_rpc import response_message as to_response
-from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
-from federation.pki import CertificateAuthority, generate_ec_key
+from node.trust.enrolment_rpc import EnrolmentKeys, issued_from_response, request_from_message, request_message
+from node.trust.enrolment_rpc import response_message as to_response
+from node.trust.pki import CertificateAuthority, generate_ec_key
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 

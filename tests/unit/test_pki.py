@@ -27,7 +27,10 @@ from federation.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from federation.pki import (
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.report_pb2 import ReportBody
+from federation.signing import sign_message, verify_with_resolver
+from node.trust.pki import (
     CertificateAuthority,
     CertificateKeyResolver,
     CertificateRole,
@@ -47,9 +50,6 @@ from federation.pki import (
     revoked_serials,
     verify_node_chain,
 )
-from federation.proto.v1.common_pb2 import SignedEnvelope
-from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import sign_message, verify_with_resolver
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(hours=1)

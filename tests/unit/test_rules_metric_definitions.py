@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from node.alerts import AlertDraft, alert_deltas
 from node.domain.calendar import load_calendar
-from node.metrics import COUNTERS, BucketKey, derived_rates, fen, record_deltas
+from node.supervision.alerts import AlertDraft, alert_deltas
+from node.supervision.metrics import COUNTERS, BucketKey, derived_rates, fen, record_deltas
 
 CASE = {
     "case_no": "C-1",

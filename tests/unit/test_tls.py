@@ -1,4 +1,4 @@
-"""Ingest certificates, own-credential checks and the revocation list of federation.tls (no network)."""
+"""Ingest certificates, own-credential checks and the revocation list of node.trust.tls (no network)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
-from federation.pki import (
+from node.trust.pki import (
     INGEST_CLIENT_EKU,
     CertificateAuthority,
     CertificateRole,
@@ -19,8 +19,8 @@ from federation.pki import (
     load_certificate,
     verify_node_chain,
 )
-from federation.provisioning import issue_ingest_credential, provision_tree, tree_is_provisioned
-from federation.tls import NodeTrust, check_own_credentials
+from node.trust.provisioning import issue_ingest_credential, provision_tree, tree_is_provisioned
+from node.trust.tls import NodeTrust, check_own_credentials
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -87,8 +87,8 @@ def test_the_revocation_list_is_reread_when_it_changes(tmp_path: Path) -> None:
 
 def test_a_cached_signer_chain_is_refused_once_revoked_or_expired(tmp_path: Path) -> None:
     """Chains verified once are cached by fingerprint; revocation and validity still apply on every call."""
-    from federation.pki import chain_der
     from federation.signing import sign_envelope
+    from node.trust.pki import chain_der
 
     provisioned = provision_tree({"gd": tmp_path / "gd", "gd.gz": tmp_path / "gz", "gd.gz.py": tmp_path / "py"})
     pki = provisioned["gd.gz"].pki

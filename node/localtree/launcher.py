@@ -1,0 +1,701 @@
+"""Multi-node launcher: a topology TOML becomes a tree of ``supnet serve`` processes on loopback.
+
+``up`` (``supnet federation up TOPOLOGY.toml --dir DIR``):
+
+1. reads the topology (node ids, levels, names, cases to generate; config overrides for every node);
+2. picks a free loopback port per node and provisions the PKI of the whole tree (node.trust.provisioning:
+   a root CA at the root node, then every node enrolled by its parent through the real one-time token + CSR
+   flow, in-process), writing each node's ``DIR/<id>/pki``, plus one ingest credential per node
+   (``pki/ingest/local-ingest.*``); every node then serves and calls over mutual TLS. With
+   ``insecure_plaintext`` it instead creates each node's Ed25519 key (``DIR/<id>/keys``) so every config can
+   name its parent's and children's public keys, and sets ``federation.insecure_plaintext`` everywhere;
+3. runs ``supnet federation setup-node`` in a few worker processes (init, config, ``supnet generate``-style
+   synthetic data, import), since one process per node would spend most of its time starting Python;
+4. starts ``supnet serve`` for each node, top-down, and waits until every one answers the gRPC health check
+   (each check with a deadline, over mutual TLS with the node's own certificate; a child whose parent is not
+   listening yet retries from its outbox);
+5. writes ``DIR/federation.json`` (pids, addresses, data directories) for ``status`` and ``down``.
+
+``down`` sends SIGTERM (clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a
+timeout; it only signals processes whose command line is the ``serve`` it started for that data directory.
+
+The launcher never imports ``node`` (dependency direction): it runs the ``supnet`` CLI in subprocesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from federation.errors import InvalidArgumentError, NotFoundError, SupnetError, UnavailableError
+from federation.signing import generate_keypair, load_private_key, public_key_b64, save_private_key, save_public_key
+from node.trust.pki import PkiDirectory, validate_node_id
+from node.trust.provisioning import issue_ingest_credential, provision_tree, tree_is_provisioned
+from node.trust.tls import PKI_DIR_NAME, ingest_credential_paths, node_channel
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "federation.json"
+PLAN_FILE = "plan.json"
+KEY_FILE = Path("keys") / "report_signing.pem"
+CLI_MODULE = "node.cli.main"
+LEVELS = ("province", "city", "district", "street")
+HEALTH_POLL_SECONDS = 0.1
+# The ingest credential every node gets from its own CA (tools and benchmarks stream records with it).
+INGEST_SYSTEM = "local-ingest"
+Progress = Callable[[str], None]
+
+
+class LaunchError(SupnetError):
+    """A node of the tree could not be set up or started; the message names it and quotes its log."""
+
+    code = "LAUNCH"
+
+
+# --- topology -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopologyNode:
+    """One node of a topology."""
+
+    id: str
+    level: str
+    name: str = ""
+    cases: int = 0
+    seed: int = 1
+
+    @property
+    def parent_id(self) -> str:
+        """The parent's id ('' for the root)."""
+        return self.id.rpartition(".")[0]
+
+    @property
+    def depth(self) -> int:
+        """0 for the root, 1 for its children, ..."""
+        return self.id.count(".")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A tree of nodes plus the data to generate and the config every node gets."""
+
+    name: str
+    nodes: tuple[TopologyNode, ...]
+    date_from: str = ""
+    date_to: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> TopologyNode:
+        """The one node without a parent."""
+        return next(node for node in self.nodes if not node.parent_id)
+
+    def children_of(self, node_id: str) -> list[TopologyNode]:
+        """Direct children of a node, sorted by id."""
+        return sorted((node for node in self.nodes if node.parent_id == node_id), key=lambda n: n.id)
+
+    def tiers(self) -> list[list[TopologyNode]]:
+        """Nodes grouped by depth, root first."""
+        depth = max(node.depth for node in self.nodes)
+        return [[node for node in self.nodes if node.depth == level] for level in range(depth + 1)]
+
+
+def _expect(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidArgumentError(f"{where} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topology:
+    """Validate a topology mapping; errors name the file and the bad key or node."""
+    generate = data.get("generate", {})
+    _expect(generate, dict, f"{source}: [generate]")
+    default_cases = int(_expect(generate.get("cases", 0), int, f"{source}: generate.cases"))
+    default_seed = int(_expect(generate.get("seed", 1), int, f"{source}: generate.seed"))
+    raw_nodes = data.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise InvalidArgumentError(f"{source}: needs at least one [[nodes]] entry")
+    nodes: list[TopologyNode] = []
+    for index, raw in enumerate(raw_nodes):
+        where = f"{source}: nodes[{index}]"
+        _expect(raw, dict, where)
+        unknown = set(raw) - {"id", "level", "name", "cases", "seed"}
+        if unknown:
+            raise InvalidArgumentError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        node_id = str(raw.get("id", ""))
+        try:
+            validate_node_id(node_id)
+        except InvalidArgumentError as error:
+            raise InvalidArgumentError(f"{where}: {error.message}") from error
+        level = str(raw.get("level", ""))
+        if level not in LEVELS:
+            raise InvalidArgumentError(f"{where} ({node_id}): level must be one of {', '.join(LEVELS)}")
+        cases = int(_expect(raw.get("cases", default_cases), int, f"{where} ({node_id}): cases"))
+        if cases < 0:
+            raise InvalidArgumentError(f"{where} ({node_id}): cases must not be negative")
+        seed = int(_expect(raw.get("seed", default_seed), int, f"{where} ({node_id}): seed"))
+        nodes.append(TopologyNode(node_id, level, str(raw.get("name", "")), cases, seed))
+    ids = [node.id for node in nodes]
+    duplicates = sorted({node_id for node_id in ids if ids.count(node_id) > 1})
+    if duplicates:
+        raise InvalidArgumentError(f"{source}: node id(s) listed twice: {', '.join(duplicates)}")
+    roots = [node.id for node in nodes if not node.parent_id]
+    if len(roots) != 1:
+        raise InvalidArgumentError(f"{source}: needs exactly one root node (an id without a dot), found {roots}")
+    for node in nodes:
+        if node.parent_id and node.parent_id not in ids:
+            raise InvalidArgumentError(f"{source}: node {node.id} has no parent {node.parent_id} in the topology")
+    config = data.get("config", {})
+    _expect(config, dict, f"{source}: [config]")
+    return Topology(
+        name=str(data.get("name", "")) or Path(source).stem,
+        nodes=tuple(sorted(nodes, key=lambda n: (n.depth, n.id))),
+        date_from=str(generate.get("from", "")),
+        date_to=str(generate.get("to", "")),
+        config=config,
+    )
+
+
+def load_topology(path: Path) -> Topology:
+    """Read and validate a topology TOML file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"topology file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgumentError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_topology(data, str(path))
+
+
+# --- state ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LaunchedNode:
+    """One node process of a launched tree."""
+
+    id: str
+    level: str
+    name: str
+    data_dir: str
+    address: str
+    pid: int = 0
+    log_file: str = ""
+
+    def pki(self, insecure_plaintext: bool = False) -> PkiDirectory | None:
+        """The node's PKI directory (None for a tree launched in the insecure plaintext mode)."""
+        return None if insecure_plaintext else PkiDirectory(Path(self.data_dir) / PKI_DIR_NAME)
+
+
+@dataclass
+class FederationState:
+    """What ``up`` started, saved as ``DIR/federation.json``."""
+
+    topology: str
+    base_dir: str
+    nodes: list[LaunchedNode]
+    started_at: float = 0.0
+    insecure_plaintext: bool = False
+
+    def pki(self, node_id: str) -> PkiDirectory | None:
+        """A node's PKI directory (None in the insecure plaintext mode)."""
+        return self.node(node_id).pki(self.insecure_plaintext)
+
+    def ingest_credential(self, node_id: str) -> tuple[Path, Path, Path]:
+        """(key, chain, root) of the ingest credential the launcher had node_id's CA issue."""
+        pki = self.pki(node_id)
+        if pki is None:
+            raise NotFoundError(f"the federation in {self.base_dir} runs in plaintext mode: no ingest credentials")
+        key, chain = ingest_credential_paths(pki, INGEST_SYSTEM)
+        return key, chain, pki.file("root.pem")
+
+    def save(self) -> Path:
+        """Write the state file (atomically)."""
+        path = Path(self.base_dir) / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, base_dir: Path) -> FederationState:
+        """Read ``DIR/federation.json``; NotFoundError if no tree was launched there."""
+        path = base_dir / STATE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no federation launched in {base_dir} ({path} is missing)") from exc
+        nodes = [LaunchedNode(**node) for node in data.pop("nodes")]
+        return cls(nodes=nodes, **data)
+
+    def node(self, node_id: str) -> LaunchedNode:
+        """One node by id."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise NotFoundError(f"node {node_id} is not part of the federation in {self.base_dir}")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+# Ports handed out for processes that bind later come from BELOW the kernel's ephemeral range: a port-0 bind
+# anywhere else on the machine (a test server, an outgoing connection) can then never take one of them in the
+# window between picking and binding. Linux's range is read from /proc; elsewhere the usual default is assumed.
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free right now, outside the ephemeral range (held open together so none repeats)."""
+    rng = random.SystemRandom()
+    high = _ephemeral_low()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count * 50):
+            if len(sockets) == count:
+                break
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, rng.randrange(_LOWEST_PICKED_PORT, high)))
+            except OSError:
+                sock.close()  # taken: try another
+                continue
+            sockets.append(sock)
+        if len(sockets) < count:
+            raise LaunchError(f"found only {len(sockets)} of {count} free ports below {high} on {host}")
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def cli_command(*args: str) -> list[str]:
+    """The ``supnet`` CLI as a subprocess command line of this interpreter."""
+    return [sys.executable, "-m", CLI_MODULE, *args]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def is_our_server(node: LaunchedNode) -> bool:
+    """True if node.pid is alive and is the ``serve`` process started for node.data_dir (not a reused pid)."""
+    if node.pid <= 0:
+        return False
+    try:
+        os.kill(node.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    command = _cmdline(node.pid)
+    if not command:
+        # An empty command line under /proc is a zombie (exited, not yet reaped); without /proc (not Linux)
+        # trust the pid, the state file is ours.
+        return not Path("/proc").is_dir()
+    return "serve" in command and node.data_dir in command
+
+
+def _reap(pid: int) -> None:
+    # Our own children become zombies until waited for; other processes are not ours to wait on.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _wait_exited(pid: int, timeout: float = 2.0) -> None:
+    """Reap a child of ours once it has really exited (its command line empties a moment before it does)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not our child (or already reaped): nothing to wait for
+        if reaped == pid:
+            return
+        time.sleep(0.01)
+
+
+def health_status(address: str, timeout: float = 1.0, *, pki: PkiDirectory | None = None, node_id: str = "") -> str:
+    """SERVING / NOT_SERVING / UNKNOWN / UNREACHABLE for a node's overall health, within a deadline.
+
+    With ``pki`` (the node's own directory) the check runs over mutual TLS and accepts only ``node_id``'s
+    certificate; without, over plaintext (a tree in the insecure plaintext mode).
+    """
+    if pki is not None and not node_id:
+        raise InvalidArgumentError("a health check over mutual TLS needs the node id to expect")
+    with node_channel(pki, address, node_id or "unknown") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until_serving(
+    nodes: Sequence[LaunchedNode],
+    processes: Mapping[str, subprocess.Popen[bytes]],
+    timeout: float,
+    *,
+    insecure_plaintext: bool = False,
+) -> None:
+    """Poll health until every node answers SERVING; LaunchError naming a node that died or never came up."""
+    deadline = time.monotonic() + timeout
+    waiting = {node.id: node for node in nodes}
+    while waiting:
+        for node_id, node in list(waiting.items()):
+            process = processes.get(node_id)
+            if process is not None and process.poll() is not None:
+                raise LaunchError(
+                    f"node {node_id} exited with code {process.returncode} while starting; "
+                    f"its log {node.log_file} ends with:\n{_log_tail(Path(node.log_file))}"
+                )
+            remaining = deadline - time.monotonic()
+            check = health_status(
+                node.address,
+                timeout=max(min(remaining, 1.0), 0.05),
+                pki=node.pki(insecure_plaintext),
+                node_id=node.id,
+            )
+            if check == "SERVING":
+                del waiting[node_id]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(sorted(waiting))
+            raise LaunchError(f"node(s) {names} not serving after {timeout:.0f} s; see their serve.log")
+        time.sleep(HEALTH_POLL_SECONDS)
+
+
+# --- up / status / down ---------------------------------------------------------------------------
+
+
+def _ensure_key(data_dir: Path) -> str:
+    private_path = data_dir / KEY_FILE
+    if private_path.exists():
+        return public_key_b64(load_private_key(private_path).public_key())
+    private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_key, public_key = generate_keypair()
+    save_private_key(private_path, private_key)
+    save_public_key(private_path.with_suffix(".pub"), public_key)
+    return public_key_b64(public_key)
+
+
+def build_plan(
+    topology: Topology,
+    base_dir: Path,
+    addresses: Mapping[str, str],
+    keys: Mapping[str, str],
+    *,
+    insecure_plaintext: bool = False,
+) -> dict[str, Any]:
+    """Per-node setup instructions: data dir, level, data to generate, and the federation section of its config.
+
+    ``keys`` (node id -> base64 public key) are written only in the insecure plaintext mode; with the PKI the
+    keys travel in certificate chains and the configs name ids and addresses only.
+    """
+    plan_nodes = []
+    for node in topology.nodes:
+        federation: dict[str, Any] = dict(topology.config.get("federation", {}))
+        federation["listen"] = addresses[node.id]
+        federation["insecure_plaintext"] = insecure_plaintext
+        if node.parent_id:
+            federation.update(
+                parent_id=node.parent_id,
+                parent_address=addresses[node.parent_id],
+                parent_public_key=keys.get(node.parent_id, "") if insecure_plaintext else "",
+            )
+        federation["children"] = [
+            {
+                "id": child.id,
+                "public_key": keys.get(child.id, "") if insecure_plaintext else "",
+                "address": addresses[child.id],
+            }
+            for child in topology.children_of(node.id)
+        ]
+        config = {section: dict(values) for section, values in topology.config.items() if isinstance(values, dict)}
+        config["federation"] = federation
+        plan_nodes.append(
+            {
+                "id": node.id,
+                "level": node.level,
+                "name": node.name,
+                "data_dir": str(base_dir / node.id),
+                "cases": node.cases,
+                "seed": node.seed,
+                "date_from": topology.date_from,
+                "date_to": topology.date_to,
+                "config": config,
+            }
+        )
+    return {"topology": topology.name, "nodes": plan_nodes}
+
+
+def _run_setup(plan_path: Path, groups: list[list[str]], base_dir: Path, timeout: float) -> None:
+    processes = []
+    for index, group in enumerate(groups):
+        log_path = base_dir / f"setup-{index}.log"
+        args = ["federation", "setup-node", str(plan_path)]
+        for node_id in group:
+            args += ["--node", node_id]
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(cli_command(*args), stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+        processes.append((process, log_path, group))
+    deadline = time.monotonic() + timeout
+    failures = []
+    try:
+        codes = []
+        for process, _log_path, _group in processes:
+            try:
+                codes.append(process.wait(timeout=max(deadline - time.monotonic(), 0.1)))
+            except subprocess.TimeoutExpired:
+                codes.append(-1)
+    finally:
+        # Interrupted (Ctrl-C, SIGTERM) or timed out: no setup worker may outlive the launcher.
+        for process, _log_path, _group in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for (_process, log_path, group), code in zip(processes, codes, strict=True):
+        if code != 0:
+            failures.append(
+                f"setup of {', '.join(group)} failed (exit {code}); {log_path} ends with:\n{_log_tail(log_path)}"
+            )
+    if failures:
+        raise LaunchError("\n".join(failures))
+
+
+def provision_pki(topology: Topology, base_dir: Path) -> bool:
+    """Give every node of the topology its ``pki/`` (and an ingest credential); False if a valid one was kept."""
+    pki_dirs = {node.id: base_dir / node.id / PKI_DIR_NAME for node in topology.nodes}
+    if tree_is_provisioned(pki_dirs):
+        return False
+    provisioned = provision_tree(pki_dirs)
+    for entry in provisioned.values():
+        issue_ingest_credential(entry.pki, INGEST_SYSTEM)
+    return True
+
+
+def _start_server(node: LaunchedNode, extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    log_path = Path(node.data_dir) / "serve.log"
+    node.log_file = str(log_path)
+    env = {**os.environ, "SUPNET_LOG_LEVEL": os.environ.get("SUPNET_LOG_LEVEL", "INFO"), **extra_env}
+    with log_path.open("ab") as log_file:
+        # A session of its own: a Ctrl-C in the launcher's terminal is handled by the launcher (clean `down`),
+        # not delivered to every node at once.
+        process = subprocess.Popen(  # noqa: S603
+            cli_command("serve", "--data-dir", node.data_dir),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    node.pid = process.pid
+    return process
+
+
+def up(
+    topology: Topology,
+    base_dir: Path,
+    *,
+    workers: int = 2,
+    ready_timeout: float = 60.0,
+    setup_timeout: float = 600.0,
+    progress: Progress | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    insecure_plaintext: bool = False,
+) -> FederationState:
+    """Set up and start every node of the topology under base_dir; returns the saved state.
+
+    By default the tree gets its PKI and runs over mutual TLS; ``insecure_plaintext`` runs it without TLS
+    (local experiments only; refused if the directory already holds a tree with a PKI).
+    """
+    say = progress or (lambda _message: None)
+    base_dir = base_dir.resolve()
+    base_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        previous = FederationState.load(base_dir)
+    except NotFoundError:
+        previous = None
+    if previous is not None and any(is_our_server(node) for node in previous.nodes):
+        raise LaunchError(f"a federation is already running in {base_dir}; run 'supnet federation down' first")
+    ports = free_ports(len(topology.nodes))
+    addresses = {node.id: f"127.0.0.1:{port}" for node, port in zip(topology.nodes, ports, strict=True)}
+    keys: dict[str, str] = {}
+    if insecure_plaintext:
+        with_pki = [node.id for node in topology.nodes if (base_dir / node.id / PKI_DIR_NAME).exists()]
+        if with_pki:
+            raise LaunchError(
+                f"{base_dir} holds a tree set up with a PKI ({', '.join(with_pki)} have pki/); its nodes would keep "
+                "using mutual TLS. Use another --dir for the insecure plaintext mode."
+            )
+        keys = {node.id: _ensure_key(base_dir / node.id) for node in topology.nodes}
+        say("INSECURE PLAINTEXT mode: no TLS, no certificates (local experiments only)")
+    else:
+        started = time.monotonic()
+        created = provision_pki(topology, base_dir)
+        say(
+            f"PKI {'provisioned' if created else 'kept'}: root CA at {topology.root.id}, every node enrolled by its "
+            f"parent (one-time token + CSRs) in {time.monotonic() - started:.2f} s; all calls use mutual TLS"
+        )
+    plan_path = base_dir / PLAN_FILE
+    plan = build_plan(topology, base_dir, addresses, keys, insecure_plaintext=insecure_plaintext)
+    plan_path.write_text(json.dumps(plan, ensure_ascii=False, indent=2), encoding="utf-8")
+    total_cases = sum(node.cases for node in topology.nodes)
+    groups = [group for group in _balanced_groups(topology.nodes, max(workers, 1)) if group]
+    say(f"setting up {len(topology.nodes)} nodes ({total_cases:,} synthetic cases) in {len(groups)} worker process(es)")
+    started = time.monotonic()
+    _run_setup(plan_path, groups, base_dir, setup_timeout)
+    say(f"nodes set up in {time.monotonic() - started:.1f} s")
+    state = FederationState(
+        topology=topology.name,
+        base_dir=str(base_dir),
+        nodes=[
+            LaunchedNode(node.id, node.level, node.name, str(base_dir / node.id), addresses[node.id])
+            for node in topology.nodes
+        ],
+        started_at=time.time(),
+        insecure_plaintext=insecure_plaintext,
+    )
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        # Started top-down without waiting tier by tier: on a small machine the start-up is CPU bound, so a
+        # pause per tier only adds idle time. A child whose parent is still starting keeps its first report
+        # in its outbox and retries (federation.retry_base_seconds), so nothing depends on the order.
+        started = time.monotonic()
+        for tier in topology.tiers():
+            for node in tier:
+                launched = state.node(node.id)
+                processes[node.id] = _start_server(launched, extra_env or {})
+        state.save()
+        say(f"started {len(processes)} node processes top-down; waiting until each answers its health check")
+        wait_until_serving(state.nodes, processes, ready_timeout, insecure_plaintext=insecure_plaintext)
+        say(f"all {len(processes)} nodes serving after {time.monotonic() - started:.1f} s")
+    except BaseException:
+        # Never leave half a tree running: stop what was started, then report the failure.
+        down(base_dir, state=state)
+        raise
+    state.save()
+    return state
+
+
+def _balanced_groups(nodes: Iterable[TopologyNode], count: int) -> list[list[str]]:
+    # Largest first into the lightest group: the workers finish at about the same time.
+    groups: list[list[str]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for node in sorted(nodes, key=lambda n: (-n.cases, n.id)):
+        index = loads.index(min(loads))
+        groups[index].append(node.id)
+        loads[index] += node.cases + 50  # every node costs something even without data
+    return groups
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node as ``status`` sees it."""
+
+    id: str
+    level: str
+    address: str
+    pid: int
+    running: bool
+    health: str
+    data_dir: str
+
+
+def status(base_dir: Path, *, timeout: float = 1.0) -> list[NodeStatus]:
+    """Process and health status of every node of the federation in base_dir."""
+    state = FederationState.load(base_dir.resolve())
+    result = []
+    for node in state.nodes:
+        running = is_our_server(node)
+        health = (
+            health_status(node.address, timeout, pki=node.pki(state.insecure_plaintext), node_id=node.id)
+            if running
+            else "STOPPED"
+        )
+        result.append(NodeStatus(node.id, node.level, node.address, node.pid, running, health, node.data_dir))
+    return result
+
+
+def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None = None) -> list[str]:
+    """SIGTERM every node (clean shutdown), SIGKILL any still running after ``timeout``; returns the ids stopped."""
+    current = state or FederationState.load(base_dir.resolve())
+    running = [node for node in current.nodes if is_our_server(node)]
+    for node in running:
+        try:
+            os.kill(node.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + timeout
+    remaining = list(running)
+    while remaining and time.monotonic() < deadline:
+        for node in list(remaining):
+            _reap(node.pid)
+            if not is_our_server(node):
+                remaining.remove(node)
+        if remaining:
+            time.sleep(0.05)
+    for node in remaining:
+        log.warning("node %s (pid %s) did not stop within %.0f s; killing it", node.id, node.pid, timeout)
+        try:
+            os.kill(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            _reap(node.pid)
+            if not is_our_server(node):
+                break
+            time.sleep(0.02)
+    for node in running:
+        _wait_exited(node.pid)  # an exited child of ours stays a zombie until waited for
+    for node in current.nodes:
+        node.pid = 0
+    if Path(current.base_dir).exists():
+        current.save()
+    return [node.id for node in running]
+
+
+def raise_if_unavailable(statuses: Sequence[NodeStatus]) -> None:
+    """UnavailableError naming every node that is not SERVING."""
+    bad = [f"{s.id} ({s.health})" for s in statuses if s.health != "SERVING"]
+    if bad:
+        raise UnavailableError(f"not serving: {', '.join(bad)}")

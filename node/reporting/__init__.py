@@ -1,0 +1,1 @@
+"""Reporting upward: build, sign and send reports of this node's subtree; apply the children's."""

@@ -1,0 +1,146 @@
+"""The node's gRPC server: NodeService (reports, node info, drill-down), IngestService, health and reflection.
+
+Mutual TLS whenever the node has TLS credentials in ``pki/`` (client certificates required, verified up to
+the root; see node.trust.tls); the only alternative is plaintext behind the explicit
+``federation.insecure_plaintext`` switch, logged at WARNING on start. Neither: ConfigError, nothing served.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from federation.grpc_errors import ErrorMappingInterceptor
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.ingest_pb2_grpc import add_IngestServiceServicer_to_server
+from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
+from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_NodeServiceServicer_to_server
+from federation.proto.v1.report_pb2 import ReportAck
+from federation.server_support import INGEST_SERVICE_NAME, NODE_SERVICE_NAME, add_health_and_reflection
+from node.app import Node
+from node.errors import UnavailableError
+from node.server.servicers.ingest import IngestServicer
+from node.server.servicers.query import QueryServicer
+from node.server.servicers.reports import ReportServicer
+from node.trust.authorization import Authorizer
+from node.trust.node_keys import node_trust
+
+if TYPE_CHECKING:
+    from node.reporting.reports import ReportSender
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_WORKERS = 16
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # One port, one node: a second server on the same port must fail instead of sharing it.
+    ("grpc.so_reuseport", 0),
+]
+
+
+class _NodeService(NodeServiceServicer):
+    """NodeService assembled from the report servicer (node info, reports) and the query servicer."""
+
+    def __init__(self, reports: ReportServicer, query: QueryServicer) -> None:
+        self._reports = reports
+        self._query = query
+
+    def GetNodeInfo(self, request: NodeInfoRequest, context: grpc.ServicerContext) -> NodeInfo:  # noqa: N802
+        return self._reports.GetNodeInfo(request, context)
+
+    def SubmitReport(self, request: SignedEnvelope, context: grpc.ServicerContext) -> ReportAck:  # noqa: N802
+        return self._reports.SubmitReport(request, context)
+
+    def Query(self, request: SignedEnvelope, context: grpc.ServicerContext) -> SignedEnvelope:  # noqa: N802
+        return self._query.Query(request, context)
+
+
+class NodeServer:
+    """One node's gRPC server; ``start()`` returns the bound port, ``stop(grace)`` drains it cleanly."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        address: str | None = None,
+        sender: ReportSender | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+    ) -> None:
+        self.node = node
+        self.address = address or node.config.federation.listen
+        self._sender = sender
+        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"rpc-{node.config.id}")
+        # ConfigError here (no PKI, no plaintext switch) means the node refuses to serve at all.
+        self.trust = node_trust(node)
+        self.authorizer = Authorizer(node, self.trust)
+        self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
+        self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
+        self.query = QueryServicer(node, authorizer=self.authorizer)
+        self.ingest = IngestServicer(node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed())
+        add_NodeServiceServicer_to_server(_NodeService(self.reports, self.query), self._server)
+        add_IngestServiceServicer_to_server(self.ingest, self._server)  # type: ignore[arg-type]
+        self._health: Any = add_health_and_reflection(self._server, [NODE_SERVICE_NAME, INGEST_SERVICE_NAME])
+        self.port = 0
+        self._stopped = False
+
+    def _data_changed(self) -> None:
+        # New local records or a child's new report change this node's subtree: report upward (debounced).
+        if self._sender is not None:
+            self._sender.notify_change()
+
+    @property
+    def bound_address(self) -> str:
+        """host:port actually listened on (after start)."""
+        host = self.address.rpartition(":")[0] or "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    @property
+    def mutual_tls(self) -> bool:
+        """True when the server requires client certificates (False only in the insecure plaintext mode)."""
+        return self.trust is not None
+
+    def start(self) -> int:
+        """Bind and start serving; returns the bound port (useful with port 0)."""
+        try:
+            if self.trust is not None:
+                self.port = self._server.add_secure_port(self.address, self.trust.server_credentials())
+            else:
+                log.warning(
+                    "node %s serves WITHOUT TLS on %s (federation.insecure_plaintext): anyone who reaches the port "
+                    "can submit, query and ingest; local experiments only",
+                    self.node.config.id,
+                    self.address,
+                )
+                self.port = self._server.add_insecure_port(self.address)
+        except RuntimeError as exc:
+            raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address}: {exc}") from exc
+        if self.port == 0:
+            raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address} (port in use?)")
+        self._server.start()
+        log.info(
+            "node %s serving on %s (%s)",
+            self.node.config.id,
+            self.bound_address,
+            "mutual TLS" if self.trust is not None else "INSECURE PLAINTEXT",
+        )
+        return self.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Health goes NOT_SERVING first, then new calls are refused and in-flight calls get ``grace`` seconds."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+        self.query.close()
+        self._executor.shutdown(wait=False)
+        log.info("node %s stopped serving", self.node.config.id)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Block until the server stops (or the timeout passes); True if it stopped."""
+        return bool(self._server.wait_for_termination(timeout))

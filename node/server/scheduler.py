@@ -1,0 +1,180 @@
+"""The periodic jobs of a serving node, run by an APScheduler BackgroundScheduler built from config.
+
+Jobs (ids are stable; intervals come from the node config):
+
+=====================  =====================================================  ====================================
+job id                 what                                                   interval
+=====================  =====================================================  ====================================
+scheduled_report       incremental report to the parent (also the heartbeat)  federation.report_interval_seconds
+full_report            full report over the window (heals any drift)          federation.full_report_interval_seconds
+outbox_retry           deliver due outbox reports (backoff kept by outbox)    federation.retry_base_seconds (1–5 s)
+staleness_check        children silent too long: stale alert                  federation.report_interval_seconds
+rule_scan              rule scan (cases overdue with no new event), at start  supervision.scan_interval_seconds
+notification_dispatch  turn alerts into notifications, deliver due ones       notifications.dispatch_interval_seconds
+certificate_renewal    warn of expiring certificates, re-issue own leaves,    daily, at start (only with pki/)
+                       refresh the CRL (federation.renew_before_days ahead)
+=====================  =====================================================  ====================================
+
+Jobs are plain callables in a memory job store (nothing pickled); each runs at most once at a time and
+missed runs are coalesced. A failing job is logged and tried again at its next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+if TYPE_CHECKING:
+    from node.app import Node
+    from node.reporting.reports import ReportSender
+
+log = logging.getLogger(__name__)
+
+# The sender's own loop retries at each report's backoff time; this job is the safety net behind it.
+MIN_OUTBOX_RETRY_SECONDS = 1.0
+MAX_OUTBOX_RETRY_SECONDS = 5.0
+CERTIFICATE_RENEWAL_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One periodic job: a stable id, the callable and its interval."""
+
+    job_id: str
+    func: Callable[[], Any]
+    seconds: float
+    first_run_delay: float | None = None
+
+
+class NodeScheduler:
+    """Wraps a BackgroundScheduler holding the node's periodic jobs; ``start()`` / ``stop()``."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        sender: ReportSender | None = None,
+        scan: Callable[[], Any] | None = None,
+        dispatch: Callable[[], Any] | None = None,
+    ) -> None:
+        self._node = node
+        self._sender = sender
+        self._scan = scan
+        self._dispatch = dispatch
+        self._scheduler = BackgroundScheduler(timezone=node.config.calendar.timezone)
+        self._started = False
+
+    def job_specs(self) -> list[JobSpec]:
+        """The jobs this node runs, from its config (only the ones whose parts exist)."""
+        config = self._node.config
+        federation = config.federation
+        specs: list[JobSpec] = []
+        if self._sender is not None and federation.parent_address:
+            sender = self._sender
+            specs += [
+                # The first report goes out right away so a freshly started tree rolls up without waiting.
+                JobSpec("scheduled_report", sender.scheduled_report, federation.report_interval_seconds, 0.0),
+                JobSpec("full_report", sender.scheduled_full_report, federation.full_report_interval_seconds),
+                JobSpec(
+                    "outbox_retry",
+                    sender.send_pending,
+                    min(max(federation.retry_base_seconds, MIN_OUTBOX_RETRY_SECONDS), MAX_OUTBOX_RETRY_SECONDS),
+                ),
+            ]
+        if federation.children:
+            specs.append(JobSpec("staleness_check", self._check_staleness, federation.report_interval_seconds))
+        # The first scan runs at start: cases that fell overdue while the node was down get their cards now.
+        specs.append(JobSpec("rule_scan", self._scan or self._run_scan, config.supervision.scan_interval_seconds, 0.0))
+        specs.append(
+            JobSpec(
+                "notification_dispatch",
+                self._dispatch or self._run_dispatch,
+                config.notifications.dispatch_interval_seconds,
+            )
+        )
+        if (self._node.data_dir / "pki").is_dir():
+            # At start too: a node restarted after weeks down renews (or warns) before anything else expires.
+            specs.append(JobSpec("certificate_renewal", self._renew_certificates, CERTIFICATE_RENEWAL_SECONDS, 0.0))
+        return specs
+
+    def _renew_certificates(self) -> None:
+        from node.notify.operator_notices import NoticeKind, notify_operators
+        from node.trust.admin import renew_certificates
+
+        renew_before = timedelta(days=self._node.config.federation.renew_before_days)
+        result = renew_certificates(self._node.data_dir, renew_before=renew_before)
+        # Leaves this node renews itself need nobody; what it cannot renew (its CA, or no CA key) needs a person.
+        if result.ca_warnings:
+            notify_operators(
+                self._node,
+                NoticeKind.CERTIFICATE,
+                "certificates",
+                "certificates expire soon and this node cannot renew them itself",
+                "\n".join([*result.ca_warnings, *result.warnings]),
+            )
+
+    def _check_staleness(self) -> None:
+        from node.reporting.reports import check_children_staleness
+
+        check_children_staleness(self._node)
+
+    def _run_scan(self) -> None:
+        from node.supervision.rules.engine import run_scan
+
+        run_scan(self._node)
+        if self._sender is not None:
+            # Cards raised by the scan change the counters the parent sees.
+            self._sender.notify_change()
+
+    def _run_dispatch(self) -> None:
+        from node.notify.dispatcher import NotificationDispatcher
+
+        NotificationDispatcher(self._node).run_once()
+
+    def _guarded(self, spec: JobSpec) -> Callable[[], None]:
+        node_id = self._node.config.id
+
+        def run() -> None:
+            try:
+                spec.func()
+            except Exception:
+                log.exception("job %s of node %s failed; it runs again in %.0f s", spec.job_id, node_id, spec.seconds)
+
+        return run
+
+    def start(self) -> None:
+        """Add the jobs from config and start the background scheduler."""
+        if self._started:
+            return
+        now = datetime.now(self._scheduler.timezone)
+        for spec in self.job_specs():
+            delay = spec.seconds if spec.first_run_delay is None else spec.first_run_delay
+            self._scheduler.add_job(
+                self._guarded(spec),
+                "interval",
+                seconds=spec.seconds,
+                id=spec.job_id,
+                name=spec.job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(int(spec.seconds), 1),
+                next_run_time=now + timedelta(seconds=delay),
+            )
+            log.info("node %s: job %s every %.1f s", self._node.config.id, spec.job_id, spec.seconds)
+        self._scheduler.start()
+        self._started = True
+
+    def job_ids(self) -> list[str]:
+        """Ids of the scheduled jobs (after start)."""
+        return sorted(job.id for job in self._scheduler.get_jobs())
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop scheduling; with ``wait`` let running jobs finish first."""
+        if self._started:
+            self._scheduler.shutdown(wait=wait)
+            self._started = False

@@ -1,0 +1,46 @@
+"""Drill-down servicer: the Query method of NodeService, a thin shell over node.trust.authorization and the router."""
+
+from __future__ import annotations
+
+import grpc
+
+from federation.grpc_errors import ERROR_CODE_METADATA_KEY, translate_errors
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from node.app import Node
+from node.audit_log import DrilldownAuditor
+from node.drilldown.router import QueryRouter, RelayedRpcError
+from node.errors import SupnetError
+from node.trust.authorization import Authorizer
+
+
+class QueryServicer:
+    """Answers or forwards signed drill-down queries; downstream refusals pass up with their own status."""
+
+    def __init__(self, node: Node, *, authorizer: Authorizer, router: QueryRouter | None = None) -> None:
+        self._authorizer = authorizer
+        self.router = router or QueryRouter(node, trust=authorizer.trust)
+        self._audit = DrilldownAuditor(node.engine, node.config.id)
+        self._node_id = node.config.id
+
+    @translate_errors
+    def Query(self, request: SignedEnvelope, context: grpc.ServicerContext) -> SignedEnvelope:  # noqa: N802
+        """One query envelope in, the answering node's signed answer envelope out."""
+        try:
+            body = self._authorizer.query(context, request)
+            answer = self.router.handle(request, body, context.time_remaining())
+        except SupnetError as error:
+            self._audit.refused(request, error.code, error.message)
+            raise
+        except RelayedRpcError as relayed:
+            self._audit.refused(request, relayed.error_code or relayed.status.name, relayed.details)
+            if relayed.error_code:
+                context.set_trailing_metadata(((ERROR_CODE_METADATA_KEY, relayed.error_code),))
+            context.abort(relayed.status, relayed.details)
+            raise  # unreachable: abort raises
+        hop = "" if body.target_id == self._node_id else self.router.next_hop(body.target_id)
+        self._audit.served(body, answer, hop)
+        return answer
+
+    def close(self) -> None:
+        """Release the channels to the children."""
+        self.router.close()

@@ -1,0 +1,113 @@
+"""Report servicer: SubmitReport (a child's signed report in, an ack out) and GetNodeInfo of NodeService."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+import grpc
+
+from federation.grpc_errors import translate_errors
+from federation.outbox import Outbox
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
+from federation.proto.v1.report_pb2 import ReportAck
+from federation.receiver import ReportReceiver
+from federation.signing import KeyResolver, StaticKeyResolver, key_id, raw_public_key
+from node.app import Node
+from node.audit_log import ReceiptAuditor
+from node.errors import SupnetError
+from node.reporting.reports import apply_child_reports, node_outbox
+from node.trust.authorization import Authorizer
+from node.trust.node_keys import signing_identity
+
+log = logging.getLogger(__name__)
+
+
+def _software_version() -> str:
+    try:
+        return version("supnet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def child_key_resolver(node: Node) -> StaticKeyResolver:
+    """Children's report keys from the node config: the insecure plaintext mode (with PKI: certificate chains)."""
+    return StaticKeyResolver.from_b64({child.id: child.public_key for child in node.config.federation.children})
+
+
+class ReportServicer:
+    """NodeService's GetNodeInfo and SubmitReport (node.server.grpc_server composes them with the drill-down Query)."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        authorizer: Authorizer,
+        key_resolver: KeyResolver | None = None,
+        on_report_stored: Callable[[], None] | None = None,
+    ) -> None:
+        self.node = node
+        self._authorizer = authorizer
+        registered = frozenset(child.id for child in node.config.federation.children)
+        if key_resolver is None:
+            # With PKI, the key comes from the report's own certificate chain, verified by the authorizer first.
+            trust = authorizer.trust
+            key_resolver = trust.key_resolver if trust is not None else child_key_resolver(node)
+        self.receiver = ReportReceiver(
+            node.engine,
+            children=registered,
+            key_resolver=key_resolver,
+            apply=apply_child_reports,
+            clock=node.now,
+            node_id=node.config.id,
+            audit=ReceiptAuditor(node.engine),
+        )
+        # e.g. ReportSender.notify_change: a child's new data changes this node's subtree too.
+        self._on_report_stored = on_report_stored
+        self._outbox: Outbox = node_outbox(node)
+
+    @translate_errors
+    def SubmitReport(self, request: SignedEnvelope, context: grpc.ServicerContext) -> ReportAck:  # noqa: N802
+        """Verify, store and apply a child's report; the ack is returned only after the commit."""
+        try:
+            self._authorizer.report(context, request)
+        except SupnetError as error:
+            self.receiver.audit_refusal(request, error)  # refused before the receiver: audit it all the same
+            raise
+        ack = self.receiver.receive(request)
+        if ack.stored and self._on_report_stored is not None:
+            try:
+                self._on_report_stored()
+            except Exception:
+                # The report is stored and must be acknowledged; a failed hook only delays the next report.
+                log.exception("on_report_stored hook failed after report %s #%s", ack.child_id, ack.sequence)
+        return ack
+
+    @translate_errors
+    def GetNodeInfo(self, request: NodeInfoRequest, context: grpc.ServicerContext) -> NodeInfo:  # noqa: N802
+        """Who this node is: id, level, parent, children, latest own report, report key."""
+        self._authorizer.node_info(context)
+        config = self.node.config
+        with self.node.engine.connect() as conn:
+            head = self._outbox.head(conn)
+        info = NodeInfo(
+            node_id=config.id,
+            level=config.level,
+            name=config.name,
+            parent_id=config.parent_id,
+            children_ids=sorted(child.id for child in config.federation.children),
+            software_version=_software_version(),
+            latest_report_sequence=head.sequence if head else 0,
+            latest_report_digest=head.digest if head else b"",
+            server_time_ms=int(self.node.now().replace(tzinfo=self.node.tz).timestamp() * 1000),
+        )
+        try:
+            public_key = signing_identity(self.node).private_key.public_key()
+        except SupnetError as error:
+            log.warning("node %s has no usable report key: %s", config.id, error)
+        else:
+            info.public_key = raw_public_key(public_key)
+            info.key_id = key_id(public_key)
+        return info

@@ -1,0 +1,1 @@
+"""Trust: PKI, TLS, enrolment, provisioning, node keys, authorization of peers."""

@@ -1,0 +1,287 @@
+"""Who may call what on a node: the one place with the authorization rules, called by the thin servicers.
+
+Identity comes ONLY from the verified peer certificate of the call (node.trust.tls.NodeTrust.identify: the
+mutual-TLS client certificate, re-verified up to the root and against this node's revocation list), never
+from request metadata or a field of the request.
+
+==================  ========================================================================================
+RPC                 allowed (anything else: PERMISSION_DENIED; no/invalid certificate: UNAUTHENTICATED)
+==================  ========================================================================================
+SubmitReport        a registered child (config ``federation.children``) over its TLS certificate, and the
+                    report envelope's signer must be that same child; its report certificate chain (in the
+                    envelope) must verify up to the root and not be revoked here
+Query (drill-down)  over a TLS certificate of this node's parent, or of this node itself (its local
+                    operator); the query is signed by the requester with its report key and carries its report
+                    chain, verified at every hop; the requester must be the signer and an ancestor of this
+                    node (via the parent) or this node itself (local operator). Forwarding hops relay the
+                    envelope unchanged, so no hop can widen what the requester may see.
+Ingest              an INGEST certificate issued for this node (a business system's credential); a node's TLS
+                    certificate, even the parent's, may not ingest
+GetNodeInfo         any authenticated peer under the same root
+Health, reflection  open (no servicer of ours)
+==================  ========================================================================================
+
+Insecure plaintext mode (``federation.insecure_plaintext``, no certificates): there is no peer identity;
+reports are checked with the children's public keys from the config, queries must be signed by this node's
+own key or by the parent's configured key (a forwarding hop re-signs), ingest is open to whoever can reach
+the port. Local experiments only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from federation.canonical import body_type_of, parse_body
+from federation.errors import (
+    IntegrityError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    StaleError,
+    UnauthenticatedError,
+)
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.drilldown_pb2 import QueryBody
+from federation.signing import public_key_from_b64, verify_envelope
+from node.audit_log import recent_query_nonces
+from node.trust.node_keys import signing_identity
+from node.trust.pki import CertificateRole, is_ancestor
+from node.trust.tls import NodeTrust, PeerIdentity
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+log = logging.getLogger(__name__)
+
+QUERY_BODY_TYPE = body_type_of(QueryBody)
+FRESHNESS_WINDOW_SECONDS = 300.0
+MIN_NONCE_BYTES = 16
+
+
+def is_in_subtree(node_id: str, root_id: str) -> bool:
+    """True when node_id is root_id or one of its descendants (dotted-path prefix)."""
+    return is_ancestor(root_id, node_id, or_self=True)
+
+
+class NonceCache:
+    """Recently seen (requester, nonce) pairs, so a replayed query is refused within the freshness window."""
+
+    def __init__(self, window_seconds: float) -> None:
+        self._window = window_seconds
+        self._seen: dict[tuple[str, bytes], float] = {}
+        self._lock = threading.Lock()
+
+    def seed(self, seen: Iterable[tuple[str, bytes, float]]) -> int:
+        """Remember (requester, nonce, when seen as epoch seconds) pairs, e.g. from the audit log after a restart."""
+        with self._lock:
+            before = len(self._seen)
+            for requester_id, nonce, at in seen:
+                self._seen[(requester_id, nonce)] = at + 2 * self._window
+            return len(self._seen) - before
+
+    def check_and_remember(self, requester_id: str, nonce: bytes, now: float) -> None:
+        """StaleError if the pair was seen within the window; remember it otherwise."""
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen = {key: expiry for key, expiry in self._seen.items() if expiry > now}
+            key = (requester_id, nonce)
+            expiry = self._seen.get(key)
+            if expiry is not None and expiry > now:
+                raise StaleError(f"query from {requester_id} with nonce {nonce.hex()[:12]} was already served (replay)")
+            self._seen[key] = now + 2 * self._window
+
+
+class Authorizer:
+    """The authorization rules of one node (see the module docstring); thread-safe."""
+
+    def __init__(
+        self,
+        node: Node,
+        trust: NodeTrust | None,
+        *,
+        freshness_seconds: float = FRESHNESS_WINDOW_SECONDS,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._node = node
+        self.trust = trust
+        self._id = node.config.id
+        federation = node.config.federation
+        self._parent_id = federation.parent_id or node.config.parent_id
+        self._freshness = freshness_seconds
+        self._wall_clock = wall_clock
+        self._nonces = NonceCache(freshness_seconds)
+        self._remember_audited_nonces(node)
+        # Plaintext mode only: keys from the config instead of certificates.
+        self._parent_key = public_key_from_b64(federation.parent_public_key) if federation.parent_public_key else None
+
+    def _remember_audited_nonces(self, node: Node) -> None:
+        # A restart must not open a window for replays: queries audited within the replay horizon stay refused.
+        horizon = self._wall_clock() - 2 * self._freshness
+        since = dt.datetime.fromtimestamp(horizon, dt.UTC)
+        remembered = self._nonces.seed(
+            (requester, nonce, at.timestamp()) for requester, nonce, at in recent_query_nonces(node.engine, since)
+        )
+        if remembered:
+            log.info("node %s: %s recent query nonces remembered from the audit log", self._id, remembered)
+
+    @property
+    def node_id(self) -> str:
+        """The id of the node this authorizer guards."""
+        return self._id
+
+    def _registered_children(self) -> frozenset[str]:
+        return frozenset(child.id for child in self._node.config.federation.children)
+
+    # --- identity -------------------------------------------------------------------------------------------
+
+    def peer(self, context: grpc.ServicerContext) -> PeerIdentity | None:
+        """The verified caller (UnauthenticatedError if it cannot be established); None in plaintext mode."""
+        return None if self.trust is None else self.trust.identify(context)
+
+    def _node_peer(self, context: grpc.ServicerContext, what: str) -> PeerIdentity:
+        assert self.trust is not None
+        peer = self.trust.identify(context)
+        if peer.role is not CertificateRole.TLS:
+            raise PermissionDeniedError(
+                f"{what} on {self._id} needs a node's TLS certificate; {peer} is a {peer.role.value} credential"
+            )
+        return peer
+
+    # --- per RPC ----------------------------------------------------------------------------------------------
+
+    def node_info(self, context: grpc.ServicerContext) -> PeerIdentity | None:
+        """GetNodeInfo: any authenticated peer of the same root."""
+        return self.peer(context)
+
+    def report(self, context: grpc.ServicerContext, envelope: SignedEnvelope) -> PeerIdentity | None:
+        """SubmitReport: a registered child over its own TLS certificate, signing as itself with a valid chain.
+
+        Only the peer and chain rules are checked here; the receiver then checks the signature (through the
+        chain verified here), the body and the hash chain.
+        """
+        if self.trust is None:
+            return None
+        peer = self._node_peer(context, "submitting a report")
+        if peer.node_id not in self._registered_children():
+            raise PermissionDeniedError(
+                f"node {peer.node_id} is not a registered child of {self._id}; only children submit reports here"
+            )
+        if envelope.signer_id != peer.node_id:
+            raise PermissionDeniedError(
+                f"report signed as {envelope.signer_id or '(nobody)'} arrived over the connection of {peer.node_id}; "
+                "a child submits only its own reports"
+            )
+        # Verifies the report certificate chain (root, subtree, revocation) and caches the key it binds; the
+        # revocation list was re-read by _node_peer above.
+        self.trust.resolve_envelope(envelope, revocations_current=True)
+        return peer
+
+    def ingest(self, context: grpc.ServicerContext) -> str:
+        """Ingest: only an INGEST credential issued for this node; returns a description of the caller."""
+        if self.trust is None:
+            return context.peer()
+        peer = self.trust.identify(context)
+        if peer.role is not CertificateRole.INGEST:
+            raise PermissionDeniedError(
+                f"ingest into {self._id} needs an ingest credential issued by {self._id}; "
+                f"{peer} is a node's {peer.role.value} certificate"
+            )
+        if peer.node_id != self._id:
+            raise PermissionDeniedError(f"the ingest credential {peer.label} is for {peer.node_id}, not for {self._id}")
+        return peer.label
+
+    def query(self, context: grpc.ServicerContext, envelope: SignedEnvelope) -> QueryBody:
+        """Query: authorize the caller and the signed query; returns the parsed body (see the module docstring)."""
+        if envelope.body_type != QUERY_BODY_TYPE:
+            raise InvalidArgumentError(f"Query expects a {QUERY_BODY_TYPE} envelope, got {envelope.body_type!r}")
+        body = self._query_with_certificates(context, envelope) if self.trust else self._query_with_keys(envelope)
+        if not is_in_subtree(body.target_id, self._id):
+            raise PermissionDeniedError(
+                f"target {body.target_id} is not in the subtree of {self._id}; only descendants can be queried here"
+            )
+        now = self._wall_clock()
+        age = now - body.issued_at_ms / 1000.0
+        if abs(age) > self._freshness:
+            raise StaleError(
+                f"query from {body.requester_id} was issued {age:.0f} s from now; "
+                f"the freshness window is ±{self._freshness:.0f} s (check the clocks)"
+            )
+        if len(body.nonce) < MIN_NONCE_BYTES:
+            raise InvalidArgumentError(f"query nonce must have at least {MIN_NONCE_BYTES} random bytes")
+        self._nonces.check_and_remember(body.requester_id, bytes(body.nonce), now)
+        if body.WhichOneof("request") is None:
+            raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, ...)")
+        return body
+
+    def _query_with_certificates(self, context: grpc.ServicerContext, envelope: SignedEnvelope) -> QueryBody:
+        assert self.trust is not None
+        peer = self._node_peer(context, "a drill-down query")
+        if peer.node_id not in (self._id, self._parent_id):
+            raise PermissionDeniedError(
+                f"node {self._id} takes drill-down queries only from its parent {self._parent_id or '(none)'} "
+                f"or its own operator; the caller is {peer.node_id}"
+            )
+        try:
+            self.trust.verify_envelope(envelope, revocations_current=True)  # _node_peer re-read crl.pem
+        except IntegrityError as error:
+            # A query whose signature fails does not establish who asks.
+            raise UnauthenticatedError(f"drill-down query refused by {self._id}: {error.message}") from error
+        body = parse_body(envelope, QueryBody)
+        if not body.target_id:
+            raise InvalidArgumentError("query names no target_id")
+        if body.requester_id != envelope.signer_id:
+            raise PermissionDeniedError(
+                f"query signed by {envelope.signer_id} names {body.requester_id or '(none)'} as requester; "
+                "a requester signs its own queries"
+            )
+        if peer.node_id == self._id:
+            if body.requester_id != self._id:
+                raise PermissionDeniedError(
+                    f"{self._id}'s own operator may ask only as {self._id}, not relay a query of {body.requester_id}"
+                )
+        elif not is_ancestor(body.requester_id, self._id):
+            raise PermissionDeniedError(
+                f"requester {body.requester_id or '(none)'} is not an ancestor of {self._id}; only ancestors drill down"
+            )
+        return body
+
+    def _caller_key(self, signer_id: str) -> Ed25519PublicKey:
+        if signer_id == self._id:
+            return signing_identity(self._node).private_key.public_key()
+        if signer_id and signer_id == self._parent_id:
+            if self._parent_key is None:
+                raise UnauthenticatedError(
+                    f"node {self._id} has no public key configured for its parent {signer_id} "
+                    "(federation.parent_public_key)"
+                )
+            return self._parent_key
+        raise PermissionDeniedError(
+            f"node {self._id} takes drill-down queries only from its parent {self._parent_id or '(none)'} "
+            f"or its local operator; the query is signed by {signer_id or '(nobody)'}"
+        )
+
+    def _query_with_keys(self, envelope: SignedEnvelope) -> QueryBody:
+        try:
+            verify_envelope(envelope, self._caller_key(envelope.signer_id))
+        except IntegrityError as error:
+            raise UnauthenticatedError(f"drill-down query refused by {self._id}: {error.message}") from error
+        body = parse_body(envelope, QueryBody)
+        if not body.target_id:
+            raise InvalidArgumentError("query names no target_id")
+        if envelope.signer_id == self._id:
+            if body.requester_id != self._id:
+                raise PermissionDeniedError(
+                    f"a query signed by {self._id}'s own key must name {self._id} as requester, not {body.requester_id}"
+                )
+        elif not is_in_subtree(self._parent_id, body.requester_id):
+            raise PermissionDeniedError(
+                f"requester {body.requester_id or '(none)'} is not an ancestor of {self._id}; only ancestors drill down"
+            )
+        return body

@@ -1,0 +1,685 @@
+"""Enrolment of a child node: one-time tokens, certificate requests, and the certificates its parent issues.
+
+The parent runs ``issue_token(child_id)`` and hands the token to the child's operator out of band; the child
+sends the token with certificate signing requests (CSRs) for its TLS key, its report-signing key and, if it
+will have children of its own, its CA key. The parent checks the CSRs' signatures (proof that the child holds
+each private key), that the token is known, unused, unexpired and was issued for exactly this child, that
+the child is its direct child, and then issues the certificates. The parent keeps only a SHA-256 of each
+token: a copy of its token store does not let anyone enrol.
+
+Over the network (``supnet enroll``) the token is never sent. The operator hands over a *discovery token*
+``supnet-enrol-<secret>.<root-sha256-hex>`` (kubeadm style): the secret part is the token above and the
+suffix is the SHA-256 fingerprint of the tree's root certificate. The child sends a :func:`token_id` (a
+one-way function of the stored hash, naming the token without revealing it) and a :func:`enrolment_proof`:
+HMAC-SHA256 keyed with ``sha256(token)`` over :func:`enrolment_request_bytes` (child id, CSRs, token id). The
+parent holds that key (it stores exactly ``sha256(token)``), an eavesdropper does not, so nobody on the path
+can enrol their own keys or alter the request; a tampered request does not use up the token. The child then
+accepts only an answer under the root whose fingerprint the token carries, so nobody can hand it a false
+root either (:meth:`EnrolmentAuthority.redeem_proof`, :func:`check_discovery_root`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from federation.errors import InvalidArgumentError, PermissionDeniedError, SupnetError, UnauthenticatedError
+from node.trust.pki import (
+    CertificateAuthority,
+    CertificateRole,
+    certificate_node_id,
+    node_dns_name,
+    node_uri,
+    validate_node_id,
+    verify_node_chain,
+)
+
+__all__ = [
+    "DEFAULT_TOKEN_TTL",
+    "TOKEN_PREFIX",
+    "DiscoveryToken",
+    "EnrolmentAuthority",
+    "EnrolmentRequest",
+    "IssuedCertificates",
+    "JsonFileTokenStore",
+    "MemoryTokenStore",
+    "TokenRecord",
+    "TokenStore",
+    "build_enrolment_request",
+    "check_discovery_root",
+    "check_issued",
+    "discovery_token",
+    "enrolment_proof",
+    "enrolment_request_bytes",
+    "hash_token",
+    "parse_discovery_token",
+    "proof_key",
+    "root_fingerprint",
+    "token_id",
+]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "supnet-enrol-"  # noqa: S105 - a marker that makes tokens recognisable, not a secret
+DEFAULT_TOKEN_TTL = dt.timedelta(hours=24)
+# 32 random bytes: a plain SHA-256 is enough to store it (no password stretching needed for 256-bit secrets).
+TOKEN_BYTES = 32
+_STORE_FORMAT_VERSION = 1
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token: what the parent stores and looks tokens up by."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- discovery tokens and request proofs (enrolment over the network) --------------------------------------
+
+_FINGERPRINT_HEX_LENGTH = 64
+_TOKEN_ID_DOMAIN = b"supnet/v1/enrolment-token-id\x00"
+_REQUEST_DOMAIN = b"supnet/v1/enrolment-request\x00"
+
+
+def root_fingerprint(root: x509.Certificate) -> str:
+    """Hex SHA-256 of the root certificate's DER bytes: the discovery hash carried by a token."""
+    return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@dataclass(frozen=True)
+class DiscoveryToken:
+    """A token as handed to a child's operator: the one-time secret and the root fingerprint to expect."""
+
+    token: str
+    root_fingerprint: str
+
+    def __str__(self) -> str:
+        return f"{self.token}.{self.root_fingerprint}"
+
+    def __repr__(self) -> str:
+        # The secret must not leak through a log line or a traceback.
+        return f"DiscoveryToken(token_id={token_id(hash_token(self.token))[:12]}…, root={self.root_fingerprint[:12]}…)"
+
+
+def discovery_token(token: str, root: x509.Certificate) -> str:
+    """The text an operator hands over: ``<token>.<root fingerprint>``."""
+    return str(DiscoveryToken(token, root_fingerprint(root)))
+
+
+def parse_discovery_token(text: str) -> DiscoveryToken:
+    """Split ``supnet-enrol-<secret>.<root-sha256-hex>``; InvalidArgumentError (never echoing it) if malformed."""
+    value = text.strip()
+    secret, dot, fingerprint = value.rpartition(".")
+    if not dot or not secret.startswith(TOKEN_PREFIX) or len(secret) <= len(TOKEN_PREFIX):
+        raise InvalidArgumentError(
+            f"the enrolment token must look like {TOKEN_PREFIX}<secret>.<root-sha256-hex> "
+            "(as printed by 'supnet pki token' on the parent)"
+        )
+    fingerprint = fingerprint.lower()
+    if len(fingerprint) != _FINGERPRINT_HEX_LENGTH or any(c not in "0123456789abcdef" for c in fingerprint):
+        raise InvalidArgumentError(
+            f"the enrolment token's root fingerprint (after the last '.') must be {_FINGERPRINT_HEX_LENGTH} hex "
+            f"digits, got {len(fingerprint)} characters"
+        )
+    return DiscoveryToken(secret, fingerprint)
+
+
+def proof_key(token: str) -> bytes:
+    """The HMAC key of enrolment proofs: raw SHA-256 of the token (the parent stores its hex form)."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def token_id(token_hash: str) -> str:
+    """A public name of a token, from its stored hex hash; does not reveal the hash (the proof key)."""
+    try:
+        raw = bytes.fromhex(token_hash)
+    except ValueError as error:
+        raise InvalidArgumentError(f"token hash {token_hash[:12]!r}… is not hex") from error
+    return hashlib.sha256(_TOKEN_ID_DOMAIN + raw).hexdigest()
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def enrolment_request_bytes(child_id: str, request: EnrolmentRequest, request_token_id: str) -> bytes:
+    """The canonical bytes a proof covers: domain, then length-prefixed child id, CSRs and token id."""
+    return _REQUEST_DOMAIN + b"".join(
+        _field(part)
+        for part in (
+            child_id.encode("utf-8"),
+            request.tls_csr,
+            request.report_csr,
+            request.ca_csr or b"",
+            request_token_id.encode("ascii"),
+        )
+    )
+
+
+def enrolment_proof(key: bytes, child_id: str, request: EnrolmentRequest, request_token_id: str) -> bytes:
+    """HMAC-SHA256 with ``key`` (:func:`proof_key` of the token) over :func:`enrolment_request_bytes`."""
+    return hmac.new(key, enrolment_request_bytes(child_id, request, request_token_id), hashlib.sha256).digest()
+
+
+def check_discovery_root(root: x509.Certificate, expected_fingerprint: str, *, source: str = "the parent") -> None:
+    """UnauthenticatedError unless root has the fingerprint the token carries (a false root, e.g. a MITM)."""
+    actual = root_fingerprint(root)
+    if not hmac.compare_digest(actual, expected_fingerprint.lower()):
+        raise UnauthenticatedError(
+            f"{source} answered under root certificate {actual[:16]}…, but the token expects root "
+            f"{expected_fingerprint[:16]}…: refusing it (a man in the middle, or a token from another tree)"
+        )
+
+
+def _aware(at: dt.datetime, what: str) -> dt.datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got naive {at.isoformat()}")
+    return at.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the parent remembers of one enrolment token (never the token itself)."""
+
+    token_hash: str
+    child_id: str
+    issuer_id: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    used_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (ISO 8601 times with offset)."""
+        return {
+            "token_hash": self.token_hash,
+            "child_id": self.child_id,
+            "issuer_id": self.issuer_id,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "used_at": self.used_at.isoformat() if self.used_at else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenRecord:
+        """Parse the form written by to_dict; InvalidArgumentError naming the bad field."""
+        try:
+            used_at = data.get("used_at")
+            return cls(
+                token_hash=str(data["token_hash"]),
+                child_id=str(data["child_id"]),
+                issuer_id=str(data["issuer_id"]),
+                created_at=_aware(dt.datetime.fromisoformat(data["created_at"]), "created_at"),
+                expires_at=_aware(dt.datetime.fromisoformat(data["expires_at"]), "expires_at"),
+                used_at=_aware(dt.datetime.fromisoformat(used_at), "used_at") if used_at else None,
+            )
+        except KeyError as error:
+            raise InvalidArgumentError(f"token record lacks field {error.args[0]}") from error
+        except (TypeError, ValueError) as error:
+            raise InvalidArgumentError(f"token record has a bad time field: {error}") from error
+
+
+class TokenStore(Protocol):
+    """Where a parent keeps its token records (in memory, a JSON file, later SQL)."""
+
+    def add(self, record: TokenRecord) -> None:
+        """Store a new record; InvalidArgumentError if its hash is already stored."""
+        ...
+
+    def get(self, token_hash: str) -> TokenRecord | None:
+        """The record with this token hash, or None."""
+        ...
+
+    def mark_used(self, token_hash: str, at: dt.datetime) -> bool:
+        """Atomically mark an unused record used; False if it is unknown or was already used."""
+        ...
+
+    def records(self) -> list[TokenRecord]:
+        """Every record, oldest first."""
+        ...
+
+
+class MemoryTokenStore:
+    """A TokenStore in memory (tests, and a parent that enrols within one process run)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, TokenRecord] = {}
+        self._lock = threading.Lock()
+
+    def add(self, record: TokenRecord) -> None:
+        with self._lock:
+            if record.token_hash in self._records:
+                raise InvalidArgumentError(f"token for {record.child_id} is already stored")
+            self._records[record.token_hash] = record
+
+    def get(self, token_hash: str) -> TokenRecord | None:
+        with self._lock:
+            return self._records.get(token_hash)
+
+    def mark_used(self, token_hash: str, at: dt.datetime) -> bool:
+        with self._lock:
+            record = self._records.get(token_hash)
+            if record is None or record.used_at is not None:
+                return False
+            self._records[token_hash] = replace(record, used_at=_aware(at, "used_at"))
+            return True
+
+    def records(self) -> list[TokenRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda record: record.created_at)
+
+
+class JsonFileTokenStore:
+    """A TokenStore in one JSON file (mode 0600), safe between processes: the CLI adds, the server redeems.
+
+    Every change holds an exclusive lock on ``<file>.lock`` for its read-modify-write and replaces the file
+    atomically, so a crash never leaves half a file and a token cannot be redeemed twice by two processes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._thread_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with self._thread_lock, open(lock_path, "a+b") as lock_file:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+    def _load(self) -> dict[str, TokenRecord]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InvalidArgumentError(f"token store {self.path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict) or data.get("version") != _STORE_FORMAT_VERSION:
+            raise InvalidArgumentError(f"token store {self.path} is not a version {_STORE_FORMAT_VERSION} store")
+        records = {}
+        for index, item in enumerate(data.get("tokens", [])):
+            try:
+                record = TokenRecord.from_dict(item)
+            except InvalidArgumentError as error:
+                raise InvalidArgumentError(f"token store {self.path}, record {index}: {error}") from error
+            records[record.token_hash] = record
+        return records
+
+    def _save(self, records: dict[str, TokenRecord]) -> None:
+        payload = {
+            "version": _STORE_FORMAT_VERSION,
+            "tokens": [record.to_dict() for record in sorted(records.values(), key=lambda r: r.created_at)],
+        }
+        descriptor, temporary = tempfile.mkstemp(prefix=self.path.name, dir=self.path.parent)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+
+    def add(self, record: TokenRecord) -> None:
+        with self._locked():
+            records = self._load()
+            if record.token_hash in records:
+                raise InvalidArgumentError(f"token for {record.child_id} is already stored")
+            records[record.token_hash] = record
+            self._save(records)
+
+    def get(self, token_hash: str) -> TokenRecord | None:
+        with self._locked():
+            return self._load().get(token_hash)
+
+    def mark_used(self, token_hash: str, at: dt.datetime) -> bool:
+        with self._locked():
+            records = self._load()
+            record = records.get(token_hash)
+            if record is None or record.used_at is not None:
+                return False
+            records[token_hash] = replace(record, used_at=_aware(at, "used_at"))
+            self._save(records)
+            return True
+
+    def records(self) -> list[TokenRecord]:
+        with self._locked():
+            return sorted(self._load().values(), key=lambda record: record.created_at)
+
+
+# --- requests and answers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnrolmentRequest:
+    """The child's certificate signing requests (DER): TLS key, report key, and optionally a CA key."""
+
+    tls_csr: bytes
+    report_csr: bytes
+    ca_csr: bytes | None = None
+
+
+def _csr(node_id: str, role: CertificateRole, key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    builder = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_id} {role.value}")]))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(node_uri(node_id)), x509.DNSName(node_dns_name(node_id))]
+            ),
+            critical=False,
+        )
+    )
+    # Ed25519 signs without a separate hash algorithm.
+    request = builder.sign(key, None if isinstance(key, Ed25519PrivateKey) else hashes.SHA256())
+    return request.public_bytes(serialization.Encoding.DER)
+
+
+def build_enrolment_request(
+    child_id: str,
+    tls_key: ec.EllipticCurvePrivateKey,
+    report_key: Ed25519PrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey | None = None,
+) -> EnrolmentRequest:
+    """The child side: CSRs naming child_id, each signed by its own private key (proof of possession)."""
+    validate_node_id(child_id)
+    return EnrolmentRequest(
+        tls_csr=_csr(child_id, CertificateRole.TLS, tls_key),
+        report_csr=_csr(child_id, CertificateRole.REPORT, report_key),
+        ca_csr=_csr(child_id, CertificateRole.CA, ca_key) if ca_key is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class IssuedCertificates:
+    """What the parent returns: the child's certificates, the parent's issuer chain and the root."""
+
+    child_id: str
+    tls_certificate: x509.Certificate
+    report_certificate: x509.Certificate
+    ca_certificate: x509.Certificate | None
+    issuer_chain: tuple[x509.Certificate, ...]
+    root: x509.Certificate
+
+    def tls_chain(self) -> list[x509.Certificate]:
+        """The TLS certificate then its issuers (root excluded): what the child presents in handshakes."""
+        return [self.tls_certificate, *self.issuer_chain]
+
+    def report_chain(self) -> list[x509.Certificate]:
+        """The report certificate then its issuers (root excluded): what goes into SignedEnvelope."""
+        return [self.report_certificate, *self.issuer_chain]
+
+    def serials(self) -> list[int]:
+        """Serial numbers of every certificate issued here: what the parent records to revoke the child later."""
+        issued = [self.tls_certificate, self.report_certificate]
+        if self.ca_certificate is not None:
+            issued.append(self.ca_certificate)
+        return [certificate.serial_number for certificate in issued]
+
+    def authority(self, ca_key: ec.EllipticCurvePrivateKey) -> CertificateAuthority:
+        """The child's own CA from its CA key and the issued CA certificate."""
+        if self.ca_certificate is None:
+            raise InvalidArgumentError(f"no CA certificate was issued to {self.child_id}")
+        if ca_key.public_key() != self.ca_certificate.public_key():
+            raise InvalidArgumentError(f"the CA key given does not match the CA certificate of {self.child_id}")
+        return CertificateAuthority(
+            node_id=self.child_id,
+            private_key=ca_key,
+            certificate=self.ca_certificate,
+            root=self.root,
+            intermediates=self.issuer_chain,
+        )
+
+
+def _load_csr(
+    data: bytes | None, field: str, child_id: str, expected: type[ec.EllipticCurvePublicKey] | type[Ed25519PublicKey]
+) -> x509.CertificateSigningRequest:
+    """Parse one CSR and check its proof of possession, key type and the one identity it names."""
+    if not data:
+        raise InvalidArgumentError(f"enrolment of {child_id}: {field} is empty")
+    try:
+        request = x509.load_der_x509_csr(data)
+    except ValueError as error:
+        raise InvalidArgumentError(f"enrolment of {child_id}: {field} is not a DER CSR: {error}") from error
+    if not request.is_signature_valid:
+        raise InvalidArgumentError(
+            f"enrolment of {child_id}: {field} signature does not verify (no proof of holding the key)"
+        )
+    public_key = request.public_key()
+    if not isinstance(public_key, expected) or (
+        isinstance(public_key, ec.EllipticCurvePublicKey) and not isinstance(public_key.curve, ec.SECP256R1)
+    ):
+        wanted = "Ed25519" if expected is Ed25519PublicKey else "ECDSA P-256"
+        raise InvalidArgumentError(
+            f"enrolment of {child_id}: {field} holds a {type(public_key).__name__}, not {wanted}"
+        )
+    try:
+        named = certificate_node_id(request)
+    except SupnetError as error:
+        raise InvalidArgumentError(f"enrolment of {child_id}: {field}: {error}") from error
+    if named != child_id:
+        raise PermissionDeniedError(f"enrolment of {child_id}: {field} asks for node {named}")
+    return request
+
+
+class EnrolmentAuthority:
+    """The parent side of enrolment: issues one-time tokens and redeems them for certificates."""
+
+    def __init__(
+        self,
+        authority: CertificateAuthority,
+        store: TokenStore,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        leaf_validity: dt.timedelta | None = None,
+        ca_validity: dt.timedelta | None = None,
+    ) -> None:
+        self.authority = authority
+        self.store = store
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._leaf_validity = leaf_validity
+        self._ca_validity = ca_validity
+
+    def _now(self) -> dt.datetime:
+        return _aware(self._clock(), "clock time")
+
+    def _check_direct_child(self, child_id: str) -> None:
+        validate_node_id(child_id)
+        if child_id.rpartition(".")[0] != self.authority.node_id:
+            raise PermissionDeniedError(
+                f"node {self.authority.node_id} enrols only its direct children; {child_id} is not one"
+            )
+
+    def issue_token(self, child_id: str, ttl: dt.timedelta = DEFAULT_TOKEN_TTL) -> tuple[str, TokenRecord]:
+        """A fresh one-time token for child_id valid for ttl, and the record stored for it (hash only)."""
+        self._check_direct_child(child_id)
+        if ttl <= dt.timedelta(0):
+            raise InvalidArgumentError(f"token lifetime must be positive, got {ttl}")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        now = self._now()
+        record = TokenRecord(
+            token_hash=hash_token(token),
+            child_id=child_id,
+            issuer_id=self.authority.node_id,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        self.store.add(record)
+        logger.info(
+            "enrolment token %s… issued for %s, valid until %s",
+            record.token_hash[:12],
+            child_id,
+            record.expires_at.isoformat(),
+        )
+        return token, record
+
+    def _usable_record(self, token: str, child_id: str, now: dt.datetime) -> TokenRecord:
+        # The token itself never appears in a message or log line; its hash prefix does.
+        record = self.store.get(hash_token(token)) if token.startswith(TOKEN_PREFIX) else None
+        if record is None or record.issuer_id != self.authority.node_id:
+            raise UnauthenticatedError(f"enrolment of {child_id}: the token is not one this node issued")
+        return self._check_record(record, child_id, now)
+
+    def _check_record(self, record: TokenRecord, child_id: str, now: dt.datetime) -> TokenRecord:
+        if record.child_id != child_id:
+            raise PermissionDeniedError(
+                f"enrolment of {child_id}: the token was issued for {record.child_id}, not {child_id}"
+            )
+        if record.used_at is not None:
+            raise UnauthenticatedError(
+                f"enrolment of {child_id}: the token was already used at {record.used_at.isoformat()}"
+            )
+        if now >= record.expires_at:
+            raise UnauthenticatedError(f"enrolment of {child_id}: the token expired at {record.expires_at.isoformat()}")
+        return record
+
+    def redeem(self, token: str, child_id: str, request: EnrolmentRequest) -> IssuedCertificates:
+        """Check token and CSRs, burn the token, and issue the child's certificates.
+
+        UnauthenticatedError: unknown, used or expired token. PermissionDeniedError: token for another child,
+        not a direct child, CSR naming another node. InvalidArgumentError: a malformed CSR (the token is
+        then NOT used up, so the child can retry with a corrected request). A discovery token
+        (``<token>.<root fingerprint>``) is accepted too if the fingerprint is this node's root's.
+        """
+        self._check_direct_child(child_id)
+        if "." in token:
+            discovered = parse_discovery_token(token)
+            check_discovery_root(self.authority.root, discovered.root_fingerprint, source=self.authority.node_id)
+            token = discovered.token
+        now = self._now()
+        record = self._usable_record(token, child_id, now)
+        return self._issue(record, child_id, request, now)
+
+    def redeem_proof(
+        self, child_id: str, request: EnrolmentRequest, request_token_id: str, proof: bytes
+    ) -> IssuedCertificates:
+        """Redeem over the network: the token is named by its id and proved by an HMAC, never sent.
+
+        The proof is checked first, so a request altered in transit (another child id, swapped CSRs) is
+        refused (UnauthenticatedError) without using up the token. Then as :meth:`redeem`.
+        """
+        self._check_direct_child(child_id)
+        record = next(
+            (
+                candidate
+                for candidate in self.store.records()
+                if candidate.issuer_id == self.authority.node_id
+                and hmac.compare_digest(token_id(candidate.token_hash), request_token_id)
+            ),
+            None,
+        )
+        if record is None:
+            raise UnauthenticatedError(f"enrolment of {child_id}: the token is not one this node issued")
+        expected = enrolment_proof(bytes.fromhex(record.token_hash), child_id, request, request_token_id)
+        if not hmac.compare_digest(expected, proof):
+            raise UnauthenticatedError(
+                f"enrolment of {child_id}: the request's proof does not verify with token {record.token_hash[:12]}… "
+                "(the request was altered in transit, or the token was mistyped); the token is not used up"
+            )
+        now = self._now()
+        self._check_record(record, child_id, now)
+        return self._issue(record, child_id, request, now)
+
+    def _issue(
+        self, record: TokenRecord, child_id: str, request: EnrolmentRequest, now: dt.datetime
+    ) -> IssuedCertificates:
+        tls_request = _load_csr(request.tls_csr, "tls_csr", child_id, ec.EllipticCurvePublicKey)
+        report_request = _load_csr(request.report_csr, "report_csr", child_id, Ed25519PublicKey)
+        ca_request = (
+            _load_csr(request.ca_csr, "ca_csr", child_id, ec.EllipticCurvePublicKey) if request.ca_csr else None
+        )
+        if ca_request is not None and ca_request.public_key() == tls_request.public_key():
+            raise InvalidArgumentError(f"enrolment of {child_id}: the CA key and the TLS key must differ")
+        if not self.store.mark_used(record.token_hash, now):
+            # Another redemption won the race between our check and now.
+            raise UnauthenticatedError(f"enrolment of {child_id}: the token was already used")
+        issue = self.authority.issue
+        tls_key = tls_request.public_key()
+        report_key = report_request.public_key()
+        assert isinstance(tls_key, ec.EllipticCurvePublicKey)  # checked by _load_csr
+        assert isinstance(report_key, Ed25519PublicKey)
+        issued = IssuedCertificates(
+            child_id=child_id,
+            tls_certificate=issue(child_id, CertificateRole.TLS, tls_key, now=now, validity=self._leaf_validity),
+            report_certificate=issue(
+                child_id, CertificateRole.REPORT, report_key, now=now, validity=self._leaf_validity
+            ),
+            ca_certificate=None,
+            issuer_chain=tuple(self.authority.issuer_chain),
+            root=self.authority.root,
+        )
+        if ca_request is not None:
+            ca_key = ca_request.public_key()
+            assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+            issued = replace(
+                issued,
+                ca_certificate=issue(child_id, CertificateRole.CA, ca_key, now=now, validity=self._ca_validity),
+            )
+        logger.info(
+            "enrolled %s with token %s… (CA certificate: %s)",
+            child_id,
+            record.token_hash[:12],
+            "yes" if ca_request is not None else "no",
+        )
+        return issued
+
+
+def check_issued(
+    issued: IssuedCertificates,
+    child_id: str,
+    *,
+    tls_key: ec.EllipticCurvePrivateKey,
+    report_key: Ed25519PrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey | None = None,
+    trusted_root: x509.Certificate | None = None,
+    at: dt.datetime | None = None,
+) -> None:
+    """The child side: check the answer binds its own keys and id and verifies up to the (expected) root.
+
+    Without ``trusted_root`` the child trusts the root the parent sent (first use); with it, a parent
+    answering under another root is refused (UnauthenticatedError).
+    """
+    moment = _aware(at, "at") if at else dt.datetime.now(dt.UTC)
+    if trusted_root is not None and issued.root != trusted_root:
+        raise UnauthenticatedError(f"enrolment answer for {child_id} comes under another root than the trusted one")
+    if issued.child_id != child_id:
+        raise UnauthenticatedError(f"enrolment answer is for {issued.child_id}, not {child_id}")
+    pairs: list[tuple[str, x509.Certificate, Any, CertificateRole]] = [
+        ("TLS", issued.tls_certificate, tls_key.public_key(), CertificateRole.TLS),
+        ("report", issued.report_certificate, report_key.public_key(), CertificateRole.REPORT),
+    ]
+    if ca_key is not None:
+        if issued.ca_certificate is None:
+            raise UnauthenticatedError(f"enrolment answer for {child_id} lacks the CA certificate requested")
+        pairs.append(("CA", issued.ca_certificate, ca_key.public_key(), CertificateRole.CA))
+    for label, certificate, public_key, role in pairs:
+        if certificate.public_key() != public_key:
+            raise UnauthenticatedError(f"the {label} certificate issued to {child_id} does not bind its key")
+        named = verify_node_chain(certificate, issued.issuer_chain, issued.root, moment, role=role)
+        if named != child_id:
+            raise UnauthenticatedError(f"the {label} certificate issued to {child_id} names {named}")
