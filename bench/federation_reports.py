@@ -57,10 +57,10 @@ from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
-from node.ingest.listeners import default_listeners
 from node.reporting.reports import apply_child_reports, build_reports, node_outbox
 from node.server.grpc_server import NodeServer
 from node.server.servicers.reports import child_key_resolver
+from node.supervision.listeners import default_listeners
 from node.supervision.metrics import add_to_buckets, record_deltas
 from node.synthetic.generator import generate, iter_item_records
 from node.trust.pki import PkiDirectory, chain_der

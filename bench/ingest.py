@@ -446,7 +446,7 @@ def supnet_import(workdir: str, db_url: str, files: list[str], batch: int) -> di
     from node.app import open_node
     from node.cli.init_cmd import init_node
     from node.ingest.importer import Importer
-    from node.ingest.listeners import default_listeners
+    from node.supervision.listeners import default_listeners
 
     data_dir = Path(workdir) / f"node-{uuid.uuid4().hex[:6]}"
     init_node(data_dir, "bench.node", db_url=db_url)

@@ -26,7 +26,7 @@ from node.cli.generate_cmd import print_generate_summary
 from node.cli.init_cmd import init_node
 from node.config import LEVELS, Level, config_path
 from node.ingest.importer import Importer, ImportSummary
-from node.ingest.listeners import default_listeners
+from node.supervision.listeners import default_listeners
 from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
 from node.synthetic.generator import DEFAULT_FROM, DEFAULT_TO, GenerateSummary, generate, node_profile
 

@@ -42,7 +42,7 @@ def setup_node(plan_node: dict[str, Any]) -> dict[str, Any]:
     from node.cli.init_cmd import init_node
     from node.config import config_path, load_config, parse_config, save_config
     from node.ingest.importer import Importer
-    from node.ingest.listeners import default_listeners
+    from node.supervision.listeners import default_listeners
     from node.synthetic.generator import generate
 
     data_dir = Path(plan_node["data_dir"])

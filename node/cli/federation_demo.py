@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from federation.proto.v1 import drilldown_pb2 as dd
-from node.cli.query_cmd import cases_table, percent, print_case_detail, ranking_table, rates_of, summary_table
+from node.cli.render import cases_table, percent, print_case_detail, ranking_table, rates_of, summary_table
 from node.drilldown.client import DrilldownClient
 from node.localtree.launcher import FederationState, Topology, down, load_topology, up
 

@@ -13,8 +13,8 @@ from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
 from node.ingest.fields import KIND_ORDER
 from node.ingest.importer import Importer, ImportSummary
-from node.ingest.listeners import default_listeners
 from node.ingest.readers import ENCODINGS
+from node.supervision.listeners import default_listeners
 
 # Below this many bytes an import finishes before a bar would be worth drawing.
 PROGRESS_MIN_BYTES = 256 * 1024

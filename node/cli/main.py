@@ -47,7 +47,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _register_commands(sys.argv[1:])
-    app()
+    app(prog_name="supnet")
 
 
 if __name__ == "__main__":

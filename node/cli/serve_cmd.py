@@ -6,87 +6,22 @@ Over mutual TLS when the node has TLS credentials in ``DATA_DIR/pki``; without t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
 import time
-from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from node.app import Node, open_node
+from node.app import open_node
 from node.cli.common import DataDir, console, handle_errors
-from node.errors import ConfigError
-from node.run_state import pid_alive
+from node.run_state import serve_state_path, write_serve_state
+from node.server.serving import ServingNode
 
 log = logging.getLogger(__name__)
-
-SERVE_STATE_FILE = "serve.json"
-
-
-def serve_state_path(data_dir: Path) -> Path:
-    """Where a serving node writes its pid and bound address (read by ``supnet query`` and the launcher)."""
-    return data_dir / SERVE_STATE_FILE
-
-
-def read_serve_state(data_dir: Path) -> dict[str, Any] | None:
-    """The running server's state file, or None if the node does not seem to be serving."""
-    path = serve_state_path(data_dir)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def local_server_address(data_dir: Path) -> str:
-    """host:port of this data directory's running server; ConfigError telling how to start one if none."""
-    state = read_serve_state(data_dir)
-    if state is not None and isinstance(state.get("address"), str) and pid_alive(int(state.get("pid", 0))):
-        return str(state["address"])
-    raise ConfigError(
-        f"no running server for {data_dir}: start it with 'supnet serve --data-dir {data_dir}' (or pass --address)"
-    )
-
-
-class ServingNode:
-    """Everything ``supnet serve`` runs for one node: server, report sender, scheduler; started and stopped in order."""
-
-    def __init__(self, node: Node, *, listen: str | None = None) -> None:
-        from node.reporting.reports import ReportSender
-        from node.server.enrolment_server import EnrolmentServer
-        from node.server.grpc_server import NodeServer
-        from node.server.scheduler import NodeScheduler
-
-        self.node = node
-        self.sender = ReportSender(node) if node.config.federation.parent_address else None
-        self.server = NodeServer(node, address=listen, sender=self.sender)
-        self.scheduler = NodeScheduler(node, sender=self.sender)
-        # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
-        self.enrolment = EnrolmentServer.for_node(node)
-
-    def start(self) -> int:
-        """Start serving, then the sender loop and the jobs; returns the bound port."""
-        port = self.server.start()
-        if self.enrolment is not None:
-            self.enrolment.start()
-        if self.sender is not None:
-            self.sender.start()
-        self.scheduler.start()
-        return port
-
-    def stop(self, grace: float) -> None:
-        """Health NOT_SERVING, drain in-flight calls, then stop the jobs (letting a running one finish)."""
-        if self.enrolment is not None:
-            self.enrolment.stop(grace)
-        self.server.stop(grace)
-        self.scheduler.stop(wait=True)
-        if self.sender is not None:
-            self.sender.stop()
 
 
 def register(app: typer.Typer) -> None:
@@ -131,10 +66,7 @@ def register(app: typer.Typer) -> None:
             if serving.enrolment is not None:
                 state["enrol_address"] = serving.enrolment.bound_address
             state["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            # Written whole then renamed: a reader (supnet query, a test) never sees half a file.
-            partial = state_path.with_suffix(".tmp")
-            partial.write_text(json.dumps(state), encoding="utf-8")
-            partial.replace(state_path)
+            write_serve_state(data_dir, state)
             transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
             console.print(
                 f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "

@@ -29,6 +29,7 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.signing import public_key_from_b64, verify_envelope
 from node.app import Node
 from node.drilldown.router import CHANNEL_OPTIONS, build_query
+from node.run_state import local_server_address
 from node.trust.node_keys import signing_identity, transport_pki
 from node.trust.tls import NodeTrust, node_channel
 
@@ -83,8 +84,6 @@ class DrilldownClient:
         UnauthenticatedError before anything is sent if the node's own certificate has expired; ConfigError if
         it has no TLS credentials and is not in the insecure plaintext mode.
         """
-        from node.cli.serve_cmd import local_server_address
-
         target = address or local_server_address(node.data_dir)
         pki = transport_pki(node)
         identity = signing_identity(node)

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
-
-if TYPE_CHECKING:
-    from node.app import Node
 
 # The case columns a listener can rely on in record["case"].
 CASE_FIELDS: tuple[str, ...] = (
@@ -49,15 +46,3 @@ class IngestListener(Protocol):
     def on_records(self, conn: Connection, kind: str, records: Sequence[Mapping[str, Any]], now: datetime) -> None:
         """Handle one batch's new records of one kind; raising aborts (rolls back) the whole batch."""
         ...
-
-
-def default_listeners(node: Node) -> list[IngestListener]:
-    """The listeners every import uses: complaint/evaluation deadlines, then metric buckets, then the rules.
-
-    Deadlines come first so the rules see them; metrics before rules so an alert's own bucket update
-    lands on top of the record's.
-    """
-    from node.supervision.complaint_listeners import complaint_listeners
-    from node.supervision.listeners import MetricsListener, RulesListener
-
-    return [*complaint_listeners(node), MetricsListener(node), RulesListener(node)]

@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "federation.json"
 PLAN_FILE = "plan.json"
 KEY_FILE = Path("keys") / "report_signing.pem"
-CLI_MODULE = "node.cli.main"
+# The supnet program (node/__main__.py) as this interpreter runs it; the launcher starts nodes, it imports no CLI.
+PROGRAM_MODULE = "node"
 LEVELS = ("province", "city", "district", "street")
 HEALTH_POLL_SECONDS = 0.1
 # The ingest credential every node gets from its own CA (tools and benchmarks stream records with it).
@@ -295,8 +296,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def cli_command(*args: str) -> list[str]:
-    """The ``supnet`` CLI as a subprocess command line of this interpreter."""
-    return [sys.executable, "-m", CLI_MODULE, *args]
+    """The ``supnet`` program as a subprocess command line of this interpreter."""
+    return [sys.executable, "-m", PROGRAM_MODULE, *args]
 
 
 def _cmdline(pid: int) -> list[str]:

@@ -22,8 +22,8 @@ from sqlalchemy import Table, and_, delete, insert, select, update
 
 from node.notify.dispatcher import pending_notification
 from node.notify.routing import route_operators
+from node.store.counters import dialect_insert
 from node.store.supervision_models import Notification, OperatorNotice
-from node.supervision.metrics import dialect_insert
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -1,7 +1,7 @@
 """Upward reports of a node: build + sign into the durable outbox, send with retries, apply children's reports.
 
 Builder (one transaction, under a per-node lock):
-  R = node_counters['metric_revision'], read FIRST after taking its row lock (node.supervision.metrics.lock_metrics);
+  R = node_counters['metric_revision'], read FIRST after taking its row lock (node.supervision.metrics.lock_revision);
   base = up_to_revision of the newest report in the outbox
   (every report put there will be delivered in order — the outbox never drops — so changes before it are
   on their way). INCREMENTAL: keys whose own metric bucket or child bucket has revision > base; FULL: every
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Table, bindparam, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, serialize
@@ -50,9 +50,14 @@ from federation.tables import DriverStatement
 from node.errors import InvalidArgumentError
 from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_resolved
 from node.reporting.subtree import BucketTotals, ChildStatus, children_status, subtree_buckets, subtree_completeness
+from node.store.counters import (
+    counter_value,
+    current_revision,
+    increment_counter,
+    lock_revision,
+    next_revision,
+)
 from node.store.federation_models import ChildBucket
-from node.store.supervision_models import NodeCounter
-from node.supervision.metrics import REVISION_COUNTER, current_revision, dialect_insert, lock_metrics
 from node.trust.node_keys import SigningIdentity, channel_to, signing_identity
 from node.trust.tls import credentials_stamp, pki_directory
 
@@ -69,7 +74,6 @@ MAX_BUCKETS_PER_REPORT = 10_000
 _KIND_WIRE = {"incremental": ReportKind.REPORT_KIND_INCREMENTAL, "full": ReportKind.REPORT_KIND_FULL}
 
 _child_buckets = cast(Table, ChildBucket.__table__)
-_node_counters = cast(Table, NodeCounter.__table__)
 
 _build_locks: dict[str, threading.Lock] = {}
 _build_locks_guard = threading.Lock()
@@ -97,17 +101,6 @@ def node_outbox(node: Node) -> Outbox:
         max_pending=federation.outbox_max_reports,
         backoff=BackoffPolicy(base_seconds=federation.retry_base_seconds, max_seconds=federation.retry_max_seconds),
     )
-
-
-def lock_metric_revision(conn: Connection) -> int:
-    """Take the metric revision row first (node.supervision.metrics.lock_metrics), then read it.
-
-    On SQLite the write takes the database write lock before anything is read, so the builder's reads and
-    its outbox insert share one snapshot; on PostgreSQL it waits for metric writers holding the row, so
-    every revision up to the value read is committed and visible.
-    """
-    lock_metrics(conn)
-    return current_revision(conn)
 
 
 def _unix_ms(node: Node, moment: datetime) -> int:
@@ -205,7 +198,7 @@ def _build_in_transaction(
     now: datetime,
     only_if_changed: bool,
 ) -> list[BuiltReport]:
-    revision = lock_metric_revision(conn)  # FIRST: see the module docstring
+    revision = lock_revision(conn)  # FIRST: see the module docstring
     head = outbox.head(conn)
     base = head.up_to_revision if head is not None else 0
     if only_if_changed and kind == "incremental" and revision <= base and head is not None:
@@ -289,12 +282,7 @@ def _build_in_transaction(
 def _record_overflow(node: Node, now: datetime, error: BackPressureError) -> None:
     """Count the refused report persistently (node_counters) in its own transaction; the outbox logged it at ERROR."""
     with node.engine.begin() as conn:
-        statement = dialect_insert(conn, _node_counters).values(name=OUTBOX_OVERFLOW_COUNTER, value=1)
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[_node_counters.c.name], set_={"value": _node_counters.c.value + 1}
-            )
-        )
+        increment_counter(conn, OUTBOX_OVERFLOW_COUNTER)
     log.error(
         "node %s: report refused at %s, outbox overflow counted (%s); data stays in the buckets",
         node.config.id,
@@ -321,10 +309,7 @@ def _record_overflow(node: Node, now: datetime, error: BackPressureError) -> Non
 def outbox_overflow_count(node: Node) -> int:
     """How many reports were refused because the outbox was full (persistent counter)."""
     with node.engine.connect() as conn:
-        value = conn.execute(
-            select(_node_counters.c.value).where(_node_counters.c.name == OUTBOX_OVERFLOW_COUNTER)
-        ).scalar_one_or_none()
-    return int(value or 0)
+        return counter_value(conn, OUTBOX_OVERFLOW_COUNTER) or 0
 
 
 _BUCKET_KEY_COLUMNS = ("child_id", "day", "basic_code", "item_type_code")
@@ -346,18 +331,8 @@ def _child_bucket_upsert(dialect_module: Any) -> DriverStatement:
     )
 
 
-def _revision_bump(dialect_module: Any) -> DriverStatement:
-    statement = dialect_module.insert(_node_counters).values(name=REVISION_COUNTER, value=bindparam("p_step"))
-    return DriverStatement(
-        statement.on_conflict_do_update(
-            index_elements=[_node_counters.c.name], set_={"value": _node_counters.c.value + bindparam("p_step")}
-        ).returning(_node_counters.c.value)
-    )
-
-
 # Each dialect's ON CONFLICT construct compiles only on its own dialect, so one statement per dialect.
 _CHILD_BUCKET_UPSERT = {"sqlite": _child_bucket_upsert(sqlite), "postgresql": _child_bucket_upsert(postgresql)}
-_REVISION_BUMP = {"sqlite": _revision_bump(sqlite), "postgresql": _revision_bump(postgresql)}
 
 
 # FULL report: the child's keys of the window it did not name are zero now (see the module docstring).
@@ -372,16 +347,6 @@ _ZERO_UNNAMED = (
     )
     .values(**dict.fromkeys(COUNTER_FIELDS, 0), revision=bindparam("new_revision"))
 )
-
-
-def next_metric_revision(conn: Connection, count: int = 1) -> int:
-    """Take ``count`` new metric revisions and return the last (locks the counter row until commit).
-
-    The revisions taken are the ``count`` consecutive values ending at the one returned.
-    """
-    row = _REVISION_BUMP[conn.dialect.name].fetch_one(conn, {"p_step": count})
-    assert row is not None  # an upsert ... RETURNING always yields its row
-    return int(row[0])
 
 
 def _bucket_rows(conn: Connection, upsert: DriverStatement, report: AcceptedReport, revision: int) -> list[Any]:
@@ -431,7 +396,7 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     if not reports:
         return
     upsert = _CHILD_BUCKET_UPSERT[conn.dialect.name]
-    revision = next_metric_revision(conn, len(reports)) - len(reports)
+    revision = next_revision(conn, len(reports)) - len(reports)
     pending: list[Any] = []
     for report in reports:
         revision += 1

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Row, Table, bindparam, func, or_, select, upd
 from node.audit_log import Action, operator_actor, record_audit
 from node.domain.deadlines import due_at
 from node.errors import InvalidStateError, NotFoundError, ValidationError
+from node.store.counters import compare_and_set_counter, counter_value, dialect_insert, lower_counter, to_micros
 from node.store.models import Item
 from node.store.supervision_models import Alert
 from node.supervision.metrics import (
@@ -35,12 +36,7 @@ from node.supervision.metrics import (
     BucketKey,
     Deltas,
     add_to_buckets,
-    compare_and_set_counter,
-    counter_value,
-    dialect_insert,
-    lower_counter,
     merge_deltas,
-    to_micros,
 )
 from node.supervision.rules.catalogue import R04, RULES, SEVERITIES, Thresholds, escalation_subject, groups_condition
 

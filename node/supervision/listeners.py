@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, select
 
+from node.ingest.listeners import IngestListener
 from node.store.models import Case
+from node.supervision.complaint_listeners import complaint_listeners
 from node.supervision.metrics import add_record_deltas
 from node.supervision.rules.engine import RuleEngine
 
@@ -71,3 +73,12 @@ class RulesListener:
         raised = self.engine.on_records(conn, kind, records, now)
         if raised:
             log.info("rules: %s %s records raised %s alerts", len(records), kind, len(raised))
+
+
+def default_listeners(node: Node) -> list[IngestListener]:
+    """The listeners every import uses: complaint/evaluation deadlines, then metric buckets, then the rules.
+
+    Deadlines come first so the rules see them; metrics before rules so an alert's own bucket update
+    lands on top of the record's.
+    """
+    return [*complaint_listeners(node), MetricsListener(node), RulesListener(node)]

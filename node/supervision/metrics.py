@@ -43,7 +43,7 @@ The overdue gauges move +1 when an R02/R03 alert is raised on an open case (aler
 case holding one completes (the RulesListener).
 
 Every write bumps ``node_counters['metric_revision']`` and stamps each changed bucket's ``revision``, so a report
-builder can send "buckets with revision > last acknowledged". Writers take the revision row first (lock_metrics /
+builder can send "buckets with revision > last acknowledged". Writers take the revision row first (lock_revision /
 add_to_buckets), which serializes metric writers: revisions follow commit order and gauge updates never race.
 
 Derived rates (``derived_rates``) are never stored; they are computed from summed counters where they are shown.
@@ -55,33 +55,29 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Connection,
     Date,
-    String,
     Table,
     and_,
-    bindparam,
     case,
     cast,
     func,
     literal,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from node.domain.deadlines import is_early, workdays_used
 from node.errors import InvalidArgumentError
+from node.store.counters import current_revision, next_revision
 from node.store.models import Case, Complaint, Completion, Evaluation, Payment, SpecialProcedure, Step
-from node.store.supervision_models import Alert, MetricBucket, NodeCounter
+from node.store.supervision_models import Alert, MetricBucket
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -91,30 +87,19 @@ __all__ = [
     "COUNTERS",
     "GAUGES",
     "RATE_DEFINITIONS",
-    "REVISION_COUNTER",
     "BucketKey",
     "Deltas",
     "StatsRow",
     "add_record_deltas",
     "add_to_buckets",
     "check_buckets",
-    "compare_and_set_counter",
-    "counter_value",
-    "counter_values",
-    "current_revision",
     "day_of",
     "derived_rates",
-    "dialect_insert",
     "fen",
-    "from_micros",
     "grouped_stats",
-    "lock_metrics",
-    "lower_counter",
     "maintained_buckets",
     "recompute_buckets",
     "record_deltas",
-    "set_counter",
-    "to_micros",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,14 +135,12 @@ COUNTERS: tuple[str, ...] = (
 )
 GAUGES: frozenset[str] = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 _COUNTER_INDEX = {name: index for index, name in enumerate(COUNTERS)}
-REVISION_COUNTER = "metric_revision"
 SEVERITY_COUNTERS: dict[str, str] = {"reminder": "reminders", "yellow": "yellow_cards", "red": "red_cards"}
 REFUSED_RESULT_CODES = frozenset({"2", "3"})
 # Rule ids whose alerts feed the open-overdue gauges (see rules.catalogue; kept literal to avoid a cycle).
 OVERDUE_GAUGE_RULES: dict[str, str] = {"R02": "open_overdue_promised", "R03": "open_overdue_legal"}
 
 _buckets: Table = MetricBucket.__table__  # type: ignore[assignment]
-_counters: Table = NodeCounter.__table__  # type: ignore[assignment]
 _cases: Table = Case.__table__  # type: ignore[assignment]
 _steps: Table = Step.__table__  # type: ignore[assignment]
 _procedures: Table = SpecialProcedure.__table__  # type: ignore[assignment]
@@ -186,13 +169,6 @@ _RawDeltas = dict[_RawKey, dict[str, int]]
 
 
 # -- small database helpers shared by metrics, alerts and the rule engine ------------------------------------------
-def dialect_insert(conn: Connection, table: Table) -> Any:
-    """An INSERT supporting ON CONFLICT for the connection's dialect (SQLite >= 3.24 and PostgreSQL)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def day_of(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
     """SQL for the calendar day of a naive local datetime column (compare with ``as_date`` results)."""
     if conn.dialect.name == "sqlite":
@@ -208,107 +184,6 @@ def as_date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value))
-
-
-_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def to_micros(value: datetime) -> int:
-    """A naive local datetime as an integer (µs since 1970-01-01 local) for a node counter."""
-    return (value - _EPOCH) // _MICROSECOND
-
-
-def from_micros(value: int) -> datetime:
-    """Inverse of ``to_micros``."""
-    return _EPOCH + value * _MICROSECOND
-
-
-# Counter statements are built once per dialect and reused with bound values: they run on every scan and import
-# batch, where building SQLAlchemy expressions would cost more than executing them.
-_COUNTER_STATEMENTS: dict[tuple[str, str], Any] = {}
-
-
-def _counter_statement(conn: Connection, purpose: str) -> Any:
-    key = (conn.dialect.name, purpose)
-    stmt = _COUNTER_STATEMENTS.get(key)
-    if stmt is not None:
-        return stmt
-    c = _counters.c
-    name = bindparam("b_name", type_=String())
-    value = bindparam("b_value", type_=BigInteger())
-    expected = bindparam("b_expected", type_=BigInteger())
-    if purpose == "read":
-        stmt = select(c.name, c.value).where(c.name.in_(bindparam("b_names", expanding=True)))
-    elif purpose == "set":
-        stmt = dialect_insert(conn, _counters).values(name=name, value=value)
-        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": stmt.excluded.value})
-    elif purpose == "insert_missing":
-        stmt = dialect_insert(conn, _counters).values(name=name, value=value)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["name"])
-    elif purpose == "lower":
-        stmt = update(_counters).where(c.name == name, c.value > value).values(value=value)
-    elif purpose == "compare_and_set":
-        stmt = update(_counters).where(c.name == name, c.value == expected).values(value=value)
-    elif purpose == "lock":
-        stmt = dialect_insert(conn, _counters).values(name=REVISION_COUNTER, value=0)
-        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": c.value})
-    elif purpose == "bump":
-        stmt = dialect_insert(conn, _counters).values(name=REVISION_COUNTER, value=1)
-        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": c.value + 1}).returning(c.value)
-    else:
-        raise ValueError(purpose)
-    _COUNTER_STATEMENTS[key] = stmt
-    return stmt
-
-
-def counter_values(conn: Connection, names: Iterable[str]) -> dict[str, int]:
-    """The values of the named node counters that exist (one query)."""
-    rows = conn.execute(_counter_statement(conn, "read"), {"b_names": list(names)})
-    return {row.name: int(row.value) for row in rows}
-
-
-def counter_value(conn: Connection, name: str) -> int | None:
-    """The value of a named node counter, or None when it was never set."""
-    return counter_values(conn, [name]).get(name)
-
-
-def set_counter(conn: Connection, name: str, value: int) -> None:
-    """Set a named node counter (insert or overwrite)."""
-    conn.execute(_counter_statement(conn, "set"), {"b_name": name, "b_value": value})
-
-
-def lower_counter(conn: Connection, name: str, value: int) -> None:
-    """Lower an EXISTING counter to ``value`` if it is higher (atomic); a missing counter stays missing."""
-    conn.execute(_counter_statement(conn, "lower"), {"b_name": name, "b_value": value})
-
-
-def compare_and_set_counter(conn: Connection, name: str, expected: int | None, value: int) -> bool:
-    """Set a counter only if it still holds ``expected`` (None: still missing); False when someone changed it."""
-    if expected is None:
-        result = conn.execute(_counter_statement(conn, "insert_missing"), {"b_name": name, "b_value": value})
-    else:
-        params = {"b_name": name, "b_value": value, "b_expected": expected}
-        result = conn.execute(_counter_statement(conn, "compare_and_set"), params)
-    return bool(result.rowcount)
-
-
-def lock_metrics(conn: Connection) -> None:
-    """Take the metric revision row (a write lock) before reading state that decides gauge deltas.
-
-    Every metric writer takes this row first, so on PostgreSQL they serialize on it and each later statement sees
-    what the previous holder committed; on SQLite the write makes this transaction the single writer.
-    """
-    conn.execute(_counter_statement(conn, "lock"))
-
-
-def current_revision(conn: Connection) -> int:
-    """The node's current metric revision (0 before any metric write)."""
-    return counter_value(conn, REVISION_COUNTER) or 0
-
-
-def _bump_revision(conn: Connection) -> int:
-    return int(conn.execute(_counter_statement(conn, "bump")).scalar_one())
 
 
 _KEY_COLUMNS = ("day", "department", "implementation_code", "basic_code", "item_type_code")
@@ -410,7 +285,7 @@ def _add_raw(conn: Connection, deltas: Mapping[_RawKey, Mapping[str, int]]) -> i
             entries.append((key, values))
     if not entries:
         return current_revision(conn)
-    revision = _bump_revision(conn)
+    revision = next_revision(conn)
     dialect = conn.dialect.name
     changed = tuple(name for name in COUNTERS if name in union)
     as_text = dialect == "sqlite"  # SQLAlchemy stores a Date as 'YYYY-MM-DD' text on SQLite

@@ -30,13 +30,14 @@ from node.app import Node, open_node
 from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.ingest.importer import Importer
-from node.ingest.listeners import IngestListener, default_listeners
+from node.ingest.listeners import IngestListener
 from node.reporting.reports import ReportSender
 from node.reporting.subtree import subtree_buckets
 from node.server.grpc_server import NodeServer
 from node.store.database import make_engine, migrate
 from node.store.models import Case, Item
 from node.store.supervision_models import MetricBucket
+from node.supervision.listeners import default_listeners
 from node.synthetic.generator import generate
 from node.trust.node_keys import signing_identity
 from node.trust.provisioning import provision_tree

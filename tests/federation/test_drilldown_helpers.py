@@ -23,10 +23,11 @@ from node.cli.init_cmd import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.drilldown.client import DrilldownClient
 from node.ingest.importer import Importer
-from node.ingest.listeners import IngestListener, default_listeners
+from node.ingest.listeners import IngestListener
 from node.localtree.launcher import free_ports
 from node.reporting.reports import ReportSender
 from node.server.grpc_server import NodeServer
+from node.supervision.listeners import default_listeners
 from node.synthetic.generator import generate
 from node.trust.node_keys import SigningIdentity, signing_identity
 from node.trust.provisioning import provision_tree

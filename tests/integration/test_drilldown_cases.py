@@ -18,9 +18,9 @@ from node.cli.init_cmd import init_node
 from node.drilldown.answers import answer_case_detail, answer_cases, to_ms
 from node.drilldown.masking import mask_name
 from node.ingest.importer import Importer
-from node.ingest.listeners import default_listeners
 from node.store.models import Case, Item
 from node.store.supervision_models import Alert
+from node.supervision.listeners import default_listeners
 from node.synthetic.generator import generate
 
 NOW = datetime(2026, 3, 20, 12, 0)

@@ -37,7 +37,6 @@ from node.cli.init_cmd import init_node
 from node.errors import ValidationError
 from node.ingest.fields import KIND_ORDER, RECORD_FIELDS, FieldSpec
 from node.ingest.importer import Importer, ImportSummary, RecordOutcome
-from node.ingest.listeners import default_listeners
 from node.ingest.readers import kind_from_alias
 from node.ingest.validate import (
     BAD_BOOL,
@@ -52,6 +51,7 @@ from node.ingest.validate import (
     TOO_LONG,
 )
 from node.store.models import Base
+from node.supervision.listeners import default_listeners
 from node.supervision.metrics import check_buckets
 from node.synthetic.generator import FILE_NAMES
 from tests.conftest import PG_ADMIN_URL, require_postgres

@@ -464,7 +464,7 @@ def test_special_procedure_rules(node: Node, tmp_path: Path) -> None:
 
 
 def test_a_completion_in_a_year_without_calendar_is_rejected_alone(node: Node, tmp_path: Path) -> None:
-    from node.ingest.listeners import default_listeners
+    from node.supervision.listeners import default_listeners
     from node.supervision.metrics import check_buckets
 
     covered = node.calendar.covered_years()

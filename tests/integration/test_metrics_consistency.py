@@ -16,15 +16,14 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from node.app import Node
+from node.store.counters import REVISION_COUNTER, counter_value
 from node.store.supervision_models import MetricBucket
 from node.supervision.alerts import acknowledge_alert, correct_alert, list_alerts
 from node.supervision.complaints import accept_complaint, conclude_complaint, handle_complaint
 from node.supervision.metrics import (
-    REVISION_COUNTER,
     BucketKey,
     add_to_buckets,
     check_buckets,
-    counter_value,
     grouped_stats,
     maintained_buckets,
     recompute_buckets,

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from node.app import Node, open_node
 from node.config import NodeConfig, StoreConfig, SupervisionConfig, save_config
 from node.ingest.importer import Importer, ImportSummary
-from node.ingest.listeners import default_listeners
 from node.store.supervision_models import Alert
+from node.supervision.listeners import default_listeners
 from node.supervision.metrics import check_buckets
 
 UNIT = "黄埔区市场监督管理局"

@@ -22,7 +22,7 @@ from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord, IngestRe
 from node.app import Node
 from node.errors import SupnetError
 from node.ingest.importer import Importer, RecordOutcome
-from node.ingest.listeners import default_listeners
+from node.supervision.listeners import default_listeners
 from node.trust.authorization import Authorizer
 
 log = logging.getLogger(__name__)

@@ -64,23 +64,19 @@ from sqlalchemy import (
 from node.config import SupervisionConfig
 from node.domain.deadlines import due_at
 from node.errors import CalendarError
-from node.store.models import Case, Complaint, Item, Payment, Step
-from node.store.supervision_models import Alert
-from node.supervision.alerts import AlertDraft, RaisedAlert, correct_by_deadline, escalate_overdue_yellows, raise_alerts
-from node.supervision.metrics import (
-    OVERDUE_GAUGE_RULES,
-    BucketKey,
-    Deltas,
-    add_to_buckets,
+from node.store.counters import (
     compare_and_set_counter,
     counter_values,
     from_micros,
-    lock_metrics,
+    lock_revision,
     lower_counter,
-    merge_deltas,
     set_counter,
     to_micros,
 )
+from node.store.models import Case, Complaint, Item, Payment, Step
+from node.store.supervision_models import Alert
+from node.supervision.alerts import AlertDraft, RaisedAlert, correct_by_deadline, escalate_overdue_yellows, raise_alerts
+from node.supervision.metrics import OVERDUE_GAUGE_RULES, BucketKey, Deltas, add_to_buckets, merge_deltas
 from node.supervision.rules.catalogue import (
     R01,
     R02,
@@ -229,7 +225,7 @@ class RuleEngine:
         """Run every scan rule as of ``now`` in the caller's transaction."""
         started = time_module.perf_counter()
         # Serialize with imports' metric writes first, so the open/closed state read below cannot go stale.
-        lock_metrics(conn)
+        lock_revision(conn)
         state = counter_values(
             conn, (SCAN_LAST_AT, SCAN_DIRTY_FROM, SCAN_STEP_DIRTY_FROM, SCAN_FINGERPRINT, SCAN_MAX_AT)
         )
@@ -448,7 +444,7 @@ class RuleEngine:
             return []
         # Same lock order as the scan and every metric writer (the revision row first), whatever order the
         # listeners run in: a scan and an import can then never deadlock on each other's rows.
-        lock_metrics(conn)
+        lock_revision(conn)
         if kind in ("acceptance", "procedure_end"):
             self._mark_for_scan(conn, records)
             return []

@@ -1,0 +1,40 @@
+"""The serving node: what ``supnet serve`` runs for one node (server, enrolment listener, sender, scheduler)."""
+
+from __future__ import annotations
+
+from node.app import Node
+from node.reporting.reports import ReportSender
+from node.server.enrolment_server import EnrolmentServer
+from node.server.grpc_server import NodeServer
+from node.server.scheduler import NodeScheduler
+
+
+class ServingNode:
+    """Everything ``supnet serve`` runs for one node: server, report sender, scheduler; started and stopped in order."""
+
+    def __init__(self, node: Node, *, listen: str | None = None) -> None:
+        self.node = node
+        self.sender = ReportSender(node) if node.config.federation.parent_address else None
+        self.server = NodeServer(node, address=listen, sender=self.sender)
+        self.scheduler = NodeScheduler(node, sender=self.sender)
+        # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
+        self.enrolment = EnrolmentServer.for_node(node)
+
+    def start(self) -> int:
+        """Start serving, then the sender loop and the jobs; returns the bound port."""
+        port = self.server.start()
+        if self.enrolment is not None:
+            self.enrolment.start()
+        if self.sender is not None:
+            self.sender.start()
+        self.scheduler.start()
+        return port
+
+    def stop(self, grace: float) -> None:
+        """Health NOT_SERVING, drain in-flight calls, then stop the jobs (letting a running one finish)."""
+        if self.enrolment is not None:
+            self.enrolment.stop(grace)
+        self.server.stop(grace)
+        self.scheduler.stop(wait=True)
+        if self.sender is not None:
+            self.sender.stop()
