@@ -38,7 +38,7 @@ from node.supervision.metrics import (
     add_to_buckets,
     merge_deltas,
 )
-from node.supervision.rules.catalogue import R04, RULES, SEVERITIES, Thresholds, escalation_subject, groups_condition
+from node.supervision.rulebook import R04, RULES, SEVERITIES, Thresholds, escalation_subject, groups_condition
 
 if TYPE_CHECKING:
     from node.app import Node

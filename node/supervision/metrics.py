@@ -137,7 +137,7 @@ GAUGES: frozenset[str] = frozenset({"open_cases", "open_overdue_promised", "open
 _COUNTER_INDEX = {name: index for index, name in enumerate(COUNTERS)}
 SEVERITY_COUNTERS: dict[str, str] = {"reminder": "reminders", "yellow": "yellow_cards", "red": "red_cards"}
 REFUSED_RESULT_CODES = frozenset({"2", "3"})
-# Rule ids whose alerts feed the open-overdue gauges (see rules.catalogue; kept literal to avoid a cycle).
+# Rule ids whose alerts feed the open-overdue gauges (see rulebook.py; kept literal to avoid a cycle).
 OVERDUE_GAUGE_RULES: dict[str, str] = {"R02": "open_overdue_promised", "R03": "open_overdue_legal"}
 
 _buckets: Table = MetricBucket.__table__  # type: ignore[assignment]

@@ -1,1 +1,1 @@
-"""Supervision rules: the catalogue of monitoring rules and the engine that evaluates them (events and scans)."""
+"""The rule engine: evaluates the rulebook on new records (events) and in the periodic scan, raising alerts."""

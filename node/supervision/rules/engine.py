@@ -77,7 +77,7 @@ from node.store.models import Case, Complaint, Item, Payment, Step
 from node.store.supervision_models import Alert
 from node.supervision.alerts import AlertDraft, RaisedAlert, correct_by_deadline, escalate_overdue_yellows, raise_alerts
 from node.supervision.metrics import OVERDUE_GAUGE_RULES, BucketKey, Deltas, add_to_buckets, merge_deltas
-from node.supervision.rules.catalogue import (
+from node.supervision.rulebook import (
     R01,
     R02,
     R03,
