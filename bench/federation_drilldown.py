@@ -42,12 +42,10 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from node.app import open_node
-from node.drilldown.client import DrilldownClient
-from node.drilldown.router import build_query
-from node.localtree.launcher import FederationState, down, parse_topology, up
-from node.server.grpc_server import DEFAULT_MAX_WORKERS
-from node.trust.node_keys import signing_identity
-from node.trust.tls import ingest_channel, node_channel, pki_directory, server_credentials
+from node.drilldown import DrilldownClient, build_query
+from node.localtree import FederationState, down, parse_topology, up
+from node.server import DEFAULT_MAX_WORKERS
+from node.trust import ingest_channel, node_channel, pki_directory, server_credentials, signing_identity
 
 IDS = ["gd", "gd.gz", "gd.gz.py", "gd.gz.py.sq"]
 LEVELS = ["province", "city", "district", "street"]

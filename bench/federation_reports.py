@@ -46,26 +46,36 @@ from sqlalchemy import Connection, select
 # Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, serialize
-from federation.chain import report_digest
+from federation import (
+    COUNTER_FIELDS,
+    REPORT_BODY_TYPE,
+    ReportReceiver,
+    generate_keypair,
+    public_key_b64,
+    received_reports,
+    report_digest,
+    serialize,
+    sign_envelope,
+)
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
-from federation.receiver import ReportReceiver
-from federation.signing import generate_keypair, public_key_b64, sign_envelope
-from federation.tables import received_reports
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
+from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
-from node.ingest.importer import Importer
-from node.reporting.reports import apply_child_reports, build_reports, node_outbox
-from node.server.grpc_server import NodeServer
-from node.server.servicers.reports import child_key_resolver
-from node.supervision.listeners import default_listeners
-from node.supervision.metrics import add_to_buckets, record_deltas
-from node.synthetic.generator import generate, iter_item_records
-from node.trust.pki import PkiDirectory, chain_der
-from node.trust.provisioning import provision_tree
-from node.trust.tls import PKI_DIR_NAME, node_channel, pki_directory, server_credentials
+from node.ingest import Importer
+from node.reporting import apply_child_reports, build_reports, node_outbox
+from node.server import NodeServer, child_key_resolver
+from node.supervision import add_to_buckets, default_listeners, record_deltas
+from node.synthetic import generate, iter_item_records
+from node.trust import (
+    PKI_DIR_NAME,
+    PkiDirectory,
+    chain_der,
+    node_channel,
+    pki_directory,
+    provision_tree,
+    server_credentials,
+)
 
 NODE_ID = "gd.gz.py"
 BULK_FROM = date(2024, 1, 2)

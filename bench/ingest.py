@@ -31,7 +31,7 @@ from typing import Any
 # Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.synthetic.names import GOVERNMENT_DEPARTMENTS
+from node.synthetic import GOVERNMENT_DEPARTMENTS
 
 DEFAULT_PG = os.environ.get("SUPNET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SEED = 20260101
@@ -342,7 +342,7 @@ def sqlite_schema_baseline(
     Not the target's baseline (that is the bare table above); it shows how much of the gap is the schema's indexes
     and the completion's case update rather than supnet's Python.
     """
-    from node.cli.init_cmd import init_node
+    from node.bootstrap import init_node
 
     data_dir = Path(workdir) / "schema-baseline"
     init_node(data_dir, "bench.baseline")
@@ -444,9 +444,9 @@ def postgres_baseline(pg_url: str, acceptances: str, completions: str, batch: in
 def supnet_import(workdir: str, db_url: str, files: list[str], batch: int) -> dict[str, Any]:
     """Supnet's own import of the files into a freshly initialised node (SQLite file or given PostgreSQL URL)."""
     from node.app import open_node
-    from node.cli.init_cmd import init_node
-    from node.ingest.importer import Importer
-    from node.supervision.listeners import default_listeners
+    from node.bootstrap import init_node
+    from node.ingest import Importer
+    from node.supervision import default_listeners
 
     data_dir = Path(workdir) / f"node-{uuid.uuid4().hex[:6]}"
     init_node(data_dir, "bench.node", db_url=db_url)

@@ -39,11 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.app import Node, open_node
 from node.config import NodeConfig, StoreConfig, save_config
-from node.ingest.importer import Importer
-from node.supervision.listeners import MetricsListener, RulesListener
-from node.supervision.metrics import check_buckets
-from node.supervision.rules.engine import run_scan
-from node.synthetic.names import GOVERNMENT_DEPARTMENTS
+from node.ingest import Importer
+from node.supervision import MetricsListener, RulesListener, check_buckets, run_scan
+from node.synthetic import GOVERNMENT_DEPARTMENTS
 
 SEED = 20251201
 ITEM_COUNT = 200

@@ -31,7 +31,6 @@ __all__ = [
     "SIGNATURE_SIZE",
     "KeyResolver",
     "StaticKeyResolver",
-    "canonical_bytes",
     "generate_keypair",
     "key_id",
     "load_private_key",

@@ -14,10 +14,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import NodeConfig, database_url, load_config
-from node.store.database import make_engine, migrate, session_factory
+from node.store import make_engine, migrate, session_factory
 
 if TYPE_CHECKING:
-    from node.domain.calendar import WorkCalendar
+    from node.domain import WorkCalendar
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Node:
     @cached_property
     def calendar(self) -> WorkCalendar:
         """The working-day calendar: chinesecalendar plus the operator holiday file."""
-        from node.domain.calendar import load_calendar
+        from node.domain import load_calendar
 
         holidays = self.config.calendar.holidays_file
         return load_calendar(self.data_dir / holidays if holidays else None)

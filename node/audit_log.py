@@ -53,25 +53,27 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, Engine, Select, Table, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
-from federation.audit_chain import (
+from federation import (
     AuditAction,
     AuditEntry,
     AuditHead,
     AuditProblem,
     AuditResult,
+    DriverConnection,
+    DriverStatement,
+    InvalidArgumentError,
+    SupnetError,
     append,
     entry_hash,
     find_problems,
 )
-from federation.errors import InvalidArgumentError, SupnetError
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.tables import DriverConnection, DriverStatement
-from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
+from node.store import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
 
 if TYPE_CHECKING:
+    from federation import AcceptedReport
     from federation.proto.v1.common_pb2 import SignedEnvelope
-    from federation.receiver import AcceptedReport
 
 log = logging.getLogger(__name__)
 

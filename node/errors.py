@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from federation.errors import (
+from federation import (
     BackPressureError,
     IntegrityError,
     InvalidArgumentError,

@@ -72,7 +72,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterat
 @pytest.fixture
 def migrated_engine(db_url: str) -> Iterator[Engine]:
     """An engine on a fully migrated database (SQLite and PostgreSQL)."""
-    from node.store.database import make_engine, migrate
+    from node.store import make_engine, migrate
 
     engine = make_engine(db_url)
     migrate(engine)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
-from node.supervision.alerts import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
+from node.supervision import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
 
 alerts_app = typer.Typer(help="Supervision warnings (电子监察预警): list, acknowledge, correct, escalate.")
 

@@ -20,7 +20,7 @@ _RESULT_STYLE = {"ok": "green", "refused": "yellow", "error": "bold red"}
 
 def _since(text: str, tz: ZoneInfo, now: datetime) -> datetime:
     """An aware instant from '90m' / '24h' / '7d' (ago) or a date-time in node local time (or with an offset)."""
-    from node.domain.datetimes import parse_datetime
+    from node.domain import parse_datetime
     from node.errors import InvalidArgumentError
 
     match = _DURATION.match(text)

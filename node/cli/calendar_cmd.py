@@ -13,9 +13,16 @@ from rich.table import Table
 
 from node.cli.common import JsonFlag, console, handle_errors, print_json
 from node.config import load_config
-from node.domain.calendar import WorkCalendar, load_calendar
-from node.domain.datetimes import parse_date, parse_datetime, to_iso
-from node.domain.deadlines import UNIT_NATURAL_DAYS, UNIT_WORKING_DAYS, due_at
+from node.domain import (
+    UNIT_NATURAL_DAYS,
+    UNIT_WORKING_DAYS,
+    WorkCalendar,
+    due_at,
+    load_calendar,
+    parse_date,
+    parse_datetime,
+    to_iso,
+)
 from node.errors import ValidationError
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"

@@ -11,9 +11,9 @@ from rich.table import Table
 
 from node.app import Node
 from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
-from node.domain.datetimes import parse_datetime
+from node.domain import parse_datetime
 from node.errors import ValidationError
-from node.supervision.complaints import (
+from node.supervision import (
     FINDINGS,
     STATUSES,
     ComplaintFigures,

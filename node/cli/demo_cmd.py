@@ -21,14 +21,13 @@ from rich.rule import Rule
 from rich.table import Table
 
 from node.app import open_node
+from node.bootstrap import init_node
 from node.cli.common import JsonFlag, console, handle_errors, print_json
 from node.cli.generate_cmd import print_generate_summary
-from node.cli.init_cmd import init_node
 from node.config import LEVELS, Level, config_path
-from node.ingest.importer import Importer, ImportSummary
-from node.supervision.listeners import default_listeners
-from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
-from node.synthetic.generator import DEFAULT_FROM, DEFAULT_TO, GenerateSummary, generate, node_profile
+from node.ingest import Importer, ImportSummary
+from node.supervision import COUNT_LABELS, RATE_LABELS, default_listeners, node_stats
+from node.synthetic import DEFAULT_FROM, DEFAULT_TO, GenerateSummary, generate, node_profile
 
 DEMO_NODE_ID = "gd.gz.py"
 DEMO_CASES = 20_000

@@ -9,8 +9,7 @@ import typer
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, handle_errors
 from node.cli.pki_cmd import print_installed
-from node.trust.admin import enroll_node
-from node.trust.enrolment_rpc import DEFAULT_ENROL_TIMEOUT_SECONDS
+from node.trust import DEFAULT_ENROL_TIMEOUT_SECONDS, enroll_node
 
 
 def register(app: typer.Typer) -> None:

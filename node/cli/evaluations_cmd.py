@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
-from node.supervision.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
+from node.supervision import EvaluationView, close_followup, evaluation_figures, list_evaluations
 
 evaluations_app = typer.Typer(help="Applicant evaluations (好差评) and the follow-ups of ratings 4–5.")
 

@@ -39,11 +39,11 @@ def setup_node(plan_node: dict[str, Any]) -> dict[str, Any]:
     from datetime import date
 
     from node.app import open_node
-    from node.cli.init_cmd import init_node
+    from node.bootstrap import init_node
     from node.config import config_path, load_config, parse_config, save_config
-    from node.ingest.importer import Importer
-    from node.supervision.listeners import default_listeners
-    from node.synthetic.generator import generate
+    from node.ingest import Importer
+    from node.supervision import default_listeners
+    from node.synthetic import generate
 
     data_dir = Path(plan_node["data_dir"])
     node_id = str(plan_node["id"])
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
 
         Every node is enrolled by its parent and every call runs over mutual TLS, unless --insecure-plaintext.
         """
-        from node.localtree.launcher import load_topology, up
+        from node.localtree import load_topology, up
 
         tree = load_topology(topology)
         state = up(
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def status_command(directory: FederationDir = DEFAULT_DIR, json_output: JsonFlag = False) -> None:
         """Show each node's process and health."""
-        from node.localtree.launcher import status
+        from node.localtree import status
 
         statuses = status(directory)
         if json_output:
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         json_output: JsonFlag = False,
     ) -> None:
         """Stop every node cleanly (SIGTERM, then SIGKILL after the timeout)."""
-        from node.localtree.launcher import down
+        from node.localtree import down
 
         stopped = down(directory, timeout=timeout)
         if json_output:

@@ -29,8 +29,8 @@ from rich.panel import Panel
 
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.cli.render import cases_table, percent, print_case_detail, ranking_table, rates_of, summary_table
-from node.drilldown.client import DrilldownClient
-from node.localtree.launcher import FederationState, Topology, down, load_topology, up
+from node.drilldown import DrilldownClient
+from node.localtree import FederationState, Topology, down, load_topology, up
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "config" / "topologies" / "demo-15.toml"
 ROLLUP_TIMEOUT_SECONDS = 45.0

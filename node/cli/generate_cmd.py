@@ -11,7 +11,7 @@ from rich.table import Table
 
 from node.cli.common import JsonFlag, console, handle_errors, print_json
 from node.errors import ValidationError
-from node.synthetic.generator import DEFAULT_FROM, DEFAULT_TO, FileFormat, GenerateSummary, generate, node_profile
+from node.synthetic import DEFAULT_FROM, DEFAULT_TO, FileFormat, GenerateSummary, generate, node_profile
 
 
 def parse_day(text: str, option: str) -> date:

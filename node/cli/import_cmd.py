@@ -11,10 +11,8 @@ from rich.table import Table
 
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
-from node.ingest.fields import KIND_ORDER
-from node.ingest.importer import Importer, ImportSummary
-from node.ingest.readers import ENCODINGS
-from node.supervision.listeners import default_listeners
+from node.ingest import ENCODINGS, KIND_ORDER, Importer, ImportSummary
+from node.supervision import default_listeners
 
 # Below this many bytes an import finishes before a bar would be worth drawing.
 PROGRESS_MIN_BYTES = 256 * 1024

@@ -8,7 +8,7 @@ import typer
 
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
-from node.trust.admin import rotate_keys
+from node.trust import rotate_keys
 
 
 def register(app: typer.Typer) -> None:

@@ -10,9 +10,9 @@ from rich.table import Table
 
 from node.app import Node, open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
-from node.domain.datetimes import parse_date
+from node.domain import parse_date
 from node.errors import ValidationError
-from node.supervision.metrics import check_buckets, grouped_stats
+from node.supervision import check_buckets, grouped_stats
 
 # Columns of the grouped statistics table: (counter or rate key, header). Rates are derived at display time.
 GROUPED_COUNT_COLUMNS: tuple[tuple[str, str], ...] = (

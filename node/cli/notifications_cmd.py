@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
-from node.notify.dispatcher import (
+from node.notify import (
     NotificationDispatcher,
     NotificationView,
     list_notifications,

@@ -12,16 +12,17 @@ from rich.table import Table
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
 from node.config import load_config
-from node.trust.admin import (
+from node.trust import (
     PkiInstalled,
     describe,
     init_root,
     issue_ingest_credential,
     issue_token,
     parse_duration,
+    provision_tree,
     revoke,
+    tree_is_provisioned,
 )
-from node.trust.provisioning import provision_tree, tree_is_provisioned
 
 
 def _day(text: str | None) -> str:

@@ -26,7 +26,7 @@ from node.cli.render import (
     report_description,
     summary_table,
 )
-from node.drilldown.client import Answer, DrilldownClient
+from node.drilldown import Answer, DrilldownClient
 from node.errors import InvalidArgumentError
 
 GROUPS: dict[str, dd.SummaryGroupBy.ValueType] = {

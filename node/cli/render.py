@@ -11,13 +11,12 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
-from federation.canonical import COUNTER_FIELDS, parse_body
-from federation.chain import report_digest
+from federation import COUNTER_FIELDS, parse_body, report_digest
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters
 from federation.proto.v1.report_pb2 import ReportBody
 from node.cli.common import console
-from node.drilldown.client import Answer
+from node.drilldown import Answer
 
 RATE_METRICS: set[dd.RankingMetric.ValueType] = {
     dd.RANKING_METRIC_EARLY_COMPLETION_RATE,
@@ -35,7 +34,7 @@ def counters_dict(counters: Counters) -> dict[str, int]:
 
 def rates_of(counters: Counters) -> dict[str, float | None]:
     """The derived rates (node.supervision.metrics's definitions) of summed counters."""
-    from node.supervision.metrics import derived_rates
+    from node.supervision import derived_rates
 
     return derived_rates(counters_dict(counters))
 

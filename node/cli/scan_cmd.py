@@ -9,9 +9,9 @@ from rich.table import Table
 
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
-from node.domain.datetimes import parse_datetime
+from node.domain import parse_datetime
 from node.errors import ValidationError
-from node.supervision.rules.engine import run_scan
+from node.supervision import run_scan
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.errors import InvalidArgumentError
-from node.supervision.scores import RankedScore, parse_period, scores_ranking
+from node.supervision import RankedScore, parse_period, scores_ranking
 
 
 def _period_text(month: str | None, half: str | None, year: str | None) -> str:

@@ -19,7 +19,7 @@ import typer
 from node.app import open_node
 from node.cli.common import DataDir, console, handle_errors
 from node.run_state import serve_state_path, write_serve_state
-from node.server.serving import ServingNode
+from node.server import ServingNode
 
 log = logging.getLogger(__name__)
 

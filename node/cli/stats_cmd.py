@@ -9,7 +9,7 @@ from rich.table import Table
 
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
-from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
+from node.supervision import COUNT_LABELS, RATE_LABELS, node_stats
 
 
 def _percent(value: float | None) -> str:

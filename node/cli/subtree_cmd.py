@@ -8,13 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from federation.canonical import COUNTER_FIELDS
+from federation import COUNTER_FIELDS
 from node.app import Node, open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.errors import InvalidArgumentError
-from node.reporting.reports import node_outbox, outbox_overflow_count
-from node.reporting.subtree import SubtreeView, subtree_view
-from node.supervision.metrics import derived_rates
+from node.reporting import SubtreeView, node_outbox, outbox_overflow_count, subtree_view
+from node.supervision import derived_rates
 
 # CLI names of the grouping dimensions -> subtree dimensions.
 BY_ALIASES = {

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         Exits 1 when any check fails and says what failed where.
         """
         from node.app import open_node
-        from node.drilldown.verify import verify_target
+        from node.drilldown import verify_target
 
         node = open_node(data_dir, migrate_schema=False)
         try:

@@ -1,1 +1,25 @@
 """Drill-down: answers to ancestors' queries about this node's subtree, answered locally or routed one hop down."""
+
+from node.drilldown.answers import answer_case_detail, answer_cases, answer_summary, to_ms
+from node.drilldown.client import Answer, DrilldownClient
+from node.drilldown.masking import mask_name
+from node.drilldown.router import QUERY_BODY_TYPE, QueryRouter, RelayedRpcError, build_query
+from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
+
+__all__ = [
+    "GAUGES",
+    "QUERY_BODY_TYPE",
+    "Answer",
+    "DrilldownClient",
+    "QueryRouter",
+    "RelayedRpcError",
+    "answer_case_detail",
+    "answer_cases",
+    "answer_summary",
+    "build_query",
+    "mask_name",
+    "replay",
+    "to_ms",
+    "totals_differences",
+    "verify_target",
+]

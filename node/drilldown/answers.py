@@ -22,17 +22,25 @@ from sqlalchemy import Connection, DateTime, Integer, and_, bindparam, exists, f
 from sqlalchemy import case as sql_case
 from sqlalchemy.sql.elements import ColumnElement
 
-from federation.canonical import COUNTER_FIELDS
-from federation.errors import InvalidArgumentError, NotFoundError
+from federation import COUNTER_FIELDS, DriverStatement, InvalidArgumentError, NotFoundError, outbox, received_reports
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Completeness, Counters, SignedEnvelope
-from federation.tables import DriverStatement, outbox, received_reports
 from node.app import Node
 from node.drilldown.masking import mask_id_number, mask_name
-from node.reporting.subtree import ChildStatus, children_status, subtree_completeness
-from node.store.federation_models import ChildBucket
-from node.store.models import Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
-from node.store.supervision_models import Alert, MetricBucket
+from node.reporting import ChildStatus, children_status, subtree_completeness
+from node.store import (
+    Alert,
+    Case,
+    ChildBucket,
+    Complaint,
+    Completion,
+    Evaluation,
+    Item,
+    MetricBucket,
+    Payment,
+    SpecialProcedure,
+    Step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +204,7 @@ def _children_grouped(
 
 def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tuple[date, str], CounterDict]:
     """The node's own counters recomputed from its raw records, per (day, basic code), filters applied (audit)."""
-    from node.supervision.metrics import recompute_buckets
+    from node.supervision import recompute_buckets
 
     start, end = _day_range(request.day_from, request.day_to)
     result: dict[tuple[date, str], CounterDict] = {}

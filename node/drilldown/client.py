@@ -19,19 +19,23 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation.canonical import parse_body
-from federation.chain import envelope_digest, short_hex
-from federation.errors import IntegrityError, UnauthenticatedError
-from federation.grpc_errors import supnet_error_from_rpc
+from federation import (
+    IntegrityError,
+    UnauthenticatedError,
+    envelope_digest,
+    parse_body,
+    public_key_from_b64,
+    short_hex,
+    supnet_error_from_rpc,
+    verify_envelope,
+)
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-from federation.signing import public_key_from_b64, verify_envelope
 from node.app import Node
 from node.drilldown.router import CHANNEL_OPTIONS, build_query
 from node.run_state import local_server_address
-from node.trust.node_keys import signing_identity, transport_pki
-from node.trust.tls import NodeTrust, node_channel
+from node.trust import NodeTrust, node_channel, signing_identity, transport_pki
 
 DEFAULT_MAX_PAGES = 1000
 

@@ -27,24 +27,39 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.canonical import body_type_of, parse_body, serialize
-from federation.chain import envelope_digest, short_hex
-from federation.errors import IntegrityError, NotFoundError, UnauthenticatedError, UnavailableError
-from federation.grpc_errors import ERROR_CODE_METADATA_KEY, supnet_error_from_rpc
+from federation import (
+    ERROR_CODE_METADATA_KEY,
+    IntegrityError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+    body_type_of,
+    envelope_digest,
+    parse_body,
+    public_key_from_b64,
+    serialize,
+    short_hex,
+    sign_envelope,
+    supnet_error_from_rpc,
+    verify_envelope,
+)
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer, QueryBody
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-from federation.signing import public_key_from_b64, sign_envelope, verify_envelope
 from node.app import Node
 from node.drilldown.answers import answer_locally
-from node.trust.authorization import (
+from node.trust import (
+    DEFAULT_CHANNEL_OPTIONS,
     FRESHNESS_WINDOW_SECONDS,
     MIN_NONCE_BYTES,
     QUERY_BODY_TYPE,
+    NodeTrust,
+    SigningIdentity,
+    channel_to,
     is_in_subtree,
+    plaintext_key_path,
+    signing_identity,
 )
-from node.trust.node_keys import SigningIdentity, channel_to, plaintext_key_path, signing_identity
-from node.trust.tls import DEFAULT_CHANNEL_OPTIONS, NodeTrust
 
 __all__ = [
     "ANSWER_BODY_TYPE",

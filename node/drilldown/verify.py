@@ -26,17 +26,24 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation.canonical import COUNTER_FIELDS, parse_body
-from federation.chain import report_digest, short_hex
-from federation.errors import IntegrityError, NotFoundError, SupnetError, UnauthenticatedError
+from federation import (
+    COUNTER_FIELDS,
+    IntegrityError,
+    NotFoundError,
+    SupnetError,
+    UnauthenticatedError,
+    parse_body,
+    public_key_from_b64,
+    report_digest,
+    short_hex,
+    verify_envelope,
+)
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
-from federation.signing import public_key_from_b64, verify_envelope
 from node.app import Node
 from node.drilldown.client import DrilldownClient
-from node.trust.node_keys import node_trust
-from node.trust.tls import NodeTrust
+from node.trust import NodeTrust, node_trust
 
 GAUGES = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 MAX_DIFFERENCES_SHOWN = 5

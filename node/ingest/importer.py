@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import Connection, DateTime, Engine, Numeric, Table, and_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from node.domain.deadlines import due_at, procedure_workdays, workdays_used
+from node.domain import due_at, procedure_workdays, workdays_used
 from node.errors import CalendarError, StoreError
 from node.ingest.fields import KIND_ORDER, RECORD_FIELDS
 from node.ingest.listeners import CASE_FIELDS, IngestListener
@@ -64,11 +64,11 @@ from node.ingest.validate import (
     problem_message,
     record_key,
 )
-from node.store.models import Base
+from node.store import Base
 
 if TYPE_CHECKING:
     from node.app import Node
-    from node.domain.calendar import WorkCalendar
+    from node.domain import WorkCalendar
 
 log = logging.getLogger(__name__)
 

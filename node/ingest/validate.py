@@ -14,9 +14,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from node.domain.datetimes import parse_datetime
+from node.domain import parse_datetime
 from node.ingest.fields import RECORD_FIELDS, STEP_ACTIONS, FieldSpec, header_map
-from node.store.models import Base
+from node.store import Base
 
 # Stable short reason codes; summaries count rejections by these, clients may match on them.
 MISSING_FIELD = "missing_field"

@@ -1,1 +1,25 @@
 """A whole supnet tree on one machine: the launcher behind ``supnet federation up`` and the demo."""
+
+from node.localtree.launcher import (
+    FederationState,
+    Topology,
+    down,
+    free_ports,
+    is_our_server,
+    load_topology,
+    parse_topology,
+    status,
+    up,
+)
+
+__all__ = [
+    "FederationState",
+    "Topology",
+    "down",
+    "free_ports",
+    "is_our_server",
+    "load_topology",
+    "parse_topology",
+    "status",
+    "up",
+]

@@ -43,17 +43,33 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation.errors import InvalidArgumentError, NotFoundError, SupnetError, UnavailableError
-from federation.signing import generate_keypair, load_private_key, public_key_b64, save_private_key, save_public_key
-from node.trust.pki import PkiDirectory, validate_node_id
-from node.trust.provisioning import issue_ingest_credential, provision_tree, tree_is_provisioned
-from node.trust.tls import PKI_DIR_NAME, ingest_credential_paths, node_channel
+from federation import (
+    InvalidArgumentError,
+    NotFoundError,
+    SupnetError,
+    UnavailableError,
+    generate_keypair,
+    load_private_key,
+    public_key_b64,
+    save_private_key,
+    save_public_key,
+)
+from node.bootstrap import REPORT_KEY_FILE
+from node.trust import (
+    PKI_DIR_NAME,
+    PkiDirectory,
+    ingest_credential_paths,
+    node_channel,
+    provision_ingest_credential,
+    provision_tree,
+    tree_is_provisioned,
+    validate_node_id,
+)
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "federation.json"
 PLAN_FILE = "plan.json"
-KEY_FILE = Path("keys") / "report_signing.pem"
 # The supnet program (node/__main__.py) as this interpreter runs it; the launcher starts nodes, it imports no CLI.
 PROGRAM_MODULE = "node"
 LEVELS = ("province", "city", "district", "street")
@@ -409,7 +425,7 @@ def wait_until_serving(
 
 
 def _ensure_key(data_dir: Path) -> str:
-    private_path = data_dir / KEY_FILE
+    private_path = data_dir / REPORT_KEY_FILE
     if private_path.exists():
         return public_key_b64(load_private_key(private_path).public_key())
     private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -510,7 +526,7 @@ def provision_pki(topology: Topology, base_dir: Path) -> bool:
         return False
     provisioned = provision_tree(pki_dirs)
     for entry in provisioned.values():
-        issue_ingest_credential(entry.pki, INGEST_SYSTEM)
+        provision_ingest_credential(entry.pki, INGEST_SYSTEM)
     return True
 
 

@@ -1,1 +1,27 @@
 """Notifications of warnings: channels (log, webhook, SMTP, SMS gateway), routing, and the retrying dispatcher."""
+
+from node.notify.dispatcher import (
+    NotificationDispatcher,
+    NotificationView,
+    backoff_delay,
+    list_notifications,
+    notification_counts,
+    requeue_failed,
+)
+from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_resolved
+from node.notify.routing import Route, matching_recipients, route_alert
+
+__all__ = [
+    "NoticeKind",
+    "NotificationDispatcher",
+    "NotificationView",
+    "Route",
+    "backoff_delay",
+    "list_notifications",
+    "matching_recipients",
+    "notification_counts",
+    "notify_operators",
+    "notify_operators_resolved",
+    "requeue_failed",
+    "route_alert",
+]

@@ -38,8 +38,7 @@ from node.errors import InvalidArgumentError, UnavailableError
 from node.notify.channels import Channel, OutgoingMessage, build_channels
 from node.notify.messages import AlertFacts, format_for_channel
 from node.notify.routing import UNROUTED_PREFIX, Route, route_alert
-from node.store.models import Case, Complaint
-from node.store.supervision_models import Alert, Notification
+from node.store import Alert, Case, Complaint, Notification
 
 if TYPE_CHECKING:
     from node.app import Node

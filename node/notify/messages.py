@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from node.domain.datetimes import to_iso
+from node.domain import to_iso
 
 __all__ = ["SEVERITY_LABELS", "AlertFacts", "format_for_channel"]
 

@@ -22,8 +22,7 @@ from sqlalchemy import Table, and_, delete, insert, select, update
 
 from node.notify.dispatcher import pending_notification
 from node.notify.routing import route_operators
-from node.store.counters import dialect_insert
-from node.store.supervision_models import Notification, OperatorNotice
+from node.store import Notification, OperatorNotice, dialect_insert
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -36,30 +36,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Table, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, serialize
-from federation.chain import report_digest, short_hex
-from federation.errors import BackPressureError, IntegrityError, SupnetError
-from federation.grpc_errors import supnet_error_from_rpc
-from federation.outbox import BackoffPolicy, Outbox
+from federation import (
+    COUNTER_FIELDS,
+    REPORT_BODY_TYPE,
+    AcceptedReport,
+    BackoffPolicy,
+    BackPressureError,
+    DriverStatement,
+    IntegrityError,
+    Outbox,
+    SupnetError,
+    load_child_chains,
+    report_digest,
+    serialize,
+    short_hex,
+    supnet_error_from_rpc,
+)
 from federation.proto.v1.common_pb2 import Completeness as CompletenessMessage
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
-from federation.receiver import AcceptedReport, load_child_chains
-from federation.tables import DriverStatement
 from node.errors import InvalidArgumentError
-from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_resolved
+from node.notify import NoticeKind, notify_operators, notify_operators_resolved
 from node.reporting.subtree import BucketTotals, ChildStatus, children_status, subtree_buckets, subtree_completeness
-from node.store.counters import (
-    counter_value,
-    current_revision,
-    increment_counter,
-    lock_revision,
-    next_revision,
-)
-from node.store.federation_models import ChildBucket
-from node.trust.node_keys import SigningIdentity, channel_to, signing_identity
-from node.trust.tls import credentials_stamp, pki_directory
+from node.store import ChildBucket, counter_value, current_revision, increment_counter, lock_revision, next_revision
+from node.trust import SigningIdentity, channel_to, credentials_stamp, pki_directory, signing_identity
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy import Connection, Select, Table, and_, func, literal, select, union, union_all
 
-from federation.canonical import COUNTER_FIELDS
-from federation.receiver import ChildChainState, load_child_chains
+from federation import COUNTER_FIELDS, ChildChainState, load_child_chains
 from node.errors import InvalidArgumentError
-from node.store.federation_models import ChildBucket
-from node.store.supervision_models import MetricBucket
+from node.store import ChildBucket, MetricBucket
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -1,1 +1,16 @@
 """Serving a node: the gRPC server and its servicers, the enrolment listener, the scheduler."""
+
+from node.server.enrolment_server import EnrolmentServer
+from node.server.grpc_server import DEFAULT_MAX_WORKERS, NodeServer
+from node.server.scheduler import NodeScheduler
+from node.server.servicers import child_key_resolver
+from node.server.serving import ServingNode
+
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "EnrolmentServer",
+    "NodeScheduler",
+    "NodeServer",
+    "ServingNode",
+    "child_key_resolver",
+]

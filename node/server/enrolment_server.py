@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 import grpc
 from sqlalchemy import Engine
 
-from federation.grpc_errors import ErrorMappingInterceptor
+from federation import ErrorMappingInterceptor
 from federation.proto.v1.enrolment_pb2_grpc import add_EnrolmentServiceServicer_to_server
 from node.audit_log import Action, AuditLog
 from node.errors import UnavailableError
-from node.server.servicers.enrolment import EnrolmentServicer
-from node.trust.admin import enrol_state_path, enrolment_authority, has_ca, record_enrolment
-from node.trust.enrolment import IssuedCertificates
+from node.server.servicers import EnrolmentServicer
+from node.trust import IssuedCertificates, enrol_state_path, enrolment_authority, has_ca, record_enrolment
 
 if TYPE_CHECKING:
     from node.app import Node

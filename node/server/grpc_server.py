@@ -13,23 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from federation.grpc_errors import ErrorMappingInterceptor
+from federation import INGEST_SERVICE_NAME, NODE_SERVICE_NAME, ErrorMappingInterceptor, add_health_and_reflection
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.ingest_pb2_grpc import add_IngestServiceServicer_to_server
 from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_NodeServiceServicer_to_server
 from federation.proto.v1.report_pb2 import ReportAck
-from federation.server_support import INGEST_SERVICE_NAME, NODE_SERVICE_NAME, add_health_and_reflection
 from node.app import Node
 from node.errors import UnavailableError
-from node.server.servicers.ingest import IngestServicer
-from node.server.servicers.query import QueryServicer
-from node.server.servicers.reports import ReportServicer
-from node.trust.authorization import Authorizer
-from node.trust.node_keys import node_trust
+from node.server.servicers import IngestServicer, QueryServicer, ReportServicer
+from node.trust import Authorizer, node_trust
 
 if TYPE_CHECKING:
-    from node.reporting.reports import ReportSender
+    from node.reporting import ReportSender
 
 log = logging.getLogger(__name__)
 

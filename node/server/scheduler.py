@@ -31,7 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 if TYPE_CHECKING:
     from node.app import Node
-    from node.reporting.reports import ReportSender
+    from node.reporting import ReportSender
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class NodeScheduler:
         return specs
 
     def _renew_certificates(self) -> None:
-        from node.notify.operator_notices import NoticeKind, notify_operators
-        from node.trust.admin import renew_certificates
+        from node.notify import NoticeKind, notify_operators
+        from node.trust import renew_certificates
 
         renew_before = timedelta(days=self._node.config.federation.renew_before_days)
         result = renew_certificates(self._node.data_dir, renew_before=renew_before)
@@ -119,12 +119,12 @@ class NodeScheduler:
             )
 
     def _check_staleness(self) -> None:
-        from node.reporting.reports import check_children_staleness
+        from node.reporting import check_children_staleness
 
         check_children_staleness(self._node)
 
     def _run_scan(self) -> None:
-        from node.supervision.rules.engine import run_scan
+        from node.supervision import run_scan
 
         run_scan(self._node)
         if self._sender is not None:
@@ -132,7 +132,7 @@ class NodeScheduler:
             self._sender.notify_change()
 
     def _run_dispatch(self) -> None:
-        from node.notify.dispatcher import NotificationDispatcher
+        from node.notify import NotificationDispatcher
 
         NotificationDispatcher(self._node).run_once()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from node.app import Node
-from node.reporting.reports import ReportSender
+from node.reporting import ReportSender
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import NodeScheduler

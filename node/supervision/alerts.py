@@ -25,11 +25,9 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection, Row, Table, bindparam, func, or_, select, update
 
 from node.audit_log import Action, operator_actor, record_audit
-from node.domain.deadlines import due_at
+from node.domain import due_at
 from node.errors import InvalidStateError, NotFoundError, ValidationError
-from node.store.counters import compare_and_set_counter, counter_value, dialect_insert, lower_counter, to_micros
-from node.store.models import Item
-from node.store.supervision_models import Alert
+from node.store import Alert, Item, compare_and_set_counter, counter_value, dialect_insert, lower_counter, to_micros
 from node.supervision.metrics import (
     OVERDUE_GAUGE_RULES,
     SEVERITY_COUNTERS,
@@ -42,7 +40,7 @@ from node.supervision.rulebook import R04, RULES, SEVERITIES, Thresholds, escala
 
 if TYPE_CHECKING:
     from node.app import Node
-    from node.domain.calendar import WorkCalendar
+    from node.domain import WorkCalendar
 
 __all__ = [
     "ALERT_STATUSES",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection, Table, bindparam, update
 
 from node.errors import CalendarError
-from node.store.models import Complaint, Evaluation
+from node.store import Complaint, Evaluation
 from node.supervision.complaints import decision_due_for
 from node.supervision.evaluations import FOLLOWUP_RATINGS
 

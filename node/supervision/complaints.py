@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 from sqlalchemy import Connection, RowMapping, Table, func, select, update
 
 from node.audit_log import Action, operator_actor, record_audit
-from node.domain.deadlines import due_at
+from node.domain import due_at
 from node.errors import CalendarError, InvalidArgumentError, InvalidStateError, NotFoundError, ValidationError
-from node.store.models import Case, Complaint
+from node.store import Case, Complaint
 from node.supervision.metrics import BucketKey, add_to_buckets
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from sqlalchemy import RowMapping, Table, func, select, update
 
 from node.audit_log import Action, operator_actor, record_audit
 from node.errors import InvalidStateError, NotFoundError, ValidationError
-from node.store.models import Case, Evaluation
+from node.store import Case, Evaluation
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, select
 
-from node.ingest.listeners import IngestListener
-from node.store.models import Case
+from node.ingest import IngestListener
+from node.store import Case
 from node.supervision.complaint_listeners import complaint_listeners
 from node.supervision.metrics import add_record_deltas
-from node.supervision.rules.engine import RuleEngine
+from node.supervision.rules import RuleEngine
 
 if TYPE_CHECKING:
     from node.app import Node

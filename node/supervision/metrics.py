@@ -73,15 +73,25 @@ from sqlalchemy import (
     select,
 )
 
-from node.domain.deadlines import is_early, workdays_used
+from node.domain import is_early, workdays_used
 from node.errors import InvalidArgumentError
-from node.store.counters import current_revision, next_revision
-from node.store.models import Case, Complaint, Completion, Evaluation, Payment, SpecialProcedure, Step
-from node.store.supervision_models import Alert, MetricBucket
+from node.store import (
+    Alert,
+    Case,
+    Complaint,
+    Completion,
+    Evaluation,
+    MetricBucket,
+    Payment,
+    SpecialProcedure,
+    Step,
+    current_revision,
+    next_revision,
+)
 
 if TYPE_CHECKING:
     from node.app import Node
-    from node.domain.calendar import WorkCalendar
+    from node.domain import WorkCalendar
 
 __all__ = [
     "COUNTERS",

@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Table, func, select
 
 from node.config import SCORE_AREAS, ScoresConfig
 from node.errors import InvalidArgumentError
-from node.store.supervision_models import Alert, MetricBucket
+from node.store import Alert, MetricBucket
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, and_, case, func, select
 
-from node.store.models import Case, Complaint, Evaluation, Item, Payment, SpecialProcedure, Step
+from node.store import Case, Complaint, Evaluation, Item, Payment, SpecialProcedure, Step
 
 if TYPE_CHECKING:
     from node.app import Node

@@ -38,10 +38,9 @@ from random import Random
 from typing import IO, Any, Literal
 
 from node.config import NODE_ID_PATTERN
-from node.domain.calendar import WorkCalendar, load_calendar
-from node.domain.deadlines import due_at
+from node.domain import WorkCalendar, due_at, load_calendar
 from node.errors import CalendarError, ValidationError
-from node.ingest.fields import KIND_ORDER, RECORD_FIELDS
+from node.ingest import KIND_ORDER, RECORD_FIELDS
 from node.synthetic import names
 from node.synthetic.catalogue import TYPE_CONFIRMATION, TYPE_LICENCE, CatalogueItem, national_catalogue
 

@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation.signing import key_id, load_private_key
+from federation import key_id, load_private_key
+from node.bootstrap import REPORT_KEY_FILE
 from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
 from node.run_state import pid_alive
@@ -70,7 +71,7 @@ from node.trust.pki import (
     validate_node_id,
     validate_system_name,
 )
-from node.trust.provisioning import issue_ingest_credential as provision_ingest_credential
+from node.trust.provisioning import provision_ingest_credential
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ PKI_DIR = "pki"
 TOKENS_FILE = "tokens.json"
 ENROL_STATE_FILE = "enrol.json"
 # The key `supnet init` creates: the PKI certifies it, so reports keep their signer key across the switch.
-INIT_REPORT_KEY = Path("keys") / "report_signing.pem"
 # The renewal job re-signs the CRL once less than this is left, so a running node's CRL never lapses.
 CRL_REFRESH_BEFORE = dt.timedelta(days=15)
 # A renewal must gain at least this much lifetime, else (CA ending soon) it only warns instead of churning.
@@ -194,7 +194,7 @@ def _install_pki(data_dir: Path, write: Callable[[PkiDirectory], None], *, carry
 
 def _existing_report_key(data_dir: Path) -> Ed25519PrivateKey | None:
     """The key of ``supnet init`` if there is one: certifying it keeps the node's report signer key."""
-    path = data_dir / INIT_REPORT_KEY
+    path = data_dir / REPORT_KEY_FILE
     return load_private_key(path) if path.exists() else None
 
 

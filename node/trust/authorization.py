@@ -39,17 +39,19 @@ from typing import TYPE_CHECKING
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation.canonical import body_type_of, parse_body
-from federation.errors import (
+from federation import (
     IntegrityError,
     InvalidArgumentError,
     PermissionDeniedError,
     StaleError,
     UnauthenticatedError,
+    body_type_of,
+    parse_body,
+    public_key_from_b64,
+    verify_envelope,
 )
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
-from federation.signing import public_key_from_b64, verify_envelope
 from node.audit_log import recent_query_nonces
 from node.trust.node_keys import signing_identity
 from node.trust.pki import CertificateRole, is_ancestor

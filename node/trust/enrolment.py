@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
-from federation.errors import InvalidArgumentError, PermissionDeniedError, SupnetError, UnauthenticatedError
+from federation import InvalidArgumentError, PermissionDeniedError, SupnetError, UnauthenticatedError
 from node.trust.pki import (
     CertificateAuthority,
     CertificateRole,

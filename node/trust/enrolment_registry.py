@@ -25,7 +25,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from federation.errors import InvalidArgumentError
+from federation import InvalidArgumentError
 from node.trust.enrolment import IssuedCertificates
 from node.trust.pki import CertificateAuthority, CertificateRole, PkiDirectory, build_crl, certificate_node_id
 

@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.errors import InvalidArgumentError, UnauthenticatedError
-from federation.grpc_errors import supnet_error_from_rpc
+from federation import InvalidArgumentError, UnauthenticatedError, supnet_error_from_rpc
 from federation.proto.v1.enrolment_pb2 import EnrolRequest, EnrolResponse
 from federation.proto.v1.enrolment_pb2_grpc import EnrolmentServiceStub
 from node.trust.enrolment import (

@@ -23,9 +23,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 
-from federation.canonical import body_type_of, serialize
+from federation import body_type_of, load_private_key, serialize, sign_envelope
 from federation.proto.v1.common_pb2 import SignedEnvelope
-from federation.signing import load_private_key, sign_envelope
+from node.bootstrap import REPORT_KEY_FILE
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError
 from node.trust.pki import PkiDirectory, chain_der
 from node.trust.tls import NodeTrust, has_transport_credentials, node_channel, pki_directory
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLAINTEXT_KEY_FILE = Path("keys") / "report_signing.pem"
 
 _cache_lock = threading.Lock()
 _identities: dict[str, tuple[tuple[int, ...], SigningIdentity]] = {}
@@ -45,7 +44,7 @@ _warned_plaintext: set[str] = set()
 
 def plaintext_key_path(data_dir: Path) -> Path:
     """Where ``supnet init`` puts the plaintext-mode Ed25519 signing key."""
-    return data_dir / PLAINTEXT_KEY_FILE
+    return data_dir / REPORT_KEY_FILE
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,17 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from federation.errors import (
+from federation import (
     IntegrityError,
     InvalidArgumentError,
+    KeyResolver,
     NotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
+    key_id,
+    verify_envelope,
 )
 from federation.proto.v1.common_pb2 import SignedEnvelope
-from federation.signing import KeyResolver, key_id, verify_envelope
 
 __all__ = [
     "DNS_SUFFIX",

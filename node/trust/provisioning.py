@@ -6,7 +6,7 @@ each child (:class:`node.trust.enrolment.EnrolmentAuthority`), the child builds 
 signing requests, the parent redeems the token for the child's TLS, report and CA certificates, and the
 child checks the answer against the root before saving its ``pki/`` directory
 (:class:`node.trust.pki.PkiDirectory`). Every node gets a CA of its own (constrained to its subtree), so it
-can issue ingest credentials to the business systems feeding it (:func:`issue_ingest_credential`).
+can issue ingest credentials to the business systems feeding it (:func:`provision_ingest_credential`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.errors import InvalidArgumentError, SupnetError
+from federation import InvalidArgumentError, SupnetError
 from node.trust.enrolment import (
     EnrolmentAuthority,
     MemoryTokenStore,
@@ -42,7 +42,7 @@ from node.trust.pki import (
 )
 from node.trust.tls import check_own_credentials, has_transport_credentials, ingest_credential_paths
 
-__all__ = ["ProvisionedNode", "issue_ingest_credential", "provision_tree", "tree_is_provisioned"]
+__all__ = ["ProvisionedNode", "provision_ingest_credential", "provision_tree", "tree_is_provisioned"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def tree_is_provisioned(pki_dirs: Mapping[str, Path], *, now: dt.datetime | None
     return len(roots) == 1
 
 
-def issue_ingest_credential(
+def provision_ingest_credential(
     pki: PkiDirectory,
     system: str,
     *,

@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation.errors import InvalidArgumentError, NotFoundError, SupnetError, UnauthenticatedError
+from federation import InvalidArgumentError, NotFoundError, SupnetError, UnauthenticatedError
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.trust.pki import (
     CertificateKeyResolver,

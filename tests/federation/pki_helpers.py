@@ -17,9 +17,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.trust.pki import CertificateAuthority, PkiDirectory, node_dns_name, node_uri
-from node.trust.provisioning import issue_ingest_credential, provision_tree
-from node.trust.tls import ingest_channel, ingest_credential_paths, node_channel, pki_directory
+from node.trust import (
+    CertificateAuthority,
+    PkiDirectory,
+    ingest_channel,
+    ingest_credential_paths,
+    node_channel,
+    node_dns_name,
+    node_uri,
+    pki_directory,
+    provision_ingest_credential,
+    provision_tree,
+)
 
 INGEST_SYSTEM = "test-erp"
 
@@ -40,7 +49,7 @@ def ingest_client(data_dir: Path, node_id: str, address: str, system: str = INGE
     pki = pki_directory(data_dir)
     key, chain = ingest_credential_paths(pki, system)
     if not key.exists():
-        issue_ingest_credential(pki, system)
+        provision_ingest_credential(pki, system)
     return ingest_channel(key, chain, pki.file("root.pem"), address, node_id)
 
 

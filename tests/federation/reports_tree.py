@@ -23,25 +23,18 @@ from typing import Any
 import grpc
 from sqlalchemy import func, select
 
-from federation.canonical import COUNTER_FIELDS
+from federation import COUNTER_FIELDS, public_key_b64
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-from federation.signing import public_key_b64
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
+from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
-from node.ingest.importer import Importer
-from node.ingest.listeners import IngestListener
-from node.reporting.reports import ReportSender
-from node.reporting.subtree import subtree_buckets
-from node.server.grpc_server import NodeServer
-from node.store.database import make_engine, migrate
-from node.store.models import Case, Item
-from node.store.supervision_models import MetricBucket
-from node.supervision.listeners import default_listeners
-from node.synthetic.generator import generate
-from node.trust.node_keys import signing_identity
-from node.trust.provisioning import provision_tree
-from node.trust.tls import node_channel, pki_directory
+from node.ingest import Importer, IngestListener
+from node.reporting import ReportSender, subtree_buckets
+from node.server import NodeServer
+from node.store import Case, Item, MetricBucket, make_engine, migrate
+from node.supervision import default_listeners
+from node.synthetic import generate
+from node.trust import node_channel, pki_directory, provision_tree, signing_identity
 
 DATA_FROM = date(2025, 3, 3)
 DATA_TO = date(2025, 3, 21)

@@ -10,14 +10,12 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from federation.canonical import REPORT_BODY_TYPE, parse_body, serialize
+from federation import REPORT_BODY_TYPE, generate_keypair, parse_body, received_reports, serialize, sign_envelope
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
-from federation.signing import generate_keypair, sign_envelope
-from federation.tables import received_reports
 from node.audit_log import Action, AuditFilter, AuditLog
-from node.reporting.reports import build_reports
-from node.store.audit_models import AuditLogEntry
+from node.reporting import build_reports
+from node.store import AuditLogEntry
 from tests.federation.reports_tree import Tree
 
 

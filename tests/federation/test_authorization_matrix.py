@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from federation.canonical import REPORT_BODY_TYPE, parse_body, serialize
+from federation import REPORT_BODY_TYPE, parse_body, serialize
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.ingest_pb2 import IngestRecord
@@ -32,12 +32,19 @@ from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
-from node.drilldown.router import build_query
-from node.localtree.launcher import Topology, load_topology
-from node.reporting.reports import build_reports
-from node.trust.pki import CertificateAuthority, CertificateRole, generate_ec_key
-from node.trust.provisioning import issue_ingest_credential
-from node.trust.tls import OwnCredentials, check_own_credentials, client_channel, pki_directory
+from node.drilldown import build_query
+from node.localtree import Topology, load_topology
+from node.reporting import build_reports
+from node.trust import (
+    CertificateAuthority,
+    CertificateRole,
+    OwnCredentials,
+    check_own_credentials,
+    client_channel,
+    generate_ec_key,
+    pki_directory,
+    provision_ingest_credential,
+)
 from tests.federation.pki_helpers import forge_tls_certificate, raw_channel
 from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity
 from tests.federation.test_ingest_stream import ITEM
@@ -166,7 +173,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
         ingest = {}
         for node_id in ids:  # every node's business system holds an ingest credential
             node_pki = pki_directory(tree[node_id].data_dir)
-            key, chain = issue_ingest_credential(node_pki, "erp-matrix")
+            key, chain = provision_ingest_credential(node_pki, "erp-matrix")
             ingest[node_id] = check_own_credentials(
                 key, chain, node_pki.file("root.pem"), roles=[CertificateRole.INGEST]
             )

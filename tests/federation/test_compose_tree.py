@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from node.config import load_config, save_config
-from node.localtree.launcher import free_ports
+from node.localtree import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "config" / "compose"

@@ -10,25 +10,27 @@ from pathlib import Path
 import grpc
 import pytest
 
-from federation.canonical import parse_body, serialize
-from federation.chain import envelope_digest, report_digest
-from federation.errors import (
+from federation import (
     NotFoundError,
     PermissionDeniedError,
     StaleError,
     UnauthenticatedError,
     UnavailableError,
+    envelope_digest,
+    generate_keypair,
+    parse_body,
+    report_digest,
+    serialize,
+    supnet_error_from_rpc,
+    verify_envelope,
 )
-from federation.grpc_errors import supnet_error_from_rpc
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import generate_keypair, verify_envelope
 from node.audit_log import AuditFilter, AuditLog
-from node.drilldown.client import DrilldownClient
-from node.drilldown.router import QUERY_BODY_TYPE, build_query
-from node.server.grpc_server import NodeServer
+from node.drilldown import QUERY_BODY_TYPE, DrilldownClient, build_query
+from node.server import NodeServer
 from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}

@@ -19,19 +19,16 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
+from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
-from node.drilldown.client import DrilldownClient
-from node.ingest.importer import Importer
-from node.ingest.listeners import IngestListener
-from node.localtree.launcher import free_ports
-from node.reporting.reports import ReportSender
-from node.server.grpc_server import NodeServer
-from node.supervision.listeners import default_listeners
-from node.synthetic.generator import generate
-from node.trust.node_keys import SigningIdentity, signing_identity
-from node.trust.provisioning import provision_tree
-from node.trust.tls import node_channel, pki_directory
+from node.drilldown import DrilldownClient
+from node.ingest import Importer, IngestListener
+from node.localtree import free_ports
+from node.reporting import ReportSender
+from node.server import NodeServer
+from node.supervision import default_listeners
+from node.synthetic import generate
+from node.trust import SigningIdentity, node_channel, pki_directory, provision_tree, signing_identity
 
 LEVELS = ("province", "city", "district", "street")
 DATE_FROM = date(2026, 1, 5)

@@ -25,18 +25,16 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from federation.canonical import REPORT_BODY_TYPE, body_type_of, serialize
+from federation import REPORT_BODY_TYPE, body_type_of, load_child_chains, serialize, sign_envelope
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
-from federation.receiver import load_child_chains
-from federation.signing import sign_envelope
-from node.ingest.fields import KIND_ORDER, RECORD_FIELDS
-from node.supervision.metrics import check_buckets
-from node.trust.node_keys import SigningIdentity
+from node.ingest import KIND_ORDER, RECORD_FIELDS
+from node.supervision import check_buckets
+from node.trust import SigningIdentity
 from tests.federation.test_drilldown_helpers import Tree, build_tree, node_identity
 
 DEADLINE = 10.0

@@ -15,8 +15,8 @@ import pytest
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord, IngestResult
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from node.app import open_node
-from node.cli.init_cmd import init_node
-from node.server.grpc_server import NodeServer
+from node.bootstrap import init_node
+from node.server import NodeServer
 from tests.federation.pki_helpers import ingest_client, provision
 
 ACCEPTED = IngestOutcome.INGEST_OUTCOME_ACCEPTED

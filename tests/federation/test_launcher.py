@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from federation.errors import InvalidArgumentError
-from node.cli.main import _register_commands, app
-from node.localtree.launcher import FederationState, down, is_our_server, load_topology, parse_topology, status, up
+from federation import InvalidArgumentError
+from node.cli import app
+from node.cli.main import _register_commands
+from node.localtree import FederationState, down, is_our_server, load_topology, parse_topology, status, up
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,7 +112,8 @@ def _running(pid: int) -> bool:
 
 def test_free_ports_avoid_the_ephemeral_range_that_port_zero_binds_use() -> None:
     # A port-0 bind by any other test can then never take a port the launcher picked but has not bound yet.
-    from node.localtree.launcher import _ephemeral_low, free_ports
+    from node.localtree import free_ports
+    from node.localtree.launcher import _ephemeral_low
 
     ports = free_ports(30)
     assert len(set(ports)) == 30

@@ -18,8 +18,7 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
-from federation.canonical import REPORT_BODY_TYPE, parse_body, serialize
-from federation.errors import UnauthenticatedError
+from federation import REPORT_BODY_TYPE, UnauthenticatedError, parse_body, serialize
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
@@ -28,24 +27,27 @@ from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
 from node.app import open_node
-from node.cli.init_cmd import init_node
-from node.cli.main import _register_commands, app
+from node.bootstrap import init_node
+from node.cli import app
+from node.cli.main import _register_commands
 from node.config import load_config, save_config
-from node.drilldown.client import DrilldownClient
-from node.drilldown.router import build_query
+from node.drilldown import DrilldownClient, build_query
 from node.errors import ConfigError
-from node.reporting.reports import build_reports
-from node.server.grpc_server import NodeServer
-from node.trust.pki import (
+from node.reporting import build_reports
+from node.server import NodeServer
+from node.trust import (
     CertificateAuthority,
     CertificateRole,
     PkiDirectory,
+    check_own_credentials,
+    client_channel,
     generate_ec_key,
     load_certificate,
     load_certificates,
+    node_channel,
+    pki_directory,
+    provision_ingest_credential,
 )
-from node.trust.provisioning import issue_ingest_credential
-from node.trust.tls import check_own_credentials, client_channel, node_channel, pki_directory
 from tests.federation.pki_helpers import forge_tls_certificate, ingest_client, provision, raw_channel
 from tests.federation.reports_tree import Tree as ReportsTree
 from tests.federation.reports_tree import nonzero, own_totals, subtree_of
@@ -321,7 +323,7 @@ def test_ingest_only_with_the_nodes_ingest_credential(tree: Tree) -> None:
         assert code is PERMISSION_DENIED and "needs an ingest credential" in details and not outcomes
     # gd.sz's ingest credential, presented to gd.gz.th.
     sz = _pki(tree, "gd.sz")
-    key, chain = issue_ingest_credential(sz, "erp-sz")
+    key, chain = provision_ingest_credential(sz, "erp-sz")
     credentials = check_own_credentials(key, chain, sz.file("root.pem"), roles=[CertificateRole.INGEST])
     with client_channel(credentials, address, "gd.gz.th") as channel:
         code, details, outcomes = _ingest(channel)

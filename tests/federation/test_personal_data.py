@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from federation.canonical import parse_body
+from federation import parse_body
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
-from node.ingest.validate import canonical_field
-from node.synthetic.generator import FILE_NAMES
+from node.ingest import canonical_field
+from node.synthetic import FILE_NAMES
 from tests.federation.test_drilldown_helpers import Tree, build_tree
 
 CASES = {"gd": 0, "gd.a": 80, "gd.a.x": 160}

@@ -18,17 +18,25 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine, func, select
 
-from federation.canonical import REPORT_BODY_TYPE, serialize
-from federation.chain import report_digest
-from federation.errors import IntegrityError, StaleError
+from federation import (
+    REPORT_BODY_TYPE,
+    AcceptedReport,
+    IntegrityError,
+    ReportReceiver,
+    StaleError,
+    StaticKeyResolver,
+    generate_keypair,
+    load_child_chains,
+    received_reports,
+    report_digest,
+    serialize,
+    sign_envelope,
+)
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ReportAck, ReportBody, ReportKind
-from federation.receiver import AcceptedReport, ReportReceiver, load_child_chains
-from federation.signing import StaticKeyResolver, generate_keypair, sign_envelope
-from federation.tables import received_reports
 from node.audit_log import Action, AuditFilter, AuditLog, ReceiptAuditor
-from node.reporting.reports import apply_child_reports
-from node.store.federation_models import ChildBucket
+from node.reporting import apply_child_reports
+from node.store import ChildBucket
 
 NOW = datetime(2025, 3, 24, 9, 0, 0)
 Key = tuple[str, int]

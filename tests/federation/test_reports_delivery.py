@@ -13,16 +13,23 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from federation.canonical import REPORT_BODY_TYPE, parse_body, serialize
-from federation.chain import report_digest
+from federation import (
+    REPORT_BODY_TYPE,
+    child_chains,
+    generate_keypair,
+    outbox,
+    parse_body,
+    received_reports,
+    report_digest,
+    serialize,
+    sign_envelope,
+)
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
-from federation.signing import generate_keypair, sign_envelope
-from federation.tables import child_chains, outbox, received_reports
 from node.app import open_node
-from node.reporting.reports import ReportSender, build_reports, node_outbox, outbox_overflow_count
-from node.store.federation_models import ChildBucket
-from node.trust.node_keys import signing_identity
+from node.reporting import ReportSender, build_reports, node_outbox, outbox_overflow_count
+from node.store import ChildBucket
+from node.trust import signing_identity
 from tests.federation.reports_tree import Tree, nonzero, own_totals, subtree_of
 
 

@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from federation.canonical import COUNTER_FIELDS, parse_body, validate_report_body
-from federation.chain import verify_history
+from federation import COUNTER_FIELDS, outbox, parse_body, received_reports, validate_report_body, verify_history
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
-from federation.tables import outbox, received_reports
-from node.reporting.reports import node_outbox
-from node.reporting.subtree import subtree_view
-from node.store.federation_models import ChildBucket
+from node.reporting import node_outbox, subtree_view
+from node.store import ChildBucket
 from tests.federation.reports_tree import Tree, add_totals, nonzero, own_totals, received_by_key, subtree_of
 
 PROVINCE_TREE = ["gd", "gd.gz", "gd.gz.py", "gd.gz.th", "gd.sz"]

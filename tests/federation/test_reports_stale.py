@@ -12,13 +12,11 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from federation.canonical import parse_body
+from federation import outbox, parse_body
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.tables import outbox
 from node.cli import stats_cmd, subtree_cmd
-from node.reporting.reports import check_children_staleness
-from node.reporting.subtree import subtree_view
+from node.reporting import check_children_staleness, subtree_view
 from tests.federation.reports_tree import Tree
 
 STALE_AFTER_SECONDS = 3 * 60.0  # stale_after_intervals × report_interval_seconds of the test tree

@@ -18,16 +18,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from federation import INGEST_SERVICE_NAME, NODE_SERVICE_NAME
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-from federation.server_support import INGEST_SERVICE_NAME, NODE_SERVICE_NAME
 from node.app import open_node
-from node.cli.init_cmd import init_node
+from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
-from node.server.grpc_server import NodeServer
-from node.server.scheduler import NodeScheduler
+from node.server import NodeScheduler, NodeServer
 from tests.federation.pki_helpers import channel_as, ingest_client, provision
 from tests.federation.test_ingest_stream import ITEM, acceptance
 

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from federation.server_support import (
+from federation import (
     HEALTH_SERVICE_NAME,
     INGEST_SERVICE_NAME,
     NODE_SERVICE_NAME,

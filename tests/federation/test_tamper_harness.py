@@ -25,26 +25,30 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from federation.audit_chain import AuditAction
-from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, parse_body, serialize
-from federation.chain import report_digest
-from federation.errors import SupnetError
+from federation import (
+    COUNTER_FIELDS,
+    REPORT_BODY_TYPE,
+    AuditAction,
+    ReportReceiver,
+    SupnetError,
+    child_chains,
+    generate_keypair,
+    key_id,
+    load_child_chains,
+    parse_body,
+    received_reports,
+    report_digest,
+    serialize,
+    sign_envelope,
+)
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
-from federation.receiver import ReportReceiver, load_child_chains
-from federation.signing import generate_keypair, key_id, sign_envelope
-from federation.tables import child_chains, received_reports
 from node.app import Node
-from node.drilldown.answers import answer_summary
-from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
-from node.reporting.reports import build_reports
-from node.store.audit_models import AuditLogEntry
-from node.store.federation_models import ChildBucket
-from node.store.supervision_models import NodeCounter
-from node.trust.node_keys import SigningIdentity, signing_identity
-from node.trust.pki import PkiDirectory, chain_der
-from node.trust.provisioning import provision_tree
+from node.drilldown import GAUGES, answer_summary, replay, totals_differences, verify_target
+from node.reporting import build_reports
+from node.store import AuditLogEntry, ChildBucket, NodeCounter
+from node.trust import PkiDirectory, SigningIdentity, chain_der, provision_tree, signing_identity
 from tests.federation.reports_tree import Tree, add_totals, nonzero, own_totals, subtree_of
 
 SEED = 20_250_324

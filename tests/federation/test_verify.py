@@ -9,11 +9,12 @@ from contextlib import contextmanager
 import pytest
 from typer.testing import CliRunner
 
-from federation.canonical import serialize
+from federation import serialize
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
-from node.cli.main import _register_commands, app
-from node.drilldown.verify import replay, verify_target
+from node.cli import app
+from node.cli.main import _register_commands
+from node.drilldown import replay, verify_target
 from tests.federation.test_drilldown_helpers import Tree, running_tree
 
 CASES = {"gd": 15, "gd.gz": 20, "gd.gz.py": 25, "gd.gz.py.sq": 40, "gd.gz.py.ds": 30}

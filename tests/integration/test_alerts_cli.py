@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from node.app import open_node
 from node.cli import alerts_cmd, metrics_cmd, scan_cmd, stats_cmd
 from node.cli.common import console
-from node.store.supervision_models import MetricBucket
+from node.store import MetricBucket
 from tests.integration.test_rules_support import (
     OTHER_UNIT,
     UNIT,

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from node.app import open_node
 from node.cli import alerts_cmd, audit_cmd, evaluations_cmd, scan_cmd
 from node.cli.common import console
-from node.store.audit_models import AuditLogEntry
+from node.store import AuditLogEntry
 from tests.integration.test_rules_support import Clock, acceptance, items, load, make_node
 
 

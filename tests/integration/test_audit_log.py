@@ -12,11 +12,9 @@ import pytest
 from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from federation.audit_chain import GENESIS_HASH, AuditHead, AuditResult, append, entry_hash
-from federation.errors import InvalidArgumentError
+from federation import GENESIS_HASH, AuditHead, AuditResult, InvalidArgumentError, append, entry_hash
 from node.audit_log import Action, AuditFilter, AuditLog, record_audit
-from node.store.audit_models import AuditLogEntry
-from node.store.database import make_engine
+from node.store import AuditLogEntry, make_engine
 
 T0 = dt.datetime(2026, 3, 2, 1, 30, 0, 123456, tzinfo=dt.UTC)
 TABLE = AuditLogEntry.__table__
@@ -227,7 +225,7 @@ def test_concurrent_appenders_never_fork_the_chain(db_url: str, migrated_engine:
 @pytest.mark.postgres
 def test_postgres_lock_is_per_schema(pg_url: str) -> None:
     """An appender holding the chain lock of one schema does not block another schema's (tests share a db)."""
-    from node.store.database import migrate
+    from node.store import migrate
     from tests.conftest import PG_ADMIN_URL
 
     migrated_engine = make_engine(pg_url)

@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from node.cli import calendar_cmd
-from node.domain.calendar import clear_calendar_cache, library_calendar_years
+from node.domain import clear_calendar_cache, library_calendar_years
 
 NO_DATA_YEAR = library_calendar_years()[-1] + 1
 REPO_ROOT = Path(__file__).resolve().parents[2]

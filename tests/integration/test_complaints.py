@@ -20,21 +20,21 @@ from node.cli import complaints_cmd
 from node.cli.common import console
 from node.config import CalendarConfig, NodeConfig, StoreConfig, SupervisionConfig, save_config
 from node.errors import InvalidStateError, NotFoundError, ValidationError
-from node.ingest.importer import Importer
-from node.notify.dispatcher import NotificationDispatcher, list_notifications
-from node.store.supervision_models import MetricBucket
-from node.supervision.complaint_listeners import complaint_listeners
-from node.supervision.complaints import (
+from node.ingest import Importer
+from node.notify import NotificationDispatcher, list_notifications
+from node.store import MetricBucket
+from node.supervision import (
     accept_complaint,
     assign_missing_decision_deadlines,
     complaint_figures,
+    complaint_listeners,
     conclude_complaint,
     decline_complaint,
     get_complaint,
     handle_complaint,
     list_complaints,
+    run_scan,
 )
-from node.supervision.rules.engine import run_scan
 
 ITEM = {
     "implementation_code": "440112001",

@@ -14,14 +14,12 @@ from sqlalchemy.orm import Session
 
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
-from node.drilldown.answers import answer_case_detail, answer_cases, to_ms
-from node.drilldown.masking import mask_name
-from node.ingest.importer import Importer
-from node.store.models import Case, Item
-from node.store.supervision_models import Alert
-from node.supervision.listeners import default_listeners
-from node.synthetic.generator import generate
+from node.bootstrap import init_node
+from node.drilldown import answer_case_detail, answer_cases, mask_name, to_ms
+from node.ingest import Importer
+from node.store import Alert, Case, Item
+from node.supervision import default_listeners
+from node.synthetic import generate
 
 NOW = datetime(2026, 3, 20, 12, 0)
 

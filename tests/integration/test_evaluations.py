@@ -16,10 +16,15 @@ from node.app import Node, open_node
 from node.cli import evaluations_cmd
 from node.config import NodeConfig, StoreConfig, save_config
 from node.errors import InvalidStateError, NotFoundError, ValidationError
-from node.ingest.importer import Importer
-from node.store.models import Evaluation
-from node.supervision.complaint_listeners import EvaluationFollowupListener, complaint_listeners
-from node.supervision.evaluations import close_followup, evaluation_figures, list_evaluations
+from node.ingest import Importer
+from node.store import Evaluation
+from node.supervision import (
+    EvaluationFollowupListener,
+    close_followup,
+    complaint_listeners,
+    evaluation_figures,
+    list_evaluations,
+)
 
 ITEM = {
     "implementation_code": "440112002",

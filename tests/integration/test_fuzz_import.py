@@ -33,27 +33,30 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select, text
 
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
+from node.bootstrap import init_node
 from node.errors import ValidationError
-from node.ingest.fields import KIND_ORDER, RECORD_FIELDS, FieldSpec
-from node.ingest.importer import Importer, ImportSummary, RecordOutcome
-from node.ingest.readers import kind_from_alias
-from node.ingest.validate import (
+from node.ingest import (
     BAD_BOOL,
     BAD_CODE,
     BAD_DATETIME,
     BAD_NUMBER,
     BAD_TEXT,
+    KIND_ORDER,
     KIND_TABLES,
     MISSING_FIELD,
     NATURAL_KEYS,
     NEGATIVE_FEE,
+    RECORD_FIELDS,
     TOO_LONG,
+    FieldSpec,
+    Importer,
+    ImportSummary,
+    RecordOutcome,
+    kind_from_alias,
 )
-from node.store.models import Base
-from node.supervision.listeners import default_listeners
-from node.supervision.metrics import check_buckets
-from node.synthetic.generator import FILE_NAMES
+from node.store import Base
+from node.supervision import check_buckets, default_listeners
+from node.synthetic import FILE_NAMES
 from tests.conftest import PG_ADMIN_URL, require_postgres
 
 NOW = datetime(2026, 3, 2, 12, 0)

@@ -20,17 +20,22 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner, Result
 
 from node.app import Node, open_node
+from node.bootstrap import init_node
 from node.cli import demo_cmd, generate_cmd
-from node.cli.init_cmd import init_node
-from node.domain.calendar import library_calendar_years, load_calendar
-from node.domain.datetimes import parse_datetime
+from node.domain import library_calendar_years, load_calendar, parse_datetime
 from node.errors import CalendarError, ValidationError
-from node.ingest.fields import RECORD_FIELDS
-from node.ingest.importer import Importer
-from node.store.models import Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
-from node.synthetic.catalogue import national_catalogue
-from node.synthetic.generator import FILE_NAMES, JSONL_FILE_NAME, GenerateSummary, generate, node_profile
-from node.synthetic.names import is_valid_credit_code, is_valid_resident_id
+from node.ingest import RECORD_FIELDS, Importer
+from node.store import Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
+from node.synthetic import (
+    FILE_NAMES,
+    JSONL_FILE_NAME,
+    GenerateSummary,
+    generate,
+    is_valid_credit_code,
+    is_valid_resident_id,
+    national_catalogue,
+    node_profile,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 END_OF_PERIOD = datetime(2026, 10, 30, 23, 59, 59)

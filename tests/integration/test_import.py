@@ -14,11 +14,10 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.orm import Session
 
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
-from node.domain.deadlines import due_at, procedure_workdays
-from node.ingest.importer import Importer, ImportSummary, RecordOutcome
-from node.store.models import Base, Case, Completion, Evaluation, Payment, SpecialProcedure, Step
-from node.store.supervision_models import NodeCounter
+from node.bootstrap import init_node
+from node.domain import due_at, procedure_workdays
+from node.ingest import Importer, ImportSummary, RecordOutcome
+from node.store import Base, Case, Completion, Evaluation, NodeCounter, Payment, SpecialProcedure, Step
 
 NOW = datetime(2026, 3, 2, 12, 0)
 
@@ -464,8 +463,7 @@ def test_special_procedure_rules(node: Node, tmp_path: Path) -> None:
 
 
 def test_a_completion_in_a_year_without_calendar_is_rejected_alone(node: Node, tmp_path: Path) -> None:
-    from node.supervision.listeners import default_listeners
-    from node.supervision.metrics import check_buckets
+    from node.supervision import check_buckets, default_listeners
 
     covered = node.calendar.covered_years()
     missing = covered[-1] + 1

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import ValidationError
-from node.ingest.readers import FileReader, detect_encoding, kind_from_file_name, open_files
-from node.ingest.validate import RecordError
+from node.ingest import FileReader, RecordError, detect_encoding, kind_from_file_name, open_files
 
 HEADER = "办件编号,实施编码,受理单位,受理时间\n"
 

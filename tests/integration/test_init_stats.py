@@ -12,11 +12,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from federation.signing import load_private_key, load_public_key, raw_public_key
+from federation import load_private_key, load_public_key, raw_public_key
 from node.app import open_node
 from node.cli import import_cmd, init_cmd, stats_cmd
-from node.store.database import has_schema, make_engine
-from node.supervision.stats import node_stats
+from node.store import has_schema, make_engine
+from node.supervision import node_stats
 
 ITEMS = """实施编码,基本编码,事项名称,事项类型代码,行使层级代码,实施主体,实施主体代码,法定办结时限,承诺办结时限,是否收费
 I1,B0001,餐饮服务许可,01,4,番禺区市场监督管理局,11440113MB2C12345X,20,10,0

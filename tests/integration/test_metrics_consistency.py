@@ -16,19 +16,22 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from node.app import Node
-from node.store.counters import REVISION_COUNTER, counter_value
-from node.store.supervision_models import MetricBucket
-from node.supervision.alerts import acknowledge_alert, correct_alert, list_alerts
-from node.supervision.complaints import accept_complaint, conclude_complaint, handle_complaint
-from node.supervision.metrics import (
+from node.store import REVISION_COUNTER, MetricBucket, counter_value
+from node.supervision import (
     BucketKey,
+    accept_complaint,
+    acknowledge_alert,
     add_to_buckets,
     check_buckets,
+    conclude_complaint,
+    correct_alert,
     grouped_stats,
+    handle_complaint,
+    list_alerts,
     maintained_buckets,
     recompute_buckets,
+    run_scan,
 )
-from node.supervision.rules.engine import run_scan
 from tests.integration.test_rules_support import (
     FEE_ITEM_CODE,
     ITEM_CODE,

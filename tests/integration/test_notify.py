@@ -23,9 +23,9 @@ from sqlalchemy import select, update
 
 from node.app import Node, open_node
 from node.config import NodeConfig, NotificationsConfig, Recipient, StoreConfig, save_config
-from node.notify.dispatcher import NotificationDispatcher, list_notifications, notification_counts, requeue_failed
-from node.store.supervision_models import Alert, Notification
-from node.supervision.alerts import AlertDraft, acknowledge_alert, raise_alerts
+from node.notify import NotificationDispatcher, list_notifications, notification_counts, requeue_failed
+from node.store import Alert, Notification
+from node.supervision import AlertDraft, acknowledge_alert, raise_alerts
 
 T0 = datetime(2025, 3, 3, 9, 0, 0)
 

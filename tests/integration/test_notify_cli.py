@@ -15,7 +15,7 @@ from node.app import open_node
 from node.cli import notifications_cmd
 from node.cli.common import console
 from node.config import NodeConfig, NotificationsConfig, save_config
-from node.supervision.alerts import AlertDraft, raise_alerts
+from node.supervision import AlertDraft, raise_alerts
 
 
 def test_send_list_and_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 from node.config import NotificationsConfig, Recipient
-from node.notify.dispatcher import backoff_delay
-from node.notify.routing import Route, matching_recipients, route_alert
+from node.notify import Route, backoff_delay, matching_recipients, route_alert
 
 RECIPIENTS = [
     Recipient(department="市场监管局", post="*", name="科长", email="head@scj", phone="138001"),

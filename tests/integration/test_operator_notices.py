@@ -11,17 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from federation.errors import BackPressureError
+from federation import BackPressureError
 from node.app import Node, open_node
-from node.cli.init_cmd import init_node
+from node.bootstrap import init_node
 from node.config import ChildConfig, Operator, load_config, save_config
-from node.notify.dispatcher import NotificationDispatcher
-from node.notify.operator_notices import NoticeKind, notify_operators
-from node.reporting.reports import build_reports, check_children_staleness
-from node.server.enrolment_server import EnrolmentServer
-from node.server.scheduler import NodeScheduler
-from node.store.supervision_models import Notification, OperatorNotice
-from node.trust.admin import enroll_node, init_root, issue_token
+from node.notify import NoticeKind, NotificationDispatcher, notify_operators
+from node.reporting import build_reports, check_children_staleness
+from node.server import EnrolmentServer, NodeScheduler
+from node.store import Notification, OperatorNotice
+from node.trust import enroll_node, init_root, issue_token
 from tests.federation.reports_tree import Tree
 from tests.integration.test_notify import HttpCapture, closed_port
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
-from federation.grpc_errors import error_code_of
+from federation import error_code_of, key_id, load_private_key, sign_message
 from federation.proto.v1.enrolment_pb2 import EnrolRequest, EnrolResponse
 from federation.proto.v1.enrolment_pb2_grpc import (
     EnrolmentServiceServicer,
@@ -32,32 +32,33 @@ from federation.proto.v1.enrolment_pb2_grpc import (
     add_EnrolmentServiceServicer_to_server,
 )
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import key_id, load_private_key, sign_message
 from node.app import open_node
 from node.cli import audit_cmd, enroll_cmd, init_cmd, keys_cmd, pki_cmd
 from node.config import parse_config, save_config
 from node.errors import UnauthenticatedError
-from node.server.enrolment_server import EnrolmentServer
-from node.server.scheduler import NodeScheduler
-from node.trust.admin import (
-    enroll_node,
-    init_root,
-    issue_token,
-    renew_certificates,
-    utcnow,
-)
-from node.trust.enrolment import IssuedCertificates, build_enrolment_request, hash_token, parse_discovery_token
-from node.trust.enrolment_rpc import EnrolmentKeys, request_message, response_message
-from node.trust.node_keys import signing_identity
-from node.trust.pki import (
+from node.server import EnrolmentServer, NodeScheduler
+from node.trust import (
     CertificateAuthority,
     CertificateKeyResolver,
     CertificateRole,
+    EnrolmentKeys,
+    IssuedCertificates,
     PkiDirectory,
+    build_enrolment_request,
     certificate_role,
     chain_der,
+    enroll_node,
+    hash_token,
+    init_root,
+    issue_token,
     load_certificate,
     load_certificates,
+    parse_discovery_token,
+    renew_certificates,
+    request_message,
+    response_message,
+    signing_identity,
+    utcnow,
     verify_node_chain,
 )
 
@@ -565,7 +566,7 @@ def test_serve_runs_the_enrolment_listener_of_a_ca_node_and_removes_its_address_
 
 def test_a_provisioned_tree_can_revoke_a_child(cli: typer.Typer, tmp_path: Path) -> None:
     # `supnet demo` / `federation up` provision in-process; the parent must still know what it issued.
-    from node.trust.pki import revoked_serials
+    from node.trust import revoked_serials
 
     for node_id in ("gd", "gd.gz"):
         node_dir(tmp_path / node_id, node_id)

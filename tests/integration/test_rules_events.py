@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.app import Node
-from node.supervision.alerts import list_alerts
-from node.supervision.rules.engine import run_scan
+from node.supervision import list_alerts, run_scan
 from tests.integration.test_rules_support import (
     FEE_ITEM_CODE,
     UNIT,
@@ -44,7 +43,7 @@ def node(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[Node]:
 def step_ids(node: Node) -> dict[str, int]:
     from sqlalchemy import select
 
-    from node.store.models import Step
+    from node.store import Step
 
     with node.engine.connect() as conn:
         return {row.step_name: row.id for row in conn.execute(select(Step.id, Step.step_name))}

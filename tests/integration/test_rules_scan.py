@@ -14,13 +14,18 @@ import pytest
 from sqlalchemy import select
 
 from node.app import Node
-from node.ingest.importer import Importer
-from node.store.supervision_models import Alert
-from node.supervision.alerts import acknowledge_alert, correct_alert, get_alert, list_alerts
-from node.supervision.complaints import accept_complaint
-from node.supervision.listeners import default_listeners
-from node.supervision.metrics import maintained_buckets
-from node.supervision.rules.engine import run_scan
+from node.ingest import Importer
+from node.store import Alert
+from node.supervision import (
+    accept_complaint,
+    acknowledge_alert,
+    correct_alert,
+    default_listeners,
+    get_alert,
+    list_alerts,
+    maintained_buckets,
+    run_scan,
+)
 from tests.integration.test_rules_support import (
     OTHER_TYPE_ITEM_CODE,
     UNIT,

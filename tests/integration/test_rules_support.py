@@ -15,10 +15,9 @@ from sqlalchemy import select
 
 from node.app import Node, open_node
 from node.config import NodeConfig, StoreConfig, SupervisionConfig, save_config
-from node.ingest.importer import Importer, ImportSummary
-from node.store.supervision_models import Alert
-from node.supervision.listeners import default_listeners
-from node.supervision.metrics import check_buckets
+from node.ingest import Importer, ImportSummary
+from node.store import Alert
+from node.supervision import check_buckets, default_listeners
 
 UNIT = "黄埔区市场监督管理局"
 OTHER_UNIT = "黄埔区住房和城乡建设局"

@@ -15,9 +15,7 @@ from node.app import Node, open_node
 from node.cli import scores_cmd
 from node.cli.common import console
 from node.config import NodeConfig, ScoresConfig, StoreConfig, save_config
-from node.supervision.alerts import AlertDraft, raise_alerts
-from node.supervision.metrics import BucketKey, add_to_buckets
-from node.supervision.scores import department_scores, scores_ranking
+from node.supervision import AlertDraft, BucketKey, add_to_buckets, department_scores, raise_alerts, scores_ranking
 
 SCJ, ZJJ, JYJ, WJW = "市场监管局", "住建局", "教育局", "卫健委"
 

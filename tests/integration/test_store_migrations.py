@@ -1,12 +1,11 @@
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
 
-from node.store.database import migrate
-from node.store.models import Base
+from node.store import Base, migrate
 
 
 def test_migrations_create_every_model_table(migrated_engine: Engine) -> None:
-    from node.store.all_models import ALL_METADATA
+    from node.store import ALL_METADATA
 
     tables = set(inspect(migrated_engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
@@ -24,7 +23,7 @@ def test_models_match_migrations(migrated_engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from node.store.all_models import ALL_METADATA
+    from node.store import ALL_METADATA
 
     with migrated_engine.connect() as conn:
         # Both metadatas at once: compared one by one, each would report the other's tables as extra.

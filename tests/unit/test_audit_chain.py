@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from federation.audit_chain import (
+from federation import (
     GENESIS_HASH,
     AuditAction,
     AuditEntry,
     AuditHead,
     AuditResult,
+    InvalidArgumentError,
     append,
     canonical_detail,
     canonical_entry_bytes,
@@ -23,7 +24,6 @@ from federation.audit_chain import (
     head_of,
     verify_entries,
 )
-from federation.errors import InvalidArgumentError
 
 START = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))

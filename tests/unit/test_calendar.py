@@ -10,13 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.domain.calendar import (
-    WorkCalendar,
-    clear_calendar_cache,
-    library_calendar_years,
-    load_calendar,
-    parse_holiday_file,
-)
+from node.domain import WorkCalendar, clear_calendar_cache, library_calendar_years, load_calendar, parse_holiday_file
 from node.errors import CalendarError
 
 EXAMPLE_FILE = Path(__file__).resolve().parents[2] / "config" / "holidays.example.toml"

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import inspect as sa_inspect
 
-from federation.canonical import (
+from federation import (
     COUNTER_FIELDS,
+    InvalidArgumentError,
     add_counters,
     body_type_of,
     bucket_key,
@@ -23,11 +24,10 @@ from federation.canonical import (
     sort_buckets,
     validate_report_body,
 )
-from federation.errors import InvalidArgumentError
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
-from node.store.supervision_models import MetricBucket
+from node.store import MetricBucket
 
 
 def _bucket(day: str, code: str, item_type: str = "01", received: int = 1) -> Bucket:

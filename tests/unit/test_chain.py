@@ -6,12 +6,22 @@ import hashlib
 
 import pytest
 
-from federation.chain import ChainHead, check_chain, envelope_digest, report_digest, short_hex, verify_history
-from federation.errors import IntegrityError, InvalidArgumentError, StaleError
+from federation import (
+    ChainHead,
+    IntegrityError,
+    InvalidArgumentError,
+    StaleError,
+    check_chain,
+    envelope_digest,
+    generate_keypair,
+    report_digest,
+    short_hex,
+    sign_message,
+    verify_history,
+)
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
-from federation.signing import generate_keypair, sign_message
 
 PRIVATE_KEY, _ = generate_keypair()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.domain.datetimes import format_compact, parse_date, parse_datetime, to_iso, to_local_naive
+from node.domain import format_compact, parse_date, parse_datetime, to_iso, to_local_naive
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 UTC = ZoneInfo("UTC")

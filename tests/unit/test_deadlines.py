@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from node.domain.calendar import WorkCalendar, clear_calendar_cache, library_calendar_years, load_calendar
-from node.domain.deadlines import END_OF_DAY, due_at, is_early, procedure_workdays, stop_workdays, workdays_used
+from node.domain import (
+    END_OF_DAY,
+    WorkCalendar,
+    clear_calendar_cache,
+    due_at,
+    is_early,
+    library_calendar_years,
+    load_calendar,
+    procedure_workdays,
+    stop_workdays,
+    workdays_used,
+)
 from node.errors import CalendarError
 
 NO_DATA_YEAR = library_calendar_years()[-1] + 1

@@ -17,11 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
+from federation import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError, sign_message
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import sign_message
-from node.trust.enrolment import (
+from node.trust import (
     TOKEN_PREFIX,
+    CertificateAuthority,
+    CertificateKeyResolver,
+    CertificateRole,
     EnrolmentAuthority,
     EnrolmentRequest,
     JsonFileTokenStore,
@@ -29,15 +31,10 @@ from node.trust.enrolment import (
     TokenRecord,
     TokenStore,
     build_enrolment_request,
-    check_issued,
-    hash_token,
-)
-from node.trust.pki import (
-    CertificateAuthority,
-    CertificateKeyResolver,
-    CertificateRole,
     chain_der,
+    check_issued,
     generate_ec_key,
+    hash_token,
     node_uri,
     verify_node_chain,
 )

@@ -8,10 +8,12 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
-from node.trust.enrolment import (
+from federation import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
+from node.trust import (
     TOKEN_PREFIX,
+    CertificateAuthority,
     EnrolmentAuthority,
+    EnrolmentKeys,
     EnrolmentRequest,
     MemoryTokenStore,
     build_enrolment_request,
@@ -19,15 +21,17 @@ from node.trust.enrolment import (
     discovery_token,
     enrolment_proof,
     enrolment_request_bytes,
+    generate_ec_key,
     hash_token,
+    issued_from_response,
     parse_discovery_token,
     proof_key,
+    request_from_message,
+    request_message,
     root_fingerprint,
     token_id,
 )
-from node.trust.enrolment_rpc import EnrolmentKeys, issued_from_response, request_from_message, request_message
-from node.trust.enrolment_rpc import response_message as to_response
-from node.trust.pki import CertificateAuthority, generate_ec_key
+from node.trust import response_message as to_response
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 

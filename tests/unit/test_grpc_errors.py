@@ -10,8 +10,11 @@ from typing import Any
 import grpc
 import pytest
 
-from federation.errors import (
+from federation import (
+    ERROR_CODE_METADATA_KEY,
+    ERROR_FIELD_METADATA_KEY,
     BackPressureError,
+    ErrorMappingInterceptor,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
@@ -20,11 +23,6 @@ from federation.errors import (
     SupnetError,
     UnauthenticatedError,
     UnavailableError,
-)
-from federation.grpc_errors import (
-    ERROR_CODE_METADATA_KEY,
-    ERROR_FIELD_METADATA_KEY,
-    ErrorMappingInterceptor,
     error_code_of,
     status_for,
     supnet_error_from_rpc,

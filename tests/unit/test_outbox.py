@@ -12,10 +12,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from federation.errors import BackPressureError, IntegrityError
-from federation.outbox import BackoffPolicy, Outbox
-from federation.tables import OUTBOX_ACKED, OUTBOX_PENDING, outbox
-from node.store.database import make_engine
+from federation import OUTBOX_ACKED, OUTBOX_PENDING, BackoffPolicy, BackPressureError, IntegrityError, Outbox, outbox
+from node.store import make_engine
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
 
@@ -134,7 +132,7 @@ def test_ack_covers_earlier_reports_and_rejects_a_wrong_digest(migrated_engine: 
 
 
 def test_outbox_survives_a_restart(sqlite_url: str) -> None:
-    from node.store.database import migrate
+    from node.store import migrate
 
     engine = make_engine(sqlite_url)
     migrate(engine)

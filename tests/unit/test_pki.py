@@ -20,17 +20,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from federation.errors import (
+from federation import (
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
+    sign_message,
+    verify_with_resolver,
 )
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
-from federation.signing import sign_message, verify_with_resolver
-from node.trust.pki import (
+from node.trust import (
     CertificateAuthority,
     CertificateKeyResolver,
     CertificateRole,

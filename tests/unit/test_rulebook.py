@@ -7,7 +7,7 @@ from sqlalchemy import Column, MetaData, String, Table, create_engine, select
 
 from node.config import SupervisionConfig
 from node.errors import ConfigError
-from node.supervision.rulebook import (
+from node.supervision import (
     ALL_RULE_IDS,
     RULES,
     RuleSettings,

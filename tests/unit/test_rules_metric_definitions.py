@@ -7,9 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from node.domain.calendar import load_calendar
-from node.supervision.alerts import AlertDraft, alert_deltas
-from node.supervision.metrics import COUNTERS, BucketKey, derived_rates, fen, record_deltas
+from node.domain import load_calendar
+from node.supervision import COUNTERS, AlertDraft, BucketKey, alert_deltas, derived_rates, fen, record_deltas
 
 CASE = {
     "case_no": "C-1",
@@ -33,7 +32,7 @@ def key(day: date, department: str = "窗口", code: str = "440112001") -> Bucke
 
 
 def test_counters_match_the_bucket_columns() -> None:
-    from node.store.supervision_models import MetricBucket
+    from node.store import MetricBucket
 
     columns = [c.name for c in MetricBucket.__table__.columns]  # type: ignore[attr-defined]
     assert [c for c in columns if c in COUNTERS] == list(COUNTERS)

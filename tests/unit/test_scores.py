@@ -6,7 +6,7 @@ import pytest
 
 from node.config import ScoresConfig, parse_config
 from node.errors import ConfigError, InvalidArgumentError
-from node.supervision.scores import (
+from node.supervision import (
     DepartmentScore,
     MonthActivity,
     combine_months,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from federation.canonical import serialize
-from federation.errors import IntegrityError, InvalidArgumentError, NotFoundError, UnauthenticatedError
-from federation.proto.v1.common_pb2 import SignedEnvelope
-from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
-from federation.signing import (
+from federation import (
+    IntegrityError,
+    InvalidArgumentError,
+    NotFoundError,
     StaticKeyResolver,
+    UnauthenticatedError,
     canonical_bytes,
     generate_keypair,
     key_id,
@@ -25,11 +25,14 @@ from federation.signing import (
     raw_public_key,
     save_private_key,
     save_public_key,
+    serialize,
     sign_envelope,
     sign_message,
     verify_envelope,
     verify_with_resolver,
 )
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 
 
 def _report() -> ReportBody:

@@ -9,18 +9,21 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from federation.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
-from node.trust.pki import (
+from federation import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
+from node.trust import (
     INGEST_CLIENT_EKU,
     CertificateAuthority,
     CertificateRole,
+    NodeTrust,
     certificate_role,
+    check_own_credentials,
     generate_ec_key,
     load_certificate,
+    provision_ingest_credential,
+    provision_tree,
+    tree_is_provisioned,
     verify_node_chain,
 )
-from node.trust.provisioning import issue_ingest_credential, provision_tree, tree_is_provisioned
-from node.trust.tls import NodeTrust, check_own_credentials
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -60,7 +63,7 @@ def test_own_credentials_are_checked_before_use(tmp_path: Path) -> None:
         check_own_credentials(
             pki.file("tls.key"), pki.file("tls.pem"), pki.file("root.pem"), roles=[CertificateRole.INGEST]
         )
-    key, chain = issue_ingest_credential(pki, "erp")
+    key, chain = provision_ingest_credential(pki, "erp")
     ingest = check_own_credentials(key, chain, pki.file("root.pem"), roles=[CertificateRole.INGEST])
     assert (ingest.node_id, ingest.role) == ("gd.gz", CertificateRole.INGEST)
     later = NOW + dt.timedelta(days=400)  # leaf certificates live 365 days
@@ -87,8 +90,8 @@ def test_the_revocation_list_is_reread_when_it_changes(tmp_path: Path) -> None:
 
 def test_a_cached_signer_chain_is_refused_once_revoked_or_expired(tmp_path: Path) -> None:
     """Chains verified once are cached by fingerprint; revocation and validity still apply on every call."""
-    from federation.signing import sign_envelope
-    from node.trust.pki import chain_der
+    from federation import sign_envelope
+    from node.trust import chain_der
 
     provisioned = provision_tree({"gd": tmp_path / "gd", "gd.gz": tmp_path / "gz", "gd.gz.py": tmp_path / "py"})
     pki = provisioned["gd.gz"].pki

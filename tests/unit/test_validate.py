@@ -4,9 +4,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from node.ingest.fields import RECORD_FIELDS
-from node.ingest.validate import KIND_TABLES, RecordInvalid, Validator, field_label, record_key
-from node.store.models import Base
+from node.ingest import KIND_TABLES, RECORD_FIELDS, RecordInvalid, Validator, field_label, record_key
+from node.store import Base
 
 TZ = ZoneInfo("Asia/Shanghai")
 

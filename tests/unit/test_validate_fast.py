@@ -6,8 +6,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.ingest.fields import RECORD_FIELDS, FieldSpec
-from node.ingest.validate import RecordInvalid, Validator
+from node.ingest import RECORD_FIELDS, FieldSpec, RecordInvalid, Validator
 
 VALIDATOR = Validator(ZoneInfo("Asia/Shanghai"))
 

@@ -9,8 +9,7 @@ import grpc
 
 from federation.proto.v1.enrolment_pb2 import EnrolRequest, EnrolResponse
 from federation.proto.v1.enrolment_pb2_grpc import EnrolmentServiceServicer
-from node.trust.enrolment import EnrolmentAuthority, IssuedCertificates
-from node.trust.enrolment_rpc import request_from_message, response_message
+from node.trust import EnrolmentAuthority, IssuedCertificates, request_from_message, response_message
 
 log = logging.getLogger(__name__)
 

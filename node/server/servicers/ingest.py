@@ -17,13 +17,13 @@ from typing import Any
 
 import grpc
 
-from federation.grpc_errors import translate_errors
+from federation import translate_errors
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord, IngestResult
 from node.app import Node
 from node.errors import SupnetError
-from node.ingest.importer import Importer, RecordOutcome
-from node.supervision.listeners import default_listeners
-from node.trust.authorization import Authorizer
+from node.ingest import Importer, RecordOutcome
+from node.supervision import default_listeners
+from node.trust import Authorizer
 
 log = logging.getLogger(__name__)
 

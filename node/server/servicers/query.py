@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from federation.grpc_errors import ERROR_CODE_METADATA_KEY, translate_errors
+from federation import ERROR_CODE_METADATA_KEY, translate_errors
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.app import Node
 from node.audit_log import DrilldownAuditor
-from node.drilldown.router import QueryRouter, RelayedRpcError
+from node.drilldown import QueryRouter, RelayedRpcError
 from node.errors import SupnetError
-from node.trust.authorization import Authorizer
+from node.trust import Authorizer
 
 
 class QueryServicer:

@@ -8,19 +8,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 
-from federation.grpc_errors import translate_errors
-from federation.outbox import Outbox
+from federation import KeyResolver, Outbox, ReportReceiver, StaticKeyResolver, key_id, raw_public_key, translate_errors
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportAck
-from federation.receiver import ReportReceiver
-from federation.signing import KeyResolver, StaticKeyResolver, key_id, raw_public_key
 from node.app import Node
 from node.audit_log import ReceiptAuditor
 from node.errors import SupnetError
-from node.reporting.reports import apply_child_reports, node_outbox
-from node.trust.authorization import Authorizer
-from node.trust.node_keys import signing_identity
+from node.reporting import apply_child_reports, node_outbox
+from node.trust import Authorizer, signing_identity
 
 log = logging.getLogger(__name__)
 

@@ -62,9 +62,15 @@ from sqlalchemy import (
 )
 
 from node.config import SupervisionConfig
-from node.domain.deadlines import due_at
+from node.domain import due_at
 from node.errors import CalendarError
-from node.store.counters import (
+from node.store import (
+    Alert,
+    Case,
+    Complaint,
+    Item,
+    Payment,
+    Step,
     compare_and_set_counter,
     counter_values,
     from_micros,
@@ -73,8 +79,6 @@ from node.store.counters import (
     set_counter,
     to_micros,
 )
-from node.store.models import Case, Complaint, Item, Payment, Step
-from node.store.supervision_models import Alert
 from node.supervision.alerts import AlertDraft, RaisedAlert, correct_by_deadline, escalate_overdue_yellows, raise_alerts
 from node.supervision.metrics import OVERDUE_GAUGE_RULES, BucketKey, Deltas, add_to_buckets, merge_deltas
 from node.supervision.rulebook import (
@@ -99,7 +103,7 @@ from node.supervision.rulebook import (
 
 if TYPE_CHECKING:
     from node.app import Node
-    from node.domain.calendar import WorkCalendar
+    from node.domain import WorkCalendar
 
 __all__ = [
     "SCAN_DIRTY_FROM",
