@@ -296,7 +296,7 @@ class Validator:
         20 µs a record. The generated function accepts a value only when the general path would accept it
         unchanged (text already stripped and within length, a listed code, a compact date-time ...), so its result
         is identical; anything else (blank, whitespace, JSON numbers, bad values) goes the general way, which also
-        words the errors. tests/unit/test_validate_fast.py checks the two agree.
+        words the errors. tests/ingest/test_validate_fast.py checks the two agree.
         """
         namespace: dict[str, Any] = {
             "fromiso": datetime.fromisoformat,

@@ -1,0 +1,273 @@
+"""Drill-down over a real four-level tree of gRPC nodes (mutual TLS): routing hop by hop, authorization, paging,
+masking."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from federation import (
+    NotFoundError,
+    PermissionDeniedError,
+    StaleError,
+    UnauthenticatedError,
+    UnavailableError,
+    envelope_digest,
+    generate_keypair,
+    parse_body,
+    report_digest,
+    serialize,
+    supnet_error_from_rpc,
+    verify_envelope,
+)
+from federation.proto.v1 import drilldown_pb2 as dd
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
+from federation.proto.v1.report_pb2 import ReportBody
+from node.audit_log import AuditFilter, AuditLog
+from node.drilldown import QUERY_BODY_TYPE, DrilldownClient, build_query
+from node.server import NodeServer
+from tests.harness.drilldown_tree import Tree, build_tree, node_identity, node_key, running_tree
+
+CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}
+STREET = "gd.gz.py.sq"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
+    yield from running_tree(tmp_path_factory.mktemp("drilldown"), CASES)
+
+
+def _send(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> SignedEnvelope:
+    """Query to_node's server over mutual TLS with as_node's certificate."""
+    with tree.channel(as_node, to_node) as channel:
+        try:
+            reply: SignedEnvelope = NodeServiceStub(channel).Query(envelope, timeout=5)
+        except grpc.RpcError as error:
+            raise supnet_error_from_rpc(error, to_node) from error
+    return reply
+
+
+def _query(tree: Tree, requester: str, target: str, **request: object) -> SignedEnvelope:
+    """A query signed by requester's report key with its certificate chain, as DrilldownClient sends it."""
+    identity = node_identity(tree, requester)
+    return build_query(identity.private_key, requester, target, certificate_chain=identity.certificate_chain, **request)
+
+
+def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        answer = client.ask(STREET, cases=dd.CasesRequest(overdue_only=True), page_size=1000)
+    assert answer.envelope.signer_id == STREET
+    # Relayed unchanged: the street's own key verifies the bytes the province received, and the province
+    # checked them itself through the street's certificate chain.
+    verify_envelope(answer.envelope, node_key(tree, STREET).public_key())
+    assert "checked here through its certificate chain to the root gd" in answer.verified_by
+    got = sorted(row.case_no for row in answer.body.cases.cases)
+    with tree[STREET].db() as conn:
+        expected = sorted(
+            row[0]
+            for row in conn.execute(
+                "SELECT case_no FROM cases WHERE (status = 'open' AND clock_stopped = 0 AND promised_due_at < ?)"
+                " OR (status = 'completed' AND completed_at > promised_due_at)",
+                (tree[STREET].node.now().isoformat(sep=" "),),
+            )
+        )
+    assert got == expected
+    assert got, "the generated street data has overdue cases"
+    assert all(case_no.startswith("GD.GZ.PY.SQ") for case_no in got)
+    # Each hop audited the query: forwarded at gd, gd.gz and gd.gz.py, served at the street.
+    for hop, action, via in (("gd", "drilldown.forwarded", "gd.gz"), ("gd.gz.py", "drilldown.forwarded", STREET)):
+        entry = AuditLog(tree[hop].node.engine).entries(AuditFilter(action=action), limit=1)[0]
+        assert (entry.actor, entry.target, entry.detail()["via"]) == ("gd", STREET, via)
+    served = AuditLog(tree[STREET].node.engine).entries(AuditFilter(action="drilldown.served"), limit=1)[0]
+    assert (served.actor, served.detail()["query"]) == ("gd", "cases")
+    assert served.detail()["answer_bytes"] == len(answer.envelope.body)
+
+
+def test_summary_by_child_equals_each_subtree_counted_in_the_databases(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        summary = client.ask("gd", summary=dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_CHILD)).body.summary
+    rows = {row.key: row for row in summary.rows}
+    assert rows["gd.gz"].counters.received == tree.case_count(["gd.gz", "gd.gz.py", STREET])
+    assert rows["gd.sz"].counters.received == tree.case_count(["gd.sz"])
+    assert rows["gd"].counters.received == tree.case_count(["gd"])
+    assert summary.total.received == tree.case_count(list(CASES))
+    assert (summary.completeness.nodes_in_subtree, summary.completeness.nodes_reported_in_window) == (5, 5)
+    assert rows["gd.gz"].completeness.nodes_in_subtree == 3
+
+
+def test_summary_groupings_add_up_to_the_same_total(tree: Tree) -> None:
+    totals = set()
+    with tree.client("gd.gz") as client:
+        for group_by in (dd.SUMMARY_GROUP_BY_ITEM, dd.SUMMARY_GROUP_BY_DAY, dd.SUMMARY_GROUP_BY_MONTH):
+            answers = list(client.ask_pages("gd.gz", page_size=7, summary=dd.SummaryRequest(group_by=group_by)))
+            rows = [row for answer in answers for row in answer.body.summary.rows]
+            assert len({row.key for row in rows}) == len(rows)
+            totals.add(sum(row.counters.received for row in rows))
+            assert answers[0].body.summary.total.received == totals.copy().pop()
+    assert totals == {tree.case_count(["gd.gz", "gd.gz.py", STREET])}
+
+
+def test_cases_are_paged_without_gaps_or_repeats(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        pages = list(client.ask_pages(STREET, page_size=7, cases=dd.CasesRequest()))
+    case_numbers = [row.case_no for page in pages for row in page.body.cases.cases]
+    assert len(pages) > 2
+    assert len(case_numbers) == len(set(case_numbers)) == tree.case_count([STREET])
+    accepted = [row.accepted_at_ms for page in pages for row in page.body.cases.cases]
+    assert accepted == sorted(accepted)
+
+
+def test_case_detail_has_timeline_and_masks_personal_data(tree: Tree) -> None:
+    with tree[STREET].db() as conn:
+        case_no, name, id_no = conn.execute(
+            "SELECT case_no, applicant_name, applicant_id_no FROM cases "
+            "WHERE status = 'completed' AND length(applicant_id_no) = 18 LIMIT 1"
+        ).fetchone()
+    with tree.client("gd") as client:
+        answer = client.ask(STREET, case_detail=dd.CaseDetailRequest(case_no=case_no))
+    detail = answer.body.case_detail
+    kinds = [event.kind for event in detail.timeline]
+    assert kinds[0] == "acceptance" and "completion" in kinds and "step" in kinds
+    assert detail.applicant_id_masked == id_no[:3] + "*" * 11 + id_no[-4:]
+    assert detail.case.applicant_masked == name[0] + "*" * (len(name) - 1)
+    raw = answer.envelope.body
+    assert id_no.encode() not in raw and name.encode() not in raw
+
+
+def test_ranking_orders_children_by_the_derived_rate(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        ranking = client.ask("gd", ranking=dd.RankingRequest(metric=dd.RANKING_METRIC_EARLY_COMPLETION_RATE)).body
+    rows = list(ranking.ranking.rows)
+    assert {row.node_id for row in rows} == {"gd", "gd.gz", "gd.sz"}
+    values = [row.value for row in rows if row.denominator]
+    assert values == sorted(values, reverse=True)
+    for row in rows:
+        assert row.numerator == row.counters.completed_early and row.denominator == row.counters.completed
+
+
+def test_stored_report_fetched_by_node_and_sequence_is_the_signed_one(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        latest = client.ask("gd.gz", report=dd.ReportRequest(node_id="gd.gz.py")).body.report.report
+        body = parse_body(latest, ReportBody)
+        first = client.ask("gd.gz", report=dd.ReportRequest(node_id="gd.gz.py", sequence=1)).body.report.report
+        with pytest.raises(NotFoundError, match=r"not of gd\.gz\.py\.sq"):
+            client.ask("gd", report=dd.ReportRequest(node_id=STREET))
+    assert latest.signer_id == "gd.gz.py"
+    verify_envelope(latest, node_key(tree, "gd.gz.py").public_key())
+    assert latest.certificate_chain  # stored as received: any ancestor can check it offline
+    assert parse_body(first, ReportBody).sequence == 1
+    if body.sequence == 2:
+        assert body.previous_digest == report_digest(first)
+
+
+def test_drilldown_from_a_sibling_is_rejected(tree: Tree) -> None:
+    # gd.sz is a city like gd.gz: it may not drill into gd.gz's subtree, neither at gd.gz nor below.
+    query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
+    with pytest.raises(PermissionDeniedError, match=r"only from its parent gd .* the caller is gd\.sz"):
+        _send(tree, "gd.sz", "gd.gz", query)
+    query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
+    with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.sz"):
+        _send(tree, "gd.sz", "gd.gz.py", query)
+    refused = AuditLog(tree["gd.gz.py"].node.engine).entries(AuditFilter(action="drilldown.refused"), limit=1)[0]
+    assert (refused.actor, refused.result, refused.detail()["code"]) == ("gd.sz", "refused", "PERMISSION_DENIED")
+
+
+def test_a_child_cannot_query_its_parent(tree: Tree) -> None:
+    query = _query(tree, "gd.gz.py", "gd.gz", alerts=dd.AlertsRequest())
+    with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.gz\.py"):
+        _send(tree, "gd.gz.py", "gd.gz", query)
+    # Through its own server a node reaches only its own subtree.
+    with tree.client("gd.gz.py") as client, pytest.raises(PermissionDeniedError, match="not in the subtree"):
+        client.ask("gd.gz", alerts=dd.AlertsRequest())
+
+
+def test_forged_parent_signature_and_replay_are_refused(tree: Tree) -> None:
+    forged_key, _ = generate_keypair()
+    forged = build_query(forged_key, "gd", "gd.gz", complaints=dd.ComplaintsRequest())
+    with pytest.raises(UnauthenticatedError, match="no certificate chain"):
+        _send(tree, "gd", "gd.gz", forged)
+    chain = node_identity(tree, "gd").certificate_chain
+    forged = build_query(forged_key, "gd", "gd.gz", certificate_chain=chain, complaints=dd.ComplaintsRequest())
+    with pytest.raises(UnauthenticatedError, match="its certificate binds key"):
+        _send(tree, "gd", "gd.gz", forged)
+    tampered = _query(tree, "gd", "gd.gz", complaints=dd.ComplaintsRequest())
+    body = parse_body(tampered, dd.QueryBody)
+    body.target_id = "gd.sz"
+    tampered.body = serialize(body)
+    with pytest.raises(UnauthenticatedError, match="signature does not verify"):
+        _send(tree, "gd", "gd.gz", tampered)
+    honest = _query(tree, "gd", "gd", complaints=dd.ComplaintsRequest())
+    reply = _send(tree, "gd", "gd", honest)
+    assert parse_body(reply, dd.QueryAnswer).query_digest == envelope_digest(honest)
+    with pytest.raises(StaleError, match="replay"):
+        _send(tree, "gd", "gd", honest)
+
+
+def test_requester_must_sign_for_itself(tree: Tree) -> None:
+    body = dd.QueryBody(target_id="gd", requester_id="gd.gz", issued_at_ms=0, nonce=os.urandom(16))
+    body.alerts.CopyFrom(dd.AlertsRequest())
+    identity = node_identity(tree, "gd")
+    envelope = identity.sign(QUERY_BODY_TYPE, serialize(body))
+    with pytest.raises(PermissionDeniedError, match=r"names gd\.gz as requester; a requester signs its own"):
+        _send(tree, "gd", "gd", envelope)
+
+
+def test_unreachable_child_is_named(tmp_path: Path) -> None:
+    small = running_tree(tmp_path, {"gd": 0, "gd.gz": 0, "gd.gz.py": 5})
+    tree = next(small)
+    try:
+        tree["gd.gz.py"].server.stop(0)
+        with tree.client("gd") as client, pytest.raises(UnavailableError, match=r"gd\.gz\.py unreachable from gd\.gz"):
+            client.ask("gd.gz.py", cases=dd.CasesRequest())
+        with tree.client("gd") as client, pytest.raises(NotFoundError, match="no registered child on the path"):
+            client.ask("gd.gz.th", cases=dd.CasesRequest())
+    finally:
+        small.close()
+
+
+def test_bad_page_token_is_an_invalid_argument(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        with pytest.raises(Exception, match="page_token") as caught:
+            client.ask("gd.gz", page_token="not-a-token", alerts=dd.AlertsRequest())
+        assert "INVALID_ARGUMENT" in str(caught.value)
+        with pytest.raises(Exception, match="day_from"):
+            client.ask("gd.gz", summary=dd.SummaryRequest(day_from="2026-13-01"))
+
+
+def test_client_refuses_an_answer_to_another_query(tree: Tree) -> None:
+    # A man in the middle replaying an old (validly signed) answer for a new query is caught by query_digest.
+    with tree.client("gd") as client:
+        old = client.ask("gd", alerts=dd.AlertsRequest()).envelope
+        new_query = _query(tree, "gd", "gd", alerts=dd.AlertsRequest())
+        with pytest.raises(Exception, match="answers another query"):
+            client._checked(old, new_query, "gd")
+    assert isinstance(client, DrilldownClient)
+
+
+def test_a_restarted_node_still_refuses_a_replay_of_a_query_it_served(tmp_path: Path) -> None:
+    # The replay cache outlives a restart: it is seeded from the audit log, which records each query's nonce.
+    small = build_tree(tmp_path, {"gd": 0, "gd.sz": 5})
+    try:
+        small.settle()
+        honest = _query(small, "gd", "gd.sz", alerts=dd.AlertsRequest())
+        _send(small, "gd", "gd.sz", honest)
+        leaf = small["gd.sz"]
+        leaf.server.stop(0.5)
+        leaf.server = NodeServer(leaf.node, address=leaf.address)
+        leaf.server.start()
+        with pytest.raises(StaleError, match="replay"):
+            _send(small, "gd", "gd.sz", honest)
+        # A new query (new nonce) is served as before.
+        _send(small, "gd", "gd.sz", _query(small, "gd", "gd.sz", alerts=dd.AlertsRequest()))
+        served = AuditLog(leaf.node.engine).entries(AuditFilter(action="drilldown.served"), limit=2)
+        assert {entry.detail()["nonce"] for entry in served} == {
+            parse_body(honest, dd.QueryBody).nonce.hex(),
+            served[0].detail()["nonce"],
+        }
+    finally:
+        small.close()
