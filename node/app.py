@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import NodeConfig, database_url, load_config
-from node.store import make_engine, migrate, session_factory
+from node.store import make_engine, migrate
 
 if TYPE_CHECKING:
     from node.domain import WorkCalendar
@@ -28,7 +27,6 @@ class Node:
     config: NodeConfig
     engine: Engine
     clock: Callable[[], datetime] | None = None
-    _sessions: sessionmaker[Session] | None = field(default=None, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -48,13 +46,6 @@ class Node:
 
         holidays = self.config.calendar.holidays_file
         return load_calendar(self.data_dir / holidays if holidays else None)
-
-    @property
-    def sessions(self) -> sessionmaker[Session]:
-        """Session factory bound to the node's engine."""
-        if self._sessions is None:
-            self._sessions = session_factory(self.engine)
-        return self._sessions
 
     def close(self) -> None:
         """Release database connections."""

@@ -1,40 +1,9 @@
 """The node's audit log: hash-chained entries in the ``audit_log`` table, appended safely by concurrent writers.
 
-What is recorded: every report accepted or refused (federation.receiver, through ``ReceiptAuditor``), every
-drill-down served, forwarded or refused, and every administrative action (alert ack/correct/escalate, complaint
-decisions, follow-ups closed, notifications retried, ``supnet init``, PKI and key commands).
-
-API (one canonical hashing, federation.audit_chain; never compute a hash anywhere else):
-
-* ``record_audit(conn, *, actor, action, target, detail, result) -> seq`` appends inside the caller's
-  transaction (a Connection or an ORM Session), so an action and its audit entry commit or roll back together.
-  Call it LAST in the transaction, after the action's own writes: it takes the chain lock (SQLite: the write
-  lock, ``BEGIN IMMEDIATE`` when the transaction has not written yet; PostgreSQL: a transaction-scoped advisory
-  lock per schema), which is then held only for the commit, and no lock-order cycle can arise. The chain
-  cannot fork even without the lock (``seq`` is the primary key): the lock only spares the losers an error.
-  Use the default READ COMMITTED isolation on PostgreSQL, so the head is read after the lock is granted.
-* ``AuditLog(engine).record(...)`` is the same in a transaction of its own (for refusals, whose action rolls
-  back). ``entries(AuditFilter(...), limit)`` lists, newest first; ``head()`` is (seq, hash) of the last entry;
-  ``verify(remembered_head=None) -> VerifyResult`` names the first broken seq and why.
-* ``operator_actor(node_id)`` is the actor of an administrative command: the OS user ``@`` the node id;
-  ``system_actor(node_id)`` the node's own jobs. Action names: ``Action`` (stable; new ones are added there).
-
-Still to wire (their files were being rewritten): drill-downs in node/drilldown/router.py, e.g.::
-
-    AuditLog(node.engine).record(actor=requester_id, action=Action.DRILLDOWN_SERVED, target=target_id,
-                                 detail={"query": kind, "rows": len(rows), "bytes": size}, result=AuditResult.OK)
-
-(``DRILLDOWN_FORWARDED`` with the next hop in detail; ``DRILLDOWN_REFUSED`` with ``error.code`` and
-``error.message``, result ``AuditResult.REFUSED``), and the PKI and key commands: ``Action.PKI_INIT_ROOT``,
-``PKI_TOKEN_ISSUED`` (never the token itself in detail), ``PKI_ENROLLED``, ``PKI_REVOKED``, ``KEYS_ROTATED``, with
-``actor=operator_actor(node_id)``. On SQLite an append waits for the database's single write lock like any write
-(an import batch in progress delays it; busy_timeout bounds the wait).
-
-Verification reads the table in ``seq`` order. A mismatch between an entry's content and its hash is an
-``edited`` row (or an overwritten hash); a gap is a ``deleted`` row; an entry that links to, or holds the hash of,
-an entry elsewhere in the log is ``reordered``; an entry whose hash is self-consistent but is not the hash its
-successor was chained to is ``forged`` (rewritten and re-hashed). A rewritten or truncated TAIL is only found
-against a head remembered elsewhere (``remembered_head``; ``supnet audit --verify --expect-head SEQ:HASH``).
+``record_audit``/``record_audits`` append inside the caller's transaction (call them LAST in it: they take the chain
+lock); ``AuditLog`` records in a transaction of its own, lists and verifies; ``ReceiptAuditor`` and
+``DrilldownAuditor`` are the hooks of the report receiver and of drill-down. Hashing is federation.audit_chain's
+alone. What is recorded, the locking and what verification detects: docs/architecture.md, "Audit log".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Case deadlines in working days: promised and legal due date-times, clock stops, working days used.
 
-Rules (Administrative Licensing Law art. 42, 45, 82; DOMAIN.md "Time limits"):
+Rules (Administrative Licensing Law art. 42, 45, 82; docs/domain.md §2):
 
 * the count starts the working day after acceptance; the case is due at the END (23:59:59) of the N-th working day,
   in the node's local time (all datetimes here are naive local);

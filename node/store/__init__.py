@@ -17,7 +17,7 @@ from node.store.counters import (
     set_counter,
     to_micros,
 )
-from node.store.database import has_schema, make_engine, migrate, session_factory
+from node.store.database import has_schema, make_engine, migrate
 from node.store.federation_models import ChildBucket
 from node.store.models import Base, Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
 from node.store.supervision_models import Alert, MetricBucket, NodeCounter, Notification, OperatorNotice
@@ -57,7 +57,6 @@ __all__ = [
     "make_engine",
     "migrate",
     "next_revision",
-    "session_factory",
     "set_counter",
     "to_micros",
 ]

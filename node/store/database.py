@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,6 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from node.errors import StoreError
 
@@ -31,11 +28,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
-
-
-def is_sqlite(engine: Engine) -> bool:
-    """True when the engine talks to SQLite."""
-    return engine.dialect.name == "sqlite"
 
 
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
@@ -77,15 +69,3 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 def has_schema(engine: Engine) -> bool:
     """True when the approval tables exist."""
     return inspect(engine).has_table("cases")
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory; expire_on_commit off so returned objects stay readable."""
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-@contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction per unit of work: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session

@@ -62,7 +62,7 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_federation_never_imports_node() -> None:
-    # Dependency direction (DESIGN.md): node imports federation, never the other way round.
+    # Dependency direction (docs/architecture.md): node imports federation, never the other way round.
     modules = sorted(
         ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
         for path in (REPO_ROOT / "federation").rglob("*.py")

@@ -43,9 +43,9 @@ class EnrolRequest(_message.Message):
     ca_csr: _builtins.bytes
     """The child's CA key (ECDSA P-256); empty when the child asks for no CA certificate."""
     token_id: _builtins.str
-    """Names the token without revealing it (federation.enrolment.token_id)."""
+    """Names the token without revealing it (node.trust.enrolment.token_id)."""
     proof: _builtins.bytes
-    """HMAC-SHA256 keyed with sha256(token) over federation.enrolment.enrolment_request_bytes."""
+    """HMAC-SHA256 keyed with sha256(token) over node.trust.enrolment.enrolment_request_bytes."""
     def __init__(
         self,
         *,
