@@ -46,7 +46,6 @@ from federation import (
     InvalidArgumentError,
     NotFoundError,
     SupnetError,
-    UnavailableError,
     generate_keypair,
     load_private_key,
     public_key_b64,
@@ -469,10 +468,3 @@ def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None
     if Path(current.base_dir).exists():
         current.save()
     return [node.id for node in running]
-
-
-def raise_if_unavailable(statuses: Sequence[NodeStatus]) -> None:
-    """UnavailableError naming every node that is not SERVING."""
-    bad = [f"{s.id} ({s.health})" for s in statuses if s.health != "SERVING"]
-    if bad:
-        raise UnavailableError(f"not serving: {', '.join(bad)}")
