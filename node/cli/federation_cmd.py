@@ -80,10 +80,6 @@ def setup_node(plan_node: dict[str, Any]) -> dict[str, Any]:
     return {**result, "cases": cases, "accepted": summary.accepted, "rejected": summary.rejected}
 
 
-def _default_topology() -> Path:
-    return Path(__file__).resolve().parents[2] / "config" / "topologies" / "demo-15.toml"
-
-
 def register(app: typer.Typer) -> None:
     """Add ``supnet federation ...``."""
     group = typer.Typer(help="Run a tree of nodes on this machine (loopback): up, status, down.", no_args_is_help=True)

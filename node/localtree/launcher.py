@@ -19,7 +19,8 @@
 ``down`` sends SIGTERM (clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a
 timeout; it only signals processes whose command line is the ``serve`` it started for that data directory.
 
-The launcher never imports ``node`` (dependency direction): it runs the ``supnet`` CLI in subprocesses.
+The launcher imports no CLI module: it runs the ``supnet`` program (``python -m node``) in subprocesses.
+Topologies and the plan are in ``topology.py``, the state file in ``state.py``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -47,7 +46,6 @@ from federation import (
     InvalidArgumentError,
     NotFoundError,
     SupnetError,
-    UnavailableError,
     generate_keypair,
     load_private_key,
     public_key_b64,
@@ -55,27 +53,23 @@ from federation import (
     save_public_key,
 )
 from node.bootstrap import REPORT_KEY_FILE
+from node.localtree.state import INGEST_SYSTEM, FederationState, LaunchedNode
+from node.localtree.topology import Topology, TopologyNode, build_plan
 from node.trust import (
     PKI_DIR_NAME,
     PkiDirectory,
-    ingest_credential_paths,
     node_channel,
     provision_ingest_credential,
     provision_tree,
     tree_is_provisioned,
-    validate_node_id,
 )
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "federation.json"
 PLAN_FILE = "plan.json"
 # The supnet program (node/__main__.py) as this interpreter runs it; the launcher starts nodes, it imports no CLI.
 PROGRAM_MODULE = "node"
-LEVELS = ("province", "city", "district", "street")
 HEALTH_POLL_SECONDS = 0.1
-# The ingest credential every node gets from its own CA (tools and benchmarks stream records with it).
-INGEST_SYSTEM = "local-ingest"
 Progress = Callable[[str], None]
 
 
@@ -83,191 +77,6 @@ class LaunchError(SupnetError):
     """A node of the tree could not be set up or started; the message names it and quotes its log."""
 
     code = "LAUNCH"
-
-
-# --- topology -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TopologyNode:
-    """One node of a topology."""
-
-    id: str
-    level: str
-    name: str = ""
-    cases: int = 0
-    seed: int = 1
-
-    @property
-    def parent_id(self) -> str:
-        """The parent's id ('' for the root)."""
-        return self.id.rpartition(".")[0]
-
-    @property
-    def depth(self) -> int:
-        """0 for the root, 1 for its children, ..."""
-        return self.id.count(".")
-
-
-@dataclass(frozen=True)
-class Topology:
-    """A tree of nodes plus the data to generate and the config every node gets."""
-
-    name: str
-    nodes: tuple[TopologyNode, ...]
-    date_from: str = ""
-    date_to: str = ""
-    config: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def root(self) -> TopologyNode:
-        """The one node without a parent."""
-        return next(node for node in self.nodes if not node.parent_id)
-
-    def children_of(self, node_id: str) -> list[TopologyNode]:
-        """Direct children of a node, sorted by id."""
-        return sorted((node for node in self.nodes if node.parent_id == node_id), key=lambda n: n.id)
-
-    def tiers(self) -> list[list[TopologyNode]]:
-        """Nodes grouped by depth, root first."""
-        depth = max(node.depth for node in self.nodes)
-        return [[node for node in self.nodes if node.depth == level] for level in range(depth + 1)]
-
-
-def _expect(value: Any, kind: type, where: str) -> Any:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidArgumentError(f"{where} must be a {kind.__name__}, got {value!r}")
-    return value
-
-
-def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topology:
-    """Validate a topology mapping; errors name the file and the bad key or node."""
-    generate = data.get("generate", {})
-    _expect(generate, dict, f"{source}: [generate]")
-    default_cases = int(_expect(generate.get("cases", 0), int, f"{source}: generate.cases"))
-    default_seed = int(_expect(generate.get("seed", 1), int, f"{source}: generate.seed"))
-    raw_nodes = data.get("nodes")
-    if not isinstance(raw_nodes, list) or not raw_nodes:
-        raise InvalidArgumentError(f"{source}: needs at least one [[nodes]] entry")
-    nodes: list[TopologyNode] = []
-    for index, raw in enumerate(raw_nodes):
-        where = f"{source}: nodes[{index}]"
-        _expect(raw, dict, where)
-        unknown = set(raw) - {"id", "level", "name", "cases", "seed"}
-        if unknown:
-            raise InvalidArgumentError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        node_id = str(raw.get("id", ""))
-        try:
-            validate_node_id(node_id)
-        except InvalidArgumentError as error:
-            raise InvalidArgumentError(f"{where}: {error.message}") from error
-        level = str(raw.get("level", ""))
-        if level not in LEVELS:
-            raise InvalidArgumentError(f"{where} ({node_id}): level must be one of {', '.join(LEVELS)}")
-        cases = int(_expect(raw.get("cases", default_cases), int, f"{where} ({node_id}): cases"))
-        if cases < 0:
-            raise InvalidArgumentError(f"{where} ({node_id}): cases must not be negative")
-        seed = int(_expect(raw.get("seed", default_seed), int, f"{where} ({node_id}): seed"))
-        nodes.append(TopologyNode(node_id, level, str(raw.get("name", "")), cases, seed))
-    ids = [node.id for node in nodes]
-    duplicates = sorted({node_id for node_id in ids if ids.count(node_id) > 1})
-    if duplicates:
-        raise InvalidArgumentError(f"{source}: node id(s) listed twice: {', '.join(duplicates)}")
-    roots = [node.id for node in nodes if not node.parent_id]
-    if len(roots) != 1:
-        raise InvalidArgumentError(f"{source}: needs exactly one root node (an id without a dot), found {roots}")
-    for node in nodes:
-        if node.parent_id and node.parent_id not in ids:
-            raise InvalidArgumentError(f"{source}: node {node.id} has no parent {node.parent_id} in the topology")
-    config = data.get("config", {})
-    _expect(config, dict, f"{source}: [config]")
-    return Topology(
-        name=str(data.get("name", "")) or Path(source).stem,
-        nodes=tuple(sorted(nodes, key=lambda n: (n.depth, n.id))),
-        date_from=str(generate.get("from", "")),
-        date_to=str(generate.get("to", "")),
-        config=config,
-    )
-
-
-def load_topology(path: Path) -> Topology:
-    """Read and validate a topology TOML file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"topology file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidArgumentError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_topology(data, str(path))
-
-
-# --- state ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class LaunchedNode:
-    """One node process of a launched tree."""
-
-    id: str
-    level: str
-    name: str
-    data_dir: str
-    address: str
-    pid: int = 0
-    log_file: str = ""
-
-    def pki(self, insecure_plaintext: bool = False) -> PkiDirectory | None:
-        """The node's PKI directory (None for a tree launched in the insecure plaintext mode)."""
-        return None if insecure_plaintext else PkiDirectory(Path(self.data_dir) / PKI_DIR_NAME)
-
-
-@dataclass
-class FederationState:
-    """What ``up`` started, saved as ``DIR/federation.json``."""
-
-    topology: str
-    base_dir: str
-    nodes: list[LaunchedNode]
-    started_at: float = 0.0
-    insecure_plaintext: bool = False
-
-    def pki(self, node_id: str) -> PkiDirectory | None:
-        """A node's PKI directory (None in the insecure plaintext mode)."""
-        return self.node(node_id).pki(self.insecure_plaintext)
-
-    def ingest_credential(self, node_id: str) -> tuple[Path, Path, Path]:
-        """(key, chain, root) of the ingest credential the launcher had node_id's CA issue."""
-        pki = self.pki(node_id)
-        if pki is None:
-            raise NotFoundError(f"the federation in {self.base_dir} runs in plaintext mode: no ingest credentials")
-        key, chain = ingest_credential_paths(pki, INGEST_SYSTEM)
-        return key, chain, pki.file("root.pem")
-
-    def save(self) -> Path:
-        """Write the state file (atomically)."""
-        path = Path(self.base_dir) / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
-        temporary.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, base_dir: Path) -> FederationState:
-        """Read ``DIR/federation.json``; NotFoundError if no tree was launched there."""
-        path = base_dir / STATE_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"no federation launched in {base_dir} ({path} is missing)") from exc
-        nodes = [LaunchedNode(**node) for node in data.pop("nodes")]
-        return cls(nodes=nodes, **data)
-
-    def node(self, node_id: str) -> LaunchedNode:
-        """One node by id."""
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise NotFoundError(f"node {node_id} is not part of the federation in {self.base_dir}")
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -433,56 +242,6 @@ def _ensure_key(data_dir: Path) -> str:
     save_private_key(private_path, private_key)
     save_public_key(private_path.with_suffix(".pub"), public_key)
     return public_key_b64(public_key)
-
-
-def build_plan(
-    topology: Topology,
-    base_dir: Path,
-    addresses: Mapping[str, str],
-    keys: Mapping[str, str],
-    *,
-    insecure_plaintext: bool = False,
-) -> dict[str, Any]:
-    """Per-node setup instructions: data dir, level, data to generate, and the federation section of its config.
-
-    ``keys`` (node id -> base64 public key) are written only in the insecure plaintext mode; with the PKI the
-    keys travel in certificate chains and the configs name ids and addresses only.
-    """
-    plan_nodes = []
-    for node in topology.nodes:
-        federation: dict[str, Any] = dict(topology.config.get("federation", {}))
-        federation["listen"] = addresses[node.id]
-        federation["insecure_plaintext"] = insecure_plaintext
-        if node.parent_id:
-            federation.update(
-                parent_id=node.parent_id,
-                parent_address=addresses[node.parent_id],
-                parent_public_key=keys.get(node.parent_id, "") if insecure_plaintext else "",
-            )
-        federation["children"] = [
-            {
-                "id": child.id,
-                "public_key": keys.get(child.id, "") if insecure_plaintext else "",
-                "address": addresses[child.id],
-            }
-            for child in topology.children_of(node.id)
-        ]
-        config = {section: dict(values) for section, values in topology.config.items() if isinstance(values, dict)}
-        config["federation"] = federation
-        plan_nodes.append(
-            {
-                "id": node.id,
-                "level": node.level,
-                "name": node.name,
-                "data_dir": str(base_dir / node.id),
-                "cases": node.cases,
-                "seed": node.seed,
-                "date_from": topology.date_from,
-                "date_to": topology.date_to,
-                "config": config,
-            }
-        )
-    return {"topology": topology.name, "nodes": plan_nodes}
 
 
 def _run_setup(plan_path: Path, groups: list[list[str]], base_dir: Path, timeout: float) -> None:
@@ -709,10 +468,3 @@ def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None
     if Path(current.base_dir).exists():
         current.save()
     return [node.id for node in running]
-
-
-def raise_if_unavailable(statuses: Sequence[NodeStatus]) -> None:
-    """UnavailableError naming every node that is not SERVING."""
-    bad = [f"{s.id} ({s.health})" for s in statuses if s.health != "SERVING"]
-    if bad:
-        raise UnavailableError(f"not serving: {', '.join(bad)}")

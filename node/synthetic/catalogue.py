@@ -20,11 +20,6 @@ TYPE_CONFIRMATION = "07"  # 行政确认
 TYPE_OTHER = "10"  # 其他行政权力
 TYPE_PUBLIC_SERVICE = "20"  # 公共服务
 
-LEVEL_PROVINCE = "2"
-LEVEL_CITY = "3"
-LEVEL_DISTRICT = "4"
-LEVEL_STREET = "5"
-
 
 @dataclass(frozen=True, slots=True)
 class CatalogueItem:
@@ -384,8 +379,3 @@ def national_catalogue() -> tuple[CatalogueItem, ...]:
                 )
             )
     return tuple(items)
-
-
-def catalogue_by_code() -> dict[str, CatalogueItem]:
-    """The catalogue keyed by basic code."""
-    return {item.basic_code: item for item in national_catalogue()}

@@ -144,7 +144,6 @@ POST_REVIEW = "承办审查岗"
 POST_CHECK = "科室审核岗"
 POST_APPROVE = "分管领导审批岗"
 POST_ISSUE = "发证送达岗"
-POSTS: tuple[str, ...] = (POST_WINDOW, POST_REVIEW, POST_CHECK, POST_APPROVE, POST_ISSUE)
 
 # Known places: node id -> (Chinese name, this level's part of the administrative division code).
 # Real codes for the demo tree (Guangdong 44, Guangzhou 4401, Panyu 440113 ...); other ids get derived ones.
