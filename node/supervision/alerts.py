@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from node.domain import WorkCalendar
 
 __all__ = [
-    "ALERT_STATUSES",
     "ESCALATION_FRONTIER",
     "OPEN_STATUSES",
     "AlertDraft",
@@ -61,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ALERT_STATUSES: tuple[str, ...] = ("raised", "notified", "acknowledged", "corrected", "escalated")
 OPEN_STATUSES: tuple[str, ...] = ("raised", "notified", "acknowledged")
 ACKNOWLEDGEABLE: tuple[str, ...] = ("raised", "notified")
 ESCALATION_FRONTIER = "alerts.escalation_frontier"

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -777,7 +777,6 @@ def derived_rates(counters: Mapping[str, int]) -> dict[str, float | None]:
     return rates
 
 
-GroupBy = Literal["dept", "item", "day", "month"]
 GROUPINGS: tuple[str, ...] = ("dept", "item", "day", "month")
 
 
