@@ -28,14 +28,8 @@ from node.audit_log import Action, operator_actor, record_audit
 from node.domain import due_at
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.store import Alert, Item, compare_and_set_counter, counter_value, dialect_insert, lower_counter, to_micros
-from node.supervision.metrics import (
-    OVERDUE_GAUGE_RULES,
-    SEVERITY_COUNTERS,
-    BucketKey,
-    Deltas,
-    add_to_buckets,
-    merge_deltas,
-)
+from node.supervision.metric_definitions import OVERDUE_GAUGE_RULES, SEVERITY_COUNTERS
+from node.supervision.metrics import BucketKey, Deltas, add_to_buckets, merge_deltas
 from node.supervision.rulebook import R04, RULES, SEVERITIES, Thresholds, escalation_subject, groups_condition
 
 if TYPE_CHECKING:

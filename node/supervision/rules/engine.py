@@ -43,7 +43,8 @@ from node.store import (
     to_micros,
 )
 from node.supervision.alerts import AlertDraft, RaisedAlert, raise_alerts
-from node.supervision.metrics import OVERDUE_GAUGE_RULES, BucketKey, Deltas, add_to_buckets, merge_deltas
+from node.supervision.metric_definitions import OVERDUE_GAUGE_RULES
+from node.supervision.metrics import BucketKey, Deltas, add_to_buckets, merge_deltas
 from node.supervision.rulebook import (
     R02,
     R03,
