@@ -33,6 +33,7 @@ AtOption = Annotated[
     str | None, typer.Option("--at", help="When it happened (YYYYMMDDThhmmss or ISO 8601, node local); default now.")
 ]
 ByOption = Annotated[str, typer.Option("--by", help="Who did it (recorded as the handler).")]
+ComplaintNo = Annotated[str, typer.Argument(help="投诉编号")]
 
 
 def _when(node: Node, at: str | None) -> datetime | None:
@@ -140,7 +141,7 @@ def complaints(
 @handle_errors
 def show(
     ctx: typer.Context,
-    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    complaint_no: ComplaintNo,
     *,
     data_dir: OptionalDataDir = None,
     as_json: JsonFlag = False,
@@ -154,7 +155,7 @@ def show(
 @handle_errors
 def accept(
     ctx: typer.Context,
-    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    complaint_no: ComplaintNo,
     *,
     data_dir: OptionalDataDir = None,
     by: ByOption = "",
@@ -171,7 +172,7 @@ def accept(
 @handle_errors
 def decline(
     ctx: typer.Context,
-    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    complaint_no: ComplaintNo,
     *,
     reason: Annotated[str, typer.Option("--reason", help="Why it is declined (required).")] = "",
     data_dir: OptionalDataDir = None,
@@ -188,7 +189,7 @@ def decline(
 @handle_errors
 def handle(
     ctx: typer.Context,
-    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    complaint_no: ComplaintNo,
     *,
     feedback: Annotated[str, typer.Option("--feedback", help="The answer given to the complainant (required).")] = "",
     data_dir: OptionalDataDir = None,
@@ -205,7 +206,7 @@ def handle(
 @handle_errors
 def conclude(
     ctx: typer.Context,
-    complaint_no: Annotated[str, typer.Argument(help="投诉编号")],
+    complaint_no: ComplaintNo,
     *,
     finding: Annotated[str, typer.Option("--finding", help=f"One of: {', '.join(FINDINGS)}.")] = "",
     measure: Annotated[str, typer.Option("--measure", help="Accountability measure taken (问责措施), if any.")] = "",

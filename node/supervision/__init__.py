@@ -28,18 +28,9 @@ from node.supervision.complaints import (
 )
 from node.supervision.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
-from node.supervision.metrics import (
-    COUNTERS,
-    BucketKey,
-    add_to_buckets,
-    check_buckets,
-    derived_rates,
-    fen,
-    grouped_stats,
-    maintained_buckets,
-    recompute_buckets,
-    record_deltas,
-)
+from node.supervision.metric_definitions import COUNTERS, derived_rates, fen
+from node.supervision.metric_queries import check_buckets, grouped_stats, maintained_buckets, recompute_buckets
+from node.supervision.metrics import BucketKey, add_to_buckets, record_deltas
 from node.supervision.rulebook import (
     ALL_RULE_IDS,
     RULES,

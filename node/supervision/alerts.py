@@ -28,14 +28,8 @@ from node.audit_log import Action, operator_actor, record_audit
 from node.domain import due_at
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.store import Alert, Item, compare_and_set_counter, counter_value, dialect_insert, lower_counter, to_micros
-from node.supervision.metrics import (
-    OVERDUE_GAUGE_RULES,
-    SEVERITY_COUNTERS,
-    BucketKey,
-    Deltas,
-    add_to_buckets,
-    merge_deltas,
-)
+from node.supervision.metric_definitions import OVERDUE_GAUGE_RULES, SEVERITY_COUNTERS
+from node.supervision.metrics import BucketKey, Deltas, add_to_buckets, merge_deltas
 from node.supervision.rulebook import R04, RULES, SEVERITIES, Thresholds, escalation_subject, groups_condition
 
 if TYPE_CHECKING:
@@ -43,7 +37,6 @@ if TYPE_CHECKING:
     from node.domain import WorkCalendar
 
 __all__ = [
-    "ALERT_STATUSES",
     "ESCALATION_FRONTIER",
     "OPEN_STATUSES",
     "AlertDraft",
@@ -61,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ALERT_STATUSES: tuple[str, ...] = ("raised", "notified", "acknowledged", "corrected", "escalated")
 OPEN_STATUSES: tuple[str, ...] = ("raised", "notified", "acknowledged")
 ACKNOWLEDGEABLE: tuple[str, ...] = ("raised", "notified")
 ESCALATION_FRONTIER = "alerts.escalation_frontier"

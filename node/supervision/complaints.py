@@ -278,28 +278,41 @@ def complaint_figures(node: Node, now: datetime | None = None) -> ComplaintFigur
 
 
 # -- transitions -------------------------------------------------------------------------------------------------------
-_AFTER: dict[str, str] = {"accepted": "decided_at", "declined": "decided_at", "handled": "handled_at"}
-_AUDIT_ACTIONS: dict[str, str] = {
-    "accept": Action.COMPLAINT_ACCEPTED,
-    "decline": Action.COMPLAINT_DECLINED,
-    "handle": Action.COMPLAINT_HANDLED,
-    "conclude": Action.COMPLAINT_CONCLUDED,
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """One transition of the life above: the status it leaves and enters, when it happened, how it is audited."""
+
+    from_status: str
+    to_status: str
+    time_column: str
+    audit_action: str
+
+
+_MOVES: dict[str, _Move] = {
+    "accept": _Move("received", "accepted", "decided_at", Action.COMPLAINT_ACCEPTED),
+    "decline": _Move("received", "declined", "decided_at", Action.COMPLAINT_DECLINED),
+    "handle": _Move("accepted", "handled", "handled_at", Action.COMPLAINT_HANDLED),
+    "conclude": _Move("handled", "concluded", "concluded_at", Action.COMPLAINT_CONCLUDED),
 }
+# The column holding when a complaint entered each status: a transition may not be dated before it.
+_ENTERED_AT: dict[str, str] = {"received": "received_at", **{m.to_status: m.time_column for m in _MOVES.values()}}
 
 
 def _transition(
     node: Node,
     complaint_no: str,
-    *,
     action: str,
-    from_status: str,
-    to_status: str,
-    time_column: str,
+    *,
     now: datetime | None,
     values: Mapping[str, Any],
+    by: str = "",
     after_update: Callable[[Connection, RowMapping, datetime], None] | None = None,
 ) -> ComplaintView:
-    """Move one complaint from ``from_status`` to ``to_status`` in one transaction, or raise why not."""
+    """Make the move ``action`` on one complaint in one transaction, or raise why not; ``by`` becomes the handler."""
+    move = _MOVES[action]
+    from_status, to_status, time_column = move.from_status, move.to_status, move.time_column
+    if by.strip():
+        values = {**values, "handler": by.strip()}
     when = now or node.now()
     with node.engine.begin() as conn:
         row = (
@@ -313,7 +326,7 @@ def _transition(
             raise InvalidStateError(
                 f"complaint {complaint_no} is {row['status']}: cannot {action} it (only a {from_status} complaint)"
             )
-        previous_time_column = "received_at" if from_status == "received" else _AFTER[from_status]
+        previous_time_column = _ENTERED_AT[from_status]
         previous_time = row[previous_time_column]
         if previous_time is not None and when < previous_time:
             raise ValidationError(
@@ -334,7 +347,7 @@ def _transition(
         record_audit(
             conn,
             actor=operator_actor(node.config.id),
-            action=_AUDIT_ACTIONS[action],
+            action=move.audit_action,
             target=f"complaint:{complaint_no}",
             detail={"from": from_status, "to": to_status, **{key: str(value) for key, value in values.items()}},
         )
@@ -354,57 +367,23 @@ def accept_complaint(
     node: Node, complaint_no: str, by: str = "", now: datetime | None = None, note: str = ""
 ) -> ComplaintView:
     """Accept (受理): received → accepted; ``by`` becomes the handler, ``note`` the decision remark."""
-    values: dict[str, Any] = {"decision_reason": note.strip()}
-    if by.strip():
-        values["handler"] = by.strip()
-    return _transition(
-        node,
-        complaint_no,
-        action="accept",
-        from_status="received",
-        to_status="accepted",
-        time_column="decided_at",
-        now=now,
-        values=values,
-    )
+    return _transition(node, complaint_no, "accept", now=now, by=by, values={"decision_reason": note.strip()})
 
 
 def decline_complaint(
     node: Node, complaint_no: str, reason: str, by: str = "", now: datetime | None = None
 ) -> ComplaintView:
     """Decline (不予受理): received → declined; a reason is required."""
-    values: dict[str, Any] = {"decision_reason": _required_text(complaint_no, "reason", reason)}
-    if by.strip():
-        values["handler"] = by.strip()
-    return _transition(
-        node,
-        complaint_no,
-        action="decline",
-        from_status="received",
-        to_status="declined",
-        time_column="decided_at",
-        now=now,
-        values=values,
-    )
+    reason = _required_text(complaint_no, "reason", reason)
+    return _transition(node, complaint_no, "decline", now=now, by=by, values={"decision_reason": reason})
 
 
 def handle_complaint(
     node: Node, complaint_no: str, feedback: str, by: str = "", now: datetime | None = None
 ) -> ComplaintView:
     """Handle (办理): accepted → handled; the feedback to the complainant is required."""
-    values: dict[str, Any] = {"feedback": _required_text(complaint_no, "feedback", feedback)}
-    if by.strip():
-        values["handler"] = by.strip()
-    return _transition(
-        node,
-        complaint_no,
-        action="handle",
-        from_status="accepted",
-        to_status="handled",
-        time_column="handled_at",
-        now=now,
-        values=values,
-    )
+    feedback = _required_text(complaint_no, "feedback", feedback)
+    return _transition(node, complaint_no, "handle", now=now, by=by, values={"feedback": feedback})
 
 
 def _linked_item(conn: Connection, case_no: str | None) -> tuple[str, str, str]:
@@ -444,14 +423,5 @@ def conclude_complaint(
         )
         add_to_buckets(conn, {key: {"complaints_concluded": 1, "complaints_substantiated": int(substantiated)}})
 
-    return _transition(
-        node,
-        complaint_no,
-        action="conclude",
-        from_status="handled",
-        to_status="concluded",
-        time_column="concluded_at",
-        now=now,
-        values={"finding": finding, "accountability_measure": measure.strip()},
-        after_update=count_conclusion,
-    )
+    values = {"finding": finding, "accountability_measure": measure.strip()}
+    return _transition(node, complaint_no, "conclude", now=now, values=values, after_update=count_conclusion)

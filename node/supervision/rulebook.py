@@ -64,7 +64,6 @@ __all__ = [
     "complaint_subject",
     "completion_subject",
     "escalation_subject",
-    "group_condition",
     "groups_condition",
     "payment_subject",
     "step_subject",
@@ -262,11 +261,6 @@ def groups_condition(groups: list[RuleGroup], item_type: ColumnElement[str]) -> 
     if not conditions:
         return and_(true(), not_(true()))
     return or_(*conditions)
-
-
-def group_condition(group: RuleGroup, item_type: ColumnElement[str]) -> ColumnElement[bool]:
-    """SQL condition: the row's item type belongs to this group."""
-    return groups_condition([group], item_type)
 
 
 def _validate(config: SupervisionConfig) -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy import Connection, Table, func, select
 
-from node.config import SCORE_AREAS, ScoresConfig
+from node.config import ScoresConfig
 from node.errors import InvalidArgumentError
 from node.store import Alert, MetricBucket
 
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from node.app import Node
 
 __all__ = [
-    "AREAS",
     "Component",
     "DepartmentScore",
     "MonthActivity",
@@ -65,7 +64,6 @@ __all__ = [
     "scores_ranking",
 ]
 
-AREAS: tuple[str, ...] = SCORE_AREAS
 DEFAULT_CARD_AREA = "time"
 TIE_DECIMALS = 2
 

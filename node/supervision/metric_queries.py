@@ -1,0 +1,393 @@
+"""Reading the metrics back: recomputed from the records, checked against the buckets, summed per group with rates.
+
+``recompute_buckets`` derives every counter in SQL from the records alone, as node.supervision.metrics defines them;
+``check_buckets`` (``supnet metrics check``) compares the two in one snapshot; ``grouped_stats`` serves
+``supnet stats --by``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Date,
+    Table,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+)
+
+from node.domain import workdays_used
+from node.errors import InvalidArgumentError
+from node.store import (
+    Alert,
+    Case,
+    Complaint,
+    Completion,
+    Evaluation,
+    MetricBucket,
+    Payment,
+    SpecialProcedure,
+    Step,
+)
+from node.supervision.metric_definitions import (
+    COUNTERS,
+    OVERDUE_GAUGE_RULES,
+    REFUSED_RESULT_CODES,
+    SEVERITY_COUNTERS,
+    derived_rates,
+    fen,
+)
+
+if TYPE_CHECKING:
+    from node.app import Node
+    from node.domain import WorkCalendar
+
+__all__ = [
+    "GROUPINGS",
+    "BucketValues",
+    "StatsRow",
+    "as_date",
+    "check_buckets",
+    "day_of",
+    "grouped_stats",
+    "maintained_buckets",
+    "recompute_buckets",
+]
+
+log = logging.getLogger(__name__)
+
+_buckets: Table = MetricBucket.__table__  # type: ignore[assignment]
+_cases: Table = Case.__table__  # type: ignore[assignment]
+_steps: Table = Step.__table__  # type: ignore[assignment]
+_procedures: Table = SpecialProcedure.__table__  # type: ignore[assignment]
+_completions: Table = Completion.__table__  # type: ignore[assignment]
+_payments: Table = Payment.__table__  # type: ignore[assignment]
+_evaluations: Table = Evaluation.__table__  # type: ignore[assignment]
+_complaints: Table = Complaint.__table__  # type: ignore[assignment]
+_alerts: Table = Alert.__table__  # type: ignore[assignment]
+
+BucketValues = dict[tuple[date, str, str], dict[str, int]]
+
+
+# -- days in SQL ----------------------------------------------------------------------------------------------------
+def day_of(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """SQL for the calendar day of a naive local datetime column (compare with ``as_date`` results)."""
+    if conn.dialect.name == "sqlite":
+        # CAST(... AS DATE) has numeric affinity in SQLite; date() gives 'YYYY-MM-DD'.
+        return func.date(column)
+    return cast(column, Date)
+
+
+def as_date(value: Any) -> date:
+    """A day value read back from ``day_of`` (a date on PostgreSQL, 'YYYY-MM-DD' text on SQLite)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+# -- recomputation from the raw records -----------------------------------------------------------------------------
+class _Days:
+    """Day values read back from SQL, converted once per distinct value (a check reads hundreds of thousands)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, date] = {}
+
+    def __call__(self, value: Any) -> date:
+        day = self._seen.get(value)
+        if day is None:
+            day = self._seen[value] = as_date(value)
+        return day
+
+
+def _accumulate(
+    result: BucketValues,
+    rows: Iterable[Any],
+    counter_names: Callable[[Any], Iterable[tuple[str, int]]],
+    days: _Days,
+) -> None:
+    """Add grouped rows (day, department, implementation_code, ...) into ``result``; rows are read by position."""
+    for row in rows:
+        key = (days(row[0]), row[1], row[2])
+        bucket = result.get(key)
+        if bucket is None:
+            bucket = result[key] = {}
+        for name, value in counter_names(row):
+            if value:
+                bucket[name] = bucket.get(name, 0) + int(value)
+
+
+def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, str, str], dict[str, int]]:
+    """Every bucket's counters derived from the raw records alone, keyed (day, department, implementation_code).
+
+    Only non-zero counters are present. Grouping is done in SQL; only the working-day count of completions
+    needs the calendar, once per distinct (accepted day, completed day, clock-stop days).
+    """
+    result: BucketValues = {}
+    days = _Days()
+    c = _cases.c
+
+    # received, open_cases: per acceptance day.
+    accepted_day = day_of(conn, c.accepted_at).label("day")
+    open_flag = case((c.status == "open", 1), else_=0)
+    rows = conn.execute(
+        select(
+            accepted_day, c.department, c.implementation_code, func.count().label("n"), func.sum(open_flag).label("o")
+        ).group_by(accepted_day, c.department, c.implementation_code)
+    )
+    _accumulate(result, rows, lambda r: (("received", r.n), ("open_cases", r.o)), days)
+
+    # completions: per completion day; the working days used need the calendar.
+    done = _completions.c
+    completed_day = day_of(conn, done.completed_at).label("day")
+    accepted = day_of(conn, c.accepted_at).label("accepted_day")
+    early = case((day_of(conn, done.completed_at) < day_of(conn, c.promised_due_at), 1), else_=0).label("early")
+    on_time = case((done.completed_at <= c.promised_due_at, 1), else_=0).label("on_time")
+    legal = case((done.completed_at <= c.legal_due_at, 1), else_=0).label("legal")
+    refused = case((done.result_code.in_(sorted(REFUSED_RESULT_CODES)), 1), else_=0).label("refused")
+    # (day, department, implementation_code) first: _accumulate reads the bucket key by position.
+    group: tuple[ColumnElement[Any], ...] = (completed_day, c.department, c.implementation_code, accepted)
+    group += (c.clock_stop_workdays, early, on_time, legal, refused)
+    rows = conn.execute(
+        select(*group, func.count().label("n"))
+        .select_from(_completions.join(_cases, c.case_no == done.case_no))
+        .group_by(*group)
+    )
+
+    @lru_cache(maxsize=65536)
+    def used(accepted_on: date, completed_on: date, stops: int) -> int:
+        return workdays_used(cal, datetime.combine(accepted_on, time()), datetime.combine(completed_on, time()), stops)
+
+    def completion_counters(r: Any) -> Iterable[tuple[str, int]]:
+        n = int(r.n)
+        return (
+            ("completed", n),
+            ("completed_early", n * r.early),
+            ("completed_on_time", n * r.on_time),
+            ("completed_within_legal", n * r.legal),
+            ("processing_workdays", n * used(days(r.accepted_day), days(r.day), int(r.clock_stop_workdays))),
+            ("refused", n * r.refused),
+        )
+
+    _accumulate(result, rows, completion_counters, days)
+
+    # returned / supplements: per step start day.
+    s = _steps.c
+    step_day = day_of(conn, s.started_at).label("day")
+    rows = conn.execute(
+        select(step_day, c.department, c.implementation_code, s.action, func.count().label("n"))
+        .select_from(_steps.join(_cases, c.case_no == s.case_no))
+        .where(s.action.in_(["return", "supplement"]))
+        .group_by(step_day, c.department, c.implementation_code, s.action)
+    )
+    _accumulate(result, rows, lambda r: ((("returned" if r.action == "return" else "supplements"), r.n),), days)
+
+    # clock stops: per procedure end day.
+    p = _procedures.c
+    end_day = day_of(conn, p.ended_at).label("day")
+    rows = conn.execute(
+        select(end_day, c.department, c.implementation_code, func.count().label("n"), func.sum(p.workdays).label("w"))
+        .select_from(_procedures.join(_cases, c.case_no == p.case_no))
+        .where(p.ended_at.is_not(None))
+        .group_by(end_day, c.department, c.implementation_code)
+    )
+    _accumulate(result, rows, lambda r: (("clock_stops", r.n), ("clock_stop_workdays", r.w)), days)
+
+    # fees: per payment day; each amount is converted to fen exactly as at write time.
+    pay = _payments.c
+    paid_day = day_of(conn, pay.paid_at).label("day")
+    rows = conn.execute(
+        select(paid_day, c.department, c.implementation_code, pay.amount).select_from(
+            _payments.join(_cases, c.case_no == pay.case_no)
+        )
+    )
+    _accumulate(result, rows, lambda r: (("fees_count", 1), ("fees_fen", fen(r.amount))), days)
+
+    # ratings: per evaluation day.
+    ev = _evaluations.c
+    evaluated_day = day_of(conn, ev.evaluated_at).label("day")
+    rows = conn.execute(
+        select(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code, func.count().label("n"))
+        .select_from(_evaluations.join(_cases, c.case_no == ev.case_no))
+        .group_by(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code)
+    )
+    _accumulate(result, rows, lambda r: ((f"ratings_{int(r.satisfaction_code)}", r.n),), days)
+
+    # complaints: received per received day, concluded per concluded day; respondent unit, linked case's item.
+    cp = _complaints.c
+    linked_item = func.coalesce(c.implementation_code, literal("")).label("implementation_code")
+    complaint_join = _complaints.outerjoin(_cases, c.case_no == cp.case_no)
+    received_day = day_of(conn, cp.received_at).label("day")
+    rows = conn.execute(
+        select(received_day, cp.respondent_unit.label("department"), linked_item, func.count().label("n"))
+        .select_from(complaint_join)
+        .group_by(received_day, cp.respondent_unit, linked_item)
+    )
+    _accumulate(result, rows, lambda r: (("complaints_received", r.n),), days)
+    concluded_day = day_of(conn, cp.concluded_at).label("day")
+    substantiated = case((cp.finding == "substantiated", 1), else_=0)
+    rows = conn.execute(
+        select(
+            concluded_day,
+            cp.respondent_unit.label("department"),
+            linked_item,
+            func.count().label("n"),
+            func.sum(substantiated).label("s"),
+        )
+        .select_from(complaint_join)
+        .where(cp.status == "concluded", cp.concluded_at.is_not(None))
+        .group_by(concluded_day, cp.respondent_unit, linked_item)
+    )
+    _accumulate(result, rows, lambda r: (("complaints_concluded", r.n), ("complaints_substantiated", r.s)), days)
+
+    # alerts: per raised day and severity.
+    a = _alerts.c
+    raised_day = day_of(conn, a.raised_at).label("day")
+    rows = conn.execute(
+        select(raised_day, a.department, a.implementation_code, a.severity, func.count().label("n")).group_by(
+            raised_day, a.department, a.implementation_code, a.severity
+        )
+    )
+    _accumulate(result, rows, lambda r: ((SEVERITY_COUNTERS.get(r.severity, "reminders"), r.n),), days)
+
+    # open-overdue gauges: open cases holding an R02 / R03 alert, on their acceptance day.
+    for rule_id, gauge in OVERDUE_GAUGE_RULES.items():
+        holders = select(a.case_no).where(a.rule_id == rule_id, a.case_no.is_not(None))
+        rows = conn.execute(
+            select(accepted_day, c.department, c.implementation_code, func.count().label("n"))
+            .where(c.status == "open", c.case_no.in_(holders))
+            .group_by(accepted_day, c.department, c.implementation_code)
+        )
+        _accumulate(result, rows, lambda r, gauge=gauge: ((gauge, r.n),), days)  # type: ignore[misc]
+
+    return {key: values for key, values in result.items() if values}
+
+
+def maintained_buckets(conn: Connection) -> BucketValues:
+    """The stored buckets' non-zero counters, keyed like ``recompute_buckets``."""
+    b = _buckets.c
+    rows = conn.execute(select(b.day, b.department, b.implementation_code, *(b[name] for name in COUNTERS)))
+    result: BucketValues = {}
+    days = _Days()
+    for day, department, implementation_code, *counters in rows:
+        values = {name: int(value) for name, value in zip(COUNTERS, counters, strict=True) if value}
+        if values:
+            result[(days(day), department, implementation_code)] = values
+    return result
+
+
+def _describe_differences(maintained: BucketValues, recomputed: BucketValues) -> list[str]:
+    differences: list[str] = []
+    for key in sorted(set(maintained) | set(recomputed)):
+        kept, derived = maintained.get(key, {}), recomputed.get(key, {})
+        if kept == derived:
+            continue
+        day, department, implementation_code = key
+        where = f"bucket {day.isoformat()} / department {department!r} / item {implementation_code or '-'}"
+        for name in COUNTERS:
+            if kept.get(name, 0) != derived.get(name, 0):
+                differences.append(
+                    f"{where}: {name} maintained {kept.get(name, 0)}, recomputed from records {derived.get(name, 0)}"
+                )
+    return differences
+
+
+def check_buckets(node: Node) -> list[str]:
+    """Recompute every bucket from the raw records and list each difference from the maintained ones ([] = ok).
+
+    Both sides are read in one snapshot (REPEATABLE READ on PostgreSQL, one read transaction on SQLite), so a
+    concurrent import cannot make a consistent database look inconsistent.
+    """
+    with node.engine.connect() as raw_conn:
+        conn = raw_conn
+        if conn.dialect.name == "postgresql":
+            conn = raw_conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            # pysqlite only opens transactions for writes; an explicit BEGIN pins one WAL snapshot for all reads.
+            conn.exec_driver_sql("BEGIN")
+        try:
+            maintained = maintained_buckets(conn)
+            recomputed = recompute_buckets(conn, node.calendar)
+        finally:
+            conn.rollback()
+    differences = _describe_differences(maintained, recomputed)
+    log.info(
+        "metrics check: %s buckets maintained, %s recomputed, %s differences",
+        len(maintained),
+        len(recomputed),
+        len(differences),
+    )
+    return differences
+
+
+# -- grouped statistics ---------------------------------------------------------------------------------------------
+GROUPINGS: tuple[str, ...] = ("dept", "item", "day", "month")
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """One group of summed counters with its derived rates."""
+
+    key: str
+    counters: dict[str, int]
+    rates: dict[str, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"key": self.key, **self.counters, **{name: value for name, value in self.rates.items()}}
+
+
+def grouped_stats(
+    conn: Connection, by: str, date_from: date | None = None, date_to: date | None = None
+) -> list[StatsRow]:
+    """Sum the maintained buckets per department, item, day or month within [date_from, date_to], with rates.
+
+    The gauges (open cases, open overdue) are summed over the accepted-day cohorts in the range.
+    """
+    if by not in GROUPINGS:
+        raise InvalidArgumentError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    if date_from and date_to and date_to < date_from:
+        raise InvalidArgumentError(f"--to {date_to.isoformat()} is before --from {date_from.isoformat()}")
+    b = _buckets.c
+    key_column: ColumnElement[Any]
+    if by == "dept":
+        key_column = b.department
+    elif by == "item":
+        key_column = b.implementation_code
+    else:
+        key_column = b.day
+    conditions = []
+    if date_from:
+        conditions.append(b.day >= date_from)
+    if date_to:
+        conditions.append(b.day <= date_to)
+    statement = select(key_column.label("key"), *(func.sum(b[name]).label(name) for name in COUNTERS)).group_by(
+        key_column
+    )
+    if conditions:
+        statement = statement.where(and_(*conditions))
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    for row in conn.execute(statement):
+        raw_key = row.key
+        if by in ("day", "month"):
+            day = as_date(raw_key)
+            key = day.isoformat()[:7] if by == "month" else day.isoformat()
+        else:
+            key = str(raw_key)
+        group = totals[key]
+        for name in COUNTERS:
+            group[name] += int(row._mapping[name] or 0)
+    return [StatsRow(key, dict(values), derived_rates(values)) for key, values in sorted(totals.items())]
