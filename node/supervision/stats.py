@@ -1,6 +1,6 @@
 """Basic node statistics computed in SQL from the raw approval tables: counts and the rates derived from them.
 
-Rates are always derived from counts here, never averaged (DOMAIN.md "Rates that supervisors read"); a rate whose
+Rates are always derived from counts here, never averaged (docs/domain.md §6); a rate whose
 denominator is zero is None. ``node_stats`` returns plain dicts so other views (bucket-based --by) can extend it.
 """
 
