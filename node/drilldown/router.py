@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from federation import (
     ERROR_CODE_METADATA_KEY,
     IntegrityError,
+    InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
     UnavailableError,
@@ -43,11 +44,14 @@ from federation import (
     supnet_error_from_rpc,
     verify_envelope,
 )
+from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer, QueryBody
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import Node
-from node.drilldown.answers import answer_locally
+from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases, answer_complaints
+from node.drilldown.figures import answer_ranking, answer_summary
+from node.drilldown.stored_reports import answer_report
 from node.trust import (
     DEFAULT_CHANNEL_OPTIONS,
     FRESHNESS_WINDOW_SECONDS,
@@ -92,6 +96,39 @@ def node_key_path(data_dir: Path) -> Path:
 def load_node_key(node: Node) -> Ed25519PrivateKey:
     """The node's signing key: the PKI report key when enrolled, else the plaintext-mode key."""
     return signing_identity(node).private_key
+
+
+AnswerFunction = Callable[[Node, dd.QueryBody], tuple[Any, str]]
+
+
+def answer_locally(node: Node, body: dd.QueryBody) -> tuple[str, Any, str]:
+    """Dispatch a query body addressed to this node: (answer field name, answer message, next page token)."""
+    kind = body.WhichOneof("request")
+    if kind == "summary":
+        own_from_records = body.summary.own_from_records
+        answer, token = answer_summary(
+            node, body.summary, body.page_size, body.page_token, own_from_records=own_from_records
+        )
+        return kind, answer, token
+    if kind == "ranking":
+        ranking, token = answer_ranking(node, body.ranking)
+        return kind, ranking, token
+    if kind == "cases":
+        cases, token = answer_cases(node, body.cases, body.page_size, body.page_token)
+        return kind, cases, token
+    if kind == "case_detail":
+        detail, token = answer_case_detail(node, body.case_detail)
+        return kind, detail, token
+    if kind == "alerts":
+        alerts, token = answer_alerts(node, body.alerts, body.page_size, body.page_token)
+        return kind, alerts, token
+    if kind == "complaints":
+        complaints, token = answer_complaints(node, body.complaints, body.page_size, body.page_token)
+        return kind, complaints, token
+    if kind == "report":
+        report, token = answer_report(node, body.report)
+        return kind, report, token
+    raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, alerts, ...)")
 
 
 @dataclass(frozen=True)
