@@ -61,7 +61,6 @@ from federation.server_support import (
     NODE_SERVICE_NAME,
     REFLECTION_SERVICE_NAME,
     add_health_and_reflection,
-    add_health_and_reflection_aio,
 )
 from federation.signing import (
     KeyResolver,
@@ -129,7 +128,6 @@ __all__ = [
     "UnavailableError",
     "add_counters",
     "add_health_and_reflection",
-    "add_health_and_reflection_aio",
     "append",
     "body_type_of",
     "bucket_key",

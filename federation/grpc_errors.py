@@ -28,7 +28,7 @@ anything else                         INTERNAL             public message is a r
 
 Lookup is by the stable ``code`` of the error class, walking the class hierarchy, so a new subclass
 (e.g. ``class SignatureError(UnauthenticatedError)`` with its own code) inherits its parent's status
-unless :func:`register_status` names one for its code. Every aborted call carries trailing metadata
+unless ``_STATUS_BY_CODE`` names one for its code. Every aborted call carries trailing metadata
 ``supnet-error-code`` (and ``supnet-error-field`` for validation errors) so clients can rebuild the
 error with :func:`supnet_error_from_rpc`.
 """
@@ -107,11 +107,6 @@ _ERROR_BY_CODE: dict[str, type[SupnetError]] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def register_status(code: str, status: grpc.StatusCode) -> None:
-    """Map an additional SupnetError ``code`` to a status (for error classes added later)."""
-    _STATUS_BY_CODE[code] = status
 
 
 def status_for(error: BaseException) -> grpc.StatusCode:

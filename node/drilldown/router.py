@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,7 +33,6 @@ from federation import (
     NotFoundError,
     UnauthenticatedError,
     UnavailableError,
-    body_type_of,
     envelope_digest,
     parse_body,
     public_key_from_b64,
@@ -54,51 +52,29 @@ from node.drilldown.figures import answer_ranking, answer_summary
 from node.drilldown.stored_reports import answer_report
 from node.trust import (
     DEFAULT_CHANNEL_OPTIONS,
-    FRESHNESS_WINDOW_SECONDS,
     MIN_NONCE_BYTES,
     QUERY_BODY_TYPE,
     NodeTrust,
     SigningIdentity,
     channel_to,
     is_in_subtree,
-    plaintext_key_path,
     signing_identity,
 )
 
 __all__ = [
-    "ANSWER_BODY_TYPE",
     "CHANNEL_OPTIONS",
-    "FRESHNESS_WINDOW_SECONDS",
-    "MIN_NONCE_BYTES",
     "QUERY_BODY_TYPE",
     "QueryRouter",
     "RelayedRpcError",
     "build_query",
-    "is_in_subtree",
-    "load_node_key",
-    "node_key_path",
 ]
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("supnet.audit")
 
-ANSWER_BODY_TYPE = body_type_of(QueryAnswer)
 # Time kept back from the caller's deadline for relaying the answer up the hops already passed.
 FORWARD_MARGIN_SECONDS = 0.05
 CHANNEL_OPTIONS: list[tuple[str, Any]] = list(DEFAULT_CHANNEL_OPTIONS)
-
-
-def node_key_path(data_dir: Path) -> Path:
-    """Where ``supnet init`` puts a node's plaintext-mode signing key (see node.trust.node_keys for the PKI key)."""
-    return plaintext_key_path(data_dir)
-
-
-def load_node_key(node: Node) -> Ed25519PrivateKey:
-    """The node's signing key: the PKI report key when enrolled, else the plaintext-mode key."""
-    return signing_identity(node).private_key
-
-
-AnswerFunction = Callable[[Node, dd.QueryBody], tuple[Any, str]]
 
 
 def answer_locally(node: Node, body: dd.QueryBody) -> tuple[str, Any, str]:

@@ -136,7 +136,3 @@ class NodeServer:
         self.query.close()
         self._executor.shutdown(wait=False)
         log.info("node %s stopped serving", self.node.config.id)
-
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until the server stops (or the timeout passes); True if it stopped."""
-        return bool(self._server.wait_for_termination(timeout))
