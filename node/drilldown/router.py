@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -31,6 +30,7 @@ from federation import (
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
+    RelayedRpcError,
     UnauthenticatedError,
     UnavailableError,
     envelope_digest,
@@ -105,18 +105,6 @@ def answer_locally(node: Node, body: dd.QueryBody) -> tuple[str, Any, str]:
         report, token = answer_report(node, body.report)
         return kind, report, token
     raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, alerts, ...)")
-
-
-@dataclass(frozen=True)
-class RelayedRpcError(Exception):
-    """A downstream hop refused or failed: its status and message are passed up unchanged (hop named)."""
-
-    status: grpc.StatusCode
-    details: str
-    error_code: str
-
-    def __str__(self) -> str:
-        return f"{self.status.name}: {self.details}"
 
 
 class QueryRouter:

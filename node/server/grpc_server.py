@@ -74,6 +74,7 @@ class NodeServer:
         # ConfigError here (no PKI, no plaintext switch) means the node refuses to serve at all.
         self.trust = node_trust(node)
         self.authorizer = Authorizer(node, self.trust)
+        # The one place errors become gRPC statuses: the servicers only raise (federation.grpc_errors).
         self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
         self.query = QueryServicer(node, authorizer=self.authorizer)
