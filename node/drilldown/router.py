@@ -77,34 +77,28 @@ FORWARD_MARGIN_SECONDS = 0.05
 CHANNEL_OPTIONS: list[tuple[str, Any]] = list(DEFAULT_CHANNEL_OPTIONS)
 
 
+# How each kind of query addressed to this node is answered: (answer message, next page token).
+_ANSWERERS: dict[str, Callable[[Node, dd.QueryBody], tuple[Any, str]]] = {
+    "summary": lambda node, body: answer_summary(
+        node, body.summary, body.page_size, body.page_token, own_from_records=body.summary.own_from_records
+    ),
+    "ranking": lambda node, body: answer_ranking(node, body.ranking),
+    "cases": lambda node, body: answer_cases(node, body.cases, body.page_size, body.page_token),
+    "case_detail": lambda node, body: answer_case_detail(node, body.case_detail),
+    "alerts": lambda node, body: answer_alerts(node, body.alerts, body.page_size, body.page_token),
+    "complaints": lambda node, body: answer_complaints(node, body.complaints, body.page_size, body.page_token),
+    "report": lambda node, body: answer_report(node, body.report),
+}
+
+
 def answer_locally(node: Node, body: dd.QueryBody) -> tuple[str, Any, str]:
     """Dispatch a query body addressed to this node: (answer field name, answer message, next page token)."""
-    kind = body.WhichOneof("request")
-    if kind == "summary":
-        own_from_records = body.summary.own_from_records
-        answer, token = answer_summary(
-            node, body.summary, body.page_size, body.page_token, own_from_records=own_from_records
-        )
-        return kind, answer, token
-    if kind == "ranking":
-        ranking, token = answer_ranking(node, body.ranking)
-        return kind, ranking, token
-    if kind == "cases":
-        cases, token = answer_cases(node, body.cases, body.page_size, body.page_token)
-        return kind, cases, token
-    if kind == "case_detail":
-        detail, token = answer_case_detail(node, body.case_detail)
-        return kind, detail, token
-    if kind == "alerts":
-        alerts, token = answer_alerts(node, body.alerts, body.page_size, body.page_token)
-        return kind, alerts, token
-    if kind == "complaints":
-        complaints, token = answer_complaints(node, body.complaints, body.page_size, body.page_token)
-        return kind, complaints, token
-    if kind == "report":
-        report, token = answer_report(node, body.report)
-        return kind, report, token
-    raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, alerts, ...)")
+    kind = body.WhichOneof("request") or ""
+    answerer = _ANSWERERS.get(kind)
+    if answerer is None:
+        raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, alerts, ...)")
+    answer, token = answerer(node, body)
+    return kind, answer, token
 
 
 class QueryRouter:
