@@ -48,10 +48,10 @@ from federation.grpc_errors import (
     ERROR_CODE_METADATA_KEY,
     ERROR_FIELD_METADATA_KEY,
     ErrorMappingInterceptor,
+    RelayedRpcError,
     error_code_of,
     status_for,
     supnet_error_from_rpc,
-    translate_errors,
 )
 from federation.outbox import BackoffPolicy, Outbox
 from federation.receiver import AcceptedReport, ChildChainState, ReportReceiver, load_child_chains
@@ -61,7 +61,6 @@ from federation.server_support import (
     NODE_SERVICE_NAME,
     REFLECTION_SERVICE_NAME,
     add_health_and_reflection,
-    add_health_and_reflection_aio,
 )
 from federation.signing import (
     KeyResolver,
@@ -121,6 +120,7 @@ __all__ = [
     "NotFoundError",
     "Outbox",
     "PermissionDeniedError",
+    "RelayedRpcError",
     "ReportReceiver",
     "StaleError",
     "StaticKeyResolver",
@@ -129,7 +129,6 @@ __all__ = [
     "UnavailableError",
     "add_counters",
     "add_health_and_reflection",
-    "add_health_and_reflection_aio",
     "append",
     "body_type_of",
     "bucket_key",
@@ -169,7 +168,6 @@ __all__ = [
     "sort_buckets",
     "status_for",
     "supnet_error_from_rpc",
-    "translate_errors",
     "validate_report_body",
     "verify_entries",
     "verify_envelope",

@@ -28,19 +28,24 @@ anything else                         INTERNAL             public message is a r
 
 Lookup is by the stable ``code`` of the error class, walking the class hierarchy, so a new subclass
 (e.g. ``class SignatureError(UnauthenticatedError)`` with its own code) inherits its parent's status
-unless :func:`register_status` names one for its code. Every aborted call carries trailing metadata
-``supnet-error-code`` (and ``supnet-error-field`` for validation errors) so clients can rebuild the
-error with :func:`supnet_error_from_rpc`.
+unless ``_STATUS_BY_CODE`` names one for its code. Every call aborted for an error carries trailing
+metadata ``supnet-error-code`` (and ``supnet-error-field`` for validation errors) so clients can rebuild
+the error with :func:`supnet_error_from_rpc`.
+
+Servers apply the mapping with :class:`ErrorMappingInterceptor`, so servicers just raise. It wraps every
+kind of method, streaming responses included (an error raised while the response iterator runs ends the
+stream with its status), answers request bytes that do not parse with INVALID_ARGUMENT, and leaves a call
+the handler aborted itself as it is. A :class:`RelayedRpcError` (a downstream hop's refusal) passes up with
+the status, message and code that hop sent.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -106,16 +111,23 @@ _ERROR_BY_CODE: dict[str, type[SupnetError]] = {
     )
 }
 
-F = TypeVar("F", bound=Callable[..., Any])
 
+@dataclass(frozen=True)
+class RelayedRpcError(Exception):
+    """A downstream hop refused or failed: its status and message are passed up unchanged (hop named)."""
 
-def register_status(code: str, status: grpc.StatusCode) -> None:
-    """Map an additional SupnetError ``code`` to a status (for error classes added later)."""
-    _STATUS_BY_CODE[code] = status
+    status: grpc.StatusCode
+    details: str
+    error_code: str
+
+    def __str__(self) -> str:
+        return f"{self.status.name}: {self.details}"
 
 
 def status_for(error: BaseException) -> grpc.StatusCode:
     """The gRPC status for an error: by its code, else its nearest ancestor's code, else INTERNAL."""
+    if isinstance(error, RelayedRpcError):
+        return error.status
     if not isinstance(error, SupnetError):
         return grpc.StatusCode.INTERNAL
     for cls in type(error).__mro__:
@@ -127,6 +139,9 @@ def status_for(error: BaseException) -> grpc.StatusCode:
 
 def public_status(error: BaseException, method: str = "") -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     """Status, public message and trailing metadata for an error; logs it (internal ones with traceback)."""
+    if isinstance(error, RelayedRpcError):
+        # The downstream hop already chose the status and public message (and logged it): pass them up as sent.
+        return error.status, error.details, ((ERROR_CODE_METADATA_KEY, error.error_code),) if error.error_code else ()
     status = status_for(error)
     if status is grpc.StatusCode.INTERNAL:
         # Internal details (SQL, paths, tracebacks) stay in the log; the caller gets a reference to quote.
@@ -157,73 +172,9 @@ def _already_aborted(context: Any) -> bool:
 
 def _abort(context: grpc.ServicerContext, error: BaseException, method: str) -> None:
     status, message, metadata = public_status(error, method)
-    context.set_trailing_metadata(metadata)
+    if metadata:
+        context.set_trailing_metadata(metadata)
     context.abort(status, message)
-
-
-def translate_errors(func: F) -> F:
-    """Decorate a sync servicer method (unary or streaming response) so SupnetErrors become statuses.
-
-    Works for ``def method(self, request, context)`` returning a message or yielding messages, and for
-    ``async def`` methods of a grpc.aio servicer.
-    """
-    method = func.__qualname__
-
-    if inspect.isasyncgenfunction(func):
-
-        @functools.wraps(func)
-        async def async_stream_wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-            try:
-                async for item in func(self, request, context):
-                    yield item
-            except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                status, message, metadata = public_status(exc, method)
-                context.set_trailing_metadata(metadata)
-                await context.abort(status, message)
-
-        return cast(F, async_stream_wrapper)
-
-    if inspect.iscoroutinefunction(func):
-
-        @functools.wraps(func)
-        async def async_wrapper(self: Any, request: Any, context: Any) -> Any:
-            try:
-                return await cast(Callable[..., Awaitable[Any]], func)(self, request, context)
-            except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                status, message, metadata = public_status(exc, method)
-                context.set_trailing_metadata(metadata)
-                await context.abort(status, message)
-
-        return cast(F, async_wrapper)
-
-    if inspect.isgeneratorfunction(func):
-
-        @functools.wraps(func)
-        def stream_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            try:
-                yield from func(self, request, context)
-            except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                _abort(context, exc, method)
-
-        return cast(F, stream_wrapper)
-
-    @functools.wraps(func)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return func(self, request, context)
-        except Exception as exc:
-            if _already_aborted(context):
-                raise
-            _abort(context, exc, method)
-            raise  # unreachable: abort raises; keeps type checkers and readers sure nothing returns
-
-    return cast(F, wrapper)
 
 
 class _Undecodable:

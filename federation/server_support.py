@@ -39,18 +39,3 @@ def add_health_and_reflection(server: grpc.Server, service_names: Iterable[str])
     reflection.enable_server_reflection(_reflected_names(names), server)
     logger.debug("health and reflection enabled for %s", names)
     return servicer
-
-
-async def add_health_and_reflection_aio(server: grpc.aio.Server, service_names: Iterable[str]) -> Any:
-    """The same for a grpc.aio server; returns the asyncio HealthServicer (its ``set`` is a coroutine)."""
-    from grpc_health.v1 import _async as health_aio  # exported as health.aio, which mypy cannot see
-
-    names = list(service_names)
-    servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    for name in names:
-        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(_reflected_names(names), server)
-    logger.debug("health and reflection enabled for %s (aio)", names)
-    return servicer

@@ -7,7 +7,11 @@ TARGET_ID. Tables for people, ``--json`` for scripts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -23,7 +27,7 @@ from node.cli.render import (
     complaints_table,
     print_case_detail,
     ranking_table,
-    report_description,
+    report_table,
     summary_table,
 )
 from node.drilldown import Answer, DrilldownClient
@@ -47,6 +51,8 @@ METRICS: dict[str, dd.RankingMetric.ValueType] = {
     "yellow": dd.RANKING_METRIC_YELLOW_CARDS,
 }
 ChoiceT = TypeVar("ChoiceT")
+Show = Callable[[list[Answer], ZoneInfo], None]
+RowsTable = Callable[[list[Any], str, ZoneInfo], Table]
 
 Target = Annotated[str, typer.Argument(help="Node to ask: this node or a descendant, e.g. gd.gz.py.")]
 Address = Annotated[
@@ -59,23 +65,93 @@ PageToken = Annotated[str, typer.Option("--page-token", help="Continue from a pr
 AllPages = Annotated[bool, typer.Option("--all", help="Follow next page tokens to the end.")]
 
 
-# --- command plumbing -----------------------------------------------------------------------------
+# --- the options the subcommands share -------------------------------------------------------------
 
 
-def _ask(
-    data_dir: Any, address: str | None, target: str, *, all_pages: bool = False, **kwargs: Any
-) -> tuple[list[Answer], ZoneInfo]:
+@dataclass(frozen=True)
+class Asking:
+    """What every subcommand is told: the node that asks (its data directory), its server, tables or JSON."""
+
+    data_dir: Path
+    address: str | None
+    json_output: bool
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Which pages of an answer to fetch: one (the first, or the one a token continues from) or every page."""
+
+    size: int = 0
+    token: str = ""
+    every: bool = False
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What every listing (cases, alerts, complaints) is told besides: the day range and the pages to fetch."""
+
+    day_from: str
+    day_to: str
+    pages: Pages
+
+
+def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+# In the order --help lists them: --data-dir first, a listing's day range and paging, --address and --json last.
+_ASKING_FIRST = (_option("data_dir", DataDir),)
+_LISTING = (
+    _option("day_from", DayFrom, ""),
+    _option("day_to", DayTo, ""),
+    _option("page_size", PageSize, 0),
+    _option("page_token", PageToken, ""),
+    _option("all_pages", AllPages, False),
+)
+_ASKING_LAST = (_option("address", Address, None), _option("json_output", JsonFlag, False))
+
+
+def _subcommand(query: typer.Typer, name: str, *, listing: bool = False) -> Callable[[Callable[..., None]], None]:
+    """Register ``func(target, asking, [listing,] *, own options)`` as ``supnet query TARGET name``.
+
+    Typer reads a command's options from its signature: the shared ones are added to the signature here and
+    come to ``func`` bundled as an :class:`Asking` (and a :class:`Listing`), so each is written once.
+    """
+
+    def register(func: Callable[..., None]) -> None:
+        own = list(inspect.signature(func, eval_str=True).parameters.values())[3 if listing else 2 :]
+        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+        @functools.wraps(func)
+        def command(ctx: typer.Context, **options: Any) -> None:
+            asking = Asking(options.pop("data_dir"), options.pop("address"), options.pop("json_output"))
+            if not listing:
+                func(ctx.obj["target"], asking, **options)
+                return
+            pages = Pages(options.pop("page_size"), options.pop("page_token"), options.pop("all_pages"))
+            func(ctx.obj["target"], asking, Listing(options.pop("day_from"), options.pop("day_to"), pages), **options)
+
+        shared = _LISTING if listing else ()
+        signature = inspect.Signature([context, *_ASKING_FIRST, *own, *shared, *_ASKING_LAST])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        query.command(name)(handle_errors(command))
+
+    return register
+
+
+# --- asking and showing ----------------------------------------------------------------------------
+
+
+def _ask(target: str, asking: Asking, pages: Pages, **request: Any) -> tuple[list[Answer], ZoneInfo]:
     from node.app import open_node
 
-    node = open_node(data_dir, migrate_schema=False)
+    node = open_node(asking.data_dir, migrate_schema=False)
     try:
-        with DrilldownClient.for_node(node, address) as client:
-            if all_pages:
-                page_size = kwargs.pop("page_size", 0)
-                kwargs.pop("page_token", None)
-                answers = list(client.ask_pages(target, page_size=page_size, **kwargs))
+        with DrilldownClient.for_node(node, asking.address) as client:
+            if pages.every:
+                answers = list(client.ask_pages(target, page_size=pages.size, **request))
             else:
-                answers = [client.ask(target, **kwargs)]
+                answers = [client.ask(target, page_size=pages.size, page_token=pages.token, **request)]
         return answers, node.tz
     finally:
         node.close()
@@ -88,10 +164,34 @@ def _footer(answers: list[Answer]) -> None:
         console.print(f"[dim]more: --page-token {last.body.next_page_token}  (or --all)[/]")
 
 
+def _ask_and_show(target: str, asking: Asking, show: Show, pages: Pages = Pages(), **request: Any) -> None:
+    """Ask ``target``; print the answers as one JSON object (--json) or as ``show`` prints them, then who signed."""
+    answers, tz = _ask(target, asking, pages, **request)
+    if asking.json_output:
+        print_json(answer_json(answers))
+        return
+    show(answers, tz)
+    _footer(answers)
+
+
+def _ask_and_list(target: str, asking: Asking, listing: Listing, table: RowsTable, **request: Any) -> None:
+    """A listing (``request``: cases=, alerts= or complaints=): the rows of every page fetched in one table."""
+    [kind] = request
+
+    def show(answers: list[Answer], tz: ZoneInfo) -> None:
+        rows = [row for answer in answers for row in getattr(getattr(answer.body, kind), kind)]
+        console.print(table(rows, f"{target}: {kind} ({len(rows)} shown)", tz))
+
+    _ask_and_show(target, asking, show, listing.pages, **request)
+
+
 def _choice(value: str, choices: Mapping[str, ChoiceT], option: str) -> ChoiceT:
     if value not in choices:
         raise InvalidArgumentError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
     return choices[value]
+
+
+# --- the subcommands -------------------------------------------------------------------------------
 
 
 def register(app: typer.Typer) -> None:
@@ -107,12 +207,11 @@ def register(app: typer.Typer) -> None:
         """TARGET_ID: the node that answers (this node or one below it)."""
         ctx.obj = {"target": target}
 
-    @query.command("summary")
-    @handle_errors
+    @_subcommand(query, "summary")
     def summary(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
         *,
-        data_dir: DataDir,
         by: Annotated[str, typer.Option("--by", help="child | item | day | month")] = "child",
         day_from: DayFrom = "",
         day_to: DayTo = "",
@@ -121,11 +220,8 @@ def register(app: typer.Typer) -> None:
         from_records: Annotated[
             bool, typer.Option("--from-records", help="Own data only, recomputed from raw records (audit).")
         ] = False,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """Subtree totals grouped by child, item, day or month, with derived rates and reporting completeness."""
-        target = ctx.obj["target"]
         request = dd.SummaryRequest(
             group_by=_choice(by, GROUPS, "--by"),
             day_from=day_from,
@@ -134,33 +230,28 @@ def register(app: typer.Typer) -> None:
             item_type_code=item_type,
             own_from_records=from_records,
         )
-        answers, _tz = _ask(data_dir, address, target, all_pages=True, summary=request)
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        merged = dd.SummaryAnswer()
-        merged.CopyFrom(answers[0].body.summary)
-        for extra in answers[1:]:
-            merged.rows.extend(extra.body.summary.rows)
-        console.print(summary_table(merged, f"{target}: subtree totals by {by}"))
-        _footer(answers)
 
-    @query.command("ranking")
-    @handle_errors
+        def show(answers: list[Answer], _tz: ZoneInfo) -> None:
+            merged = dd.SummaryAnswer()
+            merged.CopyFrom(answers[0].body.summary)
+            for extra in answers[1:]:
+                merged.rows.extend(extra.body.summary.rows)
+            console.print(summary_table(merged, f"{target}: subtree totals by {by}"))
+
+        _ask_and_show(target, asking, show, Pages(every=True), summary=request)
+
+    @_subcommand(query, "ranking")
     def ranking(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
         *,
-        data_dir: DataDir,
         metric: Annotated[str, typer.Option("--metric", help=" | ".join(METRICS))] = "early",
         day_from: DayFrom = "",
         day_to: DayTo = "",
         item: Annotated[str, typer.Option("--item", help="National item basic code.")] = "",
         worst_first: Annotated[bool, typer.Option("--worst-first", help="Worst first.")] = False,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """Rank the target's children (and its own data) by a derived metric."""
-        target = ctx.obj["target"]
         request = dd.RankingRequest(
             metric=_choice(metric, METRICS, "--metric"),
             day_from=day_from,
@@ -168,34 +259,25 @@ def register(app: typer.Typer) -> None:
             basic_code=item,
             worst_first=worst_first,
         )
-        answers, _tz = _ask(data_dir, address, target, ranking=request)
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        console.print(ranking_table(answers[0].body.ranking, f"{target}: ranking of children"))
-        _footer(answers)
 
-    @query.command("cases")
-    @handle_errors
+        def show(answers: list[Answer], _tz: ZoneInfo) -> None:
+            console.print(ranking_table(answers[0].body.ranking, f"{target}: ranking of children"))
+
+        _ask_and_show(target, asking, show, ranking=request)
+
+    @_subcommand(query, "cases", listing=True)
     def cases(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
+        listing: Listing,
         *,
-        data_dir: DataDir,
         status: Annotated[str, typer.Option("--status", help="open | completed | any")] = "any",
         overdue: Annotated[bool, typer.Option("--overdue", help="Only cases past their promised limit.")] = False,
         red_card: Annotated[bool, typer.Option("--red-card", help="Only cases with a red card.")] = False,
         item: Annotated[str, typer.Option("--item", help="National item basic code.")] = "",
         department: Annotated[str, typer.Option("--department", help="Accepting department (exact).")] = "",
-        day_from: DayFrom = "",
-        day_to: DayTo = "",
-        page_size: PageSize = 0,
-        page_token: PageToken = "",
-        all_pages: AllPages = False,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """The target's own cases with filters (personal data masked), a page at a time."""
-        target = ctx.obj["target"]
         statuses: dict[str, dd.CaseStatusFilter.ValueType] = {
             "any": dd.CASE_STATUS_FILTER_UNSPECIFIED,
             "open": dd.CASE_STATUS_FILTER_OPEN,
@@ -207,60 +289,39 @@ def register(app: typer.Typer) -> None:
             red_card_only=red_card,
             basic_code=item,
             department=department,
-            day_from=day_from,
-            day_to=day_to,
+            day_from=listing.day_from,
+            day_to=listing.day_to,
         )
-        answers, tz = _ask(
-            data_dir, address, target, all_pages=all_pages, page_size=page_size, page_token=page_token, cases=request
-        )
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        rows = [row for answer in answers for row in answer.body.cases.cases]
-        console.print(cases_table(rows, f"{target}: cases ({len(rows)} shown)", tz))
-        _footer(answers)
+        _ask_and_list(target, asking, listing, cases_table, cases=request)
 
-    @query.command("case")
-    @handle_errors
+    @_subcommand(query, "case")
     def case(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
         *,
         case_no: Annotated[str, typer.Argument(help="办件编号 of a case of the target node.")],
-        data_dir: DataDir,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """One case with its timeline and alerts; applicant data masked."""
-        target = ctx.obj["target"]
-        answers, tz = _ask(data_dir, address, target, case_detail=dd.CaseDetailRequest(case_no=case_no))
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        print_case_detail(answers[0].body.case_detail, tz)
-        _footer(answers)
 
-    @query.command("alerts")
-    @handle_errors
+        def show(answers: list[Answer], tz: ZoneInfo) -> None:
+            print_case_detail(answers[0].body.case_detail, tz)
+
+        _ask_and_show(target, asking, show, case_detail=dd.CaseDetailRequest(case_no=case_no))
+
+    @_subcommand(query, "alerts", listing=True)
     def alerts(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
+        listing: Listing,
         *,
-        data_dir: DataDir,
         severity: Annotated[str, typer.Option("--severity", help="reminder | yellow | red")] = "",
         status: Annotated[str, typer.Option("--status", help="raised | notified | acknowledged | ...")] = "",
         open_only: Annotated[bool, typer.Option("--open", help="Only alerts not corrected.")] = False,
         case_no: Annotated[str, typer.Option("--case", help="Only this case.")] = "",
         department: Annotated[str, typer.Option("--department", help="Responsible department.")] = "",
         rule: Annotated[str, typer.Option("--rule", help="Rule id, e.g. R03.")] = "",
-        day_from: DayFrom = "",
-        day_to: DayTo = "",
-        page_size: PageSize = 0,
-        page_token: PageToken = "",
-        all_pages: AllPages = False,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """The target's own alerts, newest first."""
-        target = ctx.obj["target"]
         request = dd.AlertsRequest(
             severity=severity,
             status=status,
@@ -268,92 +329,46 @@ def register(app: typer.Typer) -> None:
             case_no=case_no,
             department=department,
             rule_id=rule,
-            day_from=day_from,
-            day_to=day_to,
+            day_from=listing.day_from,
+            day_to=listing.day_to,
         )
-        answers, tz = _ask(
-            data_dir, address, target, all_pages=all_pages, page_size=page_size, page_token=page_token, alerts=request
-        )
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        rows = [row for answer in answers for row in answer.body.alerts.alerts]
-        console.print(alerts_table(rows, f"{target}: alerts ({len(rows)} shown)", tz))
-        _footer(answers)
+        _ask_and_list(target, asking, listing, alerts_table, alerts=request)
 
-    @query.command("complaints")
-    @handle_errors
+    @_subcommand(query, "complaints", listing=True)
     def complaints(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
+        listing: Listing,
         *,
-        data_dir: DataDir,
         status: Annotated[
             str, typer.Option("--status", help="received | accepted | declined | handled | concluded")
         ] = "",
         respondent: Annotated[str, typer.Option("--respondent", help="Respondent unit (exact).")] = "",
         overdue: Annotated[bool, typer.Option("--overdue", help="Only complaints past a limit.")] = False,
-        day_from: DayFrom = "",
-        day_to: DayTo = "",
-        page_size: PageSize = 0,
-        page_token: PageToken = "",
-        all_pages: AllPages = False,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """The target's own complaints, newest first (complainants masked)."""
-        target = ctx.obj["target"]
         request = dd.ComplaintsRequest(
-            status=status, respondent_unit=respondent, overdue_only=overdue, day_from=day_from, day_to=day_to
+            status=status,
+            respondent_unit=respondent,
+            overdue_only=overdue,
+            day_from=listing.day_from,
+            day_to=listing.day_to,
         )
-        answers, tz = _ask(
-            data_dir,
-            address,
-            target,
-            all_pages=all_pages,
-            page_size=page_size,
-            page_token=page_token,
-            complaints=request,
-        )
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        rows = [row for answer in answers for row in answer.body.complaints.complaints]
-        console.print(complaints_table(rows, f"{target}: complaints ({len(rows)} shown)", tz))
-        _footer(answers)
+        _ask_and_list(target, asking, listing, complaints_table, complaints=request)
 
-    @query.command("report")
-    @handle_errors
+    @_subcommand(query, "report")
     def report(
-        ctx: typer.Context,
+        target: str,
+        asking: Asking,
         *,
-        data_dir: DataDir,
         node_id: Annotated[
             str, typer.Option("--node", help="Whose report: the target's own (default) or a child's.")
         ] = "",
         sequence: Annotated[int, typer.Option("--sequence", help="Report number; 0 = the latest.")] = 0,
-        address: Address = None,
-        json_output: JsonFlag = False,
     ) -> None:
         """A stored report exactly as signed by its author, for audit."""
-        target = ctx.obj["target"]
-        answers, _tz = _ask(
-            data_dir, address, target, report=dd.ReportRequest(node_id=node_id or target, sequence=sequence)
-        )
-        description = report_description(answers[0].body.report)
-        if json_output:
-            print_json(answer_json(answers))
-            return
-        table = Table(title=f"report {description['node_id']} #{description['sequence']} (held by {target})")
-        table.add_column("field")
-        table.add_column("value")
-        for key in ("kind", "digest", "previous_digest", "signed_by", "key_id", "buckets"):
-            table.add_row(key, str(description[key]) or "-")
-        completeness = description["completeness"]
-        table.add_row("completeness", f"{completeness['nodes_reported_in_window']}/{completeness['nodes_in_subtree']}")
-        for ref in description["child_reports"]:
-            table.add_row("rolls up", f"{ref['child_id']} #{ref['sequence']} {ref['digest'][:12]}")
-        totals = description["bucket_totals"]
-        table.add_row("received (in these buckets)", f"{totals['received']:,}")
-        table.add_row("completed (in these buckets)", f"{totals['completed']:,}")
-        console.print(table)
-        _footer(answers)
+
+        def show(answers: list[Answer], _tz: ZoneInfo) -> None:
+            console.print(report_table(answers[0].body.report, target))
+
+        _ask_and_show(target, asking, show, report=dd.ReportRequest(node_id=node_id or target, sequence=sequence))

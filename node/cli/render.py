@@ -230,6 +230,24 @@ def report_description(answer: dd.ReportAnswer) -> dict[str, Any]:
     }
 
 
+def report_table(answer: dd.ReportAnswer, held_by: str) -> Table:
+    """A stored report's header, the child reports it rolls up and its totals."""
+    description = report_description(answer)
+    table = Table(title=f"report {description['node_id']} #{description['sequence']} (held by {held_by})")
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("kind", "digest", "previous_digest", "signed_by", "key_id", "buckets"):
+        table.add_row(key, str(description[key]) or "-")
+    completeness = description["completeness"]
+    table.add_row("completeness", f"{completeness['nodes_reported_in_window']}/{completeness['nodes_in_subtree']}")
+    for ref in description["child_reports"]:
+        table.add_row("rolls up", f"{ref['child_id']} #{ref['sequence']} {ref['digest'][:12]}")
+    totals = description["bucket_totals"]
+    table.add_row("received (in these buckets)", f"{totals['received']:,}")
+    table.add_row("completed (in these buckets)", f"{totals['completed']:,}")
+    return table
+
+
 def answer_json(answers: list[Answer]) -> dict[str, Any]:
     """JSON form: the answer body (proto field names) plus who signed it and how it was checked."""
     first = answers[0]

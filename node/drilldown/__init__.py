@@ -1,8 +1,10 @@
 """Drill-down: answers to ancestors' queries about this node's subtree, answered locally or routed one hop down."""
 
-from node.drilldown.answers import answer_case_detail, answer_cases, answer_summary, to_ms
+from node.drilldown.answers import answer_case_detail, answer_cases
 from node.drilldown.client import Answer, DrilldownClient
+from node.drilldown.figures import answer_summary
 from node.drilldown.masking import mask_name
+from node.drilldown.query_terms import to_ms
 from node.drilldown.router import QUERY_BODY_TYPE, QueryRouter, RelayedRpcError, build_query
 from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
 

@@ -1,19 +1,14 @@
-"""Local drill-down answers: summaries, ranking, cases, case detail, alerts, complaints and stored reports.
+"""Drill-down answers about records: cases, one case's detail and timeline, alerts and complaints.
 
 Every function reads this node's own database and returns the proto message of one answer kind plus
-the token of the next page ('' on the last page). Counters are additive sums (own ``metric_buckets``
-plus each child's latest state in ``child_buckets``); rates are derived by whoever shows them.
-Personal data (applicant names, ID numbers, complainants) leaves only masked.
+the token of the next page ('' on the last page). Personal data (applicant names, ID numbers,
+complainants) leaves only masked.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,377 +17,12 @@ from sqlalchemy import Connection, DateTime, Integer, and_, bindparam, exists, f
 from sqlalchemy import case as sql_case
 from sqlalchemy.sql.elements import ColumnElement
 
-from federation import COUNTER_FIELDS, DriverStatement, InvalidArgumentError, NotFoundError, outbox, received_reports
+from federation import DriverStatement, InvalidArgumentError, NotFoundError
 from federation.proto.v1 import drilldown_pb2 as dd
-from federation.proto.v1.common_pb2 import Completeness, Counters, SignedEnvelope
 from node.app import Node
 from node.drilldown.masking import mask_id_number, mask_name
-from node.reporting import ChildStatus, children_status, subtree_completeness
-from node.store import (
-    Alert,
-    Case,
-    ChildBucket,
-    Complaint,
-    Completion,
-    Evaluation,
-    Item,
-    MetricBucket,
-    Payment,
-    SpecialProcedure,
-    Step,
-)
-
-log = logging.getLogger(__name__)
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-SUMMARY_DEFAULT_PAGE_SIZE = 1000
-SUMMARY_MAX_PAGE_SIZE = 5000
-
-GROUP_CHILD = dd.SUMMARY_GROUP_BY_CHILD
-GROUP_ITEM = dd.SUMMARY_GROUP_BY_ITEM
-GROUP_DAY = dd.SUMMARY_GROUP_BY_DAY
-GROUP_MONTH = dd.SUMMARY_GROUP_BY_MONTH
-
-CounterDict = dict[str, int]
-
-
-# --- small helpers -----------------------------------------------------------------------------
-
-
-_EPOCH = datetime(1970, 1, 1)
-_MILLISECOND = timedelta(milliseconds=1)
-
-
-def to_ms(value: datetime, tz: ZoneInfo) -> int:
-    """Unix milliseconds of a naive local date-time of the node (a zone it carries is ignored)."""
-    wall = value.replace(tzinfo=None) if value.tzinfo is not None else value
-    offset = tz.utcoffset(wall) or timedelta(0)
-    # Integer arithmetic: exact (a float timestamp can be a millisecond off) and several times faster, which
-    # counts when a page of cases converts four date-times per row on the drill-down path.
-    return (wall - _EPOCH - offset) // _MILLISECOND
-
-
-def _parse_day(text: str, field: str) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"{field} {text!r} is not a day YYYY-MM-DD") from exc
-
-
-def _day_range(day_from: str, day_to: str) -> tuple[date | None, date | None]:
-    start = _parse_day(day_from, "day_from")
-    end = _parse_day(day_to, "day_to")
-    if start and end and start > end:
-        raise InvalidArgumentError(f"day_from {day_from} is after day_to {day_to}")
-    return start, end
-
-
-def _datetime_bounds(day_from: str, day_to: str) -> tuple[datetime | None, datetime | None]:
-    """Half-open [start, end) date-time bounds of an inclusive day range."""
-    start, end = _day_range(day_from, day_to)
-    lower = datetime.combine(start, datetime.min.time()) if start else None
-    upper = datetime.combine(end + timedelta(days=1), datetime.min.time()) if end else None
-    return lower, upper
-
-
-def page_size_of(requested: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
-    """The page size to use: the default for 0, never above the maximum."""
-    if requested <= 0:
-        return default
-    return min(requested, maximum)
-
-
-def encode_page_token(kind: str, position: Sequence[Any]) -> str:
-    """An opaque token naming the answer kind and the last position served (keyset paging)."""
-    raw = json.dumps({"k": kind, "p": list(position)}, separators=(",", ":"), ensure_ascii=False)
-    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii")
-
-
-def decode_page_token(kind: str, token: str) -> list[Any] | None:
-    """The position in a token from :func:`encode_page_token`; None for no token; error if it is not ours."""
-    if not token:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8"))
-    except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise InvalidArgumentError("page_token is not a token this node issued") from exc
-    if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("p"), list):
-        raise InvalidArgumentError(f"page_token does not belong to a {kind} query")
-    position: list[Any] = data["p"]
-    return position
-
-
-def _zero_counters() -> CounterDict:
-    return dict.fromkeys(COUNTER_FIELDS, 0)
-
-
-def _add_into(total: CounterDict, values: Mapping[str, Any]) -> None:
-    for name in COUNTER_FIELDS:
-        total[name] += int(values[name] or 0)
-
-
-def _counters(values: Mapping[str, int]) -> Counters:
-    return Counters(**{name: int(values[name]) for name in COUNTER_FIELDS if values.get(name)})
-
-
-def _sum_columns(table: Any) -> list[ColumnElement[Any]]:
-    return [func.coalesce(func.sum(getattr(table, name)), 0).label(name) for name in COUNTER_FIELDS]
-
-
-# --- children and completeness ------------------------------------------------------------------
-
-
-def _completeness_of(status: ChildStatus) -> Completeness:
-    return Completeness(
-        nodes_in_subtree=status.nodes_in_subtree, nodes_reported_in_window=status.nodes_reported_in_window
-    )
-
-
-def _subtree_completeness(statuses: Sequence[ChildStatus]) -> Completeness:
-    total = subtree_completeness(statuses)
-    return Completeness(
-        nodes_in_subtree=total.nodes_in_subtree, nodes_reported_in_window=total.nodes_reported_in_window
-    )
-
-
-def _last_report_ms(node: Node, status: ChildStatus | None) -> int:
-    if status is None or status.last_received_at is None:
-        return 0
-    return to_ms(status.last_received_at, node.tz)
-
-
-# --- summary ------------------------------------------------------------------------------------
-
-
-def _bucket_filters(table: Any, request: dd.SummaryRequest | dd.RankingRequest) -> list[ColumnElement[bool]]:
-    start, end = _day_range(request.day_from, request.day_to)
-    conditions: list[ColumnElement[bool]] = []
-    if start:
-        conditions.append(table.day >= start)
-    if end:
-        conditions.append(table.day <= end)
-    if request.basic_code:
-        conditions.append(table.basic_code == request.basic_code)
-    item_type = getattr(request, "item_type_code", "")
-    if item_type:
-        conditions.append(table.item_type_code == item_type)
-    return conditions
-
-
-def _own_grouped(conn: Connection, request: dd.SummaryRequest | dd.RankingRequest, key: Any) -> dict[str, CounterDict]:
-    conditions = _bucket_filters(MetricBucket, request)
-    statement = select(key.label("key"), *_sum_columns(MetricBucket)).where(*conditions).group_by(key)
-    return {str(row.key): {name: int(row._mapping[name]) for name in COUNTER_FIELDS} for row in conn.execute(statement)}
-
-
-def _own_total(conn: Connection, request: dd.SummaryRequest | dd.RankingRequest) -> CounterDict:
-    statement = select(*_sum_columns(MetricBucket)).where(*_bucket_filters(MetricBucket, request))
-    row = conn.execute(statement).one()
-    return {name: int(row._mapping[name]) for name in COUNTER_FIELDS}
-
-
-def _children_grouped(
-    conn: Connection, request: dd.SummaryRequest | dd.RankingRequest, key: Any
-) -> dict[str, CounterDict]:
-    conditions = _bucket_filters(ChildBucket, request)
-    statement = select(key.label("key"), *_sum_columns(ChildBucket)).where(*conditions).group_by(key)
-    return {str(row.key): {name: int(row._mapping[name]) for name in COUNTER_FIELDS} for row in conn.execute(statement)}
-
-
-def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tuple[date, str], CounterDict]:
-    """The node's own counters recomputed from its raw records, per (day, basic code), filters applied (audit)."""
-    from node.supervision import recompute_buckets
-
-    start, end = _day_range(request.day_from, request.day_to)
-    result: dict[tuple[date, str], CounterDict] = {}
-    with node.engine.connect() as conn:
-        items = {row.implementation_code: (row.basic_code, row.type_code) for row in conn.execute(select(Item))}
-        recomputed = recompute_buckets(conn, node.calendar)
-    for (day, _department, implementation_code), values in recomputed.items():
-        basic_code, type_code = items.get(implementation_code, ("", ""))
-        if (start and day < start) or (end and day > end):
-            continue
-        if request.basic_code and basic_code != request.basic_code:
-            continue
-        if request.item_type_code and type_code != request.item_type_code:
-            continue
-        total = result.setdefault((day, basic_code), _zero_counters())
-        for name in COUNTER_FIELDS:
-            total[name] += int(values.get(name, 0))
-    return result
-
-
-def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: int) -> dict[str, CounterDict]:
-    grouped: dict[str, CounterDict] = {}
-    for (day, basic_code), values in recomputed.items():
-        if group_by == GROUP_ITEM:
-            key = basic_code
-        elif group_by == GROUP_MONTH:
-            key = day.isoformat()[:7]
-        else:
-            key = day.isoformat()
-        _add_into(grouped.setdefault(key, _zero_counters()), values)
-    return grouped
-
-
-def _fold_days_to_months(rows: Mapping[str, CounterDict]) -> dict[str, CounterDict]:
-    months: dict[str, CounterDict] = {}
-    for day, values in rows.items():
-        _add_into(months.setdefault(day[:7], _zero_counters()), values)
-    return months
-
-
-def _item_labels(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
-    wanted = sorted(set(codes))
-    if not wanted:
-        return {}
-    statement = (
-        select(Item.basic_code, func.min(Item.name)).where(Item.basic_code.in_(wanted)).group_by(Item.basic_code)
-    )
-    return {str(code): str(name) for code, name in conn.execute(statement)}
-
-
-def answer_summary(
-    node: Node, request: dd.SummaryRequest, page_size: int, page_token: str, *, own_from_records: bool = False
-) -> tuple[dd.SummaryAnswer, str]:
-    """Subtree totals grouped by child, item, day or month; with ``own_from_records`` only own data, recomputed."""
-    group_by = request.group_by or GROUP_CHILD
-    if group_by not in (GROUP_CHILD, GROUP_ITEM, GROUP_DAY, GROUP_MONTH):
-        raise InvalidArgumentError(f"summary group_by {group_by} is not one of CHILD, ITEM, DAY, MONTH")
-    if own_from_records and group_by == GROUP_CHILD:
-        raise InvalidArgumentError(
-            "a summary recomputed from records covers own data only: group by item, day or month"
-        )
-    after = decode_page_token("summary", page_token)
-    size = page_size_of(page_size, SUMMARY_DEFAULT_PAGE_SIZE, SUMMARY_MAX_PAGE_SIZE)
-    extra: dict[str, dd.SummaryRow] = {}
-    with node.engine.connect() as conn:
-        states = children_status(node, conn)
-        completeness = _subtree_completeness(states)
-        if own_from_records:
-            rows = _fold_records(own_counters_from_records(node, request), group_by)
-            completeness = Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
-        elif group_by == GROUP_CHILD:
-            rows = _children_grouped(conn, request, ChildBucket.child_id)
-            rows[node.config.id] = _own_total(conn, request)
-            for state in states:
-                rows.setdefault(state.child_id, _zero_counters())
-                extra[state.child_id] = dd.SummaryRow(
-                    completeness=_completeness_of(state),
-                    last_report_sequence=state.last_sequence or 0,
-                    last_report_at_ms=_last_report_ms(node, state),
-                )
-            extra[node.config.id] = dd.SummaryRow(
-                label=node.config.name, completeness=Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
-            )
-        else:
-            column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
-            child_key = ChildBucket.basic_code if group_by == GROUP_ITEM else ChildBucket.day
-            rows = _own_grouped(conn, request, column_key)
-            for key, values in _children_grouped(conn, request, child_key).items():
-                _add_into(rows.setdefault(key, _zero_counters()), values)
-            if group_by == GROUP_MONTH:
-                rows = _fold_days_to_months(rows)
-        labels = _item_labels(conn, rows) if group_by == GROUP_ITEM else {}
-    total = _zero_counters()
-    for values in rows.values():
-        _add_into(total, values)
-    keys = sorted(rows)
-    if after:
-        keys = [key for key in keys if key > str(after[0])]
-    page, more = keys[:size], len(keys) > size
-    answer = dd.SummaryAnswer(group_by=group_by, total=_counters(total), completeness=completeness)
-    for key in page:
-        row = answer.rows.add()
-        if key in extra:
-            row.CopyFrom(extra[key])
-        row.key = key
-        row.label = row.label or labels.get(key, "")
-        row.counters.CopyFrom(_counters(rows[key]))
-    return answer, encode_page_token("summary", [page[-1]]) if more and page else ""
-
-
-# --- ranking ------------------------------------------------------------------------------------
-
-# metric -> (numerator counters, denominator counters or None for a plain count, higher is better)
-_RANKING: dict[int, tuple[tuple[str, ...], tuple[str, ...] | None, bool]] = {
-    dd.RANKING_METRIC_EARLY_COMPLETION_RATE: (("completed_early",), ("completed",), True),
-    dd.RANKING_METRIC_ON_TIME_RATE: (("completed_on_time",), ("completed",), True),
-    dd.RANKING_METRIC_RETURN_RATE: (("returned",), ("received",), False),
-    dd.RANKING_METRIC_SATISFACTION_RATE: (
-        ("ratings_1", "ratings_2", "ratings_3"),
-        ("ratings_1", "ratings_2", "ratings_3", "ratings_4", "ratings_5"),
-        True,
-    ),
-    dd.RANKING_METRIC_COMPLAINT_CLOSURE_RATE: (("complaints_concluded",), ("complaints_received",), True),
-    dd.RANKING_METRIC_OPEN_OVERDUE_PROMISED: (("open_overdue_promised",), None, False),
-    dd.RANKING_METRIC_OPEN_OVERDUE_LEGAL: (("open_overdue_legal",), None, False),
-    dd.RANKING_METRIC_RED_CARDS: (("red_cards",), None, False),
-    dd.RANKING_METRIC_YELLOW_CARDS: (("yellow_cards",), None, False),
-}
-
-
-def metric_value(metric: int, values: Mapping[str, int]) -> tuple[float, int, int]:
-    """(value, numerator, denominator) of a ranking metric; a count has denominator 0 and value = count."""
-    numerator_names, denominator_names, _ = _RANKING[metric]
-    numerator = sum(int(values.get(name, 0)) for name in numerator_names)
-    if denominator_names is None:
-        return float(numerator), numerator, 0
-    denominator = sum(int(values.get(name, 0)) for name in denominator_names)
-    return (numerator / denominator if denominator else 0.0), numerator, denominator
-
-
-def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAnswer, str]:
-    """Rank the children (and this node's own data as one entry) by one derived metric; ties share a rank."""
-    metric = request.metric or dd.RANKING_METRIC_EARLY_COMPLETION_RATE
-    if metric not in _RANKING:
-        raise InvalidArgumentError(f"ranking metric {metric} is not known")
-    _, denominator_names, higher_is_better = _RANKING[metric]
-    with node.engine.connect() as conn:
-        states = {state.child_id: state for state in children_status(node, conn)}
-        rows = _children_grouped(conn, request, ChildBucket.child_id)
-        own = _own_total(conn, request)
-    entries: list[dd.RankingRow] = []
-    for node_id in sorted({*states, *rows, node.config.id}):
-        values = own if node_id == node.config.id else rows.get(node_id, _zero_counters())
-        value, numerator, denominator = metric_value(metric, values)
-        state = states.get(node_id)
-        entries.append(
-            dd.RankingRow(
-                node_id=node_id,
-                label=node.config.name if node_id == node.config.id else "",
-                value=value,
-                numerator=numerator,
-                denominator=denominator,
-                counters=_counters(values),
-                last_report_sequence=(state.last_sequence or 0) if state else 0,
-                last_report_at_ms=_last_report_ms(node, state),
-                stale=state is not None and state.state != "fresh",
-            )
-        )
-    best_first = higher_is_better != request.worst_first
-
-    def order(row: dd.RankingRow) -> tuple[int, float, str]:
-        # A rate over nothing (e.g. no completed cases) cannot be compared: such entries go last.
-        unrated = denominator_names is not None and row.denominator == 0
-        return (1 if unrated else 0, -row.value if best_first else row.value, row.node_id)
-
-    entries.sort(key=order)
-    answer = dd.RankingAnswer(metric=metric)
-    previous: tuple[int, float] | None = None
-    rank = 0
-    for position, entry in enumerate(entries, start=1):
-        key = (1 if denominator_names is not None and entry.denominator == 0 else 0, round(entry.value, 12))
-        if key != previous:
-            rank = position
-            previous = key
-        entry.rank = rank
-        answer.rows.append(entry)
-    return answer, ""
-
+from node.drilldown.query_terms import datetime_bounds, decode_page_token, encode_page_token, page_size_of, to_ms
+from node.store import Alert, Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
 
 # --- cases --------------------------------------------------------------------------------------
 
@@ -554,7 +184,7 @@ def answer_cases(node: Node, request: dd.CasesRequest, page_size: int, page_toke
     size = page_size_of(page_size)
     after = decode_page_token("cases", page_token)
     now = node.now()
-    lower, upper = _datetime_bounds(request.day_from, request.day_to)
+    lower, upper = datetime_bounds(request.day_from, request.day_to)
     shape: set[str] = set()
     params: dict[str, Any] = {"limit": size + 1}
     if request.status == dd.CASE_STATUS_FILTER_OPEN:
@@ -729,7 +359,7 @@ def answer_alerts(
 
     size = page_size_of(page_size)
     after = decode_page_token("alerts", page_token)
-    lower, upper = _datetime_bounds(request.day_from, request.day_to)
+    lower, upper = datetime_bounds(request.day_from, request.day_to)
     conditions: list[ColumnElement[bool]] = []
     if request.severity:
         conditions.append(Alert.severity == request.severity)
@@ -774,7 +404,7 @@ def answer_complaints(
 
     size = page_size_of(page_size)
     after = decode_page_token("complaints", page_token)
-    lower, upper = _datetime_bounds(request.day_from, request.day_to)
+    lower, upper = datetime_bounds(request.day_from, request.day_to)
     now = node.now()
     conditions: list[ColumnElement[bool]] = []
     if request.status:
@@ -832,70 +462,3 @@ def answer_complaints(
     if more and page:
         token = encode_page_token("complaints", [page[-1].received_at.isoformat(), page[-1].complaint_no])
     return answer, token
-
-
-# --- stored reports -----------------------------------------------------------------------------
-
-
-def stored_report(conn: Connection, node: Node, node_id: str, sequence: int) -> SignedEnvelope:
-    """A report envelope exactly as signed: this node's own (outbox) or one received from a child."""
-    if node_id == node.config.id:
-        table, conditions = outbox, []
-    elif node_id in {child.id for child in node.config.federation.children}:
-        table, conditions = received_reports, [received_reports.c.child_id == node_id]
-    else:
-        raise NotFoundError(
-            f"node {node.config.id} holds reports of itself and its children only, not of {node_id}; "
-            f"ask {node_id}'s parent"
-        )
-    if sequence:
-        conditions.append(table.c.sequence == sequence)
-    statement = select(table.c.envelope, table.c.sequence).where(*conditions).order_by(table.c.sequence.desc()).limit(1)
-    row = conn.execute(statement).first()
-    if row is None:
-        which = f"#{sequence}" if sequence else "any report"
-        raise NotFoundError(f"node {node.config.id} holds no report {which} of {node_id}")
-    envelope = SignedEnvelope()
-    envelope.ParseFromString(bytes(row.envelope))
-    return envelope
-
-
-def answer_report(node: Node, request: dd.ReportRequest) -> tuple[dd.ReportAnswer, str]:
-    """A stored report by (node, sequence); sequence 0 means the latest."""
-    node_id = request.node_id or node.config.id
-    with node.engine.connect() as conn:
-        envelope = stored_report(conn, node, node_id, int(request.sequence))
-    return dd.ReportAnswer(report=envelope), ""
-
-
-AnswerFunction = Callable[[Node, dd.QueryBody], tuple[Any, str]]
-
-
-def answer_locally(node: Node, body: dd.QueryBody) -> tuple[str, Any, str]:
-    """Dispatch a query body addressed to this node: (answer field name, answer message, next page token)."""
-    kind = body.WhichOneof("request")
-    if kind == "summary":
-        own_from_records = body.summary.own_from_records
-        answer, token = answer_summary(
-            node, body.summary, body.page_size, body.page_token, own_from_records=own_from_records
-        )
-        return kind, answer, token
-    if kind == "ranking":
-        ranking, token = answer_ranking(node, body.ranking)
-        return kind, ranking, token
-    if kind == "cases":
-        cases, token = answer_cases(node, body.cases, body.page_size, body.page_token)
-        return kind, cases, token
-    if kind == "case_detail":
-        detail, token = answer_case_detail(node, body.case_detail)
-        return kind, detail, token
-    if kind == "alerts":
-        alerts, token = answer_alerts(node, body.alerts, body.page_size, body.page_token)
-        return kind, alerts, token
-    if kind == "complaints":
-        complaints, token = answer_complaints(node, body.complaints, body.page_size, body.page_token)
-        return kind, complaints, token
-    if kind == "report":
-        report, token = answer_report(node, body.report)
-        return kind, report, token
-    raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, alerts, ...)")

@@ -11,7 +11,6 @@ MASK_CHAR = "*"
 _ID_KEEP_HEAD = 3
 _ID_KEEP_TAIL = 4
 _ID_MIN_LENGTH_TO_KEEP_ENDS = 10
-_PHONE_LENGTH = 11
 
 
 def mask_id_number(value: str) -> str:
@@ -36,11 +35,3 @@ def mask_name(value: str) -> str:
     if len(text) == 1:
         return MASK_CHAR
     return text[0] + MASK_CHAR * (len(text) - 1)
-
-
-def mask_phone(value: str) -> str:
-    """Mask a mobile number: ``138****1234``; anything else like an ID number."""
-    text = value.strip()
-    if len(text) == _PHONE_LENGTH and text.isdigit():
-        return text[:3] + MASK_CHAR * 4 + text[-4:]
-    return mask_id_number(text)

@@ -20,8 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,10 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from federation import (
     ERROR_CODE_METADATA_KEY,
     IntegrityError,
+    InvalidArgumentError,
     NotFoundError,
+    RelayedRpcError,
     UnauthenticatedError,
     UnavailableError,
-    body_type_of,
     envelope_digest,
     parse_body,
     public_key_from_b64,
@@ -43,67 +42,63 @@ from federation import (
     supnet_error_from_rpc,
     verify_envelope,
 )
+from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer, QueryBody
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import Node
-from node.drilldown.answers import answer_locally
+from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases, answer_complaints
+from node.drilldown.figures import answer_ranking, answer_summary
+from node.drilldown.stored_reports import answer_report
 from node.trust import (
     DEFAULT_CHANNEL_OPTIONS,
-    FRESHNESS_WINDOW_SECONDS,
     MIN_NONCE_BYTES,
     QUERY_BODY_TYPE,
     NodeTrust,
     SigningIdentity,
     channel_to,
     is_in_subtree,
-    plaintext_key_path,
     signing_identity,
 )
 
 __all__ = [
-    "ANSWER_BODY_TYPE",
     "CHANNEL_OPTIONS",
-    "FRESHNESS_WINDOW_SECONDS",
-    "MIN_NONCE_BYTES",
     "QUERY_BODY_TYPE",
     "QueryRouter",
     "RelayedRpcError",
     "build_query",
-    "is_in_subtree",
-    "load_node_key",
-    "node_key_path",
 ]
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("supnet.audit")
 
-ANSWER_BODY_TYPE = body_type_of(QueryAnswer)
 # Time kept back from the caller's deadline for relaying the answer up the hops already passed.
 FORWARD_MARGIN_SECONDS = 0.05
 CHANNEL_OPTIONS: list[tuple[str, Any]] = list(DEFAULT_CHANNEL_OPTIONS)
 
 
-def node_key_path(data_dir: Path) -> Path:
-    """Where ``supnet init`` puts a node's plaintext-mode signing key (see node.trust.node_keys for the PKI key)."""
-    return plaintext_key_path(data_dir)
+# How each kind of query addressed to this node is answered: (answer message, next page token).
+_ANSWERERS: dict[str, Callable[[Node, dd.QueryBody], tuple[Any, str]]] = {
+    "summary": lambda node, body: answer_summary(
+        node, body.summary, body.page_size, body.page_token, own_from_records=body.summary.own_from_records
+    ),
+    "ranking": lambda node, body: answer_ranking(node, body.ranking),
+    "cases": lambda node, body: answer_cases(node, body.cases, body.page_size, body.page_token),
+    "case_detail": lambda node, body: answer_case_detail(node, body.case_detail),
+    "alerts": lambda node, body: answer_alerts(node, body.alerts, body.page_size, body.page_token),
+    "complaints": lambda node, body: answer_complaints(node, body.complaints, body.page_size, body.page_token),
+    "report": lambda node, body: answer_report(node, body.report),
+}
 
 
-def load_node_key(node: Node) -> Ed25519PrivateKey:
-    """The node's signing key: the PKI report key when enrolled, else the plaintext-mode key."""
-    return signing_identity(node).private_key
-
-
-@dataclass(frozen=True)
-class RelayedRpcError(Exception):
-    """A downstream hop refused or failed: its status and message are passed up unchanged (hop named)."""
-
-    status: grpc.StatusCode
-    details: str
-    error_code: str
-
-    def __str__(self) -> str:
-        return f"{self.status.name}: {self.details}"
+def answer_locally(node: Node, body: dd.QueryBody) -> tuple[str, Any, str]:
+    """Dispatch a query body addressed to this node: (answer field name, answer message, next page token)."""
+    kind = body.WhichOneof("request") or ""
+    answerer = _ANSWERERS.get(kind)
+    if answerer is None:
+        raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, alerts, ...)")
+    answer, token = answerer(node, body)
+    return kind, answer, token
 
 
 class QueryRouter:

@@ -74,6 +74,7 @@ class NodeServer:
         # ConfigError here (no PKI, no plaintext switch) means the node refuses to serve at all.
         self.trust = node_trust(node)
         self.authorizer = Authorizer(node, self.trust)
+        # The one place errors become gRPC statuses: the servicers only raise (federation.grpc_errors).
         self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
         self.query = QueryServicer(node, authorizer=self.authorizer)
@@ -136,7 +137,3 @@ class NodeServer:
         self.query.close()
         self._executor.shutdown(wait=False)
         log.info("node %s stopped serving", self.node.config.id)
-
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until the server stops (or the timeout passes); True if it stopped."""
-        return bool(self._server.wait_for_termination(timeout))

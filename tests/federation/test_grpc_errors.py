@@ -19,6 +19,7 @@ from federation import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    RelayedRpcError,
     StaleError,
     SupnetError,
     UnauthenticatedError,
@@ -26,7 +27,6 @@ from federation import (
     error_code_of,
     status_for,
     supnet_error_from_rpc,
-    translate_errors,
 )
 from node.errors import CalendarError, ConflictError, InvalidStateError, StoreError, ValidationError
 
@@ -63,21 +63,17 @@ class _Servicer:
     def __init__(self) -> None:
         self.error: BaseException = RuntimeError("unset")
 
-    @translate_errors
     def Unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
         raise self.error
 
-    @translate_errors
     def Stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:  # noqa: N802
         yield b"first"
         raise self.error
 
-    @translate_errors
     def SelfAbort(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
         context.abort(grpc.StatusCode.OUT_OF_RANGE, "handler chose its own status")
         raise AssertionError("unreachable")
 
-    @translate_errors
     def Ok(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
         return b"pong:" + request
 
@@ -97,7 +93,7 @@ def _start_server(
 
 
 @pytest.fixture(scope="module")
-def decorated() -> Iterator[tuple[_Servicer, grpc.Channel]]:
+def served() -> Iterator[tuple[_Servicer, grpc.Channel]]:
     servicer = _Servicer()
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(servicer.Unary, _identity, _identity),
@@ -105,7 +101,7 @@ def decorated() -> Iterator[tuple[_Servicer, grpc.Channel]]:
         "SelfAbort": grpc.unary_unary_rpc_method_handler(servicer.SelfAbort, _identity, _identity),
         "Ok": grpc.unary_unary_rpc_method_handler(servicer.Ok, _identity, _identity),
     }
-    server, port = _start_server(handlers)
+    server, port = _start_server(handlers, (ErrorMappingInterceptor(),))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield servicer, channel
     channel.close()
@@ -118,9 +114,9 @@ def _call(channel: grpc.Channel, method: str) -> Callable[..., Any]:
 
 @pytest.mark.parametrize(("error", "status"), ERRORS, ids=[type(e).__name__ + ":" + str(e)[:12] for e, _ in ERRORS])
 def test_unary_error_maps_to_status_and_public_message(
-    decorated: tuple[_Servicer, grpc.Channel], error: BaseException, status: grpc.StatusCode
+    served: tuple[_Servicer, grpc.Channel], error: BaseException, status: grpc.StatusCode
 ) -> None:
-    servicer, channel = decorated
+    servicer, channel = served
     servicer.error = error
     with pytest.raises(grpc.RpcError) as raised:
         _call(channel, "Unary")(b"x", timeout=5)
@@ -137,8 +133,8 @@ def test_unary_error_maps_to_status_and_public_message(
         assert error_code_of(call) == getattr(error, "code", "")
 
 
-def test_validation_error_carries_field_in_trailing_metadata(decorated: tuple[_Servicer, grpc.Channel]) -> None:
-    servicer, channel = decorated
+def test_validation_error_carries_field_in_trailing_metadata(served: tuple[_Servicer, grpc.Channel]) -> None:
+    servicer, channel = served
     servicer.error = ValidationError("record 7: accepted_at: not a date", field="accepted_at", reason="format")
     with pytest.raises(grpc.RpcError) as raised:
         _call(channel, "Unary")(b"x", timeout=5)
@@ -148,9 +144,9 @@ def test_validation_error_carries_field_in_trailing_metadata(decorated: tuple[_S
 
 
 def test_internal_error_details_go_to_the_log(
-    decorated: tuple[_Servicer, grpc.Channel], caplog: pytest.LogCaptureFixture
+    served: tuple[_Servicer, grpc.Channel], caplog: pytest.LogCaptureFixture
 ) -> None:
-    servicer, channel = decorated
+    servicer, channel = served
     servicer.error = RuntimeError("the secret internal detail")
     with caplog.at_level(logging.ERROR, logger="federation.grpc_errors"), pytest.raises(grpc.RpcError) as raised:
         _call(channel, "Unary")(b"x", timeout=5)
@@ -160,8 +156,8 @@ def test_internal_error_details_go_to_the_log(
     assert "the secret internal detail" in str(logged[0].exc_info[1])
 
 
-def test_streaming_error_after_first_message(decorated: tuple[_Servicer, grpc.Channel]) -> None:
-    servicer, channel = decorated
+def test_streaming_error_after_first_message(served: tuple[_Servicer, grpc.Channel]) -> None:
+    servicer, channel = served
     servicer.error = NotFoundError("page 3 is gone")
     stream = channel.unary_stream("/test.Errors/Stream", request_serializer=_identity, response_deserializer=_identity)
     received = []
@@ -173,20 +169,34 @@ def test_streaming_error_after_first_message(decorated: tuple[_Servicer, grpc.Ch
     assert raised.value.details() == "page 3 is gone"  # type: ignore[attr-defined]
 
 
-def test_handler_abort_passes_through_untouched(decorated: tuple[_Servicer, grpc.Channel]) -> None:
-    _servicer, channel = decorated
+def test_handler_abort_passes_through_untouched(served: tuple[_Servicer, grpc.Channel]) -> None:
+    _servicer, channel = served
     with pytest.raises(grpc.RpcError) as raised:
         _call(channel, "SelfAbort")(b"x", timeout=5)
     assert raised.value.code() is grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
     assert raised.value.details() == "handler chose its own status"  # type: ignore[attr-defined]
 
 
-def test_success_is_untouched(decorated: tuple[_Servicer, grpc.Channel]) -> None:
-    _servicer, channel = decorated
+def test_success_is_untouched(served: tuple[_Servicer, grpc.Channel]) -> None:
+    _servicer, channel = served
     assert _call(channel, "Ok")(b"ping", timeout=5) == b"pong:ping"
 
 
-def test_interceptor_maps_undecorated_handlers() -> None:
+def test_relayed_error_passes_up_as_the_downstream_hop_sent_it(served: tuple[_Servicer, grpc.Channel]) -> None:
+    servicer, channel = served
+    for error in [
+        RelayedRpcError(grpc.StatusCode.PERMISSION_DENIED, "gd.gz: gd.sz may not ask", "PERMISSION_DENIED"),
+        RelayedRpcError(grpc.StatusCode.UNAVAILABLE, "gd.gz unreachable from gd: UNAVAILABLE: down", ""),
+    ]:
+        servicer.error = error
+        with pytest.raises(grpc.RpcError) as raised:
+            _call(channel, "Unary")(b"x", timeout=5)
+        assert raised.value.code() is error.status  # type: ignore[attr-defined]
+        assert raised.value.details() == error.details  # type: ignore[attr-defined]
+        assert error_code_of(raised.value) == error.error_code
+
+
+def test_interceptor_maps_plain_function_handlers() -> None:
     def failing(request: bytes, context: grpc.ServicerContext) -> bytes:
         raise StaleError("report gd.a #3 is at or below the last accepted #5")
 
@@ -218,8 +228,8 @@ def test_interceptor_maps_undecorated_handlers() -> None:
         server.stop(None)
 
 
-def test_client_side_rebuilds_the_error_class(decorated: tuple[_Servicer, grpc.Channel]) -> None:
-    servicer, channel = decorated
+def test_client_side_rebuilds_the_error_class(served: tuple[_Servicer, grpc.Channel]) -> None:
+    servicer, channel = served
     for error, expected_class in [
         (PermissionDeniedError("unknown child gd.q"), PermissionDeniedError),
         (UnauthenticatedError("bad signature"), UnauthenticatedError),

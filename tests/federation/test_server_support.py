@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -18,7 +17,6 @@ from federation import (
     NODE_SERVICE_NAME,
     REFLECTION_SERVICE_NAME,
     add_health_and_reflection,
-    add_health_and_reflection_aio,
 )
 
 DEADLINE = 5.0
@@ -82,29 +80,3 @@ def test_reflection_lists_and_describes_services(served: tuple[grpc.Channel, Any
     # A client can fetch the schema of our own messages, e.g. to call Query with grpcurl.
     files = _file_containing(channel, NODE_SERVICE_NAME)
     assert any(b"federation/proto/v1/node_service.proto" in blob for blob in files)
-
-
-def test_aio_server_gets_the_same() -> None:
-    async def scenario() -> tuple[int, list[str]]:
-        server = grpc.aio.server()
-        await add_health_and_reflection_aio(server, [NODE_SERVICE_NAME])
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=NODE_SERVICE_NAME), timeout=DEADLINE
-                )
-                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-                call = stub.ServerReflectionInfo(timeout=DEADLINE)
-                await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
-                await call.done_writing()
-                response = await call.read()
-                names = sorted(service.name for service in response.list_services_response.service)
-                return reply.status, names
-        finally:
-            await server.stop(grace=None)
-
-    status, names = asyncio.run(scenario())
-    assert status == health_pb2.HealthCheckResponse.SERVING
-    assert names == sorted([NODE_SERVICE_NAME, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME])

@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 
-from federation import translate_errors
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord, IngestResult
 from node.app import Node
 from node.errors import SupnetError
@@ -77,7 +76,11 @@ def _result_of(seq: int, outcome: RecordOutcome | None) -> IngestResult:
 
 
 class IngestServicer:
-    """IngestService.Ingest: per-record ACCEPTED / DUPLICATE / REJECTED, durable before answered."""
+    """IngestService.Ingest: per-record ACCEPTED / DUPLICATE / REJECTED, durable before answered.
+
+    An error raised while the response stream runs (refused credential, undecodable record) ends the stream
+    with its status: the server's ErrorMappingInterceptor wraps the response iterator.
+    """
 
     def __init__(self, node: Node, *, authorizer: Authorizer, on_accepted: Callable[[int], None] | None = None) -> None:
         self._node = node
@@ -103,7 +106,6 @@ class IngestServicer:
             self._on_accepted(summary.accepted)
         return [_result_of(record.seq, outcomes.get(index)) for index, record in enumerate(batch, start=1)]
 
-    @translate_errors
     def Ingest(  # noqa: N802
         self, request_iterator: Iterator[IngestRecord], context: grpc.ServicerContext
     ) -> Iterator[IngestResult]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 
-from federation import ERROR_CODE_METADATA_KEY, translate_errors
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.app import Node
 from node.audit_log import DrilldownAuditor
@@ -14,7 +13,10 @@ from node.trust import Authorizer
 
 
 class QueryServicer:
-    """Answers or forwards signed drill-down queries; downstream refusals pass up with their own status."""
+    """Answers or forwards signed drill-down queries; downstream refusals pass up with their own status.
+
+    Errors (SupnetError, RelayedRpcError) become gRPC statuses in the server's ErrorMappingInterceptor.
+    """
 
     def __init__(self, node: Node, *, authorizer: Authorizer, router: QueryRouter | None = None) -> None:
         self._authorizer = authorizer
@@ -22,7 +24,6 @@ class QueryServicer:
         self._audit = DrilldownAuditor(node.engine, node.config.id)
         self._node_id = node.config.id
 
-    @translate_errors
     def Query(self, request: SignedEnvelope, context: grpc.ServicerContext) -> SignedEnvelope:  # noqa: N802
         """One query envelope in, the answering node's signed answer envelope out."""
         try:
@@ -33,10 +34,7 @@ class QueryServicer:
             raise
         except RelayedRpcError as relayed:
             self._audit.refused(request, relayed.error_code or relayed.status.name, relayed.details)
-            if relayed.error_code:
-                context.set_trailing_metadata(((ERROR_CODE_METADATA_KEY, relayed.error_code),))
-            context.abort(relayed.status, relayed.details)
-            raise  # unreachable: abort raises
+            raise
         hop = "" if body.target_id == self._node_id else self.router.next_hop(body.target_id)
         self._audit.served(body, answer, hop)
         return answer

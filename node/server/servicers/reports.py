@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 
-from federation import KeyResolver, Outbox, ReportReceiver, StaticKeyResolver, key_id, raw_public_key, translate_errors
+from federation import KeyResolver, Outbox, ReportReceiver, StaticKeyResolver, key_id, raw_public_key
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportAck
@@ -34,7 +34,10 @@ def child_key_resolver(node: Node) -> StaticKeyResolver:
 
 
 class ReportServicer:
-    """NodeService's GetNodeInfo and SubmitReport (node.server.grpc_server composes them with the drill-down Query)."""
+    """NodeService's GetNodeInfo and SubmitReport (node.server.grpc_server composes them with the drill-down Query).
+
+    Errors are SupnetErrors mapped to gRPC statuses by the server's ErrorMappingInterceptor.
+    """
 
     def __init__(
         self,
@@ -64,7 +67,6 @@ class ReportServicer:
         self._on_report_stored = on_report_stored
         self._outbox: Outbox = node_outbox(node)
 
-    @translate_errors
     def SubmitReport(self, request: SignedEnvelope, context: grpc.ServicerContext) -> ReportAck:  # noqa: N802
         """Verify, store and apply a child's report; the ack is returned only after the commit."""
         try:
@@ -81,7 +83,6 @@ class ReportServicer:
                 log.exception("on_report_stored hook failed after report %s #%s", ack.child_id, ack.sequence)
         return ack
 
-    @translate_errors
     def GetNodeInfo(self, request: NodeInfoRequest, context: grpc.ServicerContext) -> NodeInfo:  # noqa: N802
         """Who this node is: id, level, parent, children, latest own report, report key."""
         self._authorizer.node_info(context)

@@ -1,0 +1,304 @@
+"""Drill-down figures: subtree summaries (by child, item, day or month) and the ranking of children by a metric.
+
+Counters are additive sums (own ``metric_buckets`` plus each child's latest state in ``child_buckets``);
+rates are derived by whoever shows them. Completeness says how much of the subtree has reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from federation import COUNTER_FIELDS, InvalidArgumentError
+from federation.proto.v1 import drilldown_pb2 as dd
+from federation.proto.v1.common_pb2 import Completeness, Counters
+from node.app import Node
+from node.drilldown.query_terms import day_range, decode_page_token, encode_page_token, page_size_of, to_ms
+from node.reporting import ChildStatus, children_status, subtree_completeness
+from node.store import ChildBucket, Item, MetricBucket
+
+SUMMARY_DEFAULT_PAGE_SIZE = 1000
+SUMMARY_MAX_PAGE_SIZE = 5000
+
+GROUP_CHILD = dd.SUMMARY_GROUP_BY_CHILD
+GROUP_ITEM = dd.SUMMARY_GROUP_BY_ITEM
+GROUP_DAY = dd.SUMMARY_GROUP_BY_DAY
+GROUP_MONTH = dd.SUMMARY_GROUP_BY_MONTH
+
+CounterDict = dict[str, int]
+
+
+# --- counters -----------------------------------------------------------------------------------
+
+
+def _zero_counters() -> CounterDict:
+    return dict.fromkeys(COUNTER_FIELDS, 0)
+
+
+def _add_into(total: CounterDict, values: Mapping[str, Any]) -> None:
+    for name in COUNTER_FIELDS:
+        total[name] += int(values[name] or 0)
+
+
+def _counters(values: Mapping[str, int]) -> Counters:
+    return Counters(**{name: int(values[name]) for name in COUNTER_FIELDS if values.get(name)})
+
+
+def _sum_columns(table: Any) -> list[ColumnElement[Any]]:
+    return [func.coalesce(func.sum(getattr(table, name)), 0).label(name) for name in COUNTER_FIELDS]
+
+
+# --- children and completeness ------------------------------------------------------------------
+
+
+def _completeness_of(status: ChildStatus) -> Completeness:
+    return Completeness(
+        nodes_in_subtree=status.nodes_in_subtree, nodes_reported_in_window=status.nodes_reported_in_window
+    )
+
+
+def _subtree_completeness(statuses: Sequence[ChildStatus]) -> Completeness:
+    total = subtree_completeness(statuses)
+    return Completeness(
+        nodes_in_subtree=total.nodes_in_subtree, nodes_reported_in_window=total.nodes_reported_in_window
+    )
+
+
+def _last_report_ms(node: Node, status: ChildStatus | None) -> int:
+    if status is None or status.last_received_at is None:
+        return 0
+    return to_ms(status.last_received_at, node.tz)
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+
+def _bucket_filters(table: Any, request: dd.SummaryRequest | dd.RankingRequest) -> list[ColumnElement[bool]]:
+    start, end = day_range(request.day_from, request.day_to)
+    conditions: list[ColumnElement[bool]] = []
+    if start:
+        conditions.append(table.day >= start)
+    if end:
+        conditions.append(table.day <= end)
+    if request.basic_code:
+        conditions.append(table.basic_code == request.basic_code)
+    item_type = getattr(request, "item_type_code", "")
+    if item_type:
+        conditions.append(table.item_type_code == item_type)
+    return conditions
+
+
+def _own_grouped(conn: Connection, request: dd.SummaryRequest | dd.RankingRequest, key: Any) -> dict[str, CounterDict]:
+    conditions = _bucket_filters(MetricBucket, request)
+    statement = select(key.label("key"), *_sum_columns(MetricBucket)).where(*conditions).group_by(key)
+    return {str(row.key): {name: int(row._mapping[name]) for name in COUNTER_FIELDS} for row in conn.execute(statement)}
+
+
+def _own_total(conn: Connection, request: dd.SummaryRequest | dd.RankingRequest) -> CounterDict:
+    statement = select(*_sum_columns(MetricBucket)).where(*_bucket_filters(MetricBucket, request))
+    row = conn.execute(statement).one()
+    return {name: int(row._mapping[name]) for name in COUNTER_FIELDS}
+
+
+def _children_grouped(
+    conn: Connection, request: dd.SummaryRequest | dd.RankingRequest, key: Any
+) -> dict[str, CounterDict]:
+    conditions = _bucket_filters(ChildBucket, request)
+    statement = select(key.label("key"), *_sum_columns(ChildBucket)).where(*conditions).group_by(key)
+    return {str(row.key): {name: int(row._mapping[name]) for name in COUNTER_FIELDS} for row in conn.execute(statement)}
+
+
+def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tuple[date, str], CounterDict]:
+    """The node's own counters recomputed from its raw records, per (day, basic code), filters applied (audit)."""
+    from node.supervision import recompute_buckets
+
+    start, end = day_range(request.day_from, request.day_to)
+    result: dict[tuple[date, str], CounterDict] = {}
+    with node.engine.connect() as conn:
+        items = {row.implementation_code: (row.basic_code, row.type_code) for row in conn.execute(select(Item))}
+        recomputed = recompute_buckets(conn, node.calendar)
+    for (day, _department, implementation_code), values in recomputed.items():
+        basic_code, type_code = items.get(implementation_code, ("", ""))
+        if (start and day < start) or (end and day > end):
+            continue
+        if request.basic_code and basic_code != request.basic_code:
+            continue
+        if request.item_type_code and type_code != request.item_type_code:
+            continue
+        total = result.setdefault((day, basic_code), _zero_counters())
+        for name in COUNTER_FIELDS:
+            total[name] += int(values.get(name, 0))
+    return result
+
+
+def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: int) -> dict[str, CounterDict]:
+    grouped: dict[str, CounterDict] = {}
+    for (day, basic_code), values in recomputed.items():
+        if group_by == GROUP_ITEM:
+            key = basic_code
+        elif group_by == GROUP_MONTH:
+            key = day.isoformat()[:7]
+        else:
+            key = day.isoformat()
+        _add_into(grouped.setdefault(key, _zero_counters()), values)
+    return grouped
+
+
+def _fold_days_to_months(rows: Mapping[str, CounterDict]) -> dict[str, CounterDict]:
+    months: dict[str, CounterDict] = {}
+    for day, values in rows.items():
+        _add_into(months.setdefault(day[:7], _zero_counters()), values)
+    return months
+
+
+def _item_labels(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
+    wanted = sorted(set(codes))
+    if not wanted:
+        return {}
+    statement = (
+        select(Item.basic_code, func.min(Item.name)).where(Item.basic_code.in_(wanted)).group_by(Item.basic_code)
+    )
+    return {str(code): str(name) for code, name in conn.execute(statement)}
+
+
+def answer_summary(
+    node: Node, request: dd.SummaryRequest, page_size: int, page_token: str, *, own_from_records: bool = False
+) -> tuple[dd.SummaryAnswer, str]:
+    """Subtree totals grouped by child, item, day or month; with ``own_from_records`` only own data, recomputed."""
+    group_by = request.group_by or GROUP_CHILD
+    if group_by not in (GROUP_CHILD, GROUP_ITEM, GROUP_DAY, GROUP_MONTH):
+        raise InvalidArgumentError(f"summary group_by {group_by} is not one of CHILD, ITEM, DAY, MONTH")
+    if own_from_records and group_by == GROUP_CHILD:
+        raise InvalidArgumentError(
+            "a summary recomputed from records covers own data only: group by item, day or month"
+        )
+    after = decode_page_token("summary", page_token)
+    size = page_size_of(page_size, SUMMARY_DEFAULT_PAGE_SIZE, SUMMARY_MAX_PAGE_SIZE)
+    extra: dict[str, dd.SummaryRow] = {}
+    with node.engine.connect() as conn:
+        states = children_status(node, conn)
+        completeness = _subtree_completeness(states)
+        if own_from_records:
+            rows = _fold_records(own_counters_from_records(node, request), group_by)
+            completeness = Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
+        elif group_by == GROUP_CHILD:
+            rows = _children_grouped(conn, request, ChildBucket.child_id)
+            rows[node.config.id] = _own_total(conn, request)
+            for state in states:
+                rows.setdefault(state.child_id, _zero_counters())
+                extra[state.child_id] = dd.SummaryRow(
+                    completeness=_completeness_of(state),
+                    last_report_sequence=state.last_sequence or 0,
+                    last_report_at_ms=_last_report_ms(node, state),
+                )
+            extra[node.config.id] = dd.SummaryRow(
+                label=node.config.name, completeness=Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
+            )
+        else:
+            column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
+            child_key = ChildBucket.basic_code if group_by == GROUP_ITEM else ChildBucket.day
+            rows = _own_grouped(conn, request, column_key)
+            for key, values in _children_grouped(conn, request, child_key).items():
+                _add_into(rows.setdefault(key, _zero_counters()), values)
+            if group_by == GROUP_MONTH:
+                rows = _fold_days_to_months(rows)
+        labels = _item_labels(conn, rows) if group_by == GROUP_ITEM else {}
+    total = _zero_counters()
+    for values in rows.values():
+        _add_into(total, values)
+    keys = sorted(rows)
+    if after:
+        keys = [key for key in keys if key > str(after[0])]
+    page, more = keys[:size], len(keys) > size
+    answer = dd.SummaryAnswer(group_by=group_by, total=_counters(total), completeness=completeness)
+    for key in page:
+        row = answer.rows.add()
+        if key in extra:
+            row.CopyFrom(extra[key])
+        row.key = key
+        row.label = row.label or labels.get(key, "")
+        row.counters.CopyFrom(_counters(rows[key]))
+    return answer, encode_page_token("summary", [page[-1]]) if more and page else ""
+
+
+# --- ranking ------------------------------------------------------------------------------------
+
+# metric -> (numerator counters, denominator counters or None for a plain count, higher is better)
+_RANKING: dict[int, tuple[tuple[str, ...], tuple[str, ...] | None, bool]] = {
+    dd.RANKING_METRIC_EARLY_COMPLETION_RATE: (("completed_early",), ("completed",), True),
+    dd.RANKING_METRIC_ON_TIME_RATE: (("completed_on_time",), ("completed",), True),
+    dd.RANKING_METRIC_RETURN_RATE: (("returned",), ("received",), False),
+    dd.RANKING_METRIC_SATISFACTION_RATE: (
+        ("ratings_1", "ratings_2", "ratings_3"),
+        ("ratings_1", "ratings_2", "ratings_3", "ratings_4", "ratings_5"),
+        True,
+    ),
+    dd.RANKING_METRIC_COMPLAINT_CLOSURE_RATE: (("complaints_concluded",), ("complaints_received",), True),
+    dd.RANKING_METRIC_OPEN_OVERDUE_PROMISED: (("open_overdue_promised",), None, False),
+    dd.RANKING_METRIC_OPEN_OVERDUE_LEGAL: (("open_overdue_legal",), None, False),
+    dd.RANKING_METRIC_RED_CARDS: (("red_cards",), None, False),
+    dd.RANKING_METRIC_YELLOW_CARDS: (("yellow_cards",), None, False),
+}
+
+
+def metric_value(metric: int, values: Mapping[str, int]) -> tuple[float, int, int]:
+    """(value, numerator, denominator) of a ranking metric; a count has denominator 0 and value = count."""
+    numerator_names, denominator_names, _ = _RANKING[metric]
+    numerator = sum(int(values.get(name, 0)) for name in numerator_names)
+    if denominator_names is None:
+        return float(numerator), numerator, 0
+    denominator = sum(int(values.get(name, 0)) for name in denominator_names)
+    return (numerator / denominator if denominator else 0.0), numerator, denominator
+
+
+def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAnswer, str]:
+    """Rank the children (and this node's own data as one entry) by one derived metric; ties share a rank."""
+    metric = request.metric or dd.RANKING_METRIC_EARLY_COMPLETION_RATE
+    if metric not in _RANKING:
+        raise InvalidArgumentError(f"ranking metric {metric} is not known")
+    _, denominator_names, higher_is_better = _RANKING[metric]
+    with node.engine.connect() as conn:
+        states = {state.child_id: state for state in children_status(node, conn)}
+        rows = _children_grouped(conn, request, ChildBucket.child_id)
+        own = _own_total(conn, request)
+    entries: list[dd.RankingRow] = []
+    for node_id in sorted({*states, *rows, node.config.id}):
+        values = own if node_id == node.config.id else rows.get(node_id, _zero_counters())
+        value, numerator, denominator = metric_value(metric, values)
+        state = states.get(node_id)
+        entries.append(
+            dd.RankingRow(
+                node_id=node_id,
+                label=node.config.name if node_id == node.config.id else "",
+                value=value,
+                numerator=numerator,
+                denominator=denominator,
+                counters=_counters(values),
+                last_report_sequence=(state.last_sequence or 0) if state else 0,
+                last_report_at_ms=_last_report_ms(node, state),
+                stale=state is not None and state.state != "fresh",
+            )
+        )
+    best_first = higher_is_better != request.worst_first
+
+    def order(row: dd.RankingRow) -> tuple[int, float, str]:
+        # A rate over nothing (e.g. no completed cases) cannot be compared: such entries go last.
+        unrated = denominator_names is not None and row.denominator == 0
+        return (1 if unrated else 0, -row.value if best_first else row.value, row.node_id)
+
+    entries.sort(key=order)
+    answer = dd.RankingAnswer(metric=metric)
+    previous: tuple[int, float] | None = None
+    rank = 0
+    for position, entry in enumerate(entries, start=1):
+        key = (1 if denominator_names is not None and entry.denominator == 0 else 0, round(entry.value, 12))
+        if key != previous:
+            rank = position
+            previous = key
+        entry.rank = rank
+        answer.rows.append(entry)
+    return answer, ""
