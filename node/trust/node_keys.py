@@ -113,11 +113,6 @@ def signing_identity(node: Node) -> SigningIdentity:
     return identity
 
 
-def uses_pki(data_dir: Path) -> bool:
-    """True when the data directory holds TLS credentials (the node runs over mutual TLS)."""
-    return has_transport_credentials(pki_directory(data_dir))
-
-
 def transport_pki(node: Node) -> PkiDirectory | None:
     """The node's PKI for mutual TLS; None in the explicit insecure plaintext mode; ConfigError otherwise."""
     pki = pki_directory(node.data_dir)

@@ -81,7 +81,6 @@ __all__ = [
     "expiry_warnings",
     "generate_ec_key",
     "is_ancestor",
-    "is_revoked",
     "load_certificate",
     "load_certificates",
     "load_crl",
@@ -492,35 +491,6 @@ class CertificateAuthority:
         )
         return certificate
 
-    def child_authority(
-        self,
-        child_id: str,
-        *,
-        now: dt.datetime,
-        validity: dt.timedelta | None = None,
-        private_key: ec.EllipticCurvePrivateKey | None = None,
-    ) -> CertificateAuthority:
-        """Create a CA for a node of this subtree in one step (key and certificate): for tests and local setups."""
-        key = private_key or generate_ec_key()
-        certificate = self.issue(child_id, CertificateRole.CA, key.public_key(), now=now, validity=validity)
-        return CertificateAuthority(
-            node_id=child_id,
-            private_key=key,
-            certificate=certificate,
-            root=self.root,
-            intermediates=tuple(self.issuer_chain),
-        )
-
-    def crl(
-        self,
-        revoked: Iterable[tuple[int, dt.datetime]],
-        *,
-        now: dt.datetime,
-        next_update: dt.timedelta = dt.timedelta(days=7),
-    ) -> x509.CertificateRevocationList:
-        """The signed revocation list of this CA of (serial, revoked at) pairs."""
-        return build_crl(self, revoked, now=now, next_update=next_update)
-
 
 # --- verification ------------------------------------------------------------------------------------------
 
@@ -701,15 +671,6 @@ def revoked_serials(crl: x509.CertificateRevocationList, issuer: x509.Certificat
     return {entry.serial_number for entry in crl}
 
 
-def is_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    """True if issuer's signed CRL revokes cert; IntegrityError if the CRL is not issuer's or is forged."""
-    if cert.issuer != issuer.subject:
-        raise InvalidArgumentError(
-            f"certificate {certificate_label(cert)} was not issued by {certificate_label(issuer)}"
-        )
-    return cert.serial_number in revoked_serials(crl, issuer)
-
-
 # --- resolving report keys from certificate chains ---------------------------------------------------------
 
 
@@ -758,22 +719,6 @@ class CertificateKeyResolver:
     def revoke(self, serials: Iterable[int]) -> None:
         """Refuse these serials from now on (also for chains already seen)."""
         self._revoked.update(serials)
-
-    def add_crl(
-        self,
-        crl: x509.CertificateRevocationList,
-        issuer: x509.Certificate,
-        intermediates: Sequence[x509.Certificate] = (),
-    ) -> set[int]:
-        """Verify issuer up to the root, then its CRL, and refuse the serials it lists; returns them."""
-        if issuer != self._root:
-            verify_node_chain(
-                issuer, intermediates, self._root, self._now(), role=CertificateRole.CA, revoked=self._revoked
-            )
-        serials = revoked_serials(crl, issuer)
-        self.revoke(serials)
-        logger.info("revocation list of %s: %s serials refused", certificate_label(issuer), len(serials))
-        return serials
 
     def _now(self) -> dt.datetime:
         return _aware(self._clock(), "clock time")

@@ -391,11 +391,6 @@ class NodeTrust:
         """The node id of the trusted root (the province)."""
         return self._root_node_id
 
-    @classmethod
-    def for_data_dir(cls, data_dir: Path, *, clock: Clock | None = None) -> NodeTrust:
-        """The trust of the node whose data directory holds ``pki/``."""
-        return cls(pki_directory(data_dir), clock=clock)
-
     # --- revocation ---------------------------------------------------------------------------------------
 
     def _crl_issuers(self) -> list[x509.Certificate]:
