@@ -24,6 +24,7 @@ from node.trust.authorization import (
     Authorizer,
     is_in_subtree,
 )
+from node.trust.chains import chain_der, expiry_warnings, revoked_serials, verify_node_chain
 from node.trust.enrolment import (
     TOKEN_PREFIX,
     EnrolmentAuthority,
@@ -53,6 +54,8 @@ from node.trust.enrolment_rpc import (
     request_message,
     response_message,
 )
+from node.trust.key_resolver import CertificateKeyResolver
+from node.trust.node_ids import is_ancestor, node_dns_name, node_id_from_uri, node_uri, validate_node_id
 from node.trust.node_keys import (
     SigningIdentity,
     channel_to,
@@ -64,25 +67,13 @@ from node.trust.node_keys import (
 from node.trust.pki import (
     INGEST_CLIENT_EKU,
     CertificateAuthority,
-    CertificateKeyResolver,
     CertificateRole,
-    PkiDirectory,
     build_crl,
     certificate_node_id,
     certificate_role,
-    chain_der,
-    expiry_warnings,
     generate_ec_key,
-    is_ancestor,
-    load_certificate,
-    load_certificates,
-    node_dns_name,
-    node_id_from_uri,
-    node_uri,
-    revoked_serials,
-    validate_node_id,
-    verify_node_chain,
 )
+from node.trust.pki_files import PkiDirectory, load_certificate, load_certificates
 from node.trust.provisioning import provision_ingest_credential, provision_tree, tree_is_provisioned
 from node.trust.tls import (
     DEFAULT_CHANNEL_OPTIONS,

@@ -1,6 +1,6 @@
 """PKI administration of one node's ``DATA_DIR/pki/``: init-root, tokens, enrolment, revocation, rotation, renewal.
 
-Files this module adds to the :class:`node.trust.pki.PkiDirectory` layout:
+Files this module adds to the :class:`node.trust.pki_files.PkiDirectory` layout:
 
 - ``tokens.json``: enrolment tokens this node issued (hashes only; node.trust.enrolment.JsonFileTokenStore);
 - ``issued.json``: every certificate this node's CA issued (children at enrolment, its own rotated and renewed
@@ -38,6 +38,7 @@ from node.bootstrap import REPORT_KEY_FILE
 from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
 from node.run_state import pid_alive
+from node.trust.chains import expiry_warnings, revoked_serials
 from node.trust.enrolment import (
     DEFAULT_TOKEN_TTL,
     EnrolmentAuthority,
@@ -55,22 +56,18 @@ from node.trust.enrolment_registry import (
     write_crl,
 )
 from node.trust.enrolment_rpc import DEFAULT_ENROL_TIMEOUT_SECONDS, EnrolmentKeys, enrol
+from node.trust.node_ids import validate_node_id
 from node.trust.pki import (
     LEAF_VALIDITY,
     CertificateAuthority,
     CertificateRole,
-    PkiDirectory,
     certificate_label,
     certificate_node_id,
     certificate_role,
-    expiry_warnings,
     generate_ec_key,
-    load_certificate,
-    load_certificates,
-    revoked_serials,
-    validate_node_id,
     validate_system_name,
 )
+from node.trust.pki_files import PkiDirectory, load_certificate, load_certificates
 from node.trust.provisioning import provision_ingest_credential
 
 log = logging.getLogger(__name__)

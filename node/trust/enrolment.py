@@ -43,15 +43,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from federation import InvalidArgumentError, PermissionDeniedError, SupnetError, UnauthenticatedError
-from node.trust.pki import (
-    CertificateAuthority,
-    CertificateRole,
-    certificate_node_id,
-    node_dns_name,
-    node_uri,
-    validate_node_id,
-    verify_node_chain,
-)
+from node.trust.chains import verify_node_chain
+from node.trust.node_ids import node_dns_name, node_uri, validate_node_id
+from node.trust.pki import CertificateAuthority, CertificateRole, certificate_node_id
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",

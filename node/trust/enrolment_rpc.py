@@ -33,7 +33,8 @@ from node.trust.enrolment import (
     proof_key,
     token_id,
 )
-from node.trust.pki import certificate_label, certificate_node_id, generate_ec_key, validate_node_id
+from node.trust.node_ids import validate_node_id
+from node.trust.pki import certificate_label, certificate_node_id, generate_ec_key
 
 __all__ = [
     "DEFAULT_ENROL_TIMEOUT_SECONDS",

@@ -27,7 +27,8 @@ from federation import body_type_of, load_private_key, serialize, sign_envelope
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.bootstrap import REPORT_KEY_FILE
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError
-from node.trust.pki import PkiDirectory, chain_der
+from node.trust.chains import chain_der
+from node.trust.pki_files import PkiDirectory
 from node.trust.tls import NodeTrust, has_transport_credentials, node_channel, pki_directory
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ Server side: the node's TLS key and chain, trust anchored at the root, client ce
 expired one or one from another root fails inside BoringSSL: the caller sees UNAVAILABLE and no servicer
 runs. What the handshake cannot judge is checked again here, per call, from the auth context
 (:meth:`NodeTrust.identify`): the presented chain is re-verified up to our root by
-:func:`node.trust.pki.verify_node_chain` (subtree rule on the URIs, exactly one identity), the leaf must be a
+:func:`node.trust.chains.verify_node_chain` (subtree rule on the URIs, exactly one identity), the leaf must be a
 TLS or INGEST certificate (a report or CA certificate is not a transport credential), and no certificate of
 its path may be listed in this node's revocation list ``pki/crl.pem`` (re-read when the file changes).
 Failures raise UnauthenticatedError, which federation.grpc_errors maps to UNAUTHENTICATED.
@@ -39,20 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from federation import InvalidArgumentError, NotFoundError, SupnetError, UnauthenticatedError
 from federation.proto.v1.common_pb2 import SignedEnvelope
-from node.trust.pki import (
-    CertificateKeyResolver,
-    CertificateRole,
-    PkiDirectory,
-    certificate_label,
-    certificate_node_id,
-    certificate_role,
-    load_certificates,
-    load_crl,
-    load_ec_private_key,
-    node_dns_name,
-    revoked_serials,
-    verify_node_chain,
-)
+from node.trust.chains import revoked_serials, verify_node_chain
+from node.trust.key_resolver import CertificateKeyResolver
+from node.trust.node_ids import node_dns_name
+from node.trust.pki import CertificateRole, certificate_label, certificate_node_id, certificate_role
+from node.trust.pki_files import PkiDirectory, load_certificates, load_crl, load_ec_private_key
 
 __all__ = [
     "DEFAULT_CHANNEL_OPTIONS",
