@@ -73,11 +73,10 @@ from node.trust.pki import (
     certificate_role,
     generate_ec_key,
 )
-from node.trust.pki_files import PkiDirectory, load_certificate, load_certificates
+from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, load_certificates, pki_directory
 from node.trust.provisioning import provision_ingest_credential, provision_tree, tree_is_provisioned
 from node.trust.tls import (
     DEFAULT_CHANNEL_OPTIONS,
-    PKI_DIR_NAME,
     NodeTrust,
     OwnCredentials,
     check_own_credentials,
@@ -86,7 +85,6 @@ from node.trust.tls import (
     ingest_channel,
     ingest_credential_paths,
     node_channel,
-    pki_directory,
     server_credentials,
 )
 

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -67,12 +66,19 @@ from node.trust.pki import (
     generate_ec_key,
     validate_system_name,
 )
-from node.trust.pki_files import PkiDirectory, load_certificate, load_certificates
+from node.trust.pki_files import (
+    PKI_DIR_NAME,
+    PkiDirectory,
+    certificates_pem,
+    load_certificate,
+    load_certificates,
+    pki_directory,
+    private_key_pem,
+)
 from node.trust.provisioning import provision_ingest_credential
 
 log = logging.getLogger(__name__)
 
-PKI_DIR = "pki"
 TOKENS_FILE = "tokens.json"
 ENROL_STATE_FILE = "enrol.json"
 # The key `supnet init` creates: the PKI certifies it, so reports keep their signer key across the switch.
@@ -104,11 +110,6 @@ def parse_duration(text: str, what: str = "--ttl") -> dt.timedelta:
     return dt.timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 
-def pki_directory(data_dir: Path) -> PkiDirectory:
-    """The node's ``pki/`` directory."""
-    return PkiDirectory(data_dir / PKI_DIR)
-
-
 def has_pki(data_dir: Path) -> bool:
     """True if the node holds PKI credentials (a root certificate or any key in ``pki/``)."""
     pki = pki_directory(data_dir)
@@ -132,16 +133,6 @@ def load_authority(data_dir: Path) -> CertificateAuthority:
     return pki.load_authority()
 
 
-def _pem(certificates: Sequence[x509.Certificate]) -> bytes:
-    return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def record_enrolment(data_dir: Path, issued: IssuedCertificates, at: dt.datetime | None = None) -> None:
     """Remember the serials issued to an enrolled child (what ``pki revoke`` revokes later)."""
     IssuedRegistry.of(pki_directory(data_dir)).add(issued_records(issued, _aware(at)))
@@ -161,14 +152,14 @@ def _refuse_existing(data_dir: Path, force: bool, command: str) -> None:
     if force or not has_pki(data_dir):
         return
     raise ConfigError(
-        f"{data_dir / PKI_DIR} already holds a PKI; '{command}' would replace its keys and certificates. "
+        f"{data_dir / PKI_DIR_NAME} already holds a PKI; '{command}' would replace its keys and certificates. "
         "Use --force to replace it (the old directory is kept as pki.replaced-<time>)"
     )
 
 
 def _install_pki(data_dir: Path, write: Callable[[PkiDirectory], None], *, carry: Sequence[str] = ()) -> Path | None:
     """Write a new pki/ in a staging directory, then swap it in; returns where the old one went (if any)."""
-    target = data_dir / PKI_DIR
+    target = data_dir / PKI_DIR_NAME
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pki-staging-", dir=data_dir))
     try:
@@ -180,7 +171,7 @@ def _install_pki(data_dir: Path, write: Callable[[PkiDirectory], None], *, carry
         replaced = None
         if target.exists():
             stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-            replaced = data_dir / f"{PKI_DIR}.replaced-{stamp}"
+            replaced = data_dir / f"{PKI_DIR_NAME}.replaced-{stamp}"
             os.replace(target, replaced)
         os.replace(staging, target)
     except BaseException:
@@ -238,10 +229,12 @@ def init_root(data_dir: Path, *, force: bool = False, now: dt.datetime | None = 
         write_crl(pki, authority, moment)
 
     replaced = _install_pki(data_dir, write)
-    log.info("node %s: root CA created in %s (serial %x)", node_id, data_dir / PKI_DIR, authority.root.serial_number)
+    log.info(
+        "node %s: root CA created in %s (serial %x)", node_id, data_dir / PKI_DIR_NAME, authority.root.serial_number
+    )
     return PkiInstalled(
         node_id=node_id,
-        pki_dir=data_dir / PKI_DIR,
+        pki_dir=data_dir / PKI_DIR_NAME,
         root_fingerprint=root_fingerprint(authority.root),
         certificates={"root": authority.root, "tls": tls, "report": report},
         replaced=replaced,
@@ -285,10 +278,10 @@ def enroll_node(
     certificates = {"root": issued.root, "tls": issued.tls_certificate, "report": issued.report_certificate}
     if keys.ca is not None and issued.ca_certificate is not None:
         certificates["ca"] = issued.ca_certificate
-    log.info("node %s enrolled at %s; pki written to %s", node_id, parent, data_dir / PKI_DIR)
+    log.info("node %s enrolled at %s; pki written to %s", node_id, parent, data_dir / PKI_DIR_NAME)
     return PkiInstalled(
         node_id=node_id,
-        pki_dir=data_dir / PKI_DIR,
+        pki_dir=data_dir / PKI_DIR_NAME,
         root_fingerprint=root_fingerprint(issued.root),
         certificates=certificates,
         replaced=replaced,
@@ -458,8 +451,8 @@ def _save_leaf(
     """Replace ``<name>.key`` (if a new key) and ``<name>.pem`` by renames: a reader sees old or new files."""
     _retire(pki, name, chain[0].serial_number)
     if key is not None:
-        write_atomic(pki.file(f"{name}.key"), _key_pem(key), private=True)
-    write_atomic(pki.file(f"{name}.pem"), _pem(chain))
+        write_atomic(pki.file(f"{name}.key"), private_key_pem(key), private=True)
+    write_atomic(pki.file(f"{name}.pem"), certificates_pem(chain))
 
 
 @dataclass(frozen=True)
@@ -690,7 +683,7 @@ def issue_ingest_credential(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(targets[0], key_path.read_bytes(), private=True)
     write_atomic(targets[1], chain_path.read_bytes())
-    write_atomic(targets[2], _pem([authority.root]))
+    write_atomic(targets[2], certificates_pem([authority.root]))
     log.info("node %s issued ingest credential %s, serial %x", authority.node_id, name, certificate.serial_number)
     return IngestCredential(
         name=name,

@@ -28,8 +28,8 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.bootstrap import REPORT_KEY_FILE
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError
 from node.trust.chains import chain_der
-from node.trust.pki_files import PkiDirectory
-from node.trust.tls import NodeTrust, has_transport_credentials, node_channel, pki_directory
+from node.trust.pki_files import PkiDirectory, pki_directory
+from node.trust.tls import NodeTrust, has_transport_credentials, node_channel
 
 if TYPE_CHECKING:
     from node.app import Node

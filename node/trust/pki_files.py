@@ -23,17 +23,23 @@ from federation import IntegrityError, InvalidArgumentError, NotFoundError
 from node.trust.pki import CertificateAuthority, certificate_node_id, is_p256_key
 
 __all__ = [
+    "PKI_DIR_NAME",
     "PkiDirectory",
+    "certificates_pem",
     "load_certificate",
     "load_certificates",
     "load_crl",
     "load_ec_private_key",
+    "pki_directory",
+    "private_key_pem",
     "save_certificates",
     "save_crl",
     "save_private_key",
 ]
 
 logger = logging.getLogger(__name__)
+
+PKI_DIR_NAME = "pki"
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -57,12 +63,21 @@ def _read(path: Path, what: str) -> bytes:
         raise InvalidArgumentError(f"{what} file {path} cannot be read: {error.strerror}") from error
 
 
-def save_private_key(path: str | Path, private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> None:
-    """Save a private key as unencrypted PEM PKCS#8 with mode 0600."""
-    pem = private_key.private_bytes(
+def private_key_pem(private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    """A private key as unencrypted PEM PKCS#8."""
+    return private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(Path(path), pem)
+
+
+def certificates_pem(certificates: Iterable[x509.Certificate]) -> bytes:
+    """Certificates as concatenated PEM (a chain when more than one)."""
+    return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
+
+
+def save_private_key(path: str | Path, private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> None:
+    """Save a private key as unencrypted PEM PKCS#8 with mode 0600."""
+    _write_private(Path(path), private_key_pem(private_key))
 
 
 def load_ec_private_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
@@ -84,7 +99,7 @@ def save_certificates(path: str | Path, certificates: Iterable[x509.Certificate]
     """Save certificates as concatenated PEM (a chain file when more than one)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates))
+    target.write_bytes(certificates_pem(certificates))
 
 
 def load_certificates(path: str | Path) -> list[x509.Certificate]:
@@ -200,3 +215,8 @@ class PkiDirectory:
     def load_crl(self) -> x509.CertificateRevocationList:
         """The CRL of this node."""
         return load_crl(self.file("crl.pem"))
+
+
+def pki_directory(data_dir: Path) -> PkiDirectory:
+    """The ``pki/`` directory of a node's data directory."""
+    return PkiDirectory(Path(data_dir) / PKI_DIR_NAME)

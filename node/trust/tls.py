@@ -34,7 +34,6 @@ from typing import Any, cast
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from federation import InvalidArgumentError, NotFoundError, SupnetError, UnauthenticatedError
@@ -43,12 +42,18 @@ from node.trust.chains import revoked_serials, verify_node_chain
 from node.trust.key_resolver import CertificateKeyResolver
 from node.trust.node_ids import node_dns_name
 from node.trust.pki import CertificateRole, certificate_label, certificate_node_id, certificate_role
-from node.trust.pki_files import PkiDirectory, load_certificates, load_crl, load_ec_private_key
+from node.trust.pki_files import (
+    PkiDirectory,
+    certificates_pem,
+    load_certificates,
+    load_crl,
+    load_ec_private_key,
+    private_key_pem,
+)
 
 __all__ = [
     "DEFAULT_CHANNEL_OPTIONS",
     "INGEST_DIR",
-    "PKI_DIR_NAME",
     "RENEW_HINT",
     "TRANSPORT_ROLES",
     "NodeTrust",
@@ -62,13 +67,11 @@ __all__ = [
     "ingest_channel",
     "ingest_credential_paths",
     "node_channel",
-    "pki_directory",
     "server_credentials",
 ]
 
 logger = logging.getLogger(__name__)
 
-PKI_DIR_NAME = "pki"
 # Ingest credentials a node's CA issued to business systems: pki/ingest/<system>.key and .pem.
 INGEST_DIR = "ingest"
 RENEW_HINT = "renew it with 'supnet keys rotate --tls' (a CA certificate: re-enrol with 'supnet enroll --force')"
@@ -87,11 +90,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def pki_directory(data_dir: Path) -> PkiDirectory:
-    """The ``pki/`` directory of a node's data directory."""
-    return PkiDirectory(Path(data_dir) / PKI_DIR_NAME)
 
 
 def has_transport_credentials(pki: PkiDirectory) -> bool:
@@ -115,10 +113,6 @@ def credentials_stamp(pki: PkiDirectory) -> tuple[tuple[int, int, int], ...]:
 
 def _files_stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int], ...]:
     return tuple(_stamp(path) for path in paths)
-
-
-def _pem(certificates: Iterable[x509.Certificate]) -> bytes:
-    return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
 
 
 # --- own credentials ---------------------------------------------------------------------------------------
@@ -195,16 +189,13 @@ def check_own_credentials(
         verify_node_chain(leaf, intermediates, root, moment, role=role)
     except UnauthenticatedError as error:
         raise UnauthenticatedError(f"own certificate {chain_path} of {owner}: {error.message}") from error
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     return OwnCredentials(
         node_id=owner,
         role=role,
         leaf=leaf,
-        key_pem=key_pem,
-        chain_pem=_pem([leaf, *intermediates]),
-        root_pem=_pem([root]),
+        key_pem=private_key_pem(key),
+        chain_pem=certificates_pem([leaf, *intermediates]),
+        root_pem=certificates_pem([root]),
     )
 
 
