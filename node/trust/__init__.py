@@ -8,13 +8,9 @@ from node.trust.admin import (
     enrolment_authority,
     has_ca,
     init_root,
-    issue_ingest_credential,
     issue_token,
     parse_duration,
     record_enrolment,
-    renew_certificates,
-    revoke,
-    rotate_keys,
     utcnow,
 )
 from node.trust.authorization import (
@@ -54,7 +50,9 @@ from node.trust.enrolment_rpc import (
     request_message,
     response_message,
 )
+from node.trust.ingest_credentials import issue_ingest_credential
 from node.trust.key_resolver import CertificateKeyResolver
+from node.trust.lifecycle import renew_certificates, revoke, rotate_keys
 from node.trust.node_ids import is_ancestor, node_dns_name, node_id_from_uri, node_uri, validate_node_id
 from node.trust.node_keys import (
     SigningIdentity,
