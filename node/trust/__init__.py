@@ -22,25 +22,14 @@ from node.trust.authorization import (
 )
 from node.trust.chains import chain_der, expiry_warnings, revoked_serials, verify_node_chain
 from node.trust.enrolment import (
-    TOKEN_PREFIX,
     EnrolmentAuthority,
     EnrolmentRequest,
     IssuedCertificates,
-    JsonFileTokenStore,
-    MemoryTokenStore,
-    TokenRecord,
-    TokenStore,
     build_enrolment_request,
-    check_discovery_root,
     check_issued,
-    discovery_token,
     enrolment_proof,
     enrolment_request_bytes,
-    hash_token,
-    parse_discovery_token,
     proof_key,
-    root_fingerprint,
-    token_id,
 )
 from node.trust.enrolment_rpc import (
     DEFAULT_ENROL_TIMEOUT_SECONDS,
@@ -49,6 +38,19 @@ from node.trust.enrolment_rpc import (
     request_from_message,
     request_message,
     response_message,
+)
+from node.trust.enrolment_tokens import (
+    TOKEN_PREFIX,
+    JsonFileTokenStore,
+    MemoryTokenStore,
+    TokenRecord,
+    TokenStore,
+    check_discovery_root,
+    discovery_token,
+    hash_token,
+    parse_discovery_token,
+    root_fingerprint,
+    token_id,
 )
 from node.trust.ingest_credentials import issue_ingest_credential
 from node.trust.key_resolver import CertificateKeyResolver

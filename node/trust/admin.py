@@ -2,7 +2,7 @@
 
 Files the PKI commands add to the :class:`node.trust.pki_files.PkiDirectory` layout:
 
-- ``tokens.json``: enrolment tokens this node issued (hashes only; node.trust.enrolment.JsonFileTokenStore);
+- ``tokens.json``: enrolment tokens this node issued (hashes only; node.trust.enrolment_tokens.JsonFileTokenStore);
 - ``issued.json``: every certificate this node's CA issued (children at enrolment, its own rotated and renewed
   leaves, ingest credentials), with revocation time and reason: what ``pki revoke`` and ``pki show`` read;
 - ``crl.pem``: the signed revocation list, rebuilt from ``issued.json`` by every revocation and refreshed by
@@ -38,16 +38,10 @@ from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
 from node.run_state import pid_alive
 from node.trust.chains import expiry_warnings, revoked_serials
-from node.trust.enrolment import (
-    DEFAULT_TOKEN_TTL,
-    EnrolmentAuthority,
-    IssuedCertificates,
-    JsonFileTokenStore,
-    discovery_token,
-    root_fingerprint,
-)
+from node.trust.enrolment import DEFAULT_TOKEN_TTL, EnrolmentAuthority, IssuedCertificates
 from node.trust.enrolment_registry import ISSUED_FILE, IssuedRecord, IssuedRegistry, issued_records, write_crl
 from node.trust.enrolment_rpc import DEFAULT_ENROL_TIMEOUT_SECONDS, EnrolmentKeys, enrol
+from node.trust.enrolment_tokens import JsonFileTokenStore, discovery_token, root_fingerprint
 from node.trust.node_ids import validate_node_id
 from node.trust.pki import (
     CertificateAuthority,

@@ -21,16 +21,18 @@ from federation import InvalidArgumentError, UnauthenticatedError, supnet_error_
 from federation.proto.v1.enrolment_pb2 import EnrolRequest, EnrolResponse
 from federation.proto.v1.enrolment_pb2_grpc import EnrolmentServiceStub
 from node.trust.enrolment import (
-    DiscoveryToken,
     EnrolmentRequest,
     IssuedCertificates,
     build_enrolment_request,
-    check_discovery_root,
     check_issued,
     enrolment_proof,
+    proof_key,
+)
+from node.trust.enrolment_tokens import (
+    DiscoveryToken,
+    check_discovery_root,
     hash_token,
     parse_discovery_token,
-    proof_key,
     token_id,
 )
 from node.trust.node_ids import validate_node_id

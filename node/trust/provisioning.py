@@ -21,14 +21,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import InvalidArgumentError, SupnetError
-from node.trust.enrolment import (
-    EnrolmentAuthority,
-    MemoryTokenStore,
-    TokenStore,
-    build_enrolment_request,
-    check_issued,
-)
+from node.trust.enrolment import EnrolmentAuthority, build_enrolment_request, check_issued
 from node.trust.enrolment_registry import IssuedRegistry, issued_records, write_crl
+from node.trust.enrolment_tokens import MemoryTokenStore, TokenStore
 from node.trust.node_ids import validate_node_id
 from node.trust.pki import CertificateAuthority, CertificateRole, generate_ec_key, validate_system_name
 from node.trust.pki_files import PkiDirectory, load_certificate, save_certificates, save_private_key
