@@ -8,13 +8,9 @@ from node.trust.admin import (
     enrolment_authority,
     has_ca,
     init_root,
-    issue_ingest_credential,
     issue_token,
     parse_duration,
     record_enrolment,
-    renew_certificates,
-    revoke,
-    rotate_keys,
     utcnow,
 )
 from node.trust.authorization import (
@@ -24,26 +20,16 @@ from node.trust.authorization import (
     Authorizer,
     is_in_subtree,
 )
+from node.trust.chains import chain_der, expiry_warnings, revoked_serials, verify_node_chain
 from node.trust.enrolment import (
-    TOKEN_PREFIX,
     EnrolmentAuthority,
     EnrolmentRequest,
     IssuedCertificates,
-    JsonFileTokenStore,
-    MemoryTokenStore,
-    TokenRecord,
-    TokenStore,
     build_enrolment_request,
-    check_discovery_root,
     check_issued,
-    discovery_token,
     enrolment_proof,
     enrolment_request_bytes,
-    hash_token,
-    parse_discovery_token,
     proof_key,
-    root_fingerprint,
-    token_id,
 )
 from node.trust.enrolment_rpc import (
     DEFAULT_ENROL_TIMEOUT_SECONDS,
@@ -53,6 +39,23 @@ from node.trust.enrolment_rpc import (
     request_message,
     response_message,
 )
+from node.trust.enrolment_tokens import (
+    TOKEN_PREFIX,
+    JsonFileTokenStore,
+    MemoryTokenStore,
+    TokenRecord,
+    TokenStore,
+    check_discovery_root,
+    discovery_token,
+    hash_token,
+    parse_discovery_token,
+    root_fingerprint,
+    token_id,
+)
+from node.trust.ingest_credentials import issue_ingest_credential
+from node.trust.key_resolver import CertificateKeyResolver
+from node.trust.lifecycle import renew_certificates, revoke, rotate_keys
+from node.trust.node_ids import is_ancestor, node_dns_name, node_id_from_uri, node_uri, validate_node_id
 from node.trust.node_keys import (
     SigningIdentity,
     channel_to,
@@ -64,30 +67,16 @@ from node.trust.node_keys import (
 from node.trust.pki import (
     INGEST_CLIENT_EKU,
     CertificateAuthority,
-    CertificateKeyResolver,
     CertificateRole,
-    PkiDirectory,
     build_crl,
     certificate_node_id,
     certificate_role,
-    chain_der,
-    expiry_warnings,
     generate_ec_key,
-    is_ancestor,
-    is_revoked,
-    load_certificate,
-    load_certificates,
-    node_dns_name,
-    node_id_from_uri,
-    node_uri,
-    revoked_serials,
-    validate_node_id,
-    verify_node_chain,
 )
+from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, load_certificates, pki_directory
 from node.trust.provisioning import provision_ingest_credential, provision_tree, tree_is_provisioned
 from node.trust.tls import (
     DEFAULT_CHANNEL_OPTIONS,
-    PKI_DIR_NAME,
     NodeTrust,
     OwnCredentials,
     check_own_credentials,
@@ -96,7 +85,6 @@ from node.trust.tls import (
     ingest_channel,
     ingest_credential_paths,
     node_channel,
-    pki_directory,
     server_credentials,
 )
 
@@ -153,7 +141,6 @@ __all__ = [
     "init_root",
     "is_ancestor",
     "is_in_subtree",
-    "is_revoked",
     "issue_ingest_credential",
     "issue_token",
     "issued_from_response",

@@ -53,8 +53,9 @@ from federation import (
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from node.audit_log import recent_query_nonces
+from node.trust.node_ids import is_ancestor
 from node.trust.node_keys import signing_identity
-from node.trust.pki import CertificateRole, is_ancestor
+from node.trust.pki import CertificateRole
 from node.trust.tls import NodeTrust, PeerIdentity
 
 if TYPE_CHECKING:

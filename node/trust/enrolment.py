@@ -1,40 +1,31 @@
-"""Enrolment of a child node: one-time tokens, certificate requests, and the certificates its parent issues.
+"""Enrolment of a child node: certificate requests, their proof, and the certificates its parent issues.
 
 The parent runs ``issue_token(child_id)`` and hands the token to the child's operator out of band; the child
 sends the token with certificate signing requests (CSRs) for its TLS key, its report-signing key and, if it
 will have children of its own, its CA key. The parent checks the CSRs' signatures (proof that the child holds
 each private key), that the token is known, unused, unexpired and was issued for exactly this child, that
-the child is its direct child, and then issues the certificates. The parent keeps only a SHA-256 of each
-token: a copy of its token store does not let anyone enrol.
+the child is its direct child, and then issues the certificates. Tokens, the discovery token the operator
+hands over and the parent's token store (hashes only) are node.trust.enrolment_tokens'.
 
-Over the network (``supnet enroll``) the token is never sent. The operator hands over a *discovery token*
-``supnet-enrol-<secret>.<root-sha256-hex>`` (kubeadm style): the secret part is the token above and the
-suffix is the SHA-256 fingerprint of the tree's root certificate. The child sends a :func:`token_id` (a
-one-way function of the stored hash, naming the token without revealing it) and a :func:`enrolment_proof`:
+Over the network (``supnet enroll``) the token is never sent. The child sends a :func:`token_id` (a one-way
+function of the stored hash, naming the token without revealing it) and a :func:`enrolment_proof`:
 HMAC-SHA256 keyed with ``sha256(token)`` over :func:`enrolment_request_bytes` (child id, CSRs, token id). The
 parent holds that key (it stores exactly ``sha256(token)``), an eavesdropper does not, so nobody on the path
 can enrol their own keys or alter the request; a tampered request does not use up the token. The child then
-accepts only an answer under the root whose fingerprint the token carries, so nobody can hand it a false
-root either (:meth:`EnrolmentAuthority.redeem_proof`, :func:`check_discovery_root`).
+accepts only an answer under the root whose fingerprint the discovery token carries, so nobody can hand it a
+false root either (:meth:`EnrolmentAuthority.redeem_proof`, :func:`check_discovery_root`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
-import json
 import logging
-import os
 import secrets
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,116 +34,45 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from federation import InvalidArgumentError, PermissionDeniedError, SupnetError, UnauthenticatedError
-from node.trust.pki import (
-    CertificateAuthority,
-    CertificateRole,
-    certificate_node_id,
-    node_dns_name,
-    node_uri,
-    validate_node_id,
-    verify_node_chain,
+from node.trust.chains import verify_node_chain
+from node.trust.enrolment_tokens import (
+    TOKEN_PREFIX,
+    TokenRecord,
+    TokenStore,
+    check_discovery_root,
+    hash_token,
+    parse_discovery_token,
+    token_id,
 )
+from node.trust.node_ids import node_dns_name, node_uri, validate_node_id
+from node.trust.pki import CertificateAuthority, CertificateRole, aware_utc, certificate_node_id
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",
-    "TOKEN_PREFIX",
-    "DiscoveryToken",
     "EnrolmentAuthority",
     "EnrolmentRequest",
     "IssuedCertificates",
-    "JsonFileTokenStore",
-    "MemoryTokenStore",
-    "TokenRecord",
-    "TokenStore",
     "build_enrolment_request",
-    "check_discovery_root",
     "check_issued",
-    "discovery_token",
     "enrolment_proof",
     "enrolment_request_bytes",
-    "hash_token",
-    "parse_discovery_token",
     "proof_key",
-    "root_fingerprint",
-    "token_id",
 ]
 
 logger = logging.getLogger(__name__)
 
-TOKEN_PREFIX = "supnet-enrol-"  # noqa: S105 - a marker that makes tokens recognisable, not a secret
 DEFAULT_TOKEN_TTL = dt.timedelta(hours=24)
 # 32 random bytes: a plain SHA-256 is enough to store it (no password stretching needed for 256-bit secrets).
 TOKEN_BYTES = 32
-_STORE_FORMAT_VERSION = 1
-
-
-def hash_token(token: str) -> str:
-    """Hex SHA-256 of a token: what the parent stores and looks tokens up by."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-# --- discovery tokens and request proofs (enrolment over the network) --------------------------------------
-
-_FINGERPRINT_HEX_LENGTH = 64
-_TOKEN_ID_DOMAIN = b"supnet/v1/enrolment-token-id\x00"
 _REQUEST_DOMAIN = b"supnet/v1/enrolment-request\x00"
 
 
-def root_fingerprint(root: x509.Certificate) -> str:
-    """Hex SHA-256 of the root certificate's DER bytes: the discovery hash carried by a token."""
-    return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-@dataclass(frozen=True)
-class DiscoveryToken:
-    """A token as handed to a child's operator: the one-time secret and the root fingerprint to expect."""
-
-    token: str
-    root_fingerprint: str
-
-    def __str__(self) -> str:
-        return f"{self.token}.{self.root_fingerprint}"
-
-    def __repr__(self) -> str:
-        # The secret must not leak through a log line or a traceback.
-        return f"DiscoveryToken(token_id={token_id(hash_token(self.token))[:12]}…, root={self.root_fingerprint[:12]}…)"
-
-
-def discovery_token(token: str, root: x509.Certificate) -> str:
-    """The text an operator hands over: ``<token>.<root fingerprint>``."""
-    return str(DiscoveryToken(token, root_fingerprint(root)))
-
-
-def parse_discovery_token(text: str) -> DiscoveryToken:
-    """Split ``supnet-enrol-<secret>.<root-sha256-hex>``; InvalidArgumentError (never echoing it) if malformed."""
-    value = text.strip()
-    secret, dot, fingerprint = value.rpartition(".")
-    if not dot or not secret.startswith(TOKEN_PREFIX) or len(secret) <= len(TOKEN_PREFIX):
-        raise InvalidArgumentError(
-            f"the enrolment token must look like {TOKEN_PREFIX}<secret>.<root-sha256-hex> "
-            "(as printed by 'supnet pki token' on the parent)"
-        )
-    fingerprint = fingerprint.lower()
-    if len(fingerprint) != _FINGERPRINT_HEX_LENGTH or any(c not in "0123456789abcdef" for c in fingerprint):
-        raise InvalidArgumentError(
-            f"the enrolment token's root fingerprint (after the last '.') must be {_FINGERPRINT_HEX_LENGTH} hex "
-            f"digits, got {len(fingerprint)} characters"
-        )
-    return DiscoveryToken(secret, fingerprint)
+# --- request proofs (enrolment over the network) -----------------------------------------------------------
 
 
 def proof_key(token: str) -> bytes:
     """The HMAC key of enrolment proofs: raw SHA-256 of the token (the parent stores its hex form)."""
     return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-def token_id(token_hash: str) -> str:
-    """A public name of a token, from its stored hex hash; does not reveal the hash (the proof key)."""
-    try:
-        raw = bytes.fromhex(token_hash)
-    except ValueError as error:
-        raise InvalidArgumentError(f"token hash {token_hash[:12]!r}… is not hex") from error
-    return hashlib.sha256(_TOKEN_ID_DOMAIN + raw).hexdigest()
 
 
 def _field(data: bytes) -> bytes:
@@ -176,200 +96,6 @@ def enrolment_request_bytes(child_id: str, request: EnrolmentRequest, request_to
 def enrolment_proof(key: bytes, child_id: str, request: EnrolmentRequest, request_token_id: str) -> bytes:
     """HMAC-SHA256 with ``key`` (:func:`proof_key` of the token) over :func:`enrolment_request_bytes`."""
     return hmac.new(key, enrolment_request_bytes(child_id, request, request_token_id), hashlib.sha256).digest()
-
-
-def check_discovery_root(root: x509.Certificate, expected_fingerprint: str, *, source: str = "the parent") -> None:
-    """UnauthenticatedError unless root has the fingerprint the token carries (a false root, e.g. a MITM)."""
-    actual = root_fingerprint(root)
-    if not hmac.compare_digest(actual, expected_fingerprint.lower()):
-        raise UnauthenticatedError(
-            f"{source} answered under root certificate {actual[:16]}…, but the token expects root "
-            f"{expected_fingerprint[:16]}…: refusing it (a man in the middle, or a token from another tree)"
-        )
-
-
-def _aware(at: dt.datetime, what: str) -> dt.datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got naive {at.isoformat()}")
-    return at.astimezone(dt.UTC)
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """What the parent remembers of one enrolment token (never the token itself)."""
-
-    token_hash: str
-    child_id: str
-    issuer_id: str
-    created_at: dt.datetime
-    expires_at: dt.datetime
-    used_at: dt.datetime | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (ISO 8601 times with offset)."""
-        return {
-            "token_hash": self.token_hash,
-            "child_id": self.child_id,
-            "issuer_id": self.issuer_id,
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "used_at": self.used_at.isoformat() if self.used_at else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TokenRecord:
-        """Parse the form written by to_dict; InvalidArgumentError naming the bad field."""
-        try:
-            used_at = data.get("used_at")
-            return cls(
-                token_hash=str(data["token_hash"]),
-                child_id=str(data["child_id"]),
-                issuer_id=str(data["issuer_id"]),
-                created_at=_aware(dt.datetime.fromisoformat(data["created_at"]), "created_at"),
-                expires_at=_aware(dt.datetime.fromisoformat(data["expires_at"]), "expires_at"),
-                used_at=_aware(dt.datetime.fromisoformat(used_at), "used_at") if used_at else None,
-            )
-        except KeyError as error:
-            raise InvalidArgumentError(f"token record lacks field {error.args[0]}") from error
-        except (TypeError, ValueError) as error:
-            raise InvalidArgumentError(f"token record has a bad time field: {error}") from error
-
-
-class TokenStore(Protocol):
-    """Where a parent keeps its token records (in memory, a JSON file, later SQL)."""
-
-    def add(self, record: TokenRecord) -> None:
-        """Store a new record; InvalidArgumentError if its hash is already stored."""
-        ...
-
-    def get(self, token_hash: str) -> TokenRecord | None:
-        """The record with this token hash, or None."""
-        ...
-
-    def mark_used(self, token_hash: str, at: dt.datetime) -> bool:
-        """Atomically mark an unused record used; False if it is unknown or was already used."""
-        ...
-
-    def records(self) -> list[TokenRecord]:
-        """Every record, oldest first."""
-        ...
-
-
-class MemoryTokenStore:
-    """A TokenStore in memory (tests, and a parent that enrols within one process run)."""
-
-    def __init__(self) -> None:
-        self._records: dict[str, TokenRecord] = {}
-        self._lock = threading.Lock()
-
-    def add(self, record: TokenRecord) -> None:
-        with self._lock:
-            if record.token_hash in self._records:
-                raise InvalidArgumentError(f"token for {record.child_id} is already stored")
-            self._records[record.token_hash] = record
-
-    def get(self, token_hash: str) -> TokenRecord | None:
-        with self._lock:
-            return self._records.get(token_hash)
-
-    def mark_used(self, token_hash: str, at: dt.datetime) -> bool:
-        with self._lock:
-            record = self._records.get(token_hash)
-            if record is None or record.used_at is not None:
-                return False
-            self._records[token_hash] = replace(record, used_at=_aware(at, "used_at"))
-            return True
-
-    def records(self) -> list[TokenRecord]:
-        with self._lock:
-            return sorted(self._records.values(), key=lambda record: record.created_at)
-
-
-class JsonFileTokenStore:
-    """A TokenStore in one JSON file (mode 0600), safe between processes: the CLI adds, the server redeems.
-
-    Every change holds an exclusive lock on ``<file>.lock`` for its read-modify-write and replaces the file
-    atomically, so a crash never leaves half a file and a token cannot be redeemed twice by two processes.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._thread_lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        with self._thread_lock, open(lock_path, "a+b") as lock_file:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
-
-    def _load(self) -> dict[str, TokenRecord]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InvalidArgumentError(f"token store {self.path} is not valid JSON: {error}") from error
-        if not isinstance(data, dict) or data.get("version") != _STORE_FORMAT_VERSION:
-            raise InvalidArgumentError(f"token store {self.path} is not a version {_STORE_FORMAT_VERSION} store")
-        records = {}
-        for index, item in enumerate(data.get("tokens", [])):
-            try:
-                record = TokenRecord.from_dict(item)
-            except InvalidArgumentError as error:
-                raise InvalidArgumentError(f"token store {self.path}, record {index}: {error}") from error
-            records[record.token_hash] = record
-        return records
-
-    def _save(self, records: dict[str, TokenRecord]) -> None:
-        payload = {
-            "version": _STORE_FORMAT_VERSION,
-            "tokens": [record.to_dict() for record in sorted(records.values(), key=lambda r: r.created_at)],
-        }
-        descriptor, temporary = tempfile.mkstemp(prefix=self.path.name, dir=self.path.parent)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-
-    def add(self, record: TokenRecord) -> None:
-        with self._locked():
-            records = self._load()
-            if record.token_hash in records:
-                raise InvalidArgumentError(f"token for {record.child_id} is already stored")
-            records[record.token_hash] = record
-            self._save(records)
-
-    def get(self, token_hash: str) -> TokenRecord | None:
-        with self._locked():
-            return self._load().get(token_hash)
-
-    def mark_used(self, token_hash: str, at: dt.datetime) -> bool:
-        with self._locked():
-            records = self._load()
-            record = records.get(token_hash)
-            if record is None or record.used_at is not None:
-                return False
-            records[token_hash] = replace(record, used_at=_aware(at, "used_at"))
-            self._save(records)
-            return True
-
-    def records(self) -> list[TokenRecord]:
-        with self._locked():
-            return sorted(self._load().values(), key=lambda record: record.created_at)
 
 
 # --- requests and answers ----------------------------------------------------------------------------------
@@ -506,7 +232,7 @@ class EnrolmentAuthority:
         self._ca_validity = ca_validity
 
     def _now(self) -> dt.datetime:
-        return _aware(self._clock(), "clock time")
+        return aware_utc(self._clock(), "clock time")
 
     def _check_direct_child(self, child_id: str) -> None:
         validate_node_id(child_id)
@@ -664,7 +390,7 @@ def check_issued(
     Without ``trusted_root`` the child trusts the root the parent sent (first use); with it, a parent
     answering under another root is refused (UnauthenticatedError).
     """
-    moment = _aware(at, "at") if at else dt.datetime.now(dt.UTC)
+    moment = aware_utc(at, "at") if at else dt.datetime.now(dt.UTC)
     if trusted_root is not None and issued.root != trusted_root:
         raise UnauthenticatedError(f"enrolment answer for {child_id} comes under another root than the trusted one")
     if issued.child_id != child_id:

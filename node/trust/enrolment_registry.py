@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 
 from federation import InvalidArgumentError
 from node.trust.enrolment import IssuedCertificates
-from node.trust.pki import CertificateAuthority, CertificateRole, PkiDirectory, build_crl, certificate_node_id
+from node.trust.pki import CertificateAuthority, CertificateRole, build_crl, certificate_node_id
+from node.trust.pki_files import PkiDirectory
 
 __all__ = [
     "CRL_FILE",

@@ -21,19 +21,22 @@ from federation import InvalidArgumentError, UnauthenticatedError, supnet_error_
 from federation.proto.v1.enrolment_pb2 import EnrolRequest, EnrolResponse
 from federation.proto.v1.enrolment_pb2_grpc import EnrolmentServiceStub
 from node.trust.enrolment import (
-    DiscoveryToken,
     EnrolmentRequest,
     IssuedCertificates,
     build_enrolment_request,
-    check_discovery_root,
     check_issued,
     enrolment_proof,
+    proof_key,
+)
+from node.trust.enrolment_tokens import (
+    DiscoveryToken,
+    check_discovery_root,
     hash_token,
     parse_discovery_token,
-    proof_key,
     token_id,
 )
-from node.trust.pki import certificate_label, certificate_node_id, generate_ec_key, validate_node_id
+from node.trust.node_ids import validate_node_id
+from node.trust.pki import certificate_label, certificate_node_id, generate_ec_key
 
 __all__ = [
     "DEFAULT_ENROL_TIMEOUT_SECONDS",

@@ -27,8 +27,9 @@ from federation import body_type_of, load_private_key, serialize, sign_envelope
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.bootstrap import REPORT_KEY_FILE
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError
-from node.trust.pki import PkiDirectory, chain_der
-from node.trust.tls import NodeTrust, has_transport_credentials, node_channel, pki_directory
+from node.trust.chains import chain_der
+from node.trust.pki_files import PkiDirectory, pki_directory
+from node.trust.tls import NodeTrust, has_transport_credentials, node_channel
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -111,11 +112,6 @@ def signing_identity(node: Node) -> SigningIdentity:
     with _cache_lock:
         _identities[cache_key] = (stamp, identity)
     return identity
-
-
-def uses_pki(data_dir: Path) -> bool:
-    """True when the data directory holds TLS credentials (the node runs over mutual TLS)."""
-    return has_transport_credentials(pki_directory(data_dir))
 
 
 def transport_pki(node: Node) -> PkiDirectory | None:

@@ -5,7 +5,7 @@ and its own TLS and report certificates; then, top-down, every parent issues a o
 each child (:class:`node.trust.enrolment.EnrolmentAuthority`), the child builds its keys and certificate
 signing requests, the parent redeems the token for the child's TLS, report and CA certificates, and the
 child checks the answer against the root before saving its ``pki/`` directory
-(:class:`node.trust.pki.PkiDirectory`). Every node gets a CA of its own (constrained to its subtree), so it
+(:class:`node.trust.pki_files.PkiDirectory`). Every node gets a CA of its own (constrained to its subtree), so it
 can issue ingest credentials to the business systems feeding it (:func:`provision_ingest_credential`).
 """
 
@@ -21,25 +21,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import InvalidArgumentError, SupnetError
-from node.trust.enrolment import (
-    EnrolmentAuthority,
-    MemoryTokenStore,
-    TokenStore,
-    build_enrolment_request,
-    check_issued,
-)
+from node.trust.enrolment import EnrolmentAuthority, build_enrolment_request, check_issued
 from node.trust.enrolment_registry import IssuedRegistry, issued_records, write_crl
-from node.trust.pki import (
-    CertificateAuthority,
-    CertificateRole,
-    PkiDirectory,
-    generate_ec_key,
-    load_certificate,
-    save_certificates,
-    save_private_key,
-    validate_node_id,
-    validate_system_name,
-)
+from node.trust.enrolment_tokens import MemoryTokenStore, TokenStore
+from node.trust.node_ids import validate_node_id
+from node.trust.pki import CertificateAuthority, CertificateRole, generate_ec_key, validate_system_name
+from node.trust.pki_files import PkiDirectory, load_certificate, save_certificates, save_private_key
 from node.trust.tls import check_own_credentials, has_transport_credentials, ingest_credential_paths
 
 __all__ = ["ProvisionedNode", "provision_ingest_credential", "provision_tree", "tree_is_provisioned"]

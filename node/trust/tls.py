@@ -5,7 +5,7 @@ Server side: the node's TLS key and chain, trust anchored at the root, client ce
 expired one or one from another root fails inside BoringSSL: the caller sees UNAVAILABLE and no servicer
 runs. What the handshake cannot judge is checked again here, per call, from the auth context
 (:meth:`NodeTrust.identify`): the presented chain is re-verified up to our root by
-:func:`node.trust.pki.verify_node_chain` (subtree rule on the URIs, exactly one identity), the leaf must be a
+:func:`node.trust.chains.verify_node_chain` (subtree rule on the URIs, exactly one identity), the leaf must be a
 TLS or INGEST certificate (a report or CA certificate is not a transport credential), and no certificate of
 its path may be listed in this node's revocation list ``pki/crl.pem`` (re-read when the file changes).
 Failures raise UnauthenticatedError, which federation.grpc_errors maps to UNAUTHENTICATED.
@@ -34,30 +34,26 @@ from typing import Any, cast
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from federation import InvalidArgumentError, NotFoundError, SupnetError, UnauthenticatedError
 from federation.proto.v1.common_pb2 import SignedEnvelope
-from node.trust.pki import (
-    CertificateKeyResolver,
-    CertificateRole,
+from node.trust.chains import revoked_serials, verify_node_chain
+from node.trust.key_resolver import CertificateKeyResolver
+from node.trust.node_ids import node_dns_name
+from node.trust.pki import CertificateRole, certificate_label, certificate_node_id, certificate_role
+from node.trust.pki_files import (
     PkiDirectory,
-    certificate_label,
-    certificate_node_id,
-    certificate_role,
+    certificates_pem,
     load_certificates,
     load_crl,
     load_ec_private_key,
-    node_dns_name,
-    revoked_serials,
-    verify_node_chain,
+    private_key_pem,
 )
 
 __all__ = [
     "DEFAULT_CHANNEL_OPTIONS",
     "INGEST_DIR",
-    "PKI_DIR_NAME",
     "RENEW_HINT",
     "TRANSPORT_ROLES",
     "NodeTrust",
@@ -71,13 +67,11 @@ __all__ = [
     "ingest_channel",
     "ingest_credential_paths",
     "node_channel",
-    "pki_directory",
     "server_credentials",
 ]
 
 logger = logging.getLogger(__name__)
 
-PKI_DIR_NAME = "pki"
 # Ingest credentials a node's CA issued to business systems: pki/ingest/<system>.key and .pem.
 INGEST_DIR = "ingest"
 RENEW_HINT = "renew it with 'supnet keys rotate --tls' (a CA certificate: re-enrol with 'supnet enroll --force')"
@@ -96,11 +90,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def pki_directory(data_dir: Path) -> PkiDirectory:
-    """The ``pki/`` directory of a node's data directory."""
-    return PkiDirectory(Path(data_dir) / PKI_DIR_NAME)
 
 
 def has_transport_credentials(pki: PkiDirectory) -> bool:
@@ -124,10 +113,6 @@ def credentials_stamp(pki: PkiDirectory) -> tuple[tuple[int, int, int], ...]:
 
 def _files_stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int], ...]:
     return tuple(_stamp(path) for path in paths)
-
-
-def _pem(certificates: Iterable[x509.Certificate]) -> bytes:
-    return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
 
 
 # --- own credentials ---------------------------------------------------------------------------------------
@@ -204,16 +189,13 @@ def check_own_credentials(
         verify_node_chain(leaf, intermediates, root, moment, role=role)
     except UnauthenticatedError as error:
         raise UnauthenticatedError(f"own certificate {chain_path} of {owner}: {error.message}") from error
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     return OwnCredentials(
         node_id=owner,
         role=role,
         leaf=leaf,
-        key_pem=key_pem,
-        chain_pem=_pem([leaf, *intermediates]),
-        root_pem=_pem([root]),
+        key_pem=private_key_pem(key),
+        chain_pem=certificates_pem([leaf, *intermediates]),
+        root_pem=certificates_pem([root]),
     )
 
 
@@ -390,11 +372,6 @@ class NodeTrust:
     def root_node_id(self) -> str:
         """The node id of the trusted root (the province)."""
         return self._root_node_id
-
-    @classmethod
-    def for_data_dir(cls, data_dir: Path, *, clock: Clock | None = None) -> NodeTrust:
-        """The trust of the node whose data directory holds ``pki/``."""
-        return cls(pki_directory(data_dir), clock=clock)
 
     # --- revocation ---------------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from node.trust import (
     node_uri,
     verify_node_chain,
 )
+from tests.trust.authorities import child_authority
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 
@@ -59,7 +60,7 @@ def province() -> CertificateAuthority:
 
 @pytest.fixture(scope="module")
 def city(province: CertificateAuthority) -> CertificateAuthority:
-    return province.child_authority("gd.gz", now=NOW)
+    return child_authority(province, "gd.gz", now=NOW)
 
 
 class ChildKeys:

@@ -32,6 +32,7 @@ from node.trust import (
     token_id,
 )
 from node.trust import response_message as to_response
+from tests.trust.authorities import child_authority
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 
@@ -48,7 +49,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def city() -> CertificateAuthority:
-    return CertificateAuthority.create_root("gd", now=NOW).child_authority("gd.gz", now=NOW)
+    return child_authority(CertificateAuthority.create_root("gd", now=NOW), "gd.gz", now=NOW)
 
 
 def _parent(city: CertificateAuthority) -> tuple[EnrolmentAuthority, Clock, MemoryTokenStore]:

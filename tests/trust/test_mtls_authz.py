@@ -39,6 +39,7 @@ from node.trust import (
     CertificateAuthority,
     CertificateRole,
     PkiDirectory,
+    build_crl,
     check_own_credentials,
     client_channel,
     generate_ec_key,
@@ -186,7 +187,7 @@ def test_a_revoked_tls_certificate_is_unauthenticated_until_the_crl_changes(tree
     serial = load_certificate(_pki(tree, "gd.gz.th").file("tls.pem")).serial_number
     authority = pki.load_authority()
     now = dt.datetime.now(dt.UTC)
-    pki.save_crl(authority.crl([(serial, now)], now=now))  # what 'supnet pki revoke gd.gz.th' writes
+    pki.save_crl(build_crl(authority, [(serial, now)], now=now))  # what 'supnet pki revoke gd.gz.th' writes
     try:
         with tree.channel("gd.gz.th", "gd.gz") as channel:
             code, details = _submit(channel, report)

@@ -57,6 +57,7 @@ from node.trust import (
     renew_certificates,
     request_message,
     response_message,
+    revoked_serials,
     signing_identity,
     utcnow,
     verify_node_chain,
@@ -393,7 +394,7 @@ def test_revocation_refuses_new_and_old_reports_and_resigned_old_data(
     crl = province.pki.load_crl()
     resolver = CertificateKeyResolver(province.root)
     assert CertificateKeyResolver(province.root).verify(before)  # without the CRL it would still pass
-    resolver.add_crl(crl, province.root)
+    resolver.revoke(revoked_serials(crl, province.root))  # what NodeTrust does with its crl.pem
     with pytest.raises(UnauthenticatedError, match="revoked"):
         resolver.verify(before)
     # The revoked key re-signs old data: refused too.
@@ -440,7 +441,7 @@ def test_renewal_reissues_leaves_inside_the_window_with_the_same_keys(
     pki = PkiDirectory(data_dir / "pki")
     old_tls = load_certificate(pki.file("tls.pem"))
     old_report_key, old_report = pki.load_report()
-    with caplog.at_level(logging.WARNING, logger="node.trust.admin"):
+    with caplog.at_level(logging.WARNING, logger="node.trust.lifecycle"):
         result = renew_certificates(data_dir, renew_before=dt.timedelta(days=30))
     assert set(result.renewed) == {"tls", "report"} and result.ca_warnings == []
     assert result.crl_refreshed  # its next update had passed
@@ -472,7 +473,7 @@ def test_renewal_warns_loudly_for_a_ca_only_the_parent_can_renew(
         enroll_node(city_dir, listener.bound_address, token, now=past)
     finally:
         listener.stop(0)
-    with caplog.at_level(logging.WARNING, logger="node.trust.admin"):
+    with caplog.at_level(logging.WARNING, logger="node.trust.lifecycle"):
         first = renew_certificates(city_dir, renew_before=dt.timedelta(days=30))
     assert any(
         "ACTION NEEDED" in message and "only the parent can renew it" in message for message in first.ca_warnings

@@ -15,6 +15,7 @@ from node.trust import (
     CertificateAuthority,
     CertificateRole,
     NodeTrust,
+    build_crl,
     certificate_role,
     check_own_credentials,
     generate_ec_key,
@@ -24,13 +25,14 @@ from node.trust import (
     tree_is_provisioned,
     verify_node_chain,
 )
+from tests.trust.authorities import child_authority
 
 NOW = dt.datetime.now(dt.UTC)
 
 
 def test_an_ingest_certificate_is_a_client_certificate_of_its_own_kind() -> None:
     root = CertificateAuthority.create_root("gd", now=NOW)
-    city = root.child_authority("gd.gz", now=NOW)
+    city = child_authority(root, "gd.gz", now=NOW)
     key = generate_ec_key()
     ingest = city.issue("gd.gz", CertificateRole.INGEST, key.public_key(), now=NOW, system="approvals-1")
     assert certificate_role(ingest) is CertificateRole.INGEST
@@ -78,10 +80,10 @@ def test_the_revocation_list_is_reread_when_it_changes(tmp_path: Path) -> None:
     assert trust.revoked() == frozenset()
     serial = load_certificate(provisioned["gd.gz"].pki.file("tls.pem")).serial_number
     authority = pki.load_authority()
-    pki.save_crl(authority.crl([(serial, NOW)], now=NOW))
+    pki.save_crl(build_crl(authority, [(serial, NOW)], now=NOW))
     assert trust.revoked() == {serial}
     foreign = CertificateAuthority.create_root("gd", now=NOW)
-    pki.save_crl(foreign.crl([], now=NOW + dt.timedelta(seconds=1)))  # same issuer name, another key
+    pki.save_crl(build_crl(foreign, [], now=NOW + dt.timedelta(seconds=1)))  # same issuer name, another key
     with pytest.raises(UnauthenticatedError, match=r"crl\.pem cannot be used"):
         trust.revoked()
     pki.file("crl.pem").unlink()
@@ -107,6 +109,6 @@ def test_a_cached_signer_chain_is_refused_once_revoked_or_expired(tmp_path: Path
     with pytest.raises(UnauthenticatedError, match=r"gd\.gz\.py report .* expired at"):
         expiring.verify_envelope(envelope)
     now = dt.datetime.now(dt.UTC)
-    pki.save_crl(pki.load_authority().crl([(chain[0].serial_number, now)], now=now))
+    pki.save_crl(build_crl(pki.load_authority(), [(chain[0].serial_number, now)], now=now))
     with pytest.raises(UnauthenticatedError, match=r"gd\.gz\.py report .* is revoked"):
         revoking.verify_envelope(envelope)
