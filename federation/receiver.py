@@ -267,7 +267,7 @@ class ReportReceiver:
             raise PermissionDeniedError(
                 f"unknown child {signer or '(empty signer_id)'!r}: not a registered child of node {self._node_id}"
             )
-        # A resolver reading keys from certificate chains (node.trust.pki.CertificateKeyResolver) is bound to
+        # A resolver reading keys from certificate chains (a node's CertificateKeyResolver) is bound to
         # this envelope's own chain; a static one (config keys) answers by (signer, key id).
         bind = getattr(self._key_resolver, "for_envelope", None)
         resolver: KeyResolver = bind(envelope) if callable(bind) else self._key_resolver

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from node.errors import ConfigError
 
 CONFIG_FILE_NAME = "supnet.toml"
-# Segments double as DNS labels in node certificates (node.trust.pki), hence no "_" and no trailing "-".
+# Segments double as DNS labels in node certificates (node.trust.node_ids), hence no "_" and no trailing "-".
 NODE_ID_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?(?:\.[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?)*$")
 Level = Literal["province", "city", "district", "street"]
 LEVELS: tuple[Level, ...] = ("province", "city", "district", "street")
