@@ -15,11 +15,11 @@ from typing import Any
 
 from node.errors import CalendarError
 from node.ingest.deadlines import Deadlines, calendar_detail
-from node.ingest.outcomes import BatchContext, shown
+from node.ingest.outcomes import BatchContext
 from node.ingest.procedures import ProcedureHandler
 from node.ingest.records import Pending, Row, Tagged
 from node.ingest.storage import RecordStore, item_entry, split_repeats
-from node.ingest.validate import BEFORE_ACCEPTANCE, CALENDAR, INVALID_STATE, KIND_TABLES, UNKNOWN_ITEM
+from node.ingest.validate import CALENDAR, KIND_TABLES, UNKNOWN_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -203,24 +203,18 @@ class KindHandlers:
             case = cases[row["case_no"]]
             completed_at = row["completed_at"]
             if completed_at < case["accepted_at"]:
-                context.reject(
+                context.reject_before_acceptance(
                     "completion",
                     line,
                     row,
                     field_name="completed_at",
-                    reason=BEFORE_ACCEPTANCE,
-                    detail=f"completed {shown(completed_at)} before the case was accepted "
-                    f"({shown(case['accepted_at'])})",
+                    event="completed",
+                    accepted_at=case["accepted_at"],
                 )
                 continue
             if case["status"] != "open":
-                context.reject(
-                    "completion",
-                    line,
-                    row,
-                    field_name="case_no",
-                    reason=INVALID_STATE,
-                    detail=f"case {row['case_no']!r} is already {case['status']}",
+                context.reject_case_state(
+                    "completion", line, row, f"case {row['case_no']!r} is already {case['status']}"
                 )
                 continue
             try:

@@ -15,7 +15,16 @@ from typing import Any, Literal
 from sqlalchemy import Connection
 
 from node.ingest.records import Pending, Row
-from node.ingest.validate import CONFLICT, RecordError, field_label, problem_message, record_key
+from node.ingest.validate import (
+    BEFORE_ACCEPTANCE,
+    CONFLICT,
+    INVALID_STATE,
+    UNKNOWN_CASE,
+    RecordError,
+    field_label,
+    problem_message,
+    record_key,
+)
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
@@ -114,6 +123,29 @@ class BatchContext:
     ) -> None:
         message = detail if whole_message else problem_message(field_name, detail, kind)
         self.reject_error(RecordError(self.source, line, kind, field_name, reason, message, record_key(kind, row)))
+
+    def reject_unknown_case(self, kind: str, line: int, row: Mapping[str, Any]) -> None:
+        """Reject a record whose case is not stored."""
+        self.reject(
+            kind, line, row, field_name="case_no", reason=UNKNOWN_CASE, detail=f"unknown case {row['case_no']!r}"
+        )
+
+    def reject_case_state(self, kind: str, line: int, row: Mapping[str, Any], detail: str) -> None:
+        """Reject a record its case's state does not allow (closed, a special procedure running or not)."""
+        self.reject(kind, line, row, field_name="case_no", reason=INVALID_STATE, detail=detail)
+
+    def reject_before_acceptance(
+        self, kind: str, line: int, row: Mapping[str, Any], *, field_name: str, event: str, accepted_at: datetime
+    ) -> None:
+        """Reject a record dated (``row[field_name]``, e.g. 'completed <time>') before its case was accepted."""
+        self.reject(
+            kind,
+            line,
+            row,
+            field_name=field_name,
+            reason=BEFORE_ACCEPTANCE,
+            detail=f"{event} {shown(row[field_name])} before the case was accepted ({shown(accepted_at)})",
+        )
 
     def reject_conflict(self, kind: str, line: int, row: Row, *, old: Mapping[Any, Any], differing: list[str]) -> None:
         """Reject a record whose natural key is stored with other content, naming (up to three) differing fields."""

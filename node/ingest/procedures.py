@@ -14,7 +14,7 @@ from node.ingest.deadlines import Deadlines
 from node.ingest.outcomes import BatchContext, shown
 from node.ingest.records import Row, Tagged
 from node.ingest.storage import CASE_READ_COLUMNS, RecordStore, differences
-from node.ingest.validate import BEFORE_ACCEPTANCE, CALENDAR, INCONSISTENT, INVALID_STATE, UNKNOWN_CASE
+from node.ingest.validate import CALENDAR, INCONSISTENT
 
 
 class ProcedureHandler:
@@ -40,63 +40,60 @@ class ProcedureHandler:
     def _case_for(self, context: BatchContext, kind: str, line: int, row: Row) -> Row | None:
         case = self.store.fetch_cases(context, [row["case_no"]], CASE_READ_COLUMNS, lock=True).get(row["case_no"])
         if case is None:
-            context.reject(
-                kind, line, row, field_name="case_no", reason=UNKNOWN_CASE, detail=f"unknown case {row['case_no']!r}"
-            )
+            context.reject_unknown_case(kind, line, row)
         return case
 
-    def _start(self, context: BatchContext, line: int, row: Row) -> bool:
+    def _already_stored(
+        self, context: BatchContext, kind: str, line: int, row: Row, *, at: str, compare: tuple[str, ...]
+    ) -> bool:
+        """True when the procedure event of this case at ``row[at]`` is stored: a duplicate, or a conflict."""
         table = self.store.tables["special_procedures"]
-        conn = context.conn
         stored = (
-            conn.execute(
-                select(table.c.kind_code, table.c.reason).where(
-                    and_(table.c.case_no == row["case_no"], table.c.started_at == row["started_at"])
+            context.conn.execute(
+                select(*(table.c[name] for name in compare)).where(
+                    and_(table.c.case_no == row["case_no"], table.c[at] == row[at])
                 )
             )
             .mappings()
             .first()
         )
-        if stored is not None:
-            differing = differences(row, stored, ("kind_code", "reason"))
-            if differing:
-                context.reject_conflict("procedure_start", line, row, old=stored, differing=differing)
-            else:
-                context.duplicate("procedure_start", line, row)
+        if stored is None:
+            return False
+        differing = differences(row, stored, compare)
+        if differing:
+            context.reject_conflict(kind, line, row, old=stored, differing=differing)
+        else:
+            context.duplicate(kind, line, row)
+        return True
+
+    def _start(self, context: BatchContext, line: int, row: Row) -> bool:
+        if self._already_stored(
+            context, "procedure_start", line, row, at="started_at", compare=("kind_code", "reason")
+        ):
             return False
         case = self._case_for(context, "procedure_start", line, row)
         if case is None:
             return False
         if case["status"] != "open":
-            context.reject(
+            context.reject_case_state(
                 "procedure_start",
                 line,
                 row,
-                field_name="case_no",
-                reason=INVALID_STATE,
-                detail=f"case {row['case_no']!r} is {case['status']}; a special procedure needs an open case",
+                f"case {row['case_no']!r} is {case['status']}; a special procedure needs an open case",
             )
             return False
         if case["clock_stopped"]:
-            context.reject(
-                "procedure_start",
-                line,
-                row,
-                field_name="case_no",
-                reason=INVALID_STATE,
-                detail=f"case {row['case_no']!r} already has a special procedure running",
+            context.reject_case_state(
+                "procedure_start", line, row, f"case {row['case_no']!r} already has a special procedure running"
             )
             return False
         if row["started_at"] < case["accepted_at"]:
-            context.reject(
-                "procedure_start",
-                line,
-                row,
-                field_name="started_at",
-                reason=BEFORE_ACCEPTANCE,
-                detail=f"starts {shown(row['started_at'])} before the case was accepted ({shown(case['accepted_at'])})",
+            context.reject_before_acceptance(
+                "procedure_start", line, row, field_name="started_at", event="starts", accepted_at=case["accepted_at"]
             )
             return False
+        table = self.store.tables["special_procedures"]
+        conn = context.conn
         conn.execute(
             table.insert().values(
                 case_no=row["case_no"],
@@ -116,26 +113,13 @@ class ProcedureHandler:
         return True
 
     def _end(self, context: BatchContext, line: int, row: Row) -> bool:
-        table = self.store.tables["special_procedures"]
-        conn = context.conn
-        stored = (
-            conn.execute(
-                select(table.c.result).where(
-                    and_(table.c.case_no == row["case_no"], table.c.ended_at == row["ended_at"])
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if stored is not None:
-            if stored["result"] != row["result"]:
-                context.reject_conflict("procedure_end", line, row, old=stored, differing=["result"])
-            else:
-                context.duplicate("procedure_end", line, row)
+        if self._already_stored(context, "procedure_end", line, row, at="ended_at", compare=("result",)):
             return False
         case = self._case_for(context, "procedure_end", line, row)
         if case is None:
             return False
+        table = self.store.tables["special_procedures"]
+        conn = context.conn
         open_procedure = (
             conn.execute(
                 select(table)
@@ -146,13 +130,8 @@ class ProcedureHandler:
             .first()
         )
         if open_procedure is None:
-            context.reject(
-                "procedure_end",
-                line,
-                row,
-                field_name="case_no",
-                reason=INVALID_STATE,
-                detail=f"case {row['case_no']!r} has no special procedure running",
+            context.reject_case_state(
+                "procedure_end", line, row, f"case {row['case_no']!r} has no special procedure running"
             )
             return False
         if row["ended_at"] < open_procedure["started_at"]:

@@ -18,7 +18,7 @@ from node.ingest.fields import FIELD_NAMES
 from node.ingest.listeners import CASE_FIELDS, IngestListener
 from node.ingest.outcomes import BatchContext
 from node.ingest.records import Pending, Row, Tagged
-from node.ingest.validate import KIND_TABLES, NATURAL_KEYS, UNKNOWN_CASE
+from node.ingest.validate import KIND_TABLES, NATURAL_KEYS
 from node.store import Base
 
 # The case columns listeners get, and the fewer the import's own checks need when nobody listens.
@@ -184,14 +184,7 @@ class RecordStore:
             if row["case_no"] in cases:
                 kept.append((line, row))
             else:
-                context.reject(
-                    kind,
-                    line,
-                    row,
-                    field_name="case_no",
-                    reason=UNKNOWN_CASE,
-                    detail=f"unknown case {row['case_no']!r}",
-                )
+                context.reject_unknown_case(kind, line, row)
         return kept, cases
 
     def remember_items(self, items: Mapping[str, Row]) -> None:
