@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, Engine, Numeric, Table
 
 from node.errors import StoreError
-from node.ingest.records import Row
+from node.ingest.records import AnyRow
 
 _CLOCK_TIMES = [f"{h:02d}:{m:02d}:{s:02d}.000000" for h in range(24) for m in range(60) for s in range(60)]
 _DAY_PREFIXES: dict[int, str] = {}
@@ -67,7 +67,7 @@ class Backend:
     known_datetime: Callable[[datetime], Any] = staticmethod(lambda _value: None)
 
     def __init__(self) -> None:
-        self._plans: dict[tuple[str, bool], tuple[str, Callable[[Row], tuple[Any, ...]]]] = {}
+        self._plans: dict[tuple[str, bool], tuple[str, Callable[[AnyRow], tuple[Any, ...]]]] = {}
 
     def dt_param(self, value: datetime | None) -> Any:
         """A datetime as this driver binds it for our DateTime columns."""
@@ -77,7 +77,7 @@ class Backend:
         """A DateTime column value as the driver returns it, as a datetime."""
         return value  # type: ignore[no-any-return]
 
-    def insert_plan(self, table: Table, *, complete: bool = False) -> tuple[str, Callable[[Row], tuple[Any, ...]]]:
+    def insert_plan(self, table: Table, *, complete: bool = False) -> tuple[str, Callable[[AnyRow], tuple[Any, ...]]]:
         """The column list (all but autoincrement ids) and a generated row -> bind tuple converter.
 
         Generated straight-line code, because a per-column loop in Python costs more than the insert itself;
@@ -109,7 +109,7 @@ class Backend:
             self._plans[plan_key] = plan
         return plan
 
-    def convert_rows(self, table: Table, rows: Sequence[Row]) -> tuple[str, list[tuple[Any, ...]]]:
+    def convert_rows(self, table: Table, rows: Sequence[AnyRow]) -> tuple[str, list[tuple[Any, ...]]]:
         """The column list and bind tuples of ``rows`` (all of one kind, so all with the same keys)."""
         columns = [c.name for c in table.columns if not (c.primary_key and c.autoincrement is True)]
         first = rows[0]
@@ -117,7 +117,7 @@ class Backend:
         names, convert = self.insert_plan(table, complete=complete)
         return names, [convert(row) for row in rows]
 
-    def insert(self, conn: Connection, table: Table, rows: Sequence[Row]) -> None:
+    def insert(self, conn: Connection, table: Table, rows: Sequence[AnyRow]) -> None:
         """Insert rows (missing columns take their model default)."""
         raise NotImplementedError
 
@@ -166,7 +166,7 @@ class SqliteBackend(Backend):
     def dt_result(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)
 
-    def insert(self, conn: Connection, table: Table, rows: Sequence[Row]) -> None:
+    def insert(self, conn: Connection, table: Table, rows: Sequence[AnyRow]) -> None:
         if not rows:
             return
         columns, values = self.convert_rows(table, rows)
@@ -197,7 +197,7 @@ class PostgresBackend(Backend):
 
     placeholder = "%s"
 
-    def insert(self, conn: Connection, table: Table, rows: Sequence[Row]) -> None:
+    def insert(self, conn: Connection, table: Table, rows: Sequence[AnyRow]) -> None:
         if not rows:
             return
         columns, values = self.convert_rows(table, rows)

@@ -6,13 +6,12 @@ record of the same day; a CalendarError (a year without holiday data) is memoise
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from node.domain import due_at, workdays_used
 from node.errors import CalendarError
-from node.ingest.records import Row
+from node.ingest.records import CaseDeadlines, CaseState, ItemLimits
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -28,7 +27,7 @@ class Deadlines:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._due_cache: dict[tuple[date, int, str, int], datetime | CalendarError] = {}
-        self._deadline_cache: dict[tuple[tuple[Any, ...], date, bool], Row | CalendarError] = {}
+        self._deadline_cache: dict[tuple[tuple[int, str, int, str], date, bool], CaseDeadlines | CalendarError] = {}
         self._used_cache: dict[tuple[date, date, int], int | CalendarError] = {}
 
     @property
@@ -36,14 +35,14 @@ class Deadlines:
         """The node's working-day calendar."""
         return self.node.calendar
 
-    def deadline_fields(self, item: Mapping[str, Any], accepted_at: datetime, instant: bool) -> Row:
+    def deadline_fields(self, item: ItemLimits, accepted_at: datetime, instant: bool) -> CaseDeadlines:
         """The item- and deadline-derived columns of a new case, memoised per (item limits, day, instant)."""
-        cache_key = (item["limits_key"], accepted_at.date(), instant)
+        cache_key = (item.limits_key, accepted_at.date(), instant)
         cached = self._deadline_cache.get(cache_key)
         if cached is None:
             # An instant case (即办件, type 1) is due the day it is accepted, whatever the item's limits.
-            promised_limit = 0 if instant else item["promised_limit"]
-            legal_limit = 0 if instant else item["legal_limit"]
+            promised_limit = 0 if instant else item.promised_limit
+            legal_limit = 0 if instant else item.legal_limit
             try:
                 promised_due, legal_due = self.due_dates(item, accepted_at, promised_limit, legal_limit, 0)
                 cached = {
@@ -75,9 +74,9 @@ class Deadlines:
             raise cached
         return cached
 
-    def workdays_used(self, case: Mapping[str, Any], completed_at: datetime) -> int:
+    def workdays_used(self, case: CaseState, completed_at: datetime) -> int:
         """workdays_used memoised per (accepted day, completed day, clock-stop days); CalendarError when uncovered."""
-        accepted_at: datetime = case["accepted_at"]
+        accepted_at = case["accepted_at"]
         stops = int(case.get("clock_stop_workdays") or 0)
         cache_key = (accepted_at.date(), completed_at.date(), stops)
         cached = self._used_cache.get(cache_key)
@@ -94,10 +93,11 @@ class Deadlines:
         return cached
 
     def due_dates(
-        self, item: Mapping[str, Any], accepted_at: datetime, promised_limit: int, legal_limit: int, stop: int
+        self, item: ItemLimits, accepted_at: datetime, promised_limit: int, legal_limit: int, stop: int
     ) -> tuple[datetime, datetime]:
-        promised = self.due(accepted_at, promised_limit, item["promised_limit_unit"], stop)
-        legal = self.due(accepted_at, legal_limit, item["legal_limit_unit"], stop)
+        """The promised and legal due dates for these limits, in the item's units, after ``stop`` clock-stop days."""
+        promised = self.due(accepted_at, promised_limit, item.promised_limit_unit, stop)
+        legal = self.due(accepted_at, legal_limit, item.legal_limit_unit, stop)
         return promised, legal
 
 

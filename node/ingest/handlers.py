@@ -11,19 +11,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from node.errors import CalendarError
 from node.ingest.deadlines import Deadlines, calendar_detail
 from node.ingest.outcomes import BatchContext
 from node.ingest.procedures import ProcedureHandler
-from node.ingest.records import Pending, Row, Tagged
-from node.ingest.storage import RecordStore, item_entry, split_repeats
+from node.ingest.records import (
+    AcceptanceRow,
+    CaseDeadlines,
+    ComplaintRow,
+    CompletionRow,
+    EvaluationRow,
+    ItemLimits,
+    ItemRow,
+    PaymentRow,
+    Pending,
+    StepRow,
+    Tagged,
+)
+from node.ingest.storage import RecordStore, item_limits, split_repeats
 from node.ingest.validate import CALENDAR, KIND_TABLES, UNKNOWN_ITEM
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[BatchContext, list[Tagged]], None]
+# A handler takes one batch's records of its kind (the importer groups them by kind, so Any stands for that kind's row).
+Handler = Callable[[BatchContext, list[Tagged[Any]]], None]
+# Payments and evaluations share one handler.
+CaseEventT = TypeVar("CaseEventT", PaymentRow, EvaluationRow)
 
 
 class KindHandlers:
@@ -46,28 +61,29 @@ class KindHandlers:
             "complaint": self._store_complaints,
         }
 
-    def _again(self, context: BatchContext, kind: str, repeats: list[Tagged]) -> None:
+    def _again(self, context: BatchContext, kind: str, repeats: list[Tagged[Any]]) -> None:
+        """Store a batch's repeats of a key in another round, now that the first of each has landed."""
         if repeats:
             self.by_kind[kind](context, repeats)
 
-    def _store_items(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def _store_items(self, context: BatchContext, pending: list[Tagged[ItemRow]]) -> None:
         firsts, repeats = split_repeats(pending, "item")
         fresh = self.store.drop_known(context, "item", firsts)
         rows = [row for _, row in fresh]
         self.store.insert(context, "items", rows)
         for row in rows:
-            context.new_items[row["implementation_code"]] = item_entry(row)
+            context.new_items[row["implementation_code"]] = item_limits(row)
         self.store.notify(context, "item", rows)
         context.accept("item", fresh)
         self._again(context, "item", repeats)
 
-    def _store_acceptances(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def _store_acceptances(self, context: BatchContext, pending: list[Tagged[AcceptanceRow]]) -> None:
         firsts, repeats = split_repeats(pending, "acceptance")
         fresh = self.store.drop_known(context, "acceptance", firsts)
         items = self.store.items_for(context, (row["implementation_code"] for _, row in fresh))
-        accepted: list[Pending] = []
+        accepted: list[Pending[AcceptanceRow]] = []
         # Derived columns every new case starts with (the row dict becomes the full cases row).
-        initial = {
+        initial: dict[str, Any] = {
             "clock_stop_workdays": 0,
             "clock_stopped": False,
             "status": "open",
@@ -79,7 +95,7 @@ class KindHandlers:
         deadlines = self.deadlines.deadline_fields
         # The columns a new case takes from its item, its deadlines and the initial state, merged once per
         # (item, deadline fields): one dict update per row instead of three.
-        merged: dict[tuple[int, int], tuple[Row, Row, Row]] = {}  # (item, derived, merged): the pair pins the ids
+        merged: dict[tuple[int, int], tuple[ItemLimits, CaseDeadlines, dict[str, Any]]] = {}  # the pair pins the ids
         for line, row in fresh:
             item = items.get(row["implementation_code"])
             if item is None:
@@ -106,8 +122,9 @@ class KindHandlers:
                 continue
             entry = merged.get((id(item), id(derived)))
             if entry is None:
-                entry = merged[(id(item), id(derived))] = (item, derived, {**item["case_fields"], **derived, **initial})
-            row.update(entry[2])
+                entry = merged[(id(item), id(derived))] = (item, derived, {**item.case_fields, **derived, **initial})
+            # Exactly the NotRequired keys of AcceptanceRow, which mypy cannot see in a merged dict.
+            row.update(entry[2])  # type: ignore[typeddict-item]
             accepted.append((line, row))
         rows = [row for _, row in accepted]
         self.store.insert(context, "cases", rows)
@@ -115,7 +132,7 @@ class KindHandlers:
         context.accept("acceptance", accepted)
         self._again(context, "acceptance", repeats)
 
-    def _store_steps(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def _store_steps(self, context: BatchContext, pending: list[Tagged[StepRow]]) -> None:
         firsts, repeats = split_repeats(pending, "step")
         # entered_at defaults to the import time; a re-send without it is still the same step.
         fresh = self.store.drop_known(
@@ -124,6 +141,7 @@ class KindHandlers:
         fresh, cases = self.store.with_known_cases(context, "step", fresh)
         increments: dict[str, list[int]] = {}
         uncovered: list[str] = []
+        due = self.deadlines.due
         for _, row in fresh:
             if row["entered_at"] is None:
                 row["entered_at"] = context.now
@@ -132,15 +150,17 @@ class KindHandlers:
             if step_limit is not None:
                 # The step's own due (R05 judges finished and pending steps by it); steps count working days.
                 try:
-                    row["step_due_at"] = self.deadlines.due(row["started_at"], step_limit, "1", 0)
+                    row["step_due_at"] = due(row["started_at"], step_limit, "1", 0)
                 except CalendarError as exc:
                     # The step itself is fine; only its limit cannot be judged. Said loudly, never guessed.
                     uncovered.append(f"{row['case_no']}/{row['step_name']}: {exc}")
             action = row["action"]
             case = cases[row["case_no"]]
             if action in ("supplement", "return"):
-                case = dict(case)
-                counter = "supplement_count" if action == "supplement" else "return_count"
+                case = case.copy()
+                counter: Literal["supplement_count", "return_count"] = (
+                    "supplement_count" if action == "supplement" else "return_count"
+                )
                 case[counter] += 1
                 cases[row["case_no"]] = case
                 pair = increments.setdefault(row["case_no"], [0, 0])
@@ -166,7 +186,11 @@ class KindHandlers:
         self._again(context, "step", repeats)
 
     def _store_case_events(
-        self, context: BatchContext, kind: str, pending: list[Tagged], prepare: Callable[[Row], None] | None = None
+        self,
+        context: BatchContext,
+        kind: str,
+        pending: list[Tagged[CaseEventT]],
+        prepare: Callable[[CaseEventT], None] | None = None,
     ) -> None:
         """Payments and evaluations: keyed by (case, time), need an existing case, change nothing on it."""
         firsts, repeats = split_repeats(pending, kind)
@@ -182,23 +206,24 @@ class KindHandlers:
         context.accept(kind, fresh)
         self._again(context, kind, repeats)
 
-    def _store_payments(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def _store_payments(self, context: BatchContext, pending: list[Tagged[PaymentRow]]) -> None:
         self._store_case_events(context, "payment", pending)
 
-    def _store_evaluations(self, context: BatchContext, pending: list[Tagged]) -> None:
-        def follow_up(row: Row) -> None:
+    def _store_evaluations(self, context: BatchContext, pending: list[Tagged[EvaluationRow]]) -> None:
+        def follow_up(row: EvaluationRow) -> None:
             # A 4 or 5 ("dissatisfied") needs a follow-up (DOMAIN.md); it starts open.
             row["followup_status"] = "open" if row["satisfaction_code"] >= 4 else "none"
 
         self._store_case_events(context, "evaluation", pending, follow_up)
 
-    def _store_completions(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def _store_completions(self, context: BatchContext, pending: list[Tagged[CompletionRow]]) -> None:
         firsts, repeats = split_repeats(pending, "completion")
         fresh = self.store.drop_known(context, "completion", firsts)
         fresh, cases = self.store.with_known_cases(context, "completion", fresh)
-        accepted: list[Pending] = []
+        accepted: list[Pending[CompletionRow]] = []
         updates: list[tuple[Any, ...]] = []
         dt_param = self.store.backend.dt_param
+        workdays_used = self.deadlines.workdays_used
         for line, row in fresh:
             case = cases[row["case_no"]]
             completed_at = row["completed_at"]
@@ -220,7 +245,7 @@ class KindHandlers:
             try:
                 # The working days used (a metric) need every year from acceptance to completion in the calendar:
                 # without one, the record is rejected here rather than failing the whole batch later.
-                row["workdays_used"] = self.deadlines.workdays_used(case, completed_at)
+                row["workdays_used"] = workdays_used(case, completed_at)
             except CalendarError as exc:
                 context.reject(
                     "completion",
@@ -231,7 +256,7 @@ class KindHandlers:
                     detail=calendar_detail(self.deadlines.calendar, case["accepted_at"], completed_at, exc),
                 )
                 continue
-            # Each case appears once per round (_split_repeats) and was fetched for this round: update it in place.
+            # Each case appears once per round (split_repeats) and was fetched for this round: update it in place.
             case["status"] = "completed"
             case["completed_at"] = completed_at
             row["case"] = case
@@ -249,7 +274,7 @@ class KindHandlers:
         context.accept("completion", accepted)
         self._again(context, "completion", repeats)
 
-    def _store_complaints(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def _store_complaints(self, context: BatchContext, pending: list[Tagged[ComplaintRow]]) -> None:
         firsts, repeats = split_repeats(pending, "complaint")
         fresh = self.store.drop_known(context, "complaint", firsts)
         rows = [row for _, row in fresh]

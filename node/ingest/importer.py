@@ -22,7 +22,8 @@ while a batch is processed (it only re-scanned the batch's short-lived rows).
 
 This module runs the pipeline (records -> batches -> one transaction each -> listeners -> summary); what each kind
 checks and writes is node.ingest.handlers (and .procedures for special procedures), the checks against stored rows
-node.ingest.storage, the memoised due dates node.ingest.deadlines, the SQL of each database node.ingest.backends.
+node.ingest.storage, the memoised due dates node.ingest.deadlines, the SQL of each database node.ingest.backends;
+the records passed between the stages are typed in node.ingest.records.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from node.ingest.fields import FIELD_NAMES, KIND_ORDER
 from node.ingest.handlers import KindHandlers
 from node.ingest.listeners import IngestListener
 from node.ingest.outcomes import BatchContext, ImportSummary, OutcomeCallback, RecordOutcome
-from node.ingest.readers import FileReader, RawRecord, kind_from_alias, open_files
-from node.ingest.records import Tagged
+from node.ingest.readers import FileReader, kind_from_alias, open_files
+from node.ingest.records import RawFields, RawRecord, Tagged, ValidatedRow
 from node.ingest.storage import RecordStore
 from node.ingest.validate import UNKNOWN_KIND, RecordError, RecordInvalid, Validator, canonical_field, record_key
 
@@ -217,7 +218,7 @@ class Importer:
             if all(key in names for key in fields):
                 yield kind, line, dict(fields)
             else:
-                mapped: dict[str, Any] = {}
+                mapped: RawFields = {}
                 for key, value in fields.items():
                     mapped[canonical_field(key) or key] = value
                 yield kind, line, mapped
@@ -254,7 +255,7 @@ class Importer:
         self, source: str, batch: list[RawRecord], summary: ImportSummary, on_outcome: OutcomeCallback | None
     ) -> None:
         early_errors: list[RecordError] = []
-        phases: list[list[Tagged]] = [[] for _ in _PHASES]
+        phases: list[list[Tagged[ValidatedRow]]] = [[] for _ in _PHASES]
         validate = self._validator.validate
         for kind, line, fields in batch:
             if isinstance(fields, RecordError):

@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from sqlalchemy import Connection
 
-from node.ingest.records import Pending, Row
+from node.ingest.records import AnyRow, ItemLimits, Pending
 from node.ingest.validate import (
     BEFORE_ACCEPTANCE,
     CONFLICT,
@@ -44,6 +44,15 @@ class RecordOutcome:
 OutcomeCallback = Callable[[RecordOutcome], None]
 
 
+class ImportedFile(TypedDict):
+    """One imported file as the summary lists it: how it was read."""
+
+    path: str
+    format: str
+    encoding: str
+    kind: str | None
+
+
 @dataclass
 class ImportSummary:
     """Totals of one import: accepted, duplicates, rejected (by reason and kind), the errors and any warnings."""
@@ -56,7 +65,7 @@ class ImportSummary:
     errors: list[RecordError] = field(default_factory=list)
     errors_omitted: int = 0
     warnings: list[str] = field(default_factory=list)
-    files: list[dict[str, Any]] = field(default_factory=list)
+    files: list[ImportedFile] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -91,7 +100,7 @@ class BatchContext:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     errors: list[RecordError] = field(default_factory=list)
     outcomes: list[RecordOutcome] = field(default_factory=list)
-    new_items: dict[str, Row] = field(default_factory=dict)
+    new_items: dict[str, ItemLimits] = field(default_factory=dict)
 
     def _count(self, kind: str, status: str, amount: int = 1) -> None:
         counter = self.counts.get(kind)
@@ -99,13 +108,13 @@ class BatchContext:
             counter = self.counts[kind] = Counter()
         counter[status] += amount
 
-    def accept(self, kind: str, accepted: Sequence[Pending]) -> None:
+    def accept(self, kind: str, accepted: Sequence[Pending[AnyRow]]) -> None:
         self._count(kind, "accepted", len(accepted))
         if self.want_outcomes:
             for line, row in accepted:
                 self.outcomes.append(RecordOutcome(self.source, line, kind, record_key(kind, row), "accepted"))
 
-    def duplicate(self, kind: str, line: int, row: Row) -> None:
+    def duplicate(self, kind: str, line: int, row: AnyRow) -> None:
         self._count(kind, "duplicates")
         if self.want_outcomes:
             self.outcomes.append(RecordOutcome(self.source, line, kind, record_key(kind, row), "duplicate"))
@@ -114,7 +123,7 @@ class BatchContext:
         self,
         kind: str,
         line: int,
-        row: Mapping[str, Any],
+        row: AnyRow,
         *,
         field_name: str | None,
         reason: str,
@@ -124,18 +133,18 @@ class BatchContext:
         message = detail if whole_message else problem_message(field_name, detail, kind)
         self.reject_error(RecordError(self.source, line, kind, field_name, reason, message, record_key(kind, row)))
 
-    def reject_unknown_case(self, kind: str, line: int, row: Mapping[str, Any]) -> None:
+    def reject_unknown_case(self, kind: str, line: int, row: AnyRow) -> None:
         """Reject a record whose case is not stored."""
         self.reject(
             kind, line, row, field_name="case_no", reason=UNKNOWN_CASE, detail=f"unknown case {row['case_no']!r}"
         )
 
-    def reject_case_state(self, kind: str, line: int, row: Mapping[str, Any], detail: str) -> None:
+    def reject_case_state(self, kind: str, line: int, row: AnyRow, detail: str) -> None:
         """Reject a record its case's state does not allow (closed, a special procedure running or not)."""
         self.reject(kind, line, row, field_name="case_no", reason=INVALID_STATE, detail=detail)
 
     def reject_before_acceptance(
-        self, kind: str, line: int, row: Mapping[str, Any], *, field_name: str, event: str, accepted_at: datetime
+        self, kind: str, line: int, row: AnyRow, *, field_name: str, event: str, accepted_at: datetime
     ) -> None:
         """Reject a record dated (``row[field_name]``, e.g. 'completed <time>') before its case was accepted."""
         self.reject(
@@ -147,7 +156,9 @@ class BatchContext:
             detail=f"{event} {shown(row[field_name])} before the case was accepted ({shown(accepted_at)})",
         )
 
-    def reject_conflict(self, kind: str, line: int, row: Row, *, old: Mapping[Any, Any], differing: list[str]) -> None:
+    def reject_conflict(
+        self, kind: str, line: int, row: AnyRow, *, old: Mapping[Any, Any], differing: list[str]
+    ) -> None:
         """Reject a record whose natural key is stored with other content, naming (up to three) differing fields."""
         shown_fields = "; ".join(
             f"{field_label(c, kind)}: stored {shown(old.get(c))}, got {shown(row.get(c))}" for c in differing[:3]

@@ -6,13 +6,23 @@ at that moment, so a start and an end of one case in the same batch must be take
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy import and_, select, update
 
 from node.domain import procedure_workdays
 from node.errors import CalendarError
 from node.ingest.deadlines import Deadlines
 from node.ingest.outcomes import BatchContext, shown
-from node.ingest.records import Row, Tagged
+from node.ingest.records import (
+    AnyRow,
+    CaseState,
+    PreviousDeadlines,
+    ProcedureEndRow,
+    ProcedureStartRow,
+    SpecialProcedureRow,
+    Tagged,
+)
 from node.ingest.storage import CASE_READ_COLUMNS, RecordStore, differences
 from node.ingest.validate import CALENDAR, INCONSISTENT
 
@@ -24,27 +34,39 @@ class ProcedureHandler:
         self.store = store
         self.deadlines = deadlines
 
-    def handle(self, context: BatchContext, pending: list[Tagged]) -> None:
+    def handle(self, context: BatchContext, pending: list[Tagged[ProcedureStartRow | ProcedureEndRow]]) -> None:
         """Starts and ends of one batch, one by one in input order; listeners get the stored ones of each kind."""
-        started: list[Row] = []
-        ended: list[Row] = []
+        started: list[ProcedureStartRow] = []
+        ended: list[ProcedureEndRow] = []
         for line, kind, row in pending:
             if kind == "procedure_start":
-                if self._start(context, line, row):
-                    started.append(row)
-            elif self._end(context, line, row):
-                ended.append(row)
+                start = cast("ProcedureStartRow", row)
+                if self._start(context, line, start):
+                    started.append(start)
+            else:
+                end = cast("ProcedureEndRow", row)
+                if self._end(context, line, end):
+                    ended.append(end)
         self.store.notify(context, "procedure_start", started)
         self.store.notify(context, "procedure_end", ended)
 
-    def _case_for(self, context: BatchContext, kind: str, line: int, row: Row) -> Row | None:
+    def _case_for(
+        self, context: BatchContext, kind: str, line: int, row: ProcedureStartRow | ProcedureEndRow
+    ) -> CaseState | None:
         case = self.store.fetch_cases(context, [row["case_no"]], CASE_READ_COLUMNS, lock=True).get(row["case_no"])
         if case is None:
             context.reject_unknown_case(kind, line, row)
         return case
 
     def _already_stored(
-        self, context: BatchContext, kind: str, line: int, row: Row, *, at: str, compare: tuple[str, ...]
+        self,
+        context: BatchContext,
+        kind: str,
+        line: int,
+        row: AnyRow,
+        *,
+        at: str,
+        compare: tuple[str, ...],
     ) -> bool:
         """True when the procedure event of this case at ``row[at]`` is stored: a duplicate, or a conflict."""
         table = self.store.tables["special_procedures"]
@@ -66,7 +88,7 @@ class ProcedureHandler:
             context.duplicate(kind, line, row)
         return True
 
-    def _start(self, context: BatchContext, line: int, row: Row) -> bool:
+    def _start(self, context: BatchContext, line: int, row: ProcedureStartRow) -> bool:
         if self._already_stored(
             context, "procedure_start", line, row, at="started_at", compare=("kind_code", "reason")
         ):
@@ -106,13 +128,13 @@ class ProcedureHandler:
         )
         cases = self.store.tables["cases"]
         conn.execute(update(cases).where(cases.c.case_no == row["case_no"]).values(clock_stopped=True))
-        case = dict(case)
+        case = case.copy()
         case["clock_stopped"] = True
         row["case"] = case
         context.accept("procedure_start", [(line, row)])
         return True
 
-    def _end(self, context: BatchContext, line: int, row: Row) -> bool:
+    def _end(self, context: BatchContext, line: int, row: ProcedureEndRow) -> bool:
         if self._already_stored(context, "procedure_end", line, row, at="ended_at", compare=("result",)):
             return False
         case = self._case_for(context, "procedure_end", line, row)
@@ -182,11 +204,22 @@ class ProcedureHandler:
                 clock_stopped=False,
             )
         )
-        previous = {name: case[name] for name in ("promised_due_at", "legal_due_at", "clock_stop_workdays")}
-        case = dict(case)
-        case.update(clock_stop_workdays=stop, promised_due_at=promised_due, legal_due_at=legal_due, clock_stopped=False)
-        procedure = dict(open_procedure)
-        procedure.update(ended_at=row["ended_at"], result=row["result"], workdays=workdays)
+        previous: PreviousDeadlines = {
+            "promised_due_at": case["promised_due_at"],
+            "legal_due_at": case["legal_due_at"],
+            "clock_stop_workdays": case["clock_stop_workdays"],
+        }
+        case = case.copy()
+        case.update(
+            {
+                "clock_stop_workdays": stop,
+                "promised_due_at": promised_due,
+                "legal_due_at": legal_due,
+                "clock_stopped": False,
+            }
+        )
+        procedure = cast("SpecialProcedureRow", dict(open_procedure))
+        procedure.update({"ended_at": row["ended_at"], "result": row["result"], "workdays": workdays})
         row["case"] = case
         row["procedure"] = procedure
         row["previous_case"] = previous

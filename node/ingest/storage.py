@@ -17,7 +17,7 @@ from node.ingest.backends import Backend, backend_for
 from node.ingest.fields import FIELD_NAMES
 from node.ingest.listeners import CASE_FIELDS, IngestListener
 from node.ingest.outcomes import BatchContext
-from node.ingest.records import Pending, Row, Tagged
+from node.ingest.records import AnyRow, CaseState, CopiedItemCodes, ItemLimits, Pending, RowT, Tagged
 from node.ingest.validate import KIND_TABLES, NATURAL_KEYS
 from node.store import Base
 
@@ -50,16 +50,16 @@ class RecordStore:
         self.tables = _tables()
         self._listeners = tuple(listeners)
         self._case_columns = CASE_READ_COLUMNS if self._listeners else _CASE_CHECK_COLUMNS
-        self._items: dict[str, Row] | None = None
-        self._case_converters: dict[tuple[str, ...], Callable[[Sequence[Any]], Row]] = {}
+        self._items: dict[str, ItemLimits] | None = None
+        self._case_converters: dict[tuple[str, ...], Callable[[Sequence[Any]], CaseState]] = {}
 
     def drop_known(
         self,
         context: BatchContext,
         kind: str,
-        records: list[Pending],
-        skip_columns: Callable[[Row], frozenset[str]] | None = None,
-    ) -> list[Pending]:
+        records: list[Pending[RowT]],
+        skip_columns: Callable[[RowT], frozenset[str]] | None = None,
+    ) -> list[Pending[RowT]]:
         """Records whose natural key is not stored yet; stored ones are counted duplicate or rejected as conflict."""
         if not records:
             return records
@@ -77,7 +77,7 @@ class RecordStore:
         else:
             candidates = list({row[first_key] for _, row in records})
         compare = FIELD_NAMES[kind]
-        stored: dict[Any, Row] = {}
+        stored: dict[Any, dict[str, Any]] = {}
         selected = [table.c[name] for name in dict.fromkeys((*key_columns, *compare))]
         for start in range(0, len(candidates), 5000):
             chunk = candidates[start : start + 5000]
@@ -86,7 +86,7 @@ class RecordStore:
                 stored[key] = dict(found_row)
         if not stored:
             return records
-        fresh: list[Pending] = []
+        fresh: list[Pending[RowT]] = []
         for line, row in records:
             key = row[first_key] if len(key_columns) == 1 else tuple(row[c] for c in key_columns)
             old = stored.get(key)
@@ -101,11 +101,11 @@ class RecordStore:
                 context.duplicate(kind, line, row)
         return fresh
 
-    def insert(self, context: BatchContext, table: str, rows: Sequence[Row]) -> None:
+    def insert(self, context: BatchContext, table: str, rows: Sequence[AnyRow]) -> None:
         """Insert new rows into ``table`` (missing columns take their model default)."""
         self.backend.insert(context.conn, self.tables[table], rows)
 
-    def notify(self, context: BatchContext, kind: str, rows: Sequence[Row]) -> None:
+    def notify(self, context: BatchContext, kind: str, rows: Sequence[AnyRow]) -> None:
         """Hand the batch's new rows of one kind to every listener, inside the batch's transaction."""
         if rows:
             for listener in self._listeners:
@@ -118,7 +118,7 @@ class RecordStore:
         columns: tuple[str, ...] | None = None,
         *,
         lock: bool = False,
-    ) -> dict[str, Row]:
+    ) -> dict[str, CaseState]:
         """Current case rows for the given numbers, as Python values.
 
         The columns listeners get, or only those the import itself needs when nobody listens: reading and
@@ -128,13 +128,13 @@ class RecordStore:
         keys = list(dict.fromkeys(case_nos))
         rows = self.backend.fetch_by_keys(context.conn, "cases", columns, "case_no", keys, lock=lock)
         convert = self._case_converter(columns)
-        cases: dict[str, Row] = {}
+        cases: dict[str, CaseState] = {}
         for values in rows:
             case = convert(values)
             cases[case["case_no"]] = case
         return cases
 
-    def _case_converter(self, columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Row]:
+    def _case_converter(self, columns: tuple[str, ...]) -> Callable[[Sequence[Any]], CaseState]:
         """A generated (values -> case dict) function for one column list: datetimes and the flag as Python values.
 
         Straight-line code, because the per-column loop cost more than the query on every completion.
@@ -155,11 +155,11 @@ class RecordStore:
             convert = self._case_converters[columns] = namespace["convert"]
         return convert
 
-    def items_for(self, context: BatchContext, codes: Iterable[str]) -> Mapping[str, Row]:
+    def items_for(self, context: BatchContext, codes: Iterable[str]) -> Mapping[str, ItemLimits]:
         """Item limits by implementation code: the cache, this batch's new items, and a re-check of misses."""
         if self._items is None:
             rows = context.conn.execute(select(*(self.tables["items"].c[c] for c in _ITEM_COLUMNS))).mappings()
-            self._items = {row["implementation_code"]: item_entry(row) for row in rows}
+            self._items = {row["implementation_code"]: item_limits(row) for row in rows}
         known = self._items | context.new_items if context.new_items else self._items
         missing = [code for code in set(codes) if code not in known]
         if missing:
@@ -167,19 +167,19 @@ class RecordStore:
             for values in self.backend.fetch_by_keys(
                 context.conn, "items", _ITEM_COLUMNS, "implementation_code", missing
             ):
-                item = item_entry(dict(zip(_ITEM_COLUMNS, values, strict=True)))
+                item = item_limits(dict(zip(_ITEM_COLUMNS, values, strict=True)))
                 self._items[values[0]] = item
                 known[values[0]] = item
         return known
 
     def with_known_cases(
-        self, context: BatchContext, kind: str, records: list[Pending]
-    ) -> tuple[list[Pending], dict[str, Row]]:
+        self, context: BatchContext, kind: str, records: list[Pending[RowT]]
+    ) -> tuple[list[Pending[RowT]], dict[str, CaseState]]:
         """The records whose case exists (others rejected 'unknown case'), and those cases."""
         cases = self.fetch_cases(context, (row["case_no"] for _, row in records))
         if len(cases) == len({row["case_no"] for _, row in records}):
             return records, cases
-        kept: list[Pending] = []
+        kept: list[Pending[RowT]] = []
         for line, row in records:
             if row["case_no"] in cases:
                 kept.append((line, row))
@@ -187,18 +187,18 @@ class RecordStore:
                 context.reject_unknown_case(kind, line, row)
         return kept, cases
 
-    def remember_items(self, items: Mapping[str, Row]) -> None:
+    def remember_items(self, items: Mapping[str, ItemLimits]) -> None:
         """Add a committed batch's new items to the cache (if it is filled yet)."""
         if items and self._items is not None:
             self._items.update(items)
 
 
-def split_repeats(pending: list[Tagged], kind: str) -> tuple[list[Pending], list[Tagged]]:
+def split_repeats(pending: list[Tagged[RowT]], kind: str) -> tuple[list[Pending[RowT]], list[Tagged[RowT]]]:
     """First occurrences of each key, and the repeats (stored in a later round, once the first has landed)."""
     key_columns = NATURAL_KEYS[kind]
     seen: set[Any] = set()
-    firsts: list[Pending] = []
-    repeats: list[Tagged] = []
+    firsts: list[Pending[RowT]] = []
+    repeats: list[Tagged[RowT]] = []
     single = key_columns[0] if len(key_columns) == 1 else None
     for line, record_kind, row in pending:
         key = row[single] if single is not None else tuple(row[c] for c in key_columns)
@@ -210,19 +210,18 @@ def split_repeats(pending: list[Tagged], kind: str) -> tuple[list[Pending], list
     return firsts, repeats
 
 
-def differences(new: Mapping[str, Any], old: Mapping[Any, Any], columns: Iterable[str]) -> list[str]:
+def differences(new: AnyRow, old: Mapping[Any, Any], columns: Iterable[str]) -> list[str]:
     """Columns whose values differ (Decimal compares by value: 12.5 == 12.50)."""
     return [name for name in columns if new.get(name) != old.get(name)]
 
 
-def item_entry(item: Mapping[Any, Any]) -> Row:
-    """What a new case needs from its item: the limits (and a key for deadline memos) and copied codes."""
-    entry: Row = {column: item[column] for column in _ITEM_COLUMNS}
-    entry["limits_key"] = tuple(
-        item[c] for c in ("promised_limit", "promised_limit_unit", "legal_limit", "legal_limit_unit")
-    )
-    entry["case_fields"] = {"basic_code": item["basic_code"], "item_type_code": item["type_code"]}
-    return entry
+def item_limits(item: Mapping[Any, Any]) -> ItemLimits:
+    """What a new case needs from its item (a stored or new items row): the limits and the copied codes."""
+    promised_limit, promised_unit = item["promised_limit"], item["promised_limit_unit"]
+    legal_limit, legal_unit = item["legal_limit"], item["legal_limit_unit"]
+    codes: CopiedItemCodes = {"basic_code": item["basic_code"], "item_type_code": item["type_code"]}
+    limits_key = (promised_limit, promised_unit, legal_limit, legal_unit)
+    return ItemLimits(promised_limit, promised_unit, legal_limit, legal_unit, codes, limits_key)
 
 
 def _tables() -> dict[str, Table]:
