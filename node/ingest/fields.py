@@ -129,6 +129,11 @@ RECORD_FIELDS: dict[str, tuple[FieldSpec, ...]] = {
     ),
 }
 
+# Each kind's English field names, in RECORD_FIELDS order.
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    kind: tuple(spec.name for spec in specs) for kind, specs in RECORD_FIELDS.items()
+}
+
 # Kinds in the order their dependencies require when several files are imported together.
 KIND_ORDER: tuple[str, ...] = (
     "item",

@@ -5,10 +5,12 @@ Contract (metrics and rules are written against it):
 * ``on_records(conn, kind, records, now)`` is called inside the batch's transaction, after that batch's new records
   of one kind are written; never for duplicates or rejected records. Whatever a listener writes through ``conn``
   commits or rolls back with the records themselves.
-* Each record is the validated row dict (model column names). For case-linked kinds (step, procedure_start,
-  procedure_end, completion, payment, evaluation) it also has key ``"case"``: the case row AFTER the record's effect,
-  with the keys of CASE_FIELDS. A procedure_end record also has ``"procedure"`` (the closed special_procedures row,
-  with its ``workdays``) and ``"previous_case"`` (the case's due dates and clock-stop days before recomputation).
+* Each record is the validated row (model column names), typed by its kind's TypedDict in node.ingest.records
+  (ItemRow, AcceptanceRow ... ComplaintRow: plain dicts, so the protocol's Mapping[str, Any]). For case-linked kinds
+  (step, procedure_start, procedure_end, completion, payment, evaluation) it also has key ``"case"``: the case row
+  AFTER the record's effect (CaseState), with the keys of CASE_FIELDS. A procedure_end record also has
+  ``"procedure"`` (the closed special_procedures row, with its ``workdays``) and ``"previous_case"`` (the case's due
+  dates and clock-stop days before recomputation).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading import files: CSV (English or GB/T Chinese headers) and JSON Lines, in UTF-8 or GB18030, streamed.
 
-A reader yields ``(kind, line, fields)`` where ``fields`` is a dict keyed by our English field names, or a
+A reader yields RawRecords ``(kind, line, fields)`` where ``fields`` is a dict keyed by our English field names, or a
 RecordError when the line itself cannot be read (bad JSON, undecodable bytes, unknown kind, wrong column count).
 Files are streamed line by line so memory does not grow with the file.
 """
@@ -20,6 +20,7 @@ from typing import Any, Literal, TextIO
 
 from node.errors import ValidationError
 from node.ingest.fields import KIND_ALIASES, KIND_ORDER
+from node.ingest.records import RawFields, RawRecord
 from node.ingest.validate import (
     BAD_ENCODING,
     BAD_JSON,
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 Encoding = Literal["auto", "utf-8", "gb18030"]
 ENCODINGS: tuple[str, ...] = ("auto", "utf-8", "gb18030")
 KIND_FIELD_NAMES = frozenset({"kind", "记录类型"})
-RawRecord = tuple[str, int, "dict[str, Any] | RecordError"]
 
 _SCAN_CHUNK = 1 << 20
 _JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
@@ -419,7 +419,7 @@ class FileReader:
                     self._error(line, default_kind or "?", BAD_JSON, None, "a line must be one JSON object"),
                 )
                 continue
-            fields: dict[str, Any] = {}
+            fields: RawFields = {}
             line_kind: Any = None
             for key, item in value.items():
                 if key in KIND_FIELD_NAMES:

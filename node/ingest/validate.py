@@ -1,4 +1,6 @@
-"""Per-record validation: a raw record (strings or JSON values) becomes a typed row dict or one clear error.
+"""Per-record validation: a raw record (strings or JSON values) becomes a typed row or one clear error.
+
+The row is its kind's TypedDict of node.ingest.records (ItemRow, AcceptanceRow ...), keyed by model column names.
 
 Only checks that need no database live here (types, lengths, codes, ranges, cross-field order); the checks that
 need stored data (unknown item, unknown case, conflicts, case state) are the importer's.
@@ -11,11 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from node.domain import parse_datetime
 from node.ingest.fields import RECORD_FIELDS, STEP_ACTIONS, FieldSpec, header_map
+from node.ingest.records import EvaluationRow, ItemRow, StepRow, ValidatedRow
 from node.store import Base
 
 # Stable short reason codes; summaries count rejections by these, clients may match on them.
@@ -239,19 +242,20 @@ class _CompiledField:
 
 
 class Validator:
-    """Validates raw records of every kind into typed row dicts (model column names), in the node's time zone."""
+    """Validates raw records of every kind into typed rows (model column names), in the node's time zone."""
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
         self._fields: dict[str, tuple[_CompiledField, ...]] = {
             kind: tuple(self._compile(kind, spec) for spec in specs) for kind, specs in RECORD_FIELDS.items()
         }
-        self._checks: dict[str, Callable[[dict[str, Any]], None]] = {
+        # Cross-field checks, each on its own kind's row.
+        self._checks: dict[str, Callable[[Any], None]] = {
             "item": _check_item,
             "step": _check_step,
             "evaluation": _check_evaluation,
         }
-        self._fast: dict[str, Callable[[Mapping[str, Any]], dict[str, Any] | None]] = {
+        self._fast: dict[str, Callable[[Mapping[str, Any]], ValidatedRow | None]] = {
             kind: self._compile_fast(kind, fields) for kind, fields in self._fields.items()
         }
 
@@ -289,7 +293,7 @@ class Validator:
 
     def _compile_fast(
         self, kind: str, fields: tuple[_CompiledField, ...]
-    ) -> Callable[[Mapping[str, Any]], dict[str, Any] | None]:
+    ) -> Callable[[Mapping[str, Any]], ValidatedRow | None]:
         """Straight-line code for the common, clean record; it returns None at the first doubt.
 
         The import hot path spends most of its Python time here, and a loop over field descriptors costs about
@@ -322,7 +326,7 @@ class Validator:
             lines.extend(f"        {line}" for line in body)
         lines.append("    return row")
         exec("\n".join(lines), namespace)  # noqa: S102 - our own generated source, no input reaches it
-        fast: Callable[[Mapping[str, Any]], dict[str, Any] | None] = namespace["fast"]
+        fast: Callable[[Mapping[str, Any]], ValidatedRow | None] = namespace["fast"]
         return fast
 
     @staticmethod
@@ -375,8 +379,8 @@ class Validator:
             "    return None",
         ]
 
-    def validate(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """A typed row dict for a record of ``kind`` with English field names; RecordInvalid lists every problem."""
+    def validate(self, kind: str, fields: Mapping[str, Any]) -> ValidatedRow:
+        """The typed row of a record of ``kind`` with English field names; RecordInvalid lists every problem."""
         row = self._fast[kind](fields)
         if row is None:
             return self.validate_general(kind, fields)
@@ -385,7 +389,7 @@ class Validator:
             check(row)
         return row
 
-    def validate_general(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def validate_general(self, kind: str, fields: Mapping[str, Any]) -> ValidatedRow:
         """The general path of ``validate``: every conversion, every problem worded (slower)."""
         row: dict[str, Any] = {}
         problems: list[tuple[str | None, str, str]] | None = None
@@ -424,14 +428,15 @@ class Validator:
             first_field, first_reason, _ = problems[0]
             message = "; ".join(problem_message(field, detail, kind) for field, _, detail in problems)
             raise RecordInvalid(first_field, first_reason, message)
-        return row
+        # Every field of the kind is set above, converted to its FieldSpec type: the kind's row.
+        return cast("ValidatedRow", row)
 
 
 def _invalid(field: str, reason: str, detail: str, kind: str) -> RecordInvalid:
     return RecordInvalid(field, reason, problem_message(field, detail, kind))
 
 
-def _check_item(row: dict[str, Any]) -> None:
+def _check_item(row: ItemRow) -> None:
     type_code = row["type_code"]
     if len(type_code) != 2 or not type_code.isdigit():
         raise _invalid("type_code", BAD_CODE, f"expected a two-digit code (A.1), got {_shown(type_code)}", "item")
@@ -453,7 +458,7 @@ def _check_item(row: dict[str, Any]) -> None:
         )
 
 
-def _check_step(row: dict[str, Any]) -> None:
+def _check_step(row: StepRow) -> None:
     action = STEP_ACTIONS.get(row["action"].lower()) or STEP_ACTIONS.get(row["action"])
     if action is None:
         allowed = "/".join(sorted(STEP_ACTIONS))
@@ -464,7 +469,7 @@ def _check_step(row: dict[str, Any]) -> None:
         raise _invalid("ended_at", INCONSISTENT, f"step ends ({ended}) before it starts ({row['started_at']})", "step")
 
 
-def _check_evaluation(row: dict[str, Any]) -> None:
+def _check_evaluation(row: EvaluationRow) -> None:
     code = row["satisfaction_code"]
     if not 1 <= code <= 5:
         raise _invalid("satisfaction_code", BAD_CODE, f"satisfaction must be 1-5 (A.8), got {code}", "evaluation")
