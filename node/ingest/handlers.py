@@ -211,7 +211,7 @@ class KindHandlers:
 
     def _store_evaluations(self, context: BatchContext, pending: list[Tagged[EvaluationRow]]) -> None:
         def follow_up(row: EvaluationRow) -> None:
-            # A 4 or 5 ("dissatisfied") needs a follow-up (DOMAIN.md); it starts open.
+            # A 4 or 5 ("dissatisfied") needs a follow-up (docs/domain.md §7); it starts open.
             row["followup_status"] = "open" if row["satisfaction_code"] >= 4 else "none"
 
         self._store_case_events(context, "evaluation", pending, follow_up)
