@@ -32,7 +32,6 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Table, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -88,11 +87,6 @@ def _build_lock(node: Node) -> threading.Lock:
         if lock is None:
             lock = _build_locks[key] = threading.Lock()
         return lock
-
-
-def load_report_key(node: Node) -> Ed25519PrivateKey:
-    """The node's Ed25519 report signing key (node.trust.node_keys.signing_identity: PKI key, else plaintext key)."""
-    return signing_identity(node).private_key
 
 
 def node_outbox(node: Node) -> Outbox:
@@ -172,21 +166,6 @@ def build_reports(
         except BackPressureError as error:
             _record_overflow(node, now, error)
             raise
-
-
-def build_report(
-    node: Node, kind: ReportKindName = "incremental", *, only_if_changed: bool = False
-) -> SignedEnvelope | None:
-    """Build, sign and queue the next report; returns its envelope (the last one if it was split), or None.
-
-    None means: no parent configured, nothing changed (with ``only_if_changed``), or the outbox is full —
-    the last case is counted and logged at ERROR, and the data stays for the next report.
-    """
-    try:
-        built = build_reports(node, kind, only_if_changed=only_if_changed)
-    except BackPressureError:
-        return None
-    return built[-1].envelope if built else None
 
 
 def _build_in_transaction(
@@ -490,11 +469,10 @@ class ReportSender:
     and ``send_pending`` directly; a refused or undelivered report is recorded in the outbox, not raised.
     """
 
-    def __init__(self, node: Node, *, channel: grpc.Channel | None = None) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self._outbox = node_outbox(node)
-        self._channel = channel
-        self._owns_channel = channel is None
+        self._channel: grpc.Channel | None = None
         self._channel_stamp: object = None
         self._stub: NodeServiceStub | None = None
         self._send_lock = threading.Lock()
@@ -519,7 +497,7 @@ class ReportSender:
         return credentials_stamp(pki)
 
     def _stub_or_none(self) -> NodeServiceStub | None:
-        if self._owns_channel and self._channel is not None and self._channel_stamp != self._credentials_stamp():
+        if self._channel is not None and self._channel_stamp != self._credentials_stamp():
             # Our TLS files changed (rotation, renewal): the next report goes over a channel with the new ones.
             self._reset_channel()
         if self._stub is None:
@@ -587,7 +565,7 @@ class ReportSender:
         return SendResult(acked=acked, pending=pending)
 
     def _reset_channel(self) -> None:
-        if self._owns_channel and self._channel is not None:
+        if self._channel is not None:
             self._channel.close()
             self._channel = None
             self._stub = None
@@ -645,12 +623,12 @@ class ReportSender:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop and close the channel this sender opened; pending reports stay in the outbox."""
+        """Stop the loop and close the channel to the parent; pending reports stay in the outbox."""
         self._stopping.set()
         self._wake.set()
         # Closing the channel first cancels an in-flight SubmitReport at once (it is recorded as a failed
         # attempt and retried after a restart) instead of holding shutdown for up to rpc_timeout_seconds.
-        channel = self._channel if self._owns_channel else None
+        channel = self._channel  # read once: the loop may reset it meanwhile
         if channel is not None:
             channel.close()
         if self._thread is not None:
