@@ -1,12 +1,14 @@
-"""Delivery of the outbox to the parent over gRPC: ``ReportSender``, its background loop, the scheduler's entry points.
+"""Delivery of the outbox to the parent over gRPC: ``ReportSender`` and its loop, the node's one delivery timer.
 
-The loop sends whatever the outbox says is due (its backoff paces retries after a failure) and, with
-``federation.report_on_change``, polls the metric revision each second and builds a debounced incremental report.
+The loop sends whatever the outbox says is due (the outbox's backoff paces retries after a failure), looks at the
+outbox at least every 1–5 s, and with ``federation.report_on_change`` polls the metric revision each second and
+builds a debounced incremental report. The scheduler's report jobs only build, then wake the loop.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -39,15 +41,19 @@ class SendResult:
 
 # With report_on_change, how often the sender looks for changes other processes wrote to the database.
 CHANGE_POLL_SECONDS = 1.0
+# The loop looks at the outbox at least every retry_base_seconds, kept within these bounds.
+MIN_OUTBOX_CHECK_SECONDS = 1.0
+MAX_OUTBOX_CHECK_SECONDS = 5.0
 
 
 class ReportSender:
-    """Delivers the outbox to the parent, oldest first; optional background loop with debounced report-on-change.
+    """Delivers the outbox to the parent, oldest first; its background loop is the one delivery timer.
 
     ``start()`` runs a daemon thread that sends whatever is due (retries follow the outbox's backoff) and,
     when ``federation.report_on_change`` is on, builds an incremental report ``report_debounce_seconds``
-    after the last ``notify_change()``. Scheduler jobs call ``scheduled_report``, ``scheduled_full_report``
-    and ``send_pending`` directly; a refused or undelivered report is recorded in the outbox, not raised.
+    after the last ``notify_change()``. The scheduler's jobs ``scheduled_report`` and ``scheduled_full_report``
+    build and wake the loop; ``report_now`` and ``send_pending`` deliver at once, on the caller's thread.
+    A refused or undelivered report is recorded in the outbox, not raised.
     """
 
     def __init__(self, node: Node) -> None:
@@ -170,23 +176,29 @@ class ReportSender:
         )
         return SendResult(acked=acked, failed=True, error=error.message, pending=pending)
 
-    def report_now(self, kind: ReportKindName = "incremental", *, only_if_changed: bool = False) -> SendResult:
-        """Build a report (if there is room) and send everything due; delivery failures are recorded, not raised."""
+    def _build(self, kind: ReportKindName, *, only_if_changed: bool = False) -> None:
+        """Build a report if there is room; a full outbox or a failed build is logged, not raised."""
         try:
             build_reports(self.node, kind, only_if_changed=only_if_changed)
         except BackPressureError:
-            pass  # counted and logged by build_reports; still try to drain so room frees up
+            pass  # counted, logged and noticed by build_reports; still drain the outbox so room frees up
         except SupnetError as error:
             log.error("node %s could not build a %s report: [%s] %s", self.node.config.id, kind, error.code, error)
+
+    def report_now(self, kind: ReportKindName = "incremental", *, only_if_changed: bool = False) -> SendResult:
+        """Build a report (if there is room) and send everything due; delivery failures are recorded, not raised."""
+        self._build(kind, only_if_changed=only_if_changed)
         return self.send_pending()
 
-    def scheduled_report(self) -> SendResult:
-        """Scheduler job: the periodic incremental report (also the heartbeat) and delivery."""
-        return self.report_now("incremental")
+    def scheduled_report(self) -> None:
+        """Scheduler job: the periodic incremental report (also the heartbeat); the loop delivers it at once."""
+        self._build("incremental")
+        self._wake.set()
 
-    def scheduled_full_report(self) -> SendResult:
-        """Scheduler job: the periodic full report over the configured window, and delivery."""
-        return self.report_now("full")
+    def scheduled_full_report(self) -> None:
+        """Scheduler job: the periodic full report over the configured window; the loop delivers it at once."""
+        self._build("full")
+        self._wake.set()
 
     def notify_change(self) -> None:
         """Tell the sender local or child data changed; with report_on_change a report follows after the debounce."""
@@ -196,7 +208,7 @@ class ReportSender:
         self._wake.set()
 
     def start(self) -> None:
-        """Start the background delivery loop (idempotent)."""
+        """Start the background delivery loop (idempotent); reports built by the scheduler's jobs need it."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
@@ -219,10 +231,11 @@ class ReportSender:
             self._reset_channel()
 
     def _seconds_until_due(self) -> float:
+        """Seconds until the oldest pending report is due (0: now; infinity: nothing pending)."""
         with self.node.engine.connect() as conn:
             next_at = self._outbox.next_attempt_at(conn)
         if next_at is None:
-            return 60.0
+            return math.inf
         return max((next_at - self.node.now()).total_seconds(), 0.0)
 
     def _poll_revision(self) -> None:
@@ -241,27 +254,34 @@ class ReportSender:
         self._seen_revision = revision
 
     def _run(self) -> None:
-        debounce = self.node.config.federation.report_debounce_seconds
-        on_change = self.node.config.federation.report_on_change
+        federation = self.node.config.federation
+        debounce = federation.report_debounce_seconds
+        on_change = federation.report_on_change
+        # Also without a wake-up the loop looks at the outbox this often: a report queued or made due elsewhere
+        # (``report_now`` on another thread, another process) is delivered, or retried at its backoff, in time.
+        check_every = min(max(federation.retry_base_seconds, MIN_OUTBOX_CHECK_SECONDS), MAX_OUTBOX_CHECK_SECONDS)
         while not self._stopping.is_set():
             try:
-                wait = self._seconds_until_due()
-                if on_change:
-                    self._poll_revision()
-                    wait = min(wait, CHANGE_POLL_SECONDS)
-                if self._changed_at is not None:
-                    wait = min(wait, max(self._changed_at + debounce - time.monotonic(), 0.0))
-                woken = self._wake.wait(min(wait, 60.0))
+                # Cleared before acting: a wake-up while this pass runs makes the next pass start at once.
+                # stop() sets _stopping before waking us, so checking it after the clear loses no stop.
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
+                if on_change:
+                    self._poll_revision()
                 changed_at = self._changed_at
                 if changed_at is not None and time.monotonic() - changed_at >= debounce:
                     self._changed_at = None
                     self.report_now("incremental", only_if_changed=True)
-                elif woken or self._seconds_until_due() <= 0:
-                    # Not on every change poll: only when something may be due (or someone asked).
+                elif self._seconds_until_due() <= 0:
                     self.send_pending()
+                wait = min(self._seconds_until_due(), check_every)
+                if on_change:
+                    wait = min(wait, CHANGE_POLL_SECONDS)
+                changed_at = self._changed_at
+                if changed_at is not None:
+                    wait = min(wait, max(changed_at + debounce - time.monotonic(), 0.0))
+                self._wake.wait(wait)
             except Exception:
                 # The loop must survive a bad moment (database locked, parent gone); the outbox keeps the data.
                 log.exception("report sender loop of %s failed; continuing", self.node.config.id)
