@@ -43,10 +43,6 @@ class BucketTotals:
     item_type_code: str
     counters: tuple[int, ...]
 
-    def as_dict(self) -> dict[str, int]:
-        """Counters by name."""
-        return dict(zip(COUNTER_FIELDS, self.counters, strict=True))
-
 
 @dataclass(frozen=True, slots=True)
 class ChildStatus:

@@ -5,15 +5,17 @@ Jobs (ids are stable; intervals come from the node config):
 =====================  =====================================================  ====================================
 job id                 what                                                   interval
 =====================  =====================================================  ====================================
-scheduled_report       incremental report to the parent (also the heartbeat)  federation.report_interval_seconds
-full_report            full report over the window (heals any drift)          federation.full_report_interval_seconds
-outbox_retry           deliver due outbox reports (backoff kept by outbox)    federation.retry_base_seconds (1–5 s)
+scheduled_report       build the incremental report (also the heartbeat)      federation.report_interval_seconds
+full_report            build the full report over the window (heals drift)    federation.full_report_interval_seconds
 staleness_check        children silent too long: stale alert                  federation.report_interval_seconds
 rule_scan              rule scan (cases overdue with no new event), at start  supervision.scan_interval_seconds
 notification_dispatch  turn alerts into notifications, deliver due ones       notifications.dispatch_interval_seconds
 certificate_renewal    warn of expiring certificates, re-issue own leaves,    daily, at start (only with pki/)
                        refresh the CRL (federation.renew_before_days ahead)
 =====================  =====================================================  ====================================
+
+Delivering the outbox is not a job here: the report jobs build and wake the ReportSender's loop
+(node.reporting.sender), the one timer that sends due reports and retries them at the outbox's backoff.
 
 Jobs are plain callables in a memory job store (nothing pickled); each runs at most once at a time and
 missed runs are coalesced. A failing job is logged and tried again at its next run.
@@ -35,9 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The sender's own loop retries at each report's backoff time; this job is the safety net behind it.
-MIN_OUTBOX_RETRY_SECONDS = 1.0
-MAX_OUTBOX_RETRY_SECONDS = 5.0
 CERTIFICATE_RENEWAL_SECONDS = 86400.0
 
 
@@ -80,11 +79,6 @@ class NodeScheduler:
                 # The first report goes out right away so a freshly started tree rolls up without waiting.
                 JobSpec("scheduled_report", sender.scheduled_report, federation.report_interval_seconds, 0.0),
                 JobSpec("full_report", sender.scheduled_full_report, federation.full_report_interval_seconds),
-                JobSpec(
-                    "outbox_retry",
-                    sender.send_pending,
-                    min(max(federation.retry_base_seconds, MIN_OUTBOX_RETRY_SECONDS), MAX_OUTBOX_RETRY_SECONDS),
-                ),
             ]
         if federation.children:
             specs.append(JobSpec("staleness_check", self._check_staleness, federation.report_interval_seconds))

@@ -26,7 +26,7 @@ class ServingNode:
         if self.enrolment is not None:
             self.enrolment.start()
         if self.sender is not None:
-            self.sender.start()
+            self.sender.start()  # before the jobs: the report jobs only build, the sender's loop delivers
         self.scheduler.start()
         return port
 

@@ -28,6 +28,7 @@ from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 from node.app import open_node
 from node.reporting import ReportSender, build_reports, node_outbox, outbox_overflow_count
+from node.server import NodeScheduler
 from node.store import ChildBucket
 from node.trust import signing_identity
 from tests.harness.reports_tree import Tree, nonzero, own_totals, subtree_of
@@ -48,6 +49,11 @@ def _count(tree: Tree, node_id: str, table: object) -> int:
 def _pending(tree: Tree, node_id: str) -> int:
     with tree[node_id].engine.connect() as conn:
         return node_outbox(tree[node_id]).pending_count(conn)
+
+
+def _attempts(tree: Tree, node_id: str) -> int:
+    with tree[node_id].engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(outbox.c.attempts), 0))).scalar_one())
 
 
 def _submit(tree: Tree, parent_id: str, envelope: SignedEnvelope, as_node: str | None = None) -> object:
@@ -146,6 +152,26 @@ def test_parent_down_then_back_outbox_survives_restart_and_drains(tree: Tree) ->
         entry.sender.stop()
     assert _count(tree, "gd", received_reports) == 2
     assert nonzero(subtree_of(tree["gd"])) == nonzero(own_totals(tree["gd.a"]))  # nothing lost, nothing twice
+
+
+def test_a_failed_delivery_is_retried_by_the_one_delivery_timer(tree: Tree) -> None:
+    # No outbox job in the scheduler: the sender's loop is the one timer that delivers and retries.
+    jobs = [spec.job_id for spec in NodeScheduler(tree["gd.a"], sender=tree.sender("gd.a")).job_specs()]
+    assert jobs[:2] == ["scheduled_report", "full_report"] and not [job for job in jobs if "outbox" in job]
+    parent_port = tree.nodes["gd"].port
+    tree.stop_server("gd")
+    tree.import_synthetic("gd.a", cases=40, seed=1)
+    sender = tree.sender("gd.a")
+    sender.start()
+    try:
+        sender.scheduled_report()  # the job only builds; the loop delivers it, and fails: the parent is down
+        _wait_for(lambda: _attempts(tree, "gd.a") >= 1)
+        tree.start_server("gd", port=parent_port)
+        _wait_for(lambda: _pending(tree, "gd.a") == 0)  # retried by the loop alone, at the outbox's backoff
+    finally:
+        sender.stop()
+    assert _count(tree, "gd", received_reports) == 1
+    assert nonzero(subtree_of(tree["gd"])) == nonzero(own_totals(tree["gd.a"]))
 
 
 def test_full_outbox_pushes_back_counts_and_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

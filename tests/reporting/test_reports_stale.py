@@ -68,7 +68,7 @@ def test_missing_and_stale_children_count_against_completeness(tree: Tree, caplo
     province = subtree_view(tree["gd"])
     assert (province.completeness.nodes_in_subtree, province.completeness.nodes_reported_in_window) == (5, 2)
 
-    with caplog.at_level(logging.WARNING, logger="node.reporting.reports"):
+    with caplog.at_level(logging.WARNING, logger="node.reporting.children"):
         statuses = check_children_staleness(tree["gd.gz"])
     assert {status.child_id: status.state for status in statuses} == {"gd.gz.py": "stale", "gd.gz.th": "missing"}
     messages = " ".join(record.getMessage() for record in caplog.records)
