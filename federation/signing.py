@@ -38,12 +38,14 @@ __all__ = [
     "public_key_b64",
     "public_key_from_b64",
     "raw_public_key",
+    "read_file",
     "save_private_key",
     "save_public_key",
     "sign_envelope",
     "sign_message",
     "verify_envelope",
     "verify_with_resolver",
+    "write_private_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def public_key_from_b64(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_file(path: Path, data: bytes) -> None:
     """Write data to path readable by the owner only, also when the file already existed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -102,7 +104,7 @@ def save_private_key(path: str | Path, private_key: Ed25519PrivateKey) -> None:
     pem = private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(Path(path), pem)
+    write_private_file(Path(path), pem)
 
 
 def save_public_key(path: str | Path, public_key: Ed25519PublicKey) -> None:
@@ -114,7 +116,8 @@ def save_public_key(path: str | Path, public_key: Ed25519PublicKey) -> None:
     )
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_file(path: Path, what: str) -> bytes:
+    """A key or certificate file's bytes; NotFoundError or InvalidArgumentError naming the file and what it holds."""
     try:
         return path.read_bytes()
     except FileNotFoundError as error:
@@ -126,7 +129,7 @@ def _read(path: Path, what: str) -> bytes:
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """Load a PEM PKCS#8 Ed25519 private key; warns if others can read the file."""
     source = Path(path)
-    data = _read(source, "private key")
+    data = read_file(source, "private key")
     if source.stat().st_mode & 0o077:
         logger.warning("private key file %s is readable by group or others; chmod 600 it", source)
     try:
@@ -141,7 +144,7 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key file: PEM SubjectPublicKeyInfo, or one line of base64 raw key."""
     source = Path(path)
-    data = _read(source, "public key")
+    data = read_file(source, "public key")
     if b"-----BEGIN" not in data:
         try:
             return public_key_from_b64(data.decode("ascii"))

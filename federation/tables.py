@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Dialect
 
-# Same convention as node.store.models.NAMING_CONVENTION (copied: federation must not import node).
+# Stable constraint names, so migrations are identical on SQLite and PostgreSQL; the node's own models use it too.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

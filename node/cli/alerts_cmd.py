@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import getpass
-from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
+from node.cli.common import (
+    JsonFlag,
+    OptionalDataDir,
+    console,
+    handle_errors,
+    local_text,
+    opened_node,
+    print_json,
+    subcommand_invoked,
+)
 from node.supervision import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
 
 alerts_app = typer.Typer(help="Supervision warnings (电子监察预警): list, acknowledge, correct, escalate.")
 
 AlertId = Annotated[int, typer.Argument(help="The alert id (监察编号).")]
 _SEVERITY_STYLE = {"reminder": "cyan", "yellow": "yellow", "red": "bold red"}
-
-
-def _fmt(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
 
 
 def _print_one(view: AlertView, as_json: bool) -> None:
@@ -49,8 +53,7 @@ def alerts(
     as_json: JsonFlag = False,
 ) -> None:
     """List alerts, newest first."""
-    ctx.obj = data_dir
-    if ctx.invoked_subcommand is not None:
+    if subcommand_invoked(ctx, data_dir):
         return
     with opened_node(ctx, data_dir) as node, node.engine.connect() as conn:
         views = list_alerts(
@@ -78,8 +81,8 @@ def alerts(
             view.subject,
             view.department,
             view.post or "-",
-            _fmt(view.raised_at),
-            _fmt(view.correct_by),
+            local_text(view.raised_at),
+            local_text(view.correct_by),
         )
     console.print(table)
 

@@ -6,6 +6,8 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -38,6 +40,26 @@ R = TypeVar("R")
 def print_json(value: Any) -> None:
     """Print one JSON document on stdout (non-ASCII kept readable)."""
     sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+
+
+def local_text(value: datetime | None, *, seconds: bool = False) -> str:
+    """A node-local time for a table cell ('-' when unset)."""
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def view_json(view: Any) -> dict[str, Any]:
+    """A dataclass view as JSON-ready values (datetimes as 'YYYY-MM-DD HH:MM:SS', node-local)."""
+    return {
+        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
+    }
+
+
+def subcommand_invoked(ctx: typer.Context, data_dir: Path | None) -> bool:
+    """Keep a command group's --data-dir for its subcommands; True when one of them runs (the group lists nothing)."""
+    ctx.obj = data_dir
+    return ctx.invoked_subcommand is not None
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

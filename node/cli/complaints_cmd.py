@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from node.app import Node
-from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
+from node.cli.common import (
+    JsonFlag,
+    OptionalDataDir,
+    console,
+    handle_errors,
+    local_text,
+    opened_node,
+    print_json,
+    subcommand_invoked,
+    view_json,
+)
 from node.domain import parse_datetime
 from node.errors import ValidationError
 from node.supervision import (
@@ -45,16 +54,6 @@ def _when(node: Node, at: str | None) -> datetime | None:
         raise ValidationError(f"--at '{at}': {exc}", field="at", reason="bad_datetime") from None
 
 
-def _fmt(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
-
-
-def _complaint_dict(view: ComplaintView) -> dict[str, Any]:
-    return {
-        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
-    }
-
-
 def _figures_line(figures: ComplaintFigures) -> str:
     rate = f"{figures.closure_rate:.1%}" if figures.closure_rate is not None else "-"
     return (
@@ -67,12 +66,12 @@ def _figures_line(figures: ComplaintFigures) -> str:
 
 def _print_one(view: ComplaintView, as_json: bool) -> None:
     if as_json:
-        print_json(_complaint_dict(view))
+        print_json(view_json(view))
         return
     table = Table(title=f"Complaint {view.complaint_no}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in _complaint_dict(view).items():
+    for key, value in view_json(view).items():
         table.add_row(key, "-" if value in (None, "") else str(value))
     console.print(table)
 
@@ -92,8 +91,7 @@ def complaints(
     as_json: JsonFlag = False,
 ) -> None:
     """List complaints with their deadlines, and the closure and overdue figures."""
-    ctx.obj = data_dir
-    if ctx.invoked_subcommand is not None:
+    if subcommand_invoked(ctx, data_dir):
         return
     with opened_node(ctx, data_dir) as node:
         as_of = _when(node, now) or node.now()
@@ -104,11 +102,11 @@ def complaints(
             {
                 "as_of": as_of.isoformat(sep=" "),
                 "figures": figures.as_dict(),
-                "complaints": [_complaint_dict(v) for v in views],
+                "complaints": [view_json(v) for v in views],
             }
         )
         return
-    table = Table(title=f"Complaints (as of {_fmt(as_of)})")
+    table = Table(title=f"Complaints (as of {local_text(as_of)})")
     for column in (
         "no",
         "title",
@@ -127,9 +125,9 @@ def complaints(
             v.title,
             v.respondent_unit,
             v.status,
-            _fmt(v.received_at),
-            _fmt(v.decision_due_at),
-            _fmt(v.handling_due_at),
+            local_text(v.received_at),
+            local_text(v.decision_due_at),
+            local_text(v.handling_due_at),
             f"[red]{v.overdue}[/]" if v.overdue else "",
             v.finding or "-",
         )

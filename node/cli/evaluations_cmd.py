@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
-from node.supervision import EvaluationView, close_followup, evaluation_figures, list_evaluations
+from node.cli.common import (
+    JsonFlag,
+    OptionalDataDir,
+    console,
+    handle_errors,
+    local_text,
+    opened_node,
+    print_json,
+    subcommand_invoked,
+    view_json,
+)
+from node.supervision import close_followup, evaluation_figures, list_evaluations
 
 evaluations_app = typer.Typer(help="Applicant evaluations (好差评) and the follow-ups of ratings 4–5.")
 
 RATING_LABELS = {1: "1 非常满意", 2: "2 满意", 3: "3 基本满意", 4: "4 不满意", 5: "5 非常不满意"}
-
-
-def _fmt(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
-
-
-def _as_dict(view: EvaluationView) -> dict[str, Any]:
-    return {
-        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
-    }
 
 
 @evaluations_app.callback(invoke_without_command=True)
@@ -40,14 +38,13 @@ def evaluations(
     as_json: JsonFlag = False,
 ) -> None:
     """List evaluations (newest first) with the satisfaction rate and open follow-ups."""
-    ctx.obj = data_dir
-    if ctx.invoked_subcommand is not None:
+    if subcommand_invoked(ctx, data_dir):
         return
     with opened_node(ctx, data_dir) as node:
         views = list_evaluations(node, open_followups=open_followups, limit=limit)
         figures = evaluation_figures(node)
     if as_json:
-        print_json({"figures": figures.as_dict(), "evaluations": [_as_dict(v) for v in views]})
+        print_json({"figures": figures.as_dict(), "evaluations": [view_json(v) for v in views]})
         return
     table = Table(title="Open follow-ups" if open_followups else "Evaluations")
     for column in ("id", "case", "department", "rating", "evaluated", "channel", "follow-up", "note"):
@@ -59,7 +56,7 @@ def evaluations(
             v.case_no,
             v.department,
             RATING_LABELS.get(v.satisfaction_code, str(v.satisfaction_code)),
-            _fmt(v.evaluated_at),
+            local_text(v.evaluated_at),
             v.channel,
             status,
             v.followup_note,
@@ -86,10 +83,10 @@ def close(
     with opened_node(ctx, data_dir) as node:
         view = close_followup(node, evaluation_id, note)
     if as_json:
-        print_json(_as_dict(view))
+        print_json(view_json(view))
     else:
         console.print(
-            f"evaluation {view.id} (case {view.case_no}): follow-up closed at {_fmt(view.followup_closed_at)}"
+            f"evaluation {view.id} (case {view.case_no}): follow-up closed at {local_text(view.followup_closed_at)}"
         )
 
 

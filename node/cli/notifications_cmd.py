@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from node.cli.common import JsonFlag, OptionalDataDir, console, handle_errors, opened_node, print_json
+from node.cli.common import (
+    JsonFlag,
+    OptionalDataDir,
+    console,
+    handle_errors,
+    local_text,
+    opened_node,
+    print_json,
+    subcommand_invoked,
+    view_json,
+)
 from node.notify import (
     NotificationDispatcher,
-    NotificationView,
     list_notifications,
     notification_counts,
     requeue_failed,
@@ -21,16 +28,6 @@ from node.notify import (
 notifications_app = typer.Typer(help="Warning notifications: log, webhook, mail (SMTP), SMS gateway.")
 
 STATUS_STYLE = {"pending": "yellow", "failed": "bold red", "delivered": "green"}
-
-
-def _fmt(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
-def _as_dict(view: NotificationView) -> dict[str, Any]:
-    return {
-        key: (value.isoformat(sep=" ") if isinstance(value, datetime) else value) for key, value in asdict(view).items()
-    }
 
 
 @notifications_app.callback(invoke_without_command=True)
@@ -47,14 +44,13 @@ def notifications(
     as_json: JsonFlag = False,
 ) -> None:
     """List notifications, newest first, with the count per status."""
-    ctx.obj = data_dir
-    if ctx.invoked_subcommand is not None:
+    if subcommand_invoked(ctx, data_dir):
         return
     with opened_node(ctx, data_dir) as node:
         views = list_notifications(node, pending_only=pending, status=status, limit=limit)
         counts = notification_counts(node)
     if as_json:
-        print_json({"counts": counts, "notifications": [_as_dict(v) for v in views]})
+        print_json({"counts": counts, "notifications": [view_json(v) for v in views]})
         return
     table = Table(title="Notifications")
     for column in (
@@ -78,7 +74,7 @@ def notifications(
             v.recipient,
             f"[{style}]{v.status}[/]" if style else v.status,
             str(v.attempts),
-            _fmt(v.next_attempt_at) if v.status == "pending" else "-",
+            local_text(v.next_attempt_at, seconds=True) if v.status == "pending" else "-",
             v.last_error,
             v.subject,
         )

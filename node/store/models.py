@@ -24,14 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from federation import NAMING_CONVENTION
+
+# Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL (federation's tables use
+# the same convention: one definition).
 
 
 class Base(DeclarativeBase):

@@ -8,7 +8,6 @@ InvalidArgumentError, both naming the file.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import IntegrityError, InvalidArgumentError, NotFoundError
+from federation import IntegrityError, InvalidArgumentError, read_file, write_private_file
 from node.trust.pki import CertificateAuthority, certificate_node_id, is_p256_key
 
 __all__ = [
@@ -42,27 +41,6 @@ logger = logging.getLogger(__name__)
 PKI_DIR_NAME = "pki"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write data readable by the owner only, also when the file already existed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        # An existing file keeps its old mode under O_CREAT, so set it explicitly.
-        os.fchmod(descriptor, 0o600)
-        os.write(descriptor, data)
-    finally:
-        os.close(descriptor)
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as error:
-        raise NotFoundError(f"{what} file {path} does not exist") from error
-    except OSError as error:
-        raise InvalidArgumentError(f"{what} file {path} cannot be read: {error.strerror}") from error
-
-
 def private_key_pem(private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
     """A private key as unencrypted PEM PKCS#8."""
     return private_key.private_bytes(
@@ -77,13 +55,13 @@ def certificates_pem(certificates: Iterable[x509.Certificate]) -> bytes:
 
 def save_private_key(path: str | Path, private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> None:
     """Save a private key as unencrypted PEM PKCS#8 with mode 0600."""
-    _write_private(Path(path), private_key_pem(private_key))
+    write_private_file(Path(path), private_key_pem(private_key))
 
 
 def load_ec_private_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
     """Load a PEM ECDSA P-256 private key; warns if others can read the file."""
     source = Path(path)
-    data = _read(source, "private key")
+    data = read_file(source, "private key")
     if source.stat().st_mode & 0o077:
         logger.warning("private key file %s is readable by group or others; chmod 600 it", source)
     try:
@@ -105,7 +83,7 @@ def save_certificates(path: str | Path, certificates: Iterable[x509.Certificate]
 def load_certificates(path: str | Path) -> list[x509.Certificate]:
     """Load every PEM certificate of a file, in order; InvalidArgumentError naming the file if none parse."""
     source = Path(path)
-    data = _read(source, "certificate")
+    data = read_file(source, "certificate")
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError as error:
@@ -129,7 +107,7 @@ def load_crl(path: str | Path) -> x509.CertificateRevocationList:
     """Load a PEM CRL (its signature is checked by revoked_serials, not here)."""
     source = Path(path)
     try:
-        return x509.load_pem_x509_crl(_read(source, "revocation list"))
+        return x509.load_pem_x509_crl(read_file(source, "revocation list"))
     except ValueError as error:
         raise InvalidArgumentError(f"revocation list file {source} is not valid PEM: {error}") from error
 
@@ -202,7 +180,7 @@ class PkiDirectory:
     def load_report(self) -> tuple[Ed25519PrivateKey, list[x509.Certificate]]:
         """The report-signing key and chain."""
         source = self.file("report.key")
-        data = _read(source, "private key")
+        data = read_file(source, "private key")
         key = serialization.load_pem_private_key(data, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidArgumentError(f"private key file {source} holds a {type(key).__name__}, not Ed25519")
