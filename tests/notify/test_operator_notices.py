@@ -20,7 +20,7 @@ from node.reporting import build_reports, check_children_staleness
 from node.server import EnrolmentServer, NodeScheduler
 from node.store import Notification, OperatorNotice
 from node.trust import enroll_node, init_root, issue_token
-from tests.harness.reports_tree import Tree
+from tests.harness.tree import Tree
 from tests.notify.test_notify import HttpCapture, closed_port
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
