@@ -27,8 +27,8 @@ from node.app import open_node
 from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.server import NodeScheduler, NodeServer
+from tests.harness.ingest_records import ITEM, acceptance
 from tests.harness.pki import channel_as, ingest_client, provision
-from tests.server.test_ingest_stream import ITEM, acceptance
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

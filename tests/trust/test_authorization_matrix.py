@@ -44,9 +44,9 @@ from node.trust import (
     pki_directory,
     provision_ingest_credential,
 )
+from tests.harness.ingest_records import ITEM
 from tests.harness.pki import forge_tls_certificate, raw_channel
 from tests.harness.tree import Tree, build_tree, node_identity
-from tests.server.test_ingest_stream import ITEM
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "topologies" / "demo-15.toml"
 RPCS = ("GetNodeInfo", "SubmitReport", "Query", "Ingest")

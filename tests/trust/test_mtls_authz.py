@@ -49,10 +49,10 @@ from node.trust import (
     pki_directory,
     provision_ingest_credential,
 )
+from tests.harness.ingest_records import ITEM
 from tests.harness.pki import forge_tls_certificate, ingest_client, provision, raw_channel
 from tests.harness.reports import nonzero, own_totals, subtree_of
 from tests.harness.tree import Tree, node_identity, running_tree
-from tests.server.test_ingest_stream import ITEM
 
 CASES = {"gd": 0, "gd.gz": 6, "gd.gz.py": 12, "gd.gz.th": 6, "gd.sz": 6}
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
