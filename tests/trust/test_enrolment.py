@@ -38,8 +38,8 @@ from node.trust import (
     node_uri,
     verify_node_chain,
 )
+from tests.harness.authorities import child_authority
 from tests.harness.clocks import Clock
-from tests.trust.authorities import child_authority
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 

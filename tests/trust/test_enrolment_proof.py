@@ -32,8 +32,8 @@ from node.trust import (
     token_id,
 )
 from node.trust import response_message as to_response
+from tests.harness.authorities import child_authority
 from tests.harness.clocks import Clock
-from tests.trust.authorities import child_authority
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 
