@@ -1,57 +1,29 @@
-"""Shared fixtures: a real SQLite file per test, and a real PostgreSQL schema per test."""
+"""Tests of node's root modules (audit_log, config) live in this folder; each package has its folder (tests/<room>/,
+tests/federation/), helpers shared by folders are in tests/harness/.
+
+Fixtures every folder may use: a real SQLite file per test, a real PostgreSQL schema per test, and ``db_url``,
+which runs a test on both (the ``postgres`` mark). Without the server the PostgreSQL half skips, except under
+CI=true, where it fails (tests.harness.postgres.require_postgres). And for every test: CLI consoles that follow
+each invocation's COLUMNS. Each folder's conftest.py says what the folder tests and holds the fixtures only its
+tests use.
+"""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-PG_ADMIN_URL = os.environ.get("SUPNET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _pg_available() -> bool:
-    try:
-        engine = create_engine(PG_ADMIN_URL)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
-_PG_OK: bool | None = None
-
-
-def require_postgres() -> None:
-    """Skip when PostgreSQL is missing, but fail under CI where a skip would hide a gap."""
-    global _PG_OK
-    if _PG_OK is None:
-        _PG_OK = _pg_available()
-    if not _PG_OK:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_URL} (required under CI)")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+from tests.harness.postgres import fresh_schema_url
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A URL pinned (via search_path) to a fresh schema in the test database; dropped afterwards."""
-    require_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -226,7 +226,7 @@ def test_concurrent_appenders_never_fork_the_chain(db_url: str, migrated_engine:
 def test_postgres_lock_is_per_schema(pg_url: str) -> None:
     """An appender holding the chain lock of one schema does not block another schema's (tests share a db)."""
     from node.store import migrate
-    from tests.conftest import PG_ADMIN_URL
+    from tests.harness.postgres import PG_ADMIN_URL
 
     migrated_engine = make_engine(pg_url)
     migrate(migrated_engine)

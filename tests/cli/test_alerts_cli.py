@@ -17,10 +17,10 @@ from node.app import open_node
 from node.cli import alerts_cmd, metrics_cmd, scan_cmd, stats_cmd
 from node.cli.common import console
 from node.store import MetricBucket
+from tests.harness.clocks import Clock
 from tests.harness.rules import (
     OTHER_UNIT,
     UNIT,
-    Clock,
     acceptance,
     completion,
     items,

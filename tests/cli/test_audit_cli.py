@@ -18,7 +18,8 @@ from node.app import open_node
 from node.cli import alerts_cmd, audit_cmd, evaluations_cmd, scan_cmd
 from node.cli.common import console
 from node.store import AuditLogEntry
-from tests.harness.rules import Clock, acceptance, items, load, make_node
+from tests.harness.clocks import Clock
+from tests.harness.rules import acceptance, items, load, make_node
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from federation.proto.v1.report_pb2 import ReportBody
 from node.audit_log import AuditFilter, AuditLog
 from node.drilldown import QUERY_BODY_TYPE, DrilldownClient, build_query
 from node.server import NodeServer
-from tests.harness.drilldown_tree import Tree, build_tree, node_identity, node_key, running_tree
+from tests.harness.tree import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}
 STREET = "gd.gz.py.sq"
@@ -52,12 +52,6 @@ def _send(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> S
     return reply
 
 
-def _query(tree: Tree, requester: str, target: str, **request: object) -> SignedEnvelope:
-    """A query signed by requester's report key with its certificate chain, as DrilldownClient sends it."""
-    identity = node_identity(tree, requester)
-    return build_query(identity.private_key, requester, target, certificate_chain=identity.certificate_chain, **request)
-
-
 def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) -> None:
     with tree.client("gd") as client:
         answer = client.ask(STREET, cases=dd.CasesRequest(overdue_only=True), page_size=1000)
@@ -67,13 +61,13 @@ def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) ->
     verify_envelope(answer.envelope, node_key(tree, STREET).public_key())
     assert "checked here through its certificate chain to the root gd" in answer.verified_by
     got = sorted(row.case_no for row in answer.body.cases.cases)
-    with tree[STREET].db() as conn:
+    with tree.nodes[STREET].db() as conn:
         expected = sorted(
             row[0]
             for row in conn.execute(
                 "SELECT case_no FROM cases WHERE (status = 'open' AND clock_stopped = 0 AND promised_due_at < ?)"
                 " OR (status = 'completed' AND completed_at > promised_due_at)",
-                (tree[STREET].node.now().isoformat(sep=" "),),
+                (tree[STREET].now().isoformat(sep=" "),),
             )
         )
     assert got == expected
@@ -81,9 +75,9 @@ def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) ->
     assert all(case_no.startswith("GD.GZ.PY.SQ") for case_no in got)
     # Each hop audited the query: forwarded at gd, gd.gz and gd.gz.py, served at the street.
     for hop, action, via in (("gd", "drilldown.forwarded", "gd.gz"), ("gd.gz.py", "drilldown.forwarded", STREET)):
-        entry = AuditLog(tree[hop].node.engine).entries(AuditFilter(action=action), limit=1)[0]
+        entry = AuditLog(tree[hop].engine).entries(AuditFilter(action=action), limit=1)[0]
         assert (entry.actor, entry.target, entry.detail()["via"]) == ("gd", STREET, via)
-    served = AuditLog(tree[STREET].node.engine).entries(AuditFilter(action="drilldown.served"), limit=1)[0]
+    served = AuditLog(tree[STREET].engine).entries(AuditFilter(action="drilldown.served"), limit=1)[0]
     assert (served.actor, served.detail()["query"]) == ("gd", "cases")
     assert served.detail()["answer_bytes"] == len(answer.envelope.body)
 
@@ -123,7 +117,7 @@ def test_cases_are_paged_without_gaps_or_repeats(tree: Tree) -> None:
 
 
 def test_case_detail_has_timeline_and_masks_personal_data(tree: Tree) -> None:
-    with tree[STREET].db() as conn:
+    with tree.nodes[STREET].db() as conn:
         case_no, name, id_no = conn.execute(
             "SELECT case_no, applicant_name, applicant_id_no FROM cases "
             "WHERE status = 'completed' AND length(applicant_id_no) = 18 LIMIT 1"
@@ -167,18 +161,18 @@ def test_stored_report_fetched_by_node_and_sequence_is_the_signed_one(tree: Tree
 
 def test_drilldown_from_a_sibling_is_rejected(tree: Tree) -> None:
     # gd.sz is a city like gd.gz: it may not drill into gd.gz's subtree, neither at gd.gz nor below.
-    query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
+    query = tree.query("gd.sz", "gd.gz.py", cases=dd.CasesRequest())
     with pytest.raises(PermissionDeniedError, match=r"only from its parent gd .* the caller is gd\.sz"):
         _send(tree, "gd.sz", "gd.gz", query)
-    query = _query(tree, "gd.sz", "gd.gz.py", cases=dd.CasesRequest())
+    query = tree.query("gd.sz", "gd.gz.py", cases=dd.CasesRequest())
     with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.sz"):
         _send(tree, "gd.sz", "gd.gz.py", query)
-    refused = AuditLog(tree["gd.gz.py"].node.engine).entries(AuditFilter(action="drilldown.refused"), limit=1)[0]
+    refused = AuditLog(tree["gd.gz.py"].engine).entries(AuditFilter(action="drilldown.refused"), limit=1)[0]
     assert (refused.actor, refused.result, refused.detail()["code"]) == ("gd.sz", "refused", "PERMISSION_DENIED")
 
 
 def test_a_child_cannot_query_its_parent(tree: Tree) -> None:
-    query = _query(tree, "gd.gz.py", "gd.gz", alerts=dd.AlertsRequest())
+    query = tree.query("gd.gz.py", "gd.gz", alerts=dd.AlertsRequest())
     with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.gz\.py"):
         _send(tree, "gd.gz.py", "gd.gz", query)
     # Through its own server a node reaches only its own subtree.
@@ -195,13 +189,13 @@ def test_forged_parent_signature_and_replay_are_refused(tree: Tree) -> None:
     forged = build_query(forged_key, "gd", "gd.gz", certificate_chain=chain, complaints=dd.ComplaintsRequest())
     with pytest.raises(UnauthenticatedError, match="its certificate binds key"):
         _send(tree, "gd", "gd.gz", forged)
-    tampered = _query(tree, "gd", "gd.gz", complaints=dd.ComplaintsRequest())
+    tampered = tree.query("gd", "gd.gz", complaints=dd.ComplaintsRequest())
     body = parse_body(tampered, dd.QueryBody)
     body.target_id = "gd.sz"
     tampered.body = serialize(body)
     with pytest.raises(UnauthenticatedError, match="signature does not verify"):
         _send(tree, "gd", "gd.gz", tampered)
-    honest = _query(tree, "gd", "gd", complaints=dd.ComplaintsRequest())
+    honest = tree.query("gd", "gd", complaints=dd.ComplaintsRequest())
     reply = _send(tree, "gd", "gd", honest)
     assert parse_body(reply, dd.QueryAnswer).query_digest == envelope_digest(honest)
     with pytest.raises(StaleError, match="replay"):
@@ -221,7 +215,7 @@ def test_unreachable_child_is_named(tmp_path: Path) -> None:
     small = running_tree(tmp_path, {"gd": 0, "gd.gz": 0, "gd.gz.py": 5})
     tree = next(small)
     try:
-        tree["gd.gz.py"].server.stop(0)
+        tree.nodes["gd.gz.py"].server.stop(0)
         with tree.client("gd") as client, pytest.raises(UnavailableError, match=r"gd\.gz\.py unreachable from gd\.gz"):
             client.ask("gd.gz.py", cases=dd.CasesRequest())
         with tree.client("gd") as client, pytest.raises(NotFoundError, match="no registered child on the path"):
@@ -243,7 +237,7 @@ def test_client_refuses_an_answer_to_another_query(tree: Tree) -> None:
     # A man in the middle replaying an old (validly signed) answer for a new query is caught by query_digest.
     with tree.client("gd") as client:
         old = client.ask("gd", alerts=dd.AlertsRequest()).envelope
-        new_query = _query(tree, "gd", "gd", alerts=dd.AlertsRequest())
+        new_query = tree.query("gd", "gd", alerts=dd.AlertsRequest())
         with pytest.raises(Exception, match="answers another query"):
             client._checked(old, new_query, "gd")
     assert isinstance(client, DrilldownClient)
@@ -253,17 +247,17 @@ def test_a_restarted_node_still_refuses_a_replay_of_a_query_it_served(tmp_path: 
     # The replay cache outlives a restart: it is seeded from the audit log, which records each query's nonce.
     small = build_tree(tmp_path, {"gd": 0, "gd.sz": 5})
     try:
-        small.settle()
-        honest = _query(small, "gd", "gd.sz", alerts=dd.AlertsRequest())
+        small.report_up()
+        honest = small.query("gd", "gd.sz", alerts=dd.AlertsRequest())
         _send(small, "gd", "gd.sz", honest)
-        leaf = small["gd.sz"]
+        leaf = small.nodes["gd.sz"]
         leaf.server.stop(0.5)
         leaf.server = NodeServer(leaf.node, address=leaf.address)
         leaf.server.start()
         with pytest.raises(StaleError, match="replay"):
             _send(small, "gd", "gd.sz", honest)
         # A new query (new nonce) is served as before.
-        _send(small, "gd", "gd.sz", _query(small, "gd", "gd.sz", alerts=dd.AlertsRequest()))
+        _send(small, "gd", "gd.sz", small.query("gd", "gd.sz", alerts=dd.AlertsRequest()))
         served = AuditLog(leaf.node.engine).entries(AuditFilter(action="drilldown.served"), limit=2)
         assert {entry.detail()["nonce"] for entry in served} == {
             parse_body(honest, dd.QueryBody).nonce.hex(),

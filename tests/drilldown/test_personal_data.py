@@ -23,7 +23,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 from node.ingest import canonical_field
 from node.synthetic import FILE_NAMES
-from tests.harness.drilldown_tree import Tree, build_tree
+from tests.harness.tree import Tree, build_tree
 
 CASES = {"gd": 0, "gd.a": 80, "gd.a.x": 160}
 ENCODINGS = ("utf-8", "gb18030")
@@ -78,9 +78,9 @@ def leaks(data: bytes, searched: dict[bytes, str]) -> list[str]:
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     built = build_tree(tmp_path_factory.mktemp("personal"), CASES)
     try:
-        built.settle()  # incremental reports, bottom-up
+        built.report_up()  # incremental reports, bottom-up
         for node_id in ("gd.a.x", "gd.a"):  # then FULL reports (every bucket of the window), bottom-up
-            sender = built[node_id].sender
+            sender = built.nodes[node_id].sender
             assert sender is not None
             assert not sender.report_now("full").failed
         yield built
@@ -92,7 +92,7 @@ def _stored_envelopes(tree: Tree) -> list[tuple[str, bytes]]:
     """Every report envelope in the tree: received by a parent, or in a child's outbox (as sent)."""
     found: list[tuple[str, bytes]] = []
     for node_id in CASES:
-        with tree[node_id].db() as conn:
+        with tree.nodes[node_id].db() as conn:
             for child, sequence, raw in conn.execute(
                 "SELECT child_id, sequence, envelope FROM federation_received_reports"
             ):
@@ -106,7 +106,7 @@ def test_no_applicant_name_or_id_number_in_any_report_byte(tree: Tree) -> None:
     people = {**generated_people(tree, "gd.a"), **generated_people(tree, "gd.a.x")}
     ids = [person.id_no for person in people.values() if person.id_no]
     assert len(people) > 200 and len(ids) > 200  # the scan below has something to find
-    with tree["gd.a.x"].db() as conn:  # and those people are really in the node's data
+    with tree.nodes["gd.a.x"].db() as conn:  # and those people are really in the node's data
         stored = {row[0] for row in conn.execute("SELECT applicant_id_no FROM cases")}
     assert set(ids) & stored and {p.id_no for p in generated_people(tree, "gd.a.x").values() if p.id_no} <= stored
     searched = needles(people.values())
@@ -151,7 +151,7 @@ def _official_text(tree: Tree, node_id: str) -> str:
         "SELECT message FROM alerts",
     ]
     parts: list[str] = []
-    with tree[node_id].db() as conn:
+    with tree.nodes[node_id].db() as conn:
         for query in queries:
             try:
                 parts += [str(row[0]) for row in conn.execute(query) if row[0]]

@@ -15,7 +15,7 @@ from federation.proto.v1.report_pb2 import ReportBody
 from node.cli import app
 from node.cli.main import _register_commands
 from node.drilldown import replay, verify_target
-from tests.harness.drilldown_tree import Tree, running_tree
+from tests.harness.tree import Tree, running_tree
 
 CASES = {"gd": 15, "gd.gz": 20, "gd.gz.py": 25, "gd.gz.py.sq": 40, "gd.gz.py.ds": 30}
 LEAF = "gd.gz.py.ds"
@@ -29,13 +29,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
 @contextmanager
 def deleted_rows(tree: Tree, node_id: str, table: str, count: int) -> Iterator[int]:
     """Delete rows behind supnet's back, then put them back exactly (the tree is shared by the module's tests)."""
-    with tree[node_id].db() as conn:
+    with tree.nodes[node_id].db() as conn:
         rows = conn.execute(f"SELECT * FROM {table} ORDER BY id LIMIT ?", (count,)).fetchall()
         conn.executemany(f"DELETE FROM {table} WHERE id = ?", [(row[0],) for row in rows])
     try:
         yield len(rows)
     finally:
-        with tree[node_id].db() as conn:
+        with tree.nodes[node_id].db() as conn:
             marks = ", ".join("?" * len(rows[0]))
             conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
@@ -49,17 +49,17 @@ def _failed(result: object) -> dict[str, list[str]]:
 
 
 def test_honest_tree_verifies_from_the_root_and_from_the_middle(tree: Tree) -> None:
-    result = verify_target(tree["gd"].node, LEAF, tree["gd"].address)
+    result = verify_target(tree["gd"], LEAF, tree.nodes["gd"].address)
     assert result.ok, _failed(result)
     assert result.nodes_checked == [LEAF]
     checks = {(f.node_id, f.check) for f in result.findings if f.ok}
     assert {("gd.gz", "signature"), ("gd.gz.py", "authenticated"), (LEAF, "chain"), (LEAF, "totals")} <= checks
 
-    whole = verify_target(tree["gd"].node, "gd", tree["gd"].address)
+    whole = verify_target(tree["gd"], "gd", tree.nodes["gd"].address)
     assert whole.ok, _failed(whole)
     assert sorted(whole.nodes_checked) == sorted(set(CASES) - {"gd"})
 
-    middle = verify_target(tree["gd.gz"].node, "gd.gz.py", tree["gd.gz"].address)
+    middle = verify_target(tree["gd.gz"], "gd.gz.py", tree.nodes["gd.gz"].address)
     assert middle.ok, _failed(middle)
     assert sorted(middle.nodes_checked) == ["gd.gz.py", "gd.gz.py.ds", "gd.gz.py.sq"]
 
@@ -67,7 +67,7 @@ def test_honest_tree_verifies_from_the_root_and_from_the_middle(tree: Tree) -> N
 def test_leaf_altered_after_reporting_fails_at_that_leaf(tree: Tree) -> None:
     with deleted_rows(tree, LEAF, "evaluations", 3) as deleted:
         assert deleted == 3
-        result = verify_target(tree["gd"].node, "gd", tree["gd"].address)
+        result = verify_target(tree["gd"], "gd", tree.nodes["gd"].address)
     failures = _failed(result)
     assert not result.ok
     assert list(failures) == [LEAF], failures
@@ -76,7 +76,7 @@ def test_leaf_altered_after_reporting_fails_at_that_leaf(tree: Tree) -> None:
 
 def test_tampered_stored_report_breaks_authentication(tree: Tree) -> None:
     # Someone rewrites the street's latest report as stored at its district, to lower a figure.
-    with tree["gd.gz.py"].db() as conn:
+    with tree.nodes["gd.gz.py"].db() as conn:
         sequence, original = conn.execute(
             "SELECT sequence, envelope FROM federation_received_reports WHERE child_id = ? "
             "ORDER BY sequence DESC LIMIT 1",
@@ -87,23 +87,23 @@ def test_tampered_stored_report_breaks_authentication(tree: Tree) -> None:
     body.buckets[0].counters.received -= 1
     envelope.body = serialize(body)
     update = "UPDATE federation_received_reports SET envelope = ? WHERE child_id = ? AND sequence = ?"
-    with tree["gd.gz.py"].db() as conn:
+    with tree.nodes["gd.gz.py"].db() as conn:
         conn.execute(update, (envelope.SerializeToString(), "gd.gz.py.sq", sequence))
     try:
-        result = verify_target(tree["gd"].node, "gd.gz.py", tree["gd"].address)
+        result = verify_target(tree["gd"], "gd.gz.py", tree.nodes["gd"].address)
     finally:
-        with tree["gd.gz.py"].db() as conn:
+        with tree.nodes["gd.gz.py"].db() as conn:
             conn.execute(update, (original, "gd.gz.py.sq", sequence))
     failures = _failed(result)
     assert list(failures) == ["gd.gz.py.sq", "gd.gz.py"], failures
     assert "names" in failures["gd.gz.py.sq"][0] and "digest" in failures["gd.gz.py.sq"][0]
-    assert verify_target(tree["gd"].node, "gd.gz.py", tree["gd"].address).ok
+    assert verify_target(tree["gd"], "gd.gz.py", tree.nodes["gd"].address).ok
 
 
 def test_verify_command_exits_1_and_names_the_failing_node(tree: Tree) -> None:
     _register_commands()
     runner = CliRunner()
-    args = ["verify", "gd.gz", "--data-dir", str(tree["gd"].data_dir), "--address", tree["gd"].address, "--json"]
+    args = ["verify", "gd.gz", "--data-dir", str(tree["gd"].data_dir), "--address", tree.nodes["gd"].address, "--json"]
     honest = runner.invoke(app, args)
     assert honest.exit_code == 0, honest.output
     with deleted_rows(tree, "gd.gz.py.sq", "payments", 1):

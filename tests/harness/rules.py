@@ -7,7 +7,6 @@ Mon 03-10, a 10-working-day legal limit at the end of Mon 03-17.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from node.config import NodeConfig, StoreConfig, SupervisionConfig, save_config
 from node.ingest import Importer, ImportSummary
 from node.store import Alert
 from node.supervision import check_buckets, default_listeners
+from tests.harness.clocks import Clock
 
 UNIT = "黄埔区市场监督管理局"
 OTHER_UNIT = "黄埔区住房和城乡建设局"
@@ -54,16 +54,6 @@ OTHER_TYPE_ITEM = {
 }
 
 Record = tuple[str, int, dict[str, Any]]
-
-
-class Clock:
-    """A settable node clock (naive local time)."""
-
-    def __init__(self, value: datetime) -> None:
-        self.value = value
-
-    def __call__(self) -> datetime:
-        return self.value
 
 
 def make_node(data_dir: Path, db_url: str, clock: Clock, supervision: dict[str, Any] | None = None) -> Node:

@@ -19,9 +19,9 @@ import csv
 import io
 import itertools
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from node.app import Node, open_node
 from node.bootstrap import init_node
@@ -57,7 +57,7 @@ from node.ingest import (
 from node.store import Base
 from node.supervision import check_buckets, default_listeners
 from node.synthetic import FILE_NAMES
-from tests.conftest import PG_ADMIN_URL, require_postgres
+from tests.harness.postgres import fresh_schema_url
 
 NOW = datetime(2026, 3, 2, 12, 0)
 EXAMPLES = {"sqlite": 150, "postgresql": 30}
@@ -236,25 +236,13 @@ def _materialize(value: Any, run: int) -> Any:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     folder = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    schema = ""
-    db_url = ""
-    if request.param == "postgresql":
-        require_postgres()
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        db_url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    init_node(folder / "node", "gd.gz.py", db_url=db_url)
-    opened = open_node(folder / "node", clock=lambda: NOW)
-    try:
-        yield opened
-    finally:
-        opened.close()
-        if schema:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+    with fresh_schema_url() if request.param == "postgresql" else nullcontext("") as db_url:
+        init_node(folder / "node", "gd.gz.py", db_url=db_url)
+        opened = open_node(folder / "node", clock=lambda: NOW)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 @dataclass

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.header import decode_header, make_header
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from node.app import Node, open_node
@@ -26,113 +20,9 @@ from node.config import NodeConfig, NotificationsConfig, Recipient, StoreConfig,
 from node.notify import NotificationDispatcher, list_notifications, notification_counts, requeue_failed
 from node.store import Alert, Notification
 from node.supervision import AlertDraft, acknowledge_alert, raise_alerts
+from tests.harness.local_servers import HttpCapture, MailSink, PortZeroController, closed_port
 
 T0 = datetime(2025, 3, 3, 9, 0, 0)
-
-
-# -- real servers ------------------------------------------------------------------------------------------------------
-@dataclass
-class CapturedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body.decode("utf-8"))
-
-
-@dataclass
-class HttpCapture:
-    """A real HTTP server on port 0 that records requests; the first ``fail_first`` get HTTP 500."""
-
-    fail_first: int = 0
-    delay_seconds: float = 0.0
-    port: int = 0
-    requests: list[CapturedRequest] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> HttpCapture:
-        capture = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                capture.requests.append(CapturedRequest(self.command, self.path, dict(self.headers), body))
-                if capture.delay_seconds:
-                    time.sleep(capture.delay_seconds)
-                failing = len(capture.requests) <= capture.fail_first
-                try:
-                    self.send_response(500 if failing else 200)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"no" if failing else b"ok")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (the timeout test): nothing to answer
-
-            do_GET = _handle  # noqa: N815 - http.server's naming
-            do_POST = _handle  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-@pytest.fixture
-def http_capture() -> Iterator[HttpCapture]:
-    capture = HttpCapture().start()
-    yield capture
-    capture.stop()
-
-
-class MailSink:
-    """aiosmtpd handler keeping every envelope it receives."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-
-class PortZeroController(Controller):
-    """aiosmtpd's threaded controller bound to an ephemeral port (it needs the real port before its self-check)."""
-
-    def _trigger_server(self) -> None:
-        assert self.server is not None
-        self.port = self.server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        super()._trigger_server()  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[PortZeroController, MailSink]]:
-    sink = MailSink()
-    controller = PortZeroController(sink, hostname="127.0.0.1", port=0)
-    controller.start()
-    yield controller, sink
-    controller.stop()
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound then released), so connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- node helpers ------------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,11 @@ from node.reporting import build_reports, check_children_staleness
 from node.server import EnrolmentServer, NodeScheduler
 from node.store import Notification, OperatorNotice
 from node.trust import enroll_node, init_root, issue_token
-from tests.harness.reports_tree import Tree
-from tests.notify.test_notify import HttpCapture, closed_port
+from tests.harness.local_servers import HttpCapture, closed_port
+from tests.harness.tree import Tree
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
 OPERATORS = [{"name": "值班员", "email": "ops@gz.example", "phone": "13800000000", "webhook": ""}]
-
-
-@pytest.fixture
-def webhook() -> Iterator[HttpCapture]:
-    capture = HttpCapture().start()
-    yield capture
-    capture.stop()
 
 
 def _node(data_dir: Path, db_url: str, node_id: str = "gd.gz", **federation: Any) -> Node:
@@ -93,7 +85,7 @@ def test_a_notice_goes_to_every_operator_route_once_per_cooldown(tmp_path: Path,
 
 
 def test_outbox_overflow_is_noticed_and_delivered_to_the_operators_webhook(
-    tmp_path: Path, sqlite_url: str, webhook: HttpCapture
+    tmp_path: Path, sqlite_url: str, http_capture: HttpCapture
 ) -> None:
     node = _node(
         tmp_path / "n",
@@ -103,7 +95,7 @@ def test_outbox_overflow_is_noticed_and_delivered_to_the_operators_webhook(
         parent_address=f"127.0.0.1:{closed_port()}",
         outbox_max_reports=1,
     )
-    node.config.notifications.webhook_url = webhook.url
+    node.config.notifications.webhook_url = http_capture.url
     node.config.notifications.channels = ["log", "webhook"]
     try:
         build_reports(node)  # queued: the parent never acknowledges it
@@ -115,7 +107,7 @@ def test_outbox_overflow_is_noticed_and_delivered_to_the_operators_webhook(
         assert "outbox is full" in rows[0]["subject"] and "Nothing is lost" in rows[0]["body"]
         result = NotificationDispatcher(node).run_once()
         assert result.delivered == 2
-        [request] = webhook.requests
+        [request] = http_capture.requests
         payload = request.json()
         assert (payload["type"], payload["node_id"], payload["kind"], payload["about"]) == (
             "supnet.operator_notice",

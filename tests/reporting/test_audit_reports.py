@@ -3,9 +3,6 @@ their error code and reason, whether the receiver or the caller check refused th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import grpc
 import pytest
 from sqlalchemy import func, select
@@ -16,14 +13,8 @@ from federation.proto.v1.report_pb2 import Bucket, ReportBody, ReportKind
 from node.audit_log import Action, AuditFilter, AuditLog
 from node.reporting import build_reports
 from node.store import AuditLogEntry
-from tests.harness.reports_tree import Tree
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Iterator[Tree]:
-    built = Tree(tmp_path, ["gd", "gd.a", "gd.b"])
-    yield built
-    built.close()
+from tests.harness.reports import inflated_after_signing
+from tests.harness.tree import Tree
 
 
 def _submit(tree: Tree, envelope: SignedEnvelope, as_node: str = "gd.a") -> object:
@@ -45,11 +36,7 @@ def test_accepted_and_refused_reports_are_audited(tree: Tree) -> None:
     [report] = build_reports(tree["gd.a"])
 
     # A report whose totals were changed after signing: refused by the receiver's signature check.
-    tampered = SignedEnvelope()
-    tampered.CopyFrom(report.envelope)
-    body = parse_body(tampered, ReportBody)
-    body.buckets[0].counters.received += 1000
-    tampered.body = serialize(body)
+    tampered = inflated_after_signing(report.envelope)
     assert _refused(tree, tampered) is grpc.StatusCode.UNAUTHENTICATED
 
     # A report naming another node, sent over gd.a's connection: refused before it reaches the receiver.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from federation import (
     child_chains,
     generate_keypair,
     outbox,
-    parse_body,
     received_reports,
     report_digest,
     serialize,
@@ -31,14 +30,8 @@ from node.reporting import ReportSender, build_reports, node_outbox, outbox_over
 from node.server import NodeScheduler
 from node.store import ChildBucket
 from node.trust import signing_identity
-from tests.harness.reports_tree import Tree, nonzero, own_totals, subtree_of
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Iterator[Tree]:
-    built = Tree(tmp_path, ["gd", "gd.a", "gd.b"])
-    yield built
-    built.close()
+from tests.harness.reports import inflated_after_signing, nonzero, own_totals, subtree_of
+from tests.harness.tree import Tree
 
 
 def _count(tree: Tree, node_id: str, table: object) -> int:
@@ -205,11 +198,7 @@ def test_full_outbox_pushes_back_counts_and_loses_nothing(tmp_path: Path, caplog
 def test_tampered_or_foreign_reports_are_rejected_with_precise_statuses(tree: Tree) -> None:
     tree.import_synthetic("gd.a", cases=30, seed=1)
     [report] = build_reports(tree["gd.a"])
-    tampered = SignedEnvelope()
-    tampered.CopyFrom(report.envelope)
-    body = parse_body(tampered, ReportBody)
-    body.buckets[0].counters.received += 1000
-    tampered.body = serialize(body)
+    tampered = inflated_after_signing(report.envelope)
     refusal = _refusal(tree, "gd", tampered)
     assert refusal.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
     assert "bad signature on report from gd.a" in refusal.details()  # type: ignore[attr-defined]

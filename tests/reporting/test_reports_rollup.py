@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,17 +15,16 @@ from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 from node.reporting import node_outbox, subtree_view
 from node.store import ChildBucket
-from tests.harness.reports_tree import Tree, add_totals, nonzero, own_totals, received_by_key, subtree_of
+from tests.harness.reports import add_totals, nonzero, own_totals, received_by_key, subtree_of
+from tests.harness.tree import Tree
 
 PROVINCE_TREE = ["gd", "gd.gz", "gd.gz.py", "gd.gz.th", "gd.sz"]
 RECEIVED = COUNTER_FIELDS.index("received")
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Iterator[Tree]:
-    built = Tree(tmp_path, PROVINCE_TREE)
-    yield built
-    built.close()
+def tree_ids() -> list[str]:
+    return PROVINCE_TREE
 
 
 def _sent_bodies(tree: Tree, node_id: str) -> list[ReportBody]:

@@ -49,7 +49,8 @@ from node.drilldown import GAUGES, answer_summary, replay, totals_differences, v
 from node.reporting import build_reports
 from node.store import AuditLogEntry, ChildBucket, NodeCounter
 from node.trust import PkiDirectory, SigningIdentity, chain_der, provision_tree, signing_identity
-from tests.harness.reports_tree import Tree, add_totals, nonzero, own_totals, subtree_of
+from tests.harness.reports import add_totals, nonzero, own_totals, subtree_of
+from tests.harness.tree import Tree, build_tree
 
 SEED = 20_250_324
 MIN_TAMPERS = 1_000
@@ -739,17 +740,16 @@ def test_tampered_reports_over_grpc_get_precise_status_codes(tmp_path: Path) -> 
 
 def test_supnet_verify_finds_a_lying_leaf_and_a_middle_node_naming_a_false_child_digest(tmp_path: Path) -> None:
     from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
-    from tests.harness.drilldown_tree import build_tree
 
     tree = build_tree(tmp_path, {"gd": 0, "gd.a": 12, "gd.a.x": 20})
     try:
-        tree.settle()
-        assert verify_target(tree["gd"].node, "gd.a", tree["gd"].address).ok
+        tree.report_up()
+        assert verify_target(tree["gd"], "gd.a", tree.nodes["gd"].address).ok
 
         def lie(liar: str, parent: str, change: Callable[[ReportBody], None]) -> None:
-            with tree[parent].node.engine.connect() as conn:
+            with tree[parent].engine.connect() as conn:
                 head = load_child_chains(conn)[liar]
-            with tree[parent].node.engine.connect() as conn:
+            with tree[parent].engine.connect() as conn:
                 raw = conn.execute(
                     select(received_reports.c.envelope).where(
                         received_reports.c.child_id == liar, received_reports.c.sequence == head.last_sequence
@@ -760,7 +760,7 @@ def test_supnet_verify_finds_a_lying_leaf_and_a_middle_node_naming_a_false_child
             change(body)
             channel = tree.channel(liar, parent)  # the liar's own TLS identity
             try:  # validly signed by the liar's own key and chain: the parent accepts it
-                signed = _sign(signing_identity(tree[liar].node), liar, body)
+                signed = _sign(signing_identity(tree[liar]), liar, body)
                 ack = NodeServiceStub(channel).SubmitReport(signed, timeout=5)
             finally:
                 channel.close()
@@ -770,7 +770,7 @@ def test_supnet_verify_finds_a_lying_leaf_and_a_middle_node_naming_a_false_child
             body.child_reports[0].digest = bytes(32)
 
         lie("gd.a", "gd", false_digest)
-        result = verify_target(tree["gd"].node, "gd.a", tree["gd"].address)
+        result = verify_target(tree["gd"], "gd.a", tree.nodes["gd"].address)
         failed = {(f.node_id, f.check) for f in result.findings if not f.ok and not f.warning}
         assert not result.ok and ("gd.a.x", "authenticated") in failed, result.findings
 
@@ -778,7 +778,7 @@ def test_supnet_verify_finds_a_lying_leaf_and_a_middle_node_naming_a_false_child
             body.buckets[0].counters.completed_on_time += 3
 
         lie("gd.a.x", "gd.a", inflated)
-        result = verify_target(tree["gd.a"].node, "gd.a.x", tree["gd.a"].address)
+        result = verify_target(tree["gd.a"], "gd.a.x", tree.nodes["gd.a"].address)
         failed_details = [f.detail for f in result.findings if not f.ok and not f.warning and f.check == "totals"]
         assert not result.ok and any("completed_on_time" in detail for detail in failed_details), result.findings
     finally:

@@ -35,7 +35,7 @@ from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 from node.ingest import KIND_ORDER, RECORD_FIELDS
 from node.supervision import check_buckets
 from node.trust import SigningIdentity
-from tests.harness.drilldown_tree import Tree, build_tree, node_identity
+from tests.harness.tree import Tree, build_tree, node_identity
 
 DEADLINE = 10.0
 EXAMPLES = 100
@@ -148,7 +148,7 @@ def _fill(message: Message, values: dict[str, Any]) -> Message:
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     built = build_tree(tmp_path_factory.mktemp("fuzz-rpc"), {"gd": 15, "gd.a": 15}, plaintext=True)
     try:
-        built.settle()
+        built.report_up()
         yield built
     finally:
         built.close()
@@ -157,7 +157,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
 def database_state(tree: Tree) -> dict[str, str]:
     """A digest of every table of gd's database (row order fixed), the audit log aside."""
     state: dict[str, str] = {}
-    with tree["gd"].db() as conn:
+    with tree.nodes["gd"].db() as conn:
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in sorted(set(tables) - UNCHANGED_EXCEPT):
             rows = sorted(repr(row) for row in conn.execute(f'SELECT * FROM "{table}"'))
@@ -207,7 +207,7 @@ def _report_envelope(data: st.DataObject, tree: Tree, child: SigningIdentity) ->
         body.node_id = "gd.a"
     if how in ("signed_next_in_chain", "signed_plausible_next"):
         # Past the signature and the chain, into validation and the database: what a buggy child could send.
-        with tree["gd"].node.engine.connect() as conn:
+        with tree["gd"].engine.connect() as conn:
             head = load_child_chains(conn).get("gd.a")
         body.node_id = "gd.a"
         body.sequence = head.last_sequence + 1 if head else 1
@@ -261,7 +261,7 @@ def test_submit_report_fuzz(tree: Tree) -> None:
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.PERMISSION_DENIED,
     )
-    assert check_buckets(tree["gd"].node) == []
+    assert check_buckets(tree["gd"]) == []
 
 
 # -- Query ----------------------------------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def test_ingest_stream_fuzz(tree: Tree) -> None:
     run()
     print(f"\nIngest fuzz: {dict(sorted(seen.items()))}")
     assert seen["OK"] > 0 and seen["INGEST_OUTCOME_REJECTED"] > 0, seen
-    assert check_buckets(tree["gd"].node) == []
+    assert check_buckets(tree["gd"]) == []
 
 
 def test_undecodable_request_bytes_get_a_proper_status(tree: Tree) -> None:

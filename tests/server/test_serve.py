@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,23 +23,12 @@ from node.app import open_node
 from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
 from node.server import NodeScheduler, NodeServer
+from tests.harness.ingest_records import ITEM, acceptance
 from tests.harness.pki import channel_as, ingest_client, provision
-from tests.server.test_ingest_stream import ITEM, acceptance
+from tests.harness.serve_process import start_serve, wait_for_state
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def _wait_for_state(data_dir: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    state_file = data_dir / "serve.json"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited early: {process.stdout.read().decode() if process.stdout else ''}")
-        if state_file.exists():
-            return dict(json.loads(state_file.read_text()))
-        time.sleep(0.05)
-    raise AssertionError("serve did not write serve.json")
 
 
 def test_serve_process_answers_health_reflection_info_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -54,14 +39,9 @@ def test_serve_process_answers_health_reflection_info_and_stops_cleanly_on_sigte
     config.federation.listen = "127.0.0.1:0"
     config.federation.children = [ChildConfig(id="gd.gz.py")]
     save_config(data_dir, config)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli.main", "serve", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "SUPNET_LOG_LEVEL": "INFO"},
-    )
+    process = start_serve(data_dir)
     try:
-        state = _wait_for_state(data_dir, process)
+        state = wait_for_state(data_dir, process)
         address = str(state["address"])
         assert state["pid"] == process.pid
         # The province (gd.gz's parent) calls over mutual TLS, expecting gd.gz's certificate.

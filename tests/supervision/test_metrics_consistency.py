@@ -32,13 +32,13 @@ from node.supervision import (
     recompute_buckets,
     run_scan,
 )
+from tests.harness.clocks import Clock
 from tests.harness.rules import (
     FEE_ITEM_CODE,
     ITEM_CODE,
     OTHER_TYPE_ITEM_CODE,
     OTHER_UNIT,
     UNIT,
-    Clock,
     Record,
     acceptance,
     assert_metrics_consistent,
@@ -56,13 +56,6 @@ DEPARTMENTS = (UNIT, OTHER_UNIT)
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime(2025, 3, 3, 8, 0))
-
-
-@pytest.fixture
-def node(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[Node]:
-    opened = make_node(tmp_path, db_url, clock)
-    yield opened
-    opened.close()
 
 
 def complaint(no: str, received_at: str, **extra: Any) -> Record:
@@ -101,7 +94,7 @@ def test_mixed_history_is_consistent_and_summed_right(node: Node, clock: Clock) 
         first_yellow = list_alerts(conn, severity="yellow", open_only=True)[-1]
     correct_alert(node, first_yellow.id, "已纠正", now=datetime(2025, 3, 12, 9))
     run_scan(node, datetime(2025, 3, 20, 9))
-    clock.value = datetime(2025, 3, 21, 9)
+    clock.now = datetime(2025, 3, 21, 9)
     load(node, [completion("M-1", "20250321T090000", reason="ok"), completion("M-2", "20250321T090000")])
     assert_metrics_consistent(node)
 
@@ -226,7 +219,7 @@ def _text(value: datetime) -> str:
 def _apply(node: Node, clock: Clock, ops: list[tuple[Any, ...]]) -> None:
     prefix = f"H{next(_sequence)}"
     base = datetime(2025, 3, 3, 9)
-    clock.value = base
+    clock.now = base
     cases: list[tuple[str, datetime]] = []
     complaints: list[str] = []
 
@@ -281,7 +274,7 @@ def _apply(node: Node, clock: Clock, ops: list[tuple[Any, ...]]) -> None:
             records.append(complaint(no, _text(base + timedelta(days=day)), **extra))
         elif kind == "conclude" and complaints:
             no = complaints[op[1] % len(complaints)]
-            when = clock.value
+            when = clock.now
             try:
                 accept_complaint(node, no, now=when)
                 handle_complaint(node, no, "已处理", now=when)
@@ -289,8 +282,8 @@ def _apply(node: Node, clock: Clock, ops: list[tuple[Any, ...]]) -> None:
             except Exception as exc:  # already concluded / not in that state: the property still has to hold
                 assert type(exc).__name__ in {"InvalidStateError", "ValidationError"}, exc
         elif kind == "scan":
-            clock.value += timedelta(hours=op[1])
-            run_scan(node, clock.value)
+            clock.now += timedelta(hours=op[1])
+            run_scan(node, clock.now)
         elif kind == "ack_or_correct":
             with node.engine.connect() as conn:
                 open_alerts = list_alerts(conn, open_only=True, limit=None)
@@ -298,9 +291,9 @@ def _apply(node: Node, clock: Clock, ops: list[tuple[Any, ...]]) -> None:
                 alert = open_alerts[op[1] % len(open_alerts)]
                 try:
                     if op[2]:
-                        correct_alert(node, alert.id, "已纠正", now=clock.value)
+                        correct_alert(node, alert.id, "已纠正", now=clock.now)
                     else:
-                        acknowledge_alert(node, alert.id, by="测试", now=clock.value)
+                        acknowledge_alert(node, alert.id, by="测试", now=clock.now)
                 except Exception as exc:
                     assert type(exc).__name__ == "InvalidStateError", exc
         if records:

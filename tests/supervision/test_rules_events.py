@@ -4,7 +4,6 @@ fires exactly when it should, once, and re-sending the same records raises nothi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -12,10 +11,10 @@ import pytest
 
 from node.app import Node
 from node.supervision import list_alerts, run_scan
+from tests.harness.clocks import Clock
 from tests.harness.rules import (
     FEE_ITEM_CODE,
     UNIT,
-    Clock,
     Record,
     acceptance,
     alert_keys,
@@ -31,13 +30,6 @@ from tests.harness.rules import (
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime(2025, 3, 20, 12, 0))
-
-
-@pytest.fixture
-def node(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[Node]:
-    opened = make_node(tmp_path, db_url, clock)
-    yield opened
-    opened.close()
 
 
 def step_ids(node: Node) -> dict[str, int]:

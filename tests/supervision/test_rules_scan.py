@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -26,10 +26,10 @@ from node.supervision import (
     maintained_buckets,
     run_scan,
 )
+from tests.harness.clocks import Clock
 from tests.harness.rules import (
     OTHER_TYPE_ITEM_CODE,
     UNIT,
-    Clock,
     Record,
     acceptance,
     alert_keys,
@@ -45,13 +45,6 @@ from tests.harness.rules import (
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime(2025, 3, 3, 12, 0))
-
-
-@pytest.fixture
-def node(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[Node]:
-    opened = make_node(tmp_path, db_url, clock)
-    yield opened
-    opened.close()
 
 
 def scan_at(node: Node, when: datetime) -> dict[str, int]:
@@ -246,7 +239,7 @@ def test_new_yellow_with_an_earlier_deadline_escalates_on_time(tmp_path: Path, d
     load(node, [*items(), acceptance("A-1"), acceptance("A-2")])
     run_scan(node, datetime(2025, 3, 11, 9))  # R02 yellow on, due for correction end of Fri 03-14
     # A refusal without reason at Tue 03-11 10:00: an R08 yellow due for correction at the end of Wed 03-12.
-    clock.value = datetime(2025, 3, 11, 10)
+    clock.now = datetime(2025, 3, 11, 10)
     load(node, [completion("A-2", "20250311T095000", result_code="2")])
     assert ("R08", "case:A-2") in alert_keys(node)
     assert scan_at(node, datetime(2025, 3, 13, 9)) == {"R04": 1}

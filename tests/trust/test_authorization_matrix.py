@@ -32,7 +32,6 @@ from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
-from node.drilldown import build_query
 from node.localtree import Topology, load_topology
 from node.reporting import build_reports
 from node.trust import (
@@ -45,9 +44,9 @@ from node.trust import (
     pki_directory,
     provision_ingest_credential,
 )
-from tests.harness.drilldown_tree import Tree, build_tree, node_identity
+from tests.harness.ingest_records import ITEM
 from tests.harness.pki import forge_tls_certificate, raw_channel
-from tests.server.test_ingest_stream import ITEM
+from tests.harness.tree import Tree, build_tree, node_identity
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "topologies" / "demo-15.toml"
 RPCS = ("GetNodeInfo", "SubmitReport", "Query", "Ingest")
@@ -137,7 +136,7 @@ class Matrix:
 
     def channel(self, caller: Caller, server: str) -> grpc.Channel:
         """caller's channel to server's address, accepting only server's certificate."""
-        address = self.tree[server].address
+        address = self.tree.nodes[server].address
         if caller.kind == "node":
             return self.tree.channel(caller.node_id, server)
         if caller.kind == "ingest":
@@ -150,14 +149,7 @@ class Matrix:
 
     def query(self, signer: str, requester: str, target: str) -> SignedEnvelope:
         """A fresh query (new nonce) signed with signer's report key and chain, naming requester."""
-        identity = node_identity(self.tree, signer)
-        return build_query(
-            identity.private_key,
-            requester,
-            target,
-            certificate_chain=identity.certificate_chain,
-            summary=dd.SummaryRequest(),
-        )
+        return self.tree.query(signer, target, requester=requester, summary=dd.SummaryRequest())
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +182,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
             [outsider, other_root.certificate],
         )
         for node_id in ids:
-            reports = build_reports(tree[node_id].node)
+            reports = build_reports(tree[node_id])
             if reports:
                 built.reports[node_id] = reports[-1].envelope
         # The root has no parent to report to: a well-formed report body signed by the root.

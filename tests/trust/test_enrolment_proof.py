@@ -32,19 +32,10 @@ from node.trust import (
     token_id,
 )
 from node.trust import response_message as to_response
-from tests.trust.authorities import child_authority
+from tests.harness.authorities import child_authority
+from tests.harness.clocks import Clock
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
-
-
-class Clock:
-    """A settable clock."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from node.bootstrap import init_node
 from node.cli import app
 from node.cli.main import _register_commands
 from node.config import load_config, save_config
-from node.drilldown import DrilldownClient, build_query
+from node.drilldown import DrilldownClient
 from node.errors import ConfigError
 from node.reporting import build_reports
 from node.server import NodeServer
@@ -49,11 +49,10 @@ from node.trust import (
     pki_directory,
     provision_ingest_credential,
 )
-from tests.harness.drilldown_tree import Tree, node_identity, running_tree
+from tests.harness.ingest_records import ITEM
 from tests.harness.pki import forge_tls_certificate, ingest_client, provision, raw_channel
-from tests.harness.reports_tree import Tree as ReportsTree
-from tests.harness.reports_tree import nonzero, own_totals, subtree_of
-from tests.server.test_ingest_stream import ITEM
+from tests.harness.reports import nonzero, own_totals, subtree_of
+from tests.harness.tree import Tree, node_identity, running_tree
 
 CASES = {"gd": 0, "gd.gz": 6, "gd.gz.py": 12, "gd.gz.th": 6, "gd.sz": 6}
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -71,7 +70,7 @@ def _pki(tree: Tree, node_id: str) -> PkiDirectory:
 
 
 def _received(tree: Tree, node_id: str) -> int:
-    with tree[node_id].db() as conn:
+    with tree.nodes[node_id].db() as conn:
         return int(conn.execute("SELECT count(*) FROM federation_received_reports").fetchone()[0])
 
 
@@ -90,18 +89,11 @@ def _submit(channel: grpc.Channel, envelope: SignedEnvelope) -> tuple[grpc.Statu
 
 def _fresh_report(tree: Tree, node_id: str) -> SignedEnvelope:
     """A new honest report of node_id, signed with its chain (queued in its outbox, delivered by a later settle)."""
-    return build_reports(tree[node_id].node)[-1].envelope
+    return build_reports(tree[node_id])[-1].envelope
 
 
 def _query_as(tree: Tree, signer: str, requester: str, target: str) -> SignedEnvelope:
-    identity = node_identity(tree, signer)
-    return build_query(
-        identity.private_key,
-        requester,
-        target,
-        certificate_chain=identity.certificate_chain,
-        alerts=dd.AlertsRequest(),
-    )
+    return tree.query(signer, target, requester=requester, alerts=dd.AlertsRequest())
 
 
 def _ask(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> tuple[grpc.StatusCode, str]:
@@ -114,7 +106,7 @@ def _ask(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> tu
 
 def test_no_expired_or_foreign_certificate_is_refused_in_the_handshake_and_nothing_is_stored(tree: Tree) -> None:
     report = _fresh_report(tree, "gd.gz")
-    address = tree["gd"].address
+    address = tree.nodes["gd"].address
     root = _pki(tree, "gd").load_root()
     before = _received(tree, "gd")
     tls_key, tls_chain = _pki(tree, "gd.gz").load_tls()
@@ -154,7 +146,7 @@ def test_no_expired_or_foreign_certificate_is_refused_in_the_handshake_and_nothi
 
 def test_a_client_refuses_a_server_that_is_not_the_expected_node(tree: Tree) -> None:
     # gd.gz.py dials its parent's address but names gd.sz: the parent's certificate does not match.
-    with node_channel(_pki(tree, "gd.gz.py"), tree["gd.gz"].address, "gd.sz") as channel:
+    with node_channel(_pki(tree, "gd.gz.py"), tree.nodes["gd.gz"].address, "gd.sz") as channel:
         code, details = _status(lambda: NodeServiceStub(channel).GetNodeInfo(NodeInfoRequest(), timeout=5))
     assert code is UNAVAILABLE and "Hostname Verification" in details
 
@@ -172,7 +164,7 @@ def test_a_certificate_with_two_identities_is_unauthenticated(tree: Tree) -> Non
     )
     ca_chain = load_certificates(_pki(tree, "gd.gz").file("ca.pem"))
     root = _pki(tree, "gd").load_root()
-    with raw_channel(tree["gd.gz"].address, "gd.gz", root=root, key=key, chain=[twofold, *ca_chain]) as channel:
+    with raw_channel(tree.nodes["gd.gz"].address, "gd.gz", root=root, key=key, chain=[twofold, *ca_chain]) as channel:
         code, details = _submit(channel, report)
         info = _status(lambda: NodeServiceStub(channel).GetNodeInfo(NodeInfoRequest(), timeout=5))
     assert code is UNAUTHENTICATED and "exactly one supnet:// node URI" in details
@@ -234,7 +226,7 @@ def test_reports_only_from_registered_children_and_only_their_own(tree: Tree) ->
         code, details = _submit(channel, grandchild)
     assert code is PERMISSION_DENIED and "signed as gd.gz.py arrived over the connection of gd.gz.th" in details
     # An ingest credential of the parent is no node at all.
-    with ingest_client(tree["gd.gz"].data_dir, "gd.gz", tree["gd.gz"].address) as channel:
+    with ingest_client(tree["gd.gz"].data_dir, "gd.gz", tree.nodes["gd.gz"].address) as channel:
         code, details = _submit(channel, grandchild)
     assert code is PERMISSION_DENIED and "needs a node's TLS certificate" in details
     assert {node_id: _received(tree, node_id) for node_id in ("gd", "gd.gz")} == before
@@ -274,7 +266,7 @@ def test_drilldown_only_from_ancestors_and_no_hop_can_widen_a_query(tree: Tree) 
     code, details = _ask(tree, "gd.gz", "gd.gz", _query_as(tree, "gd", "gd", "gd.gz.py"))
     assert code is PERMISSION_DENIED and "own operator may ask only as gd.gz" in details
     # An ingest credential cannot drill down, even into its own node.
-    with ingest_client(tree["gd.gz"].data_dir, "gd.gz", tree["gd.gz"].address) as channel:
+    with ingest_client(tree["gd.gz"].data_dir, "gd.gz", tree.nodes["gd.gz"].address) as channel:
         query = _query_as(tree, "gd.gz", "gd.gz", "gd.gz")
         code, _ = _status(lambda: NodeServiceStub(channel).Query(query, timeout=5))
     assert code is PERMISSION_DENIED
@@ -315,8 +307,8 @@ def _ingest(channel: grpc.Channel) -> tuple[grpc.StatusCode, str, list[int]]:
 
 
 def test_ingest_only_with_the_nodes_ingest_credential(tree: Tree) -> None:
-    address = tree["gd.gz.th"].address
-    with tree["gd.gz.th"].db() as conn:
+    address = tree.nodes["gd.gz.th"].address
+    with tree.nodes["gd.gz.th"].db() as conn:
         items_before = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
     for node_id in ("gd.gz.th", "gd.gz"):  # the node's own TLS certificate, and its parent's
         with tree.channel(node_id, "gd.gz.th") as channel:
@@ -329,7 +321,7 @@ def test_ingest_only_with_the_nodes_ingest_credential(tree: Tree) -> None:
     with client_channel(credentials, address, "gd.gz.th") as channel:
         code, details, outcomes = _ingest(channel)
     assert code is PERMISSION_DENIED and "is for gd.sz, not for gd.gz.th" in details
-    with tree["gd.gz.th"].db() as conn:
+    with tree.nodes["gd.gz.th"].db() as conn:
         assert int(conn.execute("SELECT count(*) FROM items").fetchone()[0]) == items_before
 
     with ingest_client(tree["gd.gz.th"].data_dir, "gd.gz.th", address) as channel:
@@ -342,7 +334,7 @@ def test_node_info_for_any_authenticated_peer_of_the_root(tree: Tree) -> None:
         with tree.channel(caller, "gd.gz.th") as channel:
             info = NodeServiceStub(channel).GetNodeInfo(NodeInfoRequest(), timeout=5)
         assert info.node_id == "gd.gz.th"
-    with ingest_client(tree["gd.gz.th"].data_dir, "gd.gz.th", tree["gd.gz.th"].address) as channel:
+    with ingest_client(tree["gd.gz.th"].data_dir, "gd.gz.th", tree.nodes["gd.gz.th"].address) as channel:
         assert NodeServiceStub(channel).GetNodeInfo(NodeInfoRequest(), timeout=5).node_id == "gd.gz.th"
 
 
@@ -413,7 +405,7 @@ def test_the_insecure_plaintext_switch_serves_plaintext_loudly(
 
 
 def test_plaintext_tree_reports_and_drills_down_with_configured_keys(tmp_path: Path) -> None:
-    reports = ReportsTree(tmp_path / "reports", ["gd", "gd.a"], plaintext=True)
+    reports = Tree(tmp_path / "reports", ["gd", "gd.a"], plaintext=True)
     try:
         reports.import_synthetic("gd.a", cases=20, seed=1)
         reports.report_up()

@@ -50,7 +50,7 @@ from node.trust import (
     revoked_serials,
     verify_node_chain,
 )
-from tests.trust.authorities import child_authority
+from tests.harness.authorities import child_authority
 
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(hours=1)

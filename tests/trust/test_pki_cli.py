@@ -5,12 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -62,6 +58,7 @@ from node.trust import (
     utcnow,
     verify_node_chain,
 )
+from tests.harness.serve_process import start_serve, wait_for_state
 
 
 @pytest.fixture(scope="module")
@@ -529,19 +526,9 @@ def test_serve_runs_the_enrolment_listener_of_a_ca_node_and_removes_its_address_
     data_dir = tmp_path / "gd"
     assert run(cli, "init", "--data-dir", data_dir, "--id", "gd", "--level", "province")[0] == 0
     run_json(cli, "pki", "init-root", "--data-dir", data_dir)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli.main", "serve", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "SUPNET_LOG_LEVEL": "INFO"},
-    )
+    process = start_serve(data_dir)
     try:
-        deadline = time.monotonic() + 30
-        while not (data_dir / "serve.json").exists():
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "serve did not write serve.json"
-            time.sleep(0.05)
-        state = json.loads((data_dir / "serve.json").read_text())
+        state = wait_for_state(data_dir, process)
         enrol_state = json.loads((data_dir / "enrol.json").read_text())
         assert state["enrol_address"] == enrol_state["address"] and enrol_state["pid"] == process.pid
         token = run_json(cli, "pki", "token", "gd.gz", "--data-dir", data_dir)

@@ -25,7 +25,7 @@ from node.trust import (
     tree_is_provisioned,
     verify_node_chain,
 )
-from tests.trust.authorities import child_authority
+from tests.harness.authorities import child_authority
 
 NOW = dt.datetime.now(dt.UTC)
 
