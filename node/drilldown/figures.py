@@ -231,7 +231,7 @@ def answer_summary(
 _RANKING: dict[int, tuple[tuple[str, ...], tuple[str, ...] | None, bool]] = {
     dd.RANKING_METRIC_EARLY_COMPLETION_RATE: (("completed_early",), ("completed",), True),
     dd.RANKING_METRIC_ON_TIME_RATE: (("completed_on_time",), ("completed",), True),
-    dd.RANKING_METRIC_RETURN_RATE: (("returned",), ("received",), False),
+    dd.RANKING_METRIC_RETURN_RATE: (("return_steps",), ("received",), False),
     dd.RANKING_METRIC_SATISFACTION_RATE: (
         ("ratings_1", "ratings_2", "ratings_3"),
         ("ratings_1", "ratings_2", "ratings_3", "ratings_4", "ratings_5"),

@@ -26,7 +26,7 @@ class ChildBucket(Base):
     completed_on_time: Mapped[int] = mapped_column(BigInteger, default=0)
     completed_within_legal: Mapped[int] = mapped_column(BigInteger, default=0)
     processing_workdays: Mapped[int] = mapped_column(BigInteger, default=0)
-    returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    return_steps: Mapped[int] = mapped_column(BigInteger, default=0)
     supplements: Mapped[int] = mapped_column(BigInteger, default=0)
     refused: Mapped[int] = mapped_column(BigInteger, default=0)
     clock_stops: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -47,6 +47,8 @@ class ChildBucket(Base):
     open_cases: Mapped[int] = mapped_column(BigInteger, default=0)
     open_overdue_promised: Mapped[int] = mapped_column(BigInteger, default=0)
     open_overdue_legal: Mapped[int] = mapped_column(BigInteger, default=0)
+    cases_returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaints_accepted: Mapped[int] = mapped_column(BigInteger, default=0)
     revision: Mapped[int] = mapped_column(
         BigInteger, default=0, comment="this node's metric revision when the child's value last changed"
     )

@@ -28,7 +28,11 @@ class Alert(Base):
     post: Mapped[str] = mapped_column(String(100), default="", comment="岗位")
     implementation_code: Mapped[str] = mapped_column(String(24), default="", comment="实施编码")
     message: Mapped[str] = mapped_column(Text, default="", comment="督办内容 / 监察结果描述")
+    # raised_at: when supnet noticed the breach; breached_at: when the rule was broken (figures use it).
     raised_at: Mapped[datetime] = mapped_column(DateTime, comment="状态产生时间")
+    breached_at: Mapped[datetime] = mapped_column(
+        DateTime, index=True, comment="when the rule was broken: what figures, months and scores use"
+    )
     correct_by: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, comment="supervision deadline")
     status: Mapped[str] = mapped_column(
         String(12), default="raised", index=True, comment="raised | notified | acknowledged | corrected | escalated"
@@ -60,7 +64,7 @@ class MetricBucket(Base):
     completed_on_time: Mapped[int] = mapped_column(Integer, default=0)
     completed_within_legal: Mapped[int] = mapped_column(Integer, default=0)
     processing_workdays: Mapped[int] = mapped_column(Integer, default=0)
-    returned: Mapped[int] = mapped_column(Integer, default=0)
+    return_steps: Mapped[int] = mapped_column(Integer, default=0)
     supplements: Mapped[int] = mapped_column(Integer, default=0)
     refused: Mapped[int] = mapped_column(Integer, default=0)
     clock_stops: Mapped[int] = mapped_column(Integer, default=0)
@@ -81,6 +85,8 @@ class MetricBucket(Base):
     open_cases: Mapped[int] = mapped_column(Integer, default=0, comment="cohort gauge on the acceptance day")
     open_overdue_promised: Mapped[int] = mapped_column(Integer, default=0, comment="cohort gauge")
     open_overdue_legal: Mapped[int] = mapped_column(Integer, default=0, comment="cohort gauge")
+    cases_returned: Mapped[int] = mapped_column(Integer, default=0)
+    complaints_accepted: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(BigInteger, default=0, comment="node revision of the last change")
 
     __table_args__ = (

@@ -86,6 +86,13 @@ class AlertDraft:
     basic_code: str = ""
     item_type_code: str = ""
     open_case_day: date | None = None
+    # When the rule was broken (docs/domain.md §5); None: at raised_at.
+    breached_at: datetime | None = None
+
+    @property
+    def breach_moment(self) -> datetime:
+        """What figures, months and scores date this alert by: the breach, else when it was raised."""
+        return self.breached_at if self.breached_at is not None else self.raised_at
 
     @property
     def severity(self) -> str:
@@ -162,6 +169,7 @@ def _draft_row(draft: AlertDraft) -> dict[str, Any]:
         "implementation_code": draft.implementation_code,
         "message": draft.message,
         "raised_at": draft.raised_at,
+        "breached_at": draft.breach_moment,
         "correct_by": draft.correct_by,
         "status": "raised",
         "acknowledged_by": "",

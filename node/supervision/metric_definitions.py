@@ -28,7 +28,7 @@ COUNTERS: tuple[str, ...] = (
     "completed_on_time",
     "completed_within_legal",
     "processing_workdays",
-    "returned",
+    "return_steps",
     "supplements",
     "refused",
     "clock_stops",
@@ -49,6 +49,8 @@ COUNTERS: tuple[str, ...] = (
     "open_cases",
     "open_overdue_promised",
     "open_overdue_legal",
+    "cases_returned",
+    "complaints_accepted",
 )
 GAUGES: frozenset[str] = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 SEVERITY_COUNTERS: dict[str, str] = {"reminder": "reminders", "yellow": "yellow_cards", "red": "red_cards"}
@@ -76,7 +78,7 @@ RATE_DEFINITIONS: dict[str, tuple[Callable[[Mapping[str, int]], int], Callable[[
     "on_time_rate": (_sum("completed_on_time"), _sum("completed")),
     "overdue_rate": (_difference("completed", "completed_on_time"), _sum("completed")),
     "legal_overdue_rate": (_difference("completed", "completed_within_legal"), _sum("completed")),
-    "return_rate": (_sum("returned"), _sum("received")),
+    "return_rate": (_sum("return_steps"), _sum("received")),
     "satisfaction_rate": (
         _sum("ratings_1", "ratings_2", "ratings_3"),
         _sum("ratings_1", "ratings_2", "ratings_3", "ratings_4", "ratings_5"),

@@ -193,7 +193,7 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
         .where(s.action.in_(["return", "supplement"]))
         .group_by(step_day, c.department, c.implementation_code, s.action)
     )
-    _accumulate(result, rows, lambda r: ((("returned" if r.action == "return" else "supplements"), r.n),), days)
+    _accumulate(result, rows, lambda r: ((("return_steps" if r.action == "return" else "supplements"), r.n),), days)
 
     # clock stops: per procedure end day.
     p = _procedures.c

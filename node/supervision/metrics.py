@@ -15,7 +15,7 @@ numbers from the raw records (``recompute_buckets``) and compares the two (``che
 | completed_within_legal   | completion with completed_at <= legal_due_at                | completed_at          |
 | processing_workdays      | completion: workdays_used (working days minus clock stops)  | completed_at          |
 | refused                  | completion with result_code 2 (refused) or 3 (not accepted) | completed_at          |
-| returned                 | a step with action 'return' (退回)                           | the step's started_at |
+| return_steps             | a step with action 'return' (退回)                           | the step's started_at |
 | supplements              | a step with action 'supplement' (补正)                       | the step's started_at |
 | clock_stops              | a special procedure ended (特别程序结束)                      | the procedure's ended_at |
 | clock_stop_workdays      | the ended procedure's working days                          | the procedure's ended_at |
@@ -357,7 +357,7 @@ def _record_deltas_raw(
     elif kind == "step":
         for record in records:
             action = record.get("action")
-            name = "returned" if action == "return" else "supplements" if action == "supplement" else None
+            name = "return_steps" if action == "return" else "supplements" if action == "supplement" else None
             if name is not None:
                 _add(deltas, _case_key(record["case"], _day(record["started_at"])), name)
     elif kind == "procedure_end":

@@ -72,7 +72,7 @@ TIE_DECIMALS = 2
 ACTIVITY_COUNTERS: tuple[str, ...] = (
     "received",
     "completed",
-    "returned",
+    "return_steps",
     "supplements",
     "refused",
     "fees_count",

@@ -81,7 +81,7 @@ def test_steps_procedures_fees_ratings() -> None:
         {"action": "supplement", "started_at": datetime(2025, 3, 4, 10), "case": CASE},
         {"action": "pass", "started_at": datetime(2025, 3, 4, 11), "case": CASE},
     ]
-    assert record_deltas("step", steps, cal) == {key(date(2025, 3, 4)): {"returned": 1, "supplements": 1}}
+    assert record_deltas("step", steps, cal) == {key(date(2025, 3, 4)): {"return_steps": 1, "supplements": 1}}
     ended = [{"ended_at": datetime(2025, 3, 6, 9), "procedure": {"workdays": 3}, "case": CASE}]
     assert record_deltas("procedure_end", ended, cal) == {
         key(date(2025, 3, 6)): {"clock_stops": 1, "clock_stop_workdays": 3}
@@ -137,7 +137,7 @@ def test_derived_rates_come_from_summed_counts() -> None:
     rates = derived_rates(
         {
             "received": 10,
-            "returned": 2,
+            "return_steps": 2,
             "completed": 8,
             "completed_early": 6,
             "completed_on_time": 7,

@@ -104,7 +104,7 @@ def test_mixed_history_is_consistent_and_summed_right(node: Node, clock: Clock) 
     assert by_item[ITEM_CODE].counters["received"] == 3
     assert by_item[ITEM_CODE].counters["completed"] == 3
     assert by_item[ITEM_CODE].counters["refused"] == 1
-    assert by_item[ITEM_CODE].counters["returned"] == 1
+    assert by_item[ITEM_CODE].counters["return_steps"] == 1
     assert by_item[FEE_ITEM_CODE].counters["fees_fen"] == 6050
     assert by_item[FEE_ITEM_CODE].rates["early_rate"] == 1.0
     assert by_item[ITEM_CODE].counters["complaints_concluded"] == 1

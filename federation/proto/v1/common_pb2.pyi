@@ -84,7 +84,7 @@ class Counters(_message.Message):
     COMPLETED_ON_TIME_FIELD_NUMBER: _builtins.int
     COMPLETED_WITHIN_LEGAL_FIELD_NUMBER: _builtins.int
     PROCESSING_WORKDAYS_FIELD_NUMBER: _builtins.int
-    RETURNED_FIELD_NUMBER: _builtins.int
+    RETURN_STEPS_FIELD_NUMBER: _builtins.int
     SUPPLEMENTS_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
     CLOCK_STOPS_FIELD_NUMBER: _builtins.int
@@ -105,13 +105,16 @@ class Counters(_message.Message):
     OPEN_CASES_FIELD_NUMBER: _builtins.int
     OPEN_OVERDUE_PROMISED_FIELD_NUMBER: _builtins.int
     OPEN_OVERDUE_LEGAL_FIELD_NUMBER: _builtins.int
+    CASES_RETURNED_FIELD_NUMBER: _builtins.int
+    COMPLAINTS_ACCEPTED_FIELD_NUMBER: _builtins.int
     received: _builtins.int
     completed: _builtins.int
     completed_early: _builtins.int
     completed_on_time: _builtins.int
     completed_within_legal: _builtins.int
     processing_workdays: _builtins.int
-    returned: _builtins.int
+    return_steps: _builtins.int
+    """Return steps (退回), each counted; 退件率 uses cases_returned instead."""
     supplements: _builtins.int
     refused: _builtins.int
     clock_stops: _builtins.int
@@ -133,6 +136,12 @@ class Counters(_message.Message):
     """Cohort gauges: the current value for cases accepted on the bucket's day."""
     open_overdue_promised: _builtins.int
     open_overdue_legal: _builtins.int
+    cases_returned: _builtins.int
+    """Cohort count on the acceptance day: cases returned at least once (退件率 = cases_returned / received)."""
+    complaints_accepted: _builtins.int
+    """Complaints decided as accepted (受理), on the decision day (受理率 = accepted / received,
+    办结率 = concluded / accepted).
+    """
     def __init__(
         self,
         *,
@@ -142,7 +151,7 @@ class Counters(_message.Message):
         completed_on_time: _builtins.int = ...,
         completed_within_legal: _builtins.int = ...,
         processing_workdays: _builtins.int = ...,
-        returned: _builtins.int = ...,
+        return_steps: _builtins.int = ...,
         supplements: _builtins.int = ...,
         refused: _builtins.int = ...,
         clock_stops: _builtins.int = ...,
@@ -163,10 +172,12 @@ class Counters(_message.Message):
         open_cases: _builtins.int = ...,
         open_overdue_promised: _builtins.int = ...,
         open_overdue_legal: _builtins.int = ...,
+        cases_returned: _builtins.int = ...,
+        complaints_accepted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_stop_workdays", b"clock_stop_workdays", "clock_stops", b"clock_stops", "complaints_concluded", b"complaints_concluded", "complaints_received", b"complaints_received", "complaints_substantiated", b"complaints_substantiated", "completed", b"completed", "completed_early", b"completed_early", "completed_on_time", b"completed_on_time", "completed_within_legal", b"completed_within_legal", "fees_count", b"fees_count", "fees_fen", b"fees_fen", "open_cases", b"open_cases", "open_overdue_legal", b"open_overdue_legal", "open_overdue_promised", b"open_overdue_promised", "processing_workdays", b"processing_workdays", "ratings_1", b"ratings_1", "ratings_2", b"ratings_2", "ratings_3", b"ratings_3", "ratings_4", b"ratings_4", "ratings_5", b"ratings_5", "received", b"received", "red_cards", b"red_cards", "refused", b"refused", "reminders", b"reminders", "returned", b"returned", "supplements", b"supplements", "yellow_cards", b"yellow_cards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_returned", b"cases_returned", "clock_stop_workdays", b"clock_stop_workdays", "clock_stops", b"clock_stops", "complaints_accepted", b"complaints_accepted", "complaints_concluded", b"complaints_concluded", "complaints_received", b"complaints_received", "complaints_substantiated", b"complaints_substantiated", "completed", b"completed", "completed_early", b"completed_early", "completed_on_time", b"completed_on_time", "completed_within_legal", b"completed_within_legal", "fees_count", b"fees_count", "fees_fen", b"fees_fen", "open_cases", b"open_cases", "open_overdue_legal", b"open_overdue_legal", "open_overdue_promised", b"open_overdue_promised", "processing_workdays", b"processing_workdays", "ratings_1", b"ratings_1", "ratings_2", b"ratings_2", "ratings_3", b"ratings_3", "ratings_4", b"ratings_4", "ratings_5", b"ratings_5", "received", b"received", "red_cards", b"red_cards", "refused", b"refused", "reminders", b"reminders", "return_steps", b"return_steps", "supplements", b"supplements", "yellow_cards", b"yellow_cards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
