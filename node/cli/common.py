@@ -82,11 +82,24 @@ def opened_node(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
     directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
     if directory is None:
         raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
-    node = open_node(directory)
+    node = open_working_node(directory)
     try:
         yield node
     finally:
         node.close()
+
+
+def open_working_node(data_dir: Path) -> Node:
+    """Open a node for work: schema migrated, and metric buckets rebuilt once if an upgrade asked for it."""
+    from node.supervision import rebuild_buckets_if_needed
+
+    node = open_node(data_dir)
+    try:
+        rebuild_buckets_if_needed(node)
+    except BaseException:
+        node.close()
+        raise
+    return node
 
 
 def audit_admin_action(data_dir: Path, action: str, target: str, detail: dict[str, Any] | None = None) -> None:

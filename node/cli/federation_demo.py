@@ -7,7 +7,8 @@ Steps, each announced on screen for a newcomer:
    data, every call between them over mutual TLS;
 2. wait until the province's subtree totals cover every case of every node (counted straight from the 15
    databases) and all 15 nodes count as reported;
-3. show the province's view: totals per city with derived rates, the ranking of cities, completeness, red cards;
+3. show the province's view: totals per city with derived rates (退件率, 受理率, 办结率 among them, one definition each:
+   docs/domain.md §6), the ranking of cities, completeness, red cards;
 4. drill down where a figure looks worst: province → city → district → street → that street's overdue cases;
 5. stop every node cleanly (also on Ctrl-C or SIGTERM).
 """
@@ -196,9 +197,14 @@ def _show(console: Console, topology: Topology, state: FederationState) -> None:
         completeness = summary.completeness
         console.print(
             f"  early-completion rate {percent(rates['early_rate'])}, on-time {percent(rates['on_time_rate'])}, "
-            f"return rate {percent(rates['return_rate'])}; red cards {summary.total.red_cards:,}, "
+            f"return rate (退件率) {percent(rates['return_rate'])}; red cards {summary.total.red_cards:,}, "
             f"yellow cards {summary.total.yellow_cards:,}; open cases past their promised limit "
             f"{summary.total.open_overdue_promised:,}"
+        )
+        console.print(
+            f"  complaints: {summary.total.complaints_received:,} received, {summary.total.complaints_accepted:,} "
+            f"accepted (受理率 {percent(rates['complaint_acceptance_rate'])}), "
+            f"{summary.total.complaints_concluded:,} concluded (办结率 {percent(rates['complaint_closure_rate'])})"
         )
         console.print(
             f"  reporting completeness: {completeness.nodes_reported_in_window}/{completeness.nodes_in_subtree} "

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from node.app import Node, open_node
-from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
+from node.app import Node
+from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, open_working_node, print_json
 from node.domain import parse_date
 from node.errors import ValidationError
 from node.supervision import check_buckets, grouped_stats
@@ -18,6 +18,8 @@ from node.supervision import check_buckets, grouped_stats
 GROUPED_COUNT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("received", "received"),
     ("completed", "completed"),
+    ("cases_returned", "退件 returned"),
+    ("return_steps", "退回环节 return steps"),
     ("open_cases", "open"),
     ("open_overdue_promised", "open > promised"),
     ("open_overdue_legal", "open > legal"),
@@ -27,9 +29,10 @@ GROUPED_COUNT_COLUMNS: tuple[tuple[str, str], ...] = (
 GROUPED_RATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("early_rate", "early %"),
     ("on_time_rate", "on time %"),
-    ("return_rate", "return %"),
+    ("return_rate", "退件率 return %"),
     ("satisfaction_rate", "satisfied %"),
-    ("complaint_closure_rate", "complaints closed %"),
+    ("complaint_acceptance_rate", "受理率 complaints accepted %"),
+    ("complaint_closure_rate", "办结率 complaints closed %"),
 )
 
 metrics_app = typer.Typer(
@@ -46,7 +49,7 @@ def check(
     as_json: JsonFlag = False,
 ) -> None:
     """Compare maintained buckets with buckets recomputed from records; exit 1 on any difference."""
-    node = open_node(data_dir)
+    node = open_working_node(data_dir)
     try:
         differences = check_buckets(node)
     finally:

@@ -23,8 +23,18 @@ RATE_METRICS: set[dd.RankingMetric.ValueType] = {
     dd.RANKING_METRIC_ON_TIME_RATE,
     dd.RANKING_METRIC_RETURN_RATE,
     dd.RANKING_METRIC_SATISFACTION_RATE,
+    dd.RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE,
     dd.RANKING_METRIC_COMPLAINT_CLOSURE_RATE,
 }
+# The rates of a summary table: (RATE_DEFINITIONS name, header), in column order (docs/domain.md §6).
+SUMMARY_RATES: tuple[tuple[str, str], ...] = (
+    ("early_rate", "early"),
+    ("on_time_rate", "on time"),
+    ("return_rate", "退件率 returned"),
+    ("satisfaction_rate", "satisfied"),
+    ("complaint_acceptance_rate", "受理率 complaints accepted"),
+    ("complaint_closure_rate", "办结率 complaints closed"),
+)
 
 
 def counters_dict(counters: Counters) -> dict[str, int]:
@@ -60,9 +70,8 @@ def summary_table(answer: dd.SummaryAnswer, title: str) -> Table:
     table.add_column("received", justify="right", footer=f"{answer.total.received:,}")
     table.add_column("completed", justify="right", footer=f"{answer.total.completed:,}")
     total_rates = rates_of(answer.total)
-    for name, label in (("early_rate", "early"), ("on_time_rate", "on time"), ("return_rate", "returned")):
+    for name, label in SUMMARY_RATES:
         table.add_column(label, justify="right", footer=percent(total_rates[name]))
-    table.add_column("satisfied", justify="right", footer=percent(total_rates["satisfaction_rate"]))
     table.add_column("open overdue", justify="right", footer=f"{answer.total.open_overdue_promised:,}")
     table.add_column("yellow", justify="right", footer=f"{answer.total.yellow_cards:,}")
     table.add_column("red", justify="right", footer=f"{answer.total.red_cards:,}")
@@ -78,10 +87,7 @@ def summary_table(answer: dd.SummaryAnswer, title: str) -> Table:
             f"{row.key} {row.label}".strip(),
             f"{row.counters.received:,}",
             f"{row.counters.completed:,}",
-            percent(rates["early_rate"]),
-            percent(rates["on_time_rate"]),
-            percent(rates["return_rate"]),
-            percent(rates["satisfaction_rate"]),
+            *(percent(rates[name]) for name, _ in SUMMARY_RATES),
             f"{row.counters.open_overdue_promised:,}",
             f"{row.counters.yellow_cards:,}",
             f"{row.counters.red_cards:,}",

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from node.app import open_node
-from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_working_node, print_json
 from node.supervision import COUNT_LABELS, RATE_LABELS, node_stats
 
 
@@ -36,7 +35,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Print counts (items, cases, steps, procedures, payments, evaluations, complaints) and derived rates."""
-        node = open_node(data_dir)
+        node = open_working_node(data_dir)
         if subtree:
             from node.cli.subtree_cmd import print_subtree
 

@@ -227,31 +227,32 @@ def answer_summary(
 
 # --- ranking ------------------------------------------------------------------------------------
 
-# metric -> (numerator counters, denominator counters or None for a plain count, higher is better)
-_RANKING: dict[int, tuple[tuple[str, ...], tuple[str, ...] | None, bool]] = {
-    dd.RANKING_METRIC_EARLY_COMPLETION_RATE: (("completed_early",), ("completed",), True),
-    dd.RANKING_METRIC_ON_TIME_RATE: (("completed_on_time",), ("completed",), True),
-    dd.RANKING_METRIC_RETURN_RATE: (("return_steps",), ("received",), False),
-    dd.RANKING_METRIC_SATISFACTION_RATE: (
-        ("ratings_1", "ratings_2", "ratings_3"),
-        ("ratings_1", "ratings_2", "ratings_3", "ratings_4", "ratings_5"),
-        True,
-    ),
-    dd.RANKING_METRIC_COMPLAINT_CLOSURE_RATE: (("complaints_concluded",), ("complaints_received",), True),
-    dd.RANKING_METRIC_OPEN_OVERDUE_PROMISED: (("open_overdue_promised",), None, False),
-    dd.RANKING_METRIC_OPEN_OVERDUE_LEGAL: (("open_overdue_legal",), None, False),
-    dd.RANKING_METRIC_RED_CARDS: (("red_cards",), None, False),
-    dd.RANKING_METRIC_YELLOW_CARDS: (("yellow_cards",), None, False),
+# metric -> (a rate of RATE_DEFINITIONS, or None and the counter ranked as a plain count; higher is better).
+# Rates come from the one definition every view uses (docs/domain.md §6).
+_RANKING: dict[int, tuple[str | None, str | None, bool]] = {
+    dd.RANKING_METRIC_EARLY_COMPLETION_RATE: ("early_rate", None, True),
+    dd.RANKING_METRIC_ON_TIME_RATE: ("on_time_rate", None, True),
+    dd.RANKING_METRIC_RETURN_RATE: ("return_rate", None, False),
+    dd.RANKING_METRIC_SATISFACTION_RATE: ("satisfaction_rate", None, True),
+    dd.RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE: ("complaint_acceptance_rate", None, True),
+    dd.RANKING_METRIC_COMPLAINT_CLOSURE_RATE: ("complaint_closure_rate", None, True),
+    dd.RANKING_METRIC_OPEN_OVERDUE_PROMISED: (None, "open_overdue_promised", False),
+    dd.RANKING_METRIC_OPEN_OVERDUE_LEGAL: (None, "open_overdue_legal", False),
+    dd.RANKING_METRIC_RED_CARDS: (None, "red_cards", False),
+    dd.RANKING_METRIC_YELLOW_CARDS: (None, "yellow_cards", False),
 }
 
 
 def metric_value(metric: int, values: Mapping[str, int]) -> tuple[float, int, int]:
     """(value, numerator, denominator) of a ranking metric; a count has denominator 0 and value = count."""
-    numerator_names, denominator_names, _ = _RANKING[metric]
-    numerator = sum(int(values.get(name, 0)) for name in numerator_names)
-    if denominator_names is None:
+    from node.supervision import RATE_DEFINITIONS
+
+    rate, count, _ = _RANKING[metric]
+    if rate is None:
+        numerator = int(values.get(count or "", 0))
         return float(numerator), numerator, 0
-    denominator = sum(int(values.get(name, 0)) for name in denominator_names)
+    numerator_of, denominator_of = RATE_DEFINITIONS[rate]
+    numerator, denominator = numerator_of(values), denominator_of(values)
     return (numerator / denominator if denominator else 0.0), numerator, denominator
 
 
@@ -260,7 +261,8 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
     metric = request.metric or dd.RANKING_METRIC_EARLY_COMPLETION_RATE
     if metric not in _RANKING:
         raise InvalidArgumentError(f"ranking metric {metric} is not known")
-    _, denominator_names, higher_is_better = _RANKING[metric]
+    rate_name, _, higher_is_better = _RANKING[metric]
+    is_rate = rate_name is not None
     with node.engine.connect() as conn:
         states = {state.child_id: state for state in children_status(node, conn)}
         rows = _children_grouped(conn, request, ChildBucket.child_id)
@@ -287,7 +289,7 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
 
     def order(row: dd.RankingRow) -> tuple[int, float, str]:
         # A rate over nothing (e.g. no completed cases) cannot be compared: such entries go last.
-        unrated = denominator_names is not None and row.denominator == 0
+        unrated = is_rate and row.denominator == 0
         return (1 if unrated else 0, -row.value if best_first else row.value, row.node_id)
 
     entries.sort(key=order)
@@ -295,7 +297,7 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
     previous: tuple[int, float] | None = None
     rank = 0
     for position, entry in enumerate(entries, start=1):
-        key = (1 if denominator_names is not None and entry.denominator == 0 else 0, round(entry.value, 12))
+        key = (1 if is_rate and entry.denominator == 0 else 0, round(entry.value, 12))
         if key != previous:
             rank = position
             previous = key

@@ -7,6 +7,7 @@ from node.reporting import ReportSender
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import NodeScheduler
+from node.supervision import rebuild_buckets_if_needed
 
 
 class ServingNode:
@@ -21,7 +22,11 @@ class ServingNode:
         self.enrolment = EnrolmentServer.for_node(node)
 
     def start(self) -> int:
-        """Start serving, then the sender loop and the jobs; returns the bound port."""
+        """Rebuild the metric buckets if an upgrade asked for it, start serving, then the sender loop and the jobs.
+
+        Returns the bound port.
+        """
+        rebuild_buckets_if_needed(self.node)  # before any report: the next one carries the rebuilt buckets
         port = self.server.start()
         if self.enrolment is not None:
             self.enrolment.start()

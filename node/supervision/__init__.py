@@ -28,8 +28,15 @@ from node.supervision.complaints import (
 )
 from node.supervision.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
-from node.supervision.metric_definitions import COUNTERS, derived_rates, fen
-from node.supervision.metric_queries import check_buckets, grouped_stats, maintained_buckets, recompute_buckets
+from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
+from node.supervision.metric_queries import (
+    check_buckets,
+    grouped_stats,
+    maintained_buckets,
+    rebuild_buckets,
+    rebuild_buckets_if_needed,
+    recompute_buckets,
+)
 from node.supervision.metrics import BucketKey, add_to_buckets, record_deltas
 from node.supervision.rulebook import (
     ALL_RULE_IDS,
@@ -63,6 +70,7 @@ __all__ = [
     "COUNTERS",
     "COUNT_LABELS",
     "FINDINGS",
+    "RATE_DEFINITIONS",
     "RATE_LABELS",
     "RULES",
     "STATUSES",
@@ -117,6 +125,8 @@ __all__ = [
     "payment_subject",
     "raise_alerts",
     "rank_departments",
+    "rebuild_buckets",
+    "rebuild_buckets_if_needed",
     "recompute_buckets",
     "record_deltas",
     "run_scan",

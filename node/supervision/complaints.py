@@ -10,9 +10,11 @@ Life of a complaint (column ``complaints.status``)::
 * Handling is due at the end of the M-th working day after the decision (M = the complaint's own ``promised_limit``
   or else ``supervision.complaint_handling_workdays``, plus its ``extension_workdays``), as the rule engine's R11.
 * The rule engine raises the overdue alerts (R10 decision overdue, R11 handling overdue); this module owns the
-  transitions and, on conclusion, adds ``complaints_concluded`` / ``complaints_substantiated`` to the metric bucket
-  of the concluded day, the respondent unit and the linked case's item.
-* Closure rate = concluded / received (a derived rate, computed from counts where it is shown).
+  transitions and adds to the metric bucket of the respondent unit and the linked case's item: on acceptance
+  ``complaints_accepted`` (the decision day), on conclusion ``complaints_concluded`` / ``complaints_substantiated``
+  (the concluded day).
+* Acceptance rate (受理率) = accepted / received; closure rate (办结率) = concluded / accepted, declined complaints
+  left out (docs/domain.md §6; derived with node.supervision.metric_definitions, where they are shown).
 
 Every transition is one transaction with a conditional UPDATE on the expected status, so two operators acting at once
 cannot both move the same complaint; an illegal transition raises InvalidStateError, an unknown number NotFoundError.
@@ -32,6 +34,7 @@ from node.audit_log import Action, operator_actor, record_audit
 from node.domain import due_at
 from node.errors import CalendarError, InvalidArgumentError, InvalidStateError, NotFoundError, ValidationError
 from node.store import Case, Complaint
+from node.supervision.metric_definitions import ACCEPTED_COMPLAINT_STATUSES, derived_rates
 from node.supervision.metrics import BucketKey, add_to_buckets
 
 if TYPE_CHECKING:
@@ -92,10 +95,12 @@ class ComplaintView:
 
 @dataclass(frozen=True, slots=True)
 class ComplaintFigures:
-    """Counts per status and the derived closure rate (concluded / received)."""
+    """Counts per status and the derived rates: acceptance (accepted / received), closure (concluded / accepted)."""
 
     received: int
     by_status: dict[str, int]
+    accepted: int
+    """Ever accepted (受理): now accepted, handled or concluded."""
     concluded: int
     substantiated: int
     with_accountability: int
@@ -103,22 +108,38 @@ class ComplaintFigures:
     handling_overdue: int
     no_deadline: int
 
+    def _rates(self) -> dict[str, float | None]:
+        return derived_rates(
+            {
+                "complaints_received": self.received,
+                "complaints_accepted": self.accepted,
+                "complaints_concluded": self.concluded,
+            }
+        )
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """受理率 = accepted / received; None when nothing was received."""
+        return self._rates()["complaint_acceptance_rate"]
+
     @property
     def closure_rate(self) -> float | None:
-        """Concluded / received; None when nothing was received."""
-        return self.concluded / self.received if self.received else None
+        """办结率 = concluded / accepted (declined ones left out); None when nothing was accepted."""
+        return self._rates()["complaint_closure_rate"]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output, the rate included."""
         return {
             "received": self.received,
             "by_status": self.by_status,
+            "accepted": self.accepted,
             "concluded": self.concluded,
             "substantiated": self.substantiated,
             "with_accountability": self.with_accountability,
             "decision_overdue": self.decision_overdue,
             "handling_overdue": self.handling_overdue,
             "no_deadline": self.no_deadline,
+            "acceptance_rate": self.acceptance_rate,
             "closure_rate": self.closure_rate,
         }
 
@@ -268,6 +289,7 @@ def complaint_figures(node: Node, now: datetime | None = None) -> ComplaintFigur
     return ComplaintFigures(
         received=sum(by_status.values()),
         by_status={s: by_status.get(s, 0) for s in STATUSES},
+        accepted=sum(by_status.get(s, 0) for s in ACCEPTED_COMPLAINT_STATUSES),
         concluded=by_status.get("concluded", 0),
         substantiated=int(substantiated),
         with_accountability=int(with_measure),
@@ -363,11 +385,50 @@ def _required_text(complaint_no: str, field: str, value: str) -> str:
     return text
 
 
+def _linked_item(conn: Connection, case_no: str | None) -> tuple[str, str, str]:
+    """(implementation_code, basic_code, item_type_code) of the complaint's case, or blanks without one."""
+    if not case_no:
+        return "", "", ""
+    row = conn.execute(
+        select(_cases.c.implementation_code, _cases.c.basic_code, _cases.c.item_type_code).where(
+            _cases.c.case_no == case_no
+        )
+    ).first()
+    if row is None:
+        return "", "", ""
+    return row[0], row[1], row[2]
+
+
+def _count_in_bucket(conn: Connection, row: RowMapping, when: datetime, counters: Mapping[str, int]) -> None:
+    """Add ``counters`` to the bucket of ``when``'s day, the respondent unit and the linked case's item."""
+    implementation_code, basic_code, item_type_code = _linked_item(conn, row["case_no"])
+    key = BucketKey(
+        day=when.date(),
+        department=row["respondent_unit"],
+        implementation_code=implementation_code,
+        basic_code=basic_code,
+        item_type_code=item_type_code,
+    )
+    add_to_buckets(conn, {key: dict(counters)})
+
+
 def accept_complaint(
     node: Node, complaint_no: str, by: str = "", now: datetime | None = None, note: str = ""
 ) -> ComplaintView:
-    """Accept (受理): received → accepted; ``by`` becomes the handler, ``note`` the decision remark."""
-    return _transition(node, complaint_no, "accept", now=now, by=by, values={"decision_reason": note.strip()})
+    """Accept (受理): received → accepted; ``by`` becomes the handler, ``note`` the decision remark; counted."""
+
+    def count_acceptance(conn: Connection, row: RowMapping, when: datetime) -> None:
+        _count_in_bucket(conn, row, when, {"complaints_accepted": 1})
+
+    return _transition(
+        node,
+        complaint_no,
+        "accept",
+        now=now,
+        by=by,
+        values={"decision_reason": note.strip()},
+        after_update=count_acceptance,
+    )
 
 
 def decline_complaint(
@@ -386,20 +447,6 @@ def handle_complaint(
     return _transition(node, complaint_no, "handle", now=now, by=by, values={"feedback": feedback})
 
 
-def _linked_item(conn: Connection, case_no: str | None) -> tuple[str, str, str]:
-    """(implementation_code, basic_code, item_type_code) of the complaint's case, or blanks without one."""
-    if not case_no:
-        return "", "", ""
-    row = conn.execute(
-        select(_cases.c.implementation_code, _cases.c.basic_code, _cases.c.item_type_code).where(
-            _cases.c.case_no == case_no
-        )
-    ).first()
-    if row is None:
-        return "", "", ""
-    return row[0], row[1], row[2]
-
-
 def conclude_complaint(
     node: Node, complaint_no: str, finding: str, measure: str = "", now: datetime | None = None
 ) -> ComplaintView:
@@ -413,15 +460,7 @@ def conclude_complaint(
     substantiated = finding == "substantiated"
 
     def count_conclusion(conn: Connection, row: RowMapping, when: datetime) -> None:
-        implementation_code, basic_code, item_type_code = _linked_item(conn, row["case_no"])
-        key = BucketKey(
-            day=when.date(),
-            department=row["respondent_unit"],
-            implementation_code=implementation_code,
-            basic_code=basic_code,
-            item_type_code=item_type_code,
-        )
-        add_to_buckets(conn, {key: {"complaints_concluded": 1, "complaints_substantiated": int(substantiated)}})
+        _count_in_bucket(conn, row, when, {"complaints_concluded": 1, "complaints_substantiated": int(substantiated)})
 
     values = {"finding": finding, "accountability_measure": measure.strip()}
     return _transition(node, complaint_no, "conclude", now=now, values=values, after_update=count_conclusion)

@@ -2,7 +2,7 @@
 
 A rating of 4 or 5 opens a follow-up (the importer stores it 'open', and the import listener in
 ``complaint_listeners`` guarantees it for any writer); someone must contact the applicant and close it with a
-note. Satisfaction rate = ratings 1–3 / all ratings (derived from counts).
+note. Satisfaction rate = ratings 1–3 / all ratings (derived from counts with metric_definitions.derived_rates).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import RowMapping, Table, func, select, update
 from node.audit_log import Action, operator_actor, record_audit
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.store import Case, Evaluation
+from node.supervision.metric_definitions import derived_rates
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -33,7 +34,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FOLLOWUP_RATINGS = frozenset({4, 5})
-SATISFIED_RATINGS = (1, 2, 3)
 
 _evaluations = cast(Table, Evaluation.__table__)
 _cases = cast(Table, Case.__table__)
@@ -70,9 +70,8 @@ class EvaluationFigures:
 
     @property
     def satisfaction_rate(self) -> float | None:
-        """Ratings 1–3 / all ratings; None without ratings."""
-        total = self.total
-        return sum(self.ratings.get(code, 0) for code in SATISFIED_RATINGS) / total if total else None
+        """Ratings 1–3 / all ratings (the one definition, RATE_DEFINITIONS); None without ratings."""
+        return derived_rates({f"ratings_{code}": count for code, count in self.ratings.items()})["satisfaction_rate"]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""

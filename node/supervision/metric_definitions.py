@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
 __all__ = [
+    "ACCEPTED_COMPLAINT_STATUSES",
     "COUNTERS",
     "GAUGES",
     "OVERDUE_GAUGE_RULES",
@@ -55,6 +56,8 @@ COUNTERS: tuple[str, ...] = (
 GAUGES: frozenset[str] = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 SEVERITY_COUNTERS: dict[str, str] = {"reminder": "reminders", "yellow": "yellow_cards", "red": "red_cards"}
 REFUSED_RESULT_CODES = frozenset({"2", "3"})
+# A complaint in one of these statuses was accepted (受理) on its decided_at day; a declined one never was.
+ACCEPTED_COMPLAINT_STATUSES: tuple[str, ...] = ("accepted", "handled", "concluded")
 # Rule ids whose alerts feed the open-overdue gauges (see rulebook.py; kept literal to avoid a cycle).
 OVERDUE_GAUGE_RULES: dict[str, str] = {"R02": "open_overdue_promised", "R03": "open_overdue_legal"}
 
@@ -78,12 +81,15 @@ RATE_DEFINITIONS: dict[str, tuple[Callable[[Mapping[str, int]], int], Callable[[
     "on_time_rate": (_sum("completed_on_time"), _sum("completed")),
     "overdue_rate": (_difference("completed", "completed_on_time"), _sum("completed")),
     "legal_overdue_rate": (_difference("completed", "completed_within_legal"), _sum("completed")),
-    "return_rate": (_sum("return_steps"), _sum("received")),
+    # Cases returned at least once (a cohort count on the acceptance day) over cases received: never above 100%.
+    "return_rate": (_sum("cases_returned"), _sum("received")),
     "satisfaction_rate": (
         _sum("ratings_1", "ratings_2", "ratings_3"),
         _sum("ratings_1", "ratings_2", "ratings_3", "ratings_4", "ratings_5"),
     ),
-    "complaint_closure_rate": (_sum("complaints_concluded"), _sum("complaints_received")),
+    "complaint_acceptance_rate": (_sum("complaints_accepted"), _sum("complaints_received")),
+    # Declined complaints are not in the denominator: only accepted ones can be concluded.
+    "complaint_closure_rate": (_sum("complaints_concluded"), _sum("complaints_accepted")),
     "avg_processing_workdays": (_sum("processing_workdays"), _sum("completed")),
 }
 
@@ -93,9 +99,11 @@ def derived_rates(counters: Mapping[str, int]) -> dict[str, float | None]:
 
     early_rate = completed_early / completed; on_time_rate = completed_on_time / completed;
     overdue_rate = (completed − completed_on_time) / completed; legal_overdue_rate = (completed −
-    completed_within_legal) / completed; return_rate = returned / received; satisfaction_rate = ratings 1–3 /
-    all ratings; complaint_closure_rate = complaints_concluded / complaints_received;
-    avg_processing_workdays = processing_workdays / completed.
+    completed_within_legal) / completed; return_rate = cases_returned / received (cases returned at least once;
+    return steps are a count of their own); satisfaction_rate = ratings 1–3 / all ratings;
+    complaint_acceptance_rate = complaints_accepted / complaints_received; complaint_closure_rate =
+    complaints_concluded / complaints_accepted; avg_processing_workdays = processing_workdays / completed.
+    docs/domain.md §6 states the same definitions.
     """
     rates: dict[str, float | None] = {}
     for name, (numerator, denominator) in RATE_DEFINITIONS.items():

@@ -1,8 +1,9 @@
 """Reading the metrics back: recomputed from the records, checked against the buckets, summed per group with rates.
 
 ``recompute_buckets`` derives every counter in SQL from the records alone, as node.supervision.metrics defines them;
-``check_buckets`` (``supnet metrics check``) compares the two in one snapshot; ``grouped_stats`` serves
-``supnet stats --by``.
+``check_buckets`` (``supnet metrics check``) compares the two in one snapshot; ``rebuild_buckets`` replaces the stored
+buckets by the recomputed ones (an upgrade that adds counters asks for it with the node counter
+``metrics_rebuild_needed``, acted on where a node is opened for work); ``grouped_stats`` serves ``supnet stats --by``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from sqlalchemy import (
     Date,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     func,
+    insert,
     literal,
     select,
+    update,
 )
 
 from node.domain import workdays_used
@@ -36,12 +40,18 @@ from node.store import (
     Complaint,
     Completion,
     Evaluation,
+    Item,
     MetricBucket,
     Payment,
     SpecialProcedure,
     Step,
+    counter_value,
+    lock_revision,
+    next_revision,
+    set_counter,
 )
 from node.supervision.metric_definitions import (
+    ACCEPTED_COMPLAINT_STATUSES,
     COUNTERS,
     OVERDUE_GAUGE_RULES,
     REFUSED_RESULT_CODES,
@@ -56,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GROUPINGS",
+    "REBUILD_FLAG",
     "BucketValues",
     "StatsRow",
     "as_date",
@@ -63,7 +74,10 @@ __all__ = [
     "day_of",
     "grouped_stats",
     "maintained_buckets",
+    "rebuild_buckets",
+    "rebuild_buckets_if_needed",
     "recompute_buckets",
+    "returned_case",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +114,12 @@ def as_date(value: Any) -> date:
 
 
 # -- recomputation from the raw records -----------------------------------------------------------------------------
+def returned_case() -> ColumnElement[bool]:
+    """SQL: the case has at least one return step (退件) — what ``cases_returned`` and ``supnet stats`` count."""
+    s = _steps.c
+    return _cases.c.case_no.in_(select(s.case_no).where(s.action == "return"))
+
+
 class _Days:
     """Day values read back from SQL, converted once per distinct value (a check reads hundreds of thousands)."""
 
@@ -195,6 +215,14 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
     )
     _accumulate(result, rows, lambda r: ((("return_steps" if r.action == "return" else "supplements"), r.n),), days)
 
+    # cases returned at least once: a cohort count on the acceptance day (退件率's numerator).
+    rows = conn.execute(
+        select(accepted_day, c.department, c.implementation_code, func.count().label("n"))
+        .where(returned_case())
+        .group_by(accepted_day, c.department, c.implementation_code)
+    )
+    _accumulate(result, rows, lambda r: (("cases_returned", r.n),), days)
+
     # clock stops: per procedure end day.
     p = _procedures.c
     end_day = day_of(conn, p.ended_at).label("day")
@@ -226,7 +254,8 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
     )
     _accumulate(result, rows, lambda r: ((f"ratings_{int(r.satisfaction_code)}", r.n),), days)
 
-    # complaints: received per received day, concluded per concluded day; respondent unit, linked case's item.
+    # complaints: received per received day, accepted per decision day, concluded per concluded day; respondent
+    # unit, linked case's item.
     cp = _complaints.c
     linked_item = func.coalesce(c.implementation_code, literal("")).label("implementation_code")
     complaint_join = _complaints.outerjoin(_cases, c.case_no == cp.case_no)
@@ -237,6 +266,14 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
         .group_by(received_day, cp.respondent_unit, linked_item)
     )
     _accumulate(result, rows, lambda r: (("complaints_received", r.n),), days)
+    decided_day = day_of(conn, cp.decided_at).label("day")
+    rows = conn.execute(
+        select(decided_day, cp.respondent_unit.label("department"), linked_item, func.count().label("n"))
+        .select_from(complaint_join)
+        .where(cp.status.in_(ACCEPTED_COMPLAINT_STATUSES), cp.decided_at.is_not(None))
+        .group_by(decided_day, cp.respondent_unit, linked_item)
+    )
+    _accumulate(result, rows, lambda r: (("complaints_accepted", r.n),), days)
     concluded_day = day_of(conn, cp.concluded_at).label("day")
     substantiated = case((cp.finding == "substantiated", 1), else_=0)
     rows = conn.execute(
@@ -331,6 +368,116 @@ def check_buckets(node: Node) -> list[str]:
         len(differences),
     )
     return differences
+
+
+# -- rebuilding the stored buckets ----------------------------------------------------------------------------------
+REBUILD_FLAG = "metrics_rebuild_needed"
+_KEY_NAMES = ("day", "department", "implementation_code")
+
+
+def _item_attributes(conn: Connection) -> dict[str, tuple[str, str]]:
+    """implementation_code -> (basic_code, item_type_code) of a bucket the rebuild creates (the cases' over items')."""
+    found = {
+        str(row[0]): (row[1] or "", row[2] or "")
+        for row in conn.execute(select(Item.implementation_code, Item.basic_code, Item.type_code))
+    }
+    c = _cases.c
+    found.update(
+        {
+            str(row[0]): (row[1] or "", row[2] or "")
+            for row in conn.execute(select(c.implementation_code, c.basic_code, c.item_type_code).distinct())
+        }
+    )
+    return found
+
+
+def _rebuild_in(conn: Connection, cal: WorkCalendar) -> int:
+    """Replace the stored buckets by the recomputed ones inside the caller's transaction; returns buckets changed.
+
+    The metric revision row is taken FIRST (every metric writer waits); each changed bucket gets one new revision, so
+    the next incremental report carries it. A bucket no longer backed by records is set to zero, never deleted: the
+    report builder has to see its key change to send the zeros upward.
+    """
+    lock_revision(conn)
+    recomputed = recompute_buckets(conn, cal)
+    b = _buckets.c
+    stored: BucketValues = {}
+    days = _Days()
+    for day, department, implementation_code, *counters in conn.execute(
+        select(b.day, b.department, b.implementation_code, *(b[name] for name in COUNTERS))
+    ):
+        stored[(days(day), department, implementation_code)] = {
+            name: int(value) for name, value in zip(COUNTERS, counters, strict=True) if value
+        }
+    changed = [key for key in sorted(set(stored) | set(recomputed)) if stored.get(key, {}) != recomputed.get(key, {})]
+    if not changed:
+        return 0
+    revision = next_revision(conn)
+
+    def values_of(key: tuple[date, str, str]) -> dict[str, Any]:
+        derived = recomputed.get(key, {})
+        return {**{f"v_{name}": derived.get(name, 0) for name in COUNTERS}, "v_revision": revision}
+
+    existing = [key for key in changed if key in stored]
+    if existing:
+        statement = (
+            update(_buckets)
+            .where(*(b[name] == bindparam(f"k_{name}") for name in _KEY_NAMES))
+            .values({name: bindparam(f"v_{name}") for name in (*COUNTERS, "revision")})
+        )
+        conn.execute(
+            statement,
+            [{**dict(zip((f"k_{n}" for n in _KEY_NAMES), key, strict=True)), **values_of(key)} for key in existing],
+        )
+    created = [key for key in changed if key not in stored]
+    if created:
+        attributes = _item_attributes(conn)
+        rows = []
+        for key in created:
+            basic_code, item_type_code = attributes.get(key[2], ("", ""))
+            derived = recomputed[key]
+            rows.append(
+                {
+                    **dict(zip(_KEY_NAMES, key, strict=True)),
+                    "basic_code": basic_code,
+                    "item_type_code": item_type_code,
+                    **{name: derived.get(name, 0) for name in COUNTERS},
+                    "revision": revision,
+                }
+            )
+        conn.execute(insert(_buckets), rows)
+    log.info("metric buckets rebuilt from the records: %s changed, revision %s", len(changed), revision)
+    return len(changed)
+
+
+def rebuild_buckets(node: Node) -> int:
+    """Recompute every bucket from the raw records and replace the stored ones in one transaction (buckets changed).
+
+    Clears ``metrics_rebuild_needed`` in the same transaction.
+    """
+    with node.engine.begin() as conn:
+        changed = _rebuild_in(conn, node.calendar)
+        if counter_value(conn, REBUILD_FLAG):
+            set_counter(conn, REBUILD_FLAG, 0)
+    return changed
+
+
+def rebuild_buckets_if_needed(node: Node) -> bool:
+    """Rebuild the buckets when an upgrade asked for it (``metrics_rebuild_needed``); True when it ran.
+
+    Cheap when the flag is clear (one read, no lock), so it runs wherever a node is opened for work; two processes
+    opening at once rebuild once (the flag is read again under the revision lock).
+    """
+    with node.engine.connect() as conn:
+        if not counter_value(conn, REBUILD_FLAG):
+            return False
+    with node.engine.begin() as conn:
+        lock_revision(conn)
+        if not counter_value(conn, REBUILD_FLAG):
+            return False
+        _rebuild_in(conn, node.calendar)
+        set_counter(conn, REBUILD_FLAG, 0)
+    return True
 
 
 # -- grouped statistics ---------------------------------------------------------------------------------------------

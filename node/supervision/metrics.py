@@ -16,12 +16,14 @@ numbers from the raw records (``recompute_buckets``) and compares the two (``che
 | processing_workdays      | completion: workdays_used (working days minus clock stops)  | completed_at          |
 | refused                  | completion with result_code 2 (refused) or 3 (not accepted) | completed_at          |
 | return_steps             | a step with action 'return' (退回)                           | the step's started_at |
+| cases_returned           | a case's FIRST return step (its return_count becomes 1)     | accepted_at (cohort)  |
 | supplements              | a step with action 'supplement' (补正)                       | the step's started_at |
 | clock_stops              | a special procedure ended (特别程序结束)                      | the procedure's ended_at |
 | clock_stop_workdays      | the ended procedure's working days                          | the procedure's ended_at |
 | fees_count / fees_fen    | a payment: 1 / amount in fen (分, yuan × 100, half-up)        | paid_at               |
 | ratings_1 … ratings_5    | an evaluation with satisfaction code N                      | evaluated_at          |
 | complaints_received      | a complaint                                                 | received_at           |
+| complaints_accepted      | a complaint accepted (complaints.py; or imported accepted)  | decided_at            |
 | complaints_concluded     | a complaint concluded (complaints.py)                      | concluded_at          |
 | complaints_substantiated | a concluded complaint found substantiated                   | concluded_at          |
 | reminders                | an alert of severity reminder raised                        | the alert's raised_at |
@@ -37,6 +39,9 @@ case's completion counters are moved from the old timing to the new one on the s
 Department and item: case-linked counters use the case's department (受理单位) and implementation code; complaint
 counters use the respondent unit (被投诉单位) and the linked case's item ("" without a linked case); alert counters
 use the alert's department and implementation code.
+
+``cases_returned`` is a cohort count like the gauges below (but it only grows): the cases accepted that day that
+were returned at least once, so 退件率 = cases_returned / received stays within 100% (docs/domain.md §6).
 
 The three gauges are cohort gauges on the case's acceptance day: the value of a bucket is how many of the cases
 accepted that day are open (and overdue) NOW. That keeps them additive and exactly recomputable from the database.
@@ -63,7 +68,7 @@ from sqlalchemy import Connection, Table
 
 from node.domain import is_early, workdays_used
 from node.store import MetricBucket, current_revision, next_revision
-from node.supervision.metric_definitions import COUNTERS, REFUSED_RESULT_CODES, fen
+from node.supervision.metric_definitions import ACCEPTED_COMPLAINT_STATUSES, COUNTERS, REFUSED_RESULT_CODES, fen
 
 if TYPE_CHECKING:
     from node.domain import WorkCalendar
@@ -358,8 +363,13 @@ def _record_deltas_raw(
         for record in records:
             action = record.get("action")
             name = "return_steps" if action == "return" else "supplements" if action == "supplement" else None
-            if name is not None:
-                _add(deltas, _case_key(record["case"], _day(record["started_at"])), name)
+            if name is None:
+                continue
+            case_row = record["case"]
+            _add(deltas, _case_key(case_row, _day(record["started_at"])), name)
+            # The case as it is AFTER this step: its first return makes it a returned case, once.
+            if name == "return_steps" and int(case_row.get("return_count") or 0) == 1:
+                _add(deltas, _case_key(case_row, _day(case_row["accepted_at"])), "cases_returned")
     elif kind == "procedure_end":
         for record in records:
             procedure = record.get("procedure") or record
@@ -398,4 +408,8 @@ def _record_deltas_raw(
                 (case_row.get("item_type_code") or "") if case_row else "",
             )
             _add(deltas, key, "complaints_received")
+            decided_at = record.get("decided_at")
+            if record.get("status") in ACCEPTED_COMPLAINT_STATUSES and decided_at is not None:
+                # Stored already accepted: counted on the decision day, as the accept transition does.
+                _add(deltas, (_day(decided_at), *key[1:]), "complaints_accepted")
     return deltas

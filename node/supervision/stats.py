@@ -1,7 +1,9 @@
 """Basic node statistics computed in SQL from the raw approval tables: counts and the rates derived from them.
 
-Rates are always derived from counts here, never averaged (docs/domain.md §6); a rate whose
-denominator is zero is None. ``node_stats`` returns plain dicts so other views (bucket-based --by) can extend it.
+Rates are always derived from counts here, never averaged, with the one definition every view uses
+(node.supervision.metric_definitions.RATE_DEFINITIONS, docs/domain.md §6): the counts are named as the metric
+counters and handed to ``derived_rates``. A rate whose denominator is zero is None. ``node_stats`` returns plain dicts
+so other views (bucket-based --by) can extend it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, and_, case, func, select
 
 from node.store import Case, Complaint, Evaluation, Item, Payment, SpecialProcedure, Step
+from node.supervision.metric_definitions import ACCEPTED_COMPLAINT_STATUSES, derived_rates
+from node.supervision.metric_queries import returned_case
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -22,8 +26,18 @@ RATE_LABELS: tuple[tuple[str, str], ...] = (
     ("on_time_rate", "on-time rate (按时办结率)"),
     ("return_rate", "return rate (退件率)"),
     ("satisfaction_rate", "satisfaction rate (满意率)"),
+    ("complaint_acceptance_rate", "complaint acceptance rate (投诉受理率)"),
     ("complaint_closure_rate", "complaint closure rate (投诉办结率)"),
 )
+# Each rate's key here -> its definition in RATE_DEFINITIONS (the same rate, one definition).
+_RATE_DEFINITION_NAMES: dict[str, str] = {
+    "early_completion_rate": "early_rate",
+    "on_time_rate": "on_time_rate",
+    "return_rate": "return_rate",
+    "satisfaction_rate": "satisfaction_rate",
+    "complaint_acceptance_rate": "complaint_acceptance_rate",
+    "complaint_closure_rate": "complaint_closure_rate",
+}
 
 COUNT_LABELS: tuple[tuple[str, str], ...] = (
     ("items", "items (事项)"),
@@ -32,7 +46,8 @@ COUNT_LABELS: tuple[tuple[str, str], ...] = (
     ("cases_completed", "cases completed (办结)"),
     ("completed_early", "completed early"),
     ("completed_on_time", "completed on time"),
-    ("cases_returned", "cases with a return (退件)"),
+    ("cases_returned", "cases returned at least once (退件)"),
+    ("return_steps", "return steps (退回环节)"),
     ("open_overdue_promised", "open past promised limit"),
     ("open_overdue_legal", "open past legal limit"),
     ("clock_stopped", "clock stopped now (特别程序)"),
@@ -40,13 +55,10 @@ COUNT_LABELS: tuple[tuple[str, str], ...] = (
     ("special_procedures", "special procedures"),
     ("payments", "payments (收费)"),
     ("evaluations", "evaluations (评价)"),
-    ("complaints", "complaints (投诉)"),
-    ("complaints_concluded", "complaints concluded"),
+    ("complaints", "complaints received (投诉)"),
+    ("complaints_accepted", "complaints accepted (受理)"),
+    ("complaints_concluded", "complaints concluded (办结)"),
 )
-
-
-def _rate(numerator: int, denominator: int) -> float | None:
-    return None if denominator == 0 else numerator / denominator
 
 
 def _count(conn: Connection, column: Any) -> int:
@@ -70,7 +82,7 @@ def case_counts(conn: Connection, now: datetime) -> dict[str, int]:
             # Early = completed on a day before the promised due day (node.domain.deadlines.is_early).
             count_where(and_(completed, func.date(Case.completed_at) < func.date(Case.promised_due_at))),
             count_where(and_(completed, Case.completed_at <= Case.promised_due_at)),
-            count_where(Case.return_count > 0),
+            count_where(returned_case()),
             count_where(and_(is_open, Case.promised_due_at < now)),
             count_where(and_(is_open, Case.legal_due_at < now)),
             count_where(and_(is_open, Case.clock_stopped.is_(True))),
@@ -96,26 +108,42 @@ def compute_stats(engine: Engine, now: datetime) -> dict[str, Any]:
         counts: dict[str, int] = {"items": _count(conn, Item.implementation_code)}
         counts.update(case_counts(conn, now))
         counts["steps"] = _count(conn, Step.id)
+        counts["return_steps"] = int(conn.execute(select(func.count()).where(Step.action == "return")).scalar_one())
         counts["special_procedures"] = _count(conn, SpecialProcedure.id)
         counts["payments"] = _count(conn, Payment.id)
         fees = conn.execute(select(func.coalesce(func.sum(Payment.amount), 0))).scalar_one()
-        ratings = conn.execute(
-            select(func.count(), func.coalesce(func.sum(case((Evaluation.satisfaction_code <= 3, 1), else_=0)), 0))
-        ).one()
-        counts["evaluations"] = int(ratings[0])
+        ratings = {
+            int(code): int(n)
+            for code, n in conn.execute(
+                select(Evaluation.satisfaction_code, func.count()).group_by(Evaluation.satisfaction_code)
+            )
+        }
+        counts["evaluations"] = sum(ratings.values())
         complaints = conn.execute(
-            select(func.count(), func.coalesce(func.sum(case((Complaint.status == "concluded", 1), else_=0)), 0))
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((Complaint.status.in_(ACCEPTED_COMPLAINT_STATUSES), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((Complaint.status == "concluded", 1), else_=0)), 0),
+            )
         ).one()
         counts["complaints"] = int(complaints[0])
-        counts["complaints_concluded"] = int(complaints[1])
-    completed = counts["cases_completed"]
-    rates = {
-        "early_completion_rate": _rate(counts["completed_early"], completed),
-        "on_time_rate": _rate(counts["completed_on_time"], completed),
-        "return_rate": _rate(counts["cases_returned"], counts["cases_received"]),
-        "satisfaction_rate": _rate(int(ratings[1]), counts["evaluations"]),
-        "complaint_closure_rate": _rate(counts["complaints_concluded"], counts["complaints"]),
+        counts["complaints_accepted"] = int(complaints[1])
+        counts["complaints_concluded"] = int(complaints[2])
+    # The counts under the metric counters' names, so the rates come from the one definition.
+    as_counters = {
+        "received": counts["cases_received"],
+        "completed": counts["cases_completed"],
+        "completed_early": counts["completed_early"],
+        "completed_on_time": counts["completed_on_time"],
+        "cases_returned": counts["cases_returned"],
+        "return_steps": counts["return_steps"],
+        **{f"ratings_{code}": ratings.get(code, 0) for code in range(1, 6)},
+        "complaints_received": counts["complaints"],
+        "complaints_accepted": counts["complaints_accepted"],
+        "complaints_concluded": counts["complaints_concluded"],
     }
+    derived = derived_rates(as_counters)
+    rates = {key: derived[name] for key, name in _RATE_DEFINITION_NAMES.items()}
     return {"as_of": now.isoformat(" ", "seconds"), "counts": counts, "fees_yuan": str(fees), "rates": rates}
 
 

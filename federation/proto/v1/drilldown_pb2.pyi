@@ -62,11 +62,11 @@ class _RankingMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ranking
     RANKING_METRIC_ON_TIME_RATE: _RankingMetric.ValueType  # 2
     """completed_on_time / completed"""
     RANKING_METRIC_RETURN_RATE: _RankingMetric.ValueType  # 3
-    """returned / received"""
+    """cases_returned / received (cases returned at least once; docs/domain.md §6)"""
     RANKING_METRIC_SATISFACTION_RATE: _RankingMetric.ValueType  # 4
     """(ratings_1 + ratings_2 + ratings_3) / all ratings"""
     RANKING_METRIC_COMPLAINT_CLOSURE_RATE: _RankingMetric.ValueType  # 5
-    """complaints_concluded / complaints_received"""
+    """complaints_concluded / complaints_accepted"""
     RANKING_METRIC_OPEN_OVERDUE_PROMISED: _RankingMetric.ValueType  # 6
     """open_overdue_promised (a count)"""
     RANKING_METRIC_OPEN_OVERDUE_LEGAL: _RankingMetric.ValueType  # 7
@@ -75,6 +75,8 @@ class _RankingMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ranking
     """red_cards (a count)"""
     RANKING_METRIC_YELLOW_CARDS: _RankingMetric.ValueType  # 9
     """yellow_cards (a count)"""
+    RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE: _RankingMetric.ValueType  # 10
+    """complaints_accepted / complaints_received"""
 
 class RankingMetric(_RankingMetric, metaclass=_RankingMetricEnumTypeWrapper):
     """--- ranking -------------------------------------------------------------------------------------"""
@@ -85,11 +87,11 @@ RANKING_METRIC_EARLY_COMPLETION_RATE: RankingMetric.ValueType  # 1
 RANKING_METRIC_ON_TIME_RATE: RankingMetric.ValueType  # 2
 """completed_on_time / completed"""
 RANKING_METRIC_RETURN_RATE: RankingMetric.ValueType  # 3
-"""returned / received"""
+"""cases_returned / received (cases returned at least once; docs/domain.md §6)"""
 RANKING_METRIC_SATISFACTION_RATE: RankingMetric.ValueType  # 4
 """(ratings_1 + ratings_2 + ratings_3) / all ratings"""
 RANKING_METRIC_COMPLAINT_CLOSURE_RATE: RankingMetric.ValueType  # 5
-"""complaints_concluded / complaints_received"""
+"""complaints_concluded / complaints_accepted"""
 RANKING_METRIC_OPEN_OVERDUE_PROMISED: RankingMetric.ValueType  # 6
 """open_overdue_promised (a count)"""
 RANKING_METRIC_OPEN_OVERDUE_LEGAL: RankingMetric.ValueType  # 7
@@ -98,6 +100,8 @@ RANKING_METRIC_RED_CARDS: RankingMetric.ValueType  # 8
 """red_cards (a count)"""
 RANKING_METRIC_YELLOW_CARDS: RankingMetric.ValueType  # 9
 """yellow_cards (a count)"""
+RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE: RankingMetric.ValueType  # 10
+"""complaints_accepted / complaints_received"""
 Global___RankingMetric: _TypeAlias = RankingMetric  # noqa: Y015
 
 class _CaseStatusFilter:
