@@ -55,9 +55,11 @@ def _when(node: Node, at: str | None) -> datetime | None:
 
 
 def _figures_line(figures: ComplaintFigures) -> str:
+    accepted = f"{figures.acceptance_rate:.1%}" if figures.acceptance_rate is not None else "-"
     rate = f"{figures.closure_rate:.1%}" if figures.closure_rate is not None else "-"
     return (
-        f"received {figures.received} · concluded {figures.concluded} · closure rate 办结率 {rate} · "
+        f"received {figures.received} · accepted {figures.accepted} · acceptance rate 受理率 {accepted} · "
+        f"concluded {figures.concluded} · closure rate 办结率 {rate} · "
         f"substantiated {figures.substantiated} · accountability {figures.with_accountability} · "
         f"decision overdue {figures.decision_overdue} · handling overdue {figures.handling_overdue}"
         + (f" · no deadline (calendar) {figures.no_deadline}" if figures.no_deadline else "")

@@ -223,7 +223,18 @@ def test_overdue_listing_and_closure_figures(node: Node) -> None:
     assert figures.by_status == {"received": 2, "accepted": 0, "declined": 0, "handled": 0, "concluded": 1}
     assert (figures.substantiated, figures.with_accountability) == (1, 1)
     assert (figures.decision_overdue, figures.handling_overdue) == (1, 0)
-    assert figures.closure_rate == pytest.approx(1 / 3)
+    # 受理率 = accepted / received; 办结率 = concluded / accepted (docs/domain.md §6).
+    assert (figures.accepted, figures.acceptance_rate, figures.closure_rate) == (1, pytest.approx(1 / 3), 1.0)
+
+    # A declined complaint is received but never accepted: it lowers 受理率 and stays out of 办结率's denominator.
+    decline_complaint(node, "TS-FRIDAY", "不属于效能投诉受理范围", now=as_of)
+    figures = complaint_figures(node, now=as_of)
+    assert (figures.received, figures.accepted, figures.concluded) == (3, 1, 1)
+    assert (figures.acceptance_rate, figures.closure_rate) == (pytest.approx(1 / 3), 1.0)
+    assert figures.as_dict()["closure_rate"] == 1.0
+    # The buckets say the same: accepted on the decision day, none for the declined one.
+    accepted_rows = [r for r in bucket(node, "") if r["complaints_accepted"]]
+    assert [(r["day"].isoformat(), r["complaints_accepted"]) for r in accepted_rows] == [("2025-03-04", 1)]
 
 
 def test_own_promised_limit_and_extension_set_the_handling_deadline(tmp_path: Path) -> None:
@@ -263,7 +274,7 @@ def test_cli_list_accept_conclude(node: Node, monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
     assert [c["complaint_no"] for c in listed["complaints"]] == ["TS-WEEK", "TS-FRIDAY", "TS-HOLIDAY"]
-    assert listed["figures"]["decision_overdue"] == 2 and listed["figures"]["closure_rate"] == 0.0
+    assert listed["figures"]["decision_overdue"] == 2 and listed["figures"]["closure_rate"] is None
 
     table = runner.invoke(app, ["complaints", "-d", data_dir, "--overdue", "--now", "20250326T090000"])
     assert table.exit_code == 0, table.output

@@ -107,6 +107,45 @@ def test_complaints_count_for_the_respondent_and_the_linked_item() -> None:
     }
 
 
+def test_a_case_counts_as_returned_once_on_its_acceptance_day() -> None:
+    # Each step carries its case as it is AFTER the step: the first return makes return_count 1.
+    steps = [
+        {"action": "return", "started_at": datetime(2025, 3, 4, 9), "case": {**CASE, "return_count": 1}},
+        {"action": "return", "started_at": datetime(2025, 3, 5, 9), "case": {**CASE, "return_count": 2}},
+        {"action": "return", "started_at": datetime(2025, 3, 5, 10), "case": {**CASE, "return_count": 3}},
+    ]
+    assert record_deltas("step", steps, load_calendar()) == {
+        key(date(2025, 3, 3)): {"cases_returned": 1},  # the cohort of the acceptance day
+        key(date(2025, 3, 4)): {"return_steps": 1},
+        key(date(2025, 3, 5)): {"return_steps": 2},
+    }
+
+
+def test_a_complaint_stored_accepted_counts_on_its_decision_day() -> None:
+    complaints = [
+        {
+            "complaint_no": "T1",
+            "respondent_unit": "某局",
+            "received_at": datetime(2025, 3, 4, 9),
+            "case_no": "C-1",
+            "status": "concluded",
+            "decided_at": datetime(2025, 3, 6, 9),
+        },
+        {
+            "complaint_no": "T2",
+            "respondent_unit": "某局",
+            "received_at": datetime(2025, 3, 4, 9),
+            "case_no": "C-1",
+            "status": "declined",
+            "decided_at": datetime(2025, 3, 6, 9),
+        },
+    ]
+    assert record_deltas("complaint", complaints, load_calendar(), {"C-1": CASE}) == {
+        key(date(2025, 3, 4), "某局"): {"complaints_received": 2},
+        key(date(2025, 3, 6), "某局"): {"complaints_accepted": 1},
+    }
+
+
 def test_alert_deltas_count_severity_and_the_overdue_gauge_of_open_cases() -> None:
     common = {
         "department": "窗口",
@@ -137,7 +176,8 @@ def test_derived_rates_come_from_summed_counts() -> None:
     rates = derived_rates(
         {
             "received": 10,
-            "return_steps": 2,
+            "return_steps": 14,  # several returns on one case: a count of its own, not in the rate
+            "cases_returned": 2,
             "completed": 8,
             "completed_early": 6,
             "completed_on_time": 7,
@@ -147,6 +187,7 @@ def test_derived_rates_come_from_summed_counts() -> None:
             "ratings_3": 1,
             "ratings_5": 1,
             "complaints_received": 4,
+            "complaints_accepted": 2,  # the other two declined: not in the closure rate's denominator
             "complaints_concluded": 1,
         }
     )
@@ -156,6 +197,7 @@ def test_derived_rates_come_from_summed_counts() -> None:
     assert rates["legal_overdue_rate"] == 0
     assert rates["return_rate"] == pytest.approx(0.2)
     assert rates["satisfaction_rate"] == pytest.approx(0.8)
-    assert rates["complaint_closure_rate"] == pytest.approx(0.25)
+    assert rates["complaint_acceptance_rate"] == pytest.approx(0.5)
+    assert rates["complaint_closure_rate"] == pytest.approx(0.5)
     assert rates["avg_processing_workdays"] == pytest.approx(2.5)
     assert all(value is None for value in derived_rates({}).values())
