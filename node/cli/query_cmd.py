@@ -49,6 +49,7 @@ METRICS: dict[str, dd.RankingMetric.ValueType] = {
     "overdue-legal": dd.RANKING_METRIC_OPEN_OVERDUE_LEGAL,
     "red": dd.RANKING_METRIC_RED_CARDS,
     "yellow": dd.RANKING_METRIC_YELLOW_CARDS,
+    "score": dd.RANKING_METRIC_SCORE,
 }
 ChoiceT = TypeVar("ChoiceT")
 Show = Callable[[list[Answer], ZoneInfo], None]
