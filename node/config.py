@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.errors import ConfigError
 
@@ -112,47 +112,102 @@ class NotificationsConfig(_Section):
     )
 
 
-SCORE_AREAS: tuple[str, ...] = ("process", "time", "fees", "satisfaction", "complaints")
+class ScoreWeights(_Section):
+    """Weights of the score's parts (效能考评 as in the Panyu report); the parts with data share them pro rata."""
+
+    supervision: float = Field(default=0.6, ge=0, description="电子监察: cards, late completion, returns, early")
+    satisfaction: float = Field(default=0.25, ge=0, description="群众满意度: 好差评 ratings 1–3 ÷ all ratings")
+    complaints: float = Field(default=0.15, ge=0, description="效能投诉: substantiated complaints, closure")
+    assessment: float = Field(
+        default=0.0,
+        ge=0,
+        le=0,
+        description="评议/自评 panel and self assessments: supnet records none yet, so this weight must stay 0",
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ScoreWeights:
+        if self.supervision + self.satisfaction + self.complaints <= 0:
+            raise ValueError("at least one of supervision, satisfaction, complaints needs a weight above 0")
+        return self
+
+
+# Keys of the per-card scheme that rate-based scores replaced (issue 12), with the defaults old configs were saved
+# with: dropped when unchanged, refused when customised (their meaning is gone, so a silent drop would mislead).
+_LEGACY_SCORE_KEYS: dict[str, Any] = {
+    "base": 100.0,
+    "yellow_card": -5.0,
+    "red_card": -10.0,
+    "complaint_substantiated": -3.0,
+    "dissatisfied_rating": -1.0,
+    "rule_areas": {
+        "R01": "time",
+        "R02": "time",
+        "R03": "time",
+        "R04": "time",
+        "R05": "time",
+        "R06": "fees",
+        "R07": "process",
+        "R08": "process",
+        "R09": "process",
+        "R10": "complaints",
+        "R11": "complaints",
+    },
+}
+_LEGACY_AREA_WEIGHTS = {"process": 1.0, "time": 1.0, "fees": 1.0, "satisfaction": 1.0, "complaints": 1.0}
 
 
 class ScoresConfig(_Section):
-    """Efficiency score scheme: base, deductions, bonuses and area weights."""
+    """Efficiency score scheme (docs/domain.md §7): rate-based parts, each 0–100, and their weights.
 
-    base: float = 100.0
-    yellow_card: float = -5.0
-    red_card: float = -10.0
-    complaint_substantiated: float = -3.0
-    dissatisfied_rating: float = -1.0
+    Deductions count per 100 cases handled or scale with a rate, so volume alone never lowers a score.
+    """
+
+    yellow_card_per_100_cases: float = Field(
+        default=1.0, ge=0, description="supervision points off per yellow card per 100 cases handled"
+    )
+    red_card_per_100_cases: float = Field(
+        default=2.0, ge=0, description="supervision points off per red card per 100 cases handled"
+    )
+    late_completion_points: float = Field(
+        default=20.0, ge=0, description="supervision points off at a 100% overdue_rate (completed after the promise)"
+    )
+    return_rate_points: float = Field(default=20.0, ge=0, description="supervision points off at a 100% return_rate")
     early_completion_threshold: float = Field(default=0.10, ge=0, le=1)
-    early_completion_bonus_per_10pct: float = 1.0
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {"process": 1.0, "time": 1.0, "fees": 1.0, "satisfaction": 1.0, "complaints": 1.0}
+    early_completion_bonus_per_10pct: float = Field(
+        default=1.0, ge=0, description="supervision points per 10 points of early_rate above the threshold"
     )
-    rule_areas: dict[str, str] = Field(
-        default_factory=lambda: {
-            "R01": "time",
-            "R02": "time",
-            "R03": "time",
-            "R04": "time",
-            "R05": "time",
-            "R06": "fees",
-            "R07": "process",
-            "R08": "process",
-            "R09": "process",
-            "R10": "complaints",
-            "R11": "complaints",
-        },
-        description="which area a yellow/red card of each rule counts against (unlisted rules: time)",
+    complaint_substantiated_per_100_cases: float = Field(
+        default=10.0, ge=0, description="complaints points off per substantiated complaint per 100 cases handled"
     )
+    unclosed_complaint_points: float = Field(
+        default=20.0, ge=0, description="complaints points off at a 0% complaint_closure_rate"
+    )
+    weights: ScoreWeights = Field(default_factory=ScoreWeights)
 
-    @field_validator("weights", "rule_areas")
+    @model_validator(mode="before")
     @classmethod
-    def _check_areas(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        areas = value.keys() if info.field_name == "weights" else value.values()
-        unknown = sorted(set(areas) - set(SCORE_AREAS))
-        if unknown:
-            raise ValueError(f"unknown area {unknown[0]!r}; areas are {', '.join(SCORE_AREAS)}")
-        return value
+    def _drop_legacy_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, default in _LEGACY_SCORE_KEYS.items():
+            if key in data:
+                if data[key] != default:
+                    raise ValueError(
+                        f"'{key}' belongs to the per-card score scheme, replaced by rate-based scores "
+                        "(docs/domain.md §7): remove it and set the per-100-cases keys instead"
+                    )
+                del data[key]
+        weights = data.get("weights")
+        if isinstance(weights, dict) and set(weights) & {"process", "time", "fees"}:
+            if weights != _LEGACY_AREA_WEIGHTS:
+                raise ValueError(
+                    "weights per area (process, time, fees, …) belong to the per-card score scheme: "
+                    "use weights for supervision, satisfaction, complaints (docs/domain.md §7)"
+                )
+            del data["weights"]
+        return data
 
 
 class ChildConfig(_Section):

@@ -44,11 +44,13 @@ METRICS: dict[str, dd.RankingMetric.ValueType] = {
     "on-time": dd.RANKING_METRIC_ON_TIME_RATE,
     "return": dd.RANKING_METRIC_RETURN_RATE,
     "satisfaction": dd.RANKING_METRIC_SATISFACTION_RATE,
+    "complaint-acceptance": dd.RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE,
     "complaint-closure": dd.RANKING_METRIC_COMPLAINT_CLOSURE_RATE,
     "overdue": dd.RANKING_METRIC_OPEN_OVERDUE_PROMISED,
     "overdue-legal": dd.RANKING_METRIC_OPEN_OVERDUE_LEGAL,
     "red": dd.RANKING_METRIC_RED_CARDS,
     "yellow": dd.RANKING_METRIC_YELLOW_CARDS,
+    "score": dd.RANKING_METRIC_SCORE,
 }
 ChoiceT = TypeVar("ChoiceT")
 Show = Callable[[list[Answer], ZoneInfo], None]

@@ -106,7 +106,10 @@ def ranking_table(answer: dd.RankingAnswer, title: str) -> Table:
     for column in ("rank", "node", metric, "of", "received", "red cards", "last report"):
         table.add_column(column, justify="right" if column not in ("node", "last report") else "left")
     for row in answer.rows:
-        if answer.metric in RATE_METRICS:
+        if answer.metric == dd.RANKING_METRIC_SCORE:
+            value = f"{row.value:.2f}" if row.denominator else "-"
+            of = f"{row.numerator:,} cases 办件" if row.denominator else ""
+        elif answer.metric in RATE_METRICS:
             value = percent(row.value) if row.denominator else "-"
             of = f"{row.numerator:,}/{row.denominator:,}"
         else:

@@ -1,4 +1,4 @@
-"""`supnet scores`: the efficiency-score ranking of departments for a month, half-year or year, with the reasons."""
+"""`supnet scores`: the efficiency-score ranking of departments for a month, quarter, half-year or year, by part."""
 
 from __future__ import annotations
 
@@ -11,57 +11,69 @@ from rich.table import Table
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.errors import InvalidArgumentError
-from node.supervision import RankedScore, parse_period, scores_ranking
+from node.supervision import PART_LABELS, RankedScore, parse_period, scores_ranking
+
+SCORED_PARTS = ("supervision", "satisfaction", "complaints")
 
 
-def _period_text(month: str | None, half: str | None, year: str | None) -> str:
-    given = [value for value in (month, half, year) if value is not None]
+def _period_text(month: str | None, quarter: str | None, half: str | None, year: str | None) -> str:
+    given = [value for value in (month, quarter, half, year) if value is not None]
     if len(given) != 1:
-        raise InvalidArgumentError("give exactly one of --month YYYY-MM, --half YYYY-H1|YYYY-H2, --year YYYY")
+        raise InvalidArgumentError(
+            "give exactly one of --month YYYY-MM, --quarter YYYY-Q1…Q4, --half YYYY-H1|YYYY-H2, --year YYYY"
+        )
     return given[0]
 
 
 def _why(ranked: RankedScore) -> str:
-    lines = [f"{c.area}: {c.detail} → {c.points:+.2f}" for c in ranked.score.components]
-    return "\n".join(lines) or "no deductions or bonuses"
+    """The lines behind a score: a month's components, or each month's score and weight for a longer period."""
+    months = ranked.score.months
+    if len(months) == 1:
+        lines = [
+            f"{PART_LABELS[part.part]}: {c.detail} → {c.points:+.2f}"
+            for part in months[0].parts
+            for c in part.components
+        ]
+        return "\n".join(lines) or "no deductions or bonuses"
+    return "\n".join(f"{m.month}: {m.score:.2f} × {m.weight} cases" for m in months)
 
 
 @handle_errors
 def scores(
     data_dir: DataDir,
+    *,
     month: Annotated[str | None, typer.Option("--month", help="A month, YYYY-MM.")] = None,
-    half: Annotated[
-        str | None, typer.Option("--half", help="A half-year, YYYY-H1 or YYYY-H2 (mean of months).")
-    ] = None,
-    year: Annotated[str | None, typer.Option("--year", help="A year, YYYY (mean of months).")] = None,
+    quarter: Annotated[str | None, typer.Option("--quarter", help="A quarter, YYYY-Q1 … YYYY-Q4.")] = None,
+    half: Annotated[str | None, typer.Option("--half", help="A half-year, YYYY-H1 or YYYY-H2.")] = None,
+    year: Annotated[str | None, typer.Option("--year", help="A year, YYYY.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Rank departments by efficiency score (效能考评): base, deductions and bonuses per area."""
-    period = parse_period(_period_text(month, half, year))
+    """Rank departments by efficiency score (效能考评, 0–100) with its parts; longer periods weight months by cases."""
+    period = parse_period(_period_text(month, quarter, half, year))
     node = open_node(Path(data_dir))
     try:
         ranking = scores_ranking(node, period)
-        scheme = node.config.scores
+        weights = node.config.scores.weights
     finally:
         node.close()
     if as_json:
-        print_json({"period": period.label, "kind": period.kind, "ranking": [r.as_dict() for r in ranking]})
-        return
-    table = Table(title=f"Efficiency scores 效能考评 {period.label} (base {scheme.base:g})", show_lines=True)
-    for column in ("rank", "department", "score", "months", "deductions", "bonuses", "why"):
-        table.add_column(column, justify="right" if column in {"rank", "score", "months"} else "left")
-    for r in ranking:
-        deductions = sum(c.points for c in r.score.components if c.points < 0)
-        bonuses = sum(c.points for c in r.score.components if c.points > 0)
-        table.add_row(
-            str(r.rank),
-            r.score.department,
-            f"{r.score.score:.2f}",
-            str(len(r.score.months)),
-            f"{deductions:+.2f}",
-            f"{bonuses:+.2f}",
-            _why(r),
+        print_json(
+            {
+                "period": period.label,
+                "kind": period.kind,
+                "weights": weights.model_dump(),
+                "ranking": [r.as_dict() for r in ranking],
+            }
         )
+        return
+    shares = ", ".join(f"{PART_LABELS[p]} {getattr(weights, p):g}" for p in SCORED_PARTS)
+    table = Table(title=f"Efficiency scores 效能考评 {period.label} (weights: {shares})", show_lines=True)
+    columns = ("rank", "department 部门", "score 得分", "cases 办件量", *(PART_LABELS[p] for p in SCORED_PARTS), "why")
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"department 部门", "why"} else "right")
+    for r in ranking:
+        parts = [f"{r.score.parts[p]:.2f}" if p in r.score.parts else "-" for p in SCORED_PARTS]
+        table.add_row(str(r.rank), r.score.unit, f"{r.score.score:.2f}", f"{r.score.cases_handled:,}", *parts, _why(r))
     console.print(table)
     if not ranking:
         console.print(f"no department had activity in {period.label}")

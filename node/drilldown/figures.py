@@ -259,6 +259,8 @@ def metric_value(metric: int, values: Mapping[str, int]) -> tuple[float, int, in
 def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAnswer, str]:
     """Rank the children (and this node's own data as one entry) by one derived metric; ties share a rank."""
     metric = request.metric or dd.RANKING_METRIC_EARLY_COMPLETION_RATE
+    if metric == dd.RANKING_METRIC_SCORE:
+        return answer_score_ranking(node, request), ""
     if metric not in _RANKING:
         raise InvalidArgumentError(f"ranking metric {metric} is not known")
     rate_name, _, higher_is_better = _RANKING[metric]
@@ -304,3 +306,70 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
         entry.rank = rank
         answer.rows.append(entry)
     return answer, ""
+
+
+# --- ranking by efficiency score ----------------------------------------------------------------
+
+MonthlyCounters = dict[str, dict[str, CounterDict]]
+
+
+def _monthly_by_entry(conn: Connection, request: dd.RankingRequest, own_id: str) -> MonthlyCounters:
+    """Entry (a child, or this node for its own buckets) → 'YYYY-MM' → summed counters, with the request's filters."""
+    result: MonthlyCounters = {}
+    sources: tuple[tuple[Any, Any], ...] = ((ChildBucket, ChildBucket.child_id), (MetricBucket, None))
+    for table, entry_key in sources:
+        keys = [table.day] if entry_key is None else [entry_key.label("entry"), table.day]
+        statement = select(*keys, *_sum_columns(table)).where(*_bucket_filters(table, request)).group_by(*keys)
+        for row in conn.execute(statement):
+            mapping = row._mapping
+            entry = own_id if entry_key is None else str(mapping["entry"])
+            month = str(mapping["day"])[:7]
+            values = {name: mapping[name] for name in COUNTER_FIELDS}
+            _add_into(result.setdefault(entry, {}).setdefault(month, _zero_counters()), values)
+    return result
+
+
+def answer_score_ranking(node: Node, request: dd.RankingRequest) -> dd.RankingAnswer:
+    """Rank the children (and own data) by efficiency score, each scored from its own summed counters per month.
+
+    Scores are never averaged across nodes: an entry's score comes from its rolled-up buckets (docs/domain.md §7),
+    under this node's scheme. An entry with nothing to score (no activity) has denominator 0 and goes last.
+    """
+    from node.supervision import score_period
+
+    scheme = node.config.scores
+    with node.engine.connect() as conn:
+        states = {state.child_id: state for state in children_status(node, conn)}
+        monthly = _monthly_by_entry(conn, request, node.config.id)
+    period = f"{request.day_from or '…'}..{request.day_to or '…'}"
+    entries: list[tuple[bool, float, dd.RankingRow]] = []
+    for node_id in sorted({*states, *monthly, node.config.id}):
+        months = monthly.get(node_id, {})
+        total = _zero_counters()
+        for values in months.values():
+            _add_into(total, values)
+        score = score_period(node_id, period, months, scheme)
+        state = states.get(node_id)
+        row = dd.RankingRow(
+            node_id=node_id,
+            label=node.config.name if node_id == node.config.id else "",
+            value=score.score if score else 0.0,
+            numerator=score.cases_handled if score else 0,
+            denominator=sum(month.weight for month in score.months) if score else 0,
+            counters=_counters(total),
+            last_report_sequence=(state.last_sequence or 0) if state else 0,
+            last_report_at_ms=_last_report_ms(node, state),
+            stale=state is not None and state.state != "fresh",
+        )
+        entries.append((score is None, round(row.value, 2), row))
+    # Highest score first (lowest with worst_first); unscored entries last either way; ties share a rank (1, 1, 3).
+    entries.sort(key=lambda e: (e[0], e[1] if request.worst_first else -e[1], e[2].node_id))
+    answer = dd.RankingAnswer(metric=dd.RANKING_METRIC_SCORE)
+    previous: tuple[bool, float] | None = None
+    rank = 0
+    for position, (unscored, value, row) in enumerate(entries, start=1):
+        if (unscored, value) != previous:
+            rank, previous = position, (unscored, value)
+        row.rank = rank
+        answer.rows.append(row)
+    return answer

@@ -1,32 +1,23 @@
-"""Efficiency scores (效能考评) per department: monthly from the metric buckets, half-year and year as means of months.
+"""Efficiency scores (效能考评): a fair, rate-based 0–100 score from summed counters (docs/domain.md §7).
 
-The scheme is ``config.scores``. A department's score for a month in which it had activity (any case received or
-completed, rating, complaint, fee or warning) is::
+The scheme is ``config.scores`` (node.config.ScoresConfig, its defaults documented there and in domain.md §7). A
+score is a pure function of *summed* counters, so the same function scores a department from its own buckets and a
+whole subtree from its rolled-up buckets (node.drilldown ranks children with it): never an average of averages.
 
-    score = base + Σ_area weight[area] × (points of that area's components)
+For one month, with ``cases handled`` = max(received, completed) (at least 1 when the month had any activity):
 
-with these components (each shown with its count and points, so a department head sees why):
+- **电子监察 supervision** = 100 − yellow cards per 100 cases × ``yellow_card_per_100_cases``
+  − red cards per 100 cases × ``red_card_per_100_cases`` − ``late_completion_points`` × overdue_rate
+  − ``return_rate_points`` × return_rate + ``early_completion_bonus_per_10pct`` × (early_rate − threshold) / 10 %
+  (bonus only above the threshold), clamped to 0–100;
+- **群众满意度 satisfaction** = 100 × satisfaction_rate (only when there are ratings);
+- **效能投诉 complaints** = 100 − substantiated complaints per 100 cases × ``complaint_substantiated_per_100_cases``
+  − ``unclosed_complaint_points`` × (1 − complaint_closure_rate), clamped to 0–100;
+- **评议/自评 assessment**: supnet records no panel or self assessments yet, so this part has no data (weight 0).
 
-=================  ============  ==================================================================================
-component          area          points
-=================  ============  ==================================================================================
-yellow cards       per rule (*)  ``yellow_card`` (−5) each
-red cards          per rule (*)  ``red_card`` (−10) each
-early completion   time          ``early_completion_bonus_per_10pct`` (+1) for each full 10 percentage points the
-                                 early-completion rate (completed early / completed) is above
-                                 ``early_completion_threshold`` (10%): 78.8% → +6
-dissatisfied       satisfaction  ``dissatisfied_rating`` (−1) per rating 4 or 5
-complaints         complaints    ``complaint_substantiated`` (−3) per complaint concluded as substantiated
-=================  ============  ==================================================================================
-
-(*) The number of cards comes from the metric buckets (``yellow_cards``, ``red_cards``: additive and kept at write
-time). Which area a card counts against follows its rule (``scores.rule_areas``: R06 fee violation → fees, R07–R09 →
-process, R10–R11 → complaints, others → time), read from the alerts raised in that department and month; cards the
-alerts cannot place (none should exist) count against time.
-
-Half-year (``YYYY-H1``/``YYYY-H2``) and year scores are the mean of the department's monthly scores over the months of
-the period in which it had activity; each component is likewise the mean of its monthly points. Ranking sorts by score
-(rounded to 2 decimals) with ties sharing a rank (1, 1, 3).
+The month score is the weighted mean of the parts that have data (``weights``), clamped to 0–100. A quarter,
+half-year or year score is the mean of its active months weighted by their cases handled. Rates come from
+node.supervision.metric_definitions.derived_rates by name.
 """
 
 from __future__ import annotations
@@ -34,73 +25,61 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from fractions import Fraction
-from math import floor
+from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy import Connection, Table, func, select
 
 from node.config import ScoresConfig
 from node.errors import InvalidArgumentError
-from node.store import Alert, MetricBucket
+from node.store import MetricBucket
+from node.supervision.metric_definitions import COUNTERS, GAUGES, derived_rates
 
 if TYPE_CHECKING:
     from node.app import Node
 
 __all__ = [
+    "PART_LABELS",
     "Component",
-    "DepartmentScore",
-    "MonthActivity",
+    "MonthScore",
+    "PartScore",
     "Period",
     "RankedScore",
-    "combine_months",
+    "UnitScore",
+    "cases_handled",
     "department_scores",
-    "monthly_activity",
+    "is_active",
+    "monthly_counters",
     "parse_period",
-    "rank_departments",
+    "rank_scores",
     "score_month",
+    "score_period",
     "scores_ranking",
 ]
 
-DEFAULT_CARD_AREA = "time"
 TIE_DECIMALS = 2
-
-# Flow counters whose non-zero sum marks a month as active for a department (cohort gauges are left out on purpose:
-# a gauge can be zero after real activity and non-zero with none that month).
-ACTIVITY_COUNTERS: tuple[str, ...] = (
-    "received",
-    "completed",
-    "return_steps",
-    "supplements",
-    "refused",
-    "fees_count",
-    "ratings_1",
-    "ratings_2",
-    "ratings_3",
-    "ratings_4",
-    "ratings_5",
-    "complaints_received",
-    "complaints_concluded",
-    "reminders",
-    "yellow_cards",
-    "red_cards",
-)
-SUMMED_COUNTERS: tuple[str, ...] = (*ACTIVITY_COUNTERS, "completed_early", "complaints_substantiated")
+PART_LABELS: dict[str, str] = {
+    "supervision": "电子监察 supervision",
+    "satisfaction": "群众满意度 satisfaction",
+    "complaints": "效能投诉 complaints",
+    "assessment": "评议/自评 assessment",
+}
+# Flow counters (every counter but the cohort gauges): a month with any of them non-zero is active.
+FLOW_COUNTERS: tuple[str, ...] = tuple(name for name in COUNTERS if name not in GAUGES)
 
 _buckets = cast(Table, MetricBucket.__table__)
-_alerts = cast(Table, Alert.__table__)
 
-PeriodKind = Literal["month", "half", "year"]
+PeriodKind = Literal["month", "quarter", "half", "year"]
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$", re.IGNORECASE)
 _HALF = re.compile(r"^(\d{4})-H([12])$", re.IGNORECASE)
 _YEAR = re.compile(r"^(\d{4})$")
 
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """A scoring period: one month, a half-year or a year, as a list of months."""
+    """A scoring period: one month, a quarter, a half-year or a year, as a list of months."""
 
     kind: PeriodKind
     label: str
@@ -120,13 +99,17 @@ class Period:
 
 
 def parse_period(text: str) -> Period:
-    """'2024-05' (month), '2024-H1' / '2024-H2' (half-year) or '2024' (year); InvalidArgumentError otherwise."""
+    """'2024-05' (month), '2024-Q2' (quarter), '2024-H1' / '2024-H2' (half-year) or '2024' (year)."""
     value = text.strip()
     if match := _MONTH.match(value):
         year, month = int(match[1]), int(match[2])
         if not 1 <= month <= 12:
             raise InvalidArgumentError(f"period {text!r}: month {month} out of range (expected YYYY-MM)")
         return Period("month", f"{year:04d}-{month:02d}", ((year, month),))
+    if match := _QUARTER.match(value):
+        year, quarter = int(match[1]), int(match[2])
+        first = 3 * quarter - 2
+        return Period("quarter", f"{year:04d}-Q{quarter}", tuple((year, m) for m in range(first, first + 3)))
     if match := _HALF.match(value):
         year, half = int(match[1]), int(match[2])
         first = 1 if half == 1 else 7
@@ -135,75 +118,109 @@ def parse_period(text: str) -> Period:
         year = int(match[1])
         return Period("year", f"{year:04d}", tuple((year, m) for m in range(1, 13)))
     raise InvalidArgumentError(
-        f"period {text!r}: expected YYYY-MM (month), YYYY-H1 / YYYY-H2 (half-year) or YYYY (year)"
+        f"period {text!r}: expected YYYY-MM (month), YYYY-Q1…Q4 (quarter), YYYY-H1 / YYYY-H2 (half-year) or YYYY (year)"
     )
 
 
-def _month_label(day: date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
-
-@dataclass(frozen=True, slots=True)
-class MonthActivity:
-    """One department's summed counters for one month, plus its cards per area (from the alerts' rules)."""
-
-    department: str
-    month: str
-    counts: Mapping[str, int]
-    cards_by_area: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    """(area, 'yellow'|'red') → number of cards the alerts place in that area."""
-
-    def count(self, name: str) -> int:
-        """A summed counter (0 if absent)."""
-        return int(self.counts.get(name, 0))
-
-
+# -- records -----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Component:
-    """One deduction or bonus: its area, what it counts, how many, and the weighted points it adds."""
+    """One line of a part: what was measured (a rate or a figure per 100 cases) and the points it moved the part."""
 
-    area: str
     name: str
-    count: float
+    value: float
     points: float
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""
-        return {"area": self.area, "name": self.name, "count": self.count, "points": self.points, "detail": self.detail}
+        return {
+            "name": self.name,
+            "value": round(self.value, 6),
+            "points": round(self.points, 4),
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True, slots=True)
-class DepartmentScore:
-    """A department's score for a period, the components behind it and the months it covers."""
+class PartScore:
+    """One part of the score (0–100 after clamping), its configured weight and the components behind it."""
 
-    department: str
+    part: str
+    weight: float
+    score: float
+    unclamped: float
+    components: tuple[Component, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output."""
+        return {
+            "part": self.part,
+            "label": PART_LABELS[self.part],
+            "weight": self.weight,
+            "score": round(self.score, 4),
+            "unclamped": round(self.unclamped, 4),
+            "components": [c.as_dict() for c in self.components],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MonthScore:
+    """A unit's score for one month: the parts with data, their weighted mean, and the month's weight in a period."""
+
+    month: str
+    cases_handled: int
+    score: float
+    parts: tuple[PartScore, ...]
+
+    @property
+    def weight(self) -> int:
+        """Weight of the month in a longer period: its cases handled (an active month weighs at least 1)."""
+        return max(self.cases_handled, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output."""
+        return {
+            "month": self.month,
+            "cases_handled": self.cases_handled,
+            "weight": self.weight,
+            "score": round(self.score, 4),
+            "parts": [p.as_dict() for p in self.parts],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UnitScore:
+    """A unit's (department's or node's) score for a period, with its months, part means and summed figures."""
+
+    unit: str
     period: str
     score: float
-    base: float
-    months: tuple[str, ...]
-    components: tuple[Component, ...]
+    cases_handled: int
+    months: tuple[MonthScore, ...]
+    parts: Mapping[str, float]
+    """Each part's mean over the months where it had data, weighted like the months (for explanation)."""
     figures: Mapping[str, int]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""
         return {
-            "department": self.department,
+            "unit": self.unit,
             "period": self.period,
             "score": round(self.score, 4),
-            "base": self.base,
-            "months": list(self.months),
-            "components": [c.as_dict() for c in self.components],
+            "cases_handled": self.cases_handled,
+            "parts": {part: round(value, 4) for part, value in self.parts.items()},
+            "months": [m.as_dict() for m in self.months],
             "figures": dict(self.figures),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class RankedScore:
-    """A department score with its rank among the departments scored for the same period."""
+    """A unit score with its rank among the units scored for the same period."""
 
     rank: int
-    score: DepartmentScore
+    score: UnitScore
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""
@@ -211,136 +228,167 @@ class RankedScore:
 
 
 # -- the scheme --------------------------------------------------------------------------------------------------------
-def _weight(scheme: ScoresConfig, area: str) -> float:
-    return float(scheme.weights.get(area, 1.0))
+def cases_handled(counts: Mapping[str, int]) -> int:
+    """Cases handled (办件量) in a period: the larger of cases received and cases completed."""
+    return max(int(counts.get("received", 0)), int(counts.get("completed", 0)))
 
 
-def early_completion_steps(completed: int, completed_early: int, threshold: float) -> int:
-    """Full 10-point steps of the early-completion rate above the threshold (exact arithmetic, no float drift)."""
-    if completed <= 0:
-        return 0
-    above = Fraction(completed_early, completed) - Fraction(str(threshold))
-    if above < 0:
-        return 0
-    return floor(above / Fraction(1, 10))
+def is_active(counts: Mapping[str, int]) -> bool:
+    """Whether any flow counter is non-zero (a month without activity gets no score)."""
+    return any(int(counts.get(name, 0)) for name in FLOW_COUNTERS)
 
 
-def _card_counts(activity: MonthActivity, severity: str) -> dict[str, int]:
-    """Cards of one severity per area: the alerts' placement, the bucket total's remainder to the default area."""
-    per_area = {area: n for (area, sev), n in activity.cards_by_area.items() if sev == severity and n}
-    placed = sum(per_area.values())
-    total = activity.count(f"{severity}_cards")
-    if total > placed:
-        per_area[DEFAULT_CARD_AREA] = per_area.get(DEFAULT_CARD_AREA, 0) + total - placed
-    return per_area
+def _clamp(value: float) -> float:
+    return min(100.0, max(0.0, value))
 
 
-def score_month(activity: MonthActivity, scheme: ScoresConfig) -> DepartmentScore:
-    """The score of one department for one month under ``scheme`` (pure: no database)."""
+def _part(part: str, weight: float, components: Sequence[Component], start: float = 100.0) -> PartScore:
+    unclamped = start + sum(c.points for c in components)
+    return PartScore(part, weight, _clamp(unclamped), unclamped, tuple(components))
+
+
+def _supervision(counts: Mapping[str, int], rates: Mapping[str, float | None], scheme: ScoresConfig) -> PartScore:
+    per_100 = 100 / max(cases_handled(counts), 1)
     components: list[Component] = []
-    labels = {
-        "yellow": ("yellow_cards", "黄牌 yellow cards", scheme.yellow_card),
-        "red": ("red_cards", "红牌 red cards", scheme.red_card),
-    }
-    for severity in ("yellow", "red"):
-        name, label, each = labels[severity]
-        for area, n in sorted(_card_counts(activity, severity).items()):
-            points = n * each * _weight(scheme, area)
-            components.append(Component(area, name, n, points, f"{label} ×{n} at {each:+g}"))
-
-    completed, early = activity.count("completed"), activity.count("completed_early")
-    steps = early_completion_steps(completed, early, scheme.early_completion_threshold)
-    if steps:
-        rate = early / completed
-        bonus = steps * scheme.early_completion_bonus_per_10pct * _weight(scheme, "time")
+    for counter, label, coefficient in (
+        ("yellow_cards", "黄牌 yellow cards", scheme.yellow_card_per_100_cases),
+        ("red_cards", "红牌 red cards", scheme.red_card_per_100_cases),
+    ):
+        n = int(counts.get(counter, 0))
+        if n:
+            value = n * per_100
+            components.append(
+                Component(
+                    f"{counter}_per_100_cases",
+                    value,
+                    -coefficient * value,
+                    f"{label} {n} = {value:.2f} per 100 cases × −{coefficient:g}",
+                )
+            )
+    overdue = rates.get("overdue_rate")
+    if overdue:
         components.append(
             Component(
-                "time",
-                "early_completion",
-                steps,
-                bonus,
-                f"提前办结率 early completion {rate:.1%} ({early}/{completed}) ≥ "
-                f"{scheme.early_completion_threshold:.0%}: {steps} × {scheme.early_completion_bonus_per_10pct:+g}",
+                "overdue_rate",
+                overdue,
+                -scheme.late_completion_points * overdue,
+                f"超期办结率 completed late {overdue:.1%} × −{scheme.late_completion_points:g}",
             )
         )
-
-    dissatisfied = activity.count("ratings_4") + activity.count("ratings_5")
-    if dissatisfied:
-        points = dissatisfied * scheme.dissatisfied_rating * _weight(scheme, "satisfaction")
+    returned = rates.get("return_rate")
+    if returned:
         components.append(
             Component(
-                "satisfaction",
-                "dissatisfied_ratings",
-                dissatisfied,
-                points,
-                f"不满意评价 ratings 4–5 ×{dissatisfied} at {scheme.dissatisfied_rating:+g}",
+                "return_rate",
+                returned,
+                -scheme.return_rate_points * returned,
+                f"退件率 return rate {returned:.1%} × −{scheme.return_rate_points:g}",
             )
         )
+    early = rates.get("early_rate")
+    if early is not None and early > scheme.early_completion_threshold:
+        tenths = (early - scheme.early_completion_threshold) * 10
+        components.append(
+            Component(
+                "early_rate",
+                early,
+                scheme.early_completion_bonus_per_10pct * tenths,
+                f"提前办结率 early completion {early:.1%} above {scheme.early_completion_threshold:.0%}: "
+                f"{tenths:.2f} × 10 points × +{scheme.early_completion_bonus_per_10pct:g}",
+            )
+        )
+    return _part("supervision", scheme.weights.supervision, components)
 
-    substantiated = activity.count("complaints_substantiated")
+
+def _complaints(counts: Mapping[str, int], rates: Mapping[str, float | None], scheme: ScoresConfig) -> PartScore:
+    per_100 = 100 / max(cases_handled(counts), 1)
+    components: list[Component] = []
+    substantiated = int(counts.get("complaints_substantiated", 0))
     if substantiated:
-        points = substantiated * scheme.complaint_substantiated * _weight(scheme, "complaints")
+        value = substantiated * per_100
+        coefficient = scheme.complaint_substantiated_per_100_cases
         components.append(
             Component(
-                "complaints",
-                "complaints_substantiated",
-                substantiated,
-                points,
-                f"投诉属实 substantiated complaints ×{substantiated} at {scheme.complaint_substantiated:+g}",
+                "complaints_substantiated_per_100_cases",
+                value,
+                -coefficient * value,
+                f"投诉属实 substantiated complaints {substantiated} = {value:.2f} per 100 cases × −{coefficient:g}",
             )
         )
-
-    score = scheme.base + sum(c.points for c in components)
-    return DepartmentScore(
-        department=activity.department,
-        period=activity.month,
-        score=score,
-        base=scheme.base,
-        months=(activity.month,),
-        components=tuple(components),
-        figures={name: activity.count(name) for name in SUMMED_COUNTERS},
-    )
-
-
-def combine_months(department: str, period: str, monthly: Sequence[DepartmentScore]) -> DepartmentScore:
-    """Half-year / year score: the mean of the monthly scores, each component the mean of its monthly points."""
-    if not monthly:
-        raise ValueError(f"no monthly scores for {department} in {period}")
-    n = len(monthly)
-    points: dict[tuple[str, str], float] = defaultdict(float)
-    counts: dict[tuple[str, str], float] = defaultdict(float)
-    for month in monthly:
-        for c in month.components:
-            points[(c.area, c.name)] += c.points
-            counts[(c.area, c.name)] += c.count
-    components = tuple(
-        Component(
-            area,
-            name,
-            counts[(area, name)],
-            points[(area, name)] / n,
-            f"{name} total {counts[(area, name)]:g} over {n} month(s): mean {points[(area, name)] / n:+.2f}",
+    closure = rates.get("complaint_closure_rate")
+    if closure is not None and closure < 1:
+        components.append(
+            Component(
+                "complaint_closure_rate",
+                closure,
+                -scheme.unclosed_complaint_points * (1 - closure),
+                f"办结率 complaint closure {closure:.1%}: shortfall × −{scheme.unclosed_complaint_points:g}",
+            )
         )
-        for area, name in sorted(points)
-    )
-    figures: dict[str, int] = defaultdict(int)
-    for month in monthly:
-        for key, value in month.figures.items():
-            figures[key] += value
-    return DepartmentScore(
-        department=department,
+    return _part("complaints", scheme.weights.complaints, components)
+
+
+def score_month(month: str, counts: Mapping[str, int], scheme: ScoresConfig) -> MonthScore:
+    """The score of one unit for one month from its summed counters (pure: no database)."""
+    rates = derived_rates(counts)
+    parts = [_supervision(counts, rates, scheme)]
+    satisfaction = rates.get("satisfaction_rate")
+    if satisfaction is not None:
+        ratings = sum(int(counts.get(f"ratings_{n}", 0)) for n in range(1, 6))
+        parts.append(
+            _part(
+                "satisfaction",
+                scheme.weights.satisfaction,
+                [
+                    Component(
+                        "satisfaction_rate",
+                        satisfaction,
+                        100 * satisfaction,
+                        f"满意率 ratings 1–3 {satisfaction:.1%} of {ratings} × 100",
+                    )
+                ],
+                start=0.0,
+            )
+        )
+    parts.append(_complaints(counts, rates, scheme))
+    weighted = [p for p in parts if p.weight > 0]
+    total_weight = sum(p.weight for p in weighted)
+    score = _clamp(sum(p.weight * p.score for p in weighted) / total_weight) if total_weight else 100.0
+    return MonthScore(month, cases_handled(counts), score, tuple(parts))
+
+
+def score_period(
+    unit: str, period: str, monthly: Mapping[str, Mapping[str, int]], scheme: ScoresConfig
+) -> UnitScore | None:
+    """A unit's score over months ('YYYY-MM' → summed counters): active months weighted by cases handled."""
+    months = [score_month(month, monthly[month], scheme) for month in sorted(monthly) if is_active(monthly[month])]
+    if not months:
+        return None
+    total_weight = sum(m.weight for m in months)
+    part_sums: dict[str, float] = defaultdict(float)
+    part_weights: dict[str, float] = defaultdict(float)
+    for m in months:
+        for p in m.parts:
+            part_sums[p.part] += m.weight * p.score
+            part_weights[p.part] += m.weight
+    figures: dict[str, int] = dict.fromkeys(FLOW_COUNTERS, 0)
+    for counts in monthly.values():
+        for name in FLOW_COUNTERS:
+            figures[name] += int(counts.get(name, 0))
+    return UnitScore(
+        unit=unit,
         period=period,
-        score=sum(m.score for m in monthly) / n,
-        base=monthly[0].base,
-        months=tuple(m.period for m in monthly),
-        components=components,
-        figures=dict(figures),
+        score=_clamp(sum(m.weight * m.score for m in months) / total_weight),
+        cases_handled=sum(m.cases_handled for m in months),
+        months=tuple(months),
+        parts={part: part_sums[part] / part_weights[part] for part in PART_LABELS if part_weights.get(part)},
+        figures=figures,
     )
 
 
-def rank_departments(scores: Iterable[DepartmentScore]) -> list[RankedScore]:
+def rank_scores(scores: Iterable[UnitScore]) -> list[RankedScore]:
     """Highest score first; equal scores (to 2 decimals) share a rank and the next rank skips (1, 1, 3)."""
-    ordered = sorted(scores, key=lambda s: (-round(s.score, TIE_DECIMALS), s.department))
+    ordered = sorted(scores, key=lambda s: (-round(s.score, TIE_DECIMALS), s.unit))
     ranked: list[RankedScore] = []
     for position, score in enumerate(ordered, start=1):
         if ranked and round(ranked[-1].score.score, TIE_DECIMALS) == round(score.score, TIE_DECIMALS):
@@ -351,61 +399,34 @@ def rank_departments(scores: Iterable[DepartmentScore]) -> list[RankedScore]:
 
 
 # -- reading the store -------------------------------------------------------------------------------------------------
-def monthly_activity(
-    conn: Connection, first_day: date, end_day: date, rule_areas: Mapping[str, str]
-) -> dict[tuple[str, str], MonthActivity]:
-    """(department, 'YYYY-MM') → summed counters and card areas for days in [first_day, end_day), active months only."""
+def monthly_counters(conn: Connection, first_day: date, end_day: date) -> dict[str, dict[str, dict[str, int]]]:
+    """Department → 'YYYY-MM' → summed flow counters of the node's own buckets for days in [first_day, end_day)."""
     b = _buckets.c
     # Summed per (department, day) in SQL; months are folded in Python so the query is the same on SQLite and PG.
     rows = conn.execute(
-        select(b.department, b.day, *(func.sum(b[name]).label(name) for name in SUMMED_COUNTERS))
+        select(b.department, b.day, *(func.sum(b[name]).label(name) for name in FLOW_COUNTERS))
         .where(b.day >= first_day, b.day < end_day)
         .group_by(b.department, b.day)
     ).mappings()
-    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(SUMMED_COUNTERS, 0))
+    result: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
     for row in rows:
         day = row["day"] if isinstance(row["day"], date) else date.fromisoformat(str(row["day"]))
-        target = counts[(row["department"], _month_label(day))]
-        for name in SUMMED_COUNTERS:
-            target[name] += int(row[name] or 0)
-
-    a = _alerts.c
-    cards: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
-    alert_rows = conn.execute(
-        select(a.department, a.rule_id, a.severity, a.raised_at).where(
-            a.severity.in_(("yellow", "red")),
-            a.raised_at >= datetime.combine(first_day, datetime.min.time()),
-            a.raised_at < datetime.combine(end_day, datetime.min.time()),
-        )
-    )
-    for department, rule_id, severity, raised_at in alert_rows:
-        area = rule_areas.get(rule_id, DEFAULT_CARD_AREA)
-        cards[(department, _month_label(raised_at.date()))][(area, severity)] += 1
-
-    result: dict[tuple[str, str], MonthActivity] = {}
-    for key in set(counts) | set(cards):
-        summed = counts.get(key, dict.fromkeys(SUMMED_COUNTERS, 0))
-        card_areas = cards.get(key, {})
-        if not any(summed[name] for name in ACTIVITY_COUNTERS) and not card_areas:
-            continue
-        result[key] = MonthActivity(key[0], key[1], summed, dict(card_areas))
-    return result
+        month = result[row["department"]].setdefault(f"{day.year:04d}-{day.month:02d}", dict.fromkeys(FLOW_COUNTERS, 0))
+        for name in FLOW_COUNTERS:
+            month[name] += int(row[name] or 0)
+    return dict(result)
 
 
-def department_scores(node: Node, period: Period | str, *, scheme: ScoresConfig | None = None) -> list[DepartmentScore]:
-    """Every department with activity in the period, scored (monthly, or the mean of its active months)."""
+def department_scores(node: Node, period: Period | str, *, scheme: ScoresConfig | None = None) -> list[UnitScore]:
+    """Every department of the node with activity in the period, scored."""
     period = parse_period(period) if isinstance(period, str) else period
     scheme = scheme or node.config.scores
     with node.engine.connect() as conn:
-        activity = monthly_activity(conn, period.first_day, period.end_day, scheme.rule_areas)
-    by_department: dict[str, list[DepartmentScore]] = defaultdict(list)
-    for key in sorted(activity):
-        by_department[key[0]].append(score_month(activity[key], scheme))
-    if period.kind == "month":
-        return [months[0] for months in by_department.values()]
-    return [combine_months(department, period.label, months) for department, months in by_department.items()]
+        counters = monthly_counters(conn, period.first_day, period.end_day)
+    scores = (score_period(department, period.label, months, scheme) for department, months in sorted(counters.items()))
+    return [score for score in scores if score is not None]
 
 
 def scores_ranking(node: Node, period: Period | str, *, scheme: ScoresConfig | None = None) -> list[RankedScore]:
     """The ranking of departments for a period (what ``supnet scores`` prints)."""
-    return rank_departments(department_scores(node, period, scheme=scheme))
+    return rank_scores(department_scores(node, period, scheme=scheme))

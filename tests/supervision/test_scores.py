@@ -1,10 +1,11 @@
-"""Efficiency scores from the real store: buckets written by the metrics module, cards raised by the alerts module."""
+"""Efficiency scores from the real store (buckets written by the metrics module) and `supnet scores`, on SQLite and
+PostgreSQL: volume is not punished, scores stay in 0–100, longer periods weight months by cases handled."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,27 +16,21 @@ from node.app import Node, open_node
 from node.cli import scores_cmd
 from node.cli.common import console
 from node.config import NodeConfig, ScoresConfig, StoreConfig, save_config
-from node.supervision import AlertDraft, BucketKey, add_to_buckets, department_scores, raise_alerts, scores_ranking
+from node.supervision import BucketKey, add_to_buckets, department_scores, score_month, scores_ranking
 
-SCJ, ZJJ, JYJ, WJW = "市场监管局", "住建局", "教育局", "卫健委"
+BIG, SMALL, BAD, QUIET = "市场监管局", "住建局", "教育局", "卫健委"
+
+# Per 10 cases: 9 on time, 3 early, one yellow card, 4 ratings (one dissatisfied), no complaint.
+RATES = {"received": 10, "completed": 10, "completed_on_time": 9, "completed_early": 3, "yellow_cards": 1}
+RATINGS = {"ratings_1": 3, "ratings_5": 1}
 
 
 def key(day: date, department: str, item: str = "I1") -> BucketKey:
     return BucketKey(day=day, department=department, implementation_code=item, basic_code="B1", item_type_code="01")
 
 
-def card(rule_id: str, department: str, raised_at: datetime, n: int) -> AlertDraft:
-    return AlertDraft(
-        rule_id=rule_id,
-        subject=f"case:{department}-{rule_id}-{n}",
-        department=department,
-        implementation_code="I1",
-        message="test",
-        raised_at=raised_at,
-        case_no=f"{department}-{n}",
-        basic_code="B1",
-        item_type_code="01",
-    )
+def times(counts: dict[str, int], factor: int) -> dict[str, int]:
+    return {name: value * factor for name, value in counts.items()}
 
 
 @pytest.fixture
@@ -46,84 +41,65 @@ def node(tmp_path: Path, db_url: str) -> Iterator[Node]:
         add_to_buckets(
             conn,
             {
-                # 市场监管局, May: 8 of 10 early over two items and days; two 5-ratings; one substantiated complaint.
-                key(date(2025, 5, 6), SCJ): {"received": 6, "completed": 6, "completed_early": 5, "ratings_5": 2},
-                key(date(2025, 5, 20), SCJ, "I2"): {"completed": 4, "completed_early": 3},
-                key(date(2025, 5, 28), SCJ, ""): {"complaints_concluded": 1, "complaints_substantiated": 1},
-                # June: a quiet but active month.
-                key(date(2025, 6, 3), SCJ): {"received": 2, "completed": 2},
-                key(date(2025, 5, 7), ZJJ): {"received": 5, "completed": 5},
-                key(date(2025, 5, 8), JYJ): {"received": 4, "completed": 4, "completed_early": 2},
-                key(date(2025, 5, 9), WJW): {"received": 1},
-                # Activity outside the periods asked about.
-                key(date(2025, 7, 1), ZJJ): {"received": 1},
-                key(date(2025, 4, 30), JYJ): {"red_cards": 0, "received": 1},
+                # 市场监管局 handles ten times what 住建局 does, at the same rates, spread over days and items.
+                key(date(2025, 5, 6), BIG): times(RATES, 6),
+                key(date(2025, 5, 20), BIG, "I2"): times(RATES, 4),
+                key(date(2025, 5, 21), BIG, "I2"): times(RATINGS, 10),
+                key(date(2025, 5, 7), SMALL): RATES,
+                key(date(2025, 5, 8), SMALL): RATINGS,
+                # 教育局: 2 cases, 30 red cards, 3 substantiated complaints: far below zero before the clamp.
+                key(date(2025, 5, 9), BAD): {"received": 2, "red_cards": 30, "complaints_substantiated": 3},
+                # June: 市场监管局 busy and clean (100 cases), 住建局 tiny and poor.
+                key(date(2025, 6, 3), BIG): {"received": 100, "completed": 100, "completed_on_time": 100},
+                key(date(2025, 6, 4), SMALL): {"received": 1, "completed": 1, "yellow_cards": 3},
+                # Activity outside the periods asked about; a quiet department with nothing in May.
+                key(date(2025, 7, 1), QUIET): {"received": 1},
             },
-        )
-        raise_alerts(
-            conn,
-            [
-                card("R02", SCJ, datetime(2025, 5, 12, 10), 1),  # yellow, time
-                card("R06", SCJ, datetime(2025, 5, 13, 10), 2),  # red, fees
-                card("R07", JYJ, datetime(2025, 5, 14, 10), 3),  # yellow, process
-                card("R01", ZJJ, datetime(2025, 5, 15, 10), 4),  # a reminder: no deduction
-            ],
         )
     yield opened
     opened.close()
 
 
-def by_department(node: Node, period: str) -> dict[str, float]:
-    return {s.department: round(s.score, 4) for s in department_scores(node, period)}
+def test_the_same_rates_give_the_same_score_whatever_the_volume(node: Node) -> None:
+    scores = {s.unit: s for s in department_scores(node, "2025-05")}
+    assert scores[BIG].cases_handled == 100 and scores[SMALL].cases_handled == 10
+    assert scores[BIG].score == pytest.approx(scores[SMALL].score)
+    assert scores[BIG].score == pytest.approx(score_month("2025-05", {**RATES, **RATINGS}, ScoresConfig()).score)
+    assert scores[BIG].score < 100
+    assert QUIET not in scores
 
 
-def test_month_scores_and_ranking(node: Node) -> None:
+def test_scores_are_clamped(node: Node) -> None:
+    bad = {s.unit: s for s in department_scores(node, "2025-05")}[BAD]
+    assert bad.score == 0.0 and bad.parts == {"supervision": 0.0, "complaints": 0.0}
+
+
+def test_longer_periods_weight_months_by_cases_handled(node: Node) -> None:
+    may = {s.unit: s.score for s in department_scores(node, "2025-05")}
+    june = {s.unit: s.score for s in department_scores(node, "2025-06")}
+    assert june[BIG] == 100.0
+    quarter = {s.unit: s for s in department_scores(node, "2025-Q2")}
+    assert quarter[BIG].score == pytest.approx((100 * may[BIG] + 100 * 100.0) / 200)
+    assert quarter[SMALL].score == pytest.approx((10 * may[SMALL] + 1 * june[SMALL]) / 11)
+    assert [m.month for m in quarter[SMALL].months] == ["2025-05", "2025-06"]
+    for period in ("2025-H1", "2025"):
+        assert {s.unit: s.score for s in department_scores(node, period)}[BIG] == pytest.approx(quarter[BIG].score)
+    assert [s.unit for s in department_scores(node, "2025-H2")] == [QUIET]
+    assert department_scores(node, "2024") == []
+
+
+def test_ranking_and_scheme_from_config(node: Node) -> None:
     ranking = scores_ranking(node, "2025-05")
-    # 市场监管局: 100 + 7 (80% early) − 5 (R02 yellow) − 10 (R06 red) − 2 (ratings 5) − 3 (complaint) = 87
-    # 教育局: 100 + 4 (50% early) − 5 (R07 yellow) = 99; 住建局 (a reminder only) and 卫健委: 100.
-    assert [(r.rank, r.score.department, round(r.score.score, 2)) for r in ranking] == [
-        (1, ZJJ, 100.0),
-        (1, WJW, 100.0),
-        (3, JYJ, 99.0),
-        (4, SCJ, 87.0),
-    ]
-    scj = ranking[-1].score
-    areas = {(c.area, c.name): c.points for c in scj.components}
-    assert areas == {
-        ("time", "yellow_cards"): -5.0,
-        ("fees", "red_cards"): -10.0,
-        ("time", "early_completion"): 7.0,
-        ("satisfaction", "dissatisfied_ratings"): -2.0,
-        ("complaints", "complaints_substantiated"): -3.0,
-    }
-    assert scj.figures["completed"] == 10 and scj.figures["yellow_cards"] == 1
-    assert {(c.area, c.name) for c in ranking[2].score.components} == {
-        ("process", "yellow_cards"),
-        ("time", "early_completion"),
-    }
-
-
-def test_half_and_year_are_means_of_active_months(node: Node) -> None:
-    half = {s.department: s for s in department_scores(node, "2025-H1")}
-    assert half[SCJ].months == ("2025-05", "2025-06") and half[SCJ].score == pytest.approx((87 + 100) / 2)
-    # 教育局 had activity in April (one case received): its half-year is the mean of April (100) and May (99).
-    assert half[JYJ].months == ("2025-04", "2025-05") and half[JYJ].score == pytest.approx(99.5)
-    assert ZJJ in half and half[ZJJ].months == ("2025-05",)
-    year = by_department(node, "2025")
-    assert year[ZJJ] == 100.0 and year[SCJ] == pytest.approx(93.5)
-    assert by_department(node, "2025-H2") == {ZJJ: 100.0}
-    assert by_department(node, "2024") == {}
-
-
-def test_scheme_from_config(node: Node) -> None:
-    scheme = ScoresConfig(red_card=-20, weights={"fees": 0.5}, early_completion_bonus_per_10pct=0.5)
-    scores = {s.department: s.score for s in department_scores(node, "2025-05", scheme=scheme)}
-    # 市场监管局: 100 + 3.5 − 5 − 0.5 × 20 − 2 − 3 = 83.5
-    assert scores[SCJ] == pytest.approx(83.5)
+    assert [(r.rank, r.score.unit) for r in ranking] == [(1, SMALL), (1, BIG), (3, BAD)]
+    harsher = ScoresConfig(yellow_card_per_100_cases=5)
+    softer = {s.unit: s.score for s in department_scores(node, "2025-05")}
+    harsh = {s.unit: s.score for s in department_scores(node, "2025-05", scheme=harsher)}
+    # Supervision: 10 yellow cards per 100 cases × 4 more points each, 0.6 of the weight 1.0.
+    assert softer[BIG] - harsh[BIG] == pytest.approx(10 * 4 * 0.6)
 
 
 def test_cli_scores(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "width", 220)
+    monkeypatch.setattr(console, "width", 240)
     app = typer.Typer()
     scores_cmd.register(app)
     runner = CliRunner()
@@ -131,12 +107,28 @@ def test_cli_scores(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["-d", data_dir, "--month", "2025-05", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["period"] == "2025-05"
-    assert [(r["rank"], r["department"], r["score"]) for r in document["ranking"]][-1] == (4, SCJ, 87.0)
+    assert document["period"] == "2025-05" and document["weights"]["supervision"] == 0.6
+    rows = document["ranking"]
+    assert [(r["rank"], r["unit"]) for r in rows] == [(1, SMALL), (1, BIG), (3, BAD)]
+    big = rows[1]
+    assert big["cases_handled"] == 100 and set(big["parts"]) == {"supervision", "satisfaction", "complaints"}
+    (month,) = big["months"]
+    parts = {p["part"]: p for p in month["parts"]}
+    assert parts["satisfaction"]["score"] == 75.0 and parts["satisfaction"]["label"] == "群众满意度 satisfaction"
+    yellow = next(c for c in parts["supervision"]["components"] if c["name"] == "yellow_cards_per_100_cases")
+    assert (yellow["value"], yellow["points"]) == (10.0, -10.0)
+    weighted = sum(p["weight"] * p["score"] for p in parts.values()) / sum(p["weight"] for p in parts.values())
+    assert big["score"] == pytest.approx(weighted, abs=1e-3)
 
-    table = runner.invoke(app, ["-d", data_dir, "--half", "2025-H1"])
+    table = runner.invoke(app, ["-d", data_dir, "--quarter", "2025-Q2"])
     assert table.exit_code == 0, table.output
-    assert "效能考评 2025-H1" in table.stdout and "93.50" in table.stdout and "red_cards" in table.stdout
+    assert (
+        "效能考评 2025-Q2" in table.stdout
+        and "电子监察" in table.stdout
+        and "2025-06: 100.00 × 100 cases" in table.stdout
+    )
+    month_table = runner.invoke(app, ["-d", data_dir, "--month", "2025-05"])
+    assert "黄牌 yellow cards 10 = 10.00 per 100 cases" in month_table.stdout
 
     both = runner.invoke(app, ["-d", data_dir, "--month", "2025-05", "--year", "2025"])
     assert both.exit_code == 2 and "exactly one" in both.stderr

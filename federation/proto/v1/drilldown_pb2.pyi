@@ -77,6 +77,11 @@ class _RankingMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ranking
     """yellow_cards (a count)"""
     RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE: _RankingMetric.ValueType  # 10
     """complaints_accepted / complaints_received"""
+    RANKING_METRIC_SCORE: _RankingMetric.ValueType  # 11
+    """the efficiency score 0–100 (docs/domain.md §7) from the entry's summed counters per month, months weighted by
+    cases handled; numerator = cases handled, denominator = the months' weight (an active month weighs at least 1),
+    0 when there is nothing to score
+    """
 
 class RankingMetric(_RankingMetric, metaclass=_RankingMetricEnumTypeWrapper):
     """--- ranking -------------------------------------------------------------------------------------"""
@@ -102,6 +107,11 @@ RANKING_METRIC_YELLOW_CARDS: RankingMetric.ValueType  # 9
 """yellow_cards (a count)"""
 RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE: RankingMetric.ValueType  # 10
 """complaints_accepted / complaints_received"""
+RANKING_METRIC_SCORE: RankingMetric.ValueType  # 11
+"""the efficiency score 0–100 (docs/domain.md §7) from the entry's summed counters per month, months weighted by
+cases handled; numerator = cases handled, denominator = the months' weight (an active month weighs at least 1),
+0 when there is nothing to score
+"""
 Global___RankingMetric: _TypeAlias = RankingMetric  # noqa: Y015
 
 class _CaseStatusFilter:
