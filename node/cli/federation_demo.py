@@ -33,7 +33,7 @@ from node.cli.render import cases_table, percent, print_case_detail, ranking_tab
 from node.drilldown import DrilldownClient
 from node.localtree import FederationState, Topology, down, load_topology, up
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "config" / "topologies" / "demo-15.toml"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "topologies" / "demo-15.toml"
 ROLLUP_TIMEOUT_SECONDS = 45.0
 MIN_WIDTH = 130
 
