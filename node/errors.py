@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from federation import (
+from federation.errors import (
     BackPressureError,
     IntegrityError,
     InvalidArgumentError,

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
-from node.ingest import ENCODINGS, KIND_ORDER, Importer, ImportSummary
+from node.domain import KIND_ORDER
+from node.ingest import ENCODINGS, Importer, ImportSummary
 from node.supervision import default_listeners
 
 # Below this many bytes an import finishes before a bar would be worth drawing.

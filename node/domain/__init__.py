@@ -18,15 +18,31 @@ from node.domain.deadlines import (
     stop_workdays,
     workdays_used,
 )
+from node.domain.standard import (
+    FIELD_NAMES,
+    KIND_ALIASES,
+    KIND_ORDER,
+    RECORD_FIELDS,
+    STEP_ACTIONS,
+    FieldSpec,
+    header_map,
+)
 
 __all__ = [
     "END_OF_DAY",
+    "FIELD_NAMES",
+    "KIND_ALIASES",
+    "KIND_ORDER",
+    "RECORD_FIELDS",
+    "STEP_ACTIONS",
     "UNIT_NATURAL_DAYS",
     "UNIT_WORKING_DAYS",
+    "FieldSpec",
     "WorkCalendar",
     "clear_calendar_cache",
     "due_at",
     "format_compact",
+    "header_map",
     "is_early",
     "library_calendar_years",
     "load_calendar",

@@ -1,6 +1,5 @@
 """Ingest: read, validate and store approval records from files or gRPC."""
 
-from node.ingest.fields import KIND_ORDER, RECORD_FIELDS, FieldSpec
 from node.ingest.importer import Importer, ImportSummary, RecordOutcome
 from node.ingest.listeners import IngestListener
 from node.ingest.readers import ENCODINGS, FileReader, detect_encoding, kind_from_alias, kind_from_file_name, open_files
@@ -46,19 +45,16 @@ __all__ = [
     "BAD_NUMBER",
     "BAD_TEXT",
     "ENCODINGS",
-    "KIND_ORDER",
     "KIND_TABLES",
     "MISSING_FIELD",
     "NATURAL_KEYS",
     "NEGATIVE_FEE",
-    "RECORD_FIELDS",
     "TOO_LONG",
     "AcceptanceRow",
     "CaseState",
     "ComplaintRow",
     "CompletionRow",
     "EvaluationRow",
-    "FieldSpec",
     "FileReader",
     "ImportSummary",
     "Importer",

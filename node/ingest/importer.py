@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from node.domain import FIELD_NAMES, KIND_ORDER
 from node.errors import StoreError
 from node.ingest.deadlines import Deadlines
-from node.ingest.fields import FIELD_NAMES, KIND_ORDER
 from node.ingest.handlers import KindHandlers
 from node.ingest.listeners import IngestListener
 from node.ingest.outcomes import BatchContext, ImportSummary, OutcomeCallback, RecordOutcome

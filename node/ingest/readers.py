@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from node.domain import KIND_ALIASES, KIND_ORDER
 from node.errors import ValidationError
-from node.ingest.fields import KIND_ALIASES, KIND_ORDER
 from node.ingest.records import RawFields, RawRecord
 from node.ingest.validate import (
     BAD_ENCODING,

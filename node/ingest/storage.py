@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, select
 
+from node.domain import FIELD_NAMES
 from node.ingest.backends import Backend, backend_for
-from node.ingest.fields import FIELD_NAMES
 from node.ingest.listeners import CASE_FIELDS, IngestListener
 from node.ingest.outcomes import BatchContext
 from node.ingest.records import AnyRow, CaseState, CopiedItemCodes, ItemLimits, Pending, RowT, Tagged

@@ -16,8 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from node.domain import parse_datetime
-from node.ingest.fields import RECORD_FIELDS, STEP_ACTIONS, FieldSpec, header_map
+from node.domain import RECORD_FIELDS, STEP_ACTIONS, FieldSpec, header_map, parse_datetime
 from node.ingest.records import EvaluationRow, ItemRow, StepRow, ValidatedRow
 from node.store import Base
 

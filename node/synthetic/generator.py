@@ -28,9 +28,8 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from node.domain import load_calendar
+from node.domain import KIND_ORDER, load_calendar
 from node.errors import ValidationError
-from node.ingest import KIND_ORDER
 from node.synthetic import names
 from node.synthetic.cases import CaseGenerator
 from node.synthetic.profile import NodeProfile, node_profile

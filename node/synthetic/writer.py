@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Literal
 
-from node.ingest import KIND_ORDER, RECORD_FIELDS
+from node.domain import KIND_ORDER, RECORD_FIELDS
 
 FileFormat = Literal["csv", "jsonl"]
 FILE_NAMES: dict[str, str] = {

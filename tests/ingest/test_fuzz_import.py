@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from node.app import Node, open_node
 from node.bootstrap import init_node
+from node.domain import KIND_ORDER, RECORD_FIELDS, FieldSpec
 from node.errors import ValidationError
 from node.ingest import (
     BAD_BOOL,
@@ -41,14 +42,11 @@ from node.ingest import (
     BAD_DATETIME,
     BAD_NUMBER,
     BAD_TEXT,
-    KIND_ORDER,
     KIND_TABLES,
     MISSING_FIELD,
     NATURAL_KEYS,
     NEGATIVE_FEE,
-    RECORD_FIELDS,
     TOO_LONG,
-    FieldSpec,
     Importer,
     ImportSummary,
     RecordOutcome,

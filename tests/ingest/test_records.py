@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import node.ingest as ingest
+from node.domain import RECORD_FIELDS
 from node.ingest.listeners import CASE_FIELDS
 
 ROW_TYPES: dict[str, Any] = {
@@ -23,13 +24,13 @@ ROW_TYPES: dict[str, Any] = {
 
 
 def test_every_kind_has_a_row_type() -> None:
-    assert set(ROW_TYPES) == set(ingest.RECORD_FIELDS)
+    assert set(ROW_TYPES) == set(RECORD_FIELDS)
 
 
-@pytest.mark.parametrize("kind", sorted(ingest.RECORD_FIELDS))
+@pytest.mark.parametrize("kind", sorted(RECORD_FIELDS))
 def test_a_row_type_requires_exactly_the_fields_of_its_kind(kind: str) -> None:
     # Validation sets every field of the kind; the keys the importer adds when storing are the optional ones.
-    assert ROW_TYPES[kind].__required_keys__ == {spec.name for spec in ingest.RECORD_FIELDS[kind]}
+    assert ROW_TYPES[kind].__required_keys__ == {spec.name for spec in RECORD_FIELDS[kind]}
 
 
 def test_case_state_has_the_case_fields_listeners_rely_on() -> None:

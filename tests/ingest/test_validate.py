@@ -4,7 +4,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from node.ingest import KIND_TABLES, RECORD_FIELDS, RecordInvalid, Validator, field_label, record_key
+from node.domain import RECORD_FIELDS
+from node.ingest import KIND_TABLES, RecordInvalid, Validator, field_label, record_key
 from node.store import Base
 
 TZ = ZoneInfo("Asia/Shanghai")

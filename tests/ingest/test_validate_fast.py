@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.ingest import RECORD_FIELDS, FieldSpec, RecordInvalid, Validator
+from node.domain import RECORD_FIELDS, FieldSpec
+from node.ingest import RecordInvalid, Validator
 
 VALIDATOR = Validator(ZoneInfo("Asia/Shanghai"))
 

@@ -32,7 +32,7 @@ from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
-from node.ingest import KIND_ORDER, RECORD_FIELDS
+from node.domain import KIND_ORDER, RECORD_FIELDS
 from node.supervision import check_buckets
 from node.trust import SigningIdentity
 from tests.harness.tree import Tree, build_tree, node_identity

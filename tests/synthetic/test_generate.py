@@ -22,9 +22,9 @@ from typer.testing import CliRunner, Result
 from node.app import Node, open_node
 from node.bootstrap import init_node
 from node.cli import demo_cmd, generate_cmd
-from node.domain import library_calendar_years, load_calendar, parse_datetime
+from node.domain import RECORD_FIELDS, library_calendar_years, load_calendar, parse_datetime
 from node.errors import CalendarError, ValidationError
-from node.ingest import RECORD_FIELDS, Importer
+from node.ingest import Importer
 from node.store import Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
 from node.synthetic import (
     FILE_NAMES,
