@@ -15,8 +15,6 @@ Revises: 0006
 
 from __future__ import annotations
 
-import re
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -77,10 +75,13 @@ def upgrade() -> None:
             )
         )
     op.execute("UPDATE alerts SET breached_at = raised_at")
+    bind = op.get_bind()
     for condition, source in _BREACH_SOURCES:
         statement = f"UPDATE alerts SET breached_at = ({source}) WHERE {condition} AND ({source}) IS NOT NULL"
-        # No bind parameters here: escape the colons of the subject patterns (':payment:') from text()'s ':name'.
-        op.execute(sa.text(re.sub(r":(?=\w)", r"\\:", statement)))
+        # Driver SQL, so the subject patterns (':payment:') are no ':name' binds; psycopg still reads '%' itself.
+        if bind.dialect.paramstyle in ("format", "pyformat"):
+            statement = statement.replace("%", "%%")
+        bind.exec_driver_sql(statement)
     with op.batch_alter_table('alerts') as batch:
         batch.alter_column('breached_at', existing_type=sa.DateTime(), nullable=False)
         batch.create_index(batch.f('ix_alerts_breached_at'), ['breached_at'], unique=False)
