@@ -18,7 +18,7 @@ from node.store import Alert, make_engine, migrate
 from node.supervision import escalate_alert, run_scan
 from tests.harness.clocks import Clock
 from tests.harness.postgres import fresh_schema_url
-from tests.harness.rules import acceptance, completion, items, load
+from tests.harness.rules import acceptance, completion, load
 from tests.supervision.test_breach_dates import IMPORTED, history
 
 COPIED = ("items", "cases", "steps", "payments", "completions", "complaints", "alerts")
