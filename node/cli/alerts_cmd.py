@@ -1,9 +1,14 @@
-"""``supnet alerts``: list warnings (filters: open, severity, rule, department), acknowledge, correct, escalate."""
+"""``supnet alerts``: list warnings (filters: open, severity, rule, department), acknowledge, correct, escalate.
+
+Each alert shows when its rule was broken (违规时间 breached, what monthly figures use) and when supnet noticed it
+(发现时间 raised); ``--json`` writes times in ISO 8601 with the node's UTC offset.
+"""
 
 from __future__ import annotations
 
 import getpass
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
@@ -26,14 +31,14 @@ AlertId = Annotated[int, typer.Argument(help="The alert id (监察编号).")]
 _SEVERITY_STYLE = {"reminder": "cyan", "yellow": "yellow", "red": "bold red"}
 
 
-def _print_one(view: AlertView, as_json: bool) -> None:
+def _print_one(view: AlertView, as_json: bool, tz: ZoneInfo) -> None:
     if as_json:
-        print_json(view.to_dict())
+        print_json(view.to_dict(tz))
         return
     table = Table(title=f"Alert {view.id} ({view.rule_id} {view.rule_name})", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in view.to_dict().items():
+    for key, value in view.to_dict(tz).items():
         table.add_row(key, "-" if value in (None, "") else str(value))
     console.print(table)
 
@@ -56,6 +61,7 @@ def alerts(
     if subcommand_invoked(ctx, data_dir):
         return
     with opened_node(ctx, data_dir) as node, node.engine.connect() as conn:
+        tz = node.tz
         views = list_alerts(
             conn,
             open_only=open_only,
@@ -66,10 +72,21 @@ def alerts(
             limit=limit,
         )
     if as_json:
-        print_json({"alerts": [view.to_dict() for view in views]})
+        print_json({"alerts": [view.to_dict(tz) for view in views]})
         return
     table = Table(title=f"Alerts ({len(views)} shown)")
-    for column in ("id", "rule", "severity", "status", "subject", "department", "post", "raised", "correct by"):
+    columns: tuple[str, ...] = (
+        "id",
+        "rule",
+        "severity",
+        "status",
+        "subject",
+        "department",
+        "post",
+        "违规时间 breached",
+    )
+    columns += ("发现时间 raised", "correct by")
+    for column in columns:
         table.add_column(column)
     for view in views:
         style = _SEVERITY_STYLE.get(view.severity, "")
@@ -81,6 +98,7 @@ def alerts(
             view.subject,
             view.department,
             view.post or "-",
+            local_text(view.breached_at),
             local_text(view.raised_at),
             local_text(view.correct_by),
         )
@@ -99,7 +117,7 @@ def ack(
 ) -> None:
     """Acknowledge an alert (raised or notified → acknowledged)."""
     with opened_node(ctx, data_dir) as node:
-        _print_one(acknowledge_alert(node, alert_id, by=by if by is not None else getpass.getuser()), as_json)
+        _print_one(acknowledge_alert(node, alert_id, by=by if by is not None else getpass.getuser()), as_json, node.tz)
 
 
 @alerts_app.command("correct")
@@ -114,7 +132,7 @@ def correct(
 ) -> None:
     """Record the correction of an alert (→ corrected); a note is required."""
     with opened_node(ctx, data_dir) as node:
-        _print_one(correct_alert(node, alert_id, note), as_json)
+        _print_one(correct_alert(node, alert_id, note), as_json, node.tz)
 
 
 @alerts_app.command("escalate")
@@ -128,7 +146,7 @@ def escalate(
 ) -> None:
     """Escalate an open yellow card to a red card (R04) now, without waiting for its supervision deadline."""
     with opened_node(ctx, data_dir) as node:
-        _print_one(escalate_alert(node, alert_id), as_json)
+        _print_one(escalate_alert(node, alert_id), as_json, node.tz)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,10 @@
 
 * ``raise_alerts`` inserts alerts with ON CONFLICT DO NOTHING on UNIQUE(rule_id, subject), so one alert exists per
   (rule, case[, step]) even when scans and imports run concurrently; it counts exactly the rows it inserted in the
-  metric buckets (reminders / yellow / red cards; the open-overdue gauges for R02/R03 on an open case).
+  metric buckets (reminders / yellow / red cards on the day of the breach, docs/domain.md §5; the open-overdue
+  gauges for R02/R03 on an open case, on its acceptance day).
+* An alert keeps ``breached_at`` (when its rule was broken: what figures, months and scores use) and ``raised_at``
+  (when supnet noticed it: an import or a scan).
 * 'raised' → 'notified' belongs to the notification dispatcher (node.notify).
 * ``acknowledge_alert``: raised|notified → acknowledged. ``correct_alert`` (纠错, a note is required):
   raised|notified|acknowledged → corrected. ``escalate_alert`` / ``escalate_overdue_yellows``: a yellow card in
@@ -21,11 +24,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, Table, bindparam, func, or_, select, update
 
 from node.audit_log import Action, operator_actor, record_audit
-from node.domain import due_at
+from node.domain import due_at, to_iso
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.store import Alert, Item, compare_and_set_counter, counter_value, dialect_insert, lower_counter, to_micros
 from node.supervision.metric_definitions import OVERDUE_GAUGE_RULES, SEVERITY_COUNTERS
@@ -126,6 +130,7 @@ class AlertView:
     implementation_code: str
     message: str
     raised_at: datetime
+    breached_at: datetime
     correct_by: datetime | None
     notified_at: datetime | None
     acknowledged_at: datetime | None
@@ -142,9 +147,13 @@ class AlertView:
         rule = RULES.get(data["rule_id"])
         return cls(rule_name=rule.name if rule else "", **{k: data[k] for k in _VIEW_COLUMNS})
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (datetimes as ISO strings)."""
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+    def to_dict(self, tz: ZoneInfo | None = None) -> dict[str, Any]:
+        """JSON-ready form: datetimes as ISO 8601 strings, with the UTC offset of ``tz`` (the node's zone) if given."""
+
+        def text(value: datetime) -> str:
+            return to_iso(value, tz) if tz is not None else value.isoformat()
+
+        return {k: (text(v) if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
 
 
 _VIEW_COLUMNS = tuple(name for name in AlertView.__dataclass_fields__ if name != "rule_name")
@@ -178,11 +187,15 @@ def _draft_row(draft: AlertDraft) -> dict[str, Any]:
 
 
 def alert_deltas(raised: Iterable[AlertDraft]) -> Deltas:
-    """Metric deltas of newly raised alerts: severity counters on the raised day, overdue gauges on open cases."""
+    """Metric deltas of newly raised alerts: severity counters on the breach day, overdue gauges on open cases."""
     deltas: Deltas = {}
     for draft in raised:
         key = BucketKey(
-            draft.raised_at.date(), draft.department, draft.implementation_code, draft.basic_code, draft.item_type_code
+            draft.breach_moment.date(),
+            draft.department,
+            draft.implementation_code,
+            draft.basic_code,
+            draft.item_type_code,
         )
         merge_deltas(deltas, {key: {SEVERITY_COUNTERS[draft.severity]: 1}})
         gauge = OVERDUE_GAUGE_RULES.get(draft.rule_id)
@@ -368,6 +381,13 @@ def _escalate_rows(
             return "escalated by hand (人工升级)"
         return f"not corrected by {row.correct_by:%Y-%m-%d %H:%M} (逾期未纠正)"
 
+    def breach(row: Row[Any]) -> datetime:
+        # R04 is broken when the supervision deadline passes uncorrected; by hand (or without a deadline) it is the
+        # escalation itself, which may come before the deadline.
+        if by_hand or row.correct_by is None or row.correct_by > now:
+            return now
+        return cast(datetime, row.correct_by)
+
     drafts = [
         AlertDraft(
             rule_id=R04,
@@ -382,6 +402,7 @@ def _escalate_rows(
             post=row.post,
             basic_code=row.basic_code or "",
             item_type_code=row.type_code or "",
+            breached_at=breach(row),
         )
         for row in yellows
     ]

@@ -290,12 +290,12 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
     )
     _accumulate(result, rows, lambda r: (("complaints_concluded", r.n), ("complaints_substantiated", r.s)), days)
 
-    # alerts: per raised day and severity.
+    # alerts: per breach day (docs/domain.md §5: when the rule was broken, not when supnet noticed) and severity.
     a = _alerts.c
-    raised_day = day_of(conn, a.raised_at).label("day")
+    breach_day = day_of(conn, a.breached_at).label("day")
     rows = conn.execute(
-        select(raised_day, a.department, a.implementation_code, a.severity, func.count().label("n")).group_by(
-            raised_day, a.department, a.implementation_code, a.severity
+        select(breach_day, a.department, a.implementation_code, a.severity, func.count().label("n")).group_by(
+            breach_day, a.department, a.implementation_code, a.severity
         )
     )
     _accumulate(result, rows, lambda r: ((SEVERITY_COUNTERS.get(r.severity, "reminders"), r.n),), days)

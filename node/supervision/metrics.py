@@ -26,9 +26,9 @@ numbers from the raw records (``recompute_buckets``) and compares the two (``che
 | complaints_accepted      | a complaint accepted (complaints.py; or imported accepted)  | decided_at            |
 | complaints_concluded     | a complaint concluded (complaints.py)                      | concluded_at          |
 | complaints_substantiated | a concluded complaint found substantiated                   | concluded_at          |
-| reminders                | an alert of severity reminder raised                        | the alert's raised_at |
-| yellow_cards             | an alert of severity yellow raised                          | the alert's raised_at |
-| red_cards                | an alert of severity red raised (incl. R04 escalations)     | the alert's raised_at |
+| reminders                | an alert of severity reminder raised                        | alert's breached_at   |
+| yellow_cards             | an alert of severity yellow raised                          | alert's breached_at   |
+| red_cards                | an alert of severity red raised (incl. R04 escalations)     | alert's breached_at   |
 | open_cases               | GAUGE: +1 on acceptance, −1 on completion                   | accepted_at (cohort)  |
 | open_overdue_promised    | GAUGE: open cases holding an R02 (promise broken) alert     | accepted_at (cohort)  |
 | open_overdue_legal       | GAUGE: open cases holding an R03 (law broken) alert         | accepted_at (cohort)  |

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from node.config import SupervisionConfig
@@ -53,6 +53,7 @@ class RuleContext:
         self.thresholds = Thresholds(config)
         self.calendar = calendar
         self._deadlines: dict[tuple[int, datetime], datetime | None] = {}
+        self._windows: dict[tuple[date, int], date | None] = {}
         # Problems met while evaluating (a year missing from the calendar): reported, never guessed around.
         self.warnings: list[str] = []
 
@@ -75,6 +76,30 @@ class RuleContext:
             self._deadlines.clear()
         self._deadlines[key] = deadline
         return deadline
+
+    def reminder_window_start(self, due: datetime, workdays: int, accepted_at: datetime) -> datetime | None:
+        """When a case due at ``due`` came within ``workdays`` working days of it: R01's breach moment.
+
+        The scan reminds at ``t`` when ``due.date() <= add_workdays(t.date(), workdays)``, so the window opens at
+        the start of the first such day — or at acceptance, if the case was already inside it then. None (logged)
+        when the calendar lacks the year: the alert is then dated when it was raised, never by a guess.
+        """
+        key = (due.date(), workdays)
+        if key not in self._windows:
+            if len(self._windows) > 10000:
+                self._windows.clear()
+            try:
+                first = due.date()
+                while self.calendar.add_workdays(first - timedelta(days=1), workdays) >= due.date():
+                    first -= timedelta(days=1)
+                self._windows[key] = first
+            except CalendarError as exc:
+                log.warning("reminder window before %s not dated: %s", due, exc)
+                self._windows[key] = None
+        first_day = self._windows[key]
+        if first_day is None:
+            return None
+        return max(datetime.combine(first_day, time()), accepted_at)
 
 
 def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:

@@ -15,6 +15,10 @@ Called by the RulesListener for each batch of one kind:
 Overdue-ness of open cases is left to the scan on purpose: a historical import delivers acceptances before their
 completions, so judging a case "open and overdue" the moment its acceptance arrives would raise false cards. The
 time-driven rules are the periodic scan's (node.supervision.rules.scan).
+
+Each alert is dated by its breach (docs/domain.md §5), whatever the import time: R02/R03 the promised/legal due, R05
+the step's due, R06 the payment (or the completion declaring the fee), R07 the supplement request past the allowed
+number, R08 the refusal or the return, R09 the step's own time.
 """
 
 from __future__ import annotations
@@ -200,10 +204,10 @@ class RuleEngine(RuleContext):
                 promised, legal = case_row["promised_due_at"], case_row["legal_due_at"]
                 if completed_at > promised and self.thresholds.enabled(R02, item_type):
                     message = f"办件 {no} 超承诺时限办结: completed {fmt(completed_at)}, promised {fmt(promised)}"
-                    drafts.append(self._case_draft(R02, case_row, message, now))
+                    drafts.append(self._case_draft(R02, case_row, message, now, breached_at=promised))
                 if completed_at > legal and self.thresholds.enabled(R03, item_type):
                     message = f"办件 {no} 超法定时限办结: completed {fmt(completed_at)} after legal {fmt(legal)}"
-                    drafts.append(self._case_draft(R03, case_row, message, now))
+                    drafts.append(self._case_draft(R03, case_row, message, now, breached_at=legal))
             result_code = record.get("result_code") or ""
             if (
                 result_code in REFUSAL_RESULT_CODES
@@ -212,17 +216,17 @@ class RuleEngine(RuleContext):
             ):
                 label = "不予批准 refused" if result_code == "2" else "不予受理 not accepted"
                 message = f"办件 {no} {label} without a stated reason (未说明理由)"
-                drafts.append(self._case_draft(R08, case_row, message, now))
+                drafts.append(self._case_draft(R08, case_row, message, now, breached_at=completed_at))
         return drafts
 
-    def _step_findings(self, record: Mapping[str, Any], now: datetime) -> list[tuple[str, str]]:
-        """(rule id, message) of the step-level rules one step record breaks (R05, R08 return, R09)."""
+    def _step_findings(self, record: Mapping[str, Any], now: datetime) -> list[tuple[str, str, datetime]]:
+        """(rule id, message, breach) of the step-level rules one step record breaks (R05, R08 return, R09)."""
         case_row = record["case"]
         item_type = case_row.get("item_type_code") or ""
         where = f"办件 {case_row['case_no']} 环节「{record.get('step_name', '')}」"
         started_at: datetime = record["started_at"]
         ended_at: datetime | None = record.get("ended_at")
-        findings: list[tuple[str, str]] = []
+        findings: list[tuple[str, str, datetime]] = []
         step_limit = record.get("step_limit")
         if step_limit is not None and self.thresholds.enabled(R05, item_type):
             step_due = self._step_due(record)
@@ -234,16 +238,22 @@ class RuleEngine(RuleContext):
                         (
                             R05,
                             f"{where}超时: ended {fmt(ended_at)}, limit {step_limit} workdays (due {fmt(step_due)})",
+                            step_due,
                         )
                     )
             elif _is_pending(record) and case_row.get("status") == "open" and step_due < now:
                 # Still pending and already past its limit when it arrives; later ones are the scan's.
                 findings.append(
-                    (R05, pending_step_message(case_row["case_no"], record["step_name"], step_limit, step_due))
+                    (
+                        R05,
+                        pending_step_message(case_row["case_no"], record["step_name"], step_limit, step_due),
+                        step_due,
+                    )
                 )
         no_opinion = not (record.get("opinion") or "").strip()
         if record.get("action") == "return" and no_opinion and self.thresholds.enabled(R08, item_type):
-            findings.append((R08, f"{where}退回未说明理由: return without an opinion"))
+            # The return is the step's outcome: made when the step ended (its start if the source sent no end).
+            findings.append((R08, f"{where}退回未说明理由: return without an opinion", ended_at or started_at))
         late = self.thresholds.settings(R09, item_type)
         entered_at: datetime | None = record.get("entered_at")
         # The importer stamps a missing 数据录入时间 with the import time (== now): that says nothing about when the
@@ -251,7 +261,11 @@ class RuleEngine(RuleContext):
         if late.enabled and entered_at is not None and entered_at != now:
             happened = ended_at or started_at
             if entered_at - happened > timedelta(hours=late.late_entry_hours):
-                findings.append((R09, f"{where}延迟录入: happened {fmt(happened)}, entered {fmt(entered_at)}"))
+                # Dated by the step's own time (when it happened), not by the late entry: the lateness belongs to
+                # the work of that day, and an entry made months later must not move the card out of its month.
+                findings.append(
+                    (R09, f"{where}延迟录入: happened {fmt(happened)}, entered {fmt(entered_at)}", happened)
+                )
         return findings
 
     def _step_due(self, record: Mapping[str, Any]) -> datetime | None:
@@ -278,19 +292,29 @@ class RuleEngine(RuleContext):
             lower_counter(conn, SCAN_STEP_DIRTY_FROM, to_micros(min(dues)))
 
     def _step_drafts(self, conn: Connection, records: Sequence[Mapping[str, Any]], now: datetime) -> list[AlertDraft]:
-        firing: list[tuple[str, Mapping[str, Any], str]] = []  # step-level findings: they need the step's id
+        firing: list[tuple[str, Mapping[str, Any], str, datetime]] = []  # step-level findings need the step's id
         drafts: list[AlertDraft] = []
+        repeated: dict[str, tuple[Mapping[str, Any], str, int]] = {}  # R07: case -> (record, message, allowed)
         for record in records:
             case_row = record["case"]
             settings = self.thresholds.settings(R07, case_row.get("item_type_code") or "")
             supplements = int(case_row.get("supplement_count") or 0)
             if record.get("action") == "supplement" and settings.enabled and supplements > settings.max_supplements:
                 message = f"办件 {case_row['case_no']} 第 {supplements} 次补正，违反一次性告知: repeated supplement"
-                drafts.append(self._case_draft(R07, case_row, message, now))
-            firing.extend((rule_id, record, message) for rule_id, message in self._step_findings(record, now))
+                repeated.setdefault(case_row["case_no"], (record, message, settings.max_supplements))
+            firing.extend(
+                (rule_id, record, message, breach) for rule_id, message, breach in self._step_findings(record, now)
+            )
+        if repeated:
+            times = self._supplement_times(conn, sorted(repeated))
+            for case_no, (record, message, allowed) in repeated.items():
+                # Broken by the first supplement request past the allowed number (the 2nd when one is allowed).
+                requests = times.get(case_no, [])
+                breach = requests[allowed] if len(requests) > allowed else record["started_at"]
+                drafts.append(self._case_draft(R07, record["case"], message, now, breached_at=breach))
         if firing:
-            ids = self._step_ids(conn, [record for _, record, _ in firing])
-            for rule_id, record, message in firing:
+            ids = self._step_ids(conn, [record for _, record, _, _ in firing])
+            for rule_id, record, message, breach in firing:
                 case_row = record["case"]
                 step_id = ids[(case_row["case_no"], record["step_name"], record["started_at"])]
                 draft = self._case_draft(
@@ -301,9 +325,25 @@ class RuleEngine(RuleContext):
                     subject=step_subject(case_row["case_no"], step_id),
                     step_id=step_id,
                     post=record.get("post") or "",
+                    breached_at=breach,
                 )
                 drafts.append(draft)
         return drafts
+
+    @staticmethod
+    def _supplement_times(conn: Connection, case_numbers: Sequence[str]) -> dict[str, list[datetime]]:
+        """The stored supplement requests' times per case, earliest first."""
+        times: dict[str, list[datetime]] = {}
+        s = _steps.c
+        for chunk in chunks(case_numbers):
+            rows = conn.execute(
+                select(s.case_no, s.started_at)
+                .where(s.case_no.in_(chunk), s.action == "supplement")
+                .order_by(s.case_no, s.started_at)
+            )
+            for case_no, started_at in rows:
+                times.setdefault(case_no, []).append(started_at)
+        return times
 
     @staticmethod
     def _step_ids(conn: Connection, records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, datetime], int]:
@@ -351,7 +391,14 @@ class RuleEngine(RuleContext):
             case_row = record["case"]
             payment_id = ids[(case_row["case_no"], record["paid_at"])]
             drafts.append(
-                self._case_draft(R06, case_row, message, now, subject=payment_subject(case_row["case_no"], payment_id))
+                self._case_draft(
+                    R06,
+                    case_row,
+                    message,
+                    now,
+                    subject=payment_subject(case_row["case_no"], payment_id),
+                    breached_at=record["paid_at"],
+                )
             )
         return drafts
 
@@ -408,7 +455,14 @@ class RuleEngine(RuleContext):
             return []
         already = self._cases_with_alert(conn, R06, [record["case"]["case_no"] for record, _ in firing])
         return [
-            self._case_draft(R06, record["case"], message, now, subject=completion_subject(record["case"]["case_no"]))
+            self._case_draft(
+                R06,
+                record["case"],
+                message,
+                now,
+                subject=completion_subject(record["case"]["case_no"]),
+                breached_at=record["completed_at"],
+            )
             for record, message in firing
             if record["case"]["case_no"] not in already
         ]

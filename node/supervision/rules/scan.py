@@ -1,13 +1,14 @@
 """The periodic scan (``run_scan``): the time-driven rules, one transaction, set-based SQL per rule and setting.
 
 * R01 open, running (not clock-stopped) cases due within ``reminder_workdays``; R02 past the promised limit; R03 past
-  the legal limit — each a SELECT of candidates with NOT EXISTS on the alerts' unique (rule_id, subject) index,
-  then one INSERT ... ON CONFLICT DO NOTHING RETURNING, so concurrent scans never duplicate and only inserted
-  alerts are counted in the metrics;
-* R05 pending steps of open cases past their step due (``steps.step_due_at``, computed at import), over the partial
-  index of pending steps;
-* R10/R11 overdue complaints (few rows: their deadlines are computed in Python);
-* R04 yellow cards uncorrected at their ``correct_by`` (node.supervision.alerts.escalate_overdue_yellows).
+  the legal limit (breached at the window's start, the promised due, the legal due: docs/domain.md §5) — each a
+  SELECT of candidates with NOT EXISTS on the alerts' unique (rule_id, subject) index, then one INSERT ... ON
+  CONFLICT DO NOTHING RETURNING, so concurrent scans never duplicate and only inserted alerts are counted in the
+  metrics;
+* R05 pending steps of open cases past their step due (``steps.step_due_at``, computed at import, the breach), over
+  the partial index of pending steps;
+* R10/R11 overdue complaints (few rows: their deadlines, the breach, are computed in Python);
+* R04 yellow cards uncorrected at their ``correct_by``, the breach (node.supervision.alerts.escalate_overdue_yellows).
 
 Incremental scan: node counters remember the previous scan time (``scan.last_at``) and the earliest deadline of any
 case accepted or re-timed since (``scan.dirty_from``, lowered by the event rules). A scan at ``now`` only examines
@@ -278,6 +279,12 @@ class PeriodicScan(RuleContext):
                 basic_code=row.basic_code,
                 item_type_code=row.item_type_code,
                 open_case_day=row.accepted_at.date(),
+                # R02/R03: the limit's due time; R01: when the case came within its reminder window.
+                breached_at=(
+                    self.reminder_window_start(row.due, group.settings.reminder_workdays, row.accepted_at)
+                    if rule_id == R01
+                    else row.due
+                ),
             )
             for row in rows
         ]
@@ -310,6 +317,7 @@ class PeriodicScan(RuleContext):
                 implementation_code=row.implementation_code,
                 message=pending_step_message(row.case_no, row.step_name, row.step_limit, row.step_due_at),
                 raised_at=now,
+                breached_at=row.step_due_at,
                 case_no=row.case_no,
                 step_id=int(row.id),
                 post=row.post or "",
@@ -345,6 +353,7 @@ class PeriodicScan(RuleContext):
                         implementation_code=row.item_code,
                         message=f"投诉 {row.complaint_no} {what} overdue since {due:%Y-%m-%d %H:%M}",
                         raised_at=now,
+                        breached_at=due,
                         complaint_no=row.complaint_no,
                         case_no=row.case_no,
                         correct_by=self._correct_by(rule_id, row.item_type, now),
