@@ -160,7 +160,7 @@ def cases_table(rows: Iterable[dd.CaseRow], title: str, tz: ZoneInfo) -> Table:
 def alerts_table(rows: Iterable[dd.AlertRow], title: str, tz: ZoneInfo) -> Table:
     """Alerts, newest first."""
     table = Table(title=title)
-    for column in ("id", "rule", "severity", "status", "case", "department", "raised", "message"):
+    for column in ("id", "rule", "severity", "status", "case", "department", "违规 breached", "发现 raised", "message"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -170,6 +170,7 @@ def alerts_table(rows: Iterable[dd.AlertRow], title: str, tz: ZoneInfo) -> Table
             row.status,
             row.case_no or row.subject,
             row.department,
+            local_time(row.breached_at_ms, tz),
             local_time(row.raised_at_ms, tz),
             row.message,
         )

@@ -1,6 +1,6 @@
 """Drill-down: answers to ancestors' queries about this node's subtree, answered locally or routed one hop down."""
 
-from node.drilldown.answers import answer_case_detail, answer_cases
+from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases
 from node.drilldown.client import Answer, DrilldownClient
 from node.drilldown.figures import answer_summary
 from node.drilldown.masking import mask_name
@@ -15,6 +15,7 @@ __all__ = [
     "DrilldownClient",
     "QueryRouter",
     "RelayedRpcError",
+    "answer_alerts",
     "answer_case_detail",
     "answer_cases",
     "answer_summary",

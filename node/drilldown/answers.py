@@ -245,6 +245,7 @@ def _alert_row(node: Node, alert: Alert) -> dd.AlertRow:
         post=alert.post,
         message=alert.message,
         raised_at_ms=to_ms(alert.raised_at, tz),
+        breached_at_ms=to_ms(alert.breached_at, tz),
     )
     if alert.correct_by is not None:
         row.correct_by_ms = to_ms(alert.correct_by, tz)

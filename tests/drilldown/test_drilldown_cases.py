@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import Node, open_node
 from node.bootstrap import init_node
-from node.drilldown import answer_case_detail, answer_cases, mask_name, to_ms
+from node.drilldown import answer_alerts, answer_case_detail, answer_cases, mask_name, to_ms
 from node.ingest import Importer
 from node.store import Alert, Case, Item
 from node.supervision import default_listeners
@@ -152,3 +152,17 @@ def test_to_ms_is_exact_and_uses_the_zone_of_the_day() -> None:
     )
     # A zone carried by the value is ignored: the wall time is the node's local time.
     assert to_ms(datetime(2026, 3, 4, 10, 0, tzinfo=UTC), shanghai) == to_ms(datetime(2026, 3, 4, 10, 0), shanghai)
+
+
+def test_alert_rows_carry_when_the_rule_was_broken_and_when_it_was_noticed(node: Node) -> None:
+    answer, _ = answer_alerts(node, dd.AlertsRequest(), 500, "")
+    assert answer.alerts
+    with Session(node.engine) as session:
+        stored = {alert.id: alert for alert in session.scalars(select(Alert))}
+    late = 0
+    for row in answer.alerts:
+        alert = stored[row.id]
+        assert row.breached_at_ms == _exact_ms(alert.breached_at, node.tz)
+        assert row.raised_at_ms == _exact_ms(alert.raised_at, node.tz)
+        late += row.breached_at_ms < row.raised_at_ms
+    assert late > 0  # history imported after the fact: breached before it was noticed

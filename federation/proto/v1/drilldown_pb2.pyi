@@ -811,6 +811,7 @@ class AlertRow(_message.Message):
     CORRECT_BY_MS_FIELD_NUMBER: _builtins.int
     CORRECTED_AT_MS_FIELD_NUMBER: _builtins.int
     ESCALATED_AT_MS_FIELD_NUMBER: _builtins.int
+    BREACHED_AT_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     rule_id: _builtins.str
     severity: _builtins.str
@@ -825,6 +826,8 @@ class AlertRow(_message.Message):
     correct_by_ms: _builtins.int
     corrected_at_ms: _builtins.int
     escalated_at_ms: _builtins.int
+    breached_at_ms: _builtins.int
+    """Unix ms: when the rule was broken (what figures and months use); raised_at_ms is when the node noticed it."""
     def __init__(
         self,
         *,
@@ -841,10 +844,11 @@ class AlertRow(_message.Message):
         correct_by_ms: _builtins.int | None = ...,
         corrected_at_ms: _builtins.int | None = ...,
         escalated_at_ms: _builtins.int | None = ...,
+        breached_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_correct_by_ms", b"_correct_by_ms", "_corrected_at_ms", b"_corrected_at_ms", "_escalated_at_ms", b"_escalated_at_ms", "correct_by_ms", b"correct_by_ms", "corrected_at_ms", b"corrected_at_ms", "escalated_at_ms", b"escalated_at_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_correct_by_ms", b"_correct_by_ms", "_corrected_at_ms", b"_corrected_at_ms", "_escalated_at_ms", b"_escalated_at_ms", "case_no", b"case_no", "correct_by_ms", b"correct_by_ms", "corrected_at_ms", b"corrected_at_ms", "department", b"department", "escalated_at_ms", b"escalated_at_ms", "id", b"id", "message", b"message", "post", b"post", "raised_at_ms", b"raised_at_ms", "rule_id", b"rule_id", "severity", b"severity", "status", b"status", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_correct_by_ms", b"_correct_by_ms", "_corrected_at_ms", b"_corrected_at_ms", "_escalated_at_ms", b"_escalated_at_ms", "breached_at_ms", b"breached_at_ms", "case_no", b"case_no", "correct_by_ms", b"correct_by_ms", "corrected_at_ms", b"corrected_at_ms", "department", b"department", "escalated_at_ms", b"escalated_at_ms", "id", b"id", "message", b"message", "post", b"post", "raised_at_ms", b"raised_at_ms", "rule_id", b"rule_id", "severity", b"severity", "status", b"status", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__correct_by_ms: _TypeAlias = _typing.Literal["correct_by_ms"]  # noqa: Y015
     _WhichOneofArgType__correct_by_ms: _TypeAlias = _typing.Literal["_correct_by_ms", b"_correct_by_ms"]  # noqa: Y015
