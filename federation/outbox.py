@@ -1,6 +1,6 @@
 """Durable, bounded outbox of signed reports: kept until the parent acknowledges, retried with backoff + jitter.
 
-Every method works on a caller's Connection so that building a report and appending it to the outbox
+Every method works on a caller's Connection so that building a report and appending it to the outbox_table
 are one transaction. A full outbox refuses new reports with BackPressureError (counted and logged at
 ERROR) instead of dropping anything: the data behind the refused report stays in the buckets and goes
 out in the next report once the parent has caught up.
@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from federation.errors import BackPressureError, IntegrityError
-from federation.tables import OUTBOX_ACKED, OUTBOX_PENDING, outbox
+from federation.tables import OUTBOX_ACKED, OUTBOX_PENDING, outbox_table
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class Outbox:
     def head(self, conn: Connection) -> ChainHead | None:
         """The newest report built (acknowledged or not), or None before the first."""
         row = conn.execute(
-            select(outbox.c.sequence, outbox.c.digest, outbox.c.up_to_revision)
-            .order_by(outbox.c.sequence.desc())
+            select(outbox_table.c.sequence, outbox_table.c.digest, outbox_table.c.up_to_revision)
+            .order_by(outbox_table.c.sequence.desc())
             .limit(1)
         ).first()
         if row is None:
@@ -89,7 +89,9 @@ class Outbox:
     def pending_count(self, conn: Connection) -> int:
         """How many reports wait for an acknowledgement."""
         return int(
-            conn.execute(select(func.count()).select_from(outbox).where(outbox.c.status == OUTBOX_PENDING)).scalar_one()
+            conn.execute(
+                select(func.count()).select_from(outbox_table).where(outbox_table.c.status == OUTBOX_PENDING)
+            ).scalar_one()
         )
 
     def check_room(self, conn: Connection, node_id: str = "") -> None:
@@ -132,7 +134,7 @@ class Outbox:
         if head is not None and previous_digest != head.digest:
             raise IntegrityError(f"outbox: report {sequence} does not chain onto the digest of report {head.sequence}")
         conn.execute(
-            insert(outbox).values(
+            insert(outbox_table).values(
                 sequence=sequence,
                 digest=digest,
                 previous_digest=previous_digest,
@@ -158,17 +160,17 @@ class Outbox:
         """
         rows = conn.execute(
             select(
-                outbox.c.sequence,
-                outbox.c.digest,
-                outbox.c.kind,
-                outbox.c.envelope,
-                outbox.c.attempts,
-                outbox.c.next_attempt_at,
-                outbox.c.up_to_revision,
-                outbox.c.status,
+                outbox_table.c.sequence,
+                outbox_table.c.digest,
+                outbox_table.c.kind,
+                outbox_table.c.envelope,
+                outbox_table.c.attempts,
+                outbox_table.c.next_attempt_at,
+                outbox_table.c.up_to_revision,
+                outbox_table.c.status,
             )
-            .where(outbox.c.status == OUTBOX_PENDING)
-            .order_by(outbox.c.sequence)
+            .where(outbox_table.c.status == OUTBOX_PENDING)
+            .order_by(outbox_table.c.sequence)
             .limit(limit)
         ).all()
         if not rows or rows[0].next_attempt_at > now:
@@ -190,9 +192,9 @@ class Outbox:
     def next_attempt_at(self, conn: Connection) -> datetime | None:
         """When the oldest pending report is due (None when nothing is pending)."""
         value: datetime | None = conn.execute(
-            select(outbox.c.next_attempt_at)
-            .where(outbox.c.status == OUTBOX_PENDING)
-            .order_by(outbox.c.sequence)
+            select(outbox_table.c.next_attempt_at)
+            .where(outbox_table.c.status == OUTBOX_PENDING)
+            .order_by(outbox_table.c.sequence)
             .limit(1)
         ).scalar_one_or_none()
         return value
@@ -206,11 +208,13 @@ class Outbox:
         """
         # The write comes first so SQLite takes its write lock before reading (no stale-snapshot failure).
         result = conn.execute(
-            update(outbox)
-            .where(outbox.c.status == OUTBOX_PENDING, outbox.c.sequence <= sequence)
+            update(outbox_table)
+            .where(outbox_table.c.status == OUTBOX_PENDING, outbox_table.c.sequence <= sequence)
             .values(status=OUTBOX_ACKED, acked_at=now, last_error="")
         )
-        sent = conn.execute(select(outbox.c.digest).where(outbox.c.sequence == sequence)).scalar_one_or_none()
+        sent = conn.execute(
+            select(outbox_table.c.digest).where(outbox_table.c.sequence == sequence)
+        ).scalar_one_or_none()
         if sent is None:
             raise IntegrityError(f"outbox: acknowledgement for unknown report sequence {sequence}")
         if bytes(sent) != digest:
@@ -224,25 +228,27 @@ class Outbox:
         """Count a failed delivery and schedule the retry; returns the next attempt time."""
         OUTBOX_SEND_FAILURES.inc()
         conn.execute(
-            update(outbox)
-            .where(outbox.c.sequence == sequence)
-            .values(attempts=outbox.c.attempts + 1, last_error=error[:2000])
+            update(outbox_table)
+            .where(outbox_table.c.sequence == sequence)
+            .values(attempts=outbox_table.c.attempts + 1, last_error=error[:2000])
         )
-        attempts = int(conn.execute(select(outbox.c.attempts).where(outbox.c.sequence == sequence)).scalar_one())
+        attempts = int(
+            conn.execute(select(outbox_table.c.attempts).where(outbox_table.c.sequence == sequence)).scalar_one()
+        )
         next_at = now + self.backoff.delay(attempts)
-        conn.execute(update(outbox).where(outbox.c.sequence == sequence).values(next_attempt_at=next_at))
+        conn.execute(update(outbox_table).where(outbox_table.c.sequence == sequence).values(next_attempt_at=next_at))
         return next_at
 
     def retry_now(self, conn: Connection, now: datetime) -> None:
         """Make every pending report due now (e.g. an operator knows the parent is back)."""
-        conn.execute(update(outbox).where(outbox.c.status == OUTBOX_PENDING).values(next_attempt_at=now))
+        conn.execute(update(outbox_table).where(outbox_table.c.status == OUTBOX_PENDING).values(next_attempt_at=now))
 
     def prune(self, conn: Connection) -> int:
         """Delete acknowledged reports beyond the newest ``retain_acked`` (the chain head always stays)."""
-        newest = select(func.max(outbox.c.sequence)).scalar_subquery()
+        newest = select(func.max(outbox_table.c.sequence)).scalar_subquery()
         result = conn.execute(
-            delete(outbox).where(
-                outbox.c.status == OUTBOX_ACKED, outbox.c.sequence <= newest - max(self.retain_acked, 1)
+            delete(outbox_table).where(
+                outbox_table.c.status == OUTBOX_ACKED, outbox_table.c.sequence <= newest - max(self.retain_acked, 1)
             )
         )
         return int(result.rowcount)
@@ -250,17 +256,17 @@ class Outbox:
     def entries(self, conn: Connection, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
         """Newest reports first (for status displays)."""
         query = select(
-            outbox.c.sequence,
-            outbox.c.digest,
-            outbox.c.kind,
-            outbox.c.envelope,
-            outbox.c.attempts,
-            outbox.c.next_attempt_at,
-            outbox.c.up_to_revision,
-            outbox.c.status,
-        ).order_by(outbox.c.sequence.desc())
+            outbox_table.c.sequence,
+            outbox_table.c.digest,
+            outbox_table.c.kind,
+            outbox_table.c.envelope,
+            outbox_table.c.attempts,
+            outbox_table.c.next_attempt_at,
+            outbox_table.c.up_to_revision,
+            outbox_table.c.status,
+        ).order_by(outbox_table.c.sequence.desc())
         if status is not None:
-            query = query.where(outbox.c.status == status)
+            query = query.where(outbox_table.c.status == status)
         return [
             OutboxEntry(
                 sequence=row.sequence,

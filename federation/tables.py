@@ -41,7 +41,7 @@ OUTBOX_PENDING = "pending"
 OUTBOX_ACKED = "acked"
 
 # Reports this node built, oldest first; a row stays 'pending' until the parent acknowledges it.
-outbox = Table(
+outbox_table = Table(
     "federation_outbox",
     metadata,
     Column("sequence", BigInteger, primary_key=True, autoincrement=False, comment="per-node report sequence"),

@@ -127,3 +127,15 @@ def test_code_and_docs_cite_only_documents_in_the_repository() -> None:
         if name in path.read_text(encoding="utf-8")
     ]
     assert not citing, "\n".join(citing)
+
+
+def test_errors_and_config_load_without_the_protocol_stack() -> None:
+    """federation's names load on first use, so the lowest modules stay cheap (generator workers import them)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, node.config, node.errors; print(sorted(m for m in ('grpc', 'cryptography') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
-from federation import NotFoundError, outbox, received_reports
+from federation import NotFoundError, outbox_table, received_reports
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.app import Node
 
 
 def stored_report(conn: Connection, node: Node, node_id: str, sequence: int) -> SignedEnvelope:
-    """A report envelope exactly as signed: this node's own (outbox) or one received from a child."""
+    """A report envelope exactly as signed: this node's own (outbox_table) or one received from a child."""
     if node_id == node.config.id:
-        table, conditions = outbox, []
+        table, conditions = outbox_table, []
     elif node_id in {child.id for child in node.config.federation.children}:
         table, conditions = received_reports, [received_reports.c.child_id == node_id]
     else:

@@ -12,7 +12,15 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from federation import OUTBOX_ACKED, OUTBOX_PENDING, BackoffPolicy, BackPressureError, IntegrityError, Outbox, outbox
+from federation import (
+    OUTBOX_ACKED,
+    OUTBOX_PENDING,
+    BackoffPolicy,
+    BackPressureError,
+    IntegrityError,
+    Outbox,
+    outbox_table,
+)
 from node.store import make_engine
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
@@ -101,7 +109,7 @@ def test_nothing_is_due_while_the_oldest_backs_off(migrated_engine: Engine) -> N
     assert [entry.sequence for entry in due] == [1, 2]
     assert due[0].attempts == 1
     with migrated_engine.connect() as conn:
-        last_error = conn.execute(select(outbox.c.last_error).where(outbox.c.sequence == 1)).scalar_one()
+        last_error = conn.execute(select(outbox_table.c.last_error).where(outbox_table.c.sequence == 1)).scalar_one()
     assert last_error == "[UNAVAILABLE] parent down"
 
 
@@ -124,7 +132,9 @@ def test_ack_covers_earlier_reports_and_rejects_a_wrong_digest(migrated_engine: 
     with migrated_engine.begin() as conn:
         assert box.mark_acked(conn, 2, _digest(2), T0 + timedelta(seconds=1)) == 2
     with migrated_engine.connect() as conn:
-        statuses = {row.sequence: row.status for row in conn.execute(select(outbox.c.sequence, outbox.c.status))}
+        statuses = {
+            row.sequence: row.status for row in conn.execute(select(outbox_table.c.sequence, outbox_table.c.status))
+        }
         assert statuses == {1: OUTBOX_ACKED, 2: OUTBOX_ACKED, 3: OUTBOX_PENDING}
         assert [entry.sequence for entry in box.due(conn, T0)] == [3]
     with pytest.raises(IntegrityError, match="unknown report sequence"), migrated_engine.begin() as conn:

@@ -17,7 +17,7 @@ from federation import (
     REPORT_BODY_TYPE,
     child_chains,
     generate_keypair,
-    outbox,
+    outbox_table,
     received_reports,
     report_digest,
     serialize,
@@ -46,7 +46,7 @@ def _pending(tree: Tree, node_id: str) -> int:
 
 def _attempts(tree: Tree, node_id: str) -> int:
     with tree[node_id].engine.connect() as conn:
-        return int(conn.execute(select(func.coalesce(func.max(outbox.c.attempts), 0))).scalar_one())
+        return int(conn.execute(select(func.coalesce(func.max(outbox_table.c.attempts), 0))).scalar_one())
 
 
 def _submit(tree: Tree, parent_id: str, envelope: SignedEnvelope, as_node: str | None = None) -> object:
@@ -124,7 +124,7 @@ def test_parent_down_then_back_outbox_survives_restart_and_drains(tree: Tree) ->
     tree.import_synthetic("gd.a", cases=50, seed=2, date_from=date(2025, 3, 10))
     build_reports(tree["gd.a"])
     with tree["gd.a"].engine.connect() as conn:
-        rows = conn.execute(select(outbox.c.sequence, outbox.c.attempts, outbox.c.last_error)).all()
+        rows = conn.execute(select(outbox_table.c.sequence, outbox_table.c.attempts, outbox_table.c.last_error)).all()
     assert [(row.sequence, row.attempts) for row in rows] == [(1, 1), (2, 0)]
     assert "UNAVAILABLE" in rows[0].last_error
 
@@ -287,7 +287,7 @@ def test_report_on_change_is_debounced_and_flows_to_the_root(tmp_path: Path) -> 
         expected = nonzero(own_totals(chain["gd.gz.py"]))
         _wait_for(lambda: nonzero(subtree_of(chain["gd"])) == expected)
         with chain["gd.gz.py"].engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(outbox)).scalar_one() == 1
+            assert conn.execute(select(func.count()).select_from(outbox_table)).scalar_one() == 1
     finally:
         chain.close()
 

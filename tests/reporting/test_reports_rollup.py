@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from federation import COUNTER_FIELDS, outbox, parse_body, received_reports, validate_report_body, verify_history
+from federation import COUNTER_FIELDS, outbox_table, parse_body, received_reports, validate_report_body, verify_history
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
@@ -29,7 +29,7 @@ def tree_ids() -> list[str]:
 
 def _sent_bodies(tree: Tree, node_id: str) -> list[ReportBody]:
     with tree[node_id].engine.connect() as conn:
-        envelopes = conn.execute(select(outbox.c.envelope).order_by(outbox.c.sequence)).scalars().all()
+        envelopes = conn.execute(select(outbox_table.c.envelope).order_by(outbox_table.c.sequence)).scalars().all()
     return [parse_body(SignedEnvelope.FromString(raw), ReportBody) for raw in envelopes]
 
 
@@ -87,7 +87,7 @@ def test_reports_are_keyed_by_item_not_node_and_name_their_children(tree: Tree) 
     # Every node's sent history is one unbroken hash chain.
     for node_id in ["gd.gz", "gd.gz.py", "gd.gz.th"]:
         with tree[node_id].engine.connect() as conn:
-            raws = conn.execute(select(outbox.c.envelope).order_by(outbox.c.sequence)).scalars().all()
+            raws = conn.execute(select(outbox_table.c.envelope).order_by(outbox_table.c.sequence)).scalars().all()
         head = verify_history(SignedEnvelope.FromString(raw) for raw in raws)
         assert head is not None and head.sequence == len(raws)
 
@@ -180,7 +180,7 @@ def test_parent_database_on_sqlite_and_postgresql(tmp_path: Path, db_url: str) -
         stub, channel = small.stub("gd")
         try:  # a re-delivery is answered from the log on this database too
             with small["gd.a"].engine.connect() as conn:
-                first = conn.execute(select(outbox.c.envelope).where(outbox.c.sequence == 1)).scalar_one()
+                first = conn.execute(select(outbox_table.c.envelope).where(outbox_table.c.sequence == 1)).scalar_one()
             assert not stub.SubmitReport(SignedEnvelope.FromString(first), timeout=5).stored
         finally:
             channel.close()

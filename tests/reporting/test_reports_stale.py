@@ -10,7 +10,7 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from federation import outbox, parse_body
+from federation import outbox_table, parse_body
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
 from node.cli import stats_cmd, subtree_cmd
@@ -32,7 +32,9 @@ def _states(tree: Tree, node_id: str) -> dict[str, str]:
 
 def _last_completeness(tree: Tree, node_id: str) -> tuple[int, int]:
     with tree[node_id].engine.connect() as conn:
-        raw = conn.execute(select(outbox.c.envelope).order_by(outbox.c.sequence.desc()).limit(1)).scalar_one()
+        raw = conn.execute(
+            select(outbox_table.c.envelope).order_by(outbox_table.c.sequence.desc()).limit(1)
+        ).scalar_one()
     body = parse_body(SignedEnvelope.FromString(raw), ReportBody)
     return body.completeness.nodes_in_subtree, body.completeness.nodes_reported_in_window
 
