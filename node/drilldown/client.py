@@ -33,9 +33,9 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryAnswer
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import Node
-from node.drilldown.router import CHANNEL_OPTIONS, build_query
+from node.drilldown.router import build_query
 from node.run_state import local_server_address
-from node.trust import NodeTrust, node_channel, signing_identity, transport_pki
+from node.trust import DEFAULT_CHANNEL_OPTIONS, NodeTrust, node_channel, signing_identity, transport_pki
 
 DEFAULT_MAX_PAGES = 1000
 
@@ -78,7 +78,7 @@ class DrilldownClient:
         self._trust = trust
         self._known = dict(known_keys or {})
         self._known.setdefault(requester_id, private_key.public_key())
-        self._channel = channel or node_channel(None, address, requester_id, options=CHANNEL_OPTIONS)
+        self._channel = channel or node_channel(None, address, requester_id, options=DEFAULT_CHANNEL_OPTIONS)
         self._stub = NodeServiceStub(self._channel)
 
     @classmethod
@@ -94,7 +94,7 @@ class DrilldownClient:
         children = node.config.federation.children
         known = {child.id: public_key_from_b64(child.public_key) for child in children if child.public_key}
         # The node's own server must present the node's own certificate: the channel accepts no other.
-        channel = node_channel(pki, target, node.config.id, options=CHANNEL_OPTIONS)
+        channel = node_channel(pki, target, node.config.id, options=DEFAULT_CHANNEL_OPTIONS)
         return cls(
             node.config.id,
             identity.private_key,

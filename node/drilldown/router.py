@@ -62,7 +62,6 @@ from node.trust import (
 )
 
 __all__ = [
-    "CHANNEL_OPTIONS",
     "QUERY_BODY_TYPE",
     "QueryRouter",
     "RelayedRpcError",
@@ -74,7 +73,6 @@ audit_log = logging.getLogger("supnet.audit")
 
 # Time kept back from the caller's deadline for relaying the answer up the hops already passed.
 FORWARD_MARGIN_SECONDS = 0.05
-CHANNEL_OPTIONS: list[tuple[str, Any]] = list(DEFAULT_CHANNEL_OPTIONS)
 
 
 # How each kind of query addressed to this node is answered: (answer message, next page token).
@@ -194,7 +192,7 @@ class QueryRouter:
                 return cached[2]
             if cached is not None:
                 cached[1].close()
-            channel = channel_to(self._node, address, child_id, options=CHANNEL_OPTIONS)
+            channel = channel_to(self._node, address, child_id, options=DEFAULT_CHANNEL_OPTIONS)
             stub = NodeServiceStub(channel)
             self._channels[child_id] = (stamp, channel, stub)
             return stub

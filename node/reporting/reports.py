@@ -1,7 +1,7 @@
 """Build + sign this node's upward reports into the durable outbox (delivery: node.reporting.sender).
 
 Builder (one transaction, under a per-node lock):
-  R = node_counters['metric_revision'], read FIRST after taking its row lock (node.supervision.metrics.lock_revision);
+  R = node_counters['metric_revision'], read FIRST after taking its row lock (node.store.locked_revision);
   base = up_to_revision of the newest report in the outbox
   (every report put there will be delivered in order — the outbox never drops — so changes before it are
   on their way). INCREMENTAL: keys whose own metric bucket or child bucket has revision > base; FULL: every
@@ -43,7 +43,7 @@ from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, R
 from node.errors import InvalidArgumentError
 from node.notify import NoticeKind, notify_operators
 from node.reporting.subtree import BucketTotals, children_status, subtree_buckets, subtree_completeness
-from node.store import counter_value, increment_counter, lock_revision
+from node.store import counter_value, increment_counter, locked_revision
 from node.trust import SigningIdentity, signing_identity
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _build_in_transaction(
     now: datetime,
     only_if_changed: bool,
 ) -> list[BuiltReport]:
-    revision = lock_revision(conn)  # FIRST: see the module docstring
+    revision = locked_revision(conn)  # FIRST: see the module docstring
     head = outbox.head(conn)
     base = head.up_to_revision if head is not None else 0
     if only_if_changed and kind == "incremental" and revision <= base and head is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "from_micros",
     "increment_counter",
     "lock_revision",
+    "locked_revision",
     "lower_counter",
     "next_revision",
     "set_counter",
@@ -132,14 +133,18 @@ def compare_and_set_counter(conn: Connection, name: str, expected: int | None, v
     return bool(result.rowcount)
 
 
-def lock_revision(conn: Connection) -> int:
-    """Take the metric revision row (a write lock) FIRST, then read it; the lock holds until commit.
+def lock_revision(conn: Connection) -> None:
+    """Take the metric revision row (a write lock held until commit) FIRST, before reading what decides a write.
 
-    Every metric writer and the report builder take this row before reading state that decides what they write,
-    so on PostgreSQL each sees what the previous holder committed, and on SQLite the write makes this transaction
-    the single writer (the builder's reads and its outbox insert share one snapshot).
+    Every metric writer and the report builder take this row first, so on PostgreSQL each sees what the previous
+    holder committed, and on SQLite the write makes this transaction the single writer.
     """
     conn.execute(_counter_statement(conn, "lock"))
+
+
+def locked_revision(conn: Connection) -> int:
+    """``lock_revision``, then the revision as of the lock (the report builder's snapshot of what it may send)."""
+    lock_revision(conn)
     return current_revision(conn)
 
 

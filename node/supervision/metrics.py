@@ -49,8 +49,8 @@ The overdue gauges move +1 when an R02/R03 alert is raised on an open case (aler
 case holding one completes (the RulesListener).
 
 Every write bumps ``node_counters['metric_revision']`` and stamps each changed bucket's ``revision``, so a report
-builder can send "buckets with revision > last acknowledged". Writers take the revision row first (lock_revision /
-add_to_buckets), which serializes metric writers: revisions follow commit order and gauge updates never race.
+builder can send "buckets with revision > last acknowledged". Writers take the revision row first (node.store's
+lock_revision / next_revision), which serializes metric writers: revisions follow commit order and gauges never race.
 
 The counter names and the derived rates (never stored; computed from summed counters where they are shown) are in
 node.supervision.metric_definitions.

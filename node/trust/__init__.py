@@ -11,7 +11,6 @@ from node.trust.admin import (
     issue_token,
     parse_duration,
     record_enrolment,
-    utcnow,
 )
 from node.trust.authorization import (
     FRESHNESS_WINDOW_SECONDS,
@@ -72,6 +71,7 @@ from node.trust.pki import (
     certificate_node_id,
     certificate_role,
     generate_ec_key,
+    utcnow,
 )
 from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, load_certificates, pki_directory
 from node.trust.provisioning import provision_ingest_credential, provision_tree, tree_is_provisioned

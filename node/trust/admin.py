@@ -50,6 +50,8 @@ from node.trust.pki import (
     certificate_node_id,
     certificate_role,
     generate_ec_key,
+    resolve_now,
+    utcnow,
 )
 from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, pki_directory
 
@@ -70,9 +72,7 @@ __all__ = [
     "own_node_id",
     "parse_duration",
     "record_enrolment",
-    "resolve_now",
     "running_enrol_address",
-    "utcnow",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,19 +81,6 @@ TOKENS_FILE = "tokens.json"
 ENROL_STATE_FILE = "enrol.json"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def utcnow() -> dt.datetime:
-    """The current time, aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
-def resolve_now(now: dt.datetime | None) -> dt.datetime:
-    """``now`` in UTC (it must be timezone-aware), or the current time when None."""
-    moment = now or utcnow()
-    if moment.tzinfo is None:
-        raise InvalidArgumentError(f"time {moment.isoformat()} must be timezone-aware")
-    return moment.astimezone(dt.UTC)
 
 
 def parse_duration(text: str, what: str = "--ttl") -> dt.timedelta:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ConfigError
-from node.trust.admin import load_authority, resolve_now
+from node.trust.admin import load_authority
 from node.trust.enrolment_registry import IssuedRecord, IssuedRegistry, write_atomic
-from node.trust.pki import CertificateRole, validate_system_name
+from node.trust.pki import CertificateRole, resolve_now, validate_system_name
 from node.trust.pki_files import certificates_pem, load_certificate, pki_directory
 from node.trust.provisioning import provision_ingest_credential
 

@@ -24,12 +24,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from federation import key_id
 from node.errors import InvalidArgumentError, NotFoundError
-from node.trust.admin import TOKENS_FILE, has_ca, has_pki, load_authority, own_node_id, resolve_now
+from node.trust.admin import TOKENS_FILE, has_ca, has_pki, load_authority, own_node_id
 from node.trust.chains import expiry_warnings
 from node.trust.enrolment_registry import IssuedRecord, IssuedRegistry, write_atomic, write_crl
 from node.trust.enrolment_tokens import JsonFileTokenStore
 from node.trust.node_ids import validate_node_id
-from node.trust.pki import LEAF_VALIDITY, CertificateAuthority, CertificateRole, certificate_label, generate_ec_key
+from node.trust.pki import (
+    LEAF_VALIDITY,
+    CertificateAuthority,
+    CertificateRole,
+    certificate_label,
+    generate_ec_key,
+    resolve_now,
+)
 from node.trust.pki_files import (
     PkiDirectory,
     certificates_pem,

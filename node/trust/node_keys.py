@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,6 @@ def node_trust(node: Node) -> NodeTrust | None:
     return None if pki is None else NodeTrust(pki)
 
 
-def channel_to(node: Node, address: str, peer_id: str, *, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+def channel_to(node: Node, address: str, peer_id: str, *, options: Iterable[tuple[str, Any]] = ()) -> grpc.Channel:
     """A channel from this node to ``peer_id`` at ``address``: mutual TLS, or plaintext under the switch."""
-    return node_channel(transport_pki(node), address, peer_id, options=options or ())
+    return node_channel(transport_pki(node), address, peer_id, options=options)

@@ -49,6 +49,8 @@ __all__ = [
     "generate_ec_key",
     "is_ca_certificate",
     "is_p256_key",
+    "resolve_now",
+    "utcnow",
     "validate_system_name",
 ]
 
@@ -78,6 +80,16 @@ class CertificateRole(enum.StrEnum):
     TLS = "tls"
     REPORT = "report"
     INGEST = "ingest"
+
+
+def utcnow() -> dt.datetime:
+    """The current time, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def resolve_now(now: dt.datetime | None) -> dt.datetime:
+    """``now`` in UTC (it must be timezone-aware), or the current time when None."""
+    return aware_utc(now, "time") if now is not None else utcnow()
 
 
 def aware_utc(at: dt.datetime, what: str) -> dt.datetime:

@@ -41,7 +41,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.trust.chains import revoked_serials, verify_node_chain
 from node.trust.key_resolver import CertificateKeyResolver
 from node.trust.node_ids import node_dns_name
-from node.trust.pki import CertificateRole, certificate_label, certificate_node_id, certificate_role
+from node.trust.pki import CertificateRole, certificate_label, certificate_node_id, certificate_role, utcnow
 from node.trust.pki_files import (
     PkiDirectory,
     certificates_pem,
@@ -86,10 +86,6 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 PEER_CACHE_SIZE = 1024
 
 Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def has_transport_credentials(pki: PkiDirectory) -> bool:
@@ -158,7 +154,7 @@ def check_own_credentials(
     validity period (an expired one is named with how to renew), and the chain verifies up to the root for one
     of ``roles``.
     """
-    moment = now or _utc_now()
+    moment = now or utcnow()
     try:
         key = load_ec_private_key(key_path)
         chain = load_certificates(chain_path)
@@ -351,7 +347,7 @@ class NodeTrust:
 
     def __init__(self, pki: PkiDirectory, *, clock: Clock | None = None) -> None:
         self.pki = pki
-        self._clock = clock or _utc_now
+        self._clock = clock or utcnow
         own = _node_credentials(pki, self._clock())
         self.node_id = own.node_id
         self.root = pki.load_root()
