@@ -24,16 +24,18 @@ def pid_alive(pid: int) -> bool:
 
 
 SERVE_STATE_FILE = "serve.json"
+ENROL_STATE_FILE = "enrol.json"
 
 
-def serve_state_path(data_dir: Path) -> Path:
-    """Where a serving node writes its pid and bound address (read by ``supnet query`` and the launcher)."""
-    return data_dir / SERVE_STATE_FILE
+def write_state_file(path: Path, state: dict[str, Any]) -> None:
+    """Write a state file whole, then rename: a reader (supnet query, the launcher, a test) never sees half a file."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(state, ensure_ascii=False, indent=2), encoding="utf-8")
+    partial.replace(path)
 
 
-def read_serve_state(data_dir: Path) -> dict[str, Any] | None:
-    """The running server's state file, or None if the node does not seem to be serving."""
-    path = serve_state_path(data_dir)
+def read_state_file(path: Path) -> dict[str, Any] | None:
+    """A state file's object, or None when it is missing or not a JSON object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -41,19 +43,34 @@ def read_serve_state(data_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_serve_state(data_dir: Path, state: dict[str, Any]) -> None:
-    """Write serve.json whole, then rename: a reader (supnet query, the launcher, a test) never sees half a file."""
-    path = serve_state_path(data_dir)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(state), encoding="utf-8")
-    partial.replace(path)
+def live_address(path: Path) -> str | None:
+    """The ``address`` a state file names, if the process that wrote it (its ``pid``) is still alive."""
+    state = read_state_file(path)
+    if state is None or not isinstance(state.get("address"), str):
+        return None
+    return str(state["address"]) if pid_alive(int(state.get("pid", 0))) else None
+
+
+def serve_state_path(data_dir: Path) -> Path:
+    """Where a serving node writes its pid and bound address (read by ``supnet query`` and the launcher)."""
+    return data_dir / SERVE_STATE_FILE
+
+
+def enrol_state_path(data_dir: Path) -> Path:
+    """Where a serving node writes its enrolment listener's address (next to serve.json)."""
+    return data_dir / ENROL_STATE_FILE
 
 
 def local_server_address(data_dir: Path) -> str:
     """host:port of this data directory's running server; ConfigError telling how to start one if none."""
-    state = read_serve_state(data_dir)
-    if state is not None and isinstance(state.get("address"), str) and pid_alive(int(state.get("pid", 0))):
-        return str(state["address"])
+    address = live_address(serve_state_path(data_dir))
+    if address is not None:
+        return address
     raise ConfigError(
         f"no running server for {data_dir}: start it with 'supnet serve --data-dir {data_dir}' (or pass --address)"
     )
+
+
+def running_enrol_address(data_dir: Path) -> str | None:
+    """host:port of this node's running enrolment listener, or None."""
+    return live_address(enrol_state_path(data_dir))

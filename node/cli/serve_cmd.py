@@ -18,7 +18,7 @@ import typer
 
 from node.app import open_node
 from node.cli.common import DataDir, console, handle_errors
-from node.run_state import serve_state_path, write_serve_state
+from node.run_state import serve_state_path, write_state_file
 from node.server import ServingNode
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             if serving.enrolment is not None:
                 state["enrol_address"] = serving.enrolment.bound_address
             state["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            write_serve_state(data_dir, state)
+            write_state_file(state_path, state)
             transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
             console.print(
                 f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "

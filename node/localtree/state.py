@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from federation import NotFoundError
+from node.run_state import write_state_file
 from node.trust import PKI_DIR_NAME, PkiDirectory, ingest_credential_paths
 
 STATE_FILE = "federation.json"
@@ -56,9 +57,7 @@ class FederationState:
     def save(self) -> Path:
         """Write the state file (atomically)."""
         path = Path(self.base_dir) / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")
-        temporary.replace(path)
+        write_state_file(path, asdict(self))
         return path
 
     @classmethod

@@ -10,7 +10,6 @@ on ``federation.enrol_listen``, and writes its address to ``DATA_DIR/enrol.json`
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -25,8 +24,9 @@ from federation import ErrorMappingInterceptor
 from federation.proto.v1.enrolment_pb2_grpc import add_EnrolmentServiceServicer_to_server
 from node.audit_log import Action, AuditLog
 from node.errors import UnavailableError
+from node.run_state import enrol_state_path, write_state_file
 from node.server.servicers import EnrolmentServicer
-from node.trust import IssuedCertificates, enrol_state_path, enrolment_authority, has_ca, record_enrolment
+from node.trust import IssuedCertificates, enrolment_authority, has_ca, record_enrolment
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -101,10 +101,7 @@ class EnrolmentServer:
             )
         self._server.start()
         state = {"node_id": self.node_id, "pid": os.getpid(), "address": self.bound_address, "port": self.port}
-        path = enrol_state_path(self.data_dir)
-        partial = path.with_name(path.name + ".tmp")
-        partial.write_text(json.dumps(state), encoding="utf-8")
-        partial.replace(path)
+        write_state_file(enrol_state_path(self.data_dir), state)
         log.info("node %s: enrolment listener on %s", self.node_id, self.bound_address)
         return self.port
 

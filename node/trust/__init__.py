@@ -3,7 +3,6 @@
 from node.trust.admin import (
     PkiInstalled,
     describe,
-    enrol_state_path,
     enroll_node,
     enrolment_authority,
     has_ca,
@@ -127,7 +126,6 @@ __all__ = [
     "credentials_stamp",
     "describe",
     "discovery_token",
-    "enrol_state_path",
     "enroll_node",
     "enrolment_authority",
     "enrolment_proof",

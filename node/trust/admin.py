@@ -18,7 +18,6 @@ Every function takes ``now`` (aware) for tests; the CLI passes nothing and gets 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ from federation import load_private_key
 from node.bootstrap import REPORT_KEY_FILE
 from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
-from node.run_state import pid_alive
+from node.run_state import running_enrol_address
 from node.trust.chains import expiry_warnings, revoked_serials
 from node.trust.enrolment import DEFAULT_TOKEN_TTL, EnrolmentAuthority, IssuedCertificates
 from node.trust.enrolment_registry import ISSUED_FILE, IssuedRecord, IssuedRegistry, issued_records, write_crl
@@ -56,12 +55,10 @@ from node.trust.pki import (
 from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, pki_directory
 
 __all__ = [
-    "ENROL_STATE_FILE",
     "TOKENS_FILE",
     "PkiInstalled",
     "TokenIssued",
     "describe",
-    "enrol_state_path",
     "enroll_node",
     "enrolment_authority",
     "has_ca",
@@ -72,13 +69,11 @@ __all__ = [
     "own_node_id",
     "parse_duration",
     "record_enrolment",
-    "running_enrol_address",
 ]
 
 log = logging.getLogger(__name__)
 
 TOKENS_FILE = "tokens.json"
-ENROL_STATE_FILE = "enrol.json"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -310,22 +305,6 @@ def issue_token(
 
 
 # --- the enrolment listener's address file, and pki show ----------------------------------------------------
-
-
-def enrol_state_path(data_dir: Path) -> Path:
-    """Where a serving node writes its enrolment listener's address (next to serve.json)."""
-    return data_dir / ENROL_STATE_FILE
-
-
-def running_enrol_address(data_dir: Path) -> str | None:
-    """host:port of this node's running enrolment listener, or None."""
-    try:
-        state = json.loads(enrol_state_path(data_dir).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(state, dict) or not isinstance(state.get("address"), str):
-        return None
-    return str(state["address"]) if pid_alive(int(state.get("pid", 0))) else None
 
 
 def own_node_id(pki: PkiDirectory) -> str:
