@@ -1,3 +1,5 @@
+"""supnet.toml: validated in one place, errors naming the bad key; the shipped example configs load."""
+
 from pathlib import Path
 
 import pytest

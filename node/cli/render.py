@@ -11,7 +11,7 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
-from federation import COUNTER_FIELDS, parse_body, report_digest
+from federation import COUNTER_FIELDS, counters_to_dict, parse_body, report_digest
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters
 from federation.proto.v1.report_pb2 import ReportBody
@@ -37,16 +37,11 @@ SUMMARY_RATES: tuple[tuple[str, str], ...] = (
 )
 
 
-def counters_dict(counters: Counters) -> dict[str, int]:
-    """Every counter by name."""
-    return {name: int(getattr(counters, name)) for name in COUNTER_FIELDS}
-
-
 def rates_of(counters: Counters) -> dict[str, float | None]:
     """The derived rates (node.supervision.metrics's definitions) of summed counters."""
     from node.supervision import derived_rates
 
-    return derived_rates(counters_dict(counters))
+    return derived_rates(counters_to_dict(counters))
 
 
 def percent(value: float | None) -> str:

@@ -5,16 +5,14 @@ from node.drilldown.client import Answer, DrilldownClient
 from node.drilldown.figures import answer_summary
 from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
-from node.drilldown.router import QUERY_BODY_TYPE, QueryRouter, RelayedRpcError, build_query
+from node.drilldown.router import QueryRouter, build_query
 from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
 
 __all__ = [
     "GAUGES",
-    "QUERY_BODY_TYPE",
     "Answer",
     "DrilldownClient",
     "QueryRouter",
-    "RelayedRpcError",
     "answer_alerts",
     "answer_case_detail",
     "answer_cases",

@@ -62,9 +62,7 @@ from node.trust import (
 )
 
 __all__ = [
-    "QUERY_BODY_TYPE",
     "QueryRouter",
-    "RelayedRpcError",
     "build_query",
 ]
 

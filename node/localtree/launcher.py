@@ -89,7 +89,8 @@ _EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST_PICKED_PORT = 10_000
 
 
-def _ephemeral_low() -> int:
+def ephemeral_port_floor() -> int:
+    """The lowest port of the kernel's ephemeral range (32768 when it cannot be read): our ports stay below it."""
     try:
         return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -99,7 +100,7 @@ def _ephemeral_low() -> int:
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct ports free right now, outside the ephemeral range (held open together so none repeats)."""
     rng = random.SystemRandom()
-    high = _ephemeral_low()
+    high = ephemeral_port_floor()
     sockets: list[socket.socket] = []
     try:
         for _ in range(count * 50):

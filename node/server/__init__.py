@@ -1,4 +1,4 @@
-"""Serving a node: the gRPC server and its servicers, the enrolment listener, the scheduler."""
+"""Serving a node: the gRPC server and its servicers, the enrolment listener, the scheduler, ServingNode."""
 
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import DEFAULT_MAX_WORKERS, NodeServer

@@ -15,7 +15,8 @@ certificate_renewal    warn of expiring certificates, re-issue own leaves,    da
 =====================  =====================================================  ====================================
 
 Delivering the outbox is not a job here: the report jobs build and wake the ReportSender's loop
-(node.reporting.sender), the one timer that sends due reports and retries them at the outbox's backoff.
+(node.reporting.sender), the one timer that sends due reports and retries them at the outbox's backoff. So a
+scheduler given a sender delivers only once that sender is started (ServingNode starts it before the scheduler).
 
 Jobs are plain callables in a memory job store (nothing pickled); each runs at most once at a time and
 missed runs are coalesced. A failing job is logged and tried again at its next run.

@@ -1,4 +1,4 @@
-"""Storage: SQLAlchemy models, engine set-up and Alembic migrations."""
+"""Storage: SQLAlchemy models, engine set-up, Alembic migrations, named node counters and the metric revision."""
 
 from node.store.all_models import ALL_METADATA
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry

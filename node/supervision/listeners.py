@@ -1,6 +1,6 @@
 """Ingest listeners of supervision: metric buckets and rules, run inside each import batch's transaction.
 
-Both follow node.ingest.listeners.IngestListener. Each call handles one batch of one kind and writes its metric
+Both follow node.ingest.IngestListener. Each call handles one batch of one kind and writes its metric
 deltas with ONE executemany upsert (metrics.add_record_deltas), so they stay cheap on the import hot path.
 """
 

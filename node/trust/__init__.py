@@ -1,4 +1,4 @@
-"""Trust: PKI, TLS, enrolment, provisioning, node keys, authorization of peers."""
+"""Trust: node ids, PKI, TLS, enrolment, provisioning, node keys, authorization of peers, PKI administration."""
 
 from node.trust.admin import (
     PkiInstalled,

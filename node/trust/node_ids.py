@@ -41,8 +41,8 @@ _SEGMENT = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
 def validate_node_id(node_id: str) -> str:
     """Return node_id if it can appear in a certificate; InvalidArgumentError naming the bad segment if not.
 
-    Stricter than the config pattern on purpose: a segment becomes a DNS label, so ``_`` and a trailing
-    ``-`` are refused here rather than producing certificates that TLS stacks reject later.
+    A segment becomes a DNS label, so ``_`` and a trailing ``-`` are refused (as the config's pattern does) rather
+    than producing certificates that TLS stacks reject later.
     """
     if not node_id:
         raise InvalidArgumentError("node id must not be empty")

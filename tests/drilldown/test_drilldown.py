@@ -29,8 +29,9 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
 from node.audit_log import AuditFilter, AuditLog
-from node.drilldown import QUERY_BODY_TYPE, DrilldownClient, build_query
+from node.drilldown import DrilldownClient, build_query
 from node.server import NodeServer
+from node.trust import QUERY_BODY_TYPE
 from tests.harness.tree import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {"gd": 20, "gd.gz": 30, "gd.gz.py": 30, "gd.gz.py.sq": 60, "gd.sz": 10}

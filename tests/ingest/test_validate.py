@@ -1,3 +1,5 @@
+"""Record validation: every field rule of every record kind, with the error naming the record, field and why."""
+
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo

@@ -112,9 +112,8 @@ def _running(pid: int) -> bool:
 
 def test_free_ports_avoid_the_ephemeral_range_that_port_zero_binds_use() -> None:
     # A port-0 bind by any other test can then never take a port the launcher picked but has not bound yet.
-    from node.localtree import free_ports
-    from node.localtree.launcher import _ephemeral_low
+    from node.localtree import ephemeral_port_floor, free_ports
 
     ports = free_ports(30)
     assert len(set(ports)) == 30
-    assert all(10_000 <= port < _ephemeral_low() for port in ports)
+    assert all(10_000 <= port < ephemeral_port_floor() for port in ports)

@@ -1,3 +1,5 @@
+"""The Alembic migrations build exactly the models' tables, idempotently, on SQLite and PostgreSQL."""
+
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
 

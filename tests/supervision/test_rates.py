@@ -16,10 +16,10 @@ from alembic import command
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from federation import counters_to_dict
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import Node, open_node
 from node.cli import metrics_cmd, stats_cmd
-from node.cli.render import counters_dict
 from node.store import REVISION_COUNTER, MetricBucket, counter_value
 from node.store.database import alembic_config
 from node.supervision import (
@@ -122,8 +122,8 @@ def test_the_same_rates_from_stats_grouped_stats_and_a_parent(tmp_path: Path, db
         with tree.client("gd") as client:
             summary = client.ask("gd", summary=dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_CHILD)).body.summary
             row = next(r for r in summary.rows if r.key == "gd.gz")
-            assert_expected(derived_rates(counters_dict(row.counters)))
-            assert_expected(derived_rates(counters_dict(summary.total)))
+            assert_expected(derived_rates(counters_to_dict(row.counters)))
+            assert_expected(derived_rates(counters_to_dict(summary.total)))
             for metric, fraction in (
                 (dd.RANKING_METRIC_RETURN_RATE, (2, 4)),
                 (dd.RANKING_METRIC_COMPLAINT_ACCEPTANCE_RATE, (2, 3)),

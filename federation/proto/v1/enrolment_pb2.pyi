@@ -5,7 +5,7 @@ Enrolment of a new child node over the network: certificate requests proved with
 
 Served on a separate small listener (federation.enrol_listen) because the node's main port requires a
 client certificate, which a new child does not have yet. Nothing on this wire is secret: the token
-itself is never sent, only its id and an HMAC keyed with sha256(token) (federation/enrolment.py).
+itself is never sent, only its id and an HMAC keyed with sha256(token) (node/trust/enrolment.py).
 """
 
 from collections import abc as _abc
@@ -43,7 +43,7 @@ class EnrolRequest(_message.Message):
     ca_csr: _builtins.bytes
     """The child's CA key (ECDSA P-256); empty when the child asks for no CA certificate."""
     token_id: _builtins.str
-    """Names the token without revealing it (node.trust.enrolment.token_id)."""
+    """Names the token without revealing it (node.trust.enrolment_tokens.token_id)."""
     proof: _builtins.bytes
     """HMAC-SHA256 keyed with sha256(token) over node.trust.enrolment.enrolment_request_bytes."""
     def __init__(

@@ -5,7 +5,7 @@ Enrolment of a new child node over the network: certificate requests proved with
 
 Served on a separate small listener (federation.enrol_listen) because the node's main port requires a
 client certificate, which a new child does not have yet. Nothing on this wire is secret: the token
-itself is never sent, only its id and an HMAC keyed with sha256(token) (federation/enrolment.py).
+itself is never sent, only its id and an HMAC keyed with sha256(token) (node/trust/enrolment.py).
 """
 
 from collections import abc as _abc

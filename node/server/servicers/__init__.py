@@ -1,4 +1,4 @@
-"""gRPC servicers of a node: thin shells over the node's modules (reports, drill-down, ingest)."""
+"""gRPC servicers of a node: thin shells over the node's modules (reports, drill-down, ingest, enrolment)."""
 
 from node.server.servicers.enrolment import EnrolmentServicer
 from node.server.servicers.ingest import IngestServicer

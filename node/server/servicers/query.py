@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 
+from federation import RelayedRpcError
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.app import Node
 from node.audit_log import DrilldownAuditor
-from node.drilldown import QueryRouter, RelayedRpcError
+from node.drilldown import QueryRouter
 from node.errors import SupnetError
 from node.trust import Authorizer
 
