@@ -1,59 +1,9 @@
-"""Metric definitions: THE one place saying what every additive counter counts, on which day and for whom.
+"""Metric buckets kept at write time: record deltas (``record_deltas``) added to buckets (``add_to_buckets``).
 
-Buckets are keyed by (day, department, implementation_code) and also carry the item's basic code and type code.
-They are kept up to date at write time (the import's MetricsListener, the rules' alerts, the complaint workflow),
-never by scanning cases at report time: this module turns records into counter deltas (``record_deltas``) and adds
-deltas to the buckets (``add_to_buckets``, on the import hot path). node.supervision.metric_queries derives the same
-numbers from the raw records (``recompute_buckets``) and compares the two (``check_buckets``, ``supnet metrics check``).
+Each write happens under the next metric revision, on the import hot path.
 
-| counter                  | incremented by                                              | day attributed        |
-|--------------------------|-------------------------------------------------------------|-----------------------|
-| received                 | an acceptance (case accepted)                               | accepted_at           |
-| completed                | a completion                                                | completed_at          |
-| completed_early          | completion on a day before the promised due day (is_early)  | completed_at          |
-| completed_on_time        | completion with completed_at <= promised_due_at             | completed_at          |
-| completed_within_legal   | completion with completed_at <= legal_due_at                | completed_at          |
-| processing_workdays      | completion: workdays_used (working days minus clock stops)  | completed_at          |
-| refused                  | completion with result_code 2 (refused) or 3 (not accepted) | completed_at          |
-| return_steps             | a step with action 'return' (退回)                           | the step's started_at |
-| cases_returned           | a case's FIRST return step (its return_count becomes 1)     | accepted_at (cohort)  |
-| supplements              | a step with action 'supplement' (补正)                       | the step's started_at |
-| clock_stops              | a special procedure ended (特别程序结束)                      | the procedure's ended_at |
-| clock_stop_workdays      | the ended procedure's working days                          | the procedure's ended_at |
-| fees_count / fees_fen    | a payment: 1 / amount in fen (分, yuan × 100, half-up)        | paid_at               |
-| ratings_1 … ratings_5    | an evaluation with satisfaction code N                      | evaluated_at          |
-| complaints_received      | a complaint                                                 | received_at           |
-| complaints_accepted      | a complaint accepted (complaints.py; or imported accepted)  | decided_at            |
-| complaints_concluded     | a complaint concluded (complaints.py)                      | concluded_at          |
-| complaints_substantiated | a concluded complaint found substantiated                   | concluded_at          |
-| reminders                | an alert of severity reminder raised                        | alert's breached_at   |
-| yellow_cards             | an alert of severity yellow raised                          | alert's breached_at   |
-| red_cards                | an alert of severity red raised (incl. R04 escalations)     | alert's breached_at   |
-| open_cases               | GAUGE: +1 on acceptance, −1 on completion                   | accepted_at (cohort)  |
-| open_overdue_promised    | GAUGE: open cases holding an R02 (promise broken) alert     | accepted_at (cohort)  |
-| open_overdue_legal       | GAUGE: open cases holding an R03 (law broken) alert         | accepted_at (cohort)  |
-
-A special procedure that ends after its case was completed re-times the case (deadlines, clock-stop days): that
-case's completion counters are moved from the old timing to the new one on the same completed day.
-
-Department and item: case-linked counters use the case's department (受理单位) and implementation code; complaint
-counters use the respondent unit (被投诉单位) and the linked case's item ("" without a linked case); alert counters
-use the alert's department and implementation code.
-
-``cases_returned`` is a cohort count like the gauges below (but it only grows): the cases accepted that day that
-were returned at least once, so 退件率 = cases_returned / received stays within 100% (docs/domain.md §6).
-
-The three gauges are cohort gauges on the case's acceptance day: the value of a bucket is how many of the cases
-accepted that day are open (and overdue) NOW. That keeps them additive and exactly recomputable from the database.
-The overdue gauges move +1 when an R02/R03 alert is raised on an open case (alerts.raise_alerts) and −1 when a
-case holding one completes (the RulesListener).
-
-Every write bumps ``node_counters['metric_revision']`` and stamps each changed bucket's ``revision``, so a report
-builder can send "buckets with revision > last acknowledged". Writers take the revision row first (node.store's
-lock_revision / next_revision), which serializes metric writers: revisions follow commit order and gauges never race.
-
-The counter names and the derived rates (never stored; computed from summed counters where they are shown) are in
-node.supervision.metric_definitions.
+What each counter counts, on which day and for whom: docs/metrics.md (the one place). Names and derived rates:
+metric_definitions; the recompute and ``supnet metrics check``: metric_queries.
 """
 
 from __future__ import annotations
