@@ -67,7 +67,7 @@ def test_code_outside_a_package_imports_from_the_package() -> None:
     packages = _packages()
     modules = {_module_name(path) for path in _sources("node", "federation")}
     offences: list[str] = []
-    for path in _sources("node", "federation", "bench"):
+    for path in _sources("node", "federation", "bench", "tests"):
         importer = _module_name(path)
         for statement in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(statement, ast.ImportFrom) or statement.level or statement.module is None:

@@ -1,7 +1,7 @@
 """Ingest: read, validate and store approval records from files or gRPC."""
 
 from node.ingest.importer import Importer, ImportSummary, RecordOutcome
-from node.ingest.listeners import IngestListener
+from node.ingest.listeners import CASE_FIELDS, IngestListener
 from node.ingest.readers import ENCODINGS, FileReader, detect_encoding, kind_from_alias, kind_from_file_name, open_files
 from node.ingest.records import (
     AcceptanceRow,
@@ -44,6 +44,7 @@ __all__ = [
     "BAD_DATETIME",
     "BAD_NUMBER",
     "BAD_TEXT",
+    "CASE_FIELDS",
     "ENCODINGS",
     "KIND_TABLES",
     "MISSING_FIELD",

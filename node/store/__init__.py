@@ -18,7 +18,7 @@ from node.store.counters import (
     set_counter,
     to_micros,
 )
-from node.store.database import has_schema, make_engine, migrate
+from node.store.database import alembic_config, has_schema, make_engine, migrate
 from node.store.federation_models import ChildBucket
 from node.store.models import Base, Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
 from node.store.supervision_models import Alert, MetricBucket, NodeCounter, Notification, OperatorNotice
@@ -45,6 +45,7 @@ __all__ = [
     "Payment",
     "SpecialProcedure",
     "Step",
+    "alembic_config",
     "compare_and_set_counter",
     "counter_value",
     "counter_values",

@@ -8,7 +8,7 @@ import pytest
 
 import node.ingest as ingest
 from node.domain import RECORD_FIELDS
-from node.ingest.listeners import CASE_FIELDS
+from node.ingest import CASE_FIELDS
 
 ROW_TYPES: dict[str, Any] = {
     "item": ingest.ItemRow,

@@ -20,8 +20,7 @@ from federation import counters_to_dict
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import Node, open_node
 from node.cli import metrics_cmd, stats_cmd
-from node.store import REVISION_COUNTER, MetricBucket, counter_value
-from node.store.database import alembic_config
+from node.store import REVISION_COUNTER, MetricBucket, alembic_config, counter_value
 from node.supervision import (
     accept_complaint,
     check_buckets,
