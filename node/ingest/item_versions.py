@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -102,13 +102,14 @@ class ItemRegister:
         if not changed:
             return []
         cases = self.store.tables["cases"]
-        latest_case = dict(
-            context.conn.execute(
+        latest_case: dict[str, datetime] = {
+            code: latest
+            for code, latest in context.conn.execute(
                 select(cases.c.implementation_code, func.max(cases.c.accepted_at))
                 .where(cases.c.implementation_code.in_(sorted({row["implementation_code"] for _, row, _ in changed})))
                 .group_by(cases.c.implementation_code)
-            ).tuples()
-        )
+            )
+        }
         items = self.store.tables["items"]
         timelines = self.store.items_for(context, (row["implementation_code"] for _, row, _ in changed))
         stored: list[Pending[ItemRow]] = []

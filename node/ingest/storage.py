@@ -156,9 +156,7 @@ class RecordStore:
         return convert
 
     def items_for(self, context: BatchContext, codes: Iterable[str]) -> Mapping[str, ItemTimeline]:
-        """Item timelines by implementation code: the cache, this batch's new items and versions, and a re-check of
-        misses.
-        """
+        """Item timelines by implementation code: the cache, this batch's new items and versions, re-checked misses."""
         if self._items is None:
             self._items = self._timelines(context, None)
         known = self._items | context.new_items if context.new_items else self._items

@@ -1,5 +1,7 @@
-"""The item catalogue as a versioned register (docs/domain.md §9): views, history, retire / re-activate, the
-written explanation of Panyu's rule (R14), and the catalogue's additive figures for reports.
+"""The item catalogue as a versioned register (docs/domain.md §9): views, history, retire, explain, R14, figures.
+
+Views and history of items, retiring and re-activating, the written explanation of Panyu's rule (R14), and the
+catalogue's additive figures for reports.
 
 * Versions come from the import (node.ingest.item_versions); here they are read, never changed, except for the
   explanation an operator records on the latest one (``supnet items explain``).
@@ -353,8 +355,10 @@ def explain_item(node: Node, code: str, text: str, *, now: datetime | None = Non
 
 
 def flag_items(conn: Connection, thresholds: Thresholds, now: datetime) -> list[RaisedAlert]:
-    """R14 in the caller's transaction: flag each in-force item whose latest version needs an explanation and has
-    none; close the open flags of versions explained, superseded or retired since.
+    """R14 in the caller's transaction: flag in-force items whose latest version needs an explanation.
+
+    One reminder per such version without an explanation; the open flags of versions explained, superseded or
+    retired since are closed.
     """
     rows = conn.execute(_item_query().where(_items.c.status == "in_force")).mappings().all()
     flagged = [row for row in rows if _item_view(row).flagged and thresholds.enabled(R14, row["type_code"])]
@@ -364,8 +368,9 @@ def flag_items(conn: Connection, thresholds: Thresholds, now: datetime) -> list[
         _close_flags(conn, stale, "已说明、已更新或已取消 explained, superseded or retired", now)
     if not flagged:
         return []
-    recorded = dict(
-        conn.execute(
+    recorded: dict[str, datetime | None] = {
+        code: at
+        for code, at in conn.execute(
             select(_versions.c.implementation_code, _versions.c.recorded_at).where(
                 _versions.c.implementation_code.in_([row["implementation_code"] for row in flagged]),
                 _versions.c.version
@@ -373,8 +378,8 @@ def flag_items(conn: Connection, thresholds: Thresholds, now: datetime) -> list[
                 .where(_items.c.implementation_code == _versions.c.implementation_code)
                 .scalar_subquery(),
             )
-        ).tuples()
-    )
+        )
+    }
     drafts = [
         AlertDraft(
             rule_id=R14,
@@ -444,7 +449,7 @@ def _month_back(now: datetime, months: int) -> str:
 
 
 def catalogue_figures(conn: Connection, now: datetime) -> CatalogueFigures:
-    """This node's own catalogue figures as of ``now``."""
+    """The node's own catalogue figures as of ``now``."""
     figures = CatalogueFigures()
     for row in conn.execute(_item_query()).mappings():
         view = _item_view(row)
@@ -467,10 +472,10 @@ def catalogue_figures(conn: Connection, now: datetime) -> CatalogueFigures:
         int(conn.execute(select(func.count()).select_from(table)).scalar_one()) for table in _RECORD_TABLES
     )
     oldest = _month_back(now, 11)
-    for row in conn.execute(
+    for retired in conn.execute(
         select(_items.c.retired_at).where(_items.c.status == "retired", _items.c.retired_at.is_not(None))
     ):
-        month = row.retired_at.strftime("%Y-%m")
+        month = retired.retired_at.strftime("%Y-%m")
         if oldest <= month <= now.strftime("%Y-%m"):
             figures.retired_by_month[month] = figures.retired_by_month.get(month, 0) + 1
     return figures
