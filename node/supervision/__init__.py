@@ -63,6 +63,7 @@ from node.supervision.rulebook import (
     complaint_subject,
     escalation_subject,
     groups_condition,
+    item_subject,
     payment_subject,
     step_subject,
 )
@@ -149,6 +150,7 @@ __all__ = [
     "groups_condition",
     "handle_complaint",
     "item_history",
+    "item_subject",
     "list_alerts",
     "list_complaints",
     "list_evaluations",

@@ -112,6 +112,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_item_status_changes_at'), table_name='item_status_changes')
     op.drop_table('item_status_changes')
     op.drop_table('item_versions')
-    with op.batch_alter_table('items') as batch:
-        for name in ('retire_reason', 'retired_at', 'status', 'version', 'effective_from'):
-            batch.drop_column(name)
+    # Plain DROP COLUMN (SQLite 3.35+ and PostgreSQL): a batch copy of items would have to drop the table that
+    # cases reference, which SQLite refuses with foreign keys on.
+    for name in ('retire_reason', 'retired_at', 'status', 'version', 'effective_from'):
+        op.execute(f'ALTER TABLE items DROP COLUMN {name}')
