@@ -46,6 +46,9 @@ RECORD_FIELDS: dict[str, tuple[FieldSpec, ...]] = {
         _f("fee_flag", "是否收费", "bool", required=True),
         _f("fee_standard", "收费标准", "decimal"),
         _f("channel_code", "办理形式代码", max_length=1),
+        # Not a GB/T 39046 field: when this version of the item takes effect (docs/domain.md §9; absent: a new
+        # item from the beginning, a changed one from the import).
+        _f("effective_from", "生效时间", "datetime"),
     ),
     "acceptance": (
         _f("case_no", "办件编号", required=True, max_length=50),

@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar
 
 from node.errors import CalendarError
 from node.ingest.deadlines import Deadlines, calendar_detail
-from node.ingest.outcomes import BatchContext
+from node.ingest.item_versions import ItemRegister
+from node.ingest.outcomes import BatchContext, shown
 from node.ingest.procedures import ProcedureHandler
 from node.ingest.records import (
     AcceptanceRow,
@@ -30,7 +31,7 @@ from node.ingest.records import (
     StepRow,
     Tagged,
 )
-from node.ingest.storage import RecordStore, item_limits, split_repeats
+from node.ingest.storage import RecordStore, split_repeats
 from node.ingest.validate import CALENDAR, KIND_TABLES, UNKNOWN_ITEM
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class KindHandlers:
         self.store = store
         self.deadlines = deadlines
         procedures = ProcedureHandler(store, deadlines)
+        self.items = ItemRegister(store)
         self.by_kind: dict[str, Handler] = {
             "item": self._store_items,
             "acceptance": self._store_acceptances,
@@ -67,12 +69,10 @@ class KindHandlers:
             self.by_kind[kind](context, repeats)
 
     def _store_items(self, context: BatchContext, pending: list[Tagged[ItemRow]]) -> None:
+        # New items and new versions of stored ones (node.ingest.item_versions); a repeat waits for the next round.
         firsts, repeats = split_repeats(pending, "item")
-        fresh = self.store.drop_known(context, "item", firsts)
+        fresh = self.items.handle(context, firsts)
         rows = [row for _, row in fresh]
-        self.store.insert(context, "items", rows)
-        for row in rows:
-            context.new_items[row["implementation_code"]] = item_limits(row)
         self.store.notify(context, "item", rows)
         context.accept("item", fresh)
         self._again(context, "item", repeats)
@@ -97,8 +97,8 @@ class KindHandlers:
         # (item, deadline fields): one dict update per row instead of three.
         merged: dict[tuple[int, int], tuple[ItemLimits, CaseDeadlines, dict[str, Any]]] = {}  # the pair pins the ids
         for line, row in fresh:
-            item = items.get(row["implementation_code"])
-            if item is None:
+            timeline = items.get(row["implementation_code"])
+            if timeline is None:
                 context.reject(
                     "acceptance",
                     line,
@@ -106,6 +106,19 @@ class KindHandlers:
                     field_name="implementation_code",
                     reason=UNKNOWN_ITEM,
                     detail=f"unknown item code {row['implementation_code']!r}",
+                )
+                continue
+            # The version in force at acceptance gives the case its limits (docs/domain.md §9).
+            item = timeline.in_force(row["accepted_at"])
+            if item is None:
+                context.reject(
+                    "acceptance",
+                    line,
+                    row,
+                    field_name="accepted_at",
+                    reason=UNKNOWN_ITEM,
+                    detail=f"item {row['implementation_code']!r} has no version in force then (its first takes "
+                    f"effect {shown(timeline.first_effective())})",
                 )
                 continue
             try:

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict
 
 from sqlalchemy import Connection
 
-from node.ingest.records import AnyRow, ItemLimits, Pending
+from node.ingest.records import AnyRow, ItemTimeline, Pending
 from node.ingest.validate import (
     BEFORE_ACCEPTANCE,
     CONFLICT,
@@ -100,7 +100,7 @@ class BatchContext:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     errors: list[RecordError] = field(default_factory=list)
     outcomes: list[RecordOutcome] = field(default_factory=list)
-    new_items: dict[str, ItemLimits] = field(default_factory=dict)
+    new_items: dict[str, ItemTimeline] = field(default_factory=dict)
 
     def _count(self, kind: str, status: str, amount: int = 1) -> None:
         counter = self.counts.get(kind)

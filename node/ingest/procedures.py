@@ -168,7 +168,9 @@ class ProcedureHandler:
             )
             return False
         items = self.store.items_for(context, [case["implementation_code"]])
-        item = items[case["implementation_code"]]
+        # The version in force when the case was accepted (docs/domain.md §9): its units count the new dues.
+        timeline = items[case["implementation_code"]]
+        item = timeline.in_force(case["accepted_at"]) or timeline.versions[0][1]
         cases = self.store.tables["cases"]
         limits = conn.execute(
             select(cases.c.promised_limit, cases.c.legal_limit).where(cases.c.case_no == row["case_no"])

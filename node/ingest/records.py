@@ -66,6 +66,7 @@ class ItemRow(TypedDict):
     fee_flag: bool
     fee_standard: Decimal | None
     channel_code: str
+    effective_from: datetime | None  # 生效时间 of this version (None: see node.ingest.item_versions)
 
 
 class AcceptanceRow(TypedDict):
@@ -255,6 +256,30 @@ class ItemLimits:
     case_fields: CopiedItemCodes
     # The four limits: items with equal limits share their deadline memos.
     limits_key: tuple[int, str, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTimeline:
+    """An item's versions, oldest first: (effective from, or None for "from the beginning"; its limits)."""
+
+    versions: tuple[tuple[datetime | None, ItemLimits], ...]
+
+    def in_force(self, at: datetime) -> ItemLimits | None:
+        """The limits of the version in force at ``at`` (the latest one effective by then), or None before any."""
+        found: ItemLimits | None = None
+        for effective_from, limits in self.versions:
+            if effective_from is not None and effective_from > at:
+                break
+            found = limits
+        return found
+
+    def first_effective(self) -> datetime | None:
+        """When the first version takes effect (None: from the beginning)."""
+        return self.versions[0][0]
+
+    def then(self, effective_from: datetime | None, limits: ItemLimits) -> "ItemTimeline":
+        """The timeline with one more (later) version."""
+        return ItemTimeline((*self.versions, (effective_from, limits)))
 
 
 class CaseDeadlines(TypedDict):

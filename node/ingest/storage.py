@@ -17,7 +17,7 @@ from node.domain import FIELD_NAMES
 from node.ingest.backends import Backend, backend_for
 from node.ingest.listeners import CASE_FIELDS, IngestListener
 from node.ingest.outcomes import BatchContext
-from node.ingest.records import AnyRow, CaseState, CopiedItemCodes, ItemLimits, Pending, RowT, Tagged
+from node.ingest.records import AnyRow, CaseState, CopiedItemCodes, ItemLimits, ItemTimeline, Pending, RowT, Tagged
 from node.ingest.validate import KIND_TABLES, NATURAL_KEYS
 from node.store import Base
 
@@ -31,10 +31,10 @@ _CASE_CHECK_COLUMNS: tuple[str, ...] = (
     "supplement_count",
     "return_count",
 )
-_ITEM_COLUMNS = (
+# An item's timeline: the copied codes from items, each version's limits from item_versions (oldest first).
+_VERSION_COLUMNS = (
     "implementation_code",
-    "basic_code",
-    "type_code",
+    "effective_from",
     "promised_limit",
     "promised_limit_unit",
     "legal_limit",
@@ -50,7 +50,7 @@ class RecordStore:
         self.tables = _tables()
         self._listeners = tuple(listeners)
         self._case_columns = CASE_READ_COLUMNS if self._listeners else _CASE_CHECK_COLUMNS
-        self._items: dict[str, ItemLimits] | None = None
+        self._items: dict[str, ItemTimeline] | None = None
         self._case_converters: dict[tuple[str, ...], Callable[[Sequence[Any]], CaseState]] = {}
 
     def drop_known(
@@ -155,22 +155,41 @@ class RecordStore:
             convert = self._case_converters[columns] = namespace["convert"]
         return convert
 
-    def items_for(self, context: BatchContext, codes: Iterable[str]) -> Mapping[str, ItemLimits]:
-        """Item limits by implementation code: the cache, this batch's new items, and a re-check of misses."""
+    def items_for(self, context: BatchContext, codes: Iterable[str]) -> Mapping[str, ItemTimeline]:
+        """Item timelines by implementation code: the cache, this batch's new items and versions, re-checked misses."""
         if self._items is None:
-            rows = context.conn.execute(select(*(self.tables["items"].c[c] for c in _ITEM_COLUMNS))).mappings()
-            self._items = {row["implementation_code"]: item_limits(row) for row in rows}
+            self._items = self._timelines(context, None)
         known = self._items | context.new_items if context.new_items else self._items
         missing = [code for code in set(codes) if code not in known]
         if missing:
             # Another process (CLI import beside gRPC ingest) may have added items since the cache was filled.
-            for values in self.backend.fetch_by_keys(
-                context.conn, "items", _ITEM_COLUMNS, "implementation_code", missing
-            ):
-                item = item_limits(dict(zip(_ITEM_COLUMNS, values, strict=True)))
-                self._items[values[0]] = item
-                known[values[0]] = item
+            found = self._timelines(context, missing)
+            self._items.update(found)
+            known = {**known, **found} if known is not self._items else known
         return known
+
+    def _timelines(self, context: BatchContext, codes: list[str] | None) -> dict[str, ItemTimeline]:
+        """Stored timelines of the given items (all items with None)."""
+        items, versions = self.tables["items"], self.tables["item_versions"]
+        query = (
+            select(items.c.basic_code, items.c.type_code, *(versions.c[c] for c in _VERSION_COLUMNS))
+            .join(items, items.c.implementation_code == versions.c.implementation_code)
+            .order_by(versions.c.implementation_code, versions.c.version)
+        )
+        found: dict[str, ItemTimeline] = {}
+        chunks = [None] if codes is None else [codes[start : start + 5000] for start in range(0, len(codes), 5000)]
+        for chunk in chunks:
+            selected = query if chunk is None else query.where(versions.c.implementation_code.in_(chunk))
+            for row in context.conn.execute(selected).mappings():
+                code = row["implementation_code"]
+                limits = item_limits(row)
+                timeline = found.get(code)
+                found[code] = (
+                    ItemTimeline(((row["effective_from"], limits),))
+                    if timeline is None
+                    else timeline.then(row["effective_from"], limits)
+                )
+        return found
 
     def with_known_cases(
         self, context: BatchContext, kind: str, records: list[Pending[RowT]]
@@ -187,8 +206,8 @@ class RecordStore:
                 context.reject_unknown_case(kind, line, row)
         return kept, cases
 
-    def remember_items(self, items: Mapping[str, ItemLimits]) -> None:
-        """Add a committed batch's new items to the cache (if it is filled yet)."""
+    def remember_items(self, items: Mapping[str, ItemTimeline]) -> None:
+        """Add a committed batch's new items and versions to the cache (if it is filled yet)."""
         if items and self._items is not None:
             self._items.update(items)
 
@@ -216,7 +235,7 @@ def differences(new: AnyRow, old: Mapping[Any, Any], columns: Iterable[str]) -> 
 
 
 def item_limits(item: Mapping[Any, Any]) -> ItemLimits:
-    """What a new case needs from its item (a stored or new items row): the limits and the copied codes."""
+    """What a new case needs from one version of its item (a row with the limits and the item's codes)."""
     promised_limit, promised_unit = item["promised_limit"], item["promised_limit_unit"]
     legal_limit, legal_unit = item["legal_limit"], item["legal_limit_unit"]
     codes: CopiedItemCodes = {"basic_code": item["basic_code"], "item_type_code": item["type_code"]}

@@ -20,7 +20,19 @@ from node.store.counters import (
 )
 from node.store.database import alembic_config, has_schema, make_engine, migrate
 from node.store.federation_models import ChildBucket
-from node.store.models import Base, Case, Complaint, Completion, Evaluation, Item, Payment, SpecialProcedure, Step
+from node.store.models import (
+    Base,
+    Case,
+    Complaint,
+    Completion,
+    Evaluation,
+    Item,
+    ItemStatusChange,
+    ItemVersion,
+    Payment,
+    SpecialProcedure,
+    Step,
+)
 from node.store.supervision_models import Alert, MetricBucket, NodeCounter, Notification, OperatorNotice
 
 __all__ = [
@@ -38,6 +50,8 @@ __all__ = [
     "Completion",
     "Evaluation",
     "Item",
+    "ItemStatusChange",
+    "ItemVersion",
     "MetricBucket",
     "NodeCounter",
     "Notification",

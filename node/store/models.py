@@ -60,6 +60,60 @@ class Item(Base):
     fee_flag: Mapped[bool] = mapped_column(Boolean, default=False, comment="是否收费")
     fee_standard: Mapped[Decimal | None] = mapped_column(Numeric(18, 2), nullable=True, comment="收费标准 (元)")
     channel_code: Mapped[str] = mapped_column(String(1), default="1", comment="办理形式代码 (A.5)")
+    # The versioned register (docs/domain.md §9): the columns above hold the latest version; item_versions all.
+    effective_from: Mapped[datetime | None] = mapped_column(
+        DateTime, nullable=True, comment="生效时间 of the latest version (NULL: from the beginning)"
+    )
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1", comment="latest version number")
+    status: Mapped[str] = mapped_column(
+        String(10), default="in_force", server_default="in_force", comment="in_force 在用 | retired 已取消"
+    )
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, comment="取消时间")
+    retire_reason: Mapped[str] = mapped_column(Text, default="", server_default="", comment="取消原因")
+
+
+class ItemVersion(Base):
+    """事项版本: one version of an item's limits and terms, in force from its effective time to the next one's."""
+
+    __tablename__ = "item_versions"
+
+    implementation_code: Mapped[str] = mapped_column(
+        ForeignKey("items.implementation_code"), primary_key=True, comment="实施编码"
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, comment="版本号")
+    effective_from: Mapped[datetime | None] = mapped_column(
+        DateTime, nullable=True, comment="生效时间 (NULL: from the beginning)"
+    )
+    name: Mapped[str] = mapped_column(String(200), comment="事项名称")
+    legal_limit: Mapped[int] = mapped_column(Integer, comment="法定办结时限")
+    legal_limit_unit: Mapped[str] = mapped_column(String(1), default="1", comment="法定办结时限单位")
+    promised_limit: Mapped[int] = mapped_column(Integer, comment="承诺办结时限")
+    promised_limit_unit: Mapped[str] = mapped_column(String(1), default="1", comment="承诺办结时限单位")
+    fee_flag: Mapped[bool] = mapped_column(Boolean, default=False, comment="是否收费")
+    fee_standard: Mapped[Decimal | None] = mapped_column(Numeric(18, 2), nullable=True, comment="收费标准 (元)")
+    channel_code: Mapped[str] = mapped_column(String(1), default="1", comment="办理形式代码 (A.5)")
+    explanation: Mapped[str] = mapped_column(
+        Text, default="", server_default="", comment="说明 (promised limit above half the legal one)"
+    )
+    explained_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, comment="说明记录时间")
+    recorded_at: Mapped[datetime | None] = mapped_column(
+        DateTime, nullable=True, comment="when supnet stored it (NULL: migrated)"
+    )
+
+
+class ItemStatusChange(Base):
+    """事项取消/恢复: one retirement or re-activation of an item, kept as its history."""
+
+    __tablename__ = "item_status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    implementation_code: Mapped[str] = mapped_column(
+        ForeignKey("items.implementation_code"), index=True, comment="实施编码"
+    )
+    action: Mapped[str] = mapped_column(String(10), comment="retire 取消 | reactivate 恢复")
+    at: Mapped[datetime] = mapped_column(DateTime, index=True, comment="when it takes effect")
+    reason: Mapped[str] = mapped_column(Text, default="", comment="原因")
+    recorded_at: Mapped[datetime] = mapped_column(DateTime, comment="when supnet stored it")
 
 
 class Case(Base):

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Table, select
 
 from node.ingest import IngestListener
 from node.store import Case
+from node.supervision.catalogue import CatalogueListener
 from node.supervision.complaint_listeners import complaint_listeners
 from node.supervision.metrics import add_record_deltas
 from node.supervision.rules import RuleEngine
@@ -81,4 +82,4 @@ def default_listeners(node: Node) -> list[IngestListener]:
     Deadlines come first so the rules see them; metrics before rules so an alert's own bucket update
     lands on top of the record's.
     """
-    return [*complaint_listeners(node), MetricsListener(node), RulesListener(node)]
+    return [*complaint_listeners(node), MetricsListener(node), RulesListener(node), CatalogueListener(node)]

@@ -16,6 +16,9 @@ Rule ids are part of the wire and storage contract (alerts.rule_id, GB/T 39046 �
 | R09 | late entry                 | reminder | step entered > ``late_entry_hours`` after it happened     | event   |
 | R10 | complaint decision overdue | yellow   | complaint still 'received' past its decision deadline     | scan    |
 | R11 | complaint handling overdue | yellow   | accepted complaint not handled within its handling limit  | scan    |
+| R14 | limit needs explanation    | reminder | an item in force promises more than half its legal limit  | both    |
+|     |                            |          | (Panyu's rule) and has no written explanation (its latest |         |
+|     |                            |          | version; closes when explained, superseded or retired)    |         |
 
 Chinese names (预警提醒, 超承诺时限, …) are in ``RULES``.
 
@@ -53,6 +56,7 @@ __all__ = [
     "R09",
     "R10",
     "R11",
+    "R14",
     "RULES",
     "SEVERITIES",
     "Rule",
@@ -65,6 +69,7 @@ __all__ = [
     "completion_subject",
     "escalation_subject",
     "groups_condition",
+    "item_subject",
     "payment_subject",
     "step_subject",
 ]
@@ -84,6 +89,8 @@ R08 = "R08"
 R09 = "R09"
 R10 = "R10"
 R11 = "R11"
+# R12 and R13 are taken (return rate, evaluation follow-up overdue).
+R14 = "R14"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +101,7 @@ class Rule:
     name: str
     name_cn: str
     severity: Severity
-    subject_kind: Literal["case", "step", "payment", "complaint", "alert"]
+    subject_kind: Literal["case", "step", "payment", "complaint", "alert", "item"]
     trigger: Trigger
     description: str
 
@@ -113,6 +120,7 @@ RULES: dict[str, Rule] = {
         Rule(R09, "late entry", "延迟录入", "reminder", "step", "event", "step entered long after it happened"),
         Rule(R10, "complaint decision overdue", "投诉受理超时", "yellow", "complaint", "scan", "no accept/decline"),
         Rule(R11, "complaint handling overdue", "投诉办理超时", "yellow", "complaint", "scan", "accepted, not handled"),
+        Rule(R14, "limit needs explanation", "承诺时限未说明", "reminder", "item", "both", "promised > half legal"),
     )
 }
 ALL_RULE_IDS: tuple[str, ...] = tuple(RULES)
@@ -141,6 +149,11 @@ def payment_subject(case_no: str, payment_id: int) -> str:
 def complaint_subject(complaint_no: str) -> str:
     """Alert subject of a complaint rule: ``complaint:NO``."""
     return f"complaint:{complaint_no}"
+
+
+def item_subject(implementation_code: str, version: int) -> str:
+    """Alert subject of an item-level rule (R14), per version: ``item:CODE:version:N``."""
+    return f"item:{implementation_code}:version:{version}"
 
 
 def escalation_subject(yellow_subject: str, yellow_id: int) -> str:

@@ -321,7 +321,12 @@ def _api_property(node: Node, drawn: list[tuple[str, dict[str, Any]]], seen: Cou
         (kind, line, {name: _materialize(value, run) for name, value in fields.items()})
         for line, (kind, fields) in enumerate(drawn, start=1)
     ]
-    keyed = [(kind, key) for kind, _, fields in records if (key := _text_key(kind, fields)) is not None]
+    # By canonical kind: an alias ("items") names the same stored record as its kind ("item").
+    keyed = [
+        (canonical, key)
+        for kind, _, fields in records
+        if (canonical := kind_from_alias(kind) or kind) and (key := _text_key(canonical, fields)) is not None
+    ]
     checker = Checker(node)
     checker.before(keyed)
     outcomes: list[RecordOutcome] = []
@@ -333,13 +338,15 @@ def _api_property(node: Node, drawn: list[tuple[str, dict[str, Any]]], seen: Cou
     checker.after(summary, outcomes, len(records), "records", seen)
     accepted_keys = set()
     for outcome in outcomes:
-        kind, _, fields = records[outcome.line - 1]
+        _, _, fields = records[outcome.line - 1]
+        kind = outcome.kind
         key = _text_key(kind, fields)
         if key is not None and outcome.status == "accepted":
             accepted_keys.add((kind, key))
             assert checker.key_row(kind, key) is not None, f"accepted {kind} {key} is not stored"
     for outcome in outcomes:
-        kind, _, fields = records[outcome.line - 1]
+        _, _, fields = records[outcome.line - 1]
+        kind = outcome.kind
         key = _text_key(kind, fields)
         if key is not None and outcome.status != "accepted" and (kind, key) not in accepted_keys:
             assert checker.key_row(kind, key) == checker.rows[(kind, key)], (

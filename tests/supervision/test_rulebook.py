@@ -16,13 +16,14 @@ from node.supervision import (
     complaint_subject,
     escalation_subject,
     groups_condition,
+    item_subject,
     payment_subject,
     step_subject,
 )
 
 
 def test_rule_ids_are_stable() -> None:
-    assert ALL_RULE_IDS == ("R01", "R02", "R03", "R04", "R05", "R06", "R07", "R08", "R09", "R10", "R11")
+    assert ALL_RULE_IDS == ("R01", "R02", "R03", "R04", "R05", "R06", "R07", "R08", "R09", "R10", "R11", "R14")
     assert {rule_id: rule.severity for rule_id, rule in RULES.items()} == {
         "R01": "reminder",
         "R02": "yellow",
@@ -35,11 +36,13 @@ def test_rule_ids_are_stable() -> None:
         "R09": "reminder",
         "R10": "yellow",
         "R11": "yellow",
+        "R14": "reminder",
     }
 
 
 def test_subjects() -> None:
     assert case_subject("HP-1") == "case:HP-1"
+    assert item_subject("440112001", 2) == "item:440112001:version:2"
     assert step_subject("HP-1", 7) == "case:HP-1:step:7"
     assert payment_subject("HP-1", 3) == "case:HP-1:payment:3"
     assert complaint_subject("TS-1") == "complaint:TS-1"

@@ -57,6 +57,7 @@ from node.store import (
     to_micros,
 )
 from node.supervision.alerts import AlertDraft, RaisedAlert, escalate_overdue_yellows, raise_alerts
+from node.supervision.catalogue import flag_items
 from node.supervision.rulebook import (
     R01,
     R02,
@@ -206,6 +207,7 @@ class PeriodicScan(RuleContext):
             raised += self._scan_pending_steps(conn, group, now=now, lower=step_lower)
         raised += self._scan_complaints(conn, now)
         raised += escalate_overdue_yellows(conn, self.thresholds, now)
+        raised += flag_items(conn, self.thresholds, now)  # R14 (node.supervision.catalogue)
 
         new_last = to_micros(now) if full or last_at is None else max(last_at, to_micros(now))
         set_counter(conn, SCAN_LAST_AT, new_last)
