@@ -26,7 +26,14 @@ from node.supervision.complaints import (
     handle_complaint,
     list_complaints,
 )
-from node.supervision.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
+from node.supervision.evaluations import (
+    EvaluationView,
+    assign_missing_followup_deadlines,
+    close_followup,
+    evaluation_figures,
+    followup_due_for,
+    list_evaluations,
+)
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
 from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
 from node.supervision.metric_queries import (
@@ -45,7 +52,9 @@ from node.supervision.rulebook import (
     Thresholds,
     case_subject,
     complaint_subject,
+    department_period_subject,
     escalation_subject,
+    evaluation_subject,
     groups_condition,
     payment_subject,
     step_subject,
@@ -101,6 +110,7 @@ __all__ = [
     "add_to_buckets",
     "alert_deltas",
     "assign_missing_decision_deadlines",
+    "assign_missing_followup_deadlines",
     "case_subject",
     "check_buckets",
     "close_followup",
@@ -111,12 +121,15 @@ __all__ = [
     "correct_alert",
     "decline_complaint",
     "default_listeners",
+    "department_period_subject",
     "department_scores",
     "derived_rates",
     "escalate_alert",
     "escalation_subject",
     "evaluation_figures",
+    "evaluation_subject",
     "fen",
+    "followup_due_for",
     "get_alert",
     "get_complaint",
     "grouped_stats",
