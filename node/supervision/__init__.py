@@ -76,7 +76,15 @@ from node.supervision.scores import (
     score_period,
     scores_ranking,
 )
-from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
+from node.supervision.stats import (
+    COUNT_LABELS,
+    RATE_LABELS,
+    STAFF_COUNT_LABELS,
+    STAFF_GROUPINGS,
+    StaffRow,
+    node_stats,
+    staff_stats,
+)
 
 __all__ = [
     "ALL_RULE_IDS",
@@ -87,6 +95,8 @@ __all__ = [
     "RATE_DEFINITIONS",
     "RATE_LABELS",
     "RULES",
+    "STAFF_COUNT_LABELS",
+    "STAFF_GROUPINGS",
     "STATUSES",
     "AlertDraft",
     "AlertView",
@@ -103,6 +113,7 @@ __all__ = [
     "RankedScore",
     "RuleSettings",
     "RulesListener",
+    "StaffRow",
     "Thresholds",
     "UnitScore",
     "accept_complaint",
@@ -153,5 +164,6 @@ __all__ = [
     "score_month",
     "score_period",
     "scores_ranking",
+    "staff_stats",
     "step_subject",
 ]
