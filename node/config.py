@@ -59,6 +59,13 @@ class SupervisionConfig(_Section):
     complaint_decision_workdays: int = Field(default=5, ge=1, le=60)
     complaint_handling_workdays: int = Field(default=15, ge=1, le=120)
     scan_interval_seconds: int = Field(default=300, ge=1)
+    # R12 (退件率较高): a department's 退件率 over the last ``return_rate_window_days`` days above the threshold, once
+    # it received at least ``return_rate_min_received`` cases in that window (tiny departments are not flagged).
+    return_rate_threshold: float = Field(default=0.10, gt=0, le=1)
+    return_rate_min_received: int = Field(default=20, ge=1)
+    return_rate_window_days: int = Field(default=30, ge=1, le=366)
+    # R13: the follow-up of a rating 4–5 is due this many working days after the evaluation (node calendar).
+    evaluation_followup_workdays: int = Field(default=5, ge=1, le=60)
     rules: dict[str, RuleThreshold] = Field(default_factory=dict)
     item_types: dict[str, dict[str, RuleThreshold]] = Field(default_factory=dict)
 

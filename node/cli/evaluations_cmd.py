@@ -1,8 +1,16 @@
-"""`supnet evaluations`: list ratings and open follow-ups; `supnet evaluations close ID --note` closes a follow-up."""
+"""`supnet evaluations`: list ratings and open follow-ups; `supnet evaluations close ID --note` closes a follow-up.
+
+A follow-up is due ``supervision.evaluation_followup_workdays`` working days after the rating; still open past that,
+the scan raises R13 (差评回访超时), and closing the follow-up corrects that card. Times in ``--json`` carry the node's
+UTC offset.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
@@ -16,13 +24,18 @@ from node.cli.common import (
     opened_node,
     print_json,
     subcommand_invoked,
-    view_json,
 )
-from node.supervision import close_followup, evaluation_figures, list_evaluations
+from node.domain import to_iso
+from node.supervision import EvaluationView, close_followup, evaluation_figures, list_evaluations
 
 evaluations_app = typer.Typer(help="Applicant evaluations (好差评) and the follow-ups of ratings 4–5.")
 
 RATING_LABELS = {1: "1 非常满意", 2: "2 满意", 3: "3 基本满意", 4: "4 不满意", 5: "5 非常不满意"}
+
+
+def evaluation_json(view: EvaluationView, tz: ZoneInfo) -> dict[str, Any]:
+    """An evaluation as JSON: times ISO 8601 with the node's UTC offset."""
+    return {key: to_iso(value, tz) if isinstance(value, datetime) else value for key, value in asdict(view).items()}
 
 
 @evaluations_app.callback(invoke_without_command=True)
@@ -44,10 +57,10 @@ def evaluations(
         views = list_evaluations(node, open_followups=open_followups, limit=limit)
         figures = evaluation_figures(node)
     if as_json:
-        print_json({"figures": figures.as_dict(), "evaluations": [view_json(v) for v in views]})
+        print_json({"figures": figures.as_dict(), "evaluations": [evaluation_json(v, node.tz) for v in views]})
         return
     table = Table(title="Open follow-ups" if open_followups else "Evaluations")
-    for column in ("id", "case", "department", "rating", "evaluated", "channel", "follow-up", "note"):
+    for column in ("id", "case", "department", "rating", "evaluated", "channel", "follow-up", "回访期限 due", "note"):
         table.add_column(column)
     for v in views:
         status = f"[red]{v.followup_status}[/]" if v.followup_status == "open" else v.followup_status
@@ -59,6 +72,7 @@ def evaluations(
             local_text(v.evaluated_at),
             v.channel,
             status,
+            local_text(v.followup_due_at),
             v.followup_note,
         )
     console.print(table)
@@ -83,7 +97,7 @@ def close(
     with opened_node(ctx, data_dir) as node:
         view = close_followup(node, evaluation_id, note)
     if as_json:
-        print_json(view_json(view))
+        print_json(evaluation_json(view, node.tz))
     else:
         console.print(
             f"evaluation {view.id} (case {view.case_no}): follow-up closed at {local_text(view.followup_closed_at)}"

@@ -1,18 +1,60 @@
-"""``supnet stats``: counts and derived rates of a node's data, as a table or JSON."""
+"""``supnet stats``: counts and derived rates of a node's data, as a table or JSON.
+
+``--by post|handler`` groups the raw steps by post (岗位) or handler (环节处理人): cases and steps handled, overdue
+steps, return steps, and the return rate = cases that post/handler returned at least once ÷ cases whose steps it
+handled (docs/domain.md §6). Per-person rows stay at the node: they are in no report and not with ``--subtree``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_working_node, print_json
-from node.supervision import COUNT_LABELS, RATE_LABELS, node_stats
+from node.domain import to_iso
+from node.errors import InvalidArgumentError
+from node.supervision import COUNT_LABELS, RATE_LABELS, STAFF_COUNT_LABELS, STAFF_GROUPINGS, node_stats, staff_stats
+
+if TYPE_CHECKING:
+    from node.app import Node
 
 
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _print_staff(node: Node, by: str, date_from: str | None, date_to: str | None, as_json: bool) -> None:
+    """``supnet stats --by post|handler``: the raw steps grouped, rates derived here."""
+    from node.cli.metrics_cmd import parse_day_option
+
+    first, last = parse_day_option("--from", date_from), parse_day_option("--to", date_to)
+    now = node.now()
+    with node.engine.connect() as conn:
+        rows = staff_stats(conn, "post" if by == "post" else "handler", now, first, last)
+    if as_json:
+        print_json(
+            {
+                "by": by,
+                "as_of": to_iso(now, node.tz),
+                "from": first.isoformat() if first else None,
+                "to": last.isoformat() if last else None,
+                "groups": [row.to_dict() for row in rows],
+            }
+        )
+        return
+    span = f"{first.isoformat() if first else '…'} – {last.isoformat() if last else '…'}"
+    label = "post 岗位" if by == "post" else "handler 经办人"
+    table = Table(title=f"node {node.config.id} by {by}, steps started {span} (per person: stays at this node)")
+    table.add_column(label)
+    for _, header in STAFF_COUNT_LABELS:
+        table.add_column(header, justify="right")
+    table.add_column("return rate 退件率", justify="right")
+    for row in rows:
+        counts = [f"{getattr(row, key):,}" for key, _ in STAFF_COUNT_LABELS]
+        table.add_row(row.key or "-", *counts, _percent(row.return_rate))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +67,15 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir,
         as_json: JsonFlag = False,
         by: Annotated[
-            str | None, typer.Option("--by", help="Group the metric buckets by dept, item, day or month.")
+            str | None,
+            typer.Option(
+                "--by",
+                help=(
+                    "Group the metric buckets by dept, item, day or month; or the raw steps by post (岗位) or "
+                    "handler (经办人): cases/steps handled, overdue steps, and return rate = cases that post/handler "
+                    "returned at least once ÷ cases whose steps it handled (stays at this node)."
+                ),
+            ),
         ] = None,
         date_from: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD), with --by.")] = None,
         date_to: Annotated[str | None, typer.Option("--to", help="Last day (YYYY-MM-DD), with --by.")] = None,
@@ -36,6 +86,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print counts (items, cases, steps, procedures, payments, evaluations, complaints) and derived rates."""
         node = open_working_node(data_dir)
+        if by in STAFF_GROUPINGS:
+            try:
+                if subtree:
+                    raise InvalidArgumentError(f"--by {by} is per-person data of this node: not with --subtree")
+                _print_staff(node, by, date_from, date_to, as_json)
+            finally:
+                node.close()
+            return
         if subtree:
             from node.cli.subtree_cmd import print_subtree
 

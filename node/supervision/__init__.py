@@ -42,7 +42,14 @@ from node.supervision.complaints import (
     handle_complaint,
     list_complaints,
 )
-from node.supervision.evaluations import EvaluationView, close_followup, evaluation_figures, list_evaluations
+from node.supervision.evaluations import (
+    EvaluationView,
+    assign_missing_followup_deadlines,
+    close_followup,
+    evaluation_figures,
+    followup_due_for,
+    list_evaluations,
+)
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
 from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
 from node.supervision.metric_queries import (
@@ -61,7 +68,9 @@ from node.supervision.rulebook import (
     Thresholds,
     case_subject,
     complaint_subject,
+    department_period_subject,
     escalation_subject,
+    evaluation_subject,
     groups_condition,
     item_subject,
     payment_subject,
@@ -84,7 +93,15 @@ from node.supervision.scores import (
     score_period,
     scores_ranking,
 )
-from node.supervision.stats import COUNT_LABELS, RATE_LABELS, node_stats
+from node.supervision.stats import (
+    COUNT_LABELS,
+    RATE_LABELS,
+    STAFF_COUNT_LABELS,
+    STAFF_GROUPINGS,
+    StaffRow,
+    node_stats,
+    staff_stats,
+)
 
 __all__ = [
     "ALL_RULE_IDS",
@@ -96,6 +113,8 @@ __all__ = [
     "RATE_DEFINITIONS",
     "RATE_LABELS",
     "RULES",
+    "STAFF_COUNT_LABELS",
+    "STAFF_GROUPINGS",
     "STATUSES",
     "AlertDraft",
     "AlertView",
@@ -117,6 +136,7 @@ __all__ = [
     "RankedScore",
     "RuleSettings",
     "RulesListener",
+    "StaffRow",
     "Thresholds",
     "UnitScore",
     "accept_complaint",
@@ -124,6 +144,7 @@ __all__ = [
     "add_to_buckets",
     "alert_deltas",
     "assign_missing_decision_deadlines",
+    "assign_missing_followup_deadlines",
     "case_subject",
     "catalogue_figures",
     "check_buckets",
@@ -135,14 +156,17 @@ __all__ = [
     "correct_alert",
     "decline_complaint",
     "default_listeners",
+    "department_period_subject",
     "department_scores",
     "derived_rates",
     "escalate_alert",
     "escalation_subject",
     "evaluation_figures",
+    "evaluation_subject",
     "explain_item",
     "fen",
     "flag_items",
+    "followup_due_for",
     "get_alert",
     "get_complaint",
     "get_item",
@@ -172,5 +196,6 @@ __all__ = [
     "score_month",
     "score_period",
     "scores_ranking",
+    "staff_stats",
     "step_subject",
 ]

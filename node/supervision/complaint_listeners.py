@@ -8,7 +8,10 @@ transaction after the batch's NEW records of a kind are written) and write with 
   is logged at WARNING (never a guessed deadline); ``complaints.assign_missing_decision_deadlines`` stamps it
   once the operator adds the year's holidays.
 * kind ``evaluation``: a rating of 4 or 5 (dissatisfied / very dissatisfied, GB/T 39046 A.8) opens a follow-up
-  (``followup_status`` 'none' → 'open'), closed with ``node.supervision.evaluations.close_followup``.
+  (``followup_status`` 'none' → 'open') due ``evaluations.followup_due_for`` (N =
+  ``supervision.evaluation_followup_workdays``), closed with ``node.supervision.evaluations.close_followup``. A
+  follow-up whose year the calendar cannot answer (or opened without a node) keeps a NULL deadline, logged;
+  ``evaluations.assign_missing_followup_deadlines`` (every scan) stamps it later.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sqlalchemy import Connection, Table, bindparam, update
 from node.errors import CalendarError
 from node.store import Complaint, Evaluation
 from node.supervision.complaints import decision_due_for
-from node.supervision.evaluations import FOLLOWUP_RATINGS
+from node.supervision.evaluations import FOLLOWUP_RATINGS, followup_due_for
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -46,9 +49,11 @@ _OPEN_FOLLOWUP = (
     .where(
         _evaluations.c.case_no == bindparam("b_case_no"),
         _evaluations.c.evaluated_at == bindparam("b_evaluated_at"),
-        _evaluations.c.followup_status == "none",
+        # The importer may already store it 'open' (without a deadline): this listener guarantees both.
+        _evaluations.c.followup_status != "closed",
+        _evaluations.c.followup_due_at.is_(None),
     )
-    .values(followup_status="open")
+    .values(followup_status="open", followup_due_at=bindparam("b_due"))
 )
 
 
@@ -79,7 +84,7 @@ class ComplaintDeadlineListener:
 
 
 class EvaluationFollowupListener:
-    """Opens a follow-up for each newly imported evaluation rated 4 or 5."""
+    """Opens a follow-up, with its deadline, for each newly imported evaluation rated 4 or 5."""
 
     def __init__(self, node: Node | None = None) -> None:
         self.node = node
@@ -88,13 +93,26 @@ class EvaluationFollowupListener:
         if kind != "evaluation":
             return
         params = [
-            {"b_case_no": r["case_no"], "b_evaluated_at": r["evaluated_at"]}
+            {"b_case_no": r["case_no"], "b_evaluated_at": r["evaluated_at"], "b_due": self._due(r["evaluated_at"])}
             for r in records
             if int(r["satisfaction_code"]) in FOLLOWUP_RATINGS
         ]
+        missing = sum(1 for p in params if p["b_due"] is None)
+        if missing:
+            log.warning("%s evaluation follow-ups opened without a deadline (the scan stamps them later)", missing)
         if params:
             conn.execute(_OPEN_FOLLOWUP, params)
             log.info("opened %s evaluation follow-ups", len(params))
+
+    def _due(self, evaluated_at: datetime) -> datetime | None:
+        if self.node is None:
+            return None
+        try:
+            return followup_due_for(
+                self.node.calendar, evaluated_at, self.node.config.supervision.evaluation_followup_workdays
+            )
+        except CalendarError:
+            return None
 
 
 def complaint_listeners(node: Node) -> list[ComplaintDeadlineListener | EvaluationFollowupListener]:

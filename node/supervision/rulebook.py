@@ -16,6 +16,10 @@ Rule ids are part of the wire and storage contract (alerts.rule_id, GB/T 39046 �
 | R09 | late entry                 | reminder | step entered > ``late_entry_hours`` after it happened     | event   |
 | R10 | complaint decision overdue | yellow   | complaint still 'received' past its decision deadline     | scan    |
 | R11 | complaint handling overdue | yellow   | accepted complaint not handled within its handling limit  | scan    |
+| R12 | high return rate           | yellow   | a department's 退件率 over ``return_rate_window_days`` | scan    |
+|     |                            |          | above ``return_rate_threshold`` (with at least          |         |
+|     |                            |          | ``return_rate_min_received`` cases); once a month       |         |
+| R13 | evaluation follow-up late  | yellow   | a rating 4–5 follow-up still open at its deadline         | scan    |
 | R14 | limit needs explanation    | reminder | an item in force promises more than half its legal limit  | both    |
 |     |                            |          | (Panyu's rule) and has no written explanation (its latest |         |
 |     |                            |          | version; closes when explained, superseded or retired)    |         |
@@ -36,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from sqlalchemy import ColumnElement, and_, not_, or_, true
@@ -56,6 +61,8 @@ __all__ = [
     "R09",
     "R10",
     "R11",
+    "R12",
+    "R13",
     "R14",
     "RULES",
     "SEVERITIES",
@@ -67,7 +74,9 @@ __all__ = [
     "case_subject",
     "complaint_subject",
     "completion_subject",
+    "department_period_subject",
     "escalation_subject",
+    "evaluation_subject",
     "groups_condition",
     "item_subject",
     "payment_subject",
@@ -89,7 +98,8 @@ R08 = "R08"
 R09 = "R09"
 R10 = "R10"
 R11 = "R11"
-# R12 and R13 are taken (return rate, evaluation follow-up overdue).
+R12 = "R12"
+R13 = "R13"
 R14 = "R14"
 
 
@@ -101,7 +111,7 @@ class Rule:
     name: str
     name_cn: str
     severity: Severity
-    subject_kind: Literal["case", "step", "payment", "complaint", "alert", "item"]
+    subject_kind: Literal["case", "step", "payment", "complaint", "alert", "item", "department", "evaluation"]
     trigger: Trigger
     description: str
 
@@ -120,6 +130,8 @@ RULES: dict[str, Rule] = {
         Rule(R09, "late entry", "延迟录入", "reminder", "step", "event", "step entered long after it happened"),
         Rule(R10, "complaint decision overdue", "投诉受理超时", "yellow", "complaint", "scan", "no accept/decline"),
         Rule(R11, "complaint handling overdue", "投诉办理超时", "yellow", "complaint", "scan", "accepted, not handled"),
+        Rule(R12, "high return rate", "退件率较高", "yellow", "department", "scan", "30-day 退件率 above threshold"),
+        Rule(R13, "evaluation follow-up late", "差评回访超时", "yellow", "evaluation", "scan", "follow-up still open"),
         Rule(R14, "limit needs explanation", "承诺时限未说明", "reminder", "item", "both", "promised > half legal"),
     )
 }
@@ -149,6 +161,16 @@ def payment_subject(case_no: str, payment_id: int) -> str:
 def complaint_subject(complaint_no: str) -> str:
     """Alert subject of a complaint rule: ``complaint:NO``."""
     return f"complaint:{complaint_no}"
+
+
+def department_period_subject(department: str, month: date) -> str:
+    """Subject of a department rule judged once per month (R12): ``dept:NAME:YYYY-MM``."""
+    return f"dept:{department}:{month:%Y-%m}"
+
+
+def evaluation_subject(evaluation_id: int) -> str:
+    """Subject of an evaluation follow-up rule (R13): ``evaluation:ID``."""
+    return f"evaluation:{evaluation_id}"
 
 
 def item_subject(implementation_code: str, version: int) -> str:
@@ -228,6 +250,11 @@ class Thresholds:
     def complaint_handling_workdays(self) -> int:
         """Working days to handle an accepted complaint without its own limit (R11)."""
         return self.config.complaint_handling_workdays
+
+    @property
+    def evaluation_followup_workdays(self) -> int:
+        """Working days after an evaluation rated 4–5 to close its follow-up (R13)."""
+        return self.config.evaluation_followup_workdays
 
     def settings(self, rule_id: str, item_type_code: str = "") -> RuleSettings:
         """The settings of ``rule_id`` for an item type: defaults < rule override < item-type override."""

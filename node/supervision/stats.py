@@ -4,14 +4,18 @@ Rates are always derived from counts here, never averaged, with the one definiti
 (node.supervision.metric_definitions.RATE_DEFINITIONS, docs/domain.md §6): the counts are named as the metric
 counters and handed to ``derived_rates``. A rate whose denominator is zero is None. ``node_stats`` returns plain dicts
 so other views (bucket-based --by) can extend it.
+
+``staff_stats`` groups the steps by post (岗位) or handler (环节处理人) — ``supnet stats --by post|handler``, from the
+raw steps. Person-level rows are personal data: they stay at the node and go into no report (docs/domain.md §6).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, case, func, select
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select
 
 from node.store import Case, Complaint, Evaluation, Item, Payment, SpecialProcedure, Step
 from node.supervision.metric_definitions import ACCEPTED_COMPLAINT_STATUSES, derived_rates
@@ -150,3 +154,88 @@ def compute_stats(engine: Engine, now: datetime) -> dict[str, Any]:
 def node_stats(node: Node) -> dict[str, Any]:
     """The node's basic statistics: {"as_of", "counts": {...}, "fees_yuan", "rates": {...}}."""
     return compute_stats(node.engine, node.now())
+
+
+StaffGrouping = Literal["post", "handler"]
+STAFF_GROUPINGS: tuple[StaffGrouping, ...] = ("post", "handler")
+
+# (key, label) of a staff row's counts, in display order.
+STAFF_COUNT_LABELS: tuple[tuple[str, str], ...] = (
+    ("cases", "cases handled 经办件数"),
+    ("steps", "steps 环节"),
+    ("steps_pending", "pending 在办"),
+    ("overdue_steps", "overdue steps 环节超时"),
+    ("return_steps", "return steps 退回环节"),
+    ("cases_returned", "cases returned 退件"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffRow:
+    """One post's or handler's steps (from the raw ``steps`` table, in the period asked).
+
+    ``cases``: distinct cases with a step of this post/handler; ``overdue_steps``: steps with a limit that ended after
+    their due, or are still pending past it as of ``now`` (R05's test); ``cases_returned``: distinct cases this
+    post/handler returned at least once. ``return_rate`` = cases_returned ÷ cases (None without cases): of the cases
+    whose steps this post/handler handled, the share it returned at least once.
+    """
+
+    key: str
+    cases: int
+    steps: int
+    steps_pending: int
+    overdue_steps: int
+    return_steps: int
+    cases_returned: int
+
+    @property
+    def return_rate(self) -> float | None:
+        """Cases this post/handler returned at least once ÷ cases whose steps it handled."""
+        return None if self.cases == 0 else self.cases_returned / self.cases
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the counts and the derived return rate."""
+        return {
+            "key": self.key,
+            **{name: getattr(self, name) for name, _ in STAFF_COUNT_LABELS},
+            "return_rate": self.return_rate,
+        }
+
+
+def staff_stats(
+    conn: Connection,
+    by: StaffGrouping,
+    now: datetime,
+    first: date | None = None,
+    last: date | None = None,
+) -> list[StaffRow]:
+    """Steps grouped by post or handler, of steps started from ``first`` through ``last`` (node days), as of ``now``."""
+    column = Step.post if by == "post" else Step.handler
+    pending = and_(Step.ended_at.is_(None), Step.status_code == "1")
+    overdue = and_(
+        Step.step_due_at.is_not(None),
+        or_(
+            and_(Step.ended_at.is_not(None), Step.ended_at > Step.step_due_at),
+            and_(pending, Step.step_due_at < now),
+        ),
+    )
+    is_return = Step.action == "return"
+
+    def count_where(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    query = select(
+        column.label("key"),
+        func.count(func.distinct(Step.case_no)),
+        func.count(),
+        count_where(pending),
+        count_where(overdue),
+        count_where(is_return),
+        func.count(func.distinct(case((is_return, Step.case_no)))),
+    ).group_by(column)
+    if first is not None:
+        query = query.where(Step.started_at >= datetime.combine(first, time()))
+    if last is not None:
+        query = query.where(Step.started_at < datetime.combine(last + timedelta(days=1), time()))
+    rows = [StaffRow(row[0] or "", *(int(value) for value in row[1:])) for row in conn.execute(query.order_by(column))]
+    return rows

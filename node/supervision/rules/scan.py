@@ -8,6 +8,8 @@
 * R05 pending steps of open cases past their step due (``steps.step_due_at``, computed at import, the breach), over
   the partial index of pending steps;
 * R10/R11 overdue complaints (few rows: their deadlines, the breach, are computed in Python);
+* R12 departments whose 30-day 退件率 exceeds the threshold (node.supervision.rules.return_rate);
+* R13 evaluation follow-ups still open past their deadline (node.supervision.rules.followups);
 * R04 yellow cards uncorrected at their ``correct_by``, the breach (node.supervision.alerts.escalate_overdue_yellows).
 
 Incremental scan: node counters remember the previous scan time (``scan.last_at``) and the earliest deadline of any
@@ -80,6 +82,8 @@ from node.supervision.rules.context import (
     RuleContext,
     pending_step_message,
 )
+from node.supervision.rules.followups import scan_followups
+from node.supervision.rules.return_rate import scan_return_rates
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -142,7 +146,7 @@ def _next_midnight(day: date) -> datetime:
 
 
 class PeriodicScan(RuleContext):
-    """The time-driven rules of one node, as of a given time: R01–R03 on open cases, R05, R10/R11, R04."""
+    """The time-driven rules of one node, as of a given time: R01–R03 on open cases, R05, R10–R13, R04."""
 
     def __init__(self, config: SupervisionConfig, calendar: WorkCalendar) -> None:
         super().__init__(config, calendar)
@@ -206,6 +210,8 @@ class PeriodicScan(RuleContext):
         for group in self.thresholds.groups(R05):
             raised += self._scan_pending_steps(conn, group, now=now, lower=step_lower)
         raised += self._scan_complaints(conn, now)
+        raised += scan_return_rates(self, conn, now, from_micros(last_at) if last_at is not None and not full else None)
+        raised += scan_followups(self, conn, now)
         raised += escalate_overdue_yellows(conn, self.thresholds, now)
         raised += flag_items(conn, self.thresholds, now)  # R14 (node.supervision.catalogue)
 
