@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Table, select
 
 from node.ingest import IngestListener
-from node.store import Case
+from node.store import Case, Complaint
 from node.supervision.catalogue import CatalogueListener
 from node.supervision.complaint_listeners import complaint_listeners
-from node.supervision.metrics import add_record_deltas
+from node.supervision.metrics import add_record_deltas, add_to_buckets, complaint_relink_deltas
 from node.supervision.rules import RuleEngine
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = ["MetricsListener", "RulesListener"]
 log = logging.getLogger(__name__)
 
 _cases: Table = Case.__table__  # type: ignore[assignment]
+_complaints: Table = Complaint.__table__  # type: ignore[assignment]
 _IN_CHUNK = 2000
 
 
@@ -45,6 +46,25 @@ class MetricsListener:
         linked = _complaint_cases(conn, records) if kind == "complaint" else None
         buckets, revision = add_record_deltas(conn, kind, records, self.node.calendar, linked)
         log.debug("metrics: %s %s records -> %s buckets, revision %s", len(records), kind, buckets, revision)
+        if kind == "acceptance":
+            _relink_waiting_complaints(conn, records)
+
+
+def _relink_waiting_complaints(conn: Connection, acceptances: Sequence[Mapping[str, Any]]) -> None:
+    """Complaints stored before these cases counted under item ""; their counters now move to the cases' items."""
+    cases = {str(record["case_no"]): record for record in acceptances}
+    numbers = sorted(cases)
+    p = _complaints.c
+    waiting: list[Mapping[str, Any]] = []
+    for start in range(0, len(numbers), _IN_CHUNK):
+        rows = conn.execute(
+            select(
+                p.case_no, p.respondent_unit, p.status, p.received_at, p.decided_at, p.concluded_at, p.finding
+            ).where(p.case_no.in_(numbers[start : start + _IN_CHUNK]))
+        )
+        waiting.extend(dict(row._mapping) for row in rows)
+    if waiting:
+        add_to_buckets(conn, complaint_relink_deltas(waiting, cases))
 
 
 def _complaint_cases(conn: Connection, records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,7 @@ __all__ = [
     "Deltas",
     "add_record_deltas",
     "add_to_buckets",
+    "complaint_relink_deltas",
     "merge_deltas",
     "record_deltas",
 ]
@@ -188,6 +189,37 @@ def _add_raw(conn: Connection, deltas: Mapping[_RawKey, Mapping[str, int]]) -> i
         conn.exec_driver_sql(_upsert_sql(dialect, changed), rows)
     log.debug("metric revision %s: %s buckets changed", revision, len(rows))
     return revision
+
+
+def complaint_relink_deltas(complaints: Sequence[Mapping[str, Any]], cases: Mapping[str, Mapping[str, Any]]) -> Deltas:
+    """Move the counters of complaints stored before their case from item "" to the case's item.
+
+    A complaint's counters belong to its linked case's item (docs/metrics.md); one stored before the case was known
+    went to item "". When the case arrives, every counter the complaint holds moves over, so the buckets equal what
+    the records say whatever the import order.
+    """
+    deltas: Deltas = {}
+    for complaint in complaints:
+        case_row = cases[str(complaint["case_no"])]
+        moved: list[tuple[datetime, str]] = [(complaint["received_at"], "complaints_received")]
+        if complaint["status"] in ACCEPTED_COMPLAINT_STATUSES and complaint["decided_at"] is not None:
+            moved.append((complaint["decided_at"], "complaints_accepted"))
+        if complaint["status"] == "concluded" and complaint["concluded_at"] is not None:
+            moved.append((complaint["concluded_at"], "complaints_concluded"))
+            if complaint["finding"] == "substantiated":
+                moved.append((complaint["concluded_at"], "complaints_substantiated"))
+        for moment, counter in moved:
+            unit = complaint["respondent_unit"]
+            was = BucketKey(_day(moment), unit, "", "", "")
+            now = BucketKey(
+                _day(moment),
+                unit,
+                case_row["implementation_code"],
+                case_row.get("basic_code") or "",
+                case_row.get("item_type_code") or "",
+            )
+            merge_deltas(deltas, {was: {counter: -1}, now: {counter: 1}})
+    return deltas
 
 
 def merge_deltas(target: Deltas, more: Mapping[BucketKey, Mapping[str, int]]) -> Deltas:

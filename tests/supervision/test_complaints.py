@@ -295,3 +295,35 @@ def test_cli_list_accept_conclude(node: Node, monkeypatch: pytest.MonkeyPatch) -
     assert again.exit_code == 2 and "INVALID_STATE" in again.stderr
     unknown = runner.invoke(app, ["complaints", "-d", data_dir, "decline", "TS-NONE", "--reason", "x"])
     assert unknown.exit_code == 2 and "TS-NONE" in unknown.stderr and "NOT_FOUND" in unknown.stderr
+
+
+def test_a_complaint_stored_before_its_case_moves_to_the_case_item_when_the_case_arrives(
+    tmp_path: Path, db_url: str
+) -> None:
+    from node.supervision import check_buckets, default_listeners
+
+    node = make_node(tmp_path, db_url)
+    try:
+        importer = Importer(node, listeners=default_listeners(node))
+        first = importer.import_records([("item", 1, ITEM), complaint("TS-EARLY", "20250304T090000", case_no="HP-9")])
+        assert first.rejected == 0, first.errors
+        accept_complaint(node, "TS-EARLY", now=datetime(2025, 3, 5, 9))
+        assert sum(r["complaints_received"] for r in bucket(node, "")) == 1  # no case yet: the "" item
+        case = {
+            "case_no": "HP-9",
+            "implementation_code": "440112001",
+            "department": UNIT,
+            "accepted_at": "20250303T1000",
+        }
+        second = importer.import_records([("acceptance", 2, {**case, "accepted_at": "20250303T100000"})])
+        assert second.rejected == 0, second.errors
+        assert check_buckets(node) == []
+        moved = {
+            r["day"].isoformat(): r
+            for r in bucket(node, "440112001")
+            if r["complaints_received"] or r["complaints_accepted"]
+        }
+        assert (moved["2025-03-04"]["complaints_received"], moved["2025-03-05"]["complaints_accepted"]) == (1, 1)
+        assert all(not (r["complaints_received"] or r["complaints_accepted"]) for r in bucket(node, ""))
+    finally:
+        node.close()
