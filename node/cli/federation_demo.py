@@ -8,7 +8,7 @@ Steps, each announced on screen for a newcomer:
 2. wait until the province's subtree totals cover every case of every node (counted straight from the 15
    databases) and all 15 nodes count as reported;
 3. show the province's view: totals per city with derived rates (退件率, 受理率, 办结率 among them, one definition each:
-   docs/domain.md §6), the ranking of cities, completeness, red cards;
+   docs/domain.md §6), the cities ranked by efficiency score, completeness, red cards;
 4. drill down where a figure looks worst: province → city → district → street → that street's overdue cases;
 5. stop every node cleanly (also on Ctrl-C or SIGTERM).
 """
@@ -210,8 +210,8 @@ def _show(console: Console, topology: Topology, state: FederationState) -> None:
             f"  reporting completeness: {completeness.nodes_reported_in_window}/{completeness.nodes_in_subtree} "
             "nodes reported within the window"
         )
-        ranking = client.ask(root, ranking=dd.RankingRequest(metric=dd.RANKING_METRIC_EARLY_COMPLETION_RATE))
-        console.print(ranking_table(ranking.body.ranking, f"{root}: cities ranked"))
+        ranking = client.ask(root, ranking=dd.RankingRequest(metric=dd.RANKING_METRIC_SCORE))
+        console.print(ranking_table(ranking.body.ranking, f"{root}: cities ranked by efficiency score (效能考评)"))
 
         console.rule("4. drill down where it looks worst (most open cases past their promised limit)")
         current = root
