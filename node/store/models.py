@@ -285,7 +285,7 @@ class Complaint(Base):
     extension_workdays: Mapped[int] = mapped_column(Integer, default=0, comment="延期 (working days)")
     overdue_days: Mapped[int] = mapped_column(Integer, default=0, comment="超期天数")
     area_code: Mapped[str] = mapped_column(String(9), default="", comment="行政区划代码")
-    case_no: Mapped[str | None] = mapped_column(String(50), nullable=True, comment="related 办件编号")
+    case_no: Mapped[str | None] = mapped_column(String(50), nullable=True, index=True, comment="related 办件编号")
     status: Mapped[str] = mapped_column(
         String(12), default="received", comment="received | accepted | declined | handled | concluded"
     )
