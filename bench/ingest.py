@@ -353,7 +353,9 @@ def sqlite_schema_baseline(
         reader = csv.reader(handle)
         next(reader)
         conn.executemany(
-            "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,'1',?,'1',?,?,'1')",
+            "INSERT INTO items (implementation_code, basic_code, name, type_code, level_code, body_name, body_code,"
+            " department, legal_limit, legal_limit_unit, promised_limit, promised_limit_unit, fee_flag, fee_standard,"
+            " channel_code) VALUES (?,?,?,?,?,?,?,?,?,'1',?,'1',?,?,'1')",
             [
                 (r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[5], int(r[7]), int(r[8]), int(r[9]), r[10] or None)
                 for r in reader

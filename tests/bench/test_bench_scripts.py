@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,12 @@ def test_a_benchmark_starts_as_a_script_and_as_a_module(name: str) -> None:
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, f"{' '.join(command[1:])}: {result.stderr[-2000:]}"
         assert "usage:" in result.stdout.lower()
+
+
+def test_the_import_benchmark_runs_at_a_small_size_and_ends_with_its_json_line() -> None:
+    # A schema change once broke the benchmark's raw-sqlite baseline while every test passed: run it small here.
+    command = [sys.executable, "bench/ingest.py", "--cases", "300", "--skip-postgres"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["sqlite"]["rejected"] == 0 and figures["sqlite"]["records_per_s"] > 0
