@@ -259,7 +259,7 @@ class Evaluation(Base):
     followup_note: Mapped[str] = mapped_column(Text, default="", comment="follow-up result")
     followup_closed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     followup_due_at: Mapped[datetime | None] = mapped_column(
-        DateTime, nullable=True, comment="follow-up deadline (working days)"
+        DateTime, nullable=True, index=True, comment="follow-up deadline (working days)"
     )
 
     __table_args__ = (UniqueConstraint("case_no", "evaluated_at"),)

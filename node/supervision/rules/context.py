@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IN_CHUNK",
     "NOTHING_DIRTY",
+    "SCAN_DAILY_DAY",
     "SCAN_DIRTY_FROM",
     "SCAN_FINGERPRINT",
     "SCAN_LAST_AT",
@@ -38,6 +39,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCAN_LAST_AT = "scan.last_at"
+SCAN_DAILY_DAY = "scan.daily_day"  # ordinal of the day the whole-table rules last ran
 SCAN_DIRTY_FROM = "scan.dirty_from"
 SCAN_FINGERPRINT = "scan.config_fingerprint"
 SCAN_MAX_AT = "scan.max_at"  # the latest "as of" time any scan ever ran at

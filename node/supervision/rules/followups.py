@@ -47,6 +47,7 @@ def _candidates() -> Any:
             e.followup_status == "open",
             e.followup_due_at.is_not(None),
             e.followup_due_at < bindparam("now", type_=DateTime()),
+            e.followup_due_at >= bindparam("since", type_=DateTime()),
             ~already,
         )
     )
@@ -55,12 +56,16 @@ def _candidates() -> Any:
 _CANDIDATES = _candidates()
 
 
-def scan_followups(ctx: RuleContext, conn: Connection, now: datetime) -> list[RaisedAlert]:
-    """Stamp missing follow-up deadlines, then raise R13 on each open follow-up past its deadline."""
-    _, warnings = assign_missing_followup_deadlines(conn, ctx.calendar, ctx.thresholds.evaluation_followup_workdays)
-    ctx.warnings.extend(warnings)
+def scan_followups(ctx: RuleContext, conn: Connection, now: datetime, *, since: datetime | None) -> list[RaisedAlert]:
+    """R13 on open follow-ups that fell due in [since, now).
+
+    ``since`` None is the daily pass: stamp missing deadlines first, then judge every open follow-up past due.
+    """
+    if since is None:
+        _, warnings = assign_missing_followup_deadlines(conn, ctx.calendar, ctx.thresholds.evaluation_followup_workdays)
+        ctx.warnings.extend(warnings)
     drafts: list[AlertDraft] = []
-    for row in conn.execute(_CANDIDATES, {"now": now}).all():
+    for row in conn.execute(_CANDIDATES, {"now": now, "since": since or datetime.min}).all():
         if not ctx.thresholds.enabled(R13, row.item_type_code):
             continue
         drafts.append(

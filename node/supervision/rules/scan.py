@@ -74,6 +74,7 @@ from node.supervision.rulebook import (
 )
 from node.supervision.rules.context import (
     NOTHING_DIRTY,
+    SCAN_DAILY_DAY,
     SCAN_DIRTY_FROM,
     SCAN_FINGERPRINT,
     SCAN_LAST_AT,
@@ -162,7 +163,7 @@ class PeriodicScan(RuleContext):
         # Serialize with imports' metric writes first, so the open/closed state read below cannot go stale.
         lock_revision(conn)
         state = counter_values(
-            conn, (SCAN_LAST_AT, SCAN_DIRTY_FROM, SCAN_STEP_DIRTY_FROM, SCAN_FINGERPRINT, SCAN_MAX_AT)
+            conn, (SCAN_LAST_AT, SCAN_DIRTY_FROM, SCAN_STEP_DIRTY_FROM, SCAN_FINGERPRINT, SCAN_MAX_AT, SCAN_DAILY_DAY)
         )
         last_at, dirty_from = state.get(SCAN_LAST_AT), state.get(SCAN_DIRTY_FROM)
         step_dirty_from = state.get(SCAN_STEP_DIRTY_FROM)
@@ -210,10 +211,18 @@ class PeriodicScan(RuleContext):
         for group in self.thresholds.groups(R05):
             raised += self._scan_pending_steps(conn, group, now=now, lower=step_lower)
         raised += self._scan_complaints(conn, now)
-        raised += scan_return_rates(self, conn, now, from_micros(last_at) if last_at is not None and not full else None)
-        raised += scan_followups(self, conn, now)
+        # Whole-table rules run at the first scan of a day (and a full scan), not every few minutes: R12 reads every
+        # case of its window, R14 every item (new items are judged at import), and follow-ups imported before their
+        # deadlines existed are stamped once.
+        daily = full or state.get(SCAN_DAILY_DAY) != now.date().toordinal()
+        if daily:
+            previous_scan = from_micros(last_at) if last_at is not None and not full else None
+            raised += scan_return_rates(self, conn, now, previous_scan)
+        raised += scan_followups(self, conn, now, since=None if daily else previous)
         raised += escalate_overdue_yellows(conn, self.thresholds, now)
-        raised += flag_items(conn, self.thresholds, now)  # R14 (node.supervision.catalogue)
+        if daily:
+            raised += flag_items(conn, self.thresholds, now)  # R14 (node.supervision.catalogue)
+            set_counter(conn, SCAN_DAILY_DAY, now.date().toordinal())
 
         new_last = to_micros(now) if full or last_at is None else max(last_at, to_micros(now))
         set_counter(conn, SCAN_LAST_AT, new_last)

@@ -24,9 +24,11 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column('followup_due_at', sa.DateTime(), nullable=True, comment='follow-up deadline (working days)')
         )
+        batch.create_index(batch.f('ix_evaluations_followup_due_at'), ['followup_due_at'], unique=False)
 
 
 def downgrade() -> None:
     """Revert this revision."""
     with op.batch_alter_table('evaluations') as batch:
+        batch.drop_index(batch.f('ix_evaluations_followup_due_at'))
         batch.drop_column('followup_due_at')
