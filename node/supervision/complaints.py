@@ -33,7 +33,7 @@ from sqlalchemy import Connection, RowMapping, Table, func, select, update
 from node.audit_log import Action, operator_actor, record_audit
 from node.domain import due_at
 from node.errors import CalendarError, InvalidArgumentError, InvalidStateError, NotFoundError, ValidationError
-from node.store import Case, Complaint
+from node.store import Case, Complaint, lock_revision
 from node.supervision.metric_definitions import ACCEPTED_COMPLAINT_STATUSES, derived_rates
 from node.supervision.metrics import BucketKey, add_to_buckets
 
@@ -337,6 +337,9 @@ def _transition(
         values = {**values, "handler": by.strip()}
     when = now or node.now()
     with node.engine.begin() as conn:
+        # The metric revision row first, as every metric writer takes it: an import relinking this complaint to a
+        # newly arrived case cannot interleave with the counters this transition moves.
+        lock_revision(conn)
         row = (
             conn.execute(select(_complaints).where(_complaints.c.complaint_no == complaint_no).with_for_update())
             .mappings()

@@ -126,7 +126,21 @@ def compute_stats(engine: Engine, now: datetime) -> dict[str, Any]:
         complaints = conn.execute(
             select(
                 func.count(),
-                func.coalesce(func.sum(case((Complaint.status.in_(ACCEPTED_COMPLAINT_STATUSES), 1), else_=0)), 0),
+                func.coalesce(
+                    func.sum(
+                        case(
+                            (
+                                and_(
+                                    Complaint.status.in_(ACCEPTED_COMPLAINT_STATUSES),
+                                    Complaint.decided_at.is_not(None),
+                                ),
+                                1,
+                            ),
+                            else_=0,
+                        )
+                    ),
+                    0,
+                ),
                 func.coalesce(func.sum(case((Complaint.status == "concluded", 1), else_=0)), 0),
             )
         ).one()
