@@ -355,7 +355,7 @@ def answer_case_detail(node: Node, request: dd.CaseDetailRequest) -> tuple[dd.Ca
 def answer_alerts(
     node: Node, request: dd.AlertsRequest, page_size: int, page_token: str
 ) -> tuple[dd.AlertsAnswer, str]:
-    """The node's own alerts, newest first, filtered and paged."""
+    """The node's own alerts, newest breach first, filtered by breach day (as card counters are) and paged."""
     from sqlalchemy.orm import Session
 
     size = page_size_of(page_size)
@@ -376,21 +376,21 @@ def answer_alerts(
         if value:
             conditions.append(column == value)
     if lower:
-        conditions.append(Alert.raised_at >= lower)
+        conditions.append(Alert.breached_at >= lower)
     if upper:
-        conditions.append(Alert.raised_at < upper)
+        conditions.append(Alert.breached_at < upper)
     if after:
         try:
-            raised_at, alert_id = datetime.fromisoformat(str(after[0])), int(after[1])
+            breached_at, alert_id = datetime.fromisoformat(str(after[0])), int(after[1])
         except (ValueError, IndexError, TypeError) as exc:
             raise InvalidArgumentError("page_token is not a token this node issued") from exc
-        conditions.append(tuple_(Alert.raised_at, Alert.id) < tuple_(raised_at, alert_id))
-    statement = select(Alert).where(*conditions).order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(size + 1)
+        conditions.append(tuple_(Alert.breached_at, Alert.id) < tuple_(breached_at, alert_id))
+    statement = select(Alert).where(*conditions).order_by(Alert.breached_at.desc(), Alert.id.desc()).limit(size + 1)
     with node.engine.connect() as conn, Session(bind=conn) as session:
         fetched = list(session.scalars(statement))
     page, more = fetched[:size], len(fetched) > size
     answer = dd.AlertsAnswer(alerts=[_alert_row(node, alert) for alert in page])
-    token = encode_page_token("alerts", [page[-1].raised_at.isoformat(), page[-1].id]) if more and page else ""
+    token = encode_page_token("alerts", [page[-1].breached_at.isoformat(), page[-1].id]) if more and page else ""
     return answer, token
 
 

@@ -772,7 +772,7 @@ class AlertsRequest(_message.Message):
     department: _builtins.str
     rule_id: _builtins.str
     day_from: _builtins.str
-    """Inclusive raised-day range "YYYY-MM-DD"; empty means unbounded."""
+    """Inclusive breach-day range "YYYY-MM-DD" (the day a card counts on, docs/domain.md §5); empty means unbounded."""
     day_to: _builtins.str
     def __init__(
         self,
@@ -872,7 +872,7 @@ class AlertsAnswer(_message.Message):
     ALERTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertRow]:
-        """Newest first (raised_at_ms descending, then id descending)."""
+        """Newest breach first (breached_at_ms descending, then id descending)."""
 
     def __init__(
         self,
