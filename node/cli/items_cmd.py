@@ -39,6 +39,7 @@ from node.supervision import (
 
 items_app = typer.Typer(help="The item catalogue (事项目录): versions, retirement, explanations (R14).")
 
+ItemCode = Annotated[str, typer.Argument(help="The item's implementation code (实施编码).")]
 UNIT_LABELS = {"1": "工作日", "2": "自然日"}
 # Chinese label with the English name, for tables and --json.
 FIELD_LABELS = {
@@ -153,7 +154,7 @@ def list_command(
 @handle_errors
 def show(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(help="The item's implementation code (实施编码).")],
+    code: ItemCode,
     data_dir: OptionalDataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -188,7 +189,7 @@ def _history_json(history: ItemHistory, tz: ZoneInfo) -> dict[str, Any]:
 @handle_errors
 def history(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(help="The item's implementation code (实施编码).")],
+    code: ItemCode,
     data_dir: OptionalDataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -222,11 +223,19 @@ def history(
         console.print(f"{local_text(change.at)} {action} {change.reason}", highlight=False)
 
 
+def _show_change(view: ItemView, tz: ZoneInfo, as_json: bool, message: str) -> None:
+    """An item after a change: its JSON form, or one line for people."""
+    if as_json:
+        print_json(_item_json(view, tz))
+    else:
+        console.print(message)
+
+
 @items_app.command("retire")
 @handle_errors
 def retire(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(help="The item's implementation code (实施编码).")],
+    code: ItemCode,
     *,
     reason: Annotated[str, typer.Option("--reason", help="Why the item is retired (required).")] = "",
     at: Annotated[str | None, typer.Option("--at", help="When it is retired (default now), node-local or ISO.")] = None,
@@ -241,17 +250,16 @@ def retire(
             raise InvalidArgumentError(f"--at: {exc}") from exc
         view = retire_item(node, code, reason, at=when)
         tz = node.tz
-    if as_json:
-        print_json(_item_json(view, tz))
-    else:
-        console.print(f"item {code}: 已取消 retired at {local_text(view.retired_at)} ({view.retire_reason})")
+    _show_change(
+        view, tz, as_json, f"item {code}: 已取消 retired at {local_text(view.retired_at)} ({view.retire_reason})"
+    )
 
 
 @items_app.command("reactivate")
 @handle_errors
 def reactivate(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(help="The item's implementation code (实施编码).")],
+    code: ItemCode,
     reason: Annotated[str, typer.Option("--reason", help="Why it is back in force (optional).")] = "",
     data_dir: OptionalDataDir = None,
     as_json: JsonFlag = False,
@@ -260,17 +268,14 @@ def reactivate(
     with opened_node(ctx, data_dir) as node:
         view = reactivate_item(node, code, reason)
         tz = node.tz
-    if as_json:
-        print_json(_item_json(view, tz))
-    else:
-        console.print(f"item {code}: 在用 in force again (version {view.version})")
+    _show_change(view, tz, as_json, f"item {code}: 在用 in force again (version {view.version})")
 
 
 @items_app.command("explain")
 @handle_errors
 def explain(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(help="The item's implementation code (实施编码).")],
+    code: ItemCode,
     text: Annotated[str, typer.Option("--text", help="The written explanation (说明) of the promised limit.")] = "",
     data_dir: OptionalDataDir = None,
     as_json: JsonFlag = False,
@@ -279,10 +284,7 @@ def explain(
     with opened_node(ctx, data_dir) as node:
         view = explain_item(node, code, text)
         tz = node.tz
-    if as_json:
-        print_json(_item_json(view, tz))
-    else:
-        console.print(f"item {code}: 说明 explanation recorded on version {view.version}")
+    _show_change(view, tz, as_json, f"item {code}: 说明 explanation recorded on version {view.version}")
 
 
 def register(app: typer.Typer) -> None:
