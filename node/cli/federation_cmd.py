@@ -35,11 +35,15 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def setup_node(plan_node: dict[str, Any]) -> dict[str, Any]:
-    """Init a node (keeping an existing key), write its config from the plan, generate and import its data."""
+    """Init a node (keeping an existing key), write its config from the plan, generate and import its data.
+
+    The node's office then works through the generated complaints (node.cli.demo_complaints).
+    """
     from datetime import date
 
     from node.app import open_node
     from node.bootstrap import init_node
+    from node.cli.demo_complaints import work_through_complaints
     from node.config import config_path, load_config, parse_config, save_config
     from node.ingest import Importer
     from node.supervision import default_listeners
@@ -72,12 +76,19 @@ def setup_node(plan_node: dict[str, Any]) -> dict[str, Any]:
     node = open_node(data_dir)
     try:
         summary = Importer(node, listeners=default_listeners(node)).import_files(generated.paths)
+        work = work_through_complaints(node, int(wanted["seed"]))
     finally:
         node.close()
     if summary.rejected:
         log.warning("node %s: %s generated records rejected: %s", node_id, summary.rejected, summary.errors[:3])
     marker.write_text(json.dumps({"wanted": wanted, "accepted": summary.accepted}), encoding="utf-8")
-    return {**result, "cases": cases, "accepted": summary.accepted, "rejected": summary.rejected}
+    return {
+        **result,
+        "cases": cases,
+        "accepted": summary.accepted,
+        "rejected": summary.rejected,
+        "complaints": {"accepted": work.accepted, "declined": work.declined, "concluded": work.concluded},
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -29,7 +29,15 @@ from rich.console import Console
 from rich.panel import Panel
 
 from federation.proto.v1 import drilldown_pb2 as dd
-from node.cli.render import cases_table, percent, print_case_detail, ranking_table, rates_of, summary_table
+from node.cli.render import (
+    cases_table,
+    percent,
+    print_case_detail,
+    ranking_table,
+    rates_of,
+    registers_table,
+    summary_table,
+)
 from node.drilldown import DrilldownClient
 from node.localtree import FederationState, Topology, down, load_topology, up
 
@@ -205,6 +213,13 @@ def _show(console: Console, topology: Topology, state: FederationState) -> None:
             f"  complaints: {summary.total.complaints_received:,} received, {summary.total.complaints_accepted:,} "
             f"accepted (受理率 {percent(rates['complaint_acceptance_rate'])}), "
             f"{summary.total.complaints_concluded:,} concluded (办结率 {percent(rates['complaint_closure_rate'])})"
+        )
+        console.print(
+            registers_table(
+                summary,
+                f"{root}: case records reported (上报数据) and item registers of each city's subtree "
+                "(compression = promised ÷ legal; flagged = promised over half the legal limit, unexplained)",
+            )
         )
         console.print(
             f"  reporting completeness: {completeness.nodes_reported_in_window}/{completeness.nodes_in_subtree} "

@@ -27,6 +27,7 @@ from node.cli.render import (
     complaints_table,
     print_case_detail,
     ranking_table,
+    registers_table,
     report_table,
     summary_table,
 )
@@ -239,6 +240,8 @@ def register(app: typer.Typer) -> None:
             for extra in answers[1:]:
                 merged.rows.extend(extra.body.summary.rows)
             console.print(summary_table(merged, f"{target}: subtree totals by {by}"))
+            if merged.group_by == dd.SUMMARY_GROUP_BY_CHILD:
+                console.print(registers_table(merged, f"{target}: records reported (上报数据) and item registers"))
 
         _ask_and_show(target, asking, show, Pages(every=True), summary=request)
 

@@ -94,6 +94,31 @@ def summary_table(answer: dd.SummaryAnswer, title: str) -> Table:
     return table
 
 
+def registers_table(answer: dd.SummaryAnswer, title: str) -> Table:
+    """Per child (a by-child summary): records reported (上报数据) and the subtree's item registers."""
+    table = Table(title=title, show_footer=True)
+    table.add_column("node", footer="total")
+    for header in ("上报数据 records", "事项 items", "retired", "flagged", "压缩比 compression", "部门 depts"):
+        table.add_column(header, justify="right")
+    rows = [(f"{row.key} {row.label}".strip(), row.counters, row.catalogue) for row in answer.rows]
+    for index, (name, counters, registers) in enumerate([*rows, ("total", answer.total, answer.catalogue)]):
+        compression = registers.sum_promised / registers.sum_legal if registers.sum_legal else None
+        cells = (
+            f"{counters.records_reported:,}",
+            f"{registers.items_in_force:,}",
+            f"{registers.items_retired:,}",
+            f"{registers.items_flagged:,}",
+            percent(compression),
+            f"{registers.departments:,}",
+        )
+        if index < len(rows):
+            table.add_row(name, *cells)
+        else:
+            for column, cell in zip(table.columns[1:], cells, strict=True):
+                column.footer = cell
+    return table
+
+
 def ranking_table(answer: dd.RankingAnswer, title: str) -> Table:
     """Ranked entries with the value, its numerator/denominator and report freshness."""
     metric = dd.RankingMetric.Name(answer.metric).removeprefix("RANKING_METRIC_").lower().replace("_", " ")

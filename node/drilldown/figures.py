@@ -18,8 +18,15 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Completeness, Counters
 from node.app import Node
 from node.drilldown.query_terms import day_range, decode_page_token, encode_page_token, page_size_of, to_ms
-from node.reporting import ChildStatus, children_status, subtree_completeness
+from node.reporting import (
+    ChildStatus,
+    catalogue_message,
+    children_catalogues,
+    children_status,
+    subtree_completeness,
+)
 from node.store import ChildBucket, Item, MetricBucket
+from node.supervision import CatalogueFigures, catalogue_figures
 
 SUMMARY_DEFAULT_PAGE_SIZE = 1000
 SUMMARY_MAX_PAGE_SIZE = 5000
@@ -179,6 +186,7 @@ def answer_summary(
     after = decode_page_token("summary", page_token)
     size = page_size_of(page_size, SUMMARY_DEFAULT_PAGE_SIZE, SUMMARY_MAX_PAGE_SIZE)
     extra: dict[str, dd.SummaryRow] = {}
+    registers: CatalogueFigures | None = None
     with node.engine.connect() as conn:
         states = children_status(node, conn)
         completeness = _subtree_completeness(states)
@@ -198,6 +206,12 @@ def answer_summary(
             extra[node.config.id] = dd.SummaryRow(
                 label=node.config.name, completeness=Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
             )
+            # Item registers are state, not bucketed by day: each row shows its subtree's as last reported.
+            registers = catalogue_figures(conn, node.now())
+            extra[node.config.id].catalogue.CopyFrom(catalogue_message(registers))
+            for child_id, figures in children_catalogues(conn).items():
+                registers.add(figures)
+                extra.setdefault(child_id, dd.SummaryRow()).catalogue.CopyFrom(catalogue_message(figures))
         else:
             column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
             child_key = ChildBucket.basic_code if group_by == GROUP_ITEM else ChildBucket.day
@@ -215,6 +229,8 @@ def answer_summary(
         keys = [key for key in keys if key > str(after[0])]
     page, more = keys[:size], len(keys) > size
     answer = dd.SummaryAnswer(group_by=group_by, total=_counters(total), completeness=completeness)
+    if registers is not None:
+        answer.catalogue.CopyFrom(catalogue_message(registers))
     for key in page:
         row = answer.rows.add()
         if key in extra:

@@ -1,9 +1,16 @@
 """Reporting upward: build, sign and send reports of this node's subtree; apply the children's.
 
 reports (build + sign into the outbox), sender (deliver the outbox to the parent), children (apply children's
-reports, their staleness check), subtree (the roll-up: own + children's buckets, completeness, freshness).
+reports, their staleness check), subtree (the roll-up: own + children's buckets, completeness, freshness),
+catalogues (item-register figures: own, each child's latest, the subtree's).
 """
 
+from node.reporting.catalogues import (
+    catalogue_from_message,
+    catalogue_message,
+    children_catalogues,
+    subtree_catalogue,
+)
 from node.reporting.children import apply_child_reports, check_children_staleness
 from node.reporting.reports import build_reports, node_outbox, outbox_overflow_count
 from node.reporting.sender import ReportSender
@@ -22,11 +29,15 @@ __all__ = [
     "SubtreeView",
     "apply_child_reports",
     "build_reports",
+    "catalogue_from_message",
+    "catalogue_message",
     "check_children_staleness",
+    "children_catalogues",
     "children_status",
     "node_outbox",
     "outbox_overflow_count",
     "subtree_buckets",
+    "subtree_catalogue",
     "subtree_completeness",
     "subtree_view",
 ]

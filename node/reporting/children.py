@@ -1,8 +1,9 @@
-"""A parent's side of its children's reports: apply the verified ones into child_buckets; the staleness check.
+"""A parent's side of its children's reports: apply the verified ones (buckets, register figures); staleness check.
 
 Applying a child's report (inside the receiver's transaction): bump this node's metric revision once, upsert
 the child's buckets with it (INCREMENTAL); a FULL report also zeroes the child's buckets in its window that the
-report does not name (zeroed, not deleted, so the change itself reaches the next report up).
+report does not name (zeroed, not deleted, so the change itself reaches the next report up). Each child's latest
+item-register figures go to child_catalogues.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from federation import COUNTER_FIELDS, AcceptedReport, DriverStatement
 from federation.proto.v1.report_pb2 import ReportKind
 from node.notify import NoticeKind, notify_operators, notify_operators_resolved
+from node.reporting.catalogues import store_child_catalogues
 from node.reporting.subtree import ChildStatus, children_status
 from node.store import ChildBucket, next_revision
 
@@ -133,6 +135,7 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
             )
     if pending:
         upsert.execute_many(conn, pending)
+    store_child_catalogues(conn, reports)
 
 
 def check_children_staleness(node: Node) -> list[ChildStatus]:

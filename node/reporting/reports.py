@@ -42,6 +42,7 @@ from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
 from node.errors import InvalidArgumentError
 from node.notify import NoticeKind, notify_operators
+from node.reporting.catalogues import catalogue_message, subtree_catalogue
 from node.reporting.subtree import BucketTotals, children_status, subtree_buckets, subtree_completeness
 from node.store import counter_value, increment_counter, locked_revision
 from node.trust import SigningIdentity, signing_identity
@@ -184,6 +185,7 @@ def _build_in_transaction(
         ChildReportRef(child_id=state.child_id, sequence=state.last_sequence, digest=state.last_digest)
         for state in sorted(load_child_chains(conn).values(), key=lambda state: state.child_id)
     ]
+    catalogue = catalogue_message(subtree_catalogue(conn, now))
     sequence = head.sequence if head is not None else 0
     previous_digest = head.digest if head is not None else b""
     built: list[BuiltReport] = []
@@ -204,6 +206,7 @@ def _build_in_transaction(
             ),
             base_revision=base,
             up_to_revision=revision,
+            catalogue=catalogue,
         )
         if window_start is not None and window_end is not None:
             # A split FULL report covers its own days only, so each part replaces exactly those days.

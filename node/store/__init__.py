@@ -19,7 +19,7 @@ from node.store.counters import (
     to_micros,
 )
 from node.store.database import alembic_config, has_schema, make_engine, migrate
-from node.store.federation_models import ChildBucket
+from node.store.federation_models import ChildBucket, ChildCatalogue
 from node.store.models import (
     Base,
     Case,
@@ -46,6 +46,7 @@ __all__ = [
     "Base",
     "Case",
     "ChildBucket",
+    "ChildCatalogue",
     "Complaint",
     "Completion",
     "Evaluation",

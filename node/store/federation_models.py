@@ -1,10 +1,10 @@
-"""Node-side federation tables: each child's latest subtree buckets, the input of the subtree roll-up."""
+"""Node-side federation tables: each child's latest subtree buckets and item-register figures (the roll-up's input)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, Index, String
+from sqlalchemy import BigInteger, Date, DateTime, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from node.store.models import Base
@@ -49,6 +49,7 @@ class ChildBucket(Base):
     open_overdue_legal: Mapped[int] = mapped_column(BigInteger, default=0)
     cases_returned: Mapped[int] = mapped_column(BigInteger, default=0)
     complaints_accepted: Mapped[int] = mapped_column(BigInteger, default=0)
+    records_reported: Mapped[int] = mapped_column(BigInteger, default=0)
     revision: Mapped[int] = mapped_column(
         BigInteger, default=0, comment="this node's metric revision when the child's value last changed"
     )
@@ -57,3 +58,14 @@ class ChildBucket(Base):
         Index("ix_child_buckets_revision", "revision"),
         Index("ix_child_buckets_day_basic_code_item_type_code", "day", "basic_code", "item_type_code"),
     )
+
+
+class ChildCatalogue(Base):
+    """A child's latest reported item-register figures of its subtree (a ReportBody's ``catalogue``)."""
+
+    __tablename__ = "child_catalogues"
+
+    child_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, comment="the child report that carried these figures")
+    figures: Mapped[bytes] = mapped_column(LargeBinary, comment="serialized federation.proto.v1.CatalogueFigures")
+    updated_at: Mapped[datetime] = mapped_column(DateTime)

@@ -87,6 +87,7 @@ class MetricBucket(Base):
     open_overdue_legal: Mapped[int] = mapped_column(Integer, default=0, comment="cohort gauge")
     cases_returned: Mapped[int] = mapped_column(Integer, default=0)
     complaints_accepted: Mapped[int] = mapped_column(Integer, default=0)
+    records_reported: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(BigInteger, default=0, comment="node revision of the last change")
 
     __table_args__ = (

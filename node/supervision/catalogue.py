@@ -25,16 +25,9 @@ from node.audit_log import operator_actor, record_audit
 from node.errors import InvalidStateError, NotFoundError, ValidationError
 from node.store import (
     Alert,
-    Case,
-    Complaint,
-    Completion,
-    Evaluation,
     Item,
     ItemStatusChange,
     ItemVersion,
-    Payment,
-    SpecialProcedure,
-    Step,
 )
 from node.supervision.alerts import OPEN_STATUSES, AlertDraft, RaisedAlert, raise_alerts
 from node.supervision.rulebook import R14, Thresholds, item_subject
@@ -77,11 +70,6 @@ _items: Table = Item.__table__  # type: ignore[assignment]
 _versions: Table = ItemVersion.__table__  # type: ignore[assignment]
 _changes: Table = ItemStatusChange.__table__  # type: ignore[assignment]
 _alerts: Table = Alert.__table__  # type: ignore[assignment]
-# The approval records a node has stored (上报数据: what it reports upward), item versions included.
-_RECORD_TABLES: tuple[Table, ...] = tuple(
-    model.__table__  # type: ignore[misc]
-    for model in (ItemVersion, Case, Step, SpecialProcedure, Completion, Payment, Evaluation, Complaint)
-)
 
 
 def needs_explanation(promised: int, promised_unit: str, legal: int, legal_unit: str) -> bool:
@@ -417,7 +405,6 @@ class CatalogueFigures:
     sum_promised: int = 0
     sum_legal: int = 0
     departments: int = 0
-    records_reported: int = 0
     retired_by_month: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -436,7 +423,6 @@ class CatalogueFigures:
             "sum_promised",
             "sum_legal",
             "departments",
-            "records_reported",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for month, count in other.retired_by_month.items():
@@ -467,9 +453,6 @@ def catalogue_figures(conn: Connection, now: datetime) -> CatalogueFigures:
         conn.execute(
             select(func.count(func.distinct(_items.c.department))).where(_items.c.status == "in_force")
         ).scalar_one()
-    )
-    figures.records_reported = sum(
-        int(conn.execute(select(func.count()).select_from(table)).scalar_one()) for table in _RECORD_TABLES
     )
     oldest = _month_back(now, 11)
     for retired in conn.execute(

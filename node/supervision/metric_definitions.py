@@ -52,6 +52,7 @@ COUNTERS: tuple[str, ...] = (
     "open_overdue_legal",
     "cases_returned",
     "complaints_accepted",
+    "records_reported",
 )
 GAUGES: frozenset[str] = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 SEVERITY_COUNTERS: dict[str, str] = {"reminder": "reminders", "yellow": "yellow_cards", "red": "red_cards"}

@@ -168,7 +168,7 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
             accepted_day, c.department, c.implementation_code, func.count().label("n"), func.sum(open_flag).label("o")
         ).group_by(accepted_day, c.department, c.implementation_code)
     )
-    _accumulate(result, rows, lambda r: (("received", r.n), ("open_cases", r.o)), days)
+    _accumulate(result, rows, lambda r: (("received", r.n), ("open_cases", r.o), ("records_reported", r.n)), days)
 
     # completions: per completion day; the working days used need the calendar.
     done = _completions.c
@@ -195,6 +195,7 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
         n = int(r.n)
         return (
             ("completed", n),
+            ("records_reported", n),
             ("completed_early", n * r.early),
             ("completed_on_time", n * r.on_time),
             ("completed_within_legal", n * r.legal),
@@ -214,6 +215,12 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
         .group_by(step_day, c.department, c.implementation_code, s.action)
     )
     _accumulate(result, rows, lambda r: ((("return_steps" if r.action == "return" else "supplements"), r.n),), days)
+    rows = conn.execute(
+        select(step_day, c.department, c.implementation_code, func.count().label("n"))
+        .select_from(_steps.join(_cases, c.case_no == s.case_no))
+        .group_by(step_day, c.department, c.implementation_code)
+    )
+    _accumulate(result, rows, lambda r: (("records_reported", r.n),), days)
 
     # cases returned at least once: a cohort count on the acceptance day (退件率's numerator).
     rows = conn.execute(
@@ -232,7 +239,17 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
         .where(p.ended_at.is_not(None))
         .group_by(end_day, c.department, c.implementation_code)
     )
-    _accumulate(result, rows, lambda r: (("clock_stops", r.n), ("clock_stop_workdays", r.w)), days)
+    _accumulate(
+        result, rows, lambda r: (("clock_stops", r.n), ("clock_stop_workdays", r.w), ("records_reported", r.n)), days
+    )
+    # procedure start records: per start day (上报数据 counts the start and the end record).
+    start_day = day_of(conn, p.started_at).label("day")
+    rows = conn.execute(
+        select(start_day, c.department, c.implementation_code, func.count().label("n"))
+        .select_from(_procedures.join(_cases, c.case_no == p.case_no))
+        .group_by(start_day, c.department, c.implementation_code)
+    )
+    _accumulate(result, rows, lambda r: (("records_reported", r.n),), days)
 
     # fees: per payment day; each amount is converted to fen exactly as at write time.
     pay = _payments.c
@@ -242,7 +259,7 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
             _payments.join(_cases, c.case_no == pay.case_no)
         )
     )
-    _accumulate(result, rows, lambda r: (("fees_count", 1), ("fees_fen", fen(r.amount))), days)
+    _accumulate(result, rows, lambda r: (("fees_count", 1), ("fees_fen", fen(r.amount)), ("records_reported", 1)), days)
 
     # ratings: per evaluation day.
     ev = _evaluations.c
@@ -252,7 +269,7 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
         .select_from(_evaluations.join(_cases, c.case_no == ev.case_no))
         .group_by(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code)
     )
-    _accumulate(result, rows, lambda r: ((f"ratings_{int(r.satisfaction_code)}", r.n),), days)
+    _accumulate(result, rows, lambda r: ((f"ratings_{int(r.satisfaction_code)}", r.n), ("records_reported", r.n)), days)
 
     # complaints: received per received day, accepted per decision day, concluded per concluded day; respondent
     # unit, linked case's item.

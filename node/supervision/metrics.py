@@ -295,6 +295,8 @@ def _completion_deltas(
         if bucket is None:
             bucket = deltas[key] = {}
         bucket["completed"] = bucket.get("completed", 0) + sign
+        if cohort:  # a completion record arrived (not a re-timing of one already counted)
+            bucket["records_reported"] = bucket.get("records_reported", 0) + 1
         if is_early(completed_at, promised):
             bucket["completed_early"] = bucket.get("completed_early", 0) + sign
         if completed_at <= promised:
@@ -341,14 +343,17 @@ def _record_deltas_raw(
             bucket = _bucket(deltas, _case_key(case_row, case_row["accepted_at"].date()))
             bucket["received"] = bucket.get("received", 0) + 1
             bucket["open_cases"] = bucket.get("open_cases", 0) + 1
+            bucket["records_reported"] = bucket.get("records_reported", 0) + 1
     elif kind == "step":
         for record in records:
+            case_row = record["case"]
+            key = _case_key(case_row, _day(record["started_at"]))
+            _add(deltas, key, "records_reported")
             action = record.get("action")
             name = "return_steps" if action == "return" else "supplements" if action == "supplement" else None
             if name is None:
                 continue
-            case_row = record["case"]
-            _add(deltas, _case_key(case_row, _day(record["started_at"])), name)
+            _add(deltas, key, name)
             # The case as it is AFTER this step: its first return makes it a returned case, once.
             if name == "return_steps" and int(case_row.get("return_count") or 0) == 1:
                 _add(deltas, _case_key(case_row, _day(case_row["accepted_at"])), "cases_returned")
@@ -357,6 +362,7 @@ def _record_deltas_raw(
             procedure = record.get("procedure") or record
             case_row = record["case"]
             key = _case_key(case_row, _day(record["ended_at"]))
+            _add(deltas, key, "records_reported")
             _add(deltas, key, "clock_stops")
             _add(deltas, key, "clock_stop_workdays", int(procedure.get("workdays") or 0))
             previous = record.get("previous_case")
@@ -367,17 +373,23 @@ def _record_deltas_raw(
                 before = {**done, "case": {**case_row, **previous}}
                 _completion_deltas([before], cal, deltas, sign=-1, cohort=False)
                 _completion_deltas([{**done, "case": case_row}], cal, deltas, cohort=False)
+    elif kind == "procedure_start":
+        for record in records:
+            _add(deltas, _case_key(record["case"], _day(record["started_at"])), "records_reported")
     elif kind == "completion":
         _completion_deltas(records, cal, deltas)
     elif kind == "payment":
         for record in records:
             key = _case_key(record["case"], _day(record["paid_at"]))
+            _add(deltas, key, "records_reported")
             _add(deltas, key, "fees_count")
             _add(deltas, key, "fees_fen", fen(record["amount"]))
     elif kind == "evaluation":
         for record in records:
             code = int(record["satisfaction_code"])
-            _add(deltas, _case_key(record["case"], _day(record["evaluated_at"])), f"ratings_{code}")
+            key = _case_key(record["case"], _day(record["evaluated_at"]))
+            _add(deltas, key, "records_reported")
+            _add(deltas, key, f"ratings_{code}")
     elif kind == "complaint":
         linked = complaint_cases or {}
         for record in records:

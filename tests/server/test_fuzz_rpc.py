@@ -269,7 +269,9 @@ QUERY_BODY_TYPE = body_type_of(dd.QueryBody)
 
 
 def _query_envelope(data: st.DataObject, own: SigningIdentity) -> tuple[str, SignedEnvelope]:
-    how = data.draw(st.sampled_from(["garbage", "signed_random_body", "signed_random_body", "signed_raw_bytes"]))
+    how = data.draw(
+        st.sampled_from(["garbage", "signed_random_body", "signed_random_body", "signed_raw_bytes", "signed_plain"])
+    )
     if how == "garbage":
         values = data.draw(messages(SignedEnvelope.DESCRIPTOR))
         if data.draw(st.booleans()):
@@ -278,6 +280,17 @@ def _query_envelope(data: st.DataObject, own: SigningIdentity) -> tuple[str, Sig
         return how, _fill(SignedEnvelope(), values)  # type: ignore[return-value]
     if how == "signed_raw_bytes":
         return how, sign_envelope(own.private_key, "gd", QUERY_BODY_TYPE, data.draw(st.binary(max_size=300)))
+    if how == "signed_plain":
+        # Random request fields are mostly refused as invalid: plain summaries reach the answering code every run.
+        group_by = data.draw(st.sampled_from(list(dd.SummaryGroupBy.values())))
+        plain = dd.QueryBody(
+            target_id=data.draw(st.sampled_from(["gd", "gd.a"])),
+            requester_id="gd",
+            issued_at_ms=int(time.time() * 1000),
+            nonce=os.urandom(16),
+            summary=dd.SummaryRequest(group_by=group_by),
+        )
+        return how, sign_envelope(own.private_key, "gd", QUERY_BODY_TYPE, serialize(plain))
     body: dd.QueryBody = _fill(dd.QueryBody(), data.draw(messages(dd.QueryBody.DESCRIPTOR)))  # type: ignore[assignment]
     # Mostly past authorization (fresh, with a nonce, asked by gd about its subtree), so the answers get fuzzed.
     if data.draw(st.integers(0, 4)):

@@ -48,7 +48,7 @@ def test_counters_match_the_bucket_columns() -> None:
 
 def test_acceptance_counts_received_and_the_open_cohort() -> None:
     deltas = record_deltas("acceptance", [{**CASE, "status": "open"}], load_calendar())
-    assert deltas == {key(date(2025, 3, 3)): {"received": 1, "open_cases": 1}}
+    assert deltas == {key(date(2025, 3, 3)): {"received": 1, "open_cases": 1, "records_reported": 1}}
 
 
 def test_completion_counts_on_the_completed_day_and_closes_the_cohort() -> None:
@@ -62,6 +62,7 @@ def test_completion_counts_on_the_completed_day_and_closes_the_cohort() -> None:
             "completed_within_legal": 1,
             "processing_workdays": 4,  # Tue 4 .. Fri 7
             "refused": 1,
+            "records_reported": 1,
         },
         key(date(2025, 3, 3)): {"open_cases": -1},
     }
@@ -81,18 +82,25 @@ def test_steps_procedures_fees_ratings() -> None:
         {"action": "supplement", "started_at": datetime(2025, 3, 4, 10), "case": CASE},
         {"action": "pass", "started_at": datetime(2025, 3, 4, 11), "case": CASE},
     ]
-    assert record_deltas("step", steps, cal) == {key(date(2025, 3, 4)): {"return_steps": 1, "supplements": 1}}
+    # Every step is a record reported (上报数据); only returns and supplements have counters of their own.
+    assert record_deltas("step", steps, cal) == {
+        key(date(2025, 3, 4)): {"return_steps": 1, "supplements": 1, "records_reported": 3}
+    }
+    started = [{"started_at": datetime(2025, 3, 5, 9), "case": CASE}]
+    assert record_deltas("procedure_start", started, cal) == {key(date(2025, 3, 5)): {"records_reported": 1}}
     ended = [{"ended_at": datetime(2025, 3, 6, 9), "procedure": {"workdays": 3}, "case": CASE}]
     assert record_deltas("procedure_end", ended, cal) == {
-        key(date(2025, 3, 6)): {"clock_stops": 1, "clock_stop_workdays": 3}
+        key(date(2025, 3, 6)): {"clock_stops": 1, "clock_stop_workdays": 3, "records_reported": 1}
     }
     payments = [
         {"amount": Decimal("12.345"), "paid_at": datetime(2025, 3, 5), "case": CASE},
         {"amount": Decimal("0.10"), "paid_at": datetime(2025, 3, 5), "case": CASE},
     ]
-    assert record_deltas("payment", payments, cal) == {key(date(2025, 3, 5)): {"fees_count": 2, "fees_fen": 1245}}
+    assert record_deltas("payment", payments, cal) == {
+        key(date(2025, 3, 5)): {"fees_count": 2, "fees_fen": 1245, "records_reported": 2}
+    }
     ratings = [{"satisfaction_code": 5, "evaluated_at": datetime(2025, 3, 8), "case": CASE}]
-    assert record_deltas("evaluation", ratings, cal) == {key(date(2025, 3, 8)): {"ratings_5": 1}}
+    assert record_deltas("evaluation", ratings, cal) == {key(date(2025, 3, 8)): {"ratings_5": 1, "records_reported": 1}}
 
 
 def test_complaints_count_for_the_respondent_and_the_linked_item() -> None:
@@ -116,8 +124,8 @@ def test_a_case_counts_as_returned_once_on_its_acceptance_day() -> None:
     ]
     assert record_deltas("step", steps, load_calendar()) == {
         key(date(2025, 3, 3)): {"cases_returned": 1},  # the cohort of the acceptance day
-        key(date(2025, 3, 4)): {"return_steps": 1},
-        key(date(2025, 3, 5)): {"return_steps": 2},
+        key(date(2025, 3, 4)): {"return_steps": 1, "records_reported": 1},
+        key(date(2025, 3, 5)): {"return_steps": 2, "records_reported": 2},
     }
 
 

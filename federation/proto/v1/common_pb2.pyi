@@ -107,6 +107,7 @@ class Counters(_message.Message):
     OPEN_OVERDUE_LEGAL_FIELD_NUMBER: _builtins.int
     CASES_RETURNED_FIELD_NUMBER: _builtins.int
     COMPLAINTS_ACCEPTED_FIELD_NUMBER: _builtins.int
+    RECORDS_REPORTED_FIELD_NUMBER: _builtins.int
     received: _builtins.int
     completed: _builtins.int
     completed_early: _builtins.int
@@ -142,6 +143,10 @@ class Counters(_message.Message):
     """Complaints decided as accepted (受理), on the decision day (受理率 = accepted / received,
     办结率 = concluded / accepted).
     """
+    records_reported: _builtins.int
+    """Records of the cases the departments reported (上报数据: 受理, 过程, 特别程序 start and end, 收费, 办结, 评价),
+    each on its own event day.
+    """
     def __init__(
         self,
         *,
@@ -174,14 +179,91 @@ class Counters(_message.Message):
         open_overdue_legal: _builtins.int = ...,
         cases_returned: _builtins.int = ...,
         complaints_accepted: _builtins.int = ...,
+        records_reported: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_returned", b"cases_returned", "clock_stop_workdays", b"clock_stop_workdays", "clock_stops", b"clock_stops", "complaints_accepted", b"complaints_accepted", "complaints_concluded", b"complaints_concluded", "complaints_received", b"complaints_received", "complaints_substantiated", b"complaints_substantiated", "completed", b"completed", "completed_early", b"completed_early", "completed_on_time", b"completed_on_time", "completed_within_legal", b"completed_within_legal", "fees_count", b"fees_count", "fees_fen", b"fees_fen", "open_cases", b"open_cases", "open_overdue_legal", b"open_overdue_legal", "open_overdue_promised", b"open_overdue_promised", "processing_workdays", b"processing_workdays", "ratings_1", b"ratings_1", "ratings_2", b"ratings_2", "ratings_3", b"ratings_3", "ratings_4", b"ratings_4", "ratings_5", b"ratings_5", "received", b"received", "red_cards", b"red_cards", "refused", b"refused", "reminders", b"reminders", "return_steps", b"return_steps", "supplements", b"supplements", "yellow_cards", b"yellow_cards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_returned", b"cases_returned", "clock_stop_workdays", b"clock_stop_workdays", "clock_stops", b"clock_stops", "complaints_accepted", b"complaints_accepted", "complaints_concluded", b"complaints_concluded", "complaints_received", b"complaints_received", "complaints_substantiated", b"complaints_substantiated", "completed", b"completed", "completed_early", b"completed_early", "completed_on_time", b"completed_on_time", "completed_within_legal", b"completed_within_legal", "fees_count", b"fees_count", "fees_fen", b"fees_fen", "open_cases", b"open_cases", "open_overdue_legal", b"open_overdue_legal", "open_overdue_promised", b"open_overdue_promised", "processing_workdays", b"processing_workdays", "ratings_1", b"ratings_1", "ratings_2", b"ratings_2", "ratings_3", b"ratings_3", "ratings_4", b"ratings_4", "ratings_5", b"ratings_5", "received", b"received", "records_reported", b"records_reported", "red_cards", b"red_cards", "refused", b"refused", "reminders", b"reminders", "return_steps", b"return_steps", "supplements", b"supplements", "yellow_cards", b"yellow_cards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Counters: _TypeAlias = Counters  # noqa: Y015
+
+@_typing.final
+class CatalogueFigures(_message.Message):
+    """A node's (or, summed, a subtree's) item register as of when it was read (docs/domain.md §9): state, not
+    bucketed by day. Counts only, so a parent adds its children's; compression = sum_promised / sum_legal.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ITEMS_IN_FORCE_FIELD_NUMBER: _builtins.int
+    ITEMS_RETIRED_FIELD_NUMBER: _builtins.int
+    ITEMS_FLAGGED_FIELD_NUMBER: _builtins.int
+    ITEMS_COMPARED_FIELD_NUMBER: _builtins.int
+    SUM_PROMISED_FIELD_NUMBER: _builtins.int
+    SUM_LEGAL_FIELD_NUMBER: _builtins.int
+    DEPARTMENTS_FIELD_NUMBER: _builtins.int
+    RETIRED_BY_MONTH_FIELD_NUMBER: _builtins.int
+    items: _builtins.int
+    """Items in the register, in force and retired."""
+    items_in_force: _builtins.int
+    items_retired: _builtins.int
+    items_flagged: _builtins.int
+    """Items in force whose promised limit exceeds half the legal one with no explanation recorded (R14)."""
+    items_compared: _builtins.int
+    """Items in force whose promised and legal limits share a unit, and the sums of those limits."""
+    sum_promised: _builtins.int
+    sum_legal: _builtins.int
+    departments: _builtins.int
+    """Departments with at least one item in force."""
+    @_builtins.property
+    def retired_by_month(self) -> _containers.RepeatedCompositeFieldContainer[Global___MonthCount]:
+        """Retirements per month "YYYY-MM" over the last 12 months, sorted by month."""
+
+    def __init__(
+        self,
+        *,
+        items: _builtins.int = ...,
+        items_in_force: _builtins.int = ...,
+        items_retired: _builtins.int = ...,
+        items_flagged: _builtins.int = ...,
+        items_compared: _builtins.int = ...,
+        sum_promised: _builtins.int = ...,
+        sum_legal: _builtins.int = ...,
+        departments: _builtins.int = ...,
+        retired_by_month: _abc.Iterable[Global___MonthCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["departments", b"departments", "items", b"items", "items_compared", b"items_compared", "items_flagged", b"items_flagged", "items_in_force", b"items_in_force", "items_retired", b"items_retired", "retired_by_month", b"retired_by_month", "sum_legal", b"sum_legal", "sum_promised", b"sum_promised"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueFigures: _TypeAlias = CatalogueFigures  # noqa: Y015
+
+@_typing.final
+class MonthCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonthCount: _TypeAlias = MonthCount  # noqa: Y015
 
 @_typing.final
 class Completeness(_message.Message):

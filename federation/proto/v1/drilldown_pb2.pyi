@@ -328,6 +328,7 @@ class SummaryRow(_message.Message):
     COMPLETENESS_FIELD_NUMBER: _builtins.int
     LAST_REPORT_SEQUENCE_FIELD_NUMBER: _builtins.int
     LAST_REPORT_AT_MS_FIELD_NUMBER: _builtins.int
+    CATALOGUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Child id, basic code, day or month, according to group_by."""
     label: _builtins.str
@@ -340,6 +341,10 @@ class SummaryRow(_message.Message):
     def completeness(self) -> _common_pb2.Completeness:
         """For SUMMARY_GROUP_BY_CHILD: the child's reporting completeness and its latest report."""
 
+    @_builtins.property
+    def catalogue(self) -> _common_pb2.CatalogueFigures:
+        """For SUMMARY_GROUP_BY_CHILD: the item registers of the child's subtree (its latest report), or this node's own."""
+
     def __init__(
         self,
         *,
@@ -349,10 +354,11 @@ class SummaryRow(_message.Message):
         completeness: _common_pb2.Completeness | None = ...,
         last_report_sequence: _builtins.int = ...,
         last_report_at_ms: _builtins.int = ...,
+        catalogue: _common_pb2.CatalogueFigures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness", "counters", b"counters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "counters", b"counters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness", "counters", b"counters", "key", b"key", "label", b"label", "last_report_at_ms", b"last_report_at_ms", "last_report_sequence", b"last_report_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "counters", b"counters", "key", b"key", "label", b"label", "last_report_at_ms", b"last_report_at_ms", "last_report_sequence", b"last_report_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -366,6 +372,7 @@ class SummaryAnswer(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     COMPLETENESS_FIELD_NUMBER: _builtins.int
+    CATALOGUE_FIELD_NUMBER: _builtins.int
     group_by: Global___SummaryGroupBy.ValueType
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummaryRow]:
@@ -377,6 +384,10 @@ class SummaryAnswer(_message.Message):
 
     @_builtins.property
     def completeness(self) -> _common_pb2.Completeness: ...
+    @_builtins.property
+    def catalogue(self) -> _common_pb2.CatalogueFigures:
+        """For SUMMARY_GROUP_BY_CHILD: the item registers of the whole subtree (the rows summed)."""
+
     def __init__(
         self,
         *,
@@ -384,10 +395,11 @@ class SummaryAnswer(_message.Message):
         rows: _abc.Iterable[Global___SummaryRow] | None = ...,
         total: _common_pb2.Counters | None = ...,
         completeness: _common_pb2.Completeness | None = ...,
+        catalogue: _common_pb2.CatalogueFigures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness", "group_by", b"group_by", "rows", b"rows", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "group_by", b"group_by", "rows", b"rows", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

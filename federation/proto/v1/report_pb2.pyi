@@ -125,6 +125,7 @@ class ReportBody(_message.Message):
     COMPLETENESS_FIELD_NUMBER: _builtins.int
     BASE_REVISION_FIELD_NUMBER: _builtins.int
     UP_TO_REVISION_FIELD_NUMBER: _builtins.int
+    CATALOGUE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The reporting node."""
     sequence: _builtins.int
@@ -150,6 +151,10 @@ class ReportBody(_message.Message):
 
     @_builtins.property
     def completeness(self) -> _common_pb2.Completeness: ...
+    @_builtins.property
+    def catalogue(self) -> _common_pb2.CatalogueFigures:
+        """The subtree's item registers when the report was built: this node's plus each child's latest (state)."""
+
     def __init__(
         self,
         *,
@@ -165,10 +170,11 @@ class ReportBody(_message.Message):
         completeness: _common_pb2.Completeness | None = ...,
         base_revision: _builtins.int = ...,
         up_to_revision: _builtins.int = ...,
+        catalogue: _common_pb2.CatalogueFigures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completeness", b"completeness"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_revision", b"base_revision", "buckets", b"buckets", "child_reports", b"child_reports", "completeness", b"completeness", "created_at_ms", b"created_at_ms", "kind", b"kind", "node_id", b"node_id", "previous_digest", b"previous_digest", "sequence", b"sequence", "up_to_revision", b"up_to_revision", "window_end_day", b"window_end_day", "window_start_day", b"window_start_day"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_revision", b"base_revision", "buckets", b"buckets", "catalogue", b"catalogue", "child_reports", b"child_reports", "completeness", b"completeness", "created_at_ms", b"created_at_ms", "kind", b"kind", "node_id", b"node_id", "previous_digest", b"previous_digest", "sequence", b"sequence", "up_to_revision", b"up_to_revision", "window_end_day", b"window_end_day", "window_start_day", b"window_start_day"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

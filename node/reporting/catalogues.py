@@ -1,0 +1,98 @@
+"""Item-register figures upward: this node's own, each child's latest (as reported), and the subtree's sum.
+
+A report carries its subtree's figures as state (docs/domain.md §9): the parent keeps each child's latest in
+``child_catalogues`` and adds them to its own when it builds its next report, so the province holds every city's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Connection, Table, select
+
+from federation import AcceptedReport
+from federation.proto.v1.common_pb2 import CatalogueFigures as CatalogueMessage
+from federation.proto.v1.common_pb2 import MonthCount
+from node.store import ChildCatalogue, dialect_insert
+from node.supervision import CatalogueFigures, catalogue_figures
+
+__all__ = [
+    "catalogue_from_message",
+    "catalogue_message",
+    "children_catalogues",
+    "store_child_catalogues",
+    "subtree_catalogue",
+]
+
+_child_catalogues = cast(Table, ChildCatalogue.__table__)
+_COUNTS = (
+    "items",
+    "items_in_force",
+    "items_retired",
+    "items_flagged",
+    "items_compared",
+    "sum_promised",
+    "sum_legal",
+    "departments",
+)
+
+
+def catalogue_message(figures: CatalogueFigures) -> CatalogueMessage:
+    """The wire form: counts, and retirements per month sorted by month (deterministic bytes)."""
+    message = CatalogueMessage(**{name: getattr(figures, name) for name in _COUNTS})
+    message.retired_by_month.extend(
+        MonthCount(month=month, count=count) for month, count in sorted(figures.retired_by_month.items())
+    )
+    return message
+
+
+def catalogue_from_message(message: CatalogueMessage) -> CatalogueFigures:
+    """A reported message back to figures that add up."""
+    figures = CatalogueFigures()
+    for name in _COUNTS:
+        setattr(figures, name, int(getattr(message, name)))
+    for entry in message.retired_by_month:
+        figures.retired_by_month[entry.month] = figures.retired_by_month.get(entry.month, 0) + int(entry.count)
+    return figures
+
+
+def children_catalogues(conn: Connection) -> dict[str, CatalogueFigures]:
+    """Each child's latest reported subtree figures, by child id (children that never sent any are absent)."""
+    found: dict[str, CatalogueFigures] = {}
+    for child_id, raw in conn.execute(select(_child_catalogues.c.child_id, _child_catalogues.c.figures)):
+        found[child_id] = catalogue_from_message(CatalogueMessage.FromString(raw))
+    return found
+
+
+def subtree_catalogue(conn: Connection, now: datetime) -> CatalogueFigures:
+    """Own register figures plus every child's latest: what the next report carries upward."""
+    total = catalogue_figures(conn, now)
+    for figures in children_catalogues(conn).values():
+        total.add(figures)
+    return total
+
+
+def store_child_catalogues(conn: Connection, reports: Sequence[AcceptedReport]) -> None:
+    """Keep each child's latest figures (the reports are in order; one that carries none leaves them as they were)."""
+    latest: dict[str, AcceptedReport] = {}
+    for report in reports:
+        if report.body.HasField("catalogue"):
+            latest[report.child_id] = report
+    if not latest:
+        return
+    for child_id, report in sorted(latest.items()):
+        values = {
+            "child_id": child_id,
+            "sequence": report.body.sequence,
+            "figures": report.body.catalogue.SerializeToString(deterministic=True),
+            "updated_at": report.received_at,
+        }
+        statement = dialect_insert(conn, _child_catalogues).values(values)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[_child_catalogues.c.child_id],
+                set_={name: statement.excluded[name] for name in ("sequence", "figures", "updated_at")},
+            )
+        )
