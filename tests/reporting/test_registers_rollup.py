@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import func, select
 
+from federation import outbox_table
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import Node
 from node.cli.render import registers_table
@@ -116,3 +117,14 @@ def test_the_registers_table_names_each_city(tree: Tree) -> None:
     text = console.export_text()
     assert "上报数据" in text and "gd.a" in text and f"{answer.total.records_reported:,}" in text
     assert f"{answer.catalogue.items_in_force:,}" in text
+
+
+def test_no_person_leaves_the_node_in_a_report(tree: Tree) -> None:
+    """Per-handler figures are personal data (docs/domain.md §6): no handler's name is in any report sent up."""
+    street = tree["gd.a.x"]
+    with street.engine.connect() as conn:
+        handlers = {row[0] for row in conn.execute(select(Step.handler).distinct()) if row[0]}
+        envelopes = [row[0] for row in conn.execute(select(outbox_table.c.envelope))]
+    assert handlers and envelopes
+    for envelope in envelopes:
+        assert not [name for name in handlers if name.encode() in envelope]
