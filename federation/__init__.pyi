@@ -32,7 +32,15 @@ from .canonical import (
     sort_buckets,
     validate_report_body,
 )
-from .chain import ChainHead, check_chain, envelope_digest, report_digest, short_hex, verify_history
+from .chain import (
+    ChainHead,
+    check_chain,
+    envelope_digest,
+    replay_reports,
+    report_digest,
+    short_hex,
+    verify_history,
+)
 from .errors import (
     BackPressureError,
     IntegrityError,
@@ -162,6 +170,7 @@ __all__ = [
     "raw_public_key",
     "read_file",
     "received_reports",
+    "replay_reports",
     "report_digest",
     "require_canonical_encoding",
     "save_private_key",

@@ -3,7 +3,8 @@ r"""Per-node hash chains of reports: digests, and the checks a receiver or an au
 The digest of a report is SHA-256 over the canonical bytes of its envelope
 (``b"supnet/v1/" + body_type + b"\x00" + body``, see federation.canonical): the exact bytes that were
 signed, so the digest is fixed the moment the report is signed and does not depend on re-serialization.
-Report n+1 names the digest of report n in ``previous_digest``; report 1 names none.
+Report n+1 names the digest of report n in ``previous_digest``; report 1 names none. ``replay_reports`` gives the
+state a chain of reports describes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import hashlib
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from federation.canonical import REPORT_BODY_TYPE, envelope_canonical_bytes, parse_body
+from federation.canonical import COUNTER_FIELDS, REPORT_BODY_TYPE, envelope_canonical_bytes, parse_body
 from federation.errors import IntegrityError, InvalidArgumentError, StaleError
 from federation.proto.v1.common_pb2 import SignedEnvelope
-from federation.proto.v1.report_pb2 import ReportBody
+from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 
 SHORT_HEX_CHARS = 12
 
@@ -101,3 +102,25 @@ def verify_history(
         check_chain(head, body, accept_first_at_any_sequence=accept_first_at_any_sequence)
         head = ChainHead(body.sequence, report_digest(envelope))
     return head
+
+
+ReportStateKey = tuple[str, str, str]
+
+
+def replay_reports(history: Iterable[ReportBody]) -> dict[ReportStateKey, dict[str, int]]:
+    """A node's signed state from its reports in order: INCREMENTAL upserts its buckets, FULL replaces its window.
+
+    Keys are (day, basic_code, item_type_code); values every counter of the bucket (zeros included).
+    """
+    state: dict[ReportStateKey, dict[str, int]] = {}
+    for body in history:
+        if body.kind == ReportKind.REPORT_KIND_FULL:
+            start, end = body.window_start_day, body.window_end_day
+            for key in [key for key in state if start <= key[0] <= end]:
+                del state[key]
+        for bucket in body.buckets:
+            counters = bucket.counters
+            state[(bucket.day, bucket.basic_code, bucket.item_type_code)] = {
+                name: int(getattr(counters, name)) for name in COUNTER_FIELDS
+            }
+    return state

@@ -1,4 +1,4 @@
-"""``supnet metrics check``: recompute every metric bucket from the raw records and report any difference."""
+"""``supnet metrics check``: buckets against the raw records, child figures against the children's signed reports."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from node.app import Node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, open_working_node, print_json
 from node.domain import parse_date
 from node.errors import ValidationError
+from node.reporting import child_figures_differences
 from node.supervision import check_buckets, grouped_stats
 
 # Columns of the grouped statistics table: (counter or rate key, header). Rates are derived at display time.
@@ -48,12 +49,14 @@ def check(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Print at most this many differences.")] = 100,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare maintained buckets with buckets recomputed from records; exit 1 on any difference."""
+    """Compare buckets with the records and child figures with the children's signed reports; exit 1 on a difference."""
     node = open_working_node(data_dir)
     try:
         differences = check_buckets(node)
+        children = child_figures_differences(node)
     finally:
         node.close()
+    differences = [*differences, *children.differences]
     if as_json:
         print_json({"consistent": not differences, "differences": differences})
     elif differences:
@@ -61,9 +64,17 @@ def check(
             err_console.print(line, highlight=False, markup=False)
         if len(differences) > limit:
             err_console.print(f"... and {len(differences) - limit} more", highlight=False)
-        err_console.print(f"[bold red]{len(differences)} differences[/] between maintained and recomputed buckets")
+        err_console.print(
+            f"[bold red]{len(differences)} differences[/] between stored figures and what the records and the "
+            "children's signed reports say"
+        )
     else:
         console.print("metric buckets consistent with the records")
+        if children.children:
+            console.print(
+                f"child figures consistent with the signed reports of {children.children} children "
+                f"({children.reports} reports replayed, signatures and hash chains checked)"
+            )
     if differences:
         raise typer.Exit(1)
 

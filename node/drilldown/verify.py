@@ -11,7 +11,9 @@ For the target T (and then each node below it) the verifier, through drill-down 
    T's *signed totals* per (day, item basic code, item type);
 3. asks T for its own counters recomputed from its raw records, and fetches from T each child report its
    latest report rolled up (authenticated by digest), recursing into each child;
-4. checks signed totals = own records + Σ children's signed totals, per day and per item, counter by counter.
+4. checks signed totals = own records + Σ children's signed totals, per day and per item, counter by counter;
+5. checks that what T serves for each child (its stored child figures) equals that child's signed totals, so an
+   edit at rest at T is caught even where T has not reported it.
 
 Cohort gauges (open cases, open overdue) move with the clock between two reports, so a difference in them is
 a warning, not a failure. A node whose data changed after its last report fails too: it has not yet
@@ -21,7 +23,7 @@ reported what it holds now.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -34,13 +36,14 @@ from federation import (
     UnauthenticatedError,
     parse_body,
     public_key_from_b64,
+    replay_reports,
     report_digest,
     short_hex,
     verify_envelope,
 )
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
-from federation.proto.v1.report_pb2 import ReportBody, ReportKind
+from federation.proto.v1.report_pb2 import ReportBody
 from node.app import Node
 from node.drilldown.client import DrilldownClient
 from node.trust import NodeTrust, node_trust
@@ -92,16 +95,8 @@ def _add(into: CounterDict, values: Mapping[str, int]) -> None:
 
 
 def replay(history: Iterable[ReportBody]) -> dict[BucketKey, CounterDict]:
-    """A node's signed state from its reports in order: INCREMENTAL upserts, FULL replaces its window."""
-    state: dict[BucketKey, CounterDict] = {}
-    for body in history:
-        if body.kind == ReportKind.REPORT_KIND_FULL:
-            start, end = body.window_start_day, body.window_end_day
-            for key in [key for key in state if start <= key[0] <= end]:
-                del state[key]
-        for bucket in body.buckets:
-            state[(bucket.day, bucket.basic_code, bucket.item_type_code)] = _counters(bucket.counters)
-    return state
+    """A node's signed state from its reports in order (federation.replay_reports)."""
+    return replay_reports(history)
 
 
 def _by(state: Mapping[BucketKey, CounterDict], position: int) -> dict[str, CounterDict]:
@@ -281,6 +276,7 @@ class Verifier:
         signed = replay(history)
         latest = history[-1]
         children_state: dict[BucketKey, CounterDict] = {}
+        each_child: dict[str, dict[BucketKey, CounterDict]] = {}
         children_ok = True
         for reference in latest.child_reports:
             envelope = self._report(node_id, reference.child_id, reference.sequence)
@@ -298,13 +294,74 @@ class Verifier:
             if child_state is None:
                 children_ok = False
                 continue
+            each_child[reference.child_id] = child_state
             for key, values in child_state.items():
                 _add(children_state.setdefault(key, {}), values)
         if not children_ok:
             result.add(node_id, "totals", False, "not compared: a report below it failed its checks")
             return signed
         self._compare(result, node_id, latest, signed, children_state)
+        if each_child:
+            references = [(reference.child_id, reference.sequence) for reference in latest.child_reports]
+            self._compare_served(result, node_id, references, each_child, f"{node_id}'s report #{latest.sequence}")
         return signed
+
+    def _compare_served(
+        self,
+        result: VerifyResult,
+        node_id: str,
+        references: Sequence[tuple[str, int]],
+        each_child: Mapping[str, Mapping[BucketKey, CounterDict]],
+        since: str,
+    ) -> None:
+        """What node_id serves for each child (its stored child figures) = what that child's signed reports say.
+
+        Stored child figures are plain rows at node_id: an edit at rest changes what it serves, not what it signed.
+        """
+        served: dict[str, CounterDict] = {}
+        for answer in self._client.ask_pages(node_id, summary=dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_CHILD)):
+            for row in answer.body.summary.rows:
+                served[row.key] = _counters(row.counters)
+        wrong: list[str] = []
+        moved_on: list[str] = []
+        for child_id, sequence in references:
+            if child_id not in each_child:
+                continue
+            held = parse_body(self._report(node_id, child_id), ReportBody)
+            if held.sequence != sequence:
+                moved_on.append(child_id)  # it reported since the state verified: not comparable
+                continue
+            signed_total: CounterDict = {}
+            for values in each_child[child_id].values():
+                _add(signed_total, values)
+            shown = served.get(child_id, {})
+            for name in COUNTER_FIELDS:
+                if shown.get(name, 0) != signed_total.get(name, 0):
+                    wrong.append(
+                        f"{child_id} {name}: served {shown.get(name, 0)}, its signed reports say "
+                        f"{signed_total.get(name, 0)}"
+                    )
+        if wrong:
+            listed = "; ".join(wrong[:MAX_DIFFERENCES_SHOWN])
+            more = f" (+{len(wrong) - MAX_DIFFERENCES_SHOWN} more)" if len(wrong) > MAX_DIFFERENCES_SHOWN else ""
+            result.add(
+                node_id,
+                "served",
+                False,
+                f"child figures {node_id} serves ≠ its children's signed reports (edited at rest? run "
+                f"`supnet metrics check` there): {listed}{more}",
+            )
+        else:
+            compared = len([child for child, _ in references if child in each_child]) - len(moved_on)
+            result.add(node_id, "served", True, f"child figures served = signed reports of {compared} child(ren)")
+        if moved_on:
+            result.add(
+                node_id,
+                "served",
+                True,
+                f"not compared for {', '.join(moved_on)}: reported since {since}",
+                warning=True,
+            )
 
     def _compare(
         self,
@@ -337,6 +394,8 @@ class Verifier:
             )
 
     def _verify_children_of(self, result: VerifyResult, node_id: str) -> None:
+        each_child: dict[str, dict[BucketKey, CounterDict]] = {}
+        references: list[tuple[str, int]] = []
         for child_id in self._children:
             try:
                 envelope = self._report(node_id, child_id)
@@ -345,7 +404,12 @@ class Verifier:
                 continue
             how = self._check_signature(envelope, child_id)
             result.add(child_id, "signature", True, f"latest report signed by {child_id} ({how})")
-            self._verify_node(result, child_id, node_id, envelope)
+            state = self._verify_node(result, child_id, node_id, envelope)
+            if state is not None:
+                each_child[child_id] = state
+                references.append((child_id, parse_body(envelope, ReportBody).sequence))
+        if each_child:
+            self._compare_served(result, node_id, references, each_child, "this verification began")
 
 
 def verify_target(node: Node, target_id: str, address: str | None = None) -> VerifyResult:

@@ -2,7 +2,8 @@
 
 reports (build + sign into the outbox), sender (deliver the outbox to the parent), children (apply children's
 reports, their staleness check), subtree (the roll-up: own + children's buckets, completeness, freshness),
-catalogues (item-register figures: own, each child's latest, the subtree's).
+catalogues (item-register figures: own, each child's latest, the subtree's), integrity (child figures checked
+against the children's stored signed reports).
 """
 
 from node.reporting.catalogues import (
@@ -12,6 +13,7 @@ from node.reporting.catalogues import (
     subtree_catalogue,
 )
 from node.reporting.children import apply_child_reports, check_children_staleness
+from node.reporting.integrity import ChildFiguresCheck, child_figures_differences
 from node.reporting.reports import build_reports, node_outbox, outbox_overflow_count
 from node.reporting.sender import ReportSender
 from node.reporting.subtree import (
@@ -24,6 +26,7 @@ from node.reporting.subtree import (
 )
 
 __all__ = [
+    "ChildFiguresCheck",
     "ChildStatus",
     "ReportSender",
     "SubtreeView",
@@ -32,6 +35,7 @@ __all__ = [
     "catalogue_from_message",
     "catalogue_message",
     "check_children_staleness",
+    "child_figures_differences",
     "children_catalogues",
     "children_status",
     "node_outbox",
