@@ -41,6 +41,7 @@ from .chain import (
     short_hex,
     verify_history,
 )
+from .crash_points import CRASH_POINTS, crash_point
 from .errors import (
     BackPressureError,
     IntegrityError,
@@ -102,6 +103,7 @@ from .tables import (
 
 __all__ = [
     "COUNTER_FIELDS",
+    "CRASH_POINTS",
     "ERROR_CODE_METADATA_KEY",
     "ERROR_FIELD_METADATA_KEY",
     "GENESIS_HASH",
@@ -152,6 +154,7 @@ __all__ = [
     "child_chains",
     "counters_from_mapping",
     "counters_to_dict",
+    "crash_point",
     "entry_hash",
     "envelope_digest",
     "error_code_of",

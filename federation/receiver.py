@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from federation.canonical import parse_body, require_canonical_encoding, validate_report_body
 from federation.chain import ChainHead, check_chain, report_digest, short_hex
+from federation.crash_points import crash_point
 from federation.errors import IntegrityError, PermissionDeniedError, StaleError, SupnetError, UnauthenticatedError
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportAck, ReportBody, ReportKind
@@ -361,6 +362,7 @@ class ReportReceiver:
                     # (and its RELEASE commit) one of its own. BEGIN IMMEDIATE also takes the write lock now.
                     cursor.execute("BEGIN IMMEDIATE")
                 store(conn, cursor, batch)
+                crash_point("receive.applied")
         except _BatchNotTogetherError:
             raise  # rolled back: the caller stores the batch one by one
         except BaseException as error:
@@ -371,6 +373,7 @@ class ReportReceiver:
             if not isinstance(error, Exception):
                 raise
             return
+        crash_point("receive.committed")
         for delivery in batch:
             accepted = delivery.accepted
             if accepted is not None and delivery.error is None:

@@ -19,6 +19,11 @@ from sqlalchemy.engine import Engine
 from tests.harness.postgres import fresh_schema_url
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--runs N``: how many fault runs each harness of tests/faults makes (default: its CI size)."""
+    parser.addoption("--runs", type=int, default=0, help="fault runs per harness in tests/faults (0: the CI size)")
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A URL pinned (via search_path) to a fresh schema in the test database; dropped afterwards."""

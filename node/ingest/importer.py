@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from federation import crash_point
 from node.domain import FIELD_NAMES, KIND_ORDER
 from node.errors import StoreError
 from node.ingest.deadlines import Deadlines
@@ -284,6 +285,8 @@ class Importer:
                     for index, pending in enumerate(phases):
                         if pending:
                             self._handlers[_PHASES[index][0]](context, pending)
+                    crash_point("import.batch_stored")
+                crash_point("import.batch_committed")
                 break
             except self._retryable as exc:
                 # Another writer stored one of our keys (or held the SQLite lock) between our check and our write:

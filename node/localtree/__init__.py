@@ -1,15 +1,26 @@
 """A whole supnet tree on one machine: the launcher behind ``supnet federation up`` and the demo."""
 
-from node.localtree.launcher import down, ephemeral_port_floor, free_ports, is_our_server, status, up
+from node.localtree.launcher import (
+    cli_command,
+    down,
+    ephemeral_port_floor,
+    free_ports,
+    health_status,
+    is_our_server,
+    status,
+    up,
+)
 from node.localtree.state import FederationState
 from node.localtree.topology import Topology, load_topology, parse_topology
 
 __all__ = [
     "FederationState",
     "Topology",
+    "cli_command",
     "down",
     "ephemeral_port_floor",
     "free_ports",
+    "health_status",
     "is_our_server",
     "load_topology",
     "parse_topology",

@@ -33,6 +33,7 @@ from federation import (
     BackoffPolicy,
     BackPressureError,
     Outbox,
+    crash_point,
     load_child_chains,
     report_digest,
     serialize,
@@ -144,9 +145,12 @@ def build_reports(
     with _build_lock(node):
         try:
             with node.engine.begin() as conn:
-                return _build_in_transaction(
+                built = _build_in_transaction(
                     node, conn, outbox, identity, kind=kind, now=now, only_if_changed=only_if_changed
                 )
+            if built:
+                crash_point("report.queued")
+            return built
         except BackPressureError as error:
             _record_overflow(node, now, error)
             raise
@@ -230,6 +234,7 @@ def _build_in_transaction(
             node_id=node.config.id,
         )
         built.append(BuiltReport(envelope=envelope, sequence=sequence, digest=digest, bucket_count=len(chunk)))
+        crash_point("report.signed")
         previous_digest = digest
     log.info(
         "node %s built %s report #%s (%s buckets, revisions %s..%s, completeness %s/%s)",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from federation import BackPressureError, IntegrityError, SupnetError, short_hex, supnet_error_from_rpc
+from federation import BackPressureError, IntegrityError, SupnetError, crash_point, short_hex, supnet_error_from_rpc
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.reporting.reports import ReportKindName, build_reports, node_outbox
@@ -121,6 +121,7 @@ class ReportSender:
                     break
                 envelope = SignedEnvelope.FromString(entry.envelope)
                 try:
+                    crash_point("send.before_call")
                     ack = stub.SubmitReport(envelope, timeout=timeout)
                     if ack.sequence != entry.sequence or ack.digest != entry.digest:
                         raise IntegrityError(
@@ -138,6 +139,7 @@ class ReportSender:
                         # must not delay noticing that the parent is back; the outbox backoff paces retries.
                         self._reset_channel()
                     return self._record_failure(entry.sequence, error, acked)
+                crash_point("send.acked_unmarked")
                 with self.node.engine.begin() as conn:
                     acked += self._outbox.mark_acked(conn, entry.sequence, entry.digest, self.node.now())
                 log.info(
