@@ -35,6 +35,7 @@ from .canonical import (
 from .chain import ChainHead, check_chain, envelope_digest, report_digest, short_hex, verify_history
 from .errors import (
     BackPressureError,
+    ExpiredError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
@@ -118,6 +119,7 @@ __all__ = [
     "DriverConnection",
     "DriverStatement",
     "ErrorMappingInterceptor",
+    "ExpiredError",
     "IntegrityError",
     "InvalidArgumentError",
     "KeyResolver",
