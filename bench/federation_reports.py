@@ -210,7 +210,9 @@ def bench_build(work: Path, cases: int) -> dict[str, Any]:
     data_dir = work / NODE_ID
     init_node(data_dir, NODE_ID)
     config = load_config(data_dir)
-    config.federation.parent_address = "127.0.0.1:9"  # never contacted: building needs a parent, sending is not timed
+    # Never contacted: building needs a parent, sending is not timed.
+    config.federation.parent_id = NODE_ID.rpartition(".")[0]
+    config.federation.parent_address = "127.0.0.1:9"
     config.federation.outbox_max_reports = 100_000
     save_config(data_dir, config)
     clock_now = datetime(2025, 10, 24, 18, 0)

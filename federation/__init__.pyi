@@ -44,6 +44,7 @@ from .chain import (
 from .crash_points import CRASH_POINTS, crash_point
 from .errors import (
     BackPressureError,
+    ExpiredError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
@@ -128,6 +129,7 @@ __all__ = [
     "DriverConnection",
     "DriverStatement",
     "ErrorMappingInterceptor",
+    "ExpiredError",
     "IntegrityError",
     "InvalidArgumentError",
     "KeyResolver",

@@ -49,6 +49,12 @@ class StaleError(SupnetError):
     code = "STALE"
 
 
+class ExpiredError(SupnetError):
+    """A signed request is outside its freshness window: issued too long ago, or ahead of the receiver's clock."""
+
+    code = "EXPIRED"
+
+
 class UnavailableError(SupnetError):
     """A peer node cannot be reached."""
 

@@ -14,7 +14,11 @@ IntegrityError (INTEGRITY)            FAILED_PRECONDITION  broken hash chain, se
                                                            state does not allow it; resending the same bytes
                                                            will not help until the sender fixes its order
 StaleError (STALE)                    ALREADY_EXISTS       stale sequence: that sequence is already stored
-                                                           with a different digest (history rewrite/replay)
+                                                           with a different digest (history rewrite/replay);
+                                                           a drill-down query's nonce seen before (replay)
+ExpiredError (EXPIRED)                FAILED_PRECONDITION  a query issued outside the freshness window (too
+                                                           old, or ahead of the receiver's clock): not a
+                                                           replay; a new query helps once the clocks agree
 ValidationError (INVALID_RECORD),     INVALID_ARGUMENT
 InvalidArgumentError
 ConflictError (CONFLICT)              ALREADY_EXISTS
@@ -51,6 +55,7 @@ import grpc
 
 from federation.errors import (
     BackPressureError,
+    ExpiredError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
@@ -73,6 +78,7 @@ _STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
     "INTEGRITY": grpc.StatusCode.FAILED_PRECONDITION,
     "STALE": grpc.StatusCode.ALREADY_EXISTS,
+    "EXPIRED": grpc.StatusCode.FAILED_PRECONDITION,
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
     "INVALID_RECORD": grpc.StatusCode.INVALID_ARGUMENT,
     "CONFLICT": grpc.StatusCode.ALREADY_EXISTS,
@@ -105,6 +111,7 @@ _ERROR_BY_CODE: dict[str, type[SupnetError]] = {
         UnauthenticatedError,
         IntegrityError,
         StaleError,
+        ExpiredError,
         InvalidArgumentError,
         BackPressureError,
         UnavailableError,

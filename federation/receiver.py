@@ -28,7 +28,8 @@ batch is stored again report by report, each inside a SAVEPOINT of its own, so a
 report that caused it. Both ways decide every report exactly alike.
 
 An optional ``audit`` hook (node.audit_log.ReceiptAuditor) records each accepted report inside that same
-transaction, and each refusal (any SupnetError above) in a transaction of its own before it is raised.
+transaction, and each refusal (any SupnetError above) in a transaction of its own before it is raised, naming
+the verified caller the server passes to ``receive`` (not the signer the envelope claims).
 A refusal is audited after its batch has committed. A re-delivery acknowledged again is neither: nothing is
 stored or changed.
 """
@@ -101,8 +102,8 @@ class ReceiptAudit(Protocol):
     def accepted_many(self, conn: Connection, reports: Sequence[AcceptedReport]) -> None:
         """Record reports being stored, in order, inside their storing transaction (the last statements)."""
 
-    def refused(self, envelope: SignedEnvelope, error: SupnetError) -> None:
-        """Record a refused report, in a transaction of its own."""
+    def refused(self, envelope: SignedEnvelope, error: SupnetError, caller: str) -> None:
+        """Record a refused report, in a transaction of its own; ``caller``: who sent it, as verified ('' unknown)."""
 
 
 class _AlreadyStoredError(Exception):
@@ -283,8 +284,11 @@ class ReportReceiver:
         validate_report_body(body)
         return body, report_digest(envelope)
 
-    def receive(self, envelope: SignedEnvelope) -> ReportAck:
-        """Verify, de-duplicate, store and apply one report; the returned ack means it is durably stored."""
+    def receive(self, envelope: SignedEnvelope, caller: str = "") -> ReportAck:
+        """Verify, de-duplicate, store and apply one report; the returned ack means it is durably stored.
+
+        ``caller``: who sent it as the server verified it (its TLS peer), for the audit of a refusal.
+        """
         try:
             body, digest = self.verify(envelope)
             delivery = self._deliver(_Delivery(envelope=envelope, body=body, digest=digest))
@@ -293,7 +297,7 @@ class ReportReceiver:
             assert delivery.ack is not None  # a finished delivery holds an ack or an error
             return delivery.ack
         except SupnetError as error:
-            self.audit_refusal(envelope, error)
+            self.audit_refusal(envelope, error, caller)
             raise
 
     @property
@@ -474,12 +478,12 @@ class ReportReceiver:
             delivery.accepted = None
             delivery.error = error
 
-    def audit_refusal(self, envelope: SignedEnvelope, error: SupnetError) -> None:
+    def audit_refusal(self, envelope: SignedEnvelope, error: SupnetError, caller: str = "") -> None:
         """Record a refusal through the audit hook (also for refusals decided before ``receive``, e.g. by mTLS)."""
         if self._audit is None:
             return
         try:
-            self._audit.refused(envelope, error)
+            self._audit.refused(envelope, error, caller)
         except Exception:
             # The refusal itself must still reach the child; a broken audit store is logged, not masked.
             log.exception("could not audit refused report from %s (%s)", envelope.signer_id, error.code)

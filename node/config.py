@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from node.errors import ConfigError
 
@@ -17,6 +19,32 @@ CONFIG_FILE_NAME = "supnet.toml"
 NODE_ID_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?(?:\.[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?)*$")
 Level = Literal["province", "city", "district", "street"]
 LEVELS: tuple[Level, ...] = ("province", "city", "district", "street")
+# A host name as DNS and docker-compose spell them (compose service names may hold "_").
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
+
+
+def check_address(value: str, *, listening: bool = False) -> str:
+    """``value`` if it is ``host:port`` (IPv6 in brackets), else ValueError saying why.
+
+    A port is 1–65535; a listen address may also name port 0 (any free port, the bound one is in serve.json).
+    """
+    host, colon, port_text = value.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:7100, [::1]:7100, gd-gz:7100)")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 host in brackets, e.g. [::1]:7100")
+    elif not _HOST_NAME.match(host):
+        raise ValueError(f"{value!r}: {host!r} is not a host name or IP address")
+    lowest = 0 if listening else 1
+    if not port_text.isascii() or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r}: port {port_text!r} is not a number from {lowest} to 65535")
+    return value
 
 
 class _Section(BaseModel):
@@ -35,8 +63,18 @@ class StoreConfig(_Section):
 class CalendarConfig(_Section):
     """Working-day calendar and time zone."""
 
-    timezone: str = "Asia/Shanghai"
+    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone name of the node's local times")
     holidays_file: str = Field(default="", description="operator holiday TOML, relative to the data dir")
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        # Checked here, not at first use: every command reads local times, and a typo must not become a traceback.
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Asia/Shanghai)") from None
+        return value
 
 
 class RuleThreshold(_Section):
@@ -227,13 +265,19 @@ class ChildConfig(_Section):
     )
     address: str = Field(default="", description="host:port of the child's server, for drill-down forwarding")
 
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        return check_address(value) if value else value  # empty: not served, queries below it are refused
+
 
 class FederationConfig(_Section):
     """Where the node listens, its parent, its children and its report schedule."""
 
-    listen: str = "127.0.0.1:0"
+    listen: str = Field(default="127.0.0.1:0", description="host:port the node serves on (port 0: any free port)")
     parent_id: str = ""
-    parent_address: str = ""
+    # Validated even when absent: parent_id without it would serve with no report job and no warning.
+    parent_address: str = Field(default="", validate_default=True, description="host:port of the parent's server")
     parent_public_key: str = Field(default="", description="insecure plaintext mode only (else: certificates)")
     children: list[ChildConfig] = Field(default_factory=list)
     report_interval_seconds: float = Field(default=300.0, gt=0)
@@ -258,6 +302,36 @@ class FederationConfig(_Section):
         description="serve and call other nodes WITHOUT TLS, for local experiments only; nodes with pki/ use mTLS",
     )
 
+    @field_validator("listen", "enrol_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return check_address(value, listening=True)
+
+    @field_validator("parent_id")
+    @classmethod
+    def _check_parent_id(cls, value: str) -> str:
+        if value and not NODE_ID_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a node id (dotted lowercase segments, e.g. gd.gz)")
+        return value
+
+    @field_validator("parent_address")
+    @classmethod
+    def _check_parent_address(cls, value: str, info: ValidationInfo) -> str:
+        parent_id = info.data.get("parent_id")
+        if parent_id is None:
+            return value  # parent_id itself is invalid and reported
+        if parent_id and not value:
+            raise ValueError(
+                f"federation.parent_id is {parent_id!r} but federation.parent_address is empty: the node would never "
+                "report; set the parent's host:port, or clear both (a root node)"
+            )
+        if value and not parent_id:
+            raise ValueError(
+                f"federation.parent_address is {value!r} but federation.parent_id is empty: set the parent's id "
+                "(its TLS certificate must name it), or clear both (a root node)"
+            )
+        return check_address(value) if value else value
+
 
 class NodeConfig(_Section):
     """The whole node configuration (``supnet.toml`` in the data directory)."""
@@ -279,6 +353,20 @@ class NodeConfig(_Section):
             raise ValueError("node id must be dotted lowercase segments, e.g. gd.gz.py")
         return value
 
+    @field_validator("federation")
+    @classmethod
+    def _parent_is_the_id_prefix(cls, value: FederationConfig, info: ValidationInfo) -> FederationConfig:
+        # The tree is spelled in the ids: enrolment and authorization take a node's parent from its id.
+        node_id = info.data.get("id")
+        named = value.parent_id
+        if node_id is not None and named and named != node_id.rpartition(".")[0]:
+            parent = node_id.rpartition(".")[0]
+            raise ValueError(
+                f"federation.parent_id is {named!r}, but node {node_id}'s parent is "
+                f"{repr(parent) if parent else '(none: it is a root)'}"
+            )
+        return value
+
     @property
     def parent_id(self) -> str:
         """The parent's id: this id minus its last segment ('' at the root)."""
@@ -289,7 +377,8 @@ def _describe(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top)"
-        parts.append(f"{source}: key '{key}': {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")  # pydantic's wrapping of our own messages
+        parts.append(f"{source}: key '{key}': {message}")
     return "; ".join(parts)
 
 

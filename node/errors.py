@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from federation.errors import (
     BackPressureError,
+    ExpiredError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
@@ -19,6 +20,7 @@ __all__ = [
     "CalendarError",
     "ConfigError",
     "ConflictError",
+    "ExpiredError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidStateError",

@@ -11,6 +11,7 @@ import sys
 import typer
 
 import node.cli
+from node.errors import SupnetError
 
 app = typer.Typer(
     name="supnet",
@@ -47,7 +48,13 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _register_commands(sys.argv[1:])
-    app(prog_name="supnet")
+    try:
+        app(prog_name="supnet")
+    except SupnetError as exc:
+        # Commands turn their errors into this line themselves (common.handle_errors); this catches the rest,
+        # e.g. a bad supnet.toml met while a command group is being set up: one line, never a traceback.
+        sys.stderr.write(f"error [{exc.code}] {exc.message}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

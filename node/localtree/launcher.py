@@ -16,8 +16,11 @@
    listening yet retries from its outbox);
 5. writes ``DIR/federation.json`` (pids, addresses, data directories) for ``status`` and ``down``.
 
-``down`` sends SIGTERM (clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a
-timeout; it only signals processes whose command line is the ``serve`` it started for that data directory.
+``status`` and ``down`` look for the process serving each node NOW: the one its own ``DATA_DIR/serve.json``
+names (written by every ``supnet serve``, so also a node restarted by hand), else the one ``up`` started. A pid
+counts only while its command line is a ``serve`` of that very data directory (a relative ``--data-dir`` is
+resolved against the process's working directory), so a reused pid is never signalled. ``down`` sends SIGTERM
+(clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a timeout.
 
 The launcher imports no CLI module: it runs the ``supnet`` program (``python -m node``) in subprocesses.
 Topologies and the plan are in ``topology.py``, the state file in ``state.py``.
@@ -55,6 +58,7 @@ from federation import (
 from node.bootstrap import REPORT_KEY_FILE
 from node.localtree.state import INGEST_SYSTEM, FederationState, LaunchedNode
 from node.localtree.topology import Topology, TopologyNode, build_plan
+from node.run_state import read_state_file, serve_state_path
 from node.trust import (
     PKI_DIR_NAME,
     PkiDirectory,
@@ -134,22 +138,69 @@ def _cmdline(pid: int) -> list[str]:
     return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
 
 
-def is_our_server(node: LaunchedNode) -> bool:
-    """True if node.pid is alive and is the ``serve`` process started for node.data_dir (not a reused pid)."""
-    if node.pid <= 0:
+def _served_data_dir(pid: int, command: Sequence[str]) -> Path | None:
+    """The data directory a ``supnet serve`` command line serves, resolved as that process sees it (else None)."""
+    if "serve" not in command:
+        return None
+    value: str | None = None
+    for index, part in enumerate(command):
+        if part in ("--data-dir", "-d") and index + 1 < len(command):
+            value = command[index + 1]
+        elif part.startswith("--data-dir="):
+            value = part.partition("=")[2]
+    if value is None:
+        with contextlib.suppress(OSError):  # the option's envvar (DataDir in node.cli.common)
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                if entry.startswith(b"SUPNET_DATA_DIR="):
+                    value = entry.partition(b"=")[2].decode("utf-8", "replace")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        try:
+            path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
+        except OSError:
+            return None
+    return path.resolve()
+
+
+def serves(pid: int, data_dir: str | Path) -> bool:
+    """True if ``pid`` is alive and is a ``supnet serve`` of ``data_dir`` (not a reused pid, not another node)."""
+    if pid <= 0:
         return False
     try:
-        os.kill(node.pid, 0)
-    except ProcessLookupError:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return False
-    command = _cmdline(node.pid)
+    command = _cmdline(pid)
     if not command:
         # An empty command line under /proc is a zombie (exited, not yet reaped); without /proc (not Linux)
         # trust the pid, the state file is ours.
         return not Path("/proc").is_dir()
-    return "serve" in command and node.data_dir in command
+    return _served_data_dir(pid, command) == Path(data_dir).resolve()
+
+
+def serving_pids(node: LaunchedNode) -> list[int]:
+    """The processes serving node's data directory now: the one its serve.json names, and the one ``up`` started.
+
+    Usually one; both when the node was restarted (by hand, or by ``supnet serve``) while the first still runs.
+    """
+    state = read_state_file(serve_state_path(Path(node.data_dir))) or {}
+    named = state.get("pid")
+    candidates = [named if isinstance(named, int) and state.get("node_id", node.id) == node.id else 0, node.pid]
+    return [pid for pid in dict.fromkeys(candidates) if serves(pid, node.data_dir)]
+
+
+def serving_address(node: LaunchedNode, pid: int) -> str:
+    """Where the process ``pid`` serving node listens: its serve.json says so (a restart may bind elsewhere)."""
+    state = read_state_file(serve_state_path(Path(node.data_dir))) or {}
+    address = state.get("address")
+    return address if state.get("pid") == pid and isinstance(address, str) and address else node.address
+
+
+def is_our_server(node: LaunchedNode) -> bool:
+    """True if a process serves node.data_dir now (the one ``up`` started, or one restarted since)."""
+    return bool(serving_pids(node))
 
 
 def _reap(pid: int) -> None:
@@ -423,49 +474,50 @@ def status(base_dir: Path, *, timeout: float = 1.0) -> list[NodeStatus]:
     state = FederationState.load(base_dir.resolve())
     result = []
     for node in state.nodes:
-        running = is_our_server(node)
+        pids = serving_pids(node)
+        pid = pids[0] if pids else 0
+        address = serving_address(node, pid) if pids else node.address
         health = (
-            health_status(node.address, timeout, pki=node.pki(state.insecure_plaintext), node_id=node.id)
-            if running
+            health_status(address, timeout, pki=node.pki(state.insecure_plaintext), node_id=node.id)
+            if pids
             else "STOPPED"
         )
-        result.append(NodeStatus(node.id, node.level, node.address, node.pid, running, health, node.data_dir))
+        result.append(NodeStatus(node.id, node.level, address, pid, bool(pids), health, node.data_dir))
     return result
 
 
 def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None = None) -> list[str]:
     """SIGTERM every node (clean shutdown), SIGKILL any still running after ``timeout``; returns the ids stopped."""
     current = state or FederationState.load(base_dir.resolve())
-    running = [node for node in current.nodes if is_our_server(node)]
-    for node in running:
-        try:
-            os.kill(node.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
+    # (node, pid) of every process serving a node now: restarted ones included, each checked before it is signalled.
+    running = [(node, pid) for node in current.nodes for pid in serving_pids(node)]
+    for _node, pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     remaining = list(running)
     while remaining and time.monotonic() < deadline:
-        for node in list(remaining):
-            _reap(node.pid)
-            if not is_our_server(node):
-                remaining.remove(node)
+        for node, pid in list(remaining):
+            _reap(pid)
+            if not serves(pid, node.data_dir):
+                remaining.remove((node, pid))
         if remaining:
             time.sleep(0.05)
-    for node in remaining:
-        log.warning("node %s (pid %s) did not stop within %.0f s; killing it", node.id, node.pid, timeout)
+    for node, pid in remaining:
+        log.warning("node %s (pid %s) did not stop within %.0f s; killing it", node.id, pid, timeout)
         try:
-            os.kill(node.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
         for _ in range(100):
-            _reap(node.pid)
-            if not is_our_server(node):
+            _reap(pid)
+            if not serves(pid, node.data_dir):
                 break
             time.sleep(0.02)
-    for node in running:
-        _wait_exited(node.pid)  # an exited child of ours stays a zombie until waited for
+    for _node, pid in running:
+        _wait_exited(pid)  # an exited child of ours stays a zombie until waited for
     for node in current.nodes:
         node.pid = 0
     if Path(current.base_dir).exists():
         current.save()
-    return [node.id for node in running]
+    return list(dict.fromkeys(node.id for node, _pid in running))

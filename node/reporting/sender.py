@@ -3,6 +3,11 @@
 The loop sends whatever the outbox says is due (the outbox's backoff paces retries after a failure), looks at the
 outbox at least every 1–5 s, and with ``federation.report_on_change`` polls the metric revision each second and
 builds a debounced incremental report. The scheduler's report jobs only build, then wake the loop.
+
+A lasting failure is logged once at ERROR and its backed-off retries at WARNING: a refusal by the parent (each
+report's retries follow the outbox's exponential backoff, capped at ``federation.retry_max_seconds``), and own
+TLS credentials that cannot be used (then no report is attempted; the sender backs off the same way, and tries
+again at once when the credential files change).
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class ReportSender:
         self._changed_at: float | None = None
         self._seen_revision: int | None = None
         self._thread: threading.Thread | None = None
+        # Unusable own credentials: how often in a row, when to try again (monotonic), the files' stamp then.
+        self._credential_failures = 0
+        self._credentials_retry_at = 0.0
+        self._failed_stamp: object = None
+        # The last failure logged at ERROR ("code: message"): its repeats are logged at WARNING until one succeeds.
+        self._reported_failure = ""
 
     @property
     def parent_address(self) -> str:
@@ -97,18 +108,50 @@ class ReportSender:
             self._stub = NodeServiceStub(self._channel)
         return self._stub
 
+    def _credentials_backing_off(self) -> bool:
+        """True while own unusable credentials wait for their retry (new credential files end the wait)."""
+        if not self._credential_failures or time.monotonic() >= self._credentials_retry_at:
+            return False
+        return self._credentials_stamp() == self._failed_stamp
+
+    def _credentials_unusable(self, error: SupnetError) -> SendResult:
+        """Own credentials are unusable (expired, missing, corrupt): nothing can be sent until an operator acts."""
+        self._credential_failures += 1
+        delay = self._outbox.backoff.delay(self._credential_failures).total_seconds()
+        self._credentials_retry_at = time.monotonic() + delay
+        self._failed_stamp = self._credentials_stamp()
+        self._log_failure(
+            f"{error.code}: {error.message}",
+            "node %s cannot open a channel to its parent: [%s] %s; next try in %.0f s",
+            self.node.config.id,
+            error.code,
+            error.message,
+            delay,
+        )
+        return SendResult(failed=True, error=error.message)
+
+    def _log_failure(self, failure: str, message: str, *args: object, level: int = logging.ERROR) -> None:
+        """Log a failure at ``level`` the first time, its repeats (same code and message) at WARNING."""
+        if failure == self._reported_failure:
+            level = min(level, logging.WARNING)
+        elif level >= logging.ERROR:
+            self._reported_failure = failure
+        log.log(level, message, *args)
+
     def send_pending(self) -> SendResult:
         """Send due reports oldest first until one fails; refusals and an unreachable parent are recorded."""
         if self._stopping.is_set():
             return SendResult()  # stopped: a late scheduler job must not open a new channel during shutdown
+        if self._credentials_backing_off():
+            return SendResult(failed=True, error="own TLS credentials unusable; backing off")
         try:
             stub = self._stub_or_none()
         except SupnetError as unusable:
-            # Our own credentials are unusable (expired, missing): nothing can be sent until an operator acts.
-            log.error(
-                "node %s cannot open a channel to its parent: [%s] %s", self.node.config.id, unusable.code, unusable
-            )
-            return SendResult(failed=True, error=unusable.message)
+            return self._credentials_unusable(unusable)
+        if self._credential_failures:
+            log.info("node %s: own TLS credentials usable again", self.node.config.id)
+            self._credential_failures = 0
+            self._reported_failure = ""
         if stub is None:
             return SendResult()
         timeout = self.node.config.federation.rpc_timeout_seconds
@@ -142,6 +185,7 @@ class ReportSender:
                 crash_point("send.acked_unmarked")
                 with self.node.engine.begin() as conn:
                     acked += self._outbox.mark_acked(conn, entry.sequence, entry.digest, self.node.now())
+                self._reported_failure = ""  # the next failure is news again
                 log.info(
                     "report #%s of %s acknowledged by the parent (%s)",
                     entry.sequence,
@@ -163,10 +207,10 @@ class ReportSender:
         with self.node.engine.begin() as conn:
             retry_at = self._outbox.mark_failed(conn, sequence, f"[{error.code}] {error.message}", self.node.now())
             pending = self._outbox.pending_count(conn)
-        # A refusal (bad chain, unknown child) needs an operator; an unreachable parent only needs time.
+        # A refusal (bad chain, unknown child) needs an operator, once; an unreachable parent only needs time.
         level = logging.WARNING if error.code in {"UNAVAILABLE", "BACK_PRESSURE"} else logging.ERROR
-        log.log(
-            level,
+        self._log_failure(
+            f"{error.code}: {error.message}",
             "report #%s of %s not delivered to %s: [%s] %s; retry at %s, %s pending",
             sequence,
             self.node.config.id,
@@ -175,6 +219,7 @@ class ReportSender:
             error.message,
             retry_at,
             pending,
+            level=level,
         )
         return SendResult(acked=acked, failed=True, error=error.message, pending=pending)
 
@@ -233,12 +278,19 @@ class ReportSender:
             self._reset_channel()
 
     def _seconds_until_due(self) -> float:
-        """Seconds until the oldest pending report is due (0: now; infinity: nothing pending)."""
+        """Seconds until the oldest pending report is due (0: now; infinity: nothing pending).
+
+        While own credentials are unusable, not before their retry: a report never attempted is due at once,
+        and the loop must not spin on it.
+        """
         with self.node.engine.connect() as conn:
             next_at = self._outbox.next_attempt_at(conn)
         if next_at is None:
             return math.inf
-        return max((next_at - self.node.now()).total_seconds(), 0.0)
+        due = max((next_at - self.node.now()).total_seconds(), 0.0)
+        if self._credentials_backing_off():
+            due = max(due, self._credentials_retry_at - time.monotonic())
+        return due
 
     def _poll_revision(self) -> None:
         """Notice metric changes written by other processes on this database (``supnet import``, ``supnet scan``).

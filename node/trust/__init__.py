@@ -15,7 +15,9 @@ from node.trust.authorization import (
     FRESHNESS_WINDOW_SECONDS,
     MIN_NONCE_BYTES,
     QUERY_BODY_TYPE,
+    UNAUTHENTICATED_CALLER,
     Authorizer,
+    caller_name,
     is_in_subtree,
 )
 from node.trust.chains import chain_der, expiry_warnings, revoked_serials, verify_node_chain
@@ -96,6 +98,7 @@ __all__ = [
     "PKI_DIR_NAME",
     "QUERY_BODY_TYPE",
     "TOKEN_PREFIX",
+    "UNAUTHENTICATED_CALLER",
     "Authorizer",
     "CertificateAuthority",
     "CertificateKeyResolver",
@@ -115,6 +118,7 @@ __all__ = [
     "TokenStore",
     "build_crl",
     "build_enrolment_request",
+    "caller_name",
     "certificate_node_id",
     "certificate_role",
     "chain_der",

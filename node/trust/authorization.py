@@ -21,6 +21,9 @@ GetNodeInfo         any authenticated peer under the same root
 Health, reflection  open (no servicer of ours)
 ==================  ========================================================================================
 
+The audit log names the caller of each call as ``caller_name`` spells the verified peer (never a claimed
+requester or signer, which go into the entry's detail).
+
 Insecure plaintext mode (``federation.insecure_plaintext``, no certificates): there is no peer identity;
 reports are checked with the children's public keys from the config, queries must be signed by this node's
 own key or by the parent's configured key (a forwarding hop re-signs), ingest is open to whoever can reach
@@ -40,6 +43,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from federation import (
+    ExpiredError,
     IntegrityError,
     InvalidArgumentError,
     PermissionDeniedError,
@@ -66,6 +70,17 @@ log = logging.getLogger(__name__)
 QUERY_BODY_TYPE = body_type_of(QueryBody)
 FRESHNESS_WINDOW_SECONDS = 300.0
 MIN_NONCE_BYTES = 16
+# The caller as the audit log names it when no certificate names one: the insecure plaintext mode has no
+# identities; a certificate the server refused to identify (revoked, two identities) names nobody.
+PLAINTEXT_CALLER = "(plaintext)"
+UNAUTHENTICATED_CALLER = "(unauthenticated)"
+
+
+def caller_name(peer: PeerIdentity | None) -> str:
+    """Who called, for the audit log: the verified certificate's node id (its role too, if not a node's TLS one)."""
+    if peer is None:
+        return PLAINTEXT_CALLER
+    return peer.node_id if peer.role is CertificateRole.TLS else f"{peer.node_id} ({peer.role.value} certificate)"
 
 
 def is_in_subtree(node_id: str, root_id: str) -> bool:
@@ -74,27 +89,34 @@ def is_in_subtree(node_id: str, root_id: str) -> bool:
 
 
 class NonceCache:
-    """Recently seen (requester, nonce) pairs, so a replayed query is refused within the freshness window."""
+    """Recently seen (caller, requester, nonce), so a replayed query is refused within the freshness window.
+
+    Keyed on the verified caller (caller_name) as well as the requester: an entry remembered from the audit log
+    after a restart then stands for what that caller sent, so a query another peer was refused for (a sibling
+    replaying or inventing a nonce in an ancestor's name) can never block the ancestor's own. No replay slips
+    through by it: a query reaches the nonce check only from this node's parent, or from this node itself
+    when it is the requester, so one requester's queries always arrive from the same caller.
+    """
 
     def __init__(self, window_seconds: float) -> None:
         self._window = window_seconds
-        self._seen: dict[tuple[str, bytes], float] = {}
+        self._seen: dict[tuple[str, str, bytes], float] = {}
         self._lock = threading.Lock()
 
-    def seed(self, seen: Iterable[tuple[str, bytes, float]]) -> int:
-        """Remember (requester, nonce, when seen as epoch seconds) pairs, e.g. from the audit log after a restart."""
+    def seed(self, seen: Iterable[tuple[str, str, bytes, float]]) -> int:
+        """Remember (caller, requester, nonce, when seen as epoch seconds), e.g. from the audit log after a restart."""
         with self._lock:
             before = len(self._seen)
-            for requester_id, nonce, at in seen:
-                self._seen[(requester_id, nonce)] = at + 2 * self._window
+            for caller, requester_id, nonce, at in seen:
+                self._seen[(caller, requester_id, nonce)] = at + 2 * self._window
             return len(self._seen) - before
 
-    def check_and_remember(self, requester_id: str, nonce: bytes, now: float) -> None:
-        """StaleError if the pair was seen within the window; remember it otherwise."""
+    def check_and_remember(self, caller: str, requester_id: str, nonce: bytes, now: float) -> None:
+        """StaleError if the triple was seen within the window; remember it otherwise."""
         with self._lock:
             if len(self._seen) > 10_000:
                 self._seen = {key: expiry for key, expiry in self._seen.items() if expiry > now}
-            key = (requester_id, nonce)
+            key = (caller, requester_id, nonce)
             expiry = self._seen.get(key)
             if expiry is not None and expiry > now:
                 raise StaleError(f"query from {requester_id} with nonce {nonce.hex()[:12]} was already served (replay)")
@@ -129,10 +151,22 @@ class Authorizer:
         horizon = self._wall_clock() - 2 * self._freshness
         since = dt.datetime.fromtimestamp(horizon, dt.UTC)
         remembered = self._nonces.seed(
-            (requester, nonce, at.timestamp()) for requester, nonce, at in recent_query_nonces(node.engine, since)
+            (
+                self._legacy_caller(seen.requester) if seen.caller is None else seen.caller,
+                seen.requester,
+                seen.nonce,
+                seen.at.timestamp(),
+            )
+            for seen in recent_query_nonces(node.engine, since)
         )
         if remembered:
             log.info("node %s: %s recent query nonces remembered from the audit log", self._id, remembered)
+
+    def _legacy_caller(self, requester_id: str) -> str:
+        """The caller of a query audited before entries named it: the only one its requester could come from."""
+        if self.trust is None:
+            return PLAINTEXT_CALLER
+        return self._id if requester_id == self._id else self._parent_id
 
     @property
     def node_id(self) -> str:
@@ -148,9 +182,10 @@ class Authorizer:
         """The verified caller (UnauthenticatedError if it cannot be established); None in plaintext mode."""
         return None if self.trust is None else self.trust.identify(context)
 
-    def _node_peer(self, context: grpc.ServicerContext, what: str) -> PeerIdentity:
+    def _node_peer(self, context: grpc.ServicerContext, what: str, peer: PeerIdentity | None = None) -> PeerIdentity:
         assert self.trust is not None
-        peer = self.trust.identify(context)
+        if peer is None:
+            peer = self.trust.identify(context)
         if peer.role is not CertificateRole.TLS:
             raise PermissionDeniedError(
                 f"{what} on {self._id} needs a node's TLS certificate; {peer} is a {peer.role.value} credential"
@@ -163,15 +198,17 @@ class Authorizer:
         """GetNodeInfo: any authenticated peer of the same root."""
         return self.peer(context)
 
-    def report(self, context: grpc.ServicerContext, envelope: SignedEnvelope) -> PeerIdentity | None:
+    def report(
+        self, context: grpc.ServicerContext, envelope: SignedEnvelope, peer: PeerIdentity | None = None
+    ) -> PeerIdentity | None:
         """SubmitReport: a registered child over its own TLS certificate, signing as itself with a valid chain.
 
         Only the peer and chain rules are checked here; the receiver then checks the signature (through the
-        chain verified here), the body and the hash chain.
+        chain verified here), the body and the hash chain. ``peer``: the caller, if already identified.
         """
         if self.trust is None:
             return None
-        peer = self._node_peer(context, "submitting a report")
+        peer = self._node_peer(context, "submitting a report", peer)
         if peer.node_id not in self._registered_children():
             raise PermissionDeniedError(
                 f"node {peer.node_id} is not a registered child of {self._id}; only children submit reports here"
@@ -200,32 +237,46 @@ class Authorizer:
             raise PermissionDeniedError(f"the ingest credential {peer.label} is for {peer.node_id}, not for {self._id}")
         return peer.label
 
-    def query(self, context: grpc.ServicerContext, envelope: SignedEnvelope) -> QueryBody:
-        """Query: authorize the caller and the signed query; returns the parsed body (see the module docstring)."""
+    def query(
+        self, context: grpc.ServicerContext, envelope: SignedEnvelope, peer: PeerIdentity | None = None
+    ) -> QueryBody:
+        """Query: authorize the caller and the signed query; returns the parsed body (see the module docstring).
+
+        ``peer``: the caller, if already identified (the servicer does, to name it in the audit log).
+        """
         if envelope.body_type != QUERY_BODY_TYPE:
             raise InvalidArgumentError(f"Query expects a {QUERY_BODY_TYPE} envelope, got {envelope.body_type!r}")
-        body = self._query_with_certificates(context, envelope) if self.trust else self._query_with_keys(envelope)
+        if self.trust is not None:
+            peer = self._node_peer(context, "a drill-down query", peer)
+            body = self._query_with_certificates(peer, envelope)
+        else:
+            peer = None
+            body = self._query_with_keys(envelope)
         if not is_in_subtree(body.target_id, self._id):
             raise PermissionDeniedError(
                 f"target {body.target_id} is not in the subtree of {self._id}; only descendants can be queried here"
             )
         now = self._wall_clock()
-        age = now - body.issued_at_ms / 1000.0
-        if abs(age) > self._freshness:
-            raise StaleError(
-                f"query from {body.requester_id} was issued {age:.0f} s from now; "
-                f"the freshness window is ±{self._freshness:.0f} s (check the clocks)"
+        age = now - body.issued_at_ms / 1000.0  # seconds since it was issued, by this node's clock
+        if age > self._freshness:
+            raise ExpiredError(
+                f"query from {body.requester_id} was issued {age:.0f} s ago; queries older than "
+                f"{self._freshness:.0f} s are refused at {self._id} (ask again; if it was just sent, check the clocks)"
+            )
+        if -age > self._freshness:
+            raise ExpiredError(
+                f"query from {body.requester_id} was issued {-age:.0f} s from now by {self._id}'s clock; queries "
+                f"more than {self._freshness:.0f} s ahead are refused (check the clocks)"
             )
         if len(body.nonce) < MIN_NONCE_BYTES:
             raise InvalidArgumentError(f"query nonce must have at least {MIN_NONCE_BYTES} random bytes")
-        self._nonces.check_and_remember(body.requester_id, bytes(body.nonce), now)
+        self._nonces.check_and_remember(caller_name(peer), body.requester_id, bytes(body.nonce), now)
         if body.WhichOneof("request") is None:
             raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, ...)")
         return body
 
-    def _query_with_certificates(self, context: grpc.ServicerContext, envelope: SignedEnvelope) -> QueryBody:
+    def _query_with_certificates(self, peer: PeerIdentity, envelope: SignedEnvelope) -> QueryBody:
         assert self.trust is not None
-        peer = self._node_peer(context, "a drill-down query")
         if peer.node_id not in (self._id, self._parent_id):
             raise PermissionDeniedError(
                 f"node {self._id} takes drill-down queries only from its parent {self._parent_id or '(none)'} "

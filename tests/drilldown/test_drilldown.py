@@ -4,6 +4,7 @@ masking."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import grpc
 import pytest
 
 from federation import (
+    ExpiredError,
     NotFoundError,
     PermissionDeniedError,
     StaleError,
@@ -21,6 +23,7 @@ from federation import (
     parse_body,
     report_digest,
     serialize,
+    sign_envelope,
     supnet_error_from_rpc,
     verify_envelope,
 )
@@ -74,12 +77,18 @@ def test_three_hop_drilldown_answers_from_the_street_signed_by_it(tree: Tree) ->
     assert got == expected
     assert got, "the generated street data has overdue cases"
     assert all(case_no.startswith("GD.GZ.PY.SQ") for case_no in got)
-    # Each hop audited the query: forwarded at gd, gd.gz and gd.gz.py, served at the street.
-    for hop, action, via in (("gd", "drilldown.forwarded", "gd.gz"), ("gd.gz.py", "drilldown.forwarded", STREET)):
-        entry = AuditLog(tree[hop].engine).entries(AuditFilter(action=action), limit=1)[0]
-        assert (entry.actor, entry.target, entry.detail()["via"]) == ("gd", STREET, via)
+    # Each hop audited the query: forwarded at gd, gd.gz and gd.gz.py, served at the street. The actor is the
+    # caller its TLS certificate names (gd's own operator at gd, then each hop's parent); the requester is gd.
+    for hop, caller, via in (("gd", "gd", "gd.gz"), ("gd.gz.py", "gd.gz", STREET)):
+        entry = AuditLog(tree[hop].engine).entries(AuditFilter(action="drilldown.forwarded"), limit=1)[0]
+        assert (entry.actor, entry.target, entry.detail()["requester"], entry.detail()["via"]) == (
+            caller,
+            STREET,
+            "gd",
+            via,
+        )
     served = AuditLog(tree[STREET].engine).entries(AuditFilter(action="drilldown.served"), limit=1)[0]
-    assert (served.actor, served.detail()["query"]) == ("gd", "cases")
+    assert (served.actor, served.detail()["requester"], served.detail()["query"]) == ("gd.gz.py", "gd", "cases")
     assert served.detail()["answer_bytes"] == len(answer.envelope.body)
 
 
@@ -172,6 +181,44 @@ def test_drilldown_from_a_sibling_is_rejected(tree: Tree) -> None:
     assert (refused.actor, refused.result, refused.detail()["code"]) == ("gd.sz", "refused", "PERMISSION_DENIED")
 
 
+def test_a_sibling_claiming_to_be_the_province_is_audited_as_itself(tree: Tree) -> None:
+    # gd.sz signs a query naming gd (its parent, gd.gz's parent too) as requester and sends it over its own
+    # TLS connection: refused, and the audit log names the certificate's gd.sz, the claim only in the detail.
+    query = tree.query("gd.sz", "gd.gz", requester="gd", cases=dd.CasesRequest())
+    with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.sz"):
+        _send(tree, "gd.sz", "gd.gz", query)
+    refused = AuditLog(tree["gd.gz"].engine).entries(AuditFilter(action="drilldown.refused"), limit=1)[0]
+    assert (refused.actor, refused.detail()["requester"], refused.detail()["code"]) == (
+        "gd.sz",
+        "gd",
+        "PERMISSION_DENIED",
+    )
+    assert not AuditLog(tree["gd.gz"].engine).entries(AuditFilter(action="drilldown.refused", actor="gd"))
+
+
+def _signed_query(
+    tree: Tree, signer: str, requester: str, target: str, *, issued_at: float, nonce: bytes
+) -> SignedEnvelope:
+    """A query signed with signer's report key and chain, naming ``requester``, issued at ``issued_at`` (epoch)."""
+    body = dd.QueryBody(target_id=target, requester_id=requester, issued_at_ms=int(issued_at * 1000), nonce=nonce)
+    body.alerts.CopyFrom(dd.AlertsRequest())
+    identity = node_identity(tree, signer)
+    return sign_envelope(identity.private_key, requester, QUERY_BODY_TYPE, serialize(body), identity.certificate_chain)
+
+
+@pytest.mark.parametrize(
+    ("offset", "said"),
+    [(-600, r"issued 60\d s ago; queries older than 300 s are refused"), (600, r"issued (599|600) s from now")],
+)
+def test_a_query_outside_the_freshness_window_is_expired_not_a_replay(tree: Tree, offset: float, said: str) -> None:
+    old = _signed_query(tree, "gd", "gd", "gd", issued_at=time.time() + offset, nonce=os.urandom(16))
+    with pytest.raises(ExpiredError, match=rf"FAILED_PRECONDITION: query from gd was {said}") as raised:
+        _send(tree, "gd", "gd", old)
+    assert raised.value.code == "EXPIRED"
+    refused = AuditLog(tree["gd"].engine).entries(AuditFilter(action="drilldown.refused"), limit=1)[0]
+    assert refused.detail()["code"] == "EXPIRED"
+
+
 def test_a_child_cannot_query_its_parent(tree: Tree) -> None:
     query = tree.query("gd.gz.py", "gd.gz", alerts=dd.AlertsRequest())
     with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.gz\.py"):
@@ -199,7 +246,7 @@ def test_forged_parent_signature_and_replay_are_refused(tree: Tree) -> None:
     honest = tree.query("gd", "gd", complaints=dd.ComplaintsRequest())
     reply = _send(tree, "gd", "gd", honest)
     assert parse_body(reply, dd.QueryAnswer).query_digest == envelope_digest(honest)
-    with pytest.raises(StaleError, match="replay"):
+    with pytest.raises(StaleError, match=r"ALREADY_EXISTS: .*replay"):
         _send(tree, "gd", "gd", honest)
 
 
@@ -264,5 +311,26 @@ def test_a_restarted_node_still_refuses_a_replay_of_a_query_it_served(tmp_path: 
             parse_body(honest, dd.QueryBody).nonce.hex(),
             served[0].detail()["nonce"],
         }
+    finally:
+        small.close()
+
+
+def test_a_nonce_refused_to_a_sibling_does_not_block_the_parent_after_a_restart(tmp_path: Path) -> None:
+    # The replay cache remembered from the audit log is keyed on the verified caller: gd.sz sending a query in
+    # gd's name (refused, audited with gd.sz as actor) must not make gd's own query with that nonce a "replay".
+    small = build_tree(tmp_path, {"gd": 0, "gd.gz": 0, "gd.sz": 0})
+    try:
+        nonce = os.urandom(16)
+        claimed = _signed_query(small, "gd.sz", "gd", "gd.gz", issued_at=time.time(), nonce=nonce)
+        with pytest.raises(PermissionDeniedError, match=r"the caller is gd\.sz"):
+            _send(small, "gd.sz", "gd.gz", claimed)
+        city = small.nodes["gd.gz"]
+        city.server.stop(0.5)  # type: ignore[union-attr]
+        city.server = NodeServer(city.node, address=city.address)
+        city.server.start()
+        genuine = _signed_query(small, "gd", "gd", "gd.gz", issued_at=time.time(), nonce=nonce)
+        assert _send(small, "gd", "gd.gz", genuine).signer_id == "gd.gz"
+        with pytest.raises(StaleError, match="replay"):  # and gd's own query, replayed, still is one
+            _send(small, "gd", "gd.gz", genuine)
     finally:
         small.close()

@@ -197,7 +197,10 @@ class Tree:
         config.federation = config.federation.model_copy(
             update={
                 **settings,
-                "parent_id": parent_id,
+                # parent_id comes with the parent's address (_point_at_parent): the config refuses one without
+                # the other, and the parent's address is known only once it serves.
+                "parent_id": "",
+                "parent_address": "",
                 "parent_public_key": self._config_keys[parent_id] if parent_id else "",
                 "children": children,
             }
@@ -214,6 +217,7 @@ class Tree:
 
     def _point_at_parent(self, node_id: str) -> None:
         entry = self.nodes[node_id]
+        entry.node.config.federation.parent_id = entry.parent_id
         entry.node.config.federation.parent_address = self.nodes[entry.parent_id].address
         save_config(entry.data_dir, entry.node.config)
 

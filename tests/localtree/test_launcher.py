@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +122,57 @@ def test_free_ports_avoid_the_ephemeral_range_that_port_zero_binds_use() -> None
     ports = free_ports(30)
     assert len(set(ports)) == 30
     assert all(10_000 <= port < ephemeral_port_floor() for port in ports)
+
+
+def test_status_and_down_follow_a_node_restarted_by_hand(tmp_path: Path) -> None:
+    topology = parse_topology(
+        {
+            "name": "t2",
+            "nodes": [{"id": "gd", "level": "province", "cases": 0}, {"id": "gd.gz", "level": "city", "cases": 0}],
+        },
+        "t2",
+    )
+    base = tmp_path / "tree"
+    state = up(topology, base, workers=1, ready_timeout=60)
+    restarted: subprocess.Popen[bytes] | None = None
+    decoy = subprocess.Popen(["sleep", "60"])
+    try:
+        # An operator stops the city and starts it again by hand, from the tree's directory with a relative
+        # --data-dir: a new pid that federation.json does not know.
+        first = state.node("gd.gz").pid
+        os.kill(first, signal.SIGTERM)
+        assert os.waitpid(first, 0)[0] == first
+        assert [s.health for s in status(base)] == ["SERVING", "STOPPED"]
+        restarted = subprocess.Popen(
+            [sys.executable, "-m", "node", "serve", "--data-dir", "gd.gz"],
+            cwd=base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        serve_json = base / "gd.gz" / "serve.json"
+        deadline = time.monotonic() + 30
+        while not (serve_json.exists() and json.loads(serve_json.read_text())["pid"] == restarted.pid):
+            assert restarted.poll() is None and time.monotonic() < deadline, "the restarted node did not come up"
+            time.sleep(0.05)
+        city = status(base)[1]
+        assert (city.id, city.pid, city.running, city.health) == ("gd.gz", restarted.pid, True, "SERVING")
+
+        # A serve.json naming a pid that is not a serve of that data dir (stale, the pid reused) is never signalled.
+        province_json = base / "gd" / "serve.json"
+        real = json.loads(province_json.read_text())
+        province_json.write_text(json.dumps({**real, "pid": decoy.pid}))
+        assert status(base)[0].pid == state.node("gd").pid  # the one up started, found as before
+
+        stopped = down(base, timeout=10)
+        assert stopped == ["gd", "gd.gz"]
+        assert restarted.wait(timeout=15) == 0
+        assert b"stopped cleanly" in (restarted.stdout.read() if restarted.stdout else b"")
+        assert decoy.poll() is None, "down signalled a process that is not a node's server"
+        assert [s.health for s in status(base)] == ["STOPPED"] * 2
+    finally:
+        if restarted is not None and restarted.poll() is None:
+            restarted.kill()
+            restarted.wait()
+        decoy.kill()
+        decoy.wait()
+        down(base, timeout=5)

@@ -303,3 +303,32 @@ def test_concurrent_copies_of_one_report_store_it_once(tree: Tree) -> None:
     assert {(ack.sequence, ack.digest) for ack in acks} == {(1, report.digest)}  # type: ignore[attr-defined]
     assert _count(tree, "gd", received_reports) == 1
     assert nonzero(subtree_of(tree["gd"])) == nonzero(own_totals(tree["gd.a"]))
+
+
+def test_unusable_own_credentials_are_one_error_then_backed_off_retries(
+    tree: Tree, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gd.a's TLS certificate file is corrupt: no report can go out until an operator fixes it. The sender says
+    # so once at ERROR and retries at its backoff (WARNING), instead of spinning on the report that is due.
+    tree.import_synthetic("gd.a", cases=20, seed=1)
+    build_reports(tree["gd.a"])
+    tls_pem = tree.nodes["gd.a"].data_dir / "pki" / "tls.pem"
+    good = tls_pem.read_bytes()
+    tls_pem.write_bytes(b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    sender = tree.sender("gd.a")
+    with caplog.at_level(logging.DEBUG, logger="node.reporting.sender"):
+        sender.start()
+        try:
+            time.sleep(3.0)
+            tries = [record for record in caplog.records if "cannot open a channel" in record.getMessage()]
+            assert [record.levelname for record in tries[:1]] == ["ERROR"]
+            assert {record.levelname for record in tries[1:]} == {"WARNING"}
+            # Backoff 0.2 s doubling up to 1 s (QUICK_REPORTS), jittered: a handful of tries in 3 s, not a spin.
+            assert 2 <= len(tries) <= 12, len(tries)
+            assert _pending(tree, "gd.a") == 1 and _attempts(tree, "gd.a") == 0  # nothing was sent
+            tls_pem.write_bytes(good)  # fixed: new credential files end the wait
+            _wait_for(lambda: _pending(tree, "gd.a") == 0, seconds=10)
+        finally:
+            sender.stop()
+    assert any("usable again" in record.getMessage() for record in caplog.records)
+    assert _count(tree, "gd", received_reports) == 1

@@ -5,7 +5,8 @@ PKI (reports carry their signer's certificate chain), filled by the real generat
 report histories with the real builder. The parent ``gd``'s own ``ReportReceiver`` (the one its NodeServer serves,
 on its real SQLite file) is then driven in-process: before each honest report is delivered, a batch of tampers
 derived from it, from the child's older reports, from the sibling's and from outsiders' is offered, and each must
-be refused with the expected error, leave the parent's database exactly as it was, and be in its audit log.
+be refused with the expected error, leave the parent's database exactly as it was, and be in its audit log: an entry
+of its own, or counted as a repeat of an identical refusal within the cooldown (node.audit_log.RefusalThrottle).
 Byte-identical re-deliveries are acknowledged again without a change: counted apart, they are not detections.
 A lying child (validly signed totals that do not match its own records) cannot be told apart by the receiver;
 The drill-down verify totals check (what ``supnet verify`` runs) catches it. A few cases then go end to end over gRPC
@@ -14,6 +15,7 @@ The drill-down verify totals check (what ``supnet verify`` runs) catches it. A f
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from federation import (
     COUNTER_FIELDS,
@@ -153,6 +155,7 @@ class Harness:
         assert server is not None
         self.tree = tree
         self.receiver: ReportReceiver = server.reports.receiver
+        self.throttle = server.reports.audit.throttle
         self.engine = tree["gd"].engine
         self.rng = random.Random(SEED)
         self.keys = {child: signing_identity(tree[child]) for child in (*CHILDREN, "gd.a.x")}
@@ -193,10 +196,16 @@ class Harness:
             )
 
     def refusals_audited(self) -> int:
+        """Refusals the audit log accounts for: its entries, the repeats they name, and those counted for the next."""
         table = AuditLogEntry.__table__
         with self.engine.connect() as conn:
-            query = select(func.count()).select_from(table).where(table.c.action == AuditAction.REPORT_REFUSED)
-            return int(conn.execute(query).scalar_one())
+            query = select(table.c.detail).where(table.c.action == AuditAction.REPORT_REFUSED)
+            details = [json.loads(detail) for detail in conn.execute(query).scalars()]
+        return (
+            len(details)
+            + sum(detail.get("repeated", {}).get("count", 0) for detail in details)
+            + (self.throttle.uncounted())
+        )
 
     def sibling(self, child: str) -> str:
         return next(other for other in CHILDREN if other != child)
@@ -215,7 +224,8 @@ class Harness:
                 continue
             offered += 1
             self.offer(tamper, before)
-        # Every refusal is in the parent's audit log, each once (re-deliveries are not refusals).
+        # Every refusal is in the parent's audit log, each once (re-deliveries are not refusals); identical ones
+        # within the cooldown as repeats.
         refused = sum(self.tally.detected.values()) - detected_before
         assert self.refusals_audited() - audited_before == refused
         honest = self.pending[child].pop(0)

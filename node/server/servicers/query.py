@@ -10,7 +10,7 @@ from node.app import Node
 from node.audit_log import DrilldownAuditor
 from node.drilldown import QueryRouter
 from node.errors import SupnetError
-from node.trust import Authorizer
+from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name
 
 
 class QueryServicer:
@@ -27,17 +27,20 @@ class QueryServicer:
 
     def Query(self, request: SignedEnvelope, context: grpc.ServicerContext) -> SignedEnvelope:  # noqa: N802
         """One query envelope in, the answering node's signed answer envelope out."""
+        caller = UNAUTHENTICATED_CALLER  # the audit's actor: the verified peer, never the requester a query names
         try:
-            body = self._authorizer.query(context, request)
+            peer = self._authorizer.peer(context)
+            caller = caller_name(peer)
+            body = self._authorizer.query(context, request, peer)
             answer = self.router.handle(request, body, context.time_remaining())
         except SupnetError as error:
-            self._audit.refused(request, error.code, error.message)
+            self._audit.refused(request, caller, error.code, error.message)
             raise
         except RelayedRpcError as relayed:
-            self._audit.refused(request, relayed.error_code or relayed.status.name, relayed.details)
+            self._audit.refused(request, caller, relayed.error_code or relayed.status.name, relayed.details)
             raise
         hop = "" if body.target_id == self._node_id else self.router.next_hop(body.target_id)
-        self._audit.served(body, answer, hop)
+        self._audit.served(body, caller, answer, hop)
         return answer
 
     def close(self) -> None:

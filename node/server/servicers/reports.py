@@ -16,7 +16,7 @@ from node.app import Node
 from node.audit_log import ReceiptAuditor
 from node.errors import SupnetError
 from node.reporting import apply_child_reports, node_outbox
-from node.trust import Authorizer, signing_identity
+from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name, signing_identity
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class ReportServicer:
         self.node = node
         self._authorizer = authorizer
         registered = frozenset(child.id for child in node.config.federation.children)
+        # A child refused again and again is audited once per cooldown, as operator notices are sent.
+        self.audit = ReceiptAuditor(
+            node.engine, cooldown_seconds=node.config.notifications.operator_notice_cooldown_seconds
+        )
         if key_resolver is None:
             # With PKI, the key comes from the report's own certificate chain, verified by the authorizer first.
             trust = authorizer.trust
@@ -61,7 +65,7 @@ class ReportServicer:
             apply=apply_child_reports,
             clock=node.now,
             node_id=node.config.id,
-            audit=ReceiptAuditor(node.engine),
+            audit=self.audit,
         )
         # e.g. ReportSender.notify_change: a child's new data changes this node's subtree too.
         self._on_report_stored = on_report_stored
@@ -69,12 +73,15 @@ class ReportServicer:
 
     def SubmitReport(self, request: SignedEnvelope, context: grpc.ServicerContext) -> ReportAck:  # noqa: N802
         """Verify, store and apply a child's report; the ack is returned only after the commit."""
+        caller = UNAUTHENTICATED_CALLER  # the audit's actor: the verified peer, never the signer a report names
         try:
-            self._authorizer.report(context, request)
+            peer = self._authorizer.peer(context)
+            caller = caller_name(peer)
+            self._authorizer.report(context, request, peer)
         except SupnetError as error:
-            self.receiver.audit_refusal(request, error)  # refused before the receiver: audit it all the same
+            self.receiver.audit_refusal(request, error, caller)  # refused before the receiver: audit it all the same
             raise
-        ack = self.receiver.receive(request)
+        ack = self.receiver.receive(request, caller)
         if ack.stored and self._on_report_stored is not None:
             try:
                 self._on_report_stored()

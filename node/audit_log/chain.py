@@ -1,24 +1,20 @@
-"""The node's audit log: hash-chained entries in the ``audit_log`` table, appended safely by concurrent writers.
+"""The audit chain: hash-chained entries in the ``audit_log`` table, appended safely by concurrent writers.
 
 ``record_audit``/``record_audits`` append inside the caller's transaction (call them LAST in it: they take the chain
-lock); ``AuditLog`` records in a transaction of its own, lists and verifies; ``ReceiptAuditor`` and
-``DrilldownAuditor`` are the hooks of the report receiver and of drill-down. Hashing is federation.audit_chain's
+lock); ``AuditLog`` records in a transaction of its own, lists and verifies. Hashing is federation.audit_chain's
 alone. What is recorded, the locking and what verification detects: docs/architecture.md, "Audit log".
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import getpass
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, Engine, Select, Table, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
@@ -31,37 +27,16 @@ from federation import (
     DriverConnection,
     DriverStatement,
     InvalidArgumentError,
-    SupnetError,
     append,
     entry_hash,
     find_problems,
 )
-from federation.proto.v1.drilldown_pb2 import QueryBody
-from federation.proto.v1.report_pb2 import ReportBody
 from node.store import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
-
-if TYPE_CHECKING:
-    from federation import AcceptedReport
-    from federation.proto.v1.common_pb2 import SignedEnvelope
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "Action",
-    "AuditEntry",
-    "AuditFilter",
-    "AuditHead",
-    "AuditLog",
-    "AuditResult",
-    "ReceiptAuditor",
-    "VerifyResult",
-    "operator_actor",
-    "parse_head",
-    "record_audit",
-    "system_actor",
-]
-
-_table = cast(Table, AuditLogEntry.__table__)
+audit_table = cast(Table, AuditLogEntry.__table__)
+_table = audit_table
 _c = _table.c
 
 # pg_advisory_xact_lock(int4, int4): a fixed class id ("SUPN") and the schema, so tests and tenants that share
@@ -297,13 +272,14 @@ class AuditFilter:
         if self.target:
             query = query.where(_c.target == self.target)
         if self.since is not None:
-            query = query.where(_c.at >= _naive_utc(self.since))
+            query = query.where(_c.at >= naive_utc(self.since))
         if self.until is not None:
-            query = query.where(_c.at < _naive_utc(self.until))
+            query = query.where(_c.at < naive_utc(self.until))
         return query
 
 
-def _naive_utc(value: dt.datetime) -> dt.datetime:
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime as the audit table stores it: naive UTC (aware ones converted)."""
     return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
@@ -483,109 +459,3 @@ class AuditLog:
             f"entry #{entry.seq} was chained to hash {entry.prev_hash[:12]}, but #{before.seq} now hashes to "
             f"{before.hash[:12]}: #{before.seq} was rewritten and its hash recomputed (or #{entry.seq}'s link was)",
         )
-
-
-class ReceiptAuditor:
-    """federation.receiver's audit hook: a report accepted (in the storing transaction) or refused (own one)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._log = AuditLog(engine)
-
-    def accepted_many(self, conn: Connection, reports: Sequence[AcceptedReport]) -> None:
-        """Record stored reports, in order, inside the transaction that stores them (one append for all)."""
-        record_audits(
-            conn,
-            [
-                PendingAuditEntry(
-                    actor=report.child_id,
-                    action=Action.REPORT_ACCEPTED,
-                    target=f"report:{report.child_id}#{report.body.sequence}",
-                    detail={
-                        "sequence": report.body.sequence,
-                        "kind": report.kind,
-                        "buckets": len(report.body.buckets),
-                        "digest": report.digest.hex(),
-                    },
-                    result=AuditResult.OK,
-                )
-                for report in reports
-            ],
-        )
-
-    def refused(self, envelope: SignedEnvelope, error: SupnetError) -> None:
-        """Record a refused report with the error's code and reason (the signer as claimed, unverified)."""
-        signer = envelope.signer_id[:ACTOR_MAX] or "(no signer)"
-        detail: dict[str, Any] = {"code": error.code, "reason": error.message, "body_bytes": len(envelope.body)}
-        target = f"report:{signer}"
-        body = ReportBody()
-        try:
-            body.ParseFromString(envelope.body)
-        except DecodeError:
-            pass  # the refusal's reason says why; an undecodable body has no sequence to name
-        else:
-            target = f"report:{signer}#{body.sequence}"
-            detail["sequence"] = body.sequence
-            if body.node_id != envelope.signer_id:
-                detail["claimed_node_id"] = body.node_id
-        self._log.record(
-            actor=signer, action=Action.REPORT_REFUSED, target=target, detail=detail, result=AuditResult.REFUSED
-        )
-
-
-DRILLDOWN_ACTIONS = (Action.DRILLDOWN_SERVED, Action.DRILLDOWN_FORWARDED, Action.DRILLDOWN_REFUSED)
-
-
-def recent_query_nonces(engine: Engine, since: dt.datetime) -> list[tuple[str, bytes, dt.datetime]]:
-    """(requester, nonce, when UTC) of every drill-down query audited since ``since``: the replay cache's memory."""
-    query = (
-        select(_c.actor, _c.detail, _c.at)
-        .where(_c.action.in_([str(action) for action in DRILLDOWN_ACTIONS]), _c.at >= _naive_utc(since))
-        .order_by(_c.seq)
-    )
-    found = []
-    with engine.connect() as conn:
-        for actor, detail, at in conn.execute(query):
-            nonce = json.loads(detail).get("nonce")
-            if isinstance(nonce, str):
-                with contextlib.suppress(ValueError):
-                    found.append((actor, bytes.fromhex(nonce), at.replace(tzinfo=dt.UTC)))
-    return found
-
-
-class DrilldownAuditor:
-    """The drill-down servicer's audit: every query served, forwarded or refused (who, what, when, size)."""
-
-    def __init__(self, engine: Engine, node_id: str) -> None:
-        self._log = AuditLog(engine)
-        self._node_id = node_id
-
-    def _record(self, action: str, body: QueryBody, fallback_actor: str, detail: dict[str, Any], result: str) -> None:
-        requester = (body.requester_id or fallback_actor)[:ACTOR_MAX] or "(nobody)"
-        detail = {"query": body.WhichOneof("request") or "", "page_size": body.page_size, **detail}
-        if body.nonce and body.requester_id == requester:
-            # Kept so a restarted node still refuses a replay within the freshness window (recent_query_nonces).
-            detail["nonce"] = body.nonce.hex()
-        try:
-            self._log.record(
-                actor=requester, action=action, target=body.target_id or self._node_id, detail=detail, result=result
-            )
-        except SupnetError:
-            # The answer (or refusal) must not be lost to a failed audit write; the failure is loud in the log.
-            log.exception("node %s could not audit %s by %s", self._node_id, action, requester)
-
-    def served(self, body: QueryBody, answer: SignedEnvelope, hop: str) -> None:
-        """Answered here (hop empty) or relayed from the next node down (hop = that child)."""
-        action = Action.DRILLDOWN_FORWARDED if hop else Action.DRILLDOWN_SERVED
-        detail: dict[str, Any] = {"answer_bytes": len(answer.body), "answered_by": answer.signer_id}
-        if hop:
-            detail["via"] = hop
-        self._record(action, body, "", detail, AuditResult.OK)
-
-    def refused(self, envelope: SignedEnvelope, code: str, reason: str) -> None:
-        """Refused here or by a node further down (code and reason as the caller sees them)."""
-        # Refused before or after authorization parsed it: parse again here, off the served path.
-        body = QueryBody()
-        with contextlib.suppress(DecodeError):  # an undecodable query still names its claimed signer
-            body.ParseFromString(envelope.body)
-        detail = {"code": code, "reason": reason[:500]}
-        self._record(Action.DRILLDOWN_REFUSED, body, envelope.signer_id, detail, AuditResult.REFUSED)
