@@ -15,7 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 from federation import COUNTER_FIELDS
 from node.app import open_node
 from node.audit_log import AuditLog
+from node.config import load_config, parse_config, save_config
 from node.localtree import FederationState, cli_command, down, health_status, parse_topology, up
 from node.reporting import child_figures_differences
 from node.supervision import check_buckets
@@ -62,9 +63,15 @@ class ProcessTree:
     # -- set-up and teardown -------------------------------------------------------------------------------------
     @classmethod
     def start_tree(
-        cls, base_dir: Path, nodes: Sequence[tuple[str, str]], months: Sequence[date], cases_per_month: int
+        cls,
+        base_dir: Path,
+        nodes: Sequence[tuple[str, str]],
+        months: Sequence[date],
+        cases_per_month: int,
+        importers: Sequence[str] | None = None,
     ) -> ProcessTree:
-        """Set up and start ``nodes`` ((id, level)); generate ``months`` chunks of data for every node."""
+        """Set up and start ``nodes`` ((id, level)); generate ``months`` chunks of data for each of ``importers``
+        (default: every node)."""
         topology = parse_topology(
             {
                 "name": "faults",
@@ -75,7 +82,7 @@ class ProcessTree:
         )
         state = up(topology, base_dir, workers=2, ready_timeout=90)
         tree = cls(base_dir, state)
-        for node_id, _ in nodes:
+        for node_id in importers if importers is not None else [node_id for node_id, _ in nodes]:
             tree.chunks[node_id] = []
             for month in months:
                 last = date(month.year + month.month // 12, month.month % 12 + 1, 1).toordinal() - 1
@@ -150,6 +157,13 @@ class ProcessTree:
         process = self.start(node_id, crash_at)
         self.wait_serving(node_id)
         return process
+
+    def edit_config(self, node_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+        """Change the node's config file (validated as ``supnet`` would); takes effect at its next start."""
+        data_dir = self.data_dir(node_id)
+        values = load_config(data_dir).model_dump(mode="json")
+        change(values)
+        save_config(data_dir, parse_config(values, f"fault harness edit of {node_id}"))
 
     # -- data -----------------------------------------------------------------------------------------------------
     def next_chunk(self, node_id: str) -> Chunk | None:
