@@ -60,6 +60,18 @@ class StoreConfig(_Section):
     batch_size: int = Field(default=10_000, ge=100, le=1_000_000)
 
 
+class IngestConfig(_Section):
+    """Import checks (docs/domain.md §11)."""
+
+    clock_skew_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        description="how far an acceptance or completion may lie ahead of the node's clock (the sender's clock may "
+        "run fast) before it is rejected as in the future",
+    )
+
+
 class CalendarConfig(_Section):
     """Working-day calendar and time zone."""
 
@@ -340,6 +352,7 @@ class NodeConfig(_Section):
     level: Level = "district"
     name: str = ""
     store: StoreConfig = Field(default_factory=StoreConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)

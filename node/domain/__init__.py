@@ -20,6 +20,7 @@ from node.domain.deadlines import (
 )
 from node.domain.standard import (
     FIELD_NAMES,
+    FREE_TEXT_MAX_LENGTH,
     KIND_ALIASES,
     KIND_ORDER,
     RECORD_FIELDS,
@@ -31,6 +32,7 @@ from node.domain.standard import (
 __all__ = [
     "END_OF_DAY",
     "FIELD_NAMES",
+    "FREE_TEXT_MAX_LENGTH",
     "KIND_ALIASES",
     "KIND_ORDER",
     "RECORD_FIELDS",

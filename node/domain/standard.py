@@ -2,6 +2,8 @@
 
 This is the one contract shared by import, gRPC ingest and the synthetic data generator.
 Field types: ``str``, ``int``, ``datetime``, ``decimal``, ``bool`` (1/0, true/false, 是/否).
+Every text field has a length limit (``FieldSpec.length_limit``): the standard's length where it gives one
+(``max_length``), else FREE_TEXT_MAX_LENGTH for free text (opinions, reasons, comments, complaint texts).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 FieldType = Literal["str", "int", "datetime", "decimal", "bool"]
+
+# The most characters a free-text field without a length in the standard may hold, on every import path (CSV,
+# JSON Lines, gRPC): 128 Ki characters, the csv module's default field limit that CSV import had always stopped at.
+FREE_TEXT_MAX_LENGTH = 131_072
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,13 @@ class FieldSpec:
     type: FieldType = "str"
     required: bool = False
     max_length: int | None = None
+
+    @property
+    def length_limit(self) -> int | None:
+        """The most characters a value may have: ``max_length``, FREE_TEXT_MAX_LENGTH for other text, else None."""
+        if self.max_length is not None:
+            return self.max_length
+        return FREE_TEXT_MAX_LENGTH if self.type == "str" else None
 
 
 def _f(

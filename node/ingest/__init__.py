@@ -1,8 +1,9 @@
 """Ingest: read, validate and store approval records from files or gRPC."""
 
+from node.ingest.encodings import detect_encoding
 from node.ingest.importer import Importer, ImportSummary, RecordOutcome
 from node.ingest.listeners import CASE_FIELDS, IngestListener
-from node.ingest.readers import ENCODINGS, FileReader, detect_encoding, kind_from_alias, kind_from_file_name, open_files
+from node.ingest.readers import ENCODINGS, FileReader, kind_from_alias, kind_from_file_name, open_files
 from node.ingest.records import (
     AcceptanceRow,
     CaseState,

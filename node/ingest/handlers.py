@@ -2,9 +2,10 @@
 
 Items, acceptances (new cases), steps, payments, completions, evaluations and complaints. Every handler takes one
 batch's validated records of its kind: repeats of a key within the batch wait for a later round, stored keys become
-duplicates or conflicts, records whose item or case is missing (or whose deadline the calendar cannot answer) are
-rejected with their line and field, and the rest are written with their effects on their cases, then handed to the
-listeners.
+duplicates or conflicts, records whose item or case is missing (or whose deadline the calendar cannot answer), dated
+implausibly (an acceptance or completion ahead of the node clock plus its allowed skew, an event before its case's
+acceptance) or not allowed in their case's state (an evaluation of an open case) are rejected with their line and
+field (docs/domain.md §11), and the rest are written with their effects on their cases, then handed to the listeners.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from node.ingest.procedures import ProcedureHandler
 from node.ingest.records import (
     AcceptanceRow,
     CaseDeadlines,
+    CaseState,
     ComplaintRow,
     CompletionRow,
     EvaluationRow,
@@ -96,7 +98,11 @@ class KindHandlers:
         # The columns a new case takes from its item, its deadlines and the initial state, merged once per
         # (item, deadline fields): one dict update per row instead of three.
         merged: dict[tuple[int, int], tuple[ItemLimits, CaseDeadlines, dict[str, Any]]] = {}  # the pair pins the ids
+        latest = context.latest
         for line, row in fresh:
+            if row["accepted_at"] > latest:
+                context.reject_in_future("acceptance", line, row, field_name="accepted_at")
+                continue
             timeline = items.get(row["implementation_code"])
             if timeline is None:
                 context.reject(
@@ -155,7 +161,15 @@ class KindHandlers:
         increments: dict[str, list[int]] = {}
         uncovered: list[str] = []
         due = self.deadlines.due
-        for _, row in fresh:
+        accepted: list[Pending[StepRow]] = []
+        for line, row in fresh:
+            case = cases[row["case_no"]]
+            if row["started_at"] < case["accepted_at"]:
+                context.reject_before_acceptance(
+                    "step", line, row, field_name="started_at", event="starts", accepted_at=case["accepted_at"]
+                )
+                continue
+            accepted.append((line, row))
             if row["entered_at"] is None:
                 row["entered_at"] = context.now
             step_limit = row["step_limit"]
@@ -168,7 +182,6 @@ class KindHandlers:
                     # The step itself is fine; only its limit cannot be judged. Said loudly, never guessed.
                     uncovered.append(f"{row['case_no']}/{row['step_name']}: {exc}")
             action = row["action"]
-            case = cases[row["case_no"]]
             if action in ("supplement", "return"):
                 case = case.copy()
                 counter: Literal["supplement_count", "return_count"] = (
@@ -186,7 +199,7 @@ class KindHandlers:
                 len(uncovered),
                 uncovered[0],
             )
-        rows = [row for _, row in fresh]
+        rows = [row for _, row in accepted]
         self.store.insert(context, "steps", rows)
         self.store.backend.update_cases(
             context.conn,
@@ -195,7 +208,7 @@ class KindHandlers:
             [(supplements, returns, case_no) for case_no, (supplements, returns) in increments.items()],
         )
         self.store.notify(context, "step", rows)
-        context.accept("step", fresh)
+        context.accept("step", accepted)
         self._again(context, "step", repeats)
 
     def _store_case_events(
@@ -203,31 +216,61 @@ class KindHandlers:
         context: BatchContext,
         kind: str,
         pending: list[Tagged[CaseEventT]],
-        prepare: Callable[[CaseEventT], None] | None = None,
+        admit: Callable[[int, CaseEventT, CaseState], bool],
     ) -> None:
-        """Payments and evaluations: keyed by (case, time), need an existing case, change nothing on it."""
+        """Payments and evaluations: keyed by (case, time), need an existing case, change nothing on it.
+
+        ``admit`` checks a record against its case (rejecting it, False) and completes the row to store.
+        """
         firsts, repeats = split_repeats(pending, kind)
         fresh = self.store.drop_known(context, kind, firsts)
         fresh, cases = self.store.with_known_cases(context, kind, fresh)
-        for _, row in fresh:
-            if prepare is not None:
-                prepare(row)
-            row["case"] = cases[row["case_no"]]
-        rows = [row for _, row in fresh]
+        accepted: list[Pending[CaseEventT]] = []
+        for line, row in fresh:
+            case = cases[row["case_no"]]
+            if admit(line, row, case):
+                row["case"] = case
+                accepted.append((line, row))
+        rows = [row for _, row in accepted]
         self.store.insert(context, KIND_TABLES[kind], rows)
         self.store.notify(context, kind, rows)
-        context.accept(kind, fresh)
+        context.accept(kind, accepted)
         self._again(context, kind, repeats)
 
     def _store_payments(self, context: BatchContext, pending: list[Tagged[PaymentRow]]) -> None:
-        self._store_case_events(context, "payment", pending)
+        def admit(line: int, row: PaymentRow, case: CaseState) -> bool:
+            if row["paid_at"] < case["accepted_at"]:
+                context.reject_before_acceptance(
+                    "payment", line, row, field_name="paid_at", event="paid", accepted_at=case["accepted_at"]
+                )
+                return False
+            return True
+
+        self._store_case_events(context, "payment", pending, admit)
 
     def _store_evaluations(self, context: BatchContext, pending: list[Tagged[EvaluationRow]]) -> None:
-        def follow_up(row: EvaluationRow) -> None:
+        def admit(line: int, row: EvaluationRow, case: CaseState) -> bool:
+            if row["evaluated_at"] < case["accepted_at"]:
+                context.reject_before_acceptance(
+                    "evaluation",
+                    line,
+                    row,
+                    field_name="evaluated_at",
+                    event="evaluated",
+                    accepted_at=case["accepted_at"],
+                )
+                return False
+            if case["status"] == "open":
+                # An evaluation (好差评) rates a completed case; the completion comes first (KIND_ORDER).
+                context.reject_case_state(
+                    "evaluation", line, row, f"case {row['case_no']!r} is still open: only a completed case is rated"
+                )
+                return False
             # A 4 or 5 ("dissatisfied") needs a follow-up (docs/domain.md §7); it starts open.
             row["followup_status"] = "open" if row["satisfaction_code"] >= 4 else "none"
+            return True
 
-        self._store_case_events(context, "evaluation", pending, follow_up)
+        self._store_case_events(context, "evaluation", pending, admit)
 
     def _store_completions(self, context: BatchContext, pending: list[Tagged[CompletionRow]]) -> None:
         firsts, repeats = split_repeats(pending, "completion")
@@ -237,9 +280,13 @@ class KindHandlers:
         updates: list[tuple[Any, ...]] = []
         dt_param = self.store.backend.dt_param
         workdays_used = self.deadlines.workdays_used
+        latest = context.latest
         for line, row in fresh:
             case = cases[row["case_no"]]
             completed_at = row["completed_at"]
+            if completed_at > latest:
+                context.reject_in_future("completion", line, row, field_name="completed_at")
+                continue
             if completed_at < case["accepted_at"]:
                 context.reject_before_acceptance(
                     "completion",

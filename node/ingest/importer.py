@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +131,7 @@ class Importer:
         self._handlers = KindHandlers(self._store, Deadlines(node)).by_kind
         self._batch_size = batch_size or node.config.store.batch_size
         self._max_errors = max_errors
+        self._clock_skew = timedelta(seconds=node.config.ingest.clock_skew_seconds)
         dbapi = node.engine.dialect.loaded_dbapi
         # The bulk paths use the driver's cursor, so its own exception classes arrive unwrapped.
         self._retryable: tuple[type[BaseException], ...] = (
@@ -279,7 +281,9 @@ class Importer:
             try:
                 with self._engine.begin() as conn:
                     self._store.backend.begin_batch(conn)
-                    context = BatchContext(conn, source, self.node.now(), on_outcome is not None)
+                    context = BatchContext(
+                        conn, source, self.node.now(), on_outcome is not None, clock_skew=self._clock_skew
+                    )
                     for error in early_errors:
                         context.reject_error(error)
                     for index, pending in enumerate(phases):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
 from sqlalchemy import Connection
@@ -18,6 +18,7 @@ from node.ingest.records import AnyRow, ItemTimeline, Pending
 from node.ingest.validate import (
     BEFORE_ACCEPTANCE,
     CONFLICT,
+    IN_FUTURE,
     INVALID_STATE,
     UNKNOWN_CASE,
     RecordError,
@@ -101,6 +102,13 @@ class BatchContext:
     errors: list[RecordError] = field(default_factory=list)
     outcomes: list[RecordOutcome] = field(default_factory=list)
     new_items: dict[str, ItemTimeline] = field(default_factory=dict)
+    # How far ahead of ``now`` an acceptance or completion may lie (config ingest.clock_skew_seconds).
+    clock_skew: timedelta = timedelta(0)
+
+    @property
+    def latest(self) -> datetime:
+        """The latest plausible event time: the node's clock plus the allowed skew."""
+        return self.now + self.clock_skew
 
     def _count(self, kind: str, status: str, amount: int = 1) -> None:
         counter = self.counts.get(kind)
@@ -154,6 +162,18 @@ class BatchContext:
             field_name=field_name,
             reason=BEFORE_ACCEPTANCE,
             detail=f"{event} {shown(row[field_name])} before the case was accepted ({shown(accepted_at)})",
+        )
+
+    def reject_in_future(self, kind: str, line: int, row: AnyRow, *, field_name: str) -> None:
+        """Reject a record dated (``row[field_name]``) later than the node's clock plus the allowed skew."""
+        self.reject(
+            kind,
+            line,
+            row,
+            field_name=field_name,
+            reason=IN_FUTURE,
+            detail=f"{shown(row[field_name])} is in the future (node time {shown(self.now)}, "
+            f"{int(self.clock_skew.total_seconds())} s of clock skew allowed)",
         )
 
     def reject_conflict(

@@ -1,14 +1,14 @@
 """Reading import files: CSV (English or GB/T Chinese headers) and JSON Lines, in UTF-8 or GB18030, streamed.
 
 A reader yields RawRecords ``(kind, line, fields)`` where ``fields`` is a dict keyed by our English field names, or a
-RecordError when the line itself cannot be read (bad JSON, undecodable bytes, unknown kind, wrong column count).
-Files are streamed line by line so memory does not grow with the file.
+RecordError when the line itself cannot be read (bad JSON or JSON nested too deeply, undecodable bytes, unknown kind,
+wrong column count, a CSV field over the csv module's limit). Files are streamed line by line so memory does not
+grow with the file. Which encoding a file is read in: node.ingest.encodings; CSV records: node.ingest.csv_rows.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import json
 import logging
@@ -20,6 +20,8 @@ from typing import Any, Literal, TextIO
 
 from node.domain import KIND_ALIASES, KIND_ORDER
 from node.errors import ValidationError
+from node.ingest.csv_rows import csv_records
+from node.ingest.encodings import resolve_encoding, undecodable_message
 from node.ingest.records import RawFields, RawRecord
 from node.ingest.validate import (
     BAD_ENCODING,
@@ -29,6 +31,7 @@ from node.ingest.validate import (
     UNKNOWN_KIND,
     RecordError,
     canonical_field,
+    shown_value,
 )
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,6 @@ Encoding = Literal["auto", "utf-8", "gb18030"]
 ENCODINGS: tuple[str, ...] = ("auto", "utf-8", "gb18030")
 KIND_FIELD_NAMES = frozenset({"kind", "记录类型"})
 
-_SCAN_CHUNK = 1 << 20
 _JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 _STEM_SEPARATORS = re.compile(r"[-_.\s]")
 
@@ -73,46 +75,6 @@ def kind_from_file_name(path: Path) -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
-def detect_encoding(path: Path) -> str:
-    """The encoding of an import file: 'utf-8-sig' (BOM), 'utf-8' (strict decode succeeds) or 'gb18030'.
-
-    A deterministic rule instead of a statistical detector (chardet, charset-normalizer): those guess from a
-    sample and can flip between GBK, Big5 and Latin encodings on short or mixed files, so the same file could import
-    differently on two nodes. Non-ASCII GB18030 text essentially never forms valid UTF-8 by accident, so "decodes
-    strictly as UTF-8" is a reliable test, and the exchange files of Chinese systems are one of exactly these two.
-    """
-    with path.open("rb") as handle:
-        if handle.read(3) == codecs.BOM_UTF8:
-            return "utf-8-sig"
-    return "utf-8" if decodes_cleanly(path, "utf-8") else "gb18030"
-
-
-def decodes_cleanly(path: Path, codec: str) -> bool:
-    """True when the whole file decodes strictly with ``codec`` (streamed in 1 MB chunks, C speed)."""
-    decoder = codecs.getincrementaldecoder(codec)("strict")
-    with path.open("rb") as handle:
-        try:
-            while chunk := handle.read(_SCAN_CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
-    return True
-
-
-def _resolve_encoding(path: Path, encoding: str) -> str:
-    if encoding == "auto":
-        return detect_encoding(path)
-    normalized = encoding.lower().replace("_", "-")
-    if normalized in {"utf-8", "utf8"}:
-        # Tolerate a BOM even when UTF-8 is forced: Windows tools write one.
-        return "utf-8-sig"
-    if normalized in {"gb18030", "gbk", "gb2312"}:
-        # GB18030 is a superset of GBK and GB2312, so it reads their files too.
-        return "gb18030"
-    raise ValidationError(f"{path}: unknown encoding '{encoding}' (use auto, utf-8 or gb18030)", field="encoding")
-
-
 @dataclass
 class FileReader:
     """Streams one import file's records; ``prepare()`` checks the file and finds its kind before any import."""
@@ -129,6 +91,8 @@ class FileReader:
     _kind_column: int | None = None
     _prepared: bool = False
     _clean: bool = False
+    # Undecodable physical lines (read line by line): line number -> (byte offset in the file, the bad bytes).
+    _undecodable: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     _bytes_read: int = 0
     _position: Callable[[], int] | None = None
 
@@ -156,11 +120,12 @@ class FileReader:
             if resolved is None:
                 raise ValidationError(f"unknown record kind '{self.kind}' (--kind)", field="kind", reason=UNKNOWN_KIND)
             self.kind = resolved
-        self.resolved_encoding = _resolve_encoding(self.path, self.encoding)
         # A file known to decode cleanly is read through the C text layer; otherwise line by line, so that one
-        # undecodable line is one rejected record rather than a failed file.
-        auto_utf8 = self.encoding == "auto" and self.resolved_encoding == "utf-8"
-        self._clean = auto_utf8 or decodes_cleanly(self.path, self.resolved_encoding)
+        # undecodable line is one rejected record rather than a failed file (node.ingest.encodings).
+        how = resolve_encoding(self.path, self.encoding)
+        self.resolved_encoding, self._clean = how.codec, how.clean
+        if how.warning is not None:
+            self.warnings.append(how.warning)
         self.format = "jsonl" if self._looks_like_jsonl() else "csv"
         if self.format == "csv":
             self._prepare_csv()
@@ -204,12 +169,19 @@ class FileReader:
         codec = "utf-8" if bom else self.resolved_encoding
         with self.path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                offset = self._bytes_read
                 self._bytes_read += len(raw)
-                text_bytes = raw[3:] if number == 1 and bom and raw.startswith(codecs.BOM_UTF8) else raw
+                skip = 3 if number == 1 and bom and raw.startswith(codecs.BOM_UTF8) else 0
                 try:
-                    yield number, text_bytes.decode(codec)
-                except UnicodeDecodeError:
+                    yield number, (raw[skip:] if skip else raw).decode(codec)
+                except UnicodeDecodeError as exc:
+                    self._undecodable[number] = (offset + skip + exc.start, exc.object[exc.start : exc.end])
                     yield number, None
+
+    def _encoding_error(self, line: int, kind: str) -> RecordError:
+        """The rejection of an undecodable line, naming its byte offset and bytes."""
+        offset, bad = self._undecodable.pop(line, (None, b""))
+        return self._error(line, kind, BAD_ENCODING, None, undecodable_message(self.resolved_encoding, offset, bad))
 
     def _prepare_csv(self) -> None:
         header_row: list[str] | None = None
@@ -272,40 +244,22 @@ class FileReader:
                 continue
             try:
                 value = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 break
             if isinstance(value, dict):
                 line_kind = next((value[name] for name in KIND_FIELD_NAMES if name in value), None)
                 self.primary_kind = kind_from_alias(line_kind) or default
             break
 
-    def _parsed(self, reader: Any) -> Iterator[tuple[int, list[str] | RecordError]]:
-        """(first line, row) per CSV record; a record the csv module cannot parse is one BAD_ROW error, not a crash.
-
-        csv.Error comes from e.g. a field over the csv field size limit, or a bare carriage return in an unquoted
-        field (a quoted field whose opening line did not decode); the reader resumes at the next line.
-        """
-        last_line = 0
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                start, stuck = last_line + 1, reader.line_num == last_line
-                last_line = reader.line_num
-                yield start, self._error(start, "?", BAD_ROW, None, f"line is not a valid CSV record: {error}")
-                if stuck:  # nothing consumed: stop rather than report the same place forever
-                    return
-                continue
-            start = last_line + 1
-            last_line = reader.line_num
-            yield start, row
+    def _columns(self) -> tuple[list[str], str]:
+        return self._header, self.kind or self.primary_kind or "?"
 
     def _csv_rows(self) -> Iterator[tuple[int, list[str] | RecordError]]:
+        """(first line, row or why it was not read) per CSV record (node.ingest.csv_rows)."""
         if self._clean:
             with self._text() as handle:
-                yield from self._parsed(csv.reader(handle))
+                for start, _, row in csv_records(self.path, handle, self.resolved_encoding, self._columns):
+                    yield start, row
             return
         undecodable: list[int] = []
 
@@ -317,20 +271,16 @@ class FileReader:
                 else:
                     yield text
 
-        reader = csv.reader(texts())
-        for start, row in self._parsed(reader):
-            last_line = reader.line_num
+        for start, last_line, row in csv_records(self.path, texts(), self.resolved_encoding, self._columns):
             if isinstance(row, RecordError):
                 yield start, row
                 continue
+            while undecodable and undecodable[0] < start:
+                # Inside a record already rejected (the csv module's error): said once, by that error.
+                self._undecodable.pop(undecodable.pop(0), None)
             if undecodable and start <= undecodable[0] <= last_line:
                 bad = undecodable.pop(0)
-                yield (
-                    bad,
-                    self._error(
-                        bad, "?", BAD_ENCODING, None, f"line is not valid {self.resolved_encoding} (use --encoding)"
-                    ),
-                )
+                yield bad, self._encoding_error(bad, "?")
                 continue
             yield start, row
 
@@ -375,7 +325,9 @@ class FileReader:
                     yield (
                         kind,
                         line,
-                        self._error(line, kind, UNKNOWN_KIND, "kind", f"unknown record kind {row[kind_column]!r}"),
+                        self._error(
+                            line, kind, UNKNOWN_KIND, "kind", f"unknown record kind {shown_value(row[kind_column])}"
+                        ),
                     )
                     continue
                 kind = resolved
@@ -393,13 +345,7 @@ class FileReader:
         unknown: set[str] = set()
         for line, text in self._lines():
             if text is None:
-                yield (
-                    "?",
-                    line,
-                    self._error(
-                        line, "?", BAD_ENCODING, None, f"line is not valid {self.resolved_encoding} (use --encoding)"
-                    ),
-                )
+                yield "?", line, self._encoding_error(line, "?")
                 continue
             if not text.strip():
                 continue
@@ -410,6 +356,21 @@ class FileReader:
                     default_kind or "?",
                     line,
                     self._error(line, default_kind or "?", BAD_JSON, None, f"not valid JSON: {exc}"),
+                )
+                continue
+            except RecursionError:
+                # json's C parser recurses per nesting level and stops at the interpreter's recursion limit: one
+                # line nested thousands deep is one bad record, and the file's other lines go on.
+                yield (
+                    default_kind or "?",
+                    line,
+                    self._error(
+                        line,
+                        default_kind or "?",
+                        BAD_JSON,
+                        None,
+                        "not valid JSON for a record: nested too deeply (a line must be one flat JSON object)",
+                    ),
                 )
                 continue
             if not isinstance(value, dict):
@@ -433,11 +394,10 @@ class FileReader:
             if line_kind is not None:
                 kind = kind_from_alias(line_kind)
                 if kind is None:
-                    yield (
-                        str(line_kind),
-                        line,
-                        self._error(line, str(line_kind), UNKNOWN_KIND, "kind", f"unknown record kind {line_kind!r}"),
-                    )
+                    # Shown short: the value may be long, or JSON nested deep (its plain str() would recurse).
+                    named = line_kind[:60] if isinstance(line_kind, str) else shown_value(line_kind)
+                    message = f"unknown record kind {shown_value(line_kind)}"
+                    yield named, line, self._error(line, named, UNKNOWN_KIND, "kind", message)
                     continue
             elif default_kind is not None:
                 kind = default_kind

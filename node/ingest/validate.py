@@ -9,6 +9,7 @@ need stored data (unknown item, unknown case, conflicts, case state) are the imp
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from node.domain import RECORD_FIELDS, STEP_ACTIONS, FieldSpec, header_map, parse_datetime
-from node.ingest.records import EvaluationRow, ItemRow, StepRow, ValidatedRow
+from node.ingest.records import AcceptanceRow, EvaluationRow, ItemRow, StepRow, ValidatedRow
 from node.store import Base
 
 # Stable short reason codes; summaries count rejections by these, clients may match on them.
@@ -36,6 +37,7 @@ CONFLICT = "conflict"
 CALENDAR = "calendar"
 INVALID_STATE = "invalid_state"
 BEFORE_ACCEPTANCE = "before_acceptance"
+IN_FUTURE = "in_future"
 BAD_JSON = "bad_json"
 BAD_ROW = "bad_row"
 BAD_ENCODING = "bad_encoding"
@@ -149,8 +151,15 @@ def problem_message(field: str | None, detail: str, kind: str | None = None) -> 
     return f"field {field_label(field, kind)}: {detail}"
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
+# Nested JSON values are shown only a few levels deep: a plain repr of a value nested hundreds deep would recurse
+# as deep as the JSON parser did (up to the interpreter's limit) and cost a message of its whole size.
+_NESTED_REPR = reprlib.Repr()
+_NESTED_REPR.maxlevel, _NESTED_REPR.maxdict, _NESTED_REPR.maxlist = 3, 4, 4
+
+
+def shown_value(value: Any) -> str:
+    """A received value as a message shows it: its repr, cut to 60 characters (nested JSON only a few levels deep)."""
+    text = _NESTED_REPR.repr(value) if isinstance(value, dict | list) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -167,20 +176,20 @@ def _to_str(value: Any) -> str:
             raise _Problem(BAD_TEXT, f"text contains {what} at position {bad.start()}")
         return value.strip()
     if isinstance(value, bool | dict | list):
-        raise _Problem(BAD_CODE, f"expected text, got {_shown(value)}")
+        raise _Problem(BAD_CODE, f"expected text, got {shown_value(value)}")
     return str(value)
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise _Problem(BAD_NUMBER, f"expected a whole number, got {_shown(value)}")
+        raise _Problem(BAD_NUMBER, f"expected a whole number, got {shown_value(value)}")
     if isinstance(value, int):
         number = value
     else:
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise _Problem(BAD_NUMBER, f"expected a whole number, got {_shown(value)}") from None
+            raise _Problem(BAD_NUMBER, f"expected a whole number, got {shown_value(value)}") from None
     if number < 0:
         raise _Problem(BAD_NUMBER, f"must not be negative, got {number}")
     if number > 2**31 - 1:
@@ -189,18 +198,18 @@ def _to_int(value: Any) -> int:
 
 
 def _to_decimal(value: Any) -> Decimal:
-    if isinstance(value, bool):
-        raise _Problem(BAD_NUMBER, f"expected an amount in yuan, got {_shown(value)}")
+    if isinstance(value, bool | dict | list):
+        raise _Problem(BAD_NUMBER, f"expected an amount in yuan, got {shown_value(value)}")
     try:
         # str() first so a JSON float 12.5 becomes Decimal('12.5'), not its binary expansion.
         number = Decimal(value.strip() if isinstance(value, str) else str(value))
     except (InvalidOperation, ValueError, TypeError):
-        raise _Problem(BAD_NUMBER, f"expected an amount in yuan, got {_shown(value)}") from None
+        raise _Problem(BAD_NUMBER, f"expected an amount in yuan, got {shown_value(value)}") from None
     if not number.is_finite():
-        raise _Problem(BAD_NUMBER, f"expected a finite amount, got {_shown(value)}")
+        raise _Problem(BAD_NUMBER, f"expected a finite amount, got {shown_value(value)}")
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2 and number != number.quantize(Decimal("0.01")):
-        raise _Problem(BAD_NUMBER, f"at most 2 decimal places, got {_shown(value)}")
+        raise _Problem(BAD_NUMBER, f"at most 2 decimal places, got {shown_value(value)}")
     if number < 0:
         raise _Problem(NEGATIVE_FEE, f"must not be negative, got {number}")
     if abs(number) >= Decimal(10) ** (_MAX_FEE_DIGITS - 2):
@@ -211,6 +220,8 @@ def _to_decimal(value: Any) -> Decimal:
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, dict | list):
+        raise _Problem(BAD_BOOL, f"expected 1/0, true/false or 是/否, got {shown_value(value)}")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     text = str(value).strip().lower()
@@ -218,7 +229,7 @@ def _to_bool(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise _Problem(BAD_BOOL, f"expected 1/0, true/false or 是/否, got {_shown(value)}")
+    raise _Problem(BAD_BOOL, f"expected 1/0, true/false or 是/否, got {shown_value(value)}")
 
 
 def _model_default(kind: str, spec: FieldSpec) -> Any:
@@ -251,6 +262,7 @@ class Validator:
         # Cross-field checks, each on its own kind's row.
         self._checks: dict[str, Callable[[Any], None]] = {
             "item": _check_item,
+            "acceptance": _check_acceptance,
             "step": _check_step,
             "evaluation": _check_evaluation,
         }
@@ -271,7 +283,8 @@ class Validator:
             required=spec.required,
             converter_name=spec.type,
             convert=converters[spec.type],
-            max_length=spec.max_length,
+            # The standard's length, or the one free-text limit: the same on every path (CSV, JSON Lines, gRPC).
+            max_length=spec.length_limit,
             default=_model_default(kind, spec),
             codes=_CODE_SETS.get((kind, spec.name)),
         )
@@ -280,11 +293,11 @@ class Validator:
         if isinstance(value, datetime):
             return value if value.tzinfo is None else value.astimezone(self.tz).replace(tzinfo=None)
         if not isinstance(value, str):
-            raise _Problem(BAD_DATETIME, f"expected a date-time text, got {_shown(value)}")
+            raise _Problem(BAD_DATETIME, f"expected a date-time text, got {shown_value(value)}")
         try:
             return parse_datetime(value, self.tz)
         except ValueError as exc:
-            raise _Problem(BAD_DATETIME, f"bad date-time {_shown(value)}: {exc}") from None
+            raise _Problem(BAD_DATETIME, f"bad date-time {shown_value(value)}: {exc}") from None
 
     def kinds(self) -> tuple[str, ...]:
         """The record kinds this validator knows."""
@@ -413,7 +426,7 @@ class Validator:
                     raise _Problem(TOO_LONG, f"{len(converted)} characters, at most {spec.max_length} allowed")
                 if spec.codes is not None and converted not in spec.codes:
                     allowed = "/".join(sorted(spec.codes))
-                    raise _Problem(BAD_CODE, f"unknown code {_shown(converted)} (expected {allowed})")
+                    raise _Problem(BAD_CODE, f"unknown code {shown_value(converted)} (expected {allowed})")
             except _Problem as problem:
                 problems = problems or []
                 problems.append((spec.name, problem.reason, problem.detail))
@@ -438,7 +451,7 @@ def _invalid(field: str, reason: str, detail: str, kind: str) -> RecordInvalid:
 def _check_item(row: ItemRow) -> None:
     type_code = row["type_code"]
     if len(type_code) != 2 or not type_code.isdigit():
-        raise _invalid("type_code", BAD_CODE, f"expected a two-digit code (A.1), got {_shown(type_code)}", "item")
+        raise _invalid("type_code", BAD_CODE, f"expected a two-digit code (A.1), got {shown_value(type_code)}", "item")
     if not row.get("department"):
         # 责任部门 is optional in exchange files; the implementing body is then the responsible department.
         row["department"] = row["body_name"]
@@ -457,11 +470,22 @@ def _check_item(row: ItemRow) -> None:
         )
 
 
+def _check_acceptance(row: AcceptanceRow) -> None:
+    applied = row["applied_at"]
+    if applied is not None and applied > row["accepted_at"]:
+        raise _invalid(
+            "applied_at",
+            INCONSISTENT,
+            f"applied {applied} after the case was accepted ({row['accepted_at']})",
+            "acceptance",
+        )
+
+
 def _check_step(row: StepRow) -> None:
     action = STEP_ACTIONS.get(row["action"].lower()) or STEP_ACTIONS.get(row["action"])
     if action is None:
         allowed = "/".join(sorted(STEP_ACTIONS))
-        raise _invalid("action", BAD_CODE, f"unknown action {_shown(row['action'])} (expected {allowed})", "step")
+        raise _invalid("action", BAD_CODE, f"unknown action {shown_value(row['action'])} (expected {allowed})", "step")
     row["action"] = action
     ended = row.get("ended_at")
     if ended is not None and ended < row["started_at"]:
@@ -474,14 +498,25 @@ def _check_evaluation(row: EvaluationRow) -> None:
         raise _invalid("satisfaction_code", BAD_CODE, f"satisfaction must be 1-5 (A.8), got {code}", "evaluation")
 
 
+_KEY_PART_SHOWN = 120
+
+
+def _key_part(part: Any) -> str:
+    if part is None:
+        return ""
+    if isinstance(part, datetime):
+        return part.isoformat(timespec="seconds")
+    if isinstance(part, dict | list):  # a bad JSON value, maybe nested deep: shown short
+        return shown_value(part)
+    text = str(part).strip()
+    # A key far over its length (rejected as too long) is shown by its start, not copied whole into every message.
+    return text if len(text) <= _KEY_PART_SHOWN else f"{text[:_KEY_PART_SHOWN]}…({len(text)} characters)"
+
+
 def record_key(kind: str, fields: Mapping[str, Any]) -> str | None:
     """The natural key of a (possibly invalid) record as text, for messages: 'CASE-1' or 'CASE-1/审查/2026...'."""
     parts = [fields.get(name) for name in NATURAL_KEYS.get(kind, ())]
-    shown = [
-        part.isoformat(timespec="seconds") if isinstance(part, datetime) else str(part).strip()
-        for part in parts
-        if part is not None and str(part).strip()
-    ]
+    shown = [text for text in map(_key_part, parts) if text]
     key = "/".join(shown)
     # Shown in messages and JSON output: a key with NUL or a lone surrogate is shown escaped.
     return (key.encode("unicode_escape").decode("ascii") if _UNSTORABLE.search(key) else key) or None

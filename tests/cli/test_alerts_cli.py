@@ -31,7 +31,8 @@ from tests.harness.rules import (
 
 @pytest.fixture
 def data_dir(tmp_path: Path, sqlite_url: str) -> str:
-    node = make_node(tmp_path, sqlite_url, Clock(datetime(2025, 3, 3, 12)))
+    # Imported once CLI-3 is completed (an import refuses a completion dated ahead of the node clock).
+    node = make_node(tmp_path, sqlite_url, Clock(datetime(2025, 3, 5, 12)))
     load(
         node,
         [

@@ -147,7 +147,7 @@ def test_every_bad_record_is_named_and_good_ones_still_land(node: Node, tmp_path
         "G2,I9,市场局,20260105T093000\n"  # line 3: unknown item code
         "G3,I1,,20260105T093000\n"  # line 4: missing field
         "G4,I1,市场局,20260230T093000\n"  # line 5: bad date
-        "G5,I1,市场局,20270105T093000\n"  # line 6: no calendar for 2027
+        "G5,I1,市场局,20031105T093000\n"  # line 6: no calendar for 2003 (the built-in one starts in 2004)
         f"{'G' * 51},I1,市场局,20260105T093000\n"  # line 7: too long
         "G7,I1,市场局\n",  # line 8: wrong column count
     )
@@ -183,7 +183,7 @@ def test_every_bad_record_is_named_and_good_ones_still_land(node: Node, tmp_path
     assert summary.rejected_by_reason["unknown_item"] == 1
     by_line = {(Path(e.file).name, e.line): e for e in summary.errors}
     assert "unknown item code 'I9'" in by_line[("受理-2026.csv", 3)].message
-    assert "no holiday data for 2027" in by_line[("受理-2026.csv", 6)].message
+    assert "no holiday data for 2003" in by_line[("受理-2026.csv", 6)].message
     assert by_line[("受理-2026.csv", 3)].key == "G2"
     assert str(by_line[("events.jsonl", 1)]).startswith(f"{events}:1: payment G1/")
     with Session(node.engine) as session:
@@ -479,8 +479,12 @@ def test_a_completion_in_a_year_without_calendar_is_rejected_alone(node: Node, t
         tmp_path / "completions.csv",
         f"case_no,completed_at\nY1,{missing}0105T100000\nY2,{last}1110T100000\n",
     )
-    importer = Importer(node, listeners=default_listeners(node))
-    summary = importer.import_files([items, acceptances, completions])
+    # The node's clock is in the year without a calendar, so that year's completion is no future one.
+    later = open_node(node.data_dir, clock=lambda: datetime(missing, 1, 31, 12, 0))
+    try:
+        summary = Importer(later, listeners=default_listeners(later)).import_files([items, acceptances, completions])
+    finally:
+        later.close()
     assert (summary.accepted, summary.rejected) == (2 + 2 + 1, 1)
     (error,) = summary.errors
     assert (Path(error.file).name, error.line, error.field, error.reason, error.key) == (

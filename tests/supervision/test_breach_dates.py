@@ -51,7 +51,7 @@ def history() -> list[Record]:
         completion("LATE", "20250318T100000"),
         # A step past its 1-day limit (due end of Tue 03-04: R05), a return without an opinion (R08, at its end),
         # a step entered four days after it happened (R09, at the step's own time).
-        step("LATE", "受理审查", "pass", "20250303T090000", ended_at="20250305T100000", step_limit="1", opinion="ok"),
+        step("LATE", "受理审查", "pass", "20250303T100000", ended_at="20250305T100000", step_limit="1", opinion="ok"),
         step("LATE", "复审退回", "return", "20250306T170000", ended_at="20250306T180000", opinion=" "),
         step(
             "LATE", "现场核查", "pass", "20250307T100000", ended_at="20250307T120000", entered_at="20250311T130000"

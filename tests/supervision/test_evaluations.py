@@ -56,6 +56,8 @@ def records(ratings: list[int]) -> list[tuple[str, int, dict[str, str]]]:
                 },
             )
         )
+        # Only a completed case is rated.
+        out.append(("completion", n, {"case_no": case_no, "completed_at": "20250310T100000"}))
         out.append(
             (
                 "evaluation",

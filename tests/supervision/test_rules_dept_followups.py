@@ -33,6 +33,7 @@ from tests.harness.rules import (
     Record,
     acceptance,
     assert_metrics_consistent,
+    completion,
     items,
     load,
     make_node,
@@ -54,6 +55,11 @@ def returned(case_no: str, started_at: str) -> Record:
 def evaluation(case_no: str, rating: int, evaluated_at: str = "20250303T120000") -> Record:
     fields = {"case_no": case_no, "evaluated_at": evaluated_at, "satisfaction_code": str(rating), "channel": "app"}
     return ("evaluation", 0, fields)
+
+
+def rated(case_no: str, rating: int) -> list[Record]:
+    """A case accepted Mon 03-03 10:00, completed at 11:00 (only a completed case is rated) and rated at 12:00."""
+    return [acceptance(case_no), completion(case_no, "20250303T110000"), evaluation(case_no, rating)]
 
 
 def test_high_return_rate_raises_one_card_per_department_and_month_dated_when_crossed(
@@ -135,11 +141,10 @@ def test_followups_get_a_deadline_and_r13_fires_when_it_passes(tmp_path: Path, d
             node,
             [
                 *items(),
-                *(acceptance(f"E-{n}") for n in range(1, 5)),
-                evaluation("E-1", 5),
-                evaluation("E-2", 4),
-                evaluation("E-3", 2),
-                evaluation("E-4", 4),
+                *rated("E-1", 5),
+                *rated("E-2", 4),
+                *rated("E-3", 2),
+                *rated("E-4", 4),
             ],
         )
         with node.engine.connect() as conn:
@@ -177,7 +182,7 @@ def test_followups_get_a_deadline_and_r13_fires_when_it_passes(tmp_path: Path, d
 def test_open_followups_without_a_deadline_get_one_at_the_next_scan(tmp_path: Path, db_url: str, clock: Clock) -> None:
     node = make_node(tmp_path, db_url, clock)
     try:
-        load(node, [*items(), acceptance("E-1"), evaluation("E-1", 5)])
+        load(node, [*items(), *rated("E-1", 5)])
         # As stored before migration 0009: open, no deadline.
         with node.engine.begin() as conn:
             conn.execute(update(Evaluation).values(followup_due_at=None))
@@ -197,7 +202,7 @@ def test_open_followups_without_a_deadline_get_one_at_the_next_scan(tmp_path: Pa
 def test_evaluations_cli_closes_the_followup_and_its_card(tmp_path: Path, db_url: str, clock: Clock) -> None:
     node = make_node(tmp_path, db_url, clock)
     try:
-        load(node, [*items(), acceptance("E-1"), evaluation("E-1", 5)])
+        load(node, [*items(), *rated("E-1", 5)])
         run_scan(node, datetime(2025, 3, 11, 8))
     finally:
         node.close()

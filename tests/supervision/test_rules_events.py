@@ -50,7 +50,7 @@ def test_step_rules(node: Node) -> None:
             "S-1",
             "受理审查",
             "pass",
-            "20250303T090000",
+            "20250303T100000",
             ended_at="20250305T100000",
             step_limit="1",
             post="窗口",
@@ -236,7 +236,7 @@ def test_pending_step_past_its_limit_at_import_fires_once(node: Node) -> None:
         # Pending since Wed 03-19 with a 3-day limit: due end of Mon 03-24, not yet -> nothing now.
         step("P-1", "复审", "pass", "20250319T090000", status_code="1", step_limit="3"),
         # A pending step without a limit is never overdue; one with no status code counts as done (A.x default 2).
-        step("P-1", "会签", "pass", "20250303T090000", status_code="1"),
+        step("P-1", "会签", "pass", "20250303T100000", status_code="1"),
         step("P-1", "归档", "pass", "20250303T100000", step_limit="1"),
     ]
     load(node, [*items(), acceptance("P-DONE"), completion("P-DONE", "20250305T100000")])

@@ -51,17 +51,13 @@ def scan_at(node: Node, when: datetime) -> dict[str, int]:
     return run_scan(node, when).by_rule
 
 
-def test_case_rules_fire_exactly_when_due_and_never_twice(node: Node) -> None:
+def test_case_rules_fire_exactly_when_due_and_never_twice(node: Node, clock: Clock) -> None:
     load(
         node,
-        [
-            *items(),
-            acceptance("OPEN-1"),
-            acceptance("OPEN-2", department="另一个窗口"),
-            acceptance("DONE-EARLY"),
-            completion("DONE-EARLY", "20250305T150000", reason=""),
-        ],
+        [*items(), acceptance("OPEN-1"), acceptance("OPEN-2", department="另一个窗口"), acceptance("DONE-EARLY")],
     )
+    clock.now = datetime(2025, 3, 5, 16)  # an import refuses a completion dated ahead of the node clock
+    load(node, [completion("DONE-EARLY", "20250305T150000", reason="")])
     # Thu 03-06: the promise (end of Mon 03-10) is 2 working days away: no reminder yet.
     assert scan_at(node, datetime(2025, 3, 6, 12)) == {}
     # Fri 03-07: 1 working day left (reminder_workdays = 1): a reminder per open case, once.
@@ -94,7 +90,7 @@ def test_case_rules_fire_exactly_when_due_and_never_twice(node: Node) -> None:
     assert_metrics_consistent(node)
 
 
-def test_overdue_gauges_follow_alerts_and_completion(node: Node) -> None:
+def test_overdue_gauges_follow_alerts_and_completion(node: Node, clock: Clock) -> None:
     load(node, [*items(), acceptance("G-1"), acceptance("G-2")])
     run_scan(node, datetime(2025, 3, 18, 1))
     with node.engine.connect() as conn:
@@ -102,6 +98,7 @@ def test_overdue_gauges_follow_alerts_and_completion(node: Node) -> None:
     assert bucket["open_cases"] == 2
     assert bucket["open_overdue_promised"] == 2
     assert bucket["open_overdue_legal"] == 2
+    clock.now = datetime(2025, 3, 18, 9, 30)
     load(node, [completion("G-1", "20250318T090000", reason="ok")])
     with node.engine.connect() as conn:
         bucket = maintained_buckets(conn)[(datetime(2025, 3, 3).date(), UNIT, "440112001")]
@@ -168,14 +165,15 @@ def test_scan_finds_pending_steps_past_their_limit_once(tmp_path: Path, db_url: 
     load(
         node,
         [
-            pending_step("S-A", "初审", "20250303T090000", "1"),
-            pending_step("S-B", "初审", "20250303T090000", "5"),
-            pending_step("S-T10", "初审", "20250303T090000", "1"),
+            pending_step("S-A", "初审", "20250303T100000", "1"),
+            pending_step("S-B", "初审", "20250303T100000", "5"),
+            pending_step("S-T10", "初审", "20250303T100000", "1"),
         ],
     )
     assert alert_keys(node) == []  # none was overdue at import time
     second = run_scan(node, datetime(2025, 3, 5, 9, 5))
     assert not second.full and second.by_rule == {"R05": 1}
+    clock.now = datetime(2025, 3, 7, 10, 30)
     load(node, [completion("S-B", "20250307T100000")])
     assert run_scan(node, datetime(2025, 3, 11, 9)).by_rule.get("R05") is None
     assert run_scan(node, datetime(2025, 3, 11, 9, 5), full=True).by_rule.get("R05") is None
@@ -338,8 +336,9 @@ class _PauseOnCompletion:
             self.release.wait(20)
 
 
-def test_scan_racing_an_import_of_completions_keeps_the_gauges_exact(node: Node) -> None:
+def test_scan_racing_an_import_of_completions_keeps_the_gauges_exact(node: Node, clock: Clock) -> None:
     load(node, [*items(), *(acceptance(f"R-{i}") for i in range(5))])
+    clock.now = datetime(2025, 3, 12, 10)
     pause = _PauseOnCompletion()
     importer = Importer(node, listeners=[pause, *default_listeners(node)])
     errors: list[BaseException] = []
