@@ -19,7 +19,7 @@ from node.store.counters import (
     to_micros,
 )
 from node.store.database import alembic_config, has_schema, make_engine, migrate
-from node.store.federation_models import ChildBucket, ChildCatalogue
+from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue
 from node.store.models import (
     Base,
     Case,
@@ -33,7 +33,15 @@ from node.store.models import (
     SpecialProcedure,
     Step,
 )
-from node.store.supervision_models import Alert, MetricBucket, NodeCounter, Notification, OperatorNotice
+from node.store.supervision_models import (
+    AccountabilityMeasure,
+    ActivityCount,
+    Alert,
+    MetricBucket,
+    NodeCounter,
+    Notification,
+    OperatorNotice,
+)
 
 __all__ = [
     "ACTION_MAX",
@@ -41,10 +49,13 @@ __all__ = [
     "ALL_METADATA",
     "RESULT_MAX",
     "REVISION_COUNTER",
+    "AccountabilityMeasure",
+    "ActivityCount",
     "Alert",
     "AuditLogEntry",
     "Base",
     "Case",
+    "ChildActivityCount",
     "ChildBucket",
     "ChildCatalogue",
     "Complaint",

@@ -69,3 +69,20 @@ class ChildCatalogue(Base):
     sequence: Mapped[int] = mapped_column(BigInteger, comment="the child report that carried these figures")
     figures: Mapped[bytes] = mapped_column(LargeBinary, comment="serialized federation.proto.v1.CatalogueFigures")
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ChildActivityCount(Base):
+    """A child's latest reported subtree activity counts for one (day, metric, kind): state, not delta."""
+
+    __tablename__ = "child_activity_counts"
+
+    child_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    revision: Mapped[int] = mapped_column(
+        BigInteger, default=0, comment="this node's metric revision when the child's value last changed"
+    )
+
+    __table_args__ = (Index("ix_child_activity_counts_revision", "revision"),)

@@ -138,3 +138,41 @@ class OperatorNotice(Base):
     first_at: Mapped[datetime] = mapped_column(DateTime, comment="first notice of this kind and subject")
     last_sent_at: Mapped[datetime] = mapped_column(DateTime, comment="when the last notice was queued")
     suppressed: Mapped[int] = mapped_column(Integer, default=0, comment="occurrences since then, not re-sent")
+
+
+class AccountabilityMeasure(Base):
+    """问责: an accountability measure taken against a person, post or department, and what led to it.
+
+    The person's name stays at the node; only counts by measure and department roll up (docs/domain.md §8).
+    """
+
+    __tablename__ = "accountability_measures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    measure: Mapped[str] = mapped_column(String(20), index=True, comment="诫勉谈话 | 通报批评 | 警告 | …")
+    person: Mapped[str] = mapped_column(String(100), default="", comment="personal data: never reported upward")
+    post: Mapped[str] = mapped_column(String(100), default="", comment="岗位")
+    department: Mapped[str] = mapped_column(String(200), index=True, comment="单位")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    source_kind: Mapped[str] = mapped_column(String(20), default="", comment="directive | complaint | alert | ''")
+    source_ref: Mapped[str] = mapped_column(String(100), default="", comment="the directive, complaint or alert id")
+    decided_at: Mapped[datetime] = mapped_column(DateTime, index=True, comment="when the measure was decided")
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+    recorded_by: Mapped[str] = mapped_column(String(100), default="")
+
+
+class ActivityCount(Base):
+    """Additive counts of supervision activity per day, e.g. directives received by kind, measures by kind.
+
+    State per (day, metric, kind) under a metric revision, reported upward like the metric buckets.
+    """
+
+    __tablename__ = "activity_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True, comment="e.g. directives_received")
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True, comment="e.g. supervise, 诫勉谈话")
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, comment="node revision of the last change")
+
+    __table_args__ = (Index("ix_activity_counts_revision", "revision"),)
