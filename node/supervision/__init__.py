@@ -1,5 +1,6 @@
 """Supervision of the local approval data: alerts, rules, complaints, evaluations, scores, stats, metrics."""
 
+from node.supervision.activity import ACTIVITY_METRICS, activity_totals, record_activity
 from node.supervision.alerts import (
     AlertDraft,
     AlertView,
@@ -104,6 +105,7 @@ from node.supervision.stats import (
 )
 
 __all__ = [
+    "ACTIVITY_METRICS",
     "ALL_RULE_IDS",
     "COUNTERS",
     "COUNT_LABELS",
@@ -141,6 +143,7 @@ __all__ = [
     "UnitScore",
     "accept_complaint",
     "acknowledge_alert",
+    "activity_totals",
     "add_to_buckets",
     "alert_deltas",
     "assign_missing_decision_deadlines",
@@ -190,6 +193,7 @@ __all__ = [
     "rebuild_buckets",
     "rebuild_buckets_if_needed",
     "recompute_buckets",
+    "record_activity",
     "record_deltas",
     "retire_item",
     "run_scan",
