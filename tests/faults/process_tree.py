@@ -44,7 +44,7 @@ TIMING = {
 
 @dataclass
 class Chunk:
-    """One month of a node's synthetic files, imported as one ``supnet import`` run."""
+    """A few days of a node's synthetic files, imported as one ``supnet import`` run."""
 
     node_id: str
     paths: list[Path]
@@ -66,12 +66,12 @@ class ProcessTree:
         cls,
         base_dir: Path,
         nodes: Sequence[tuple[str, str]],
-        months: Sequence[date],
-        cases_per_month: int,
+        windows: Sequence[tuple[date, date]],
+        cases_per_window: int,
         importers: Sequence[str] | None = None,
     ) -> ProcessTree:
-        """Set up and start ``nodes`` ((id, level)); generate ``months`` chunks of data for each of ``importers``
-        (default: every node)."""
+        """Set up and start ``nodes`` ((id, level)); generate a chunk of data per window (first day, last day) for
+        each of ``importers`` (default: every node)."""
         topology = parse_topology(
             {
                 "name": "faults",
@@ -84,10 +84,9 @@ class ProcessTree:
         tree = cls(base_dir, state)
         for node_id in importers if importers is not None else [node_id for node_id, _ in nodes]:
             tree.chunks[node_id] = []
-            for month in months:
-                last = date(month.year + month.month // 12, month.month % 12 + 1, 1).toordinal() - 1
-                out = base_dir / "chunks" / node_id / f"{month:%Y-%m}"
-                summary = generate(node_id, cases_per_month, 7, out, date_from=month, date_to=date.fromordinal(last))
+            for first, last in windows:
+                out = base_dir / "chunks" / node_id / f"{first:%Y-%m-%d}"
+                summary = generate(node_id, cases_per_window, 7, out, date_from=first, date_to=last)
                 tree.chunks[node_id].append(Chunk(node_id, list(summary.paths)))
         return tree
 
@@ -266,6 +265,15 @@ class ProcessTree:
             finally:
                 node.close()
         return problems
+
+
+def windows(count: int, days: int, start: date = date(2025, 1, 2)) -> list[tuple[date, date]]:
+    """``count`` consecutive windows of ``days`` days (case numbers carry the day, so chunks never collide)."""
+    first = start.toordinal()
+    return [
+        (date.fromordinal(first + index * days), date.fromordinal(first + (index + 1) * days - 1))
+        for index in range(count)
+    ]
 
 
 def summary_line(run: int, fault: str, operations: Mapping[str, int], problems: Sequence[str], lost: Any) -> str:

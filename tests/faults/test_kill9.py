@@ -15,13 +15,12 @@ import random
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
 
 from federation import CRASH_POINTS
-from tests.faults.process_tree import ProcessTree, summary_line
+from tests.faults.process_tree import ProcessTree, summary_line, windows
 
 CI_RUNS = 8  # each crash point once
 SEED = 16_009
@@ -33,15 +32,11 @@ LEAVES_BELOW = {"gd": ["gd.b", "gd.a.x", "gd.a.y"], "gd.a": ["gd.a.x", "gd.a.y"]
 CRASH_WAIT_SECONDS = 20.0
 
 
-def months(count: int) -> list[date]:
-    return [date(2025 + (index // 12), index % 12 + 1, 1) for index in range(count)]
-
-
 @pytest.fixture
 def tree(tmp_path: Path, runs: int) -> Iterator[ProcessTree]:
-    # One chunk per node per run (and spare), so every run has new data flowing up.
-    count = max(runs or CI_RUNS, 1) + 2
-    built = ProcessTree.start_tree(tmp_path / "tree", NODES, months(count), cases_per_month=6)
+    # Enough chunks for every run to bring new data (runs spread over four importers; spare for the feeding).
+    count = max(runs or CI_RUNS, 1) // 2 + 4
+    built = ProcessTree.start_tree(tmp_path / "tree", NODES, windows(count, days=4), cases_per_window=6)
     try:
         yield built
     finally:

@@ -15,7 +15,6 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from node.app import open_node
 from node.cli.federation_demo import DEFAULT_TOPOLOGY
 from node.drilldown import DrilldownClient
 from node.localtree import load_topology
-from tests.faults.process_tree import ProcessTree, summary_line
+from tests.faults.process_tree import ProcessTree, summary_line, windows
 from tests.faults.proxy import MODES, FaultProxy
 
 CI_RUNS = 4
@@ -40,9 +39,10 @@ def tree(tmp_path: Path, runs: int) -> Iterator[tuple[ProcessTree, dict[str, tup
     topology = load_topology(DEFAULT_TOPOLOGY)
     nodes = [(node.id, node.level) for node in topology.nodes]
     streets = [node.id for node in topology.nodes if node.level == "street"]
-    count = max(runs or CI_RUNS, 1) // len(streets) + 2
-    months = [date(2025 + index // 12, index % 12 + 1, 1) for index in range(count)]
-    built = ProcessTree.start_tree(tmp_path / "tree", nodes, months, cases_per_month=5, importers=streets)
+    count = max(runs or CI_RUNS, 1) // len(streets) * 2 + 4
+    built = ProcessTree.start_tree(
+        tmp_path / "tree", nodes, windows(count, days=7), cases_per_window=5, importers=streets
+    )
     edges: dict[str, tuple[FaultProxy, FaultProxy]] = {}
     try:
         addresses = {launched.id: launched.address for launched in built.state.nodes}
