@@ -43,14 +43,18 @@ from .chain import (
 )
 from .errors import (
     BackPressureError,
+    ClockSkewError,
+    HistoryRewrittenError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     StaleError,
+    StorageFullError,
     SupnetError,
     UnauthenticatedError,
     UnavailableError,
+    is_storage_full,
 )
 from .grpc_errors import (
     ERROR_CODE_METADATA_KEY,
@@ -61,7 +65,7 @@ from .grpc_errors import (
     status_for,
     supnet_error_from_rpc,
 )
-from .outbox import BackoffPolicy, Outbox
+from .outbox import REBASE_KIND, BackoffPolicy, Outbox
 from .receiver import AcceptedReport, ChildChainState, ReportReceiver, load_child_chains
 from .server_support import (
     HEALTH_SERVICE_NAME,
@@ -111,6 +115,7 @@ __all__ = [
     "NODE_SERVICE_NAME",
     "OUTBOX_ACKED",
     "OUTBOX_PENDING",
+    "REBASE_KIND",
     "REFLECTION_SERVICE_NAME",
     "REPORT_BODY_TYPE",
     "AcceptedReport",
@@ -123,9 +128,11 @@ __all__ = [
     "BackoffPolicy",
     "ChainHead",
     "ChildChainState",
+    "ClockSkewError",
     "DriverConnection",
     "DriverStatement",
     "ErrorMappingInterceptor",
+    "HistoryRewrittenError",
     "IntegrityError",
     "InvalidArgumentError",
     "KeyResolver",
@@ -136,6 +143,7 @@ __all__ = [
     "ReportReceiver",
     "StaleError",
     "StaticKeyResolver",
+    "StorageFullError",
     "SupnetError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -159,6 +167,7 @@ __all__ = [
     "generate_keypair",
     "head_of",
     "is_day",
+    "is_storage_full",
     "key_id",
     "load_child_chains",
     "load_private_key",

@@ -15,12 +15,17 @@ IntegrityError (INTEGRITY)            FAILED_PRECONDITION  broken hash chain, se
                                                            will not help until the sender fixes its order
 StaleError (STALE)                    ALREADY_EXISTS       stale sequence: that sequence is already stored
                                                            with a different digest (history rewrite/replay)
+HistoryRewrittenError                 ALREADY_EXISTS       a child's restored (rewound) chain: STALE's
+(HISTORY_REWRITTEN)                                        status, its own code so the child's sender tells
+                                                           its operators to resync
+ClockSkewError (CLOCK_SKEW)           FAILED_PRECONDITION  a report dated beyond the clock tolerance
 ValidationError (INVALID_RECORD),     INVALID_ARGUMENT
 InvalidArgumentError
 ConflictError (CONFLICT)              ALREADY_EXISTS
 InvalidStateError, CalendarError      FAILED_PRECONDITION
 BackPressureError                     RESOURCE_EXHAUSTED
-UnavailableError, StoreError          UNAVAILABLE          retryable
+UnavailableError, StoreError,         UNAVAILABLE          retryable
+StorageFullError (STORAGE_FULL)                            (a full database: retry once space is freed)
 ConfigError                           FAILED_PRECONDITION
 anything else                         INTERNAL             public message is a reference id only; the
                                                            details (traceback) go to the log
@@ -51,11 +56,14 @@ import grpc
 
 from federation.errors import (
     BackPressureError,
+    ClockSkewError,
+    HistoryRewrittenError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     StaleError,
+    StorageFullError,
     SupnetError,
     UnauthenticatedError,
     UnavailableError,
@@ -79,6 +87,7 @@ _STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "INVALID_STATE": grpc.StatusCode.FAILED_PRECONDITION,
     "CALENDAR_NO_DATA": grpc.StatusCode.FAILED_PRECONDITION,
     "CONFIG": grpc.StatusCode.FAILED_PRECONDITION,
+    "CLOCK_SKEW": grpc.StatusCode.FAILED_PRECONDITION,
     "BACK_PRESSURE": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "STORE": grpc.StatusCode.UNAVAILABLE,
@@ -108,6 +117,9 @@ _ERROR_BY_CODE: dict[str, type[SupnetError]] = {
         InvalidArgumentError,
         BackPressureError,
         UnavailableError,
+        HistoryRewrittenError,
+        ClockSkewError,
+        StorageFullError,
     )
 }
 
