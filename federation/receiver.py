@@ -5,15 +5,15 @@ Order of checks (each refusal is a precise SupnetError, mapped to a gRPC status 
 1. the signer is a registered child               else PermissionDeniedError  -> PERMISSION_DENIED
 2. the signature verifies with the child's key    else UnauthenticatedError   -> UNAUTHENTICATED
 3. the body parses, is canonical, names the signer else InvalidArgumentError / PermissionDeniedError
-   and is not dated beyond the clock tolerance     else ClockSkewError         -> FAILED_PRECONDITION
-   (only a report from the future can be told from a late one: a backlog is legitimately old)
 4. (child, sequence) already stored:
    same digest  -> the same acknowledgement again (idempotent re-delivery, nothing applied twice)
    other digest -> HistoryRewrittenError (code HISTORY_REWRITTEN)      -> ALREADY_EXISTS
                    the child's chain rewound (restored from a backup): its operator resyncs
 5. the chain: sequence = last + 1 and previous_digest = last digest
    at or below the last -> StaleError (ALREADY_EXISTS); a gap or a wrong previous digest -> IntegrityError
-   (FAILED_PRECONDITION), so the child resends in order (its outbox sends oldest first)
+   (FAILED_PRECONDITION), so the child resends in order (its outbox sends oldest first); then the date: a report
+   dated beyond the clock tolerance ahead of this node's clock -> ClockSkewError (FAILED_PRECONDITION), naming
+   the skew (only a report from the future can be told from a late one: a backlog is legitimately old)
 6. store the report, advance the chain head and apply its buckets in ONE transaction; only after the
    commit is the acknowledgement returned, so a child never holds an ack for a report that is not stored.
 
@@ -305,7 +305,6 @@ class ReportReceiver:
         if body.node_id != signer:
             raise PermissionDeniedError(f"report signed by {signer} claims to come from {body.node_id or '(empty)'}")
         validate_report_body(body)
-        self._check_clock(body)
         return body, report_digest(envelope)
 
     def _check_clock(self, body: ReportBody) -> None:
@@ -508,6 +507,8 @@ class ReportReceiver:
 
     def _check_chain(self, head: ChainHead | None, body: ReportBody) -> None:
         check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
+        # Only a report that would extend the chain: a re-delivery is acknowledged whatever the clocks say.
+        self._check_clock(body)
 
     def _store_one_by_one(self, conn: Connection, cursor: Any, batch: list[_Delivery]) -> None:
         """Checks 4-6 report by report, each in a savepoint of its own (see _commit_batch)."""

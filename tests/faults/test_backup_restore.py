@@ -15,11 +15,14 @@ import sqlite3
 from datetime import date
 from pathlib import Path
 
+import grpc
+import pytest
 import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from federation import child_chains, outbox_table
+from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from node.app import open_node
 from node.audit_log import AuditLog
 from node.cli import reports_cmd
@@ -143,6 +146,11 @@ def _one_restore(base: Path, run: int) -> None:
         result = json.loads(outcome.stdout)
         assert result["parent_sequence"] == held_before[0] and result["dropped"] >= 1 and result["acked"] >= 1
         assert result["full_sequences"] == [held_before[0] + 1]
+        # Only the child itself learns which of its reports the parent holds.
+        stub, channel = tree.stub("gd", as_node="gd.b")
+        with channel, pytest.raises(grpc.RpcError) as denied:
+            stub.GetNodeInfo(NodeInfoRequest(child_id="gd.a"), timeout=5)
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
         resyncs = [entry for entry in AuditLog(tree[RESTORED].engine).entries() if entry.action == RESYNC_ACTION]
         assert len(resyncs) == 1 and resyncs[0].actor.endswith(f"@{RESTORED}")
         operations += 1
