@@ -44,15 +44,19 @@ from .chain import (
 from .crash_points import CRASH_POINTS, crash_point
 from .errors import (
     BackPressureError,
+    ClockSkewError,
     ExpiredError,
+    HistoryRewrittenError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     StaleError,
+    StorageFullError,
     SupnetError,
     UnauthenticatedError,
     UnavailableError,
+    is_storage_full,
 )
 from .grpc_errors import (
     ERROR_CODE_METADATA_KEY,
@@ -63,7 +67,7 @@ from .grpc_errors import (
     status_for,
     supnet_error_from_rpc,
 )
-from .outbox import BackoffPolicy, Outbox
+from .outbox import REBASE_KIND, BackoffPolicy, Outbox
 from .receiver import AcceptedReport, ChildChainState, ReportReceiver, load_child_chains
 from .server_support import (
     HEALTH_SERVICE_NAME,
@@ -114,6 +118,7 @@ __all__ = [
     "NODE_SERVICE_NAME",
     "OUTBOX_ACKED",
     "OUTBOX_PENDING",
+    "REBASE_KIND",
     "REFLECTION_SERVICE_NAME",
     "REPORT_BODY_TYPE",
     "AcceptedReport",
@@ -126,10 +131,12 @@ __all__ = [
     "BackoffPolicy",
     "ChainHead",
     "ChildChainState",
+    "ClockSkewError",
     "DriverConnection",
     "DriverStatement",
     "ErrorMappingInterceptor",
     "ExpiredError",
+    "HistoryRewrittenError",
     "IntegrityError",
     "InvalidArgumentError",
     "KeyResolver",
@@ -140,6 +147,7 @@ __all__ = [
     "ReportReceiver",
     "StaleError",
     "StaticKeyResolver",
+    "StorageFullError",
     "SupnetError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -164,6 +172,7 @@ __all__ = [
     "generate_keypair",
     "head_of",
     "is_day",
+    "is_storage_full",
     "key_id",
     "load_child_chains",
     "load_private_key",

@@ -19,12 +19,17 @@ StaleError (STALE)                    ALREADY_EXISTS       stale sequence: that 
 ExpiredError (EXPIRED)                FAILED_PRECONDITION  a query issued outside the freshness window (too
                                                            old, or ahead of the receiver's clock): not a
                                                            replay; a new query helps once the clocks agree
+HistoryRewrittenError                 ALREADY_EXISTS       a child's restored (rewound) chain: STALE's
+(HISTORY_REWRITTEN)                                        status, its own code so the child's sender tells
+                                                           its operators to resync
+ClockSkewError (CLOCK_SKEW)           FAILED_PRECONDITION  a report dated beyond the clock tolerance
 ValidationError (INVALID_RECORD),     INVALID_ARGUMENT
 InvalidArgumentError
 ConflictError (CONFLICT)              ALREADY_EXISTS
 InvalidStateError, CalendarError      FAILED_PRECONDITION
 BackPressureError                     RESOURCE_EXHAUSTED
-UnavailableError, StoreError          UNAVAILABLE          retryable
+UnavailableError, StoreError,         UNAVAILABLE          retryable
+StorageFullError (STORAGE_FULL)                            (a full database: retry once space is freed)
 ConfigError                           FAILED_PRECONDITION
 anything else                         INTERNAL             public message is a reference id only; the
                                                            details (traceback) go to the log
@@ -55,12 +60,15 @@ import grpc
 
 from federation.errors import (
     BackPressureError,
+    ClockSkewError,
     ExpiredError,
+    HistoryRewrittenError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     StaleError,
+    StorageFullError,
     SupnetError,
     UnauthenticatedError,
     UnavailableError,
@@ -85,6 +93,7 @@ _STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "INVALID_STATE": grpc.StatusCode.FAILED_PRECONDITION,
     "CALENDAR_NO_DATA": grpc.StatusCode.FAILED_PRECONDITION,
     "CONFIG": grpc.StatusCode.FAILED_PRECONDITION,
+    "CLOCK_SKEW": grpc.StatusCode.FAILED_PRECONDITION,
     "BACK_PRESSURE": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "STORE": grpc.StatusCode.UNAVAILABLE,
@@ -115,6 +124,9 @@ _ERROR_BY_CODE: dict[str, type[SupnetError]] = {
         InvalidArgumentError,
         BackPressureError,
         UnavailableError,
+        HistoryRewrittenError,
+        ClockSkewError,
+        StorageFullError,
     )
 }
 

@@ -4,6 +4,9 @@ Every method works on a caller's Connection so that building a report and append
 are one transaction. A full outbox refuses new reports with BackPressureError (counted and logged at
 ERROR) instead of dropping anything: the data behind the refused report stays in the buckets and goes
 out in the next report once the parent has caught up.
+
+``rebase`` is the recovery of a node restored from an old backup: its chain continues from the head its parent
+holds (a marker row stands for that report, which only the parent still has), and a FULL report follows.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from federation.errors import BackPressureError, IntegrityError
 from federation.tables import OUTBOX_ACKED, OUTBOX_PENDING, outbox_table
+
+# The kind of a rebase marker row: the parent's head, whose envelope this node no longer has (empty here).
+REBASE_KIND = "rebased"
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +244,46 @@ class Outbox:
         next_at = now + self.backoff.delay(attempts)
         conn.execute(update(outbox_table).where(outbox_table.c.sequence == sequence).values(next_attempt_at=next_at))
         return next_at
+
+    def rebase(self, conn: Connection, *, sequence: int, digest: bytes, now: datetime) -> int:
+        """Continue the chain from the parent's head (sequence, digest); returns the reports dropped.
+
+        Every report the parent does not hold goes: the pending ones (the parent refuses them as a rewritten
+        history) and any acknowledged one past its head. Their data stays in the buckets, for the FULL report the
+        caller builds next in the same transaction. When this outbox lacks the head, an acknowledged marker row
+        (kind ``rebased``, no envelope) stands for it, so the next report chains onto it. Sequence 0: the parent
+        holds nothing of this node, and the chain starts again at #1.
+        """
+        t = outbox_table.c
+        stale = t.status == OUTBOX_PENDING
+        if sequence:
+            stale = stale | (t.sequence > sequence) | ((t.sequence == sequence) & (t.digest != digest))
+        else:
+            stale = t.sequence > 0
+        dropped = int(conn.execute(delete(outbox_table).where(stale)).rowcount)
+        if sequence and conn.execute(select(t.sequence).where(t.sequence == sequence)).first() is None:
+            conn.execute(
+                insert(outbox_table).values(
+                    sequence=sequence,
+                    digest=digest,
+                    previous_digest=b"",
+                    kind=REBASE_KIND,
+                    envelope=b"",
+                    bucket_count=0,
+                    base_revision=0,
+                    up_to_revision=0,
+                    status=OUTBOX_ACKED,
+                    attempts=0,
+                    next_attempt_at=now,
+                    last_error="",
+                    created_at=now,
+                    acked_at=now,
+                )
+            )
+        log.warning(
+            "outbox: rebased onto the parent's head #%s; %s report(s) it does not hold dropped", sequence, dropped
+        )
+        return dropped
 
     def retry_now(self, conn: Connection, now: datetime) -> None:
         """Make every pending report due now (e.g. an operator knows the parent is back)."""

@@ -7,10 +7,13 @@ Order of checks (each refusal is a precise SupnetError, mapped to a gRPC status 
 3. the body parses, is canonical, names the signer else InvalidArgumentError / PermissionDeniedError
 4. (child, sequence) already stored:
    same digest  -> the same acknowledgement again (idempotent re-delivery, nothing applied twice)
-   other digest -> StaleError                                          -> ALREADY_EXISTS
+   other digest -> HistoryRewrittenError (code HISTORY_REWRITTEN)      -> ALREADY_EXISTS
+                   the child's chain rewound (restored from a backup): its operator resyncs
 5. the chain: sequence = last + 1 and previous_digest = last digest
    at or below the last -> StaleError (ALREADY_EXISTS); a gap or a wrong previous digest -> IntegrityError
-   (FAILED_PRECONDITION), so the child resends in order (its outbox sends oldest first)
+   (FAILED_PRECONDITION), so the child resends in order (its outbox sends oldest first); then the date: a report
+   dated beyond the clock tolerance ahead of this node's clock -> ClockSkewError (FAILED_PRECONDITION), naming
+   the skew (only a report from the future can be told from a late one: a backlog is legitimately old)
 6. store the report, advance the chain head and apply its buckets in ONE transaction; only after the
    commit is the acknowledgement returned, so a child never holds an ack for a report that is not stored.
 
@@ -31,7 +34,11 @@ An optional ``audit`` hook (node.audit_log.ReceiptAuditor) records each accepted
 transaction, and each refusal (any SupnetError above) in a transaction of its own before it is raised, naming
 the verified caller the server passes to ``receive`` (not the signer the envelope claims).
 A refusal is audited after its batch has committed. A re-delivery acknowledged again is neither: nothing is
-stored or changed.
+stored or changed. A database that is full fails the whole batch with StorageFullError (UNAVAILABLE, retryable):
+nothing of it is stored, and the children resend once space is freed.
+
+This module is one unit: the checks, the group commit and both ways of storing must decide every report alike,
+so they are read together.
 """
 
 from __future__ import annotations
@@ -51,7 +58,17 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from federation.canonical import parse_body, require_canonical_encoding, validate_report_body
 from federation.chain import ChainHead, check_chain, report_digest, short_hex
 from federation.crash_points import crash_point
-from federation.errors import IntegrityError, PermissionDeniedError, StaleError, SupnetError, UnauthenticatedError
+from federation.errors import (
+    ClockSkewError,
+    HistoryRewrittenError,
+    IntegrityError,
+    PermissionDeniedError,
+    StaleError,
+    StorageFullError,
+    SupnetError,
+    UnauthenticatedError,
+    is_storage_full,
+)
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportAck, ReportBody, ReportKind
 from federation.signing import KeyResolver, verify_with_resolver
@@ -116,6 +133,9 @@ class _BatchNotTogetherError(Exception):
 
 # Reports stored per transaction at most: bounds how long one batch holds the write lock (and its callers).
 MAX_BATCH = 64
+# How far ahead of this node's clock a child's report may be dated (the drill-down queries' freshness window
+# tolerates the same skew, node.trust.FRESHNESS_WINDOW_SECONDS).
+MAX_CLOCK_SKEW_SECONDS = 900.0
 
 
 def _held_lock() -> threading.Lock:
@@ -243,8 +263,13 @@ class ReportReceiver:
         node_id: str = "",
         accept_first_at_any_sequence: bool = False,
         audit: ReceiptAudit | None = None,
+        unix_clock_ms: Callable[[], int] | None = None,
+        max_clock_skew_seconds: float = MAX_CLOCK_SKEW_SECONDS,
     ) -> None:
+        """``unix_clock_ms``: this node's clock as Unix ms, to refuse reports dated beyond the skew tolerance."""
         self._engine = engine
+        self._unix_clock_ms = unix_clock_ms
+        self._max_skew_ms = int(max_clock_skew_seconds * 1000)
         self._audit = audit
         self._children = children
         self._key_resolver = key_resolver
@@ -283,6 +308,19 @@ class ReportReceiver:
             raise PermissionDeniedError(f"report signed by {signer} claims to come from {body.node_id or '(empty)'}")
         validate_report_body(body)
         return body, report_digest(envelope)
+
+    def _check_clock(self, body: ReportBody) -> None:
+        """ClockSkewError for a report dated further ahead of this node's clock than the tolerance."""
+        if self._unix_clock_ms is None or not body.created_at_ms:
+            return
+        ahead_ms = body.created_at_ms - self._unix_clock_ms()
+        if ahead_ms > self._max_skew_ms:
+            raise ClockSkewError(
+                f"report {body.node_id} #{body.sequence} is dated {ahead_ms / 1000:.0f} s ahead of the clock of "
+                f"{self._node_id or 'this node'}: clock skew of {ahead_ms / 60000:+.1f} min exceeds the tolerance "
+                f"of ±{self._max_skew_ms / 60000:.0f} min; check the clocks (NTP) of {body.node_id} and "
+                f"{self._node_id or 'its parent'}"
+            )
 
     def receive(self, envelope: SignedEnvelope, caller: str = "") -> ReportAck:
         """Verify, de-duplicate, store and apply one report; the returned ack means it is durably stored.
@@ -367,9 +405,15 @@ class ReportReceiver:
                     cursor.execute("BEGIN IMMEDIATE")
                 store(conn, cursor, batch)
                 crash_point("receive.applied")
-        except _BatchNotTogetherError:
+        except _BatchNotTogetherError as error:
+            if is_storage_full(error):
+                self._fail_full(batch, error)  # one by one would fill up alike
+                return
             raise  # rolled back: the caller stores the batch one by one
         except BaseException as error:
+            if isinstance(error, Exception) and is_storage_full(error):
+                self._fail_full(batch, error)
+                return
             # No commit, so nothing of this batch is stored: every caller gets the error, none an ack (a
             # duplicate answered against a batch-mate's row would be wrong now too).
             for delivery in batch:
@@ -389,6 +433,20 @@ class ReportReceiver:
                     len(accepted.body.buckets),
                     short_hex(accepted.digest),
                 )
+
+    def _fail_full(self, batch: list[_Delivery], cause: BaseException) -> None:
+        """The database is full: nothing of the batch is stored; every caller gets the retryable StorageFullError."""
+        log.error("node %s cannot store %s report(s): database or disk full (%s)", self._node_id, len(batch), cause)
+        for delivery in batch:
+            delivery.ack, delivery.accepted = None, None
+            delivery.error = self._full_error(delivery)
+
+    def _full_error(self, delivery: _Delivery) -> StorageFullError:
+        return StorageFullError(
+            f"node {self._node_id or '(parent)'} cannot store report {delivery.body.node_id} "
+            f"#{delivery.body.sequence}: its database or disk is full; nothing was stored, resend later "
+            f"(its operators must free space)"
+        )
 
     def _store_together(self, conn: Connection, cursor: Any, batch: list[_Delivery]) -> None:
         """Checks 4-6 for a whole batch with one statement per table (see _commit_batch)."""
@@ -456,6 +514,8 @@ class ReportReceiver:
 
     def _check_chain(self, head: ChainHead | None, body: ReportBody) -> None:
         check_chain(head, body, accept_first_at_any_sequence=self._accept_first_at_any_sequence)
+        # Only a report that would extend the chain: a re-delivery is acknowledged whatever the clocks say.
+        self._check_clock(body)
 
     def _store_one_by_one(self, conn: Connection, cursor: Any, batch: list[_Delivery]) -> None:
         """Checks 4-6 report by report, each in a savepoint of its own (see _commit_batch)."""
@@ -476,7 +536,7 @@ class ReportReceiver:
         except Exception as error:
             # A refusal (SupnetError) or a failed apply is this report's alone: its savepoint is gone.
             delivery.accepted = None
-            delivery.error = error
+            delivery.error = self._full_error(delivery) if is_storage_full(error) else error
 
     def audit_refusal(self, envelope: SignedEnvelope, error: SupnetError, caller: str = "") -> None:
         """Record a refusal through the audit hook (also for refusals decided before ``receive``, e.g. by mTLS)."""
@@ -497,9 +557,12 @@ class ReportReceiver:
         if stored_digest is None:  # the conflicting row went away (cannot happen without manual deletes)
             raise StaleError(f"report {child_id} #{body.sequence} conflicts with a stored report; resend later")
         if bytes(stored_digest) != digest:
-            raise StaleError(
+            held = last_sequence.last_sequence if last_sequence is not None else body.sequence
+            raise HistoryRewrittenError(
                 f"report {child_id} #{body.sequence} was already received with digest "
-                f"{short_hex(bytes(stored_digest))}; this one has digest {short_hex(digest)} (history rewritten?)"
+                f"{short_hex(bytes(stored_digest))}; this one has digest {short_hex(digest)}: history rewritten "
+                f"(restored from a backup?); {self._node_id or 'the parent'} holds {child_id}'s reports up to "
+                f"#{held}: run 'supnet reports resync' on {child_id} to continue from there"
             )
         log.debug("report %s #%s re-delivered; acknowledging again", child_id, body.sequence)
         return ReportAck(

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from federation import crash_point
+from federation import StorageFullError, crash_point, is_storage_full
 from node.domain import FIELD_NAMES, KIND_ORDER
 from node.errors import StoreError
 from node.ingest.deadlines import Deadlines
@@ -293,6 +293,8 @@ class Importer:
                 crash_point("import.batch_committed")
                 break
             except self._retryable as exc:
+                if is_storage_full(exc):
+                    raise _storage_full(source, first_line, last_line, exc) from exc
                 # Another writer stored one of our keys (or held the SQLite lock) between our check and our write:
                 # the whole batch rolled back, so run it again and the re-check sees the other writer's rows.
                 cause = getattr(exc, "orig", None) or exc
@@ -309,6 +311,8 @@ class Importer:
                 )
                 time.sleep(_RETRY_PAUSE_SECONDS * attempt)
             except self._database_errors as exc:
+                if is_storage_full(exc):
+                    raise _storage_full(source, first_line, last_line, exc) from exc
                 cause = getattr(exc, "orig", None) or exc
                 raise StoreError(f"{source} lines {first_line}-{last_line}: database error: {cause}") from exc
         self._merge(context, summary, on_outcome)
@@ -339,3 +343,13 @@ __all__ = [
     "RecordError",
     "RecordOutcome",
 ]
+
+
+def _storage_full(source: str, first_line: int, last_line: int, cause: BaseException) -> StorageFullError:
+    # Not a collision to retry: no retry frees space. The batch rolled back whole; earlier batches are stored.
+    log.error("%s lines %s-%s: the database or disk is full (%s)", source, first_line, last_line, cause)
+    return StorageFullError(
+        f"{source} lines {first_line}-{last_line}: not stored, the database or disk is full (数据库或磁盘已满); "
+        "nothing of these lines was written and the records before them are stored. Free space, then run the same "
+        "import again (records already stored are recognised)"
+    )

@@ -1,4 +1,4 @@
-"""Operator notices: the node's own problems (outbox full, silent children, expiring certificates) for its operators.
+"""Operator notices: the node's own problems (outbox full, silent children, refused reports, expiring certificates).
 
 Case warnings go to the departments responsible (node.notify.dispatcher). A problem of the node itself goes to the
 people who run it, ``notifications.operators`` in the config, over the same channels and through the same durable
@@ -40,6 +40,10 @@ class NoticeKind(StrEnum):
     OUTBOX_OVERFLOW = "outbox_overflow"
     CHILD_SILENT = "child_silent"
     CERTIFICATE = "certificate"
+    # The parent refuses this node's reports (history rewritten after a restore, clock skew): an operator acts.
+    REPORT_REFUSED = "report_refused"
+    # This node refuses a child's reports for a reason only the child's operator can fix.
+    CHILD_REPORT_REFUSED = "child_report_refused"
 
 
 def notify_operators(

@@ -3,7 +3,8 @@
 reports (build + sign into the outbox), sender (deliver the outbox to the parent), children (apply children's
 reports, their staleness check), subtree (the roll-up: own + children's buckets, completeness, freshness),
 catalogues (item-register figures: own, each child's latest, the subtree's), integrity (child figures checked
-against the children's stored signed reports).
+against the children's stored signed reports), refusals (operator notices of refused reports) and resync (a
+restored node continues its chain from its parent's head).
 """
 
 from node.reporting.catalogues import (
@@ -14,8 +15,10 @@ from node.reporting.catalogues import (
 )
 from node.reporting.children import apply_child_reports, check_children_staleness
 from node.reporting.integrity import ChildFiguresCheck, child_figures_differences
+from node.reporting.refusals import notice_child_refused, notice_refused_by_parent, resync_command
 from node.reporting.reports import build_reports, node_outbox, outbox_overflow_count
-from node.reporting.sender import ReportSender
+from node.reporting.resync import RESYNC_ACTION, ResyncResult, parent_head, resync_reports
+from node.reporting.sender import ReportSender, SendResult
 from node.reporting.subtree import (
     ChildStatus,
     SubtreeView,
@@ -26,9 +29,12 @@ from node.reporting.subtree import (
 )
 
 __all__ = [
+    "RESYNC_ACTION",
     "ChildFiguresCheck",
     "ChildStatus",
     "ReportSender",
+    "ResyncResult",
+    "SendResult",
     "SubtreeView",
     "apply_child_reports",
     "build_reports",
@@ -39,7 +45,12 @@ __all__ = [
     "children_catalogues",
     "children_status",
     "node_outbox",
+    "notice_child_refused",
+    "notice_refused_by_parent",
     "outbox_overflow_count",
+    "parent_head",
+    "resync_command",
+    "resync_reports",
     "subtree_buckets",
     "subtree_catalogue",
     "subtree_completeness",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Connection
@@ -165,7 +165,9 @@ def _build_in_transaction(
     kind: ReportKindName,
     now: datetime,
     only_if_changed: bool,
+    full_since: date | None = None,
 ) -> list[BuiltReport]:
+    # full_since: a FULL report's first day instead of the configured window's (a resync sends everything).
     revision = locked_revision(conn)  # FIRST: see the module docstring
     head = outbox.head(conn)
     base = head.up_to_revision if head is not None else 0
@@ -175,7 +177,7 @@ def _build_in_transaction(
     window_start = window_end = None
     if kind == "full":
         window_end = now.date()
-        window_start = window_end - timedelta(days=node.config.federation.full_report_window_days - 1)
+        window_start = full_since or window_end - timedelta(days=node.config.federation.full_report_window_days - 1)
         buckets = [
             bucket
             for bucket in subtree_buckets(conn, day_from=window_start, day_to=window_end)

@@ -24,6 +24,7 @@ import grpc
 from federation import BackPressureError, IntegrityError, SupnetError, crash_point, short_hex, supnet_error_from_rpc
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
+from node.reporting.refusals import notice_refused_by_parent
 from node.reporting.reports import ReportKindName, build_reports, node_outbox
 from node.store import current_revision
 from node.trust import channel_to, credentials_stamp, pki_directory
@@ -221,7 +222,15 @@ class ReportSender:
             pending,
             level=level,
         )
+        self._notice_refusal(error)
         return SendResult(acked=acked, failed=True, error=error.message, pending=pending)
+
+    def _notice_refusal(self, error: SupnetError) -> None:
+        # A refusal no retry heals (rewritten history, clock skew) needs this node's operators: tell them how.
+        try:
+            notice_refused_by_parent(self.node, error)
+        except Exception:
+            log.exception("node %s could not queue the operator notice of a refused report", self.node.config.id)
 
     def _build(self, kind: ReportKindName, *, only_if_changed: bool = False) -> None:
         """Build a report if there is room; a full outbox or a failed build is logged, not raised."""

@@ -68,7 +68,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUERY_BODY_TYPE = body_type_of(QueryBody)
-FRESHNESS_WINDOW_SECONDS = 300.0
+# ±15 min: nodes whose clocks are up to ~10 min apart still query each other (a report is refused from 15 min
+# ahead, federation.receiver.MAX_CLOCK_SKEW_SECONDS); replays stay refused by the nonce cache (2 windows long).
+FRESHNESS_WINDOW_SECONDS = 900.0
 MIN_NONCE_BYTES = 16
 # The caller as the audit log names it when no certificate names one: the insecure plaintext mode has no
 # identities; a certificate the server refused to identify (revoked, two identities) names nobody.

@@ -20,7 +20,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -141,14 +141,17 @@ class Tree:
         federation: dict[str, Any] | None = None,
         plaintext: bool = False,
         serve_leaves: bool = False,
+        clock_offsets: Mapping[str, float] | None = None,
     ) -> None:
         """Create, enrol, configure, open and serve the nodes ``root_dir/<id>``.
 
         ``timing`` is the report timing every node gets ({} keeps the node defaults), ``federation`` further
-        settings; the nodes of ``db_urls`` use that database instead of their own SQLite file.
+        settings; the nodes of ``db_urls`` use that database instead of their own SQLite file. ``clock_offsets``
+        (seconds by node id, changeable later in ``tree.clock_offsets``) skews a node's clock from the tree's.
         """
         self.root_dir = root_dir
         self.clock = clock or TreeClock()
+        self.clock_offsets: dict[str, float] = dict(clock_offsets or {})
         self.ids = list(node_ids)
         self.plaintext = plaintext
         self.nodes: dict[str, TreeNode] = {}
@@ -206,7 +209,7 @@ class Tree:
             }
         )
         save_config(data_dir, config)
-        node = open_node(data_dir, clock=self.clock)
+        node = open_node(data_dir, clock=self.node_clock(node_id))
         # The key the node signs with: its PKI report key, or the plaintext-mode key of ``supnet init``.
         signing_key = public_key_b64(signing_identity(node).private_key.public_key())
         entry = self.nodes[node_id] = TreeNode(node_id, data_dir, node, signing_key)
@@ -214,6 +217,10 @@ class Tree:
             entry.sender = ReportSender(node)
         if serve:
             self.start_server(node_id)
+
+    def node_clock(self, node_id: str) -> Callable[[], datetime]:
+        """The node's clock: the tree's, plus its entry of ``clock_offsets`` (read at every call)."""
+        return lambda: self.clock() + timedelta(seconds=self.clock_offsets.get(node_id, 0.0))
 
     def _point_at_parent(self, node_id: str) -> None:
         entry = self.nodes[node_id]

@@ -70,7 +70,7 @@ def _report(node_id: str, sequence: int, previous: bytes, received: int = 1) -> 
         node_id=node_id,
         sequence=sequence,
         previous_digest=previous,
-        created_at_ms=1_742_800_000_000,
+        created_at_ms=1_742_778_000_000,  # the tree clock's start: within the skew tolerance
         kind=ReportKind.REPORT_KIND_INCREMENTAL,
         buckets=[
             Bucket(day="2025-03-03", basic_code="0000000001", item_type_code="01", counters=Counters(received=received))

@@ -74,7 +74,8 @@ UNAUTH = frozenset({"UNAUTHENTICATED"})
 DENIED = frozenset({"PERMISSION_DENIED"})
 INVALID = frozenset({"INVALID_ARGUMENT"})
 CHAIN = frozenset({"INTEGRITY"})
-STALE = frozenset({"STALE"})
+# A stored sequence re-signed with other content: HistoryRewrittenError (a StaleError: same status, own code).
+STALE = frozenset({"STALE", "HISTORY_REWRITTEN"})
 AGAIN = "ACK_AGAIN"  # an idempotent re-delivery: acknowledged, nothing applied
 
 Histories = tuple[Tree, dict[str, list[SignedEnvelope]], list[SignedEnvelope]]

@@ -22,12 +22,19 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class NodeInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CHILD_ID_FIELD_NUMBER: _builtins.int
+    child_id: _builtins.str
+    """A child asking which of its reports this node holds (its own id; needs that child's credentials):
+    NodeInfo.child_report_* answer. Empty: not asked.
+    """
     def __init__(
         self,
+        *,
+        child_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_id", b"child_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -48,6 +55,8 @@ class NodeInfo(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     SERVER_TIME_MS_FIELD_NUMBER: _builtins.int
+    CHILD_REPORT_SEQUENCE_FIELD_NUMBER: _builtins.int
+    CHILD_REPORT_DIGEST_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     level: _builtins.str
     """province | city | district | street"""
@@ -63,6 +72,11 @@ class NodeInfo(_message.Message):
     key_id: _builtins.bytes
     server_time_ms: _builtins.int
     """Unix ms on the node's clock (lets a caller spot clock skew)."""
+    child_report_sequence: _builtins.int
+    """The last report this node accepted from NodeInfoRequest.child_id (0 / empty: none), the head a restored
+    child continues its chain from (supnet reports resync).
+    """
+    child_report_digest: _builtins.bytes
     @_builtins.property
     def children_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Registered children, sorted."""
@@ -81,10 +95,12 @@ class NodeInfo(_message.Message):
         public_key: _builtins.bytes = ...,
         key_id: _builtins.bytes = ...,
         server_time_ms: _builtins.int = ...,
+        child_report_sequence: _builtins.int = ...,
+        child_report_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children_ids", b"children_ids", "key_id", b"key_id", "latest_report_digest", b"latest_report_digest", "latest_report_sequence", b"latest_report_sequence", "level", b"level", "name", b"name", "node_id", b"node_id", "parent_id", b"parent_id", "public_key", b"public_key", "server_time_ms", b"server_time_ms", "software_version", b"software_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_report_digest", b"child_report_digest", "child_report_sequence", b"child_report_sequence", "children_ids", b"children_ids", "key_id", b"key_id", "latest_report_digest", b"latest_report_digest", "latest_report_sequence", b"latest_report_sequence", "level", b"level", "name", b"name", "node_id", b"node_id", "parent_id", b"parent_id", "public_key", b"public_key", "server_time_ms", b"server_time_ms", "software_version", b"software_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

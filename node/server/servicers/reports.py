@@ -8,14 +8,23 @@ from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 
-from federation import KeyResolver, Outbox, ReportReceiver, StaticKeyResolver, key_id, raw_public_key
+from federation import (
+    KeyResolver,
+    Outbox,
+    PermissionDeniedError,
+    ReportReceiver,
+    StaticKeyResolver,
+    key_id,
+    load_child_chains,
+    raw_public_key,
+)
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
 from node.audit_log import ReceiptAuditor
 from node.errors import SupnetError
-from node.reporting import apply_child_reports, node_outbox
+from node.reporting import apply_child_reports, node_outbox, notice_child_refused
 from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name, signing_identity
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,7 @@ class ReportServicer:
             clock=node.now,
             node_id=node.config.id,
             audit=self.audit,
+            unix_clock_ms=self._unix_ms,
         )
         # e.g. ReportSender.notify_change: a child's new data changes this node's subtree too.
         self._on_report_stored = on_report_stored
@@ -81,7 +91,11 @@ class ReportServicer:
         except SupnetError as error:
             self.receiver.audit_refusal(request, error, caller)  # refused before the receiver: audit it all the same
             raise
-        ack = self.receiver.receive(request, caller)
+        try:
+            ack = self.receiver.receive(request, caller)
+        except SupnetError as error:
+            self._notice_refusal(request, error)
+            raise
         if ack.stored and self._on_report_stored is not None:
             try:
                 self._on_report_stored()
@@ -90,12 +104,36 @@ class ReportServicer:
                 log.exception("on_report_stored hook failed after report %s #%s", ack.child_id, ack.sequence)
         return ack
 
+    def _unix_ms(self) -> int:
+        return int(self.node.now().replace(tzinfo=self.node.tz).timestamp() * 1000)
+
+    def _notice_refusal(self, request: SignedEnvelope, error: SupnetError) -> None:
+        # A refusal only the child's operator can fix (rewritten history, clock skew) is told to ours too.
+        if request.signer_id in self.receiver_children:
+            try:
+                notice_child_refused(self.node, request.signer_id, error)
+            except Exception:
+                log.exception("could not queue the operator notice of %s's refused report", request.signer_id)
+
+    @property
+    def receiver_children(self) -> frozenset[str]:
+        """The registered children (whose refusals may be noticed)."""
+        return frozenset(child.id for child in self.node.config.federation.children)
+
     def GetNodeInfo(self, request: NodeInfoRequest, context: grpc.ServicerContext) -> NodeInfo:  # noqa: N802
-        """Who this node is: id, level, parent, children, latest own report, report key."""
-        self._authorizer.node_info(context)
+        """Who this node is: id, level, parent, children, latest own report, report key; a child's head if asked."""
+        peer = self._authorizer.node_info(context)
         config = self.node.config
+        if request.child_id and (
+            request.child_id not in self.receiver_children or (peer is not None and peer.node_id != request.child_id)
+        ):
+            raise PermissionDeniedError(
+                f"only {request.child_id}, a registered child of {config.id}, may ask which of its reports "
+                f"{config.id} holds"
+            )
         with self.node.engine.connect() as conn:
             head = self._outbox.head(conn)
+            child_head = load_child_chains(conn).get(request.child_id) if request.child_id else None
         info = NodeInfo(
             node_id=config.id,
             level=config.level,
@@ -105,8 +143,11 @@ class ReportServicer:
             software_version=_software_version(),
             latest_report_sequence=head.sequence if head else 0,
             latest_report_digest=head.digest if head else b"",
-            server_time_ms=int(self.node.now().replace(tzinfo=self.node.tz).timestamp() * 1000),
+            server_time_ms=self._unix_ms(),
         )
+        if child_head is not None:
+            info.child_report_sequence = child_head.last_sequence
+            info.child_report_digest = child_head.last_digest
         try:
             public_key = signing_identity(self.node).private_key.public_key()
         except SupnetError as error:
