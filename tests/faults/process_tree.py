@@ -25,6 +25,7 @@ from federation import COUNTER_FIELDS
 from node.app import open_node
 from node.audit_log import AuditLog
 from node.config import load_config, parse_config, save_config
+from node.errors import ValidationError
 from node.localtree import FederationState, cli_command, down, health_status, parse_topology, up
 from node.reporting import child_figures_differences
 from node.supervision import check_buckets
@@ -86,7 +87,10 @@ class ProcessTree:
             tree.chunks[node_id] = []
             for first, last in windows:
                 out = base_dir / "chunks" / node_id / f"{first:%Y-%m-%d}"
-                summary = generate(node_id, cases_per_window, 7, out, date_from=first, date_to=last)
+                try:
+                    summary = generate(node_id, cases_per_window, 7, out, date_from=first, date_to=last)
+                except ValidationError:
+                    continue  # a window inside a long holiday (春节, 国庆): no working day to accept cases on
                 tree.chunks[node_id].append(Chunk(node_id, list(summary.paths)))
         return tree
 
