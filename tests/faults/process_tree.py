@@ -237,12 +237,16 @@ class ProcessTree:
         return False, differing
 
     def chain_problems(self) -> list[str]:
-        """Each child's outbox head = its parent's held head; the parent holds every sequence 1..head once."""
+        """Each parent holds every report of its child exactly once, from #1 without a gap, up to at least the
+        child's last acknowledged one (a report just built, or acknowledged but not yet marked, may be ahead)."""
         problems: list[str] = []
         for launched in self.state.nodes[1:]:
             parent = launched.id.rsplit(".", 1)[0]
             with self._db(launched.id) as conn:
-                head = conn.execute("SELECT max(sequence) FROM federation_outbox").fetchone()[0] or 0
+                acked = conn.execute(
+                    "SELECT coalesce(max(sequence), 0) FROM federation_outbox WHERE status = 'acked'"
+                ).fetchone()[0]
+                built = conn.execute("SELECT coalesce(max(sequence), 0) FROM federation_outbox").fetchone()[0]
             with self._db(parent) as conn:
                 held = [
                     row[0]
@@ -251,8 +255,9 @@ class ProcessTree:
                         (launched.id,),
                     )
                 ]
-            if held != list(range(1, head + 1)):
-                problems.append(f"{parent} holds {launched.id} #{held[:3]}…#{held[-3:]} for an outbox head #{head}")
+            if held != list(range(1, len(held) + 1)) or not acked <= len(held) <= built:
+                shown = f"#{held[:3]}…#{held[-3:]}" if held else "none"
+                problems.append(f"{parent} holds {launched.id} {shown}; its outbox: acked to #{acked}, built #{built}")
         return problems
 
     def invariants(self) -> list[str]:
