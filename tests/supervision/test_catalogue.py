@@ -237,3 +237,22 @@ def test_migration_makes_every_item_version_one_from_the_beginning(node: Node, t
     else:
         with fresh_schema_url() as url:
             upgrade(url)
+
+
+def test_whole_table_rules_run_at_the_first_scan_of_each_day_only(node: Node) -> None:
+    """R14 over every item (like R12's window) is gated to the first scan of a day: later scans that day skip it."""
+    load(node, items())
+    morning = datetime(2025, 3, 21, 9, 0)
+    assert "R14" not in run_scan(node, morning).by_rule  # the first scan of the day: nothing to flag yet
+
+    def needs_flags() -> None:  # as an upgrade from 0009 leaves it: terms that need an explanation, no flag
+        with node.engine.begin() as conn:
+            conn.execute(ItemVersion.__table__.update().values(promised_limit=9))  # type: ignore[attr-defined]
+            conn.execute(Item.__table__.update().values(promised_limit=9))  # type: ignore[attr-defined]
+
+    needs_flags()
+    assert "R14" not in run_scan(node, datetime(2025, 3, 21, 9, 5)).by_rule  # same day: the item pass is skipped
+    assert "R14" not in run_scan(node, datetime(2025, 3, 21, 17, 0)).by_rule
+    assert run_scan(node, datetime(2025, 3, 22, 0, 5)).by_rule["R14"] == 3  # the next day's first scan
+    assert "R14" not in run_scan(node, datetime(2025, 3, 22, 0, 10)).by_rule
+    assert run_scan(node, datetime(2025, 3, 22, 0, 15), full=True).by_rule.get("R14", 0) == 0  # all flagged already
