@@ -1,9 +1,9 @@
 """Reporting upward: build, sign and send reports of this node's subtree; apply the children's.
 
 reports (build + sign into the outbox), sender (deliver the outbox to the parent), children (apply children's
-reports, their staleness check), subtree (the roll-up: own + children's buckets, completeness, freshness),
-catalogues (item-register figures: own, each child's latest, the subtree's), integrity (child figures checked
-against the children's stored signed reports).
+reports, their staleness check), subtree (the roll-up: own + children's buckets and activity counts, completeness,
+freshness), catalogues (item-register figures: own, each child's latest, the subtree's), integrity (child figures
+checked against the children's stored signed reports).
 """
 
 from node.reporting.catalogues import (
@@ -17,15 +17,18 @@ from node.reporting.integrity import ChildFiguresCheck, child_figures_difference
 from node.reporting.reports import build_reports, node_outbox, outbox_overflow_count
 from node.reporting.sender import ReportSender
 from node.reporting.subtree import (
+    ActivityTotals,
     ChildStatus,
     SubtreeView,
     children_status,
+    subtree_activity,
     subtree_buckets,
     subtree_completeness,
     subtree_view,
 )
 
 __all__ = [
+    "ActivityTotals",
     "ChildFiguresCheck",
     "ChildStatus",
     "ReportSender",
@@ -40,6 +43,7 @@ __all__ = [
     "children_status",
     "node_outbox",
     "outbox_overflow_count",
+    "subtree_activity",
     "subtree_buckets",
     "subtree_catalogue",
     "subtree_completeness",
