@@ -25,6 +25,8 @@ DIGEST_SIZE = 32
 # in columns of these sizes, so a longer one is refused here, not by the database.
 MAX_BASIC_CODE_LENGTH = 10
 MAX_ITEM_TYPE_CODE_LENGTH = 2
+# Activity count keys (report.proto ActivityCount): metric and kind, stored in columns of this size.
+MAX_ACTIVITY_NAME_LENGTH = 40
 # The counter fields of Counters in field-number order (the metric_buckets counter columns).
 COUNTER_FIELDS: tuple[str, ...] = tuple(field.name for field in Counters.DESCRIPTOR.fields)
 REPORT_BODY_TYPE: str = ReportBody.DESCRIPTOR.full_name
@@ -92,6 +94,9 @@ def canonicalize_report(body: ReportBody) -> ReportBody:
     ordered_buckets = sort_buckets(body.buckets)
     del body.buckets[:]
     body.buckets.extend(ordered_buckets)
+    ordered_activity = sorted(body.activity, key=lambda entry: (entry.day, entry.metric, entry.kind))
+    del body.activity[:]
+    body.activity.extend(ordered_activity)
     ordered_children = sorted(body.child_reports, key=lambda ref: ref.child_id)
     del body.child_reports[:]
     body.child_reports.extend(ordered_children)
@@ -174,6 +179,7 @@ def validate_report_body(body: ReportBody) -> None:
                 raise InvalidArgumentError(
                     f"{label}: bucket {index} {key} counter {counter.name} is negative ({value})"
                 )
+    _validate_activity(body, label, full_window)
     previous_child = ""
     for index, ref in enumerate(body.child_reports):
         if not ref.child_id or ref.child_id <= previous_child:
@@ -184,6 +190,30 @@ def validate_report_body(body: ReportBody) -> None:
     completeness = body.completeness
     if completeness.nodes_reported_in_window > completeness.nodes_in_subtree:
         raise InvalidArgumentError(f"{label}: nodes_reported_in_window exceeds nodes_in_subtree")
+
+
+def _validate_activity(body: ReportBody, label: str, full_window: tuple[str, str] | None) -> None:
+    """Check the activity counts: days within a FULL window, short named keys, sorted and once each, not negative.
+
+    Sorted means by (day, metric, kind) in code-point order (a kind may be Chinese text).
+    """
+    previous: tuple[str, str, str] | None = None
+    for index, entry in enumerate(body.activity):
+        key = (entry.day, entry.metric, entry.kind)
+        if not is_day(entry.day):
+            raise InvalidArgumentError(f"{label}: activity {index} day {entry.day!r} is not YYYY-MM-DD")
+        if full_window is not None and not (full_window[0] <= entry.day <= full_window[1]):
+            raise InvalidArgumentError(f"{label}: activity {index} day {entry.day} is outside the FULL window")
+        if not entry.metric or max(len(entry.metric), len(entry.kind)) > MAX_ACTIVITY_NAME_LENGTH:
+            raise InvalidArgumentError(
+                f"{label}: activity {index} {key}: metric must be named and metric and kind at most "
+                f"{MAX_ACTIVITY_NAME_LENGTH} characters"
+            )
+        if previous is not None and key <= previous:
+            raise InvalidArgumentError(f"{label}: activity {index} {key} is out of order or repeated")
+        if entry.count < 0:
+            raise InvalidArgumentError(f"{label}: activity {index} {key} count is negative ({entry.count})")
+        previous = key
 
 
 def counters_from_mapping(values: Mapping[str, Any]) -> Counters:

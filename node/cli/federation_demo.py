@@ -30,6 +30,7 @@ from rich.panel import Panel
 
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.cli.render import (
+    activity_table,
     cases_table,
     percent,
     print_case_detail,
@@ -219,6 +220,12 @@ def _show(console: Console, topology: Topology, state: FederationState) -> None:
                 summary,
                 f"{root}: case records reported (上报数据) and item registers of each city's subtree "
                 "(compression = promised ÷ legal; flagged = promised over half the legal limit, unexplained)",
+            )
+        )
+        console.print(
+            activity_table(
+                summary,
+                f"{root}: directives (督办, 告诫书, 整改, 通报) and accountability measures (问责) per city",
             )
         )
         console.print(

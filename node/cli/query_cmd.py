@@ -21,6 +21,7 @@ from rich.table import Table
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.cli.render import (
+    activity_table,
     alerts_table,
     answer_json,
     cases_table,
@@ -52,6 +53,7 @@ METRICS: dict[str, dd.RankingMetric.ValueType] = {
     "red": dd.RANKING_METRIC_RED_CARDS,
     "yellow": dd.RANKING_METRIC_YELLOW_CARDS,
     "score": dd.RANKING_METRIC_SCORE,
+    "directives-overdue": dd.RANKING_METRIC_DIRECTIVES_OVERDUE,
 }
 ChoiceT = TypeVar("ChoiceT")
 Show = Callable[[list[Answer], ZoneInfo], None]
@@ -242,6 +244,10 @@ def register(app: typer.Typer) -> None:
             console.print(summary_table(merged, f"{target}: subtree totals by {by}"))
             if merged.group_by == dd.SUMMARY_GROUP_BY_CHILD:
                 console.print(registers_table(merged, f"{target}: records reported (上报数据) and item registers"))
+                period = f"{day_from or '…'} – {day_to or '…'}"
+                console.print(
+                    activity_table(merged, f"{target}: directives (督办) and accountability (问责), {period}")
+                )
 
         _ask_and_show(target, asking, show, Pages(every=True), summary=request)
 

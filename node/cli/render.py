@@ -17,6 +17,7 @@ from federation.proto.v1.common_pb2 import Counters
 from federation.proto.v1.report_pb2 import ReportBody
 from node.cli.common import console
 from node.drilldown import Answer
+from node.supervision import MEASURES
 
 RATE_METRICS: set[dd.RankingMetric.ValueType] = {
     dd.RANKING_METRIC_EARLY_COMPLETION_RATE,
@@ -116,6 +117,46 @@ def registers_table(answer: dd.SummaryAnswer, title: str) -> Table:
         else:
             for column, cell in zip(table.columns[1:], cells, strict=True):
                 column.footer = cell
+    return table
+
+
+# The supervision-activity columns of the by-child summary (node.supervision ACTIVITY_METRICS), in order.
+ACTIVITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("directives_received", "收到 received"),
+    ("directives_acknowledged", "签收 acknowledged"),
+    ("directives_responded_on_time", "按时回复 on time"),
+    ("directives_overdue", "逾期 overdue"),
+    ("directives_closed", "办结 closed"),
+    ("measures_recorded", "问责 measures"),
+)
+# Directive kinds as supervisors name them; a measure is its own Chinese name, an unknown kind shows as sent.
+KIND_LABELS = {"supervise": "督办", "warning": "告诫书", "rectify": "整改", "bulletin": "通报"}
+# Kinds in the order of the issue (directives) and of the register (measures, mildest first); unknown ones last.
+_KIND_ORDER = {kind: index for index, kind in enumerate((*KIND_LABELS, *MEASURES))}
+
+
+def activity_cell(totals: Iterable[dd.ActivityTotal], metric: str) -> str:
+    """One metric's total over its kinds with the split by kind, e.g. '3 (督办 2, 整改 1)'; '0' when none."""
+    by_kind = {entry.kind: int(entry.count) for entry in totals if entry.metric == metric and entry.count}
+    if not by_kind:
+        return "0"
+    ordered = sorted(by_kind.items(), key=lambda entry: (_KIND_ORDER.get(entry[0], len(_KIND_ORDER)), entry[0]))
+    split = ", ".join(f"{KIND_LABELS.get(kind, kind) or '-'} {count:,}" for kind, count in ordered)
+    return f"{sum(by_kind.values()):,} ({split})"
+
+
+def activity_table(answer: dd.SummaryAnswer, title: str) -> Table:
+    """Per child (a by-child summary): directives (督办) and accountability measures (问责) over the asked days.
+
+    Directives received, acknowledged, responded on time, overdue and closed, and the measures recorded, each by kind.
+    """
+    table = Table(title=title, show_footer=True)
+    table.add_column("node", footer="total")
+    for metric, header in ACTIVITY_COLUMNS:
+        table.add_column(header, justify="right", footer=activity_cell(answer.activity, metric))
+    for row in answer.rows:
+        name = f"{row.key} {row.label}".strip()
+        table.add_row(name, *(activity_cell(row.activity, metric) for metric, _ in ACTIVITY_COLUMNS))
     return table
 
 
@@ -248,6 +289,7 @@ def report_description(answer: dd.ReportAnswer) -> dict[str, Any]:
         "created_at_ms": body.created_at_ms,
         "window": [body.window_start_day, body.window_end_day] if body.window_start_day else [],
         "buckets": len(body.buckets),
+        "activity_counts": len(body.activity),
         "child_reports": [
             {"child_id": ref.child_id, "sequence": ref.sequence, "digest": ref.digest.hex()}
             for ref in body.child_reports
@@ -266,7 +308,7 @@ def report_table(answer: dd.ReportAnswer, held_by: str) -> Table:
     table = Table(title=f"report {description['node_id']} #{description['sequence']} (held by {held_by})")
     table.add_column("field")
     table.add_column("value")
-    for key in ("kind", "digest", "previous_digest", "signed_by", "key_id", "buckets"):
+    for key in ("kind", "digest", "previous_digest", "signed_by", "key_id", "buckets", "activity_counts"):
         table.add_row(key, str(description[key]) or "-")
     completeness = description["completeness"]
     table.add_row("completeness", f"{completeness['nodes_reported_in_window']}/{completeness['nodes_in_subtree']}")

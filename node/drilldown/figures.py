@@ -1,7 +1,9 @@
 """Drill-down figures: subtree summaries (by child, item, day or month) and the ranking of children by a metric.
 
 Counters are additive sums (own ``metric_buckets`` plus each child's latest state in ``child_buckets``);
-rates are derived by whoever shows them. Completeness says how much of the subtree has reported.
+rates are derived by whoever shows them. Completeness says how much of the subtree has reported. Supervision
+activity (directives by kind, accountability measures by kind) is summed the same way from ``activity_counts`` and
+``child_activity_counts`` over the requested days: per row of the by-child summary, and the directives-overdue ranking.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from node.reporting import (
     children_status,
     subtree_completeness,
 )
-from node.store import ChildBucket, Item, MetricBucket
+from node.store import ActivityCount, ChildActivityCount, ChildBucket, Item, MetricBucket
 from node.supervision import CatalogueFigures, catalogue_figures
 
 SUMMARY_DEFAULT_PAGE_SIZE = 1000
@@ -37,6 +39,7 @@ GROUP_DAY = dd.SUMMARY_GROUP_BY_DAY
 GROUP_MONTH = dd.SUMMARY_GROUP_BY_MONTH
 
 CounterDict = dict[str, int]
+ActivityDict = dict[tuple[str, str], int]
 
 
 # --- counters -----------------------------------------------------------------------------------
@@ -79,6 +82,36 @@ def _last_report_ms(node: Node, status: ChildStatus | None) -> int:
     if status is None or status.last_received_at is None:
         return 0
     return to_ms(status.last_received_at, node.tz)
+
+
+# --- supervision activity -----------------------------------------------------------------------
+
+
+def _activity_by_source(conn: Connection, request: dd.SummaryRequest | dd.RankingRequest) -> dict[str, ActivityDict]:
+    """Activity over the request's days per (metric, kind): own under "", each child's latest under its id."""
+    start, end = day_range(request.day_from, request.day_to)
+    found: dict[str, ActivityDict] = {}
+    sources: tuple[tuple[Any, Any], ...] = ((ActivityCount, None), (ChildActivityCount, ChildActivityCount.child_id))
+    for table, source_key in sources:
+        keys = [table.metric, table.kind] if source_key is None else [source_key, table.metric, table.kind]
+        statement = select(*keys, func.sum(table.count))
+        if start:
+            statement = statement.where(table.day >= start)
+        if end:
+            statement = statement.where(table.day <= end)
+        for row in conn.execute(statement.group_by(*keys)):
+            *source, metric, kind, count = row
+            values = found.setdefault(str(source[0]) if source else "", {})
+            values[(metric, kind)] = values.get((metric, kind), 0) + int(count or 0)
+    return found
+
+
+def _activity_messages(values: Mapping[tuple[str, str], int]) -> list[dd.ActivityTotal]:
+    return [
+        dd.ActivityTotal(metric=metric, kind=kind, count=count)
+        for (metric, kind), count in sorted(values.items())
+        if count
+    ]
 
 
 # --- summary ------------------------------------------------------------------------------------
@@ -187,6 +220,7 @@ def answer_summary(
     size = page_size_of(page_size, SUMMARY_DEFAULT_PAGE_SIZE, SUMMARY_MAX_PAGE_SIZE)
     extra: dict[str, dd.SummaryRow] = {}
     registers: CatalogueFigures | None = None
+    activity: ActivityDict | None = None
     with node.engine.connect() as conn:
         states = children_status(node, conn)
         completeness = _subtree_completeness(states)
@@ -212,6 +246,14 @@ def answer_summary(
             for child_id, figures in children_catalogues(conn).items():
                 registers.add(figures)
                 extra.setdefault(child_id, dd.SummaryRow()).catalogue.CopyFrom(catalogue_message(figures))
+            # Directives and accountability measures of each row's subtree over the requested days.
+            activity = {}
+            for source, counts in _activity_by_source(conn, request).items():
+                row_key = source or node.config.id
+                rows.setdefault(row_key, _zero_counters())
+                extra.setdefault(row_key, dd.SummaryRow()).activity.extend(_activity_messages(counts))
+                for metric_kind, count in counts.items():
+                    activity[metric_kind] = activity.get(metric_kind, 0) + count
         else:
             column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
             child_key = ChildBucket.basic_code if group_by == GROUP_ITEM else ChildBucket.day
@@ -231,6 +273,8 @@ def answer_summary(
     answer = dd.SummaryAnswer(group_by=group_by, total=_counters(total), completeness=completeness)
     if registers is not None:
         answer.catalogue.CopyFrom(catalogue_message(registers))
+    if activity is not None:
+        answer.activity.extend(_activity_messages(activity))
     for key in page:
         row = answer.rows.add()
         if key in extra:
@@ -257,6 +301,8 @@ _RANKING: dict[int, tuple[str | None, str | None, bool]] = {
     dd.RANKING_METRIC_RED_CARDS: (None, "red_cards", False),
     dd.RANKING_METRIC_YELLOW_CARDS: (None, "yellow_cards", False),
 }
+# metric -> the activity metric ranked as a count over every kind (lower is better).
+_ACTIVITY_RANKING: dict[int, str] = {dd.RANKING_METRIC_DIRECTIVES_OVERDUE: "directives_overdue"}
 
 
 def metric_value(metric: int, values: Mapping[str, int]) -> tuple[float, int, int]:
@@ -277,18 +323,29 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
     metric = request.metric or dd.RANKING_METRIC_EARLY_COMPLETION_RATE
     if metric == dd.RANKING_METRIC_SCORE:
         return answer_score_ranking(node, request), ""
-    if metric not in _RANKING:
+    activity_metric = _ACTIVITY_RANKING.get(metric)
+    if activity_metric is None and metric not in _RANKING:
         raise InvalidArgumentError(f"ranking metric {metric} is not known")
-    rate_name, _, higher_is_better = _RANKING[metric]
+    if activity_metric is not None and request.basic_code:
+        raise InvalidArgumentError(
+            f"ranking metric {dd.RankingMetric.Name(metric)} is not counted per item: leave basic_code empty"
+        )
+    rate_name, _, higher_is_better = _RANKING.get(metric, (None, None, False))
     is_rate = rate_name is not None
     with node.engine.connect() as conn:
         states = {state.child_id: state for state in children_status(node, conn)}
         rows = _children_grouped(conn, request, ChildBucket.child_id)
         own = _own_total(conn, request)
+        activity = _activity_by_source(conn, request) if activity_metric is not None else {}
     entries: list[dd.RankingRow] = []
-    for node_id in sorted({*states, *rows, node.config.id}):
+    for node_id in sorted({*states, *rows, *(source for source in activity if source), node.config.id}):
         values = own if node_id == node.config.id else rows.get(node_id, _zero_counters())
-        value, numerator, denominator = metric_value(metric, values)
+        if activity_metric is None:
+            value, numerator, denominator = metric_value(metric, values)
+        else:
+            counts = activity.get("" if node_id == node.config.id else node_id, {})
+            numerator = sum(count for (name, _), count in counts.items() if name == activity_metric)
+            value, denominator = float(numerator), 0
         state = states.get(node_id)
         entries.append(
             dd.RankingRow(

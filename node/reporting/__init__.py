@@ -1,9 +1,9 @@
 """Reporting upward: build, sign and send reports of this node's subtree; apply the children's.
 
 reports (build + sign into the outbox), sender (deliver the outbox to the parent), children (apply children's
-reports, their staleness check), subtree (the roll-up: own + children's buckets, completeness, freshness),
-catalogues (item-register figures: own, each child's latest, the subtree's), integrity (child figures checked
-against the children's stored signed reports), refusals (operator notices of refused reports) and resync (a
+reports, their staleness check), subtree (the roll-up: own + children's buckets and activity counts, completeness,
+freshness), catalogues (item-register figures: own, each child's latest, the subtree's), integrity (child figures
+checked against the children's stored signed reports), refusals (operator notices of refused reports) and resync (a
 restored node continues its chain from its parent's head).
 """
 
@@ -20,9 +20,11 @@ from node.reporting.reports import build_reports, node_outbox, outbox_overflow_c
 from node.reporting.resync import RESYNC_ACTION, ResyncResult, parent_head, resync_reports
 from node.reporting.sender import ReportSender, SendResult
 from node.reporting.subtree import (
+    ActivityTotals,
     ChildStatus,
     SubtreeView,
     children_status,
+    subtree_activity,
     subtree_buckets,
     subtree_completeness,
     subtree_view,
@@ -30,6 +32,7 @@ from node.reporting.subtree import (
 
 __all__ = [
     "RESYNC_ACTION",
+    "ActivityTotals",
     "ChildFiguresCheck",
     "ChildStatus",
     "ReportSender",
@@ -51,6 +54,7 @@ __all__ = [
     "parent_head",
     "resync_command",
     "resync_reports",
+    "subtree_activity",
     "subtree_buckets",
     "subtree_catalogue",
     "subtree_completeness",

@@ -2,8 +2,9 @@
 
 Applying a child's report (inside the receiver's transaction): bump this node's metric revision once, upsert
 the child's buckets with it (INCREMENTAL); a FULL report also zeroes the child's buckets in its window that the
-report does not name (zeroed, not deleted, so the change itself reaches the next report up). Each child's latest
-item-register figures go to child_catalogues.
+report does not name (zeroed, not deleted, so the change itself reaches the next report up). The report's
+supervision activity counts go to child_activity_counts the same way (upserted; a FULL report zeroes the child's
+unnamed keys of its window). Each child's latest item-register figures go to child_catalogues.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from federation.proto.v1.report_pb2 import ReportKind
 from node.notify import NoticeKind, notify_operators, notify_operators_resolved
 from node.reporting.catalogues import store_child_catalogues
 from node.reporting.subtree import ChildStatus, children_status
-from node.store import ChildBucket, next_revision
+from node.store import ChildActivityCount, ChildBucket, dialect_insert, next_revision
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _child_buckets = cast(Table, ChildBucket.__table__)
+_child_activity = cast(Table, ChildActivityCount.__table__)
 
 _BUCKET_KEY_COLUMNS = ("child_id", "day", "basic_code", "item_type_code")
 
@@ -65,6 +67,54 @@ _ZERO_UNNAMED = (
     )
     .values(**dict.fromkeys(COUNTER_FIELDS, 0), revision=bindparam("new_revision"))
 )
+
+
+# The same for the activity counts of a FULL report.
+_ZERO_UNNAMED_ACTIVITY = (
+    update(_child_activity)
+    .where(
+        _child_activity.c.child_id == bindparam("zero_child"),
+        _child_activity.c.day >= bindparam("window_start"),
+        _child_activity.c.day <= bindparam("window_end"),
+        _child_activity.c.revision != bindparam("new_revision"),
+        _child_activity.c["count"] != 0,
+    )
+    .values(count=0, revision=bindparam("new_revision"))
+)
+
+
+def _apply_activity(conn: Connection, report: AcceptedReport, revision: int) -> None:
+    """Upsert one report's activity counts as the child's state; a FULL report also zeroes its window's others."""
+    body = report.body
+    if body.activity:
+        statement = dialect_insert(conn, _child_activity)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[_child_activity.c[name] for name in ("child_id", "day", "metric", "kind")],
+                set_={"count": statement.excluded["count"], "revision": statement.excluded.revision},
+            ),
+            [
+                {
+                    "child_id": report.child_id,
+                    "day": date.fromisoformat(entry.day),
+                    "metric": entry.metric,
+                    "kind": entry.kind,
+                    "count": entry.count,
+                    "revision": revision,
+                }
+                for entry in body.activity
+            ],
+        )
+    if body.kind == ReportKind.REPORT_KIND_FULL:
+        conn.execute(
+            _ZERO_UNNAMED_ACTIVITY,
+            {
+                "zero_child": report.child_id,
+                "window_start": date.fromisoformat(body.window_start_day),
+                "window_end": date.fromisoformat(body.window_end_day),
+                "new_revision": revision,
+            },
+        )
 
 
 def _bucket_rows(conn: Connection, upsert: DriverStatement, report: AcceptedReport, revision: int) -> list[Any]:
@@ -120,6 +170,8 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
         revision += 1
         body = report.body
         pending.extend(_bucket_rows(conn, upsert, report, revision))
+        # Activity counts are few (directives and measures, not cases): applied per report, in order.
+        _apply_activity(conn, report, revision)
         if body.kind == ReportKind.REPORT_KIND_FULL:
             upsert.execute_many(conn, pending)
             pending = []

@@ -1,10 +1,10 @@
 """A parent's child figures checked against the children's signed reports it stored (docs/architecture.md).
 
-``child_buckets`` and ``child_catalogues`` are what the drill-down serves and the next report sums, but they are
-plain rows: an edit at rest would be served upward as verified. ``child_figures_differences`` replays each child's
-stored envelopes (signature checked at the report's creation time, hash chain unbroken up to the held head) and
-names every row that differs from what those signed reports say. ``supnet metrics check`` and the scheduled
-integrity job run it.
+``child_buckets``, ``child_activity_counts`` and ``child_catalogues`` are what the drill-down serves and the next
+report sums, but they are plain rows: an edit at rest would be served upward as verified.
+``child_figures_differences`` replays each child's stored envelopes (signature checked at the report's creation time,
+hash chain unbroken up to the held head) and names every row that differs from what those signed reports say.
+``supnet metrics check`` and the scheduled integrity job run it.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from federation import (
     verify_with_resolver,
 )
 from federation.proto.v1.common_pb2 import SignedEnvelope
-from federation.proto.v1.report_pb2 import ReportBody
-from node.store import ChildBucket, ChildCatalogue
+from federation.proto.v1.report_pb2 import ReportBody, ReportKind
+from node.store import ChildActivityCount, ChildBucket, ChildCatalogue
 from node.trust import node_trust
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = ["ChildFiguresCheck", "child_figures_differences"]
 
 _child_buckets = cast(Table, ChildBucket.__table__)
 _child_catalogues = cast(Table, ChildCatalogue.__table__)
+_child_activity = cast(Table, ChildActivityCount.__table__)
 MAX_DIFFERENCES_PER_CHILD = 20
 
 
@@ -126,6 +127,45 @@ def _bucket_differences(
     return found
 
 
+ActivityKey = tuple[str, str, str]
+
+
+def _replay_activity(bodies: Iterable[ReportBody]) -> dict[ActivityKey, int]:
+    """A child's signed activity counts from its reports in order: INCREMENTAL upserts, FULL replaces its window."""
+    state: dict[ActivityKey, int] = {}
+    for body in bodies:
+        if body.kind == ReportKind.REPORT_KIND_FULL:
+            start, end = body.window_start_day, body.window_end_day
+            for key in [key for key in state if start <= key[0] <= end]:
+                del state[key]
+        for entry in body.activity:
+            state[(entry.day, entry.metric, entry.kind)] = int(entry.count)
+    return state
+
+
+def _stored_activity(conn: Connection, child_id: str) -> dict[ActivityKey, int]:
+    c = _child_activity.c
+    rows = conn.execute(select(c.day, c.metric, c.kind, c["count"]).where(c.child_id == child_id))
+    stored: dict[ActivityKey, int] = {}
+    for day, metric, kind, count in rows:
+        shown = day.isoformat() if isinstance(day, (date, datetime)) else str(day)
+        stored[(shown, metric, kind)] = int(count or 0)
+    return stored
+
+
+def _activity_differences(child_id: str, stored: dict[ActivityKey, int], signed: dict[ActivityKey, int]) -> list[str]:
+    found: list[str] = []
+    for key in sorted(set(stored) | set(signed)):
+        have, said = stored.get(key, 0), signed.get(key, 0)
+        if have != said:
+            day, metric, kind = key
+            found.append(
+                f"child {child_id} activity {day} / {metric} / {kind or '-'}: count stored {have}, "
+                f"its signed reports say {said}"
+            )
+    return found
+
+
 def _check_child(conn: Connection, verifier: _Verifier, child_id: str, head: ChainHead) -> tuple[int, list[str]]:
     """(reports replayed, differences) of one child."""
     bodies: list[ReportBody] = []
@@ -152,6 +192,7 @@ def _check_child(conn: Connection, verifier: _Verifier, child_id: str, head: Cha
         found = "none" if last is None else f"#{last.sequence} {short_hex(last.digest)}"
         return len(bodies), [f"child {child_id}: chain head held as {held}, its stored reports end at {found}"]
     differences = _bucket_differences(child_id, _stored_buckets(conn, child_id), replay_reports(bodies))
+    differences += _activity_differences(child_id, _stored_activity(conn, child_id), _replay_activity(bodies))
     latest = next((body for body in reversed(bodies) if body.HasField("catalogue")), None)
     stored_catalogue = conn.execute(
         select(_child_catalogues.c.figures).where(_child_catalogues.c.child_id == child_id)
@@ -173,7 +214,11 @@ def child_figures_differences(node: Node) -> ChildFiguresCheck:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         chains = load_child_chains(conn)
-        stored_children = {row[0] for row in conn.execute(select(_child_buckets.c.child_id).distinct())}
+        stored_children = {
+            row[0]
+            for table in (_child_buckets, _child_activity)
+            for row in conn.execute(select(table.c.child_id).distinct())
+        }
         # Only a node that holds children's reports needs their keys (a leaf may have no TLS credentials at all).
         verifier = _Verifier(node) if chains else None
         for child_id in sorted(set(chains) | stored_children):

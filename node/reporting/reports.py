@@ -6,7 +6,8 @@ Builder (one transaction, under a per-node lock):
   (every report put there will be delivered in order — the outbox never drops — so changes before it are
   on their way). INCREMENTAL: keys whose own metric bucket or child bucket has revision > base; FULL: every
   key of the last ``full_report_window_days`` days. Totals per (day, basic_code, item_type_code) = Σ own +
-  Σ children's latest (node.reporting.subtree). The report names each child's latest (sequence, digest), the
+  Σ children's latest (node.reporting.subtree); the supervision activity counts per (day, metric, kind) the same
+  way (changed keys, or the window's non-zero keys). The report names each child's latest (sequence, digest), the
   completeness counts and the revision range, is signed with the node's Ed25519 report key (its certificate
   chain attached, so any ancestor verifies it up to the root; node.trust.node_keys), chained onto
   the previous report and appended to the outbox. Big reports are split into several chained reports of
@@ -40,11 +41,18 @@ from federation import (
 )
 from federation.proto.v1.common_pb2 import Completeness as CompletenessMessage
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
-from federation.proto.v1.report_pb2 import Bucket, ChildReportRef, ReportBody, ReportKind
+from federation.proto.v1.report_pb2 import ActivityCount, Bucket, ChildReportRef, ReportBody, ReportKind
 from node.errors import InvalidArgumentError
 from node.notify import NoticeKind, notify_operators
 from node.reporting.catalogues import catalogue_message, subtree_catalogue
-from node.reporting.subtree import BucketTotals, children_status, subtree_buckets, subtree_completeness
+from node.reporting.subtree import (
+    ActivityTotals,
+    BucketTotals,
+    children_status,
+    subtree_activity,
+    subtree_buckets,
+    subtree_completeness,
+)
 from node.store import counter_value, increment_counter, locked_revision
 from node.trust import SigningIdentity, signing_identity
 
@@ -95,6 +103,10 @@ def _bucket_message(totals: BucketTotals) -> Bucket:
         item_type_code=totals.item_type_code,
         counters=counters,
     )
+
+
+def _activity_message(totals: ActivityTotals) -> ActivityCount:
+    return ActivityCount(day=totals.day.isoformat(), metric=totals.metric, kind=totals.kind, count=totals.count)
 
 
 def _chunks(buckets: list[BucketTotals], kind: ReportKindName) -> list[list[BucketTotals]]:
@@ -183,8 +195,10 @@ def _build_in_transaction(
             for bucket in subtree_buckets(conn, day_from=window_start, day_to=window_end)
             if any(bucket.counters)  # absent means zero in a FULL report
         ]
+        activity = [total for total in subtree_activity(conn, day_from=window_start, day_to=window_end) if total.count]
     else:
         buckets = subtree_buckets(conn, changed_since=base)
+        activity = subtree_activity(conn, changed_since=base)
     statuses = children_status(node, conn, now)
     completeness = subtree_completeness(statuses)
     child_refs = [
@@ -220,6 +234,9 @@ def _build_in_transaction(
             last = window_end if index == len(chunks) - 1 else chunks[index + 1][0].day - timedelta(days=1)
             body.window_start_day = first.isoformat()
             body.window_end_day = last.isoformat()
+            body.activity.extend(_activity_message(total) for total in activity if first <= total.day <= last)
+        elif index == 0:
+            body.activity.extend(_activity_message(total) for total in activity)  # few: all in the first part
         envelope = identity.sign(REPORT_BODY_TYPE, serialize(body))
         digest = report_digest(envelope)
         outbox.append(
@@ -239,11 +256,12 @@ def _build_in_transaction(
         crash_point("report.signed")
         previous_digest = digest
     log.info(
-        "node %s built %s report #%s (%s buckets, revisions %s..%s, completeness %s/%s)",
+        "node %s built %s report #%s (%s buckets, %s activity counts, revisions %s..%s, completeness %s/%s)",
         node.config.id,
         kind,
         sequence,
         len(buckets),
+        len(activity),
         base,
         revision,
         completeness.nodes_reported_in_window,

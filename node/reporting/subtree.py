@@ -1,5 +1,8 @@
 """Subtree roll-up: totals = own metric buckets + Σ children's latest reported buckets; children's freshness.
 
+Supervision activity counts roll up the same way: own ``activity_counts`` + Σ children's latest
+``child_activity_counts``, per (day, metric, kind) (``subtree_activity``).
+
 Upward keys are (day, basic_code, item_type_code) — never node or department — so this query serves the
 report builder (changed keys or a day window) and ``supnet subtree`` / ``supnet stats --subtree`` alike.
 A child is *fresh* if it reported within stale_after_intervals × report_interval_seconds, *stale* if it
@@ -9,24 +12,28 @@ nodes_in_subtree (their last known count, or 1) but not in nodes_reported_in_win
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import Connection, Select, Table, and_, func, literal, select, union, union_all
+from sqlalchemy import Connection, Select, Table, and_, bindparam, func, literal, select, union, union_all
 
 from federation import COUNTER_FIELDS, ChildChainState, load_child_chains
 from node.errors import InvalidArgumentError
-from node.store import ChildBucket, MetricBucket
+from node.store import ActivityCount, ChildActivityCount, ChildBucket, MetricBucket
 
 if TYPE_CHECKING:
     from node.app import Node
 
 metric_buckets = cast(Table, MetricBucket.__table__)
 child_buckets = cast(Table, ChildBucket.__table__)
+activity_counts = cast(Table, ActivityCount.__table__)
+child_activity_counts = cast(Table, ChildActivityCount.__table__)
 
 KEY_COLUMNS = ("day", "basic_code", "item_type_code")
+ACTIVITY_KEY_COLUMNS = ("day", "metric", "kind")
 # Dimensions `supnet subtree --by` accepts; "source" is 'own' or the child id (who contributed the value).
 GROUP_DIMENSIONS = ("day", "basic_code", "item_type_code", "source")
 OWN_SOURCE = "own"
@@ -42,6 +49,16 @@ class BucketTotals:
     basic_code: str
     item_type_code: str
     counters: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityTotals:
+    """Subtree total of one supervision-activity key (day, metric, kind)."""
+
+    day: date
+    metric: str
+    kind: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +219,55 @@ def subtree_buckets(
         )
         for row in conn.execute(query)
     ]
+
+
+@functools.cache
+def _activity_statement(changed: bool, bounded_from: bool, bounded_to: bool) -> Select[Any]:
+    """The roll-up query of the activity counts with bind parameters, built once per shape (a report's hot path)."""
+    changed_keys = None
+    if changed:
+        changed_keys = union(
+            *(
+                select(*(table.c[name] for name in ACTIVITY_KEY_COLUMNS)).where(table.c.revision > bindparam("since"))
+                for table in (activity_counts, child_activity_counts)
+            )
+        ).cte("changed_activity")
+    parts = []
+    for table in (activity_counts, child_activity_counts):
+        query = select(*(table.c[name] for name in ACTIVITY_KEY_COLUMNS), table.c["count"])
+        if changed_keys is not None:
+            match = and_(*(table.c[name] == changed_keys.c[name] for name in ACTIVITY_KEY_COLUMNS))
+            query = query.select_from(table.join(changed_keys, match))
+        if bounded_from:
+            query = query.where(table.c.day >= bindparam("day_from"))
+        if bounded_to:
+            query = query.where(table.c.day <= bindparam("day_to"))
+        parts.append(query)
+    both = union_all(*parts).subquery("subtree_activity")
+    keys = [both.c[name] for name in ACTIVITY_KEY_COLUMNS]
+    return select(*keys, func.sum(both.c["count"])).group_by(*keys)
+
+
+def subtree_activity(
+    conn: Connection,
+    *,
+    changed_since: int | None = None,
+    day_from: date | None = None,
+    day_to: date | None = None,
+) -> list[ActivityTotals]:
+    """Subtree activity per (day, metric, kind), sorted by key: own counts + every child's latest.
+
+    ``changed_since``: only keys whose own or child count changed after that metric revision (the incremental
+    report); the day bounds restrict to a window (the full report). Mirrors ``subtree_buckets``.
+    """
+    statement = _activity_statement(changed_since is not None, day_from is not None, day_to is not None)
+    parameters = {"since": changed_since, "day_from": day_from, "day_to": day_to}
+    totals = [
+        ActivityTotals(day=_as_date(row[0]), metric=row[1], kind=row[2], count=int(row[3] or 0))
+        for row in conn.execute(statement, {name: value for name, value in parameters.items() if value is not None})
+    ]
+    # Sorted here, by code point: a kind is Chinese text (a measure), which a PostgreSQL collation orders otherwise.
+    return sorted(totals, key=lambda total: (total.day, total.metric, total.kind))
 
 
 def subtree_totals(

@@ -1,5 +1,14 @@
-"""Supervision of the local approval data: alerts, rules, complaints, evaluations, scores, stats, metrics."""
+"""Supervision of the local approval data: alerts, rules, complaints, evaluations, scores, stats, metrics, 问责."""
 
+from node.supervision.accountability import (
+    MEASURE_RECORDED,
+    MEASURES,
+    SOURCE_KINDS,
+    MeasureView,
+    list_measures,
+    measure_counts,
+    record_measure,
+)
 from node.supervision.activity import ACTIVITY_METRICS, activity_totals, record_activity
 from node.supervision.alerts import (
     AlertDraft,
@@ -111,10 +120,13 @@ __all__ = [
     "COUNT_LABELS",
     "FINDINGS",
     "ITEM_STATUS_LABELS",
+    "MEASURES",
+    "MEASURE_RECORDED",
     "PART_LABELS",
     "RATE_DEFINITIONS",
     "RATE_LABELS",
     "RULES",
+    "SOURCE_KINDS",
     "STAFF_COUNT_LABELS",
     "STAFF_GROUPINGS",
     "STATUSES",
@@ -131,6 +143,7 @@ __all__ = [
     "ItemStatusChangeView",
     "ItemVersionView",
     "ItemView",
+    "MeasureView",
     "MetricsListener",
     "MonthScore",
     "PartScore",
@@ -182,7 +195,9 @@ __all__ = [
     "list_complaints",
     "list_evaluations",
     "list_items",
+    "list_measures",
     "maintained_buckets",
+    "measure_counts",
     "monthly_counters",
     "node_stats",
     "parse_period",
@@ -195,6 +210,7 @@ __all__ = [
     "recompute_buckets",
     "record_activity",
     "record_deltas",
+    "record_measure",
     "retire_item",
     "run_scan",
     "score_month",

@@ -82,6 +82,10 @@ class _RankingMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ranking
     cases handled; numerator = cases handled, denominator = the months' weight (an active month weighs at least 1),
     0 when there is nothing to score
     """
+    RANKING_METRIC_DIRECTIVES_OVERDUE: _RankingMetric.ValueType  # 12
+    """directives overdue (a count of the activity metric directives_overdue, every directive kind, on their due days;
+    lower is better); cannot be filtered by item
+    """
 
 class RankingMetric(_RankingMetric, metaclass=_RankingMetricEnumTypeWrapper):
     """--- ranking -------------------------------------------------------------------------------------"""
@@ -111,6 +115,10 @@ RANKING_METRIC_SCORE: RankingMetric.ValueType  # 11
 """the efficiency score 0–100 (docs/domain.md §7) from the entry's summed counters per month, months weighted by
 cases handled; numerator = cases handled, denominator = the months' weight (an active month weighs at least 1),
 0 when there is nothing to score
+"""
+RANKING_METRIC_DIRECTIVES_OVERDUE: RankingMetric.ValueType  # 12
+"""directives overdue (a count of the activity metric directives_overdue, every directive kind, on their due days;
+lower is better); cannot be filtered by item
 """
 Global___RankingMetric: _TypeAlias = RankingMetric  # noqa: Y015
 
@@ -329,6 +337,7 @@ class SummaryRow(_message.Message):
     LAST_REPORT_SEQUENCE_FIELD_NUMBER: _builtins.int
     LAST_REPORT_AT_MS_FIELD_NUMBER: _builtins.int
     CATALOGUE_FIELD_NUMBER: _builtins.int
+    ACTIVITY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Child id, basic code, day or month, according to group_by."""
     label: _builtins.str
@@ -345,6 +354,12 @@ class SummaryRow(_message.Message):
     def catalogue(self) -> _common_pb2.CatalogueFigures:
         """For SUMMARY_GROUP_BY_CHILD: the item registers of the child's subtree (its latest report), or this node's own."""
 
+    @_builtins.property
+    def activity(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityTotal]:
+        """For SUMMARY_GROUP_BY_CHILD: the supervision activity of the child's subtree (this node's own for its row) over
+        the requested days, per (metric, kind), sorted; zero totals left out.
+        """
+
     def __init__(
         self,
         *,
@@ -355,14 +370,44 @@ class SummaryRow(_message.Message):
         last_report_sequence: _builtins.int = ...,
         last_report_at_ms: _builtins.int = ...,
         catalogue: _common_pb2.CatalogueFigures | None = ...,
+        activity: _abc.Iterable[Global___ActivityTotal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "counters", b"counters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "counters", b"counters", "key", b"key", "label", b"label", "last_report_at_ms", b"last_report_at_ms", "last_report_sequence", b"last_report_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "catalogue", b"catalogue", "completeness", b"completeness", "counters", b"counters", "key", b"key", "label", b"label", "last_report_at_ms", b"last_report_at_ms", "last_report_sequence", b"last_report_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SummaryRow: _TypeAlias = SummaryRow  # noqa: Y015
+
+@_typing.final
+class ActivityTotal(_message.Message):
+    """A supervision-activity total over some days (docs/metrics.md, "Activity counts"): directives received,
+    acknowledged, responded on time, overdue, closed by directive kind; accountability measures recorded by measure.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    kind: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "kind", b"kind", "metric", b"metric"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityTotal: _TypeAlias = ActivityTotal  # noqa: Y015
 
 @_typing.final
 class SummaryAnswer(_message.Message):
@@ -373,6 +418,7 @@ class SummaryAnswer(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     COMPLETENESS_FIELD_NUMBER: _builtins.int
     CATALOGUE_FIELD_NUMBER: _builtins.int
+    ACTIVITY_FIELD_NUMBER: _builtins.int
     group_by: Global___SummaryGroupBy.ValueType
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummaryRow]:
@@ -388,6 +434,10 @@ class SummaryAnswer(_message.Message):
     def catalogue(self) -> _common_pb2.CatalogueFigures:
         """For SUMMARY_GROUP_BY_CHILD: the item registers of the whole subtree (the rows summed)."""
 
+    @_builtins.property
+    def activity(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityTotal]:
+        """For SUMMARY_GROUP_BY_CHILD: the subtree's supervision activity over the requested days (the rows summed)."""
+
     def __init__(
         self,
         *,
@@ -396,10 +446,11 @@ class SummaryAnswer(_message.Message):
         total: _common_pb2.Counters | None = ...,
         completeness: _common_pb2.Completeness | None = ...,
         catalogue: _common_pb2.CatalogueFigures | None = ...,
+        activity: _abc.Iterable[Global___ActivityTotal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "group_by", b"group_by", "rows", b"rows", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "catalogue", b"catalogue", "completeness", b"completeness", "group_by", b"group_by", "rows", b"rows", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,43 @@ class Bucket(_message.Message):
 Global___Bucket: _TypeAlias = Bucket  # noqa: Y015
 
 @_typing.final
+class ActivityCount(_message.Message):
+    """One upward supervision-activity count (docs/metrics.md, "Activity counts"): the current value (state, not
+    delta) of the subtree's count for one (day, metric, kind) — this node's own plus each child's latest — e.g.
+    ("2026-03-02", "directives_received", "supervise") or ("2026-03-02", "measures_recorded", "诫勉谈话"). No person
+    and no department: only counts by kind leave a node.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """Calendar day in the reporting node's local time, "YYYY-MM-DD"."""
+    metric: _builtins.str
+    """An activity metric (node.supervision ACTIVITY_METRICS), at most 40 characters."""
+    kind: _builtins.str
+    """The directive kind or the accountability measure counted, at most 40 characters."""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "day", b"day", "kind", b"kind", "metric", b"metric"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityCount: _TypeAlias = ActivityCount  # noqa: Y015
+
+@_typing.final
 class ChildReportRef(_message.Message):
     """A child report that was rolled up into this one."""
 
@@ -126,6 +163,7 @@ class ReportBody(_message.Message):
     BASE_REVISION_FIELD_NUMBER: _builtins.int
     UP_TO_REVISION_FIELD_NUMBER: _builtins.int
     CATALOGUE_FIELD_NUMBER: _builtins.int
+    ACTIVITY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The reporting node."""
     sequence: _builtins.int
@@ -155,6 +193,13 @@ class ReportBody(_message.Message):
     def catalogue(self) -> _common_pb2.CatalogueFigures:
         """The subtree's item registers when the report was built: this node's plus each child's latest (state)."""
 
+    @_builtins.property
+    def activity(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityCount]:
+        """Supervision activity counts sorted by (day, metric, kind), each key at most once; like the buckets: the keys
+        changed since base_revision in an INCREMENTAL report, every non-zero key of the window in a FULL one (a key of
+        the window that is absent is zero).
+        """
+
     def __init__(
         self,
         *,
@@ -171,10 +216,11 @@ class ReportBody(_message.Message):
         base_revision: _builtins.int = ...,
         up_to_revision: _builtins.int = ...,
         catalogue: _common_pb2.CatalogueFigures | None = ...,
+        activity: _abc.Iterable[Global___ActivityCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_revision", b"base_revision", "buckets", b"buckets", "catalogue", b"catalogue", "child_reports", b"child_reports", "completeness", b"completeness", "created_at_ms", b"created_at_ms", "kind", b"kind", "node_id", b"node_id", "previous_digest", b"previous_digest", "sequence", b"sequence", "up_to_revision", b"up_to_revision", "window_end_day", b"window_end_day", "window_start_day", b"window_start_day"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "base_revision", b"base_revision", "buckets", b"buckets", "catalogue", b"catalogue", "child_reports", b"child_reports", "completeness", b"completeness", "created_at_ms", b"created_at_ms", "kind", b"kind", "node_id", b"node_id", "previous_digest", b"previous_digest", "sequence", b"sequence", "up_to_revision", b"up_to_revision", "window_end_day", b"window_end_day", "window_start_day", b"window_start_day"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
