@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from node.app import Node, open_node
 from node.directives import DirectiveSender, get_directive
 from node.errors import NotFoundError
 from node.server import NodeServer
@@ -68,6 +70,16 @@ class DirectiveTree(Tree):
         for sender in self.senders.values():
             sender.stop()
         super().close()
+
+
+@contextmanager
+def open_data_dir(data_dir: Path) -> Iterator[Node]:
+    """A node's data directory opened in this process (e.g. one a ``supnet serve`` process ran on)."""
+    node = open_node(data_dir)
+    try:
+        yield node
+    finally:
+        node.close()
 
 
 def status_of(tree: Tree, node_id: str, directive_id: str) -> str | None:
