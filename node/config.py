@@ -267,6 +267,35 @@ class ScoresConfig(_Section):
         return data
 
 
+class DirectivesConfig(_Section):
+    """Directives downward (督办, 效能告诫书, 整改通知, 通报): response time, escalation, pace (docs/domain.md §8)."""
+
+    default_respond_within_workdays: int = Field(
+        default=5,
+        ge=0,
+        le=120,
+        description="working days to respond when 'supnet directive issue' names none (bulletins: none due); "
+        "counted by the target's calendar from the day of delivery",
+    )
+    escalate_after_workdays: int = Field(
+        default=3,
+        ge=1,
+        le=60,
+        description="working days after the response was due before a late one is escalated to this node's operators "
+        "(as target) and the issuer's parent (set by the target, which signs both times on delivery)",
+    )
+    check_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often `supnet serve` looks for responses that fell due or are to escalate"
+    )
+    poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often `supnet serve` looks at the directive outbox for messages queued by other processes "
+        "(retries follow federation.retry_base_seconds / retry_max_seconds)",
+    )
+
+
 class ChildConfig(_Section):
     """A registered child node."""
 
@@ -358,6 +387,7 @@ class NodeConfig(_Section):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     scores: ScoresConfig = Field(default_factory=ScoresConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
+    directives: DirectivesConfig = Field(default_factory=DirectivesConfig)
 
     @field_validator("id")
     @classmethod

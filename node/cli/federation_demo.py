@@ -10,7 +10,9 @@ Steps, each announced on screen for a newcomer:
 3. show the province's view: totals per city with derived rates (退件率, 受理率, 办结率 among them, one definition each:
    docs/domain.md §6), the cities ranked by efficiency score, completeness, red cards;
 4. drill down where a figure looks worst: province → city → district → street → that street's overdue cases;
-5. stop every node cleanly (also on Ctrl-C or SIGTERM).
+5. act on it: the province issues a 督办 to that street about the case shown; it goes down hop by hop, the street
+   acknowledges and responds, the response comes back up and the province closes it (node.cli.demo_directive);
+6. stop every node cleanly (also on Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from federation.proto.v1 import drilldown_pb2 as dd
+from node.cli.demo_directive import show_directive_round_trip
 from node.cli.render import (
     activity_table,
     cases_table,
@@ -166,14 +169,19 @@ def run_demo(
                 f"  {len(state.nodes)} nodes serving under {directory} over {transport} "
                 f"({time.monotonic() - started:.1f} s)"
             )
-            _show(console, topology, state)
+            street, case_no = _show(console, topology, state)
+            console.rule(f"6. act downward: the province issues a 督办 to {street}, which answers")
+            if insecure_plaintext:
+                console.print("  skipped: directives are signed and verified through certificates (no PKI here)")
+            else:
+                show_directive_round_trip(console, state, topology.root.id, street, case_no)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: stopping every node")
         return 130
     finally:
         if state is not None and not keep:
             stopped = down(Path(state.base_dir))
-            console.rule("6. shut down")
+            console.rule("7. shut down")
             console.print(
                 f"  {len(stopped)} node processes stopped cleanly (SIGTERM: health NOT_SERVING, calls drained)"
             )
@@ -188,7 +196,8 @@ def run_demo(
     return 0
 
 
-def _show(console: Console, topology: Topology, state: FederationState) -> None:
+def _show(console: Console, topology: Topology, state: FederationState) -> tuple[str, str]:
+    """Steps 2-5; returns the street the drill-down ended at and the case it showed ('' if none)."""
     root = topology.root.id
     tz = ZoneInfo("Asia/Shanghai")
     expected = sum(_count_cases(Path(node.data_dir)) for node in state.nodes)
@@ -266,3 +275,4 @@ def _show(console: Console, topology: Topology, state: FederationState) -> None:
         if rows:
             detail_answer = client.ask(current, case_detail=dd.CaseDetailRequest(case_no=rows[0].case_no))
             print_case_detail(detail_answer.body.case_detail, tz, console)
+        return current, rows[0].case_no if rows else ""

@@ -8,7 +8,7 @@ from node.notify.dispatcher import (
     notification_counts,
     requeue_failed,
 )
-from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_resolved
+from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_in, notify_operators_resolved
 from node.notify.routing import Route, matching_recipients, route_alert
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "matching_recipients",
     "notification_counts",
     "notify_operators",
+    "notify_operators_in",
     "notify_operators_resolved",
     "requeue_failed",
     "route_alert",

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, and_, delete, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, insert, select, update
 
 from node.notify.dispatcher import pending_notification
 from node.notify.routing import route_operators
@@ -44,6 +44,12 @@ class NoticeKind(StrEnum):
     REPORT_REFUSED = "report_refused"
     # This node refuses a child's reports for a reason only the child's operator can fix.
     CHILD_REPORT_REFUSED = "child_report_refused"
+    # Directives (node.directives): one received, answered, late, escalated, or refused by the next hop.
+    DIRECTIVE_RECEIVED = "directive_received"
+    DIRECTIVE_RESPONDED = "directive_responded"
+    DIRECTIVE_OVERDUE = "directive_overdue"
+    DIRECTIVE_ESCALATED = "directive_escalated"
+    DIRECTIVE_REFUSED = "directive_refused"
 
 
 def notify_operators(
@@ -54,38 +60,45 @@ def notify_operators(
     Returns True when queued. One transaction: the cooldown row and the notification rows commit together, so a
     crash never leaves a problem marked as told without the message to tell it.
     """
+    with node.engine.begin() as conn:
+        return notify_operators_in(conn, node, kind, about, subject=subject, text=text, now=now)
+
+
+def notify_operators_in(
+    conn: Connection, node: Node, kind: NoticeKind, about: str, *, subject: str, text: str, now: datetime | None = None
+) -> bool:
+    """``notify_operators`` inside the caller's transaction: the notice commits (or rolls back) with what caused it."""
     now = now or node.now()
     config = node.config.notifications
     cutoff = now - timedelta(seconds=config.operator_notice_cooldown_seconds)
     key = and_(_notices.c.kind == kind.value, _notices.c.about == about)
-    with node.engine.begin() as conn:
-        # A write first: on SQLite it takes the write lock before anything is read (no stale snapshot to upgrade).
-        within_cooldown = conn.execute(
-            update(_notices).where(key, _notices.c.last_sent_at > cutoff).values(suppressed=_notices.c.suppressed + 1)
-        ).rowcount
-        if within_cooldown:
-            log.debug("operator notice %s about %s within its cooldown; counted, not re-sent", kind.value, about)
-            return False
-        previous = conn.execute(select(_notices.c.last_sent_at, _notices.c.suppressed).where(key)).first()
-        upsert = dialect_insert(conn, _notices).values(
-            kind=kind.value, about=about, first_at=now, last_sent_at=now, suppressed=0
+    # A write first: on SQLite it takes the write lock before anything is read (no stale snapshot to upgrade).
+    within_cooldown = conn.execute(
+        update(_notices).where(key, _notices.c.last_sent_at > cutoff).values(suppressed=_notices.c.suppressed + 1)
+    ).rowcount
+    if within_cooldown:
+        log.debug("operator notice %s about %s within its cooldown; counted, not re-sent", kind.value, about)
+        return False
+    previous = conn.execute(select(_notices.c.last_sent_at, _notices.c.suppressed).where(key)).first()
+    upsert = dialect_insert(conn, _notices).values(
+        kind=kind.value, about=about, first_at=now, last_sent_at=now, suppressed=0
+    )
+    claimed = conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[_notices.c.kind, _notices.c.about],
+            set_={"last_sent_at": now, "suppressed": 0},
+            where=_notices.c.last_sent_at <= cutoff,
+        ).returning(_notices.c.kind)
+    ).first()
+    if claimed is None:  # a concurrent notice of the same problem got there first
+        return False
+    if previous is not None and previous.suppressed:
+        text += (
+            f"\n(it happened {previous.suppressed} more time(s) since the last notice at "
+            f"{previous.last_sent_at:%Y-%m-%d %H:%M:%S})"
         )
-        claimed = conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[_notices.c.kind, _notices.c.about],
-                set_={"last_sent_at": now, "suppressed": 0},
-                where=_notices.c.last_sent_at <= cutoff,
-            ).returning(_notices.c.kind)
-        ).first()
-        if claimed is None:  # a concurrent notice of the same problem got there first
-            return False
-        if previous is not None and previous.suppressed:
-            text += (
-                f"\n(it happened {previous.suppressed} more time(s) since the last notice at "
-                f"{previous.last_sent_at:%Y-%m-%d %H:%M:%S})"
-            )
-        rows = _notification_rows(node, kind, about, subject, text, now=now)
-        conn.execute(insert(_notifications), rows)
+    rows = _notification_rows(node, kind, about, subject, text, now=now)
+    conn.execute(insert(_notifications), rows)
     log.warning(
         "node %s: operator notice %s about %s queued (%s routes): %s", node.config.id, kind, about, len(rows), subject
     )

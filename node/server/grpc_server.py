@@ -1,4 +1,4 @@
-"""The node's gRPC server: NodeService (reports, node info, drill-down), IngestService, health and reflection.
+"""The node's gRPC server: NodeService (reports, info, drill-down), DirectiveService, IngestService, health, reflection.
 
 Mutual TLS whenever the node has TLS credentials in ``pki/`` (client certificates required, verified up to
 the root; see node.trust.tls); the only alternative is plaintext behind the explicit
@@ -15,20 +15,24 @@ import grpc
 
 from federation import INGEST_SERVICE_NAME, NODE_SERVICE_NAME, ErrorMappingInterceptor, add_health_and_reflection
 from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.directive_pb2 import DESCRIPTOR as DIRECTIVE_DESCRIPTOR
+from federation.proto.v1.directive_pb2_grpc import add_DirectiveServiceServicer_to_server
 from federation.proto.v1.ingest_pb2_grpc import add_IngestServiceServicer_to_server
 from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_NodeServiceServicer_to_server
 from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
 from node.errors import UnavailableError
-from node.server.servicers import IngestServicer, QueryServicer, ReportServicer
+from node.server.servicers import DirectiveServicer, IngestServicer, QueryServicer, ReportServicer
 from node.trust import Authorizer, node_trust
 
 if TYPE_CHECKING:
+    from node.directives import DirectiveSender
     from node.reporting import ReportSender
 
 log = logging.getLogger(__name__)
 
+DIRECTIVE_SERVICE_NAME: str = DIRECTIVE_DESCRIPTOR.services_by_name["DirectiveService"].full_name
 DEFAULT_MAX_WORKERS = 16
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_OPTIONS = [
@@ -65,6 +69,7 @@ class NodeServer:
         *,
         address: str | None = None,
         sender: ReportSender | None = None,
+        directives: DirectiveSender | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
         self.node = node
@@ -79,9 +84,16 @@ class NodeServer:
         self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
         self.query = QueryServicer(node, authorizer=self.authorizer)
         self.ingest = IngestServicer(node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed())
+        # A message queued for its next hop wakes the node's directive sender (supnet serve's; none: it waits).
+        self.directives = DirectiveServicer(
+            node, authorizer=self.authorizer, on_queued=directives.wake if directives is not None else None
+        )
         add_NodeServiceServicer_to_server(_NodeService(self.reports, self.query), self._server)
+        add_DirectiveServiceServicer_to_server(self.directives, self._server)
         add_IngestServiceServicer_to_server(self.ingest, self._server)  # type: ignore[arg-type]
-        self._health: Any = add_health_and_reflection(self._server, [NODE_SERVICE_NAME, INGEST_SERVICE_NAME])
+        self._health: Any = add_health_and_reflection(
+            self._server, [NODE_SERVICE_NAME, DIRECTIVE_SERVICE_NAME, INGEST_SERVICE_NAME]
+        )
         self.port = 0
         self._stopped = False
 

@@ -1,8 +1,9 @@
-"""The serving node: what ``supnet serve`` runs for one node (server, enrolment listener, sender, scheduler)."""
+"""The serving node: what ``supnet serve`` runs for one node (server, enrolment listener, senders, scheduler)."""
 
 from __future__ import annotations
 
 from node.app import Node
+from node.directives import DirectiveSender
 from node.reporting import ReportSender
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
@@ -11,12 +12,14 @@ from node.supervision import rebuild_buckets_if_needed
 
 
 class ServingNode:
-    """Everything ``supnet serve`` runs for one node: server, report sender, scheduler; started and stopped in order."""
+    """Everything ``supnet serve`` runs for one node: server, report and directive senders, scheduler; in order."""
 
     def __init__(self, node: Node, *, listen: str | None = None) -> None:
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
-        self.server = NodeServer(node, address=listen, sender=self.sender)
+        # Directives go down from any node and their events up: every node delivers its directive outbox.
+        self.directives = DirectiveSender(node)
+        self.server = NodeServer(node, address=listen, sender=self.sender, directives=self.directives)
         self.scheduler = NodeScheduler(node, sender=self.sender)
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
         self.enrolment = EnrolmentServer.for_node(node)
@@ -32,6 +35,7 @@ class ServingNode:
             self.enrolment.start()
         if self.sender is not None:
             self.sender.start()  # before the jobs: the report jobs only build, the sender's loop delivers
+        self.directives.start()
         self.scheduler.start()
         return port
 
@@ -41,5 +45,6 @@ class ServingNode:
             self.enrolment.stop(grace)
         self.server.stop(grace)
         self.scheduler.stop(wait=True)
+        self.directives.stop()
         if self.sender is not None:
             self.sender.stop()

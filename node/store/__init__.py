@@ -19,6 +19,7 @@ from node.store.counters import (
     to_micros,
 )
 from node.store.database import alembic_config, has_schema, make_engine, migrate
+from node.store.directive_models import DIRECTIVE_ID_MAX, NODE_ID_MAX, Directive, DirectiveEvent, DirectiveOutboxEntry
 from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue
 from node.store.models import (
     Base,
@@ -47,6 +48,8 @@ __all__ = [
     "ACTION_MAX",
     "ACTOR_MAX",
     "ALL_METADATA",
+    "DIRECTIVE_ID_MAX",
+    "NODE_ID_MAX",
     "RESULT_MAX",
     "REVISION_COUNTER",
     "AccountabilityMeasure",
@@ -60,6 +63,9 @@ __all__ = [
     "ChildCatalogue",
     "Complaint",
     "Completion",
+    "Directive",
+    "DirectiveEvent",
+    "DirectiveOutboxEntry",
     "Evaluation",
     "Item",
     "ItemStatusChange",

@@ -23,6 +23,8 @@ Rule ids are part of the wire and storage contract (alerts.rule_id, GB/T 39046 �
 | R14 | limit needs explanation    | reminder | an item in force promises more than half its legal limit  | both    |
 |     |                            |          | (Panyu's rule) and has no written explanation (its latest |         |
 |     |                            |          | version; closes when explained, superseded or retired)    |         |
+| R15 | directive response late    | yellow   | a directive received (督办, 整改 …) still unanswered at its | scan    |
+|     |                            |          | response due time (node.directives; once per directive)   |         |
 
 Chinese names (预警提醒, 超承诺时限, …) are in ``RULES``.
 
@@ -64,6 +66,7 @@ __all__ = [
     "R12",
     "R13",
     "R14",
+    "R15",
     "RULES",
     "SEVERITIES",
     "Rule",
@@ -75,6 +78,7 @@ __all__ = [
     "complaint_subject",
     "completion_subject",
     "department_period_subject",
+    "directive_subject",
     "escalation_subject",
     "evaluation_subject",
     "groups_condition",
@@ -101,6 +105,7 @@ R11 = "R11"
 R12 = "R12"
 R13 = "R13"
 R14 = "R14"
+R15 = "R15"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,9 @@ class Rule:
     name: str
     name_cn: str
     severity: Severity
-    subject_kind: Literal["case", "step", "payment", "complaint", "alert", "item", "department", "evaluation"]
+    subject_kind: Literal[
+        "case", "step", "payment", "complaint", "alert", "item", "department", "evaluation", "directive"
+    ]
     trigger: Trigger
     description: str
 
@@ -133,6 +140,9 @@ RULES: dict[str, Rule] = {
         Rule(R12, "high return rate", "退件率较高", "yellow", "department", "scan", "30-day 退件率 above threshold"),
         Rule(R13, "evaluation follow-up late", "差评回访超时", "yellow", "evaluation", "scan", "follow-up still open"),
         Rule(R14, "limit needs explanation", "承诺时限未说明", "reminder", "item", "both", "promised > half legal"),
+        Rule(
+            R15, "directive response late", "督办逾期未答复", "yellow", "directive", "scan", "no response by due time"
+        ),
     )
 }
 ALL_RULE_IDS: tuple[str, ...] = tuple(RULES)
@@ -176,6 +186,11 @@ def evaluation_subject(evaluation_id: int) -> str:
 def item_subject(implementation_code: str, version: int) -> str:
     """Alert subject of an item-level rule (R14), per version: ``item:CODE:version:N``."""
     return f"item:{implementation_code}:version:{version}"
+
+
+def directive_subject(directive_id: str) -> str:
+    """Alert subject of a directive rule (R15): ``directive:ID``."""
+    return f"directive:{directive_id}"
 
 
 def escalation_subject(yellow_subject: str, yellow_id: int) -> str:

@@ -17,6 +17,14 @@ Query (drill-down)  over a TLS certificate of this node's parent, or of this nod
                     envelope unchanged, so no hop can widen what the requester may see.
 Ingest              an INGEST certificate issued for this node (a business system's credential); a node's TLS
                     certificate, even the parent's, may not ingest
+Deliver             (DirectiveService) a directive, or a closed/reopened event, only from this node's parent; a
+(directives)        delivered/acknowledged/responded/escalated event only from a registered child. Always signed
+                    through a report certificate chain verified up to the root (a relay that altered the body is
+                    UNAUTHENTICATED); a directive's signer is its issuer, a strict ancestor of its target, and this
+                    node lies on the way between them; an event's signer is the actor it names, and an event going
+                    up comes through the child on its way. What only the stored directive can tell (the event's
+                    signer is its target or issuer, the digest binds it) is node.directives' check. Not in the
+                    plaintext mode: PERMISSION_DENIED there.
 GetNodeInfo         any authenticated peer under the same root
 Health, reflection  open (no servicer of ours)
 ==================  ========================================================================================
@@ -37,7 +45,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -52,9 +61,11 @@ from federation import (
     body_type_of,
     parse_body,
     public_key_from_b64,
+    require_canonical_encoding,
     verify_envelope,
 )
 from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.directive_pb2 import DirectiveBody, DirectiveEvent, DirectiveEventKind
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from node.audit_log import recent_query_nonces
 from node.trust.node_ids import is_ancestor
@@ -68,6 +79,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUERY_BODY_TYPE = body_type_of(QueryBody)
+DIRECTIVE_BODY_TYPE = body_type_of(DirectiveBody)
+DIRECTIVE_EVENT_TYPE = body_type_of(DirectiveEvent)
+# Events that travel up (made by a recipient, or the issuer escalating to its parent) and down (made by the issuer).
+UPWARD_DIRECTIVE_EVENTS: frozenset[int] = frozenset(
+    {
+        DirectiveEventKind.DIRECTIVE_EVENT_KIND_DELIVERED,
+        DirectiveEventKind.DIRECTIVE_EVENT_KIND_ACKNOWLEDGED,
+        DirectiveEventKind.DIRECTIVE_EVENT_KIND_RESPONDED,
+        DirectiveEventKind.DIRECTIVE_EVENT_KIND_ESCALATED,
+    }
+)
+DOWNWARD_DIRECTIVE_EVENTS: frozenset[int] = frozenset(
+    {DirectiveEventKind.DIRECTIVE_EVENT_KIND_CLOSED, DirectiveEventKind.DIRECTIVE_EVENT_KIND_REOPENED}
+)
 # ±15 min: nodes whose clocks are up to ~10 min apart still query each other (a report is refused from 15 min
 # ahead, federation.receiver.MAX_CLOCK_SKEW_SECONDS); replays stay refused by the nonce cache (2 windows long).
 FRESHNESS_WINDOW_SECONDS = 900.0
@@ -88,6 +113,25 @@ def caller_name(peer: PeerIdentity | None) -> str:
 def is_in_subtree(node_id: str, root_id: str) -> bool:
     """True when node_id is root_id or one of its descendants (dotted-path prefix)."""
     return is_ancestor(root_id, node_id, or_self=True)
+
+
+@dataclass(frozen=True)
+class DirectiveMessage:
+    """A directive message that passed authorization: its verified signer, the TLS caller and the parsed body."""
+
+    direction: Literal["down", "up"]
+    caller: PeerIdentity
+    signer_id: str
+    directive: DirectiveBody | None = None
+    event: DirectiveEvent | None = None
+
+    @property
+    def directive_id(self) -> str:
+        """The directive this message is, or is about."""
+        if self.directive is not None:
+            return self.directive.id
+        assert self.event is not None
+        return self.event.directive_id
 
 
 class NonceCache:
@@ -276,6 +320,83 @@ class Authorizer:
         if body.WhichOneof("request") is None:
             raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, ...)")
         return body
+
+    def directive(
+        self, context: grpc.ServicerContext, envelope: SignedEnvelope, peer: PeerIdentity | None = None
+    ) -> DirectiveMessage:
+        """Deliver: authorize the caller and the signed directive or event (see the module docstring)."""
+        if envelope.body_type not in (DIRECTIVE_BODY_TYPE, DIRECTIVE_EVENT_TYPE):
+            raise InvalidArgumentError(
+                f"Deliver expects a {DIRECTIVE_BODY_TYPE} or {DIRECTIVE_EVENT_TYPE} envelope, "
+                f"got {envelope.body_type!r}"
+            )
+        if self.trust is None:
+            raise PermissionDeniedError(
+                f"node {self._id} runs without certificates (insecure plaintext mode): directives need signatures "
+                "every hop can verify through certificate chains"
+            )
+        peer = self._node_peer(context, "delivering a directive", peer)
+        try:
+            self.trust.verify_envelope(envelope, revocations_current=True)  # _node_peer re-read crl.pem
+        except IntegrityError as error:
+            # Altered on the way (or signed by another key): nobody is established as its author.
+            raise UnauthenticatedError(f"directive message refused by {self._id}: {error.message}") from error
+        signer = envelope.signer_id
+        if envelope.body_type == DIRECTIVE_BODY_TYPE:
+            body = parse_body(envelope, DirectiveBody)
+            require_canonical_encoding(envelope, body)
+            self._directive_route(peer, signer, body)
+            return DirectiveMessage("down", peer, signer, directive=body)
+        event = parse_body(envelope, DirectiveEvent)
+        require_canonical_encoding(envelope, event)
+        if event.actor_id != signer:
+            raise PermissionDeniedError(
+                f"directive event signed by {signer} names {event.actor_id or '(nobody)'} as its actor; "
+                "whoever makes an event signs it"
+            )
+        if event.kind in DOWNWARD_DIRECTIVE_EVENTS:
+            self._from_parent(peer, "closing or reopening a directive")
+            return DirectiveMessage("down", peer, signer, event=event)
+        if event.kind in UPWARD_DIRECTIVE_EVENTS:
+            if peer.node_id not in self._registered_children():
+                raise PermissionDeniedError(
+                    f"node {self._id} takes directive events going up only from its registered children; "
+                    f"the caller is {peer.node_id}"
+                )
+            if not is_ancestor(peer.node_id, signer, or_self=True):
+                raise PermissionDeniedError(
+                    f"a directive event of {signer} comes up the way it was made, not through {peer.node_id}"
+                )
+            return DirectiveMessage("up", peer, signer, event=event)
+        raise InvalidArgumentError(f"directive event of unknown kind {event.kind}")
+
+    def _from_parent(self, peer: PeerIdentity, what: str) -> None:
+        if not self._parent_id or peer.node_id != self._parent_id:
+            raise PermissionDeniedError(
+                f"node {self._id} takes {what} only from its parent {self._parent_id or '(none: it is the root)'}; "
+                f"the caller is {peer.node_id}"
+            )
+
+    def _directive_route(self, peer: PeerIdentity, signer: str, body: DirectiveBody) -> None:
+        """A directive goes down from its issuer, through this node, to its target (or the target's subtree)."""
+        if body.issuer_id != signer:
+            raise PermissionDeniedError(
+                f"directive {body.id or '?'} names {body.issuer_id or '(nobody)'} as issuer but is signed by {signer}; "
+                "an issuer signs its own directives"
+            )
+        if not is_ancestor(body.issuer_id, body.target_id):
+            raise PermissionDeniedError(
+                f"directive {body.id or '?'}: issuer {body.issuer_id} is not an ancestor of target "
+                f"{body.target_id or '(none)'}; directives go only to a descendant"
+            )
+        on_path = is_ancestor(body.issuer_id, self._id) and (
+            is_in_subtree(body.target_id, self._id) or (body.whole_subtree and is_in_subtree(self._id, body.target_id))
+        )
+        if not on_path:
+            raise PermissionDeniedError(
+                f"directive {body.id or '?'} from {body.issuer_id} to {body.target_id} does not pass through {self._id}"
+            )
+        self._from_parent(peer, "directives")
 
     def _query_with_certificates(self, peer: PeerIdentity, envelope: SignedEnvelope) -> QueryBody:
         assert self.trust is not None

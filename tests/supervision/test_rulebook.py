@@ -38,6 +38,7 @@ def test_rule_ids_are_stable() -> None:
         "R12",
         "R13",
         "R14",
+        "R15",
     )
     assert {rule_id: rule.severity for rule_id, rule in RULES.items()} == {
         "R01": "reminder",
@@ -54,6 +55,7 @@ def test_rule_ids_are_stable() -> None:
         "R12": "yellow",
         "R13": "yellow",
         "R14": "reminder",
+        "R15": "yellow",
     }
 
 
