@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
+from rich.console import Console, JustifyMethod
+from rich.errors import MarkupError
 from rich.table import Table
+from rich.text import Text
 
 from federation import COUNTER_FIELDS, counters_to_dict, parse_body, report_digest
 from federation.proto.v1 import drilldown_pb2 as dd
@@ -304,3 +307,113 @@ def answer_json(answers: list[Answer]) -> dict[str, Any]:
         payload[kind] = merged
     payload["next_page_token"] = answers[-1].body.next_page_token
     return payload
+
+
+# --- tables that fit the terminal -----------------------------------------------------------------
+#
+# A terminal table never cuts an id, a case number, a node or a department name, a count or a time: those columns
+# ("key" columns) stay on one line at their full width. Free text folds (wraps, nothing lost). When the key columns
+# do not fit, the low-value columns (``drop`` > 0, highest first) move out of the table and its caption names them;
+# ``--wide`` shows every column at full width (the terminal may wrap the lines). Department names lose the node's
+# own place-name prefix (``short_departments``); --json, --format csv|xlsx and --wide keep them whole.
+
+# A folding column keeps at least this many cells before low-value columns move out instead.
+MIN_FOLD_WIDTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A terminal table column: ``key`` columns are never cut; ``drop`` > 0 columns may move out, highest first."""
+
+    header: str
+    key: bool = False
+    drop: int = 0
+    justify: JustifyMethod = "left"
+
+
+def short_department(name: str, node_name: str) -> str:
+    """A department name without the node's own place name and what precedes it, when more follows.
+
+    At node 番禺区, 广州市番禺区市场监督管理局 → 市场监督管理局; a name without the node's name (or nothing after it)
+    stays as it is.
+    """
+    if not node_name:
+        return name
+    at = name.find(node_name)
+    rest = name[at + len(node_name) :] if at >= 0 else ""
+    return rest if rest else name
+
+
+def short_departments(names: Iterable[str], node_name: str) -> dict[str, str]:
+    """Each full name -> its short form; names that two departments would share stay whole."""
+    full = sorted(set(names))
+    short = {name: short_department(name, node_name) for name in full}
+    counts: dict[str, int] = {}
+    for value in short.values():
+        counts[value] = counts.get(value, 0) + 1
+    return {name: (value if counts[value] == 1 else name) for name, value in short.items()}
+
+
+def _cell_width(cell: str) -> int:
+    try:
+        return Text.from_markup(cell).cell_len
+    except MarkupError:
+        return Text(cell).cell_len
+
+
+def _header_lines(header: str, width: int) -> str:
+    """The header's words greedily on lines of ``width`` cells (a key column is as wide as its data)."""
+    lines: list[str] = []
+    for word in header.split():
+        if lines and Text(lines[-1]).cell_len + 1 + Text(word).cell_len <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def fitted_table(
+    title: str, columns: Sequence[Col], rows: Iterable[Sequence[str]], *, width: int, wide: bool = False
+) -> Table:
+    """A table of ``rows`` (cells may hold markup) that fits ``width`` cells without cutting a key column."""
+    body = [list(row) for row in rows]
+    data = [max((_cell_width(row[index]) for row in body), default=0) for index in range(len(columns))]
+    words = [max((Text(word).cell_len for word in column.header.split()), default=0) for column in columns]
+    need = [
+        max(data[i], words[i]) if column.key or wide else min(max(data[i], words[i]), MIN_FOLD_WIDTH)
+        for i, column in enumerate(columns)
+    ]
+    shown = list(range(len(columns)))
+
+    def total() -> int:
+        return sum(need[i] for i in shown) + 3 * len(shown) + 1
+
+    hidden: list[str] = []
+    while not wide and total() > width:
+        droppable = [i for i in shown if columns[i].drop]
+        if not droppable:
+            break
+        out = max(droppable, key=lambda i: (columns[i].drop, i))
+        shown.remove(out)
+        hidden.append(columns[out].header)
+    # Key columns that still cannot fit fold rather than lose characters.
+    squeezed = not wide and total() > width
+    caption = f"未显示 hidden: {', '.join(hidden)} — --wide 显示全部 shows all" if hidden else None
+    table = Table(title=title, caption=caption)
+    for i in shown:
+        column = columns[i]
+        if (column.key or wide) and not squeezed:
+            header = _header_lines(column.header, need[i])
+            table.add_column(header, no_wrap=True, min_width=need[i], justify=column.justify)
+        else:
+            table.add_column(column.header, overflow="fold", justify=column.justify)
+    for row in body:
+        table.add_row(*(row[i] for i in shown))
+    if wide:
+        table.width = max(total(), width)
+    return table
+
+
+def print_table(table: Table, out: Console = console) -> None:
+    """Print a fitted table; a --wide one at its full width (never cropped to the terminal)."""
+    out.print(table, crop=False)
