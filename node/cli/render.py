@@ -457,6 +457,13 @@ def fitted_table(
         hidden.append(columns[out].header)
     # Key columns that still cannot fit fold rather than lose characters.
     squeezed = not wide and total() > width
+    # Room to spare: key columns keep their header on one line, left to right while it lasts.
+    slack = width - total()
+    for i in shown:
+        extra = Text(columns[i].header).cell_len - need[i]
+        if (columns[i].key or wide) and 0 < extra <= slack:
+            need[i] += extra
+            slack -= extra
     caption = f"未显示 hidden: {', '.join(hidden)} — --wide 显示全部 shows all" if hidden else None
     table = Table(title=title, caption=caption)
     for i in shown:
