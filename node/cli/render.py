@@ -105,7 +105,8 @@ def summary_table(answer: dd.SummaryAnswer, title: str, *, width: int | None = N
     for row in answer.rows:
         done, total = row.completeness.nodes_reported_in_window, row.completeness.nodes_in_subtree
         reported = f"{done}/{total}" + ("" if done == total else " [yellow]stale[/]")
-        rows.append(cells(escape(f"{row.key} {row.label}".strip()), row.counters, reported))
+        name = node_cell(row.key, row.label) if by_child else escape(f"{row.key} {row.label}".strip())
+        rows.append(cells(name, row.counters, reported))
     completeness = answer.completeness
     rows.append(
         cells(
@@ -121,7 +122,7 @@ def registers_table(answer: dd.SummaryAnswer, title: str, *, width: int | None =
     for index, header in enumerate(("上报数据 records", "事项 items", "retired", "flagged", "压缩比 compression")):
         columns.append(Col(header, key=True, drop=index, justify="right"))
     columns.append(Col("部门 depts", key=True, drop=1, justify="right"))
-    named = [(escape(f"{row.key} {row.label}".strip()), row.counters, row.catalogue) for row in answer.rows]
+    named = [(node_cell(row.key, row.label), row.counters, row.catalogue) for row in answer.rows]
     rows = []
     for name, counters, registers in [*named, ("[bold]total[/]", answer.total, answer.catalogue)]:
         compression = registers.sum_promised / registers.sum_legal if registers.sum_legal else None
@@ -164,7 +165,7 @@ def ranking_table(answer: dd.RankingAnswer, title: str, *, width: int | None = N
         report = f"#{row.last_report_sequence}" if row.last_report_sequence else "(own data)"
         if row.stale:
             report += " [yellow]stale[/]"
-        node = escape(f"{row.node_id} {row.label}".strip())
+        node = node_cell(row.node_id, row.label)
         rows.append((str(row.rank), node, value, of, f"{row.counters.received:,}", str(row.counters.red_cards), report))
     return fitted_table(f"{title} — by {metric}", columns, rows, width=width or console.width, wide=wide)
 
@@ -222,14 +223,14 @@ def alerts_table(
     """Alerts, newest first."""
     columns = (
         Col("id", key=True),
-        Col("rule", key=True),
-        Col("severity", key=True, drop=2),
-        Col("status", key=True, drop=4),
+        Col("rule", key=True, drop=1),
+        Col("severity", key=True, drop=3),
+        Col("status", key=True, drop=5),
         Col("case", key=True),
         Col("department", key=True),
-        Col("违规 breached", key=True, drop=3),
-        Col("发现 raised", key=True, drop=5),
-        Col("message", drop=1),
+        Col("违规 breached", key=True, drop=4),
+        Col("发现 raised", key=True, drop=6),
+        Col("message", drop=2),
     )
     lines = [
         (
@@ -378,6 +379,8 @@ def answer_json(answers: list[Answer]) -> dict[str, Any]:
 
 # A folding column keeps at least this many cells before low-value columns move out instead.
 MIN_FOLD_WIDTH = 10
+# ... and at least this many when nothing more can move out.
+MIN_SQUEEZED_WIDTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,10 +417,17 @@ def short_departments(names: Iterable[str], node_name: str) -> dict[str, str]:
 
 
 def _cell_width(cell: str) -> int:
+    """The widest line of a cell, markup not counted."""
     try:
-        return Text.from_markup(cell).cell_len
+        text = Text.from_markup(cell)
     except MarkupError:
-        return Text(cell).cell_len
+        text = Text(cell)
+    return max((line.cell_len for line in text.split("\n")), default=0)
+
+
+def node_cell(node_id: str, label: str) -> str:
+    """A node as a table cell: its id, and its name (when known) on a line of its own, so neither is cut."""
+    return escape(f"{node_id}\n{label}" if label else node_id)
 
 
 def _header_lines(header: str, width: int) -> str:
@@ -455,6 +465,9 @@ def fitted_table(
         out = max(droppable, key=lambda i: (columns[i].drop, i))
         shown.remove(out)
         hidden.append(columns[out].header)
+    if not wide and total() > width:
+        # Folding columns give way before a key column does: down to a few cells each.
+        need = [n if columns[i].key else min(n, MIN_SQUEEZED_WIDTH) for i, n in enumerate(need)]
     # Key columns that still cannot fit fold rather than lose characters.
     squeezed = not wide and total() > width
     # Room to spare: key columns keep their header on one line, left to right while it lasts.
