@@ -166,7 +166,7 @@ def _ranking_table(ranking: Ranking) -> TableSpec:
 
 
 def _rankings(bulletin: Bulletin) -> Section:
-    intro = ("效能考评得分由各单位汇总计数按本级考评办法逐月计算，不取下级得分的平均（docs/domain.md §7）。",)
+    intro = ("效能考评得分由各单位的汇总计数按本级考评办法逐月计算，不取下级得分的平均；比率均由计数求得。",)
     return Section("rankings", "排名", tuple(_ranking_table(r) for r in bulletin.rankings), intro)
 
 
