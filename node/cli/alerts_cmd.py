@@ -11,6 +11,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from node.cli.common import (
@@ -23,6 +24,8 @@ from node.cli.common import (
     print_json,
     subcommand_invoked,
 )
+from node.cli.render import Col, fitted_table, print_table, short_departments
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.supervision import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
 
 alerts_app = typer.Typer(help="Supervision warnings (电子监察预警): list, acknowledge, correct, escalate.")
@@ -56,12 +59,17 @@ def alerts(
     case_no: Annotated[str | None, typer.Option("--case", help="Only alerts about this case.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 200,
     as_json: JsonFlag = False,
+    fmt: FormatOption = None,
+    out: OutOption = None,
+    encoding: EncodingOption = "utf-8",
+    wide: WideFlag = False,
 ) -> None:
     """List alerts, newest first."""
     if subcommand_invoked(ctx, data_dir):
         return
     with opened_node(ctx, data_dir) as node, node.engine.connect() as conn:
         tz = node.tz
+        node_name = node.config.name
         views = list_alerts(
             conn,
             open_only=open_only,
@@ -71,38 +79,44 @@ def alerts(
             case_no=case_no,
             limit=limit,
         )
-    if as_json:
-        print_json({"alerts": [view.to_dict(tz) for view in views]})
+    records = [view.to_dict(tz) for view in views]
+    if emit_rows(fmt, out, records, title="监察预警 alerts", encoding=encoding, as_json=as_json):
         return
-    table = Table(title=f"Alerts ({len(views)} shown)")
-    columns: tuple[str, ...] = (
-        "id",
-        "rule",
-        "severity",
-        "status",
-        "subject",
-        "department",
-        "post",
-        "违规时间 breached",
+    if as_json:
+        print_json({"alerts": records})
+        return
+    columns = (
+        Col("id", key=True),
+        Col("rule", key=True),
+        Col("severity", key=True, drop=1),
+        Col("status", key=True, drop=3),
+        Col("subject", key=True),
+        Col("department", key=True),
+        Col("post", drop=6),
+        Col("违规时间 breached", key=True, drop=2),
+        Col("发现时间 raised", key=True, drop=5),
+        Col("correct by", key=True, drop=4),
     )
-    columns += ("发现时间 raised", "correct by")
-    for column in columns:
-        table.add_column(column)
+    departments = short_departments((view.department for view in views), "" if wide else node_name)
+    rows = []
     for view in views:
         style = _SEVERITY_STYLE.get(view.severity, "")
-        table.add_row(
-            str(view.id),
-            view.rule_id,
-            f"[{style}]{view.severity}[/]" if style else view.severity,
-            view.status,
-            view.subject,
-            view.department,
-            view.post or "-",
-            local_text(view.breached_at),
-            local_text(view.raised_at),
-            local_text(view.correct_by),
+        rows.append(
+            (
+                str(view.id),
+                view.rule_id,
+                f"[{style}]{view.severity}[/]" if style else view.severity,
+                view.status,
+                escape(view.subject),
+                escape(departments.get(view.department, view.department)),
+                escape(view.post) or "-",
+                local_text(view.breached_at),
+                local_text(view.raised_at),
+                local_text(view.correct_by),
+            )
         )
-    console.print(table)
+    title = f"Alerts ({len(views)} shown)"
+    print_table(fitted_table(title, columns, rows, width=console.width, wide=wide))
 
 
 @alerts_app.command("ack")

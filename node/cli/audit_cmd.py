@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.cli.render import Col, fitted_table, print_table
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -71,6 +72,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many entries, newest first.")] = 100,
         as_json: JsonFlag = False,
+        fmt: FormatOption = None,
+        out: OutOption = None,
+        encoding: EncodingOption = "utf-8",
+        wide: WideFlag = False,
     ) -> None:
         """List audit entries (who, what, on what, when, result), or verify the hash chain with --verify."""
         from node.app import open_node
@@ -110,28 +115,35 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             return
 
+        records = [_entry_dict(entry, tz) for entry in entries]
+        if emit_rows(fmt, out, records, title="审计日志 audit", encoding=encoding, as_json=as_json):
+            return
         if as_json:
-            print_json(
-                {
-                    "entries": [_entry_dict(entry, tz) for entry in entries],
-                    "head": None if head is None else {"seq": head.seq, "hash": head.hash},
-                }
-            )
+            print_json({"entries": records, "head": None if head is None else {"seq": head.seq, "hash": head.hash}})
             return
         head_note = f"head #{head.seq}" if head is not None else "empty"
-        table = Table(title=f"Audit log of {data_dir} ({len(entries)} shown, {head_note})")
-        for column in ("seq", "at", "actor", "action", "target", "result", "detail"):
-            # Identity columns stay whole; the free-text ones fold in a narrow terminal.
-            table.add_column(column, overflow="fold", no_wrap=column in ("seq", "at", "action", "result"))
+        columns = (
+            Col("seq", key=True),
+            Col("at", key=True, drop=2),
+            Col("actor", key=True),
+            Col("action", key=True),
+            Col("target", key=True),
+            Col("result", key=True, drop=1),
+            Col("detail", drop=3),
+        )
+        rows = []
         for entry in entries:
             style = _RESULT_STYLE.get(entry.result, "")
-            table.add_row(
-                str(entry.seq),
-                entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
-                escape(entry.actor),
-                escape(entry.action),
-                escape(entry.target),
-                f"[{style}]{escape(entry.result)}[/]" if style else escape(entry.result),
-                escape(entry.detail_json),
+            rows.append(
+                (
+                    str(entry.seq),
+                    entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+                    escape(entry.actor),
+                    escape(entry.action),
+                    escape(entry.target),
+                    f"[{style}]{escape(entry.result)}[/]" if style else escape(entry.result),
+                    escape(entry.detail_json),
+                )
             )
-        console.print(table)
+        title = f"Audit log of {data_dir} ({len(entries)} shown, {head_note})"
+        print_table(fitted_table(title, columns, rows, width=console.width, wide=wide))

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from node.app import Node
@@ -20,6 +21,8 @@ from node.cli.common import (
     subcommand_invoked,
     view_json,
 )
+from node.cli.render import Col, fitted_table, print_table, short_departments
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.domain import parse_datetime
 from node.errors import ValidationError
 from node.supervision import (
@@ -91,6 +94,10 @@ def complaints(
     now: Annotated[str | None, typer.Option("--now", help="List as of this time (default now).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 500,
     as_json: JsonFlag = False,
+    fmt: FormatOption = None,
+    out: OutOption = None,
+    encoding: EncodingOption = "utf-8",
+    wide: WideFlag = False,
 ) -> None:
     """List complaints with their deadlines, and the closure and overdue figures."""
     if subcommand_invoked(ctx, data_dir):
@@ -99,41 +106,41 @@ def complaints(
         as_of = _when(node, now) or node.now()
         views = list_complaints(node, status=status, overdue_only=overdue, now=as_of, limit=limit)
         figures = complaint_figures(node, now=as_of)
-    if as_json:
-        print_json(
-            {
-                "as_of": as_of.isoformat(sep=" "),
-                "figures": figures.as_dict(),
-                "complaints": [view_json(v) for v in views],
-            }
-        )
+        node_name = "" if wide else node.config.name
+    records = [view_json(v) for v in views]
+    if emit_rows(fmt, out, records, title="效能投诉 complaints", encoding=encoding, as_json=as_json):
         return
-    table = Table(title=f"Complaints (as of {local_text(as_of)})")
-    for column in (
-        "no",
-        "title",
-        "respondent",
-        "status",
-        "received",
-        "decision due",
-        "handling due",
-        "overdue",
-        "finding",
-    ):
-        table.add_column(column)
-    for v in views:
-        table.add_row(
-            v.complaint_no,
-            v.title,
-            v.respondent_unit,
+    if as_json:
+        print_json({"as_of": as_of.isoformat(sep=" "), "figures": figures.as_dict(), "complaints": records})
+        return
+    columns = (
+        Col("no", key=True),
+        Col("title", drop=2),
+        Col("respondent", key=True),
+        Col("status", key=True),
+        Col("received", key=True, drop=3),
+        Col("decision due", key=True, drop=5),
+        Col("handling due", key=True, drop=4),
+        Col("overdue", key=True, drop=1),
+        Col("finding", drop=6),
+    )
+    units = short_departments((v.respondent_unit for v in views), node_name)
+    rows = [
+        (
+            escape(v.complaint_no),
+            escape(v.title),
+            escape(units.get(v.respondent_unit, v.respondent_unit)),
             v.status,
             local_text(v.received_at),
             local_text(v.decision_due_at),
             local_text(v.handling_due_at),
             f"[red]{v.overdue}[/]" if v.overdue else "",
-            v.finding or "-",
+            escape(v.finding or "-"),
         )
-    console.print(table)
+        for v in views
+    ]
+    title = f"Complaints (as of {local_text(as_of)})"
+    print_table(fitted_table(title, columns, rows, width=console.width, wide=wide))
     console.print(_figures_line(figures), highlight=False)
 
 

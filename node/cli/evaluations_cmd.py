@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from node.cli.common import (
     JsonFlag,
@@ -25,6 +25,8 @@ from node.cli.common import (
     print_json,
     subcommand_invoked,
 )
+from node.cli.render import Col, fitted_table, print_table, short_departments
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.domain import to_iso
 from node.supervision import EvaluationView, close_followup, evaluation_figures, list_evaluations
 
@@ -49,6 +51,10 @@ def evaluations(
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 500,
     as_json: JsonFlag = False,
+    fmt: FormatOption = None,
+    out: OutOption = None,
+    encoding: EncodingOption = "utf-8",
+    wide: WideFlag = False,
 ) -> None:
     """List evaluations (newest first) with the satisfaction rate and open follow-ups."""
     if subcommand_invoked(ctx, data_dir):
@@ -56,26 +62,43 @@ def evaluations(
     with opened_node(ctx, data_dir) as node:
         views = list_evaluations(node, open_followups=open_followups, limit=limit)
         figures = evaluation_figures(node)
-    if as_json:
-        print_json({"figures": figures.as_dict(), "evaluations": [evaluation_json(v, node.tz) for v in views]})
+        node_name = "" if wide else node.config.name
+    records = [evaluation_json(v, node.tz) for v in views]
+    if emit_rows(fmt, out, records, title="好差评 evaluations", encoding=encoding, as_json=as_json):
         return
-    table = Table(title="Open follow-ups" if open_followups else "Evaluations")
-    for column in ("id", "case", "department", "rating", "evaluated", "channel", "follow-up", "回访期限 due", "note"):
-        table.add_column(column)
+    if as_json:
+        print_json({"figures": figures.as_dict(), "evaluations": records})
+        return
+    columns = (
+        Col("id", key=True),
+        Col("case", key=True),
+        Col("department", key=True),
+        Col("rating", key=True, drop=1),
+        Col("evaluated", key=True, drop=3),
+        Col("channel", drop=5),
+        Col("follow-up", key=True, drop=2),
+        Col("回访期限 due", key=True, drop=4),
+        Col("note", drop=6),
+    )
+    departments = short_departments((v.department for v in views), node_name)
+    rows = []
     for v in views:
         status = f"[red]{v.followup_status}[/]" if v.followup_status == "open" else v.followup_status
-        table.add_row(
-            str(v.id),
-            v.case_no,
-            v.department,
-            RATING_LABELS.get(v.satisfaction_code, str(v.satisfaction_code)),
-            local_text(v.evaluated_at),
-            v.channel,
-            status,
-            local_text(v.followup_due_at),
-            v.followup_note,
+        rows.append(
+            (
+                str(v.id),
+                escape(v.case_no),
+                escape(departments.get(v.department, v.department)),
+                RATING_LABELS.get(v.satisfaction_code, str(v.satisfaction_code)),
+                local_text(v.evaluated_at),
+                escape(v.channel),
+                status,
+                local_text(v.followup_due_at),
+                escape(v.followup_note),
+            )
         )
-    console.print(table)
+    title = "Open follow-ups" if open_followups else "Evaluations"
+    print_table(fitted_table(title, columns, rows, width=console.width, wide=wide))
     rate = f"{figures.satisfaction_rate:.1%}" if figures.satisfaction_rate is not None else "-"
     console.print(
         f"ratings {figures.total} · satisfaction rate 满意率 {rate} · follow-ups open {figures.followups_open} · "

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from node.cli.common import JsonFlag, console, handle_errors, print_json
+from node.cli.render import Col, fitted_table, print_table
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -142,15 +144,26 @@ def register(app: typer.Typer) -> None:
 
     @group.command("status")
     @handle_errors
-    def status_command(directory: FederationDir = DEFAULT_DIR, json_output: JsonFlag = False) -> None:
+    def status_command(
+        *,
+        directory: FederationDir = DEFAULT_DIR,
+        json_output: JsonFlag = False,
+        fmt: FormatOption = None,
+        out: OutOption = None,
+        encoding: EncodingOption = "utf-8",
+        wide: WideFlag = False,
+    ) -> None:
         """Show each node's process and health."""
         from node.localtree import status
 
         statuses = status(directory)
-        if json_output:
-            print_json([vars(s) for s in statuses])
+        records = [vars(s) for s in statuses]
+        if emit_rows(fmt, out, records, title="federation status", encoding=encoding, as_json=json_output):
             return
-        _print_nodes([(s.id, s.level, s.address, str(s.pid or "-"), s.health, s.data_dir) for s in statuses])
+        if json_output:
+            print_json(records)
+            return
+        _print_nodes([(s.id, s.level, s.address, str(s.pid or "-"), s.health, s.data_dir) for s in statuses], wide)
 
     @group.command("down")
     @handle_errors
@@ -188,10 +201,14 @@ def register(app: typer.Typer) -> None:
             print_json(setup_node(plan_node))
 
 
-def _print_nodes(rows: list[tuple[str, str, str, str, str, str]]) -> None:
-    table = Table(title="federation nodes")
-    for column in ("node", "level", "address", "pid", "health", "data dir"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+def _print_nodes(rows: list[tuple[str, str, str, str, str, str]], wide: bool = False) -> None:
+    columns = (
+        Col("node", key=True),
+        Col("level", key=True, drop=2),
+        Col("address", key=True),
+        Col("pid", key=True, drop=3),
+        Col("health", key=True),
+        Col("data dir", drop=1),
+    )
+    lines = [tuple(escape(cell) for cell in row) for row in rows]
+    print_table(fitted_table("federation nodes", columns, lines, width=console.width, wide=wide))

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from node.cli.common import (
@@ -23,6 +24,8 @@ from node.cli.common import (
     print_json,
     subcommand_invoked,
 )
+from node.cli.render import Col, fitted_table, print_table, short_departments
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.domain import parse_datetime, to_iso
 from node.errors import InvalidArgumentError
 from node.supervision import (
@@ -116,6 +119,10 @@ def list_command(
     flagged: Annotated[bool, typer.Option("--flagged", help="Only items needing an explanation (R14).")] = False,
     data_dir: OptionalDataDir = None,
     as_json: JsonFlag = False,
+    fmt: FormatOption = None,
+    out: OutOption = None,
+    encoding: EncodingOption = "utf-8",
+    wide: WideFlag = False,
 ) -> None:
     """List the catalogue's items (latest versions)."""
     if status is not None and status not in ITEM_STATUS_LABELS:
@@ -123,25 +130,38 @@ def list_command(
     with opened_node(ctx, data_dir) as node:
         views = list_items(node, status=status, flagged_only=flagged)
         tz = node.tz
-    if as_json:
-        print_json({"labels": FIELD_LABELS, "items": [_item_json(v, tz) for v in views]})
+        node_name = "" if wide else node.config.name
+    records = [_item_json(v, tz) for v in views]
+    if emit_rows(fmt, out, records, title="事项目录 items", encoding=encoding, as_json=as_json):
         return
-    table = Table(title="事项目录 Item catalogue")
-    for key in ("implementation_code", "name", "department", "status", "version", "promised_limit", "legal_limit"):
-        table.add_column(FIELD_LABELS[key])
-    table.add_column(FIELD_LABELS["flagged"])
-    for v in views:
-        table.add_row(
-            v.implementation_code,
-            v.name,
-            v.department,
+    if as_json:
+        print_json({"labels": FIELD_LABELS, "items": records})
+        return
+    columns = (
+        Col(FIELD_LABELS["implementation_code"], key=True),
+        Col(FIELD_LABELS["name"]),
+        Col(FIELD_LABELS["department"], key=True),
+        Col(FIELD_LABELS["status"], key=True, drop=2),
+        Col(FIELD_LABELS["version"], key=True, drop=4),
+        Col(FIELD_LABELS["promised_limit"], key=True, drop=3),
+        Col(FIELD_LABELS["legal_limit"], key=True, drop=3),
+        Col(FIELD_LABELS["flagged"], key=True, drop=1),
+    )
+    departments = short_departments((v.department for v in views), node_name)
+    rows = [
+        (
+            escape(v.implementation_code),
+            escape(v.name),
+            escape(departments.get(v.department, v.department)),
             ITEM_STATUS_LABELS.get(v.status, v.status),
             str(v.version),
             _limit(v.promised_limit, v.promised_limit_unit),
             _limit(v.legal_limit, v.legal_limit_unit),
             "[red]是 yes[/]" if v.flagged else "",
         )
-    console.print(table)
+        for v in views
+    ]
+    print_table(fitted_table("事项目录 Item catalogue", columns, rows, width=console.width, wide=wide))
     in_force = sum(1 for v in views if v.status == "in_force")
     console.print(
         f"事项 items {len(views)} · 在用 in force {in_force} · 已取消 retired {len(views) - in_force} · "

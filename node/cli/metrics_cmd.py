@@ -6,10 +6,12 @@ from datetime import date
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from node.app import Node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, open_working_node, print_json
+from node.cli.render import Col, fitted_table, print_table, short_departments
+from node.cli.tabular import TableOutput
 from node.domain import parse_date
 from node.errors import ValidationError
 from node.reporting import child_figures_differences
@@ -35,6 +37,21 @@ GROUPED_RATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("complaint_acceptance_rate", "受理率 complaints accepted %"),
     ("complaint_closure_rate", "办结率 complaints closed %"),
 )
+# Which columns move out first when the table does not fit the terminal (highest first; 0: always shown).
+GROUPED_DROP: dict[str, int] = {
+    "cases_returned": 9,
+    "return_steps": 12,
+    "open_cases": 10,
+    "open_overdue_legal": 8,
+    "early_rate": 5,
+    "on_time_rate": 4,
+    "return_rate": 3,
+    "satisfaction_rate": 6,
+    "complaint_acceptance_rate": 11,
+    "complaint_closure_rate": 7,
+    "completed": 2,
+    "yellow_cards": 1,
+}
 
 metrics_app = typer.Typer(
     help="Additive metric buckets (definitions: node/supervision/metrics.py).", no_args_is_help=True
@@ -93,11 +110,16 @@ def parse_day_option(option: str, value: str | None) -> date | None:
         raise ValidationError(f"{option} '{value}': {exc}", field=option.lstrip("-"), reason="bad_datetime") from None
 
 
-def print_grouped_stats(node: Node, by: str, date_from: str | None, date_to: str | None, as_json: bool) -> None:
+def print_grouped_stats(
+    node: Node, by: str, date_from: str | None, date_to: str | None, as_json: bool, *, output: TableOutput | None = None
+) -> None:
     """``supnet stats --by dept|item|day|month [--from D] [--to D]``: summed buckets with rates derived here."""
     first, last = parse_day_option("--from", date_from), parse_day_option("--to", date_to)
     with node.engine.connect() as conn:
         rows = grouped_stats(conn, by, first, last)
+    output = output or TableOutput()
+    if output.emit([row.to_dict() for row in rows], title=f"统计 stats by {by}", as_json=as_json):
+        return
     if as_json:
         print_json(
             {
@@ -109,15 +131,25 @@ def print_grouped_stats(node: Node, by: str, date_from: str | None, date_to: str
         )
         return
     span = f"{first.isoformat() if first else '…'} – {last.isoformat() if last else '…'}"
-    table = Table(title=f"node {node.config.id} by {by}, {span} (rates derived from summed counts)")
-    table.add_column(by)
-    for _, header in GROUPED_COUNT_COLUMNS + GROUPED_RATE_COLUMNS:
-        table.add_column(header, justify="right")
+    title = f"node {node.config.id} by {by}, {span} (rates derived from summed counts)"
+    columns = (
+        Col(by, key=True),
+        *(
+            Col(header, key=True, drop=GROUPED_DROP.get(key, 0), justify="right")
+            for key, header in GROUPED_COUNT_COLUMNS
+        ),
+        *(
+            Col(header, key=True, drop=GROUPED_DROP.get(key, 0), justify="right")
+            for key, header in GROUPED_RATE_COLUMNS
+        ),
+    )
+    names = short_departments((row.key for row in rows), "" if output.wide or by != "dept" else node.config.name)
+    table_rows = []
     for row in rows:
         counts = [f"{row.counters[key]:,}" for key, _ in GROUPED_COUNT_COLUMNS]
         rates = [_percent(row.rates[key]) for key, _ in GROUPED_RATE_COLUMNS]
-        table.add_row(row.key or "-", *counts, *rates)
-    console.print(table)
+        table_rows.append((escape(names.get(row.key, row.key)) or "-", *counts, *rates))
+    print_table(fitted_table(title, columns, table_rows, width=console.width, wide=output.wide))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from node.cli.common import (
     JsonFlag,
@@ -18,6 +18,8 @@ from node.cli.common import (
     subcommand_invoked,
     view_json,
 )
+from node.cli.render import Col, fitted_table, print_table
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.notify import (
     NotificationDispatcher,
     list_notifications,
@@ -42,6 +44,10 @@ def notifications(
     status: Annotated[str | None, typer.Option("--status", help="Only pending, delivered or failed.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 200,
     as_json: JsonFlag = False,
+    fmt: FormatOption = None,
+    out: OutOption = None,
+    encoding: EncodingOption = "utf-8",
+    wide: WideFlag = False,
 ) -> None:
     """List notifications, newest first, with the count per status."""
     if subcommand_invoked(ctx, data_dir):
@@ -49,36 +55,40 @@ def notifications(
     with opened_node(ctx, data_dir) as node:
         views = list_notifications(node, pending_only=pending, status=status, limit=limit)
         counts = notification_counts(node)
-    if as_json:
-        print_json({"counts": counts, "notifications": [view_json(v) for v in views]})
+    records = [view_json(v) for v in views]
+    if emit_rows(fmt, out, records, title="通知 notifications", encoding=encoding, as_json=as_json):
         return
-    table = Table(title="Notifications")
-    for column in (
-        "id",
-        "alert",
-        "channel",
-        "recipient",
-        "status",
-        "attempts",
-        "next attempt",
-        "last error",
-        "subject",
-    ):
-        table.add_column(column)
+    if as_json:
+        print_json({"counts": counts, "notifications": records})
+        return
+    columns = (
+        Col("id", key=True),
+        Col("alert", key=True),
+        Col("channel", key=True, drop=3),
+        Col("recipient", key=True),
+        Col("status", key=True),
+        Col("attempts", key=True, drop=4),
+        Col("next attempt", key=True, drop=5),
+        Col("last error", drop=2),
+        Col("subject", drop=1),
+    )
+    rows = []
     for v in views:
         style = STATUS_STYLE.get(v.status, "")
-        table.add_row(
-            str(v.id),
-            str(v.alert_id) if v.alert_id is not None else "-",
-            v.channel,
-            v.recipient,
-            f"[{style}]{v.status}[/]" if style else v.status,
-            str(v.attempts),
-            local_text(v.next_attempt_at, seconds=True) if v.status == "pending" else "-",
-            v.last_error,
-            v.subject,
+        rows.append(
+            (
+                str(v.id),
+                str(v.alert_id) if v.alert_id is not None else "-",
+                v.channel,
+                escape(v.recipient),
+                f"[{style}]{v.status}[/]" if style else v.status,
+                str(v.attempts),
+                local_text(v.next_attempt_at, seconds=True) if v.status == "pending" else "-",
+                escape(v.last_error),
+                escape(v.subject),
+            )
         )
-    console.print(table)
+    print_table(fitted_table("Notifications", columns, rows, width=console.width, wide=wide))
     console.print(" · ".join(f"{s} {counts.get(s, 0)}" for s in ("pending", "delivered", "failed")), highlight=False)
 
 

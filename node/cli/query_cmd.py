@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -27,11 +27,13 @@ from node.cli.render import (
     cases_table,
     complaints_table,
     print_case_detail,
+    print_table,
     ranking_table,
     registers_table,
     report_table,
     summary_table,
 )
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, TableOutput, WideFlag, tabular_format
 from node.drilldown import Answer, DrilldownClient
 from node.errors import InvalidArgumentError
 
@@ -57,7 +59,7 @@ METRICS: dict[str, dd.RankingMetric.ValueType] = {
 }
 ChoiceT = TypeVar("ChoiceT")
 Show = Callable[[list[Answer], ZoneInfo], None]
-RowsTable = Callable[[list[Any], str, ZoneInfo], Table]
+RowsTable = Callable[..., Table]
 
 Target = Annotated[str, typer.Argument(help="Node to ask: this node or a descendant, e.g. gd.gz.py.")]
 Address = Annotated[
@@ -80,6 +82,7 @@ class Asking:
     data_dir: Path
     address: str | None
     json_output: bool
+    output: TableOutput = field(default_factory=TableOutput)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,14 @@ _LISTING = (
     _option("page_token", PageToken, ""),
     _option("all_pages", AllPages, False),
 )
-_ASKING_LAST = (_option("address", Address, None), _option("json_output", JsonFlag, False))
+_ASKING_LAST = (
+    _option("address", Address, None),
+    _option("json_output", JsonFlag, False),
+    _option("fmt", FormatOption, None),
+    _option("out", OutOption, None),
+    _option("encoding", EncodingOption, "utf-8"),
+    _option("wide", WideFlag, False),
+)
 
 
 def _subcommand(query: typer.Typer, name: str, *, listing: bool = False) -> Callable[[Callable[..., None]], None]:
@@ -129,7 +139,8 @@ def _subcommand(query: typer.Typer, name: str, *, listing: bool = False) -> Call
 
         @functools.wraps(func)
         def command(ctx: typer.Context, **options: Any) -> None:
-            asking = Asking(options.pop("data_dir"), options.pop("address"), options.pop("json_output"))
+            output = TableOutput(options.pop("fmt"), options.pop("out"), options.pop("encoding"), options.pop("wide"))
+            asking = Asking(options.pop("data_dir"), options.pop("address"), options.pop("json_output"), output)
             if not listing:
                 func(ctx.obj["target"], asking, **options)
                 return
@@ -171,9 +182,13 @@ def _footer(answers: list[Answer]) -> None:
 
 def _ask_and_show(target: str, asking: Asking, show: Show, pages: Pages = Pages(), **request: Any) -> None:
     """Ask ``target``; print the answers as one JSON object (--json) or as ``show`` prints them, then who signed."""
+    tabular_format(asking.output.fmt, asking.output.out, as_json=asking.json_output)
     answers, tz = _ask(target, asking, pages, **request)
+    payload = answer_json(answers)
+    if asking.output.emit(answer_records(payload), title=f"{target} {payload['kind']}"):
+        return
     if asking.json_output:
-        print_json(answer_json(answers))
+        print_json(payload)
         return
     show(answers, tz)
     _footer(answers)
@@ -185,9 +200,21 @@ def _ask_and_list(target: str, asking: Asking, listing: Listing, table: RowsTabl
 
     def show(answers: list[Answer], tz: ZoneInfo) -> None:
         rows = [row for answer in answers for row in getattr(getattr(answer.body, kind), kind)]
-        console.print(table(rows, f"{target}: {kind} ({len(rows)} shown)", tz))
+        wide = asking.output.wide
+        print_table(table(rows, f"{target}: {kind} ({len(rows)} shown)", tz, width=console.width, wide=wide))
 
     _ask_and_show(target, asking, show, listing.pages, **request)
+
+
+def answer_records(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an answer's JSON form (what --format writes): its listed rows, or the answer as one row."""
+    body = payload.get(payload["kind"])
+    if isinstance(body, dict):
+        for key in ("rows", "cases", "alerts", "complaints", "timeline"):
+            if isinstance(body.get(key), list):
+                return [row for row in body[key] if isinstance(row, dict)]
+        return [body]
+    return [{key: value for key, value in payload.items() if key != "next_page_token"}]
 
 
 def _choice(value: str, choices: Mapping[str, ChoiceT], option: str) -> ChoiceT:
@@ -241,13 +268,13 @@ def register(app: typer.Typer) -> None:
             merged.CopyFrom(answers[0].body.summary)
             for extra in answers[1:]:
                 merged.rows.extend(extra.body.summary.rows)
-            console.print(summary_table(merged, f"{target}: subtree totals by {by}"))
+            wide = asking.output.wide
+            print_table(summary_table(merged, f"{target}: subtree totals by {by}", wide=wide))
             if merged.group_by == dd.SUMMARY_GROUP_BY_CHILD:
-                console.print(registers_table(merged, f"{target}: records reported (上报数据) and item registers"))
+                title = f"{target}: records reported (上报数据) and item registers"
+                print_table(registers_table(merged, title, wide=wide))
                 period = f"{day_from or '…'} – {day_to or '…'}"
-                console.print(
-                    activity_table(merged, f"{target}: directives (督办) and accountability (问责), {period}")
-                )
+                print_table(activity_table(merged, f"{target}: directives (督办) and accountability (问责), {period}"))
 
         _ask_and_show(target, asking, show, Pages(every=True), summary=request)
 
@@ -272,7 +299,8 @@ def register(app: typer.Typer) -> None:
         )
 
         def show(answers: list[Answer], _tz: ZoneInfo) -> None:
-            console.print(ranking_table(answers[0].body.ranking, f"{target}: ranking of children"))
+            title = f"{target}: ranking of children"
+            print_table(ranking_table(answers[0].body.ranking, title, wide=asking.output.wide))
 
         _ask_and_show(target, asking, show, ranking=request)
 
@@ -315,7 +343,7 @@ def register(app: typer.Typer) -> None:
         """One case with its timeline and alerts; applicant data masked."""
 
         def show(answers: list[Answer], tz: ZoneInfo) -> None:
-            print_case_detail(answers[0].body.case_detail, tz)
+            print_case_detail(answers[0].body.case_detail, tz, wide=asking.output.wide)
 
         _ask_and_show(target, asking, show, case_detail=dd.CaseDetailRequest(case_no=case_no))
 

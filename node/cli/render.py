@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
+from rich.console import Console, JustifyMethod
+from rich.errors import MarkupError
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from federation import COUNTER_FIELDS, counters_to_dict, parse_body, report_digest
 from federation.proto.v1 import drilldown_pb2 as dd
@@ -57,67 +61,60 @@ def local_time(ms: int, tz: ZoneInfo, *, with_time: bool = True) -> str:
     return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
 
 
-def summary_table(answer: dd.SummaryAnswer, title: str) -> Table:
-    """Grouped counters with their derived rates, and the total."""
+# Which summary rate columns move out first when a summary does not fit the terminal (highest first).
+_SUMMARY_RATE_DROP = {
+    "early_rate": 4,
+    "on_time_rate": 3,
+    "return_rate": 5,
+    "satisfaction_rate": 6,
+    "complaint_acceptance_rate": 8,
+    "complaint_closure_rate": 7,
+}
+
+
+def summary_table(answer: dd.SummaryAnswer, title: str, *, width: int | None = None, wide: bool = False) -> Table:
+    """Grouped counters with their derived rates, and the total (the last row)."""
     group = dd.SummaryGroupBy.Name(answer.group_by).removeprefix("SUMMARY_GROUP_BY_").lower()
     group = "node" if group == "child" else group
-    table = Table(title=title, show_footer=True)
-    table.add_column(group, footer="total")
-    table.add_column("received", justify="right", footer=f"{answer.total.received:,}")
-    table.add_column("completed", justify="right", footer=f"{answer.total.completed:,}")
-    total_rates = rates_of(answer.total)
-    for name, label in SUMMARY_RATES:
-        table.add_column(label, justify="right", footer=percent(total_rates[name]))
-    table.add_column("open overdue", justify="right", footer=f"{answer.total.open_overdue_promised:,}")
-    table.add_column("yellow", justify="right", footer=f"{answer.total.yellow_cards:,}")
-    table.add_column("red", justify="right", footer=f"{answer.total.red_cards:,}")
-    if answer.group_by == dd.SUMMARY_GROUP_BY_CHILD:
-        table.add_column(
-            "reported",
-            justify="right",
-            footer=f"{answer.completeness.nodes_reported_in_window}/{answer.completeness.nodes_in_subtree}",
-        )
-    for row in answer.rows:
-        rates = rates_of(row.counters)
-        cells = [
-            f"{row.key} {row.label}".strip(),
-            f"{row.counters.received:,}",
-            f"{row.counters.completed:,}",
-            *(percent(rates[name]) for name, _ in SUMMARY_RATES),
-            f"{row.counters.open_overdue_promised:,}",
-            f"{row.counters.yellow_cards:,}",
-            f"{row.counters.red_cards:,}",
+    by_child = answer.group_by == dd.SUMMARY_GROUP_BY_CHILD
+    columns = [
+        Col(group, key=True),
+        Col("received", key=True, justify="right"),
+        Col("completed", key=True, drop=2, justify="right"),
+        *(Col(label, key=True, drop=_SUMMARY_RATE_DROP[name], justify="right") for name, label in SUMMARY_RATES),
+        Col("open overdue", key=True, justify="right"),
+        Col("yellow", key=True, drop=1, justify="right"),
+        Col("red", key=True, justify="right"),
+    ]
+    if by_child:
+        columns.append(Col("reported", key=True, justify="right"))
+
+    def cells(name: str, counters: Counters, reported: str) -> list[str]:
+        rates = rates_of(counters)
+        line = [
+            name,
+            f"{counters.received:,}",
+            f"{counters.completed:,}",
+            *(percent(rates[rate]) for rate, _ in SUMMARY_RATES),
+            f"{counters.open_overdue_promised:,}",
+            f"{counters.yellow_cards:,}",
+            f"{counters.red_cards:,}",
         ]
-        if answer.group_by == dd.SUMMARY_GROUP_BY_CHILD:
-            done, total = row.completeness.nodes_reported_in_window, row.completeness.nodes_in_subtree
-            cells.append(f"{done}/{total}" + ("" if done == total else " [yellow]stale[/]"))
-        table.add_row(*cells)
-    return table
+        return [*line, reported] if by_child else line
 
-
-def registers_table(answer: dd.SummaryAnswer, title: str) -> Table:
-    """Per child (a by-child summary): records reported (上报数据) and the subtree's item registers."""
-    table = Table(title=title, show_footer=True)
-    table.add_column("node", footer="total")
-    for header in ("上报数据 records", "事项 items", "retired", "flagged", "压缩比 compression", "部门 depts"):
-        table.add_column(header, justify="right")
-    rows = [(f"{row.key} {row.label}".strip(), row.counters, row.catalogue) for row in answer.rows]
-    for index, (name, counters, registers) in enumerate([*rows, ("total", answer.total, answer.catalogue)]):
-        compression = registers.sum_promised / registers.sum_legal if registers.sum_legal else None
-        cells = (
-            f"{counters.records_reported:,}",
-            f"{registers.items_in_force:,}",
-            f"{registers.items_retired:,}",
-            f"{registers.items_flagged:,}",
-            percent(compression),
-            f"{registers.departments:,}",
+    rows = []
+    for row in answer.rows:
+        done, total = row.completeness.nodes_reported_in_window, row.completeness.nodes_in_subtree
+        reported = f"{done}/{total}" + ("" if done == total else " [yellow]stale[/]")
+        name = node_cell(row.key, row.label) if by_child else escape(f"{row.key} {row.label}".strip())
+        rows.append(cells(name, row.counters, reported))
+    completeness = answer.completeness
+    rows.append(
+        cells(
+            "[bold]total[/]", answer.total, f"{completeness.nodes_reported_in_window}/{completeness.nodes_in_subtree}"
         )
-        if index < len(rows):
-            table.add_row(name, *cells)
-        else:
-            for column, cell in zip(table.columns[1:], cells, strict=True):
-                column.footer = cell
-    return table
+    )
+    return fitted_table(title, columns, rows, width=width or console.width, wide=wide)
 
 
 # The supervision-activity columns of the by-child summary (node.supervision ACTIVITY_METRICS), in order.
@@ -160,12 +157,43 @@ def activity_table(answer: dd.SummaryAnswer, title: str) -> Table:
     return table
 
 
-def ranking_table(answer: dd.RankingAnswer, title: str) -> Table:
+def registers_table(answer: dd.SummaryAnswer, title: str, *, width: int | None = None, wide: bool = False) -> Table:
+    """Per child (a by-child summary): records reported (上报数据) and the subtree's item registers."""
+    columns = [Col("node", key=True)]
+    for index, header in enumerate(("上报数据 records", "事项 items", "retired", "flagged", "压缩比 compression")):
+        columns.append(Col(header, key=True, drop=index, justify="right"))
+    columns.append(Col("部门 depts", key=True, drop=1, justify="right"))
+    named = [(node_cell(row.key, row.label), row.counters, row.catalogue) for row in answer.rows]
+    rows = []
+    for name, counters, registers in [*named, ("[bold]total[/]", answer.total, answer.catalogue)]:
+        compression = registers.sum_promised / registers.sum_legal if registers.sum_legal else None
+        rows.append(
+            (
+                name,
+                f"{counters.records_reported:,}",
+                f"{registers.items_in_force:,}",
+                f"{registers.items_retired:,}",
+                f"{registers.items_flagged:,}",
+                percent(compression),
+                f"{registers.departments:,}",
+            )
+        )
+    return fitted_table(title, columns, rows, width=width or console.width, wide=wide)
+
+
+def ranking_table(answer: dd.RankingAnswer, title: str, *, width: int | None = None, wide: bool = False) -> Table:
     """Ranked entries with the value, its numerator/denominator and report freshness."""
     metric = dd.RankingMetric.Name(answer.metric).removeprefix("RANKING_METRIC_").lower().replace("_", " ")
-    table = Table(title=f"{title} — by {metric}")
-    for column in ("rank", "node", metric, "of", "received", "red cards", "last report"):
-        table.add_column(column, justify="right" if column not in ("node", "last report") else "left")
+    columns = (
+        Col("rank", key=True, justify="right"),
+        Col("node", key=True),
+        Col(metric, key=True, justify="right"),
+        Col("of", key=True, drop=2, justify="right"),
+        Col("received", key=True, drop=3, justify="right"),
+        Col("red cards", key=True, drop=4, justify="right"),
+        Col("last report", key=True, drop=1),
+    )
+    rows = []
     for row in answer.rows:
         if answer.metric == dd.RANKING_METRIC_SCORE:
             value = f"{row.value:.2f}" if row.denominator else "-"
@@ -178,16 +206,26 @@ def ranking_table(answer: dd.RankingAnswer, title: str) -> Table:
         report = f"#{row.last_report_sequence}" if row.last_report_sequence else "(own data)"
         if row.stale:
             report += " [yellow]stale[/]"
-        node = f"{row.node_id} {row.label}".strip()
-        table.add_row(str(row.rank), node, value, of, f"{row.counters.received:,}", str(row.counters.red_cards), report)
-    return table
+        node = node_cell(row.node_id, row.label)
+        rows.append((str(row.rank), node, value, of, f"{row.counters.received:,}", str(row.counters.red_cards), report))
+    return fitted_table(f"{title} — by {metric}", columns, rows, width=width or console.width, wide=wide)
 
 
-def cases_table(rows: Iterable[dd.CaseRow], title: str, tz: ZoneInfo) -> Table:
+def cases_table(
+    rows: Iterable[dd.CaseRow], title: str, tz: ZoneInfo, *, width: int | None = None, wide: bool = False
+) -> Table:
     """Cases with their deadlines and cards; applicants masked."""
-    table = Table(title=title)
-    for column in ("case", "item", "department", "applicant", "accepted", "promised by", "status", "cards"):
-        table.add_column(column)
+    columns = (
+        Col("case", key=True),
+        Col("item", drop=3),
+        Col("department", key=True),
+        Col("applicant", key=True, drop=4),
+        Col("accepted", key=True, drop=2),
+        Col("promised by", key=True, drop=1),
+        Col("status"),
+        Col("cards", drop=5),
+    )
+    lines = []
     for row in rows:
         status = row.status
         if row.overdue_legal:
@@ -205,69 +243,94 @@ def cases_table(rows: Iterable[dd.CaseRow], title: str, tz: ZoneInfo) -> Table:
             )
             if part
         )
-        table.add_row(
-            row.case_no,
-            row.item_name or row.basic_code,
-            row.department,
-            row.applicant_masked,
-            local_time(row.accepted_at_ms, tz, with_time=False),
-            local_time(row.promised_due_at_ms, tz, with_time=False),
-            status,
-            cards or "-",
+        lines.append(
+            (
+                escape(row.case_no),
+                escape(row.item_name or row.basic_code),
+                escape(row.department),
+                escape(row.applicant_masked),
+                local_time(row.accepted_at_ms, tz, with_time=False),
+                local_time(row.promised_due_at_ms, tz, with_time=False),
+                status,
+                cards or "-",
+            )
         )
-    return table
+    return fitted_table(title, columns, lines, width=width or console.width, wide=wide)
 
 
-def alerts_table(rows: Iterable[dd.AlertRow], title: str, tz: ZoneInfo) -> Table:
+def alerts_table(
+    rows: Iterable[dd.AlertRow], title: str, tz: ZoneInfo, *, width: int | None = None, wide: bool = False
+) -> Table:
     """Alerts, newest first."""
-    table = Table(title=title)
-    for column in ("id", "rule", "severity", "status", "case", "department", "违规 breached", "发现 raised", "message"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
+    columns = (
+        Col("id", key=True),
+        Col("rule", key=True, drop=1),
+        Col("severity", key=True, drop=3),
+        Col("status", key=True, drop=5),
+        Col("case", key=True),
+        Col("department", key=True),
+        Col("违规 breached", key=True, drop=4),
+        Col("发现 raised", key=True, drop=6),
+        Col("message", drop=2),
+    )
+    lines = [
+        (
             str(row.id),
             row.rule_id,
             row.severity,
             row.status,
-            row.case_no or row.subject,
-            row.department,
+            escape(row.case_no or row.subject),
+            escape(row.department),
             local_time(row.breached_at_ms, tz),
             local_time(row.raised_at_ms, tz),
-            row.message,
+            escape(row.message),
         )
-    return table
+        for row in rows
+    ]
+    return fitted_table(title, columns, lines, width=width or console.width, wide=wide)
 
 
-def complaints_table(rows: Iterable[dd.ComplaintRow], title: str, tz: ZoneInfo) -> Table:
+def complaints_table(
+    rows: Iterable[dd.ComplaintRow], title: str, tz: ZoneInfo, *, width: int | None = None, wide: bool = False
+) -> Table:
     """Complaints, newest first; complainants masked."""
-    table = Table(title=title)
-    for column in ("complaint", "title", "complainant", "respondent", "status", "received", "finding"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row.complaint_no,
-            row.title,
-            row.complainant_masked,
-            row.respondent_unit,
+    columns = (
+        Col("complaint", key=True),
+        Col("title", drop=2),
+        Col("complainant", key=True, drop=3),
+        Col("respondent", key=True),
+        Col("status", key=True),
+        Col("received", key=True, drop=1),
+        Col("finding", drop=4),
+    )
+    lines = [
+        (
+            escape(row.complaint_no),
+            escape(row.title),
+            escape(row.complainant_masked),
+            escape(row.respondent_unit),
             row.status,
             local_time(row.received_at_ms, tz),
-            row.finding or "-",
+            escape(row.finding or "-"),
         )
-    return table
+        for row in rows
+    ]
+    return fitted_table(title, columns, lines, width=width or console.width, wide=wide)
 
 
-def print_case_detail(answer: dd.CaseDetailAnswer, tz: ZoneInfo, out: Console = console) -> None:
+def print_case_detail(answer: dd.CaseDetailAnswer, tz: ZoneInfo, out: Console = console, *, wide: bool = False) -> None:
     """One case: its row, masked applicant, timeline and alerts (on ``out``, the CLI's console by default)."""
-    out.print(cases_table([answer.case], f"case {answer.case.case_no}", tz))
-    out.print(f"applicant ID ({answer.applicant_id_type or '-'}): {answer.applicant_id_masked or '-'}")
-    timeline = Table(title="timeline")
-    for column in ("when", "what", "event", "by", "detail"):
-        timeline.add_column(column)
-    for event in answer.timeline:
-        timeline.add_row(local_time(event.at_ms, tz), event.kind, event.title, event.actor, event.detail)
-    out.print(timeline)
+    case = cases_table([answer.case], f"case {answer.case.case_no}", tz, width=out.width, wide=wide)
+    print_table(case, out)
+    out.print(f"applicant ID ({answer.applicant_id_type or '-'}): {answer.applicant_id_masked or '-'}", markup=False)
+    columns = (Col("when", key=True), Col("what", key=True), Col("event"), Col("by", drop=1), Col("detail", drop=2))
+    rows = [
+        (local_time(e.at_ms, tz), escape(e.kind), escape(e.title), escape(e.actor), escape(e.detail))
+        for e in answer.timeline
+    ]
+    print_table(fitted_table("timeline", columns, rows, width=out.width, wide=wide), out)
     if answer.alerts:
-        out.print(alerts_table(answer.alerts, "alerts on this case", tz))
+        print_table(alerts_table(answer.alerts, "alerts on this case", tz, width=out.width, wide=wide), out)
 
 
 def report_description(answer: dd.ReportAnswer) -> dict[str, Any]:
@@ -346,3 +409,132 @@ def answer_json(answers: list[Answer]) -> dict[str, Any]:
         payload[kind] = merged
     payload["next_page_token"] = answers[-1].body.next_page_token
     return payload
+
+
+# --- tables that fit the terminal -----------------------------------------------------------------
+#
+# A terminal table never cuts an id, a case number, a node or a department name, a count or a time: those columns
+# ("key" columns) stay on one line at their full width. Free text folds (wraps, nothing lost). When the key columns
+# do not fit, the low-value columns (``drop`` > 0, highest first) move out of the table and its caption names them;
+# ``--wide`` shows every column at full width (the terminal may wrap the lines). Department names lose the node's
+# own place-name prefix (``short_departments``); --json, --format csv|xlsx and --wide keep them whole.
+
+# A folding column keeps at least this many cells before low-value columns move out instead.
+MIN_FOLD_WIDTH = 10
+# ... and at least this many when nothing more can move out.
+MIN_SQUEEZED_WIDTH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A terminal table column: ``key`` columns are never cut; ``drop`` > 0 columns may move out, highest first."""
+
+    header: str
+    key: bool = False
+    drop: int = 0
+    justify: JustifyMethod = "left"
+
+
+def short_department(name: str, node_name: str) -> str:
+    """A department name without the node's own place name and what precedes it, when more follows.
+
+    At node 番禺区, 广州市番禺区市场监督管理局 → 市场监督管理局; a name without the node's name (or nothing after it)
+    stays as it is.
+    """
+    if not node_name:
+        return name
+    at = name.find(node_name)
+    rest = name[at + len(node_name) :] if at >= 0 else ""
+    return rest if rest else name
+
+
+def short_departments(names: Iterable[str], node_name: str) -> dict[str, str]:
+    """Each full name -> its short form; names that two departments would share stay whole."""
+    full = sorted(set(names))
+    short = {name: short_department(name, node_name) for name in full}
+    counts: dict[str, int] = {}
+    for value in short.values():
+        counts[value] = counts.get(value, 0) + 1
+    return {name: (value if counts[value] == 1 else name) for name, value in short.items()}
+
+
+def _cell_width(cell: str) -> int:
+    """The widest line of a cell, markup not counted."""
+    try:
+        text = Text.from_markup(cell)
+    except MarkupError:
+        text = Text(cell)
+    return max((line.cell_len for line in text.split("\n")), default=0)
+
+
+def node_cell(node_id: str, label: str) -> str:
+    """A node as a table cell: its id, and its name (when known) on a line of its own, so neither is cut."""
+    return escape(f"{node_id}\n{label}" if label else node_id)
+
+
+def _header_lines(header: str, width: int) -> str:
+    """The header's words greedily on lines of ``width`` cells (a key column is as wide as its data)."""
+    lines: list[str] = []
+    for word in header.split():
+        if lines and Text(lines[-1]).cell_len + 1 + Text(word).cell_len <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def fitted_table(
+    title: str, columns: Sequence[Col], rows: Iterable[Sequence[str]], *, width: int, wide: bool = False
+) -> Table:
+    """A table of ``rows`` (cells may hold markup) that fits ``width`` cells without cutting a key column."""
+    body = [list(row) for row in rows]
+    data = [max((_cell_width(row[index]) for row in body), default=0) for index in range(len(columns))]
+    words = [max((Text(word).cell_len for word in column.header.split()), default=0) for column in columns]
+    need = [
+        max(data[i], words[i]) if column.key or wide else min(max(data[i], words[i]), MIN_FOLD_WIDTH)
+        for i, column in enumerate(columns)
+    ]
+    shown = list(range(len(columns)))
+
+    def total() -> int:
+        return sum(need[i] for i in shown) + 3 * len(shown) + 1
+
+    hidden: list[str] = []
+    while not wide and total() > width:
+        droppable = [i for i in shown if columns[i].drop]
+        if not droppable:
+            break
+        out = max(droppable, key=lambda i: (columns[i].drop, i))
+        shown.remove(out)
+        hidden.append(columns[out].header)
+    if not wide and total() > width:
+        # Folding columns give way before a key column does: down to a few cells each.
+        need = [n if columns[i].key else min(n, MIN_SQUEEZED_WIDTH) for i, n in enumerate(need)]
+    # Key columns that still cannot fit fold rather than lose characters.
+    squeezed = not wide and total() > width
+    # Room to spare: key columns keep their header on one line, left to right while it lasts.
+    slack = width - total()
+    for i in shown:
+        extra = Text(columns[i].header).cell_len - need[i]
+        if (columns[i].key or wide) and 0 < extra <= slack:
+            need[i] += extra
+            slack -= extra
+    caption = f"未显示 hidden: {', '.join(hidden)} — --wide 显示全部 shows all" if hidden else None
+    table = Table(title=title, caption=caption)
+    for i in shown:
+        column = columns[i]
+        if (column.key or wide) and not squeezed:
+            header = _header_lines(column.header, need[i])
+            table.add_column(header, no_wrap=True, min_width=need[i], justify=column.justify)
+        else:
+            table.add_column(column.header, overflow="fold", justify=column.justify)
+    for row in body:
+        table.add_row(*(row[i] for i in shown))
+    if wide:
+        table.width = max(total(), width)
+    return table
+
+
+def print_table(table: Table, out: Console = console) -> None:
+    """Print a fitted table; a --wide one at its full width (never cropped to the terminal)."""
+    out.print(table, crop=False)

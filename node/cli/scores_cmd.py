@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.cli.render import Col, fitted_table, print_table, short_departments
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.errors import InvalidArgumentError
 from node.supervision import PART_LABELS, RankedScore, parse_period, scores_ranking
 
@@ -47,6 +49,10 @@ def scores(
     half: Annotated[str | None, typer.Option("--half", help="A half-year, YYYY-H1 or YYYY-H2.")] = None,
     year: Annotated[str | None, typer.Option("--year", help="A year, YYYY.")] = None,
     as_json: JsonFlag = False,
+    fmt: FormatOption = None,
+    out: OutOption = None,
+    encoding: EncodingOption = "utf-8",
+    wide: WideFlag = False,
 ) -> None:
     """Rank departments by efficiency score (效能考评, 0–100) with its parts; longer periods weight months by cases."""
     period = parse_period(_period_text(month, quarter, half, year))
@@ -54,8 +60,12 @@ def scores(
     try:
         ranking = scores_ranking(node, period)
         weights = node.config.scores.weights
+        node_name = "" if wide else node.config.name
     finally:
         node.close()
+    records = [r.as_dict() for r in ranking]
+    if emit_rows(fmt, out, records, title=f"效能考评 {period.label}", encoding=encoding, as_json=as_json):
+        return
     if as_json:
         print_json(
             {
@@ -67,14 +77,24 @@ def scores(
         )
         return
     shares = ", ".join(f"{PART_LABELS[p]} {getattr(weights, p):g}" for p in SCORED_PARTS)
-    table = Table(title=f"Efficiency scores 效能考评 {period.label} (weights: {shares})", show_lines=True)
-    columns = ("rank", "department 部门", "score 得分", "cases 办件量", *(PART_LABELS[p] for p in SCORED_PARTS), "why")
-    for column in columns:
-        table.add_column(column, justify="left" if column in {"department 部门", "why"} else "right")
+    columns = (
+        Col("rank", key=True, justify="right"),
+        Col("department 部门", key=True),
+        Col("score 得分", key=True, justify="right"),
+        Col("cases 办件量", key=True, justify="right"),
+        *(Col(PART_LABELS[p], key=True, drop=2, justify="right") for p in SCORED_PARTS),
+        Col("why", drop=1),
+    )
+    departments = short_departments((r.score.unit for r in ranking), node_name)
+    rows = []
     for r in ranking:
         parts = [f"{r.score.parts[p]:.2f}" if p in r.score.parts else "-" for p in SCORED_PARTS]
-        table.add_row(str(r.rank), r.score.unit, f"{r.score.score:.2f}", f"{r.score.cases_handled:,}", *parts, _why(r))
-    console.print(table)
+        unit = escape(departments.get(r.score.unit, r.score.unit))
+        rows.append((str(r.rank), unit, f"{r.score.score:.2f}", f"{r.score.cases_handled:,}", *parts, escape(_why(r))))
+    title = f"Efficiency scores 效能考评 {period.label} (weights: {shares})"
+    table = fitted_table(title, columns, rows, width=console.width, wide=wide)
+    table.show_lines = True
+    print_table(table)
     if not ranking:
         console.print(f"no department had activity in {period.label}")
 

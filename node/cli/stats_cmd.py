@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_working_node, print_json
+from node.cli.render import Col, fitted_table, print_table
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, TableOutput, WideFlag
 from node.domain import to_iso
 from node.errors import InvalidArgumentError
 from node.supervision import COUNT_LABELS, RATE_LABELS, STAFF_COUNT_LABELS, STAFF_GROUPINGS, node_stats, staff_stats
@@ -25,7 +28,9 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _print_staff(node: Node, by: str, date_from: str | None, date_to: str | None, as_json: bool) -> None:
+def _print_staff(
+    node: Node, by: str, date_from: str | None, date_to: str | None, as_json: bool, *, output: TableOutput
+) -> None:
     """``supnet stats --by post|handler``: the raw steps grouped, rates derived here."""
     from node.cli.metrics_cmd import parse_day_option
 
@@ -33,6 +38,8 @@ def _print_staff(node: Node, by: str, date_from: str | None, date_to: str | None
     now = node.now()
     with node.engine.connect() as conn:
         rows = staff_stats(conn, "post" if by == "post" else "handler", now, first, last)
+    if output.emit([row.to_dict() for row in rows], title=f"统计 stats by {by}", as_json=as_json):
+        return
     if as_json:
         print_json(
             {
@@ -46,15 +53,21 @@ def _print_staff(node: Node, by: str, date_from: str | None, date_to: str | None
         return
     span = f"{first.isoformat() if first else '…'} – {last.isoformat() if last else '…'}"
     label = "post 岗位" if by == "post" else "handler 经办人"
-    table = Table(title=f"node {node.config.id} by {by}, steps started {span} (per person: stays at this node)")
-    table.add_column(label)
-    for _, header in STAFF_COUNT_LABELS:
-        table.add_column(header, justify="right")
-    table.add_column("return rate 退件率", justify="right")
-    for row in rows:
-        counts = [f"{getattr(row, key):,}" for key, _ in STAFF_COUNT_LABELS]
-        table.add_row(row.key or "-", *counts, _percent(row.return_rate))
-    console.print(table)
+    title = f"node {node.config.id} by {by}, steps started {span} (per person: stays at this node)"
+    columns = (
+        Col(label, key=True),
+        *(Col(header, key=True, drop=index, justify="right") for index, (_, header) in enumerate(STAFF_COUNT_LABELS)),
+        Col("return rate 退件率", key=True, justify="right"),
+    )
+    table_rows = [
+        (
+            escape(row.key) or "-",
+            *(f"{getattr(row, key):,}" for key, _ in STAFF_COUNT_LABELS),
+            _percent(row.return_rate),
+        )
+        for row in rows
+    ]
+    print_table(fitted_table(title, columns, table_rows, width=console.width, wide=output.wide))
 
 
 def register(app: typer.Typer) -> None:
@@ -83,14 +96,19 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--subtree", help="Totals of the whole subtree (own + children's reports); see 'subtree'."),
         ] = False,
+        fmt: FormatOption = None,
+        out: OutOption = None,
+        encoding: EncodingOption = "utf-8",
+        wide: WideFlag = False,
     ) -> None:
         """Print counts (items, cases, steps, procedures, payments, evaluations, complaints) and derived rates."""
+        output = TableOutput(fmt, out, encoding, wide)
         node = open_working_node(data_dir)
         if by in STAFF_GROUPINGS:
             try:
                 if subtree:
                     raise InvalidArgumentError(f"--by {by} is per-person data of this node: not with --subtree")
-                _print_staff(node, by, date_from, date_to, as_json)
+                _print_staff(node, by, date_from, date_to, as_json, output=output)
             finally:
                 node.close()
             return
@@ -98,7 +116,7 @@ def register(app: typer.Typer) -> None:
             from node.cli.subtree_cmd import print_subtree
 
             try:
-                print_subtree(node, by=by, date_from=date_from, date_to=date_to, as_json=as_json)
+                print_subtree(node, by=by, date_from=date_from, date_to=date_to, as_json=as_json, output=output)
             finally:
                 node.close()
             return
@@ -107,7 +125,7 @@ def register(app: typer.Typer) -> None:
             from node.cli.metrics_cmd import print_grouped_stats
 
             try:
-                print_grouped_stats(node, by, date_from, date_to, as_json)
+                print_grouped_stats(node, by, date_from, date_to, as_json, output=output)
             finally:
                 node.close()
             return
@@ -115,6 +133,8 @@ def register(app: typer.Typer) -> None:
             stats = node_stats(node)
         finally:
             node.close()
+        if output.emit([stats], title="统计 stats", as_json=as_json):
+            return
         if as_json:
             print_json(stats)
             return

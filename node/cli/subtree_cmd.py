@@ -6,11 +6,13 @@ from datetime import date
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from federation import COUNTER_FIELDS
 from node.app import Node, open_node
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.cli.render import Col, fitted_table, print_table
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, TableOutput, WideFlag
 from node.errors import InvalidArgumentError
 from node.reporting import SubtreeView, node_outbox, outbox_overflow_count, subtree_view
 from node.supervision import derived_rates
@@ -28,6 +30,8 @@ BY_ALIASES = {
 }
 SHOWN_COUNTERS = ("received", "completed", "completed_early", "open_cases", "yellow_cards", "red_cards")
 SHOWN_RATES = ("early_rate", "on_time_rate", "satisfaction_rate")
+# Columns that move out first when the table does not fit the terminal (highest first).
+SHOWN_DROP = {"completed_early": 5, "open_cases": 4, "satisfaction_rate": 3, "early_rate": 2, "yellow_cards": 1}
 
 
 def parse_group_by(text: str | None) -> tuple[str, ...]:
@@ -111,41 +115,46 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _print_tables(document: dict[str, Any]) -> None:
+def _print_tables(document: dict[str, Any], wide: bool) -> None:
     completeness = document["completeness"]
-    totals = Table(
-        title=(
-            f"subtree of {document['node_id']} — {completeness['nodes_reported_in_window']}/"
-            f"{completeness['nodes_in_subtree']} nodes reported ({_percent(completeness['ratio'])})"
-        )
+    title = (
+        f"subtree of {document['node_id']} — {completeness['nodes_reported_in_window']}/"
+        f"{completeness['nodes_in_subtree']} nodes reported ({_percent(completeness['ratio'])})"
     )
-    for name in document["group_by"]:
-        totals.add_column(name)
-    for name in SHOWN_COUNTERS:
-        totals.add_column(name, justify="right")
-    for name in SHOWN_RATES:
-        totals.add_column(name, justify="right")
-    for row in document["rows"]:
-        totals.add_row(
-            *(str(row[name]) for name in document["group_by"]),
+    columns = (
+        *(Col(name, key=True) for name in document["group_by"]),
+        *(Col(name, key=True, drop=SHOWN_DROP.get(name, 0), justify="right") for name in SHOWN_COUNTERS),
+        *(Col(name, key=True, drop=SHOWN_DROP.get(name, 0), justify="right") for name in SHOWN_RATES),
+    )
+    rows = [
+        (
+            *(escape(str(row[name])) for name in document["group_by"]),
             *(f"{row[name]:,}" for name in SHOWN_COUNTERS),
             *(_percent(row["rates"][name]) for name in SHOWN_RATES),
         )
-    console.print(totals)
+        for row in document["rows"]
+    ]
+    print_table(fitted_table(title, columns, rows, width=console.width, wide=wide))
     if document["children"]:
-        children = Table(title="children")
-        for column in ("child", "state", "last report", "received at", "nodes reported / in subtree"):
-            children.add_column(column)
         style = {"fresh": "green", "stale": "yellow", "missing": "red"}
-        for child in document["children"]:
-            children.add_row(
+        child_columns = (
+            Col("child", key=True),
+            Col("state", key=True),
+            Col("last report", key=True),
+            Col("received at", key=True, drop=1),
+            Col("nodes reported / in subtree", key=True),
+        )
+        child_rows = [
+            (
                 child["child_id"] + ("" if child["registered"] else " (unregistered)"),
                 f"[{style[child['state']]}]{child['state']}[/]",
                 "—" if child["last_sequence"] is None else f"#{child['last_sequence']}",
                 child["last_received_at"] or "never",
                 f"{child['nodes_reported_in_window']} / {child['nodes_in_subtree']}",
             )
-        console.print(children)
+            for child in document["children"]
+        ]
+        print_table(fitted_table("children", child_columns, child_rows, width=console.width, wide=wide))
     outbox = document["outbox"]
     if outbox["parent_address"]:
         console.print(
@@ -164,6 +173,7 @@ def print_subtree(
     date_to: str | None = None,
     item: str | None = None,
     as_json: bool = False,
+    output: TableOutput | None = None,
 ) -> dict[str, Any]:
     """Render a node's subtree view (table or JSON) and return its JSON document."""
     view = subtree_view(
@@ -174,10 +184,13 @@ def print_subtree(
         basic_code=item or None,
     )
     document = subtree_document(view, _outbox_status(node))
+    output = output or TableOutput()
+    if output.emit(document["rows"], title=f"辖区汇总 subtree of {document['node_id']}", as_json=as_json):
+        return document
     if as_json:
         print_json(document)
     else:
-        _print_tables(document)
+        _print_tables(document, output.wide)
     return document
 
 
@@ -196,10 +209,15 @@ def register(app: typer.Typer) -> None:
         date_from: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD).")] = None,
         date_to: Annotated[str | None, typer.Option("--to", help="Last day (YYYY-MM-DD).")] = None,
         item: Annotated[str | None, typer.Option("--item", help="Only this national basic code (基本编码).")] = None,
+        fmt: FormatOption = None,
+        out: OutOption = None,
+        encoding: EncodingOption = "utf-8",
+        wide: WideFlag = False,
     ) -> None:
         """Subtree totals (own data + children's latest reports), completeness and each child's freshness."""
         node = open_node(data_dir)
         try:
-            print_subtree(node, by=by, date_from=date_from, date_to=date_to, item=item, as_json=as_json)
+            output = TableOutput(fmt, out, encoding, wide)
+            print_subtree(node, by=by, date_from=date_from, date_to=date_to, item=item, as_json=as_json, output=output)
         finally:
             node.close()

@@ -2,7 +2,7 @@
 
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases
 from node.drilldown.client import Answer, DrilldownClient
-from node.drilldown.figures import answer_summary
+from node.drilldown.figures import answer_ranking, answer_summary
 from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
 from node.drilldown.router import QueryRouter, build_query
@@ -16,6 +16,7 @@ __all__ = [
     "answer_alerts",
     "answer_case_detail",
     "answer_cases",
+    "answer_ranking",
     "answer_summary",
     "build_query",
     "mask_name",
