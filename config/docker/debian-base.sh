@@ -49,11 +49,11 @@ in_root apt-get -qq -y upgrade >"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.
 pack() {
     step "packing $1"
     in_root apt-get -qq clean
-    tar --numeric-owner -C "$root" -cf "$1.partial" \
+    tar --numeric-owner -C "$root" -cf "$1.partial.$$" \
         --exclude='./proc/*' --exclude='./var/lib/apt/lists/*' --exclude='./var/cache/apt/*' \
         --exclude='./usr/share/doc/*' --exclude='./usr/share/man/*' --exclude='./usr/share/locale/*' \
         --exclude='./var/log/*' --exclude='./tmp/*' --exclude='./etc/hostname' .
-    mv "$1.partial" "$1"
+    mv "$1.partial.$$" "$1"  # whole or not at all, also when two builds share OUT_DIR
 }
 pack "$out/supnet-base.tar"
 

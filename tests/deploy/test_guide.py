@@ -86,6 +86,7 @@ def background() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a guard: eleven CLI runs and two servers, slow only on a crowded machine
 def test_a_newcomer_following_the_guide_gets_a_working_pair_of_nodes(
     tmp_path: Path, pg_url: str, background: list[subprocess.Popen[bytes]]
 ) -> None:
