@@ -38,3 +38,33 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Container images that build with no network (docs/deploy.md "Containers", README "Containers").
+# wheelhouse: every wheel of the locked set (constraints.txt), for `pip install --no-index` in the image or on a
+# server; constraints: re-lock after changing pyproject.toml; base-image: Debian bases from this machine's own apt
+# sources (debootstrap, root; kept in BASE_DIR, delete it to rebuild with newer packages), imported into Docker.
+WHEELS ?= wheels
+BASE_DIR ?= build/base
+BASE_TAG ?= bookworm
+SUDO ?= $(shell test "$$(id -u)" = 0 || echo sudo)
+
+.PHONY: wheelhouse constraints base-image
+
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELS).partial
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELS).partial \
+		--constraint constraints.txt --requirement constraints.txt
+	rm -rf $(WHEELS) && mv $(WHEELS).partial $(WHEELS)
+
+constraints:
+	rm -rf build/lock && $(PYTHON) -m venv build/lock
+	build/lock/bin/python -m pip install --quiet . 'setuptools>=68'
+	{ echo "# The locked runtime dependency set (every package 'pip install .' pulls in, plus the build backend), used by"; \
+	  echo "# the image (pip install --no-index -c constraints.txt) and by 'make wheelhouse'. Regenerate: make constraints."; \
+	  build/lock/bin/python -m pip freeze --all --exclude supnet --exclude pip; } > constraints.txt.partial
+	mv constraints.txt.partial constraints.txt && rm -rf build/lock
+
+base-image:
+	test -s $(BASE_DIR)/supnet-base-postgres.tar || SUITE=$(BASE_TAG) $(SUDO) config/docker/debian-base.sh $(BASE_DIR)
+	docker import --change 'ENV LANG=C.UTF-8' $(BASE_DIR)/supnet-base.tar supnet-base:$(BASE_TAG)
+	docker import --change 'ENV LANG=C.UTF-8' $(BASE_DIR)/supnet-base-postgres.tar supnet-base-postgres:$(BASE_TAG)

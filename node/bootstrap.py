@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -42,19 +44,30 @@ def signing_key_paths(data_dir: Path) -> tuple[Path, Path]:
 
 
 def init_node(
-    data_dir: Path, node_id: str, *, level: Level = "district", db_url: str = "", name: str = "", force: bool = False
+    data_dir: Path,
+    node_id: str,
+    *,
+    level: Level = "district",
+    db_url: str = "",
+    name: str = "",
+    force: bool = False,
+    federation: Mapping[str, Any] | None = None,
 ) -> InitResult:
     """Create DIR, write supnet.toml, create and migrate the database, generate the Ed25519 report-signing key.
 
-    Refuses (ConfigError) to overwrite an existing config unless ``force``; an existing key is always kept, because
-    replacing it would orphan every report already signed with it.
+    ``federation`` sets keys of the config's federation section (listen addresses, parent, children: a node
+    deployed on its own machine). Refuses (ConfigError) to overwrite an existing config unless ``force``; an
+    existing key is always kept, because replacing it would orphan every report already signed with it.
     """
     path = config_path(data_dir)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; use --force to overwrite the config")
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"{data_dir} exists and is not a directory")
-    config = parse_config({"id": node_id, "level": level, "name": name, "store": {"url": db_url}}, "supnet init")
+    config = parse_config(
+        {"id": node_id, "level": level, "name": name, "store": {"url": db_url}, "federation": dict(federation or {})},
+        "supnet init",
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(data_dir, config)
     engine = make_engine(url)
