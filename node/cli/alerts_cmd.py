@@ -60,7 +60,7 @@ def alerts(
     """List alerts, newest first."""
     if subcommand_invoked(ctx, data_dir):
         return
-    with opened_node(ctx, data_dir) as node, node.engine.connect() as conn:
+    with opened_node(ctx, data_dir, writes=False) as node, node.engine.connect() as conn:
         tz = node.tz
         views = list_alerts(
             conn,

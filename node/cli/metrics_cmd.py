@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from node.app import Node
-from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, open_working_node, print_json
+from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, open_reading_node, print_json
 from node.domain import parse_date
 from node.errors import ValidationError
 from node.reporting import child_figures_differences
@@ -50,7 +50,7 @@ def check(
     as_json: JsonFlag = False,
 ) -> None:
     """Compare buckets with the records and child figures with the children's signed reports; exit 1 on a difference."""
-    node = open_working_node(data_dir)
+    node = open_reading_node(data_dir)
     try:
         differences = check_buckets(node)
         children = child_figures_differences(node)

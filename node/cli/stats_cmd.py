@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_working_node, print_json
+from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_reading_node, print_json
 from node.domain import to_iso
 from node.errors import InvalidArgumentError
 from node.supervision import COUNT_LABELS, RATE_LABELS, STAFF_COUNT_LABELS, STAFF_GROUPINGS, node_stats, staff_stats
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Print counts (items, cases, steps, procedures, payments, evaluations, complaints) and derived rates."""
-        node = open_working_node(data_dir)
+        node = open_reading_node(data_dir)
         if by in STAFF_GROUPINGS:
             try:
                 if subtree:

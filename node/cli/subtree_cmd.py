@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
         item: Annotated[str | None, typer.Option("--item", help="Only this national basic code (基本编码).")] = None,
     ) -> None:
         """Subtree totals (own data + children's latest reports), completeness and each child's freshness."""
-        node = open_node(data_dir)
+        node = open_node(data_dir, migrate_schema=False)
         try:
             print_subtree(node, by=by, date_from=date_from, date_to=date_to, item=item, as_json=as_json)
         finally:

@@ -54,6 +54,7 @@ from node.supervision.evaluations import (
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
 from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
 from node.supervision.metric_queries import (
+    REBUILD_FLAG,
     check_buckets,
     grouped_stats,
     maintained_buckets,
@@ -114,6 +115,7 @@ __all__ = [
     "PART_LABELS",
     "RATE_DEFINITIONS",
     "RATE_LABELS",
+    "REBUILD_FLAG",
     "RULES",
     "STAFF_COUNT_LABELS",
     "STAFF_GROUPINGS",
