@@ -192,8 +192,11 @@ def read_manifest(archive_path: Path) -> Manifest:
     return Manifest.from_dict(data, source)
 
 
-def extract_archive(archive_path: Path, into: Path) -> Manifest:
-    """Extract every part into ``into``, checking each against the manifest; IntegrityError naming the first bad one."""
+def extract_archive(archive_path: Path, into: Path | None) -> Manifest:
+    """Extract every part into ``into`` (None: only check), each checked against the manifest.
+
+    IntegrityError names the first part that is missing, extra, unsafe or does not match its SHA-256.
+    """
     source = str(archive_path)
     manifest = read_manifest(archive_path)
     expected = {part.path: part for part in manifest.parts}
@@ -207,10 +210,9 @@ def extract_archive(archive_path: Path, into: Path) -> Manifest:
                 if part is None or not member.isfile():
                     raise IntegrityError(f"{source}: member {member.name!r} is not in the manifest")
                 relative = _safe_member(member.name, source)
-                target = into.joinpath(*relative.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
                 handle = archive.extractfile(member)
                 assert handle is not None
+                target = None if into is None else into.joinpath(*relative.parts)
                 size, digest = _copy_hashing(handle, target, part.mode)
                 if size != part.bytes or digest != part.sha256:
                     raise IntegrityError(
@@ -226,14 +228,23 @@ def extract_archive(archive_path: Path, into: Path) -> Manifest:
     return manifest
 
 
-def _copy_hashing(handle: IO[bytes], target: Path, mode: int) -> tuple[int, str]:
+def _copy_hashing(handle: IO[bytes], target: Path | None, mode: int) -> tuple[int, str]:
+    """(size, SHA-256) of a member, written to ``target`` with ``mode`` unless None."""
     digest = hashlib.sha256()
     size = 0
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
+    out: IO[bytes] | None = None
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+    try:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
-            out.write(chunk)
-    os.chmod(target, mode)
+            if out is not None:
+                out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    if target is not None:
+        os.chmod(target, mode)
     return size, digest.hexdigest()

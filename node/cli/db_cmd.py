@@ -17,7 +17,7 @@ from node.audit_log import Action, AuditLog, operator_actor
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.config import database_url, load_config
 from node.errors import StoreError
-from node.store import make_engine, schema_state, upgrade_sql
+from node.store import make_engine, migrate, schema_state, upgrade_sql
 
 
 def _schema_name(url: str) -> str | None:
@@ -82,16 +82,19 @@ def register(app: typer.Typer) -> None:
         if sql:
             _print_sql(data_dir)
             return
-        from node.cli.common import open_working_node
+        from node.app import open_node
+        from node.supervision import rebuild_buckets_if_needed
 
         config = load_config(data_dir)
         engine = make_engine(database_url(data_dir, config))
         try:
             before = schema_state(engine)
+            migrate(engine)  # whatever store.auto_migrate says: this is the command that migrates
         finally:
             engine.dispose()
-        node = open_working_node(data_dir)  # migrates, then rebuilds the figures when a revision asked for it
+        node = open_node(data_dir)
         try:
+            rebuilt = rebuild_buckets_if_needed(node)
             after = schema_state(node.engine)
             if before.current != after.current:
                 AuditLog(node.engine).record(
@@ -102,12 +105,16 @@ def register(app: typer.Typer) -> None:
                 )
         finally:
             node.close()
+        upgraded = before.current != after.current
         if as_json:
-            print_json({"from": before.current, "to": after.current, "upgraded": before.current != after.current})
-        elif before.current == after.current:
-            console.print(f"schema already at {after.current} (head)", highlight=False)
-        else:
+            print_json({"from": before.current, "to": after.current, "upgraded": upgraded, "figures_rebuilt": rebuilt})
+            return
+        if upgraded:
             console.print(f"schema upgraded {before.current or '(empty)'} → {after.current}", highlight=False)
+        else:
+            console.print(f"schema already at {after.current} (head)", highlight=False)
+        if rebuilt:
+            console.print("metric figures rebuilt from the records (a revision asked for it)", highlight=False)
 
 
 def _print_sql(data_dir: Path) -> None:

@@ -4,6 +4,7 @@ with Alembic, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -167,6 +168,16 @@ def test_writing_commands_migrate_unless_auto_migrate_is_off(cli: typer.Typer, t
     code, _, err = run(cli, "scan", "--data-dir", data_dir)
     assert code == 0, err
     assert _fingerprint(url)[0] == head_revision()
+
+
+def test_with_auto_migrate_off_db_upgrade_is_the_way(cli: typer.Typer, tmp_path: Path) -> None:
+    data_dir, _ = _old_node(cli, tmp_path, f"sqlite:///{tmp_path}/node.db", "0011")
+    config = load_config(data_dir)
+    save_config(data_dir, config.model_copy(update={"store": config.store.model_copy(update={"auto_migrate": False})}))
+    code, out, err = run(cli, "db", "upgrade", "--data-dir", data_dir, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"from": "0011", "to": head_revision(), "upgraded": True, "figures_rebuilt": True}
+    assert run(cli, "scan", "--data-dir", data_dir)[0] == 0
 
 
 def test_read_only_commands_wait_for_the_figures_an_upgrade_asked_to_rebuild(cli: typer.Typer, tmp_path: Path) -> None:
