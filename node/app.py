@@ -1,4 +1,8 @@
-"""App composition: open a node's data directory into one object holding config, engine, calendar, clock."""
+"""App composition: open a node's data directory into one object holding config, engine, calendar, clock.
+
+Opening decides what happens to an old schema: a writing command (``migrate_schema=True``) migrates it, unless
+``store.auto_migrate`` is off; a read-only one never changes it and fails with the command to run instead.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from node.config import NodeConfig, database_url, load_config
-from node.store import make_engine, migrate
+from node.store import make_engine, migrate, require_current_schema
 
 if TYPE_CHECKING:
     from node.domain import WorkCalendar
@@ -52,10 +56,26 @@ class Node:
         self.engine.dispose()
 
 
+def upgrade_command(data_dir: Path) -> str:
+    """The command that brings this node's schema (and its metric figures) up to date."""
+    return f"supnet db upgrade --data-dir {data_dir}"
+
+
 def open_node(data_dir: Path, *, clock: Callable[[], datetime] | None = None, migrate_schema: bool = True) -> Node:
-    """Open a node's data directory: load config, connect, bring the schema up to date."""
+    """Open a node's data directory: load config, connect, and see to the schema.
+
+    ``migrate_schema`` (writing commands): bring the schema up to date, or with ``store.auto_migrate = false``
+    refuse as a reader does. Otherwise (read-only commands) nothing is changed: an old schema is a
+    SchemaOutdatedError naming ``supnet db upgrade --data-dir DIR``.
+    """
     config = load_config(data_dir)
     engine = make_engine(database_url(data_dir, config))
-    if migrate_schema:
-        migrate(engine)
+    try:
+        if migrate_schema and config.store.auto_migrate:
+            migrate(engine)
+        else:
+            require_current_schema(engine, upgrade_command=upgrade_command(data_dir))
+    except BaseException:
+        engine.dispose()
+        raise
     return Node(data_dir=data_dir, config=config, engine=engine, clock=clock)

@@ -58,6 +58,11 @@ class StoreConfig(_Section):
 
     url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite file node.db in the data dir")
     batch_size: int = Field(default=10_000, ge=100, le=1_000_000)
+    auto_migrate: bool = Field(
+        default=True,
+        description="writing commands (serve, import, scan …) bring an old schema up to date when they open the "
+        "node; false: they refuse like read-only commands, and 'supnet db upgrade' (reviewed with --sql) does it",
+    )
 
 
 class IngestConfig(_Section):

@@ -62,6 +62,11 @@ class Action(AuditAction):
     ENROLMENT_SERVED = "pki.enrolment_served"
     ENROLMENT_REFUSED = "pki.enrolment_refused"
     CERTIFICATES_RENEWED = "pki.certificates_renewed"
+    PKI_CA_SIGNED_OFFLINE = "pki.ca_signed_offline"
+    RECORDS_IMPORTED = "records.imported"
+    RECORDS_INGESTED = "records.ingested"
+    DB_UPGRADED = "db.upgraded"
+    NODE_RESTORED = "node.restored"
 
 
 def operator_actor(node_id: str) -> str:

@@ -67,7 +67,7 @@ def alerts(
     """List alerts, newest first."""
     if subcommand_invoked(ctx, data_dir):
         return
-    with opened_node(ctx, data_dir) as node, node.engine.connect() as conn:
+    with opened_node(ctx, data_dir, writes=False) as node, node.engine.connect() as conn:
         tz = node.tz
         node_name = node.config.name
         views = list_alerts(

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from node.audit_log import AuditFilter, AuditLog, parse_head
 
         remembered = parse_head(expect_head) if expect_head is not None else None
-        node = open_node(data_dir)
+        node = open_node(data_dir, migrate_schema=False)
         try:
             tz = node.tz
             audit_log = AuditLog(node.engine)

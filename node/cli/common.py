@@ -15,7 +15,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from node.app import Node, open_node
+from node.app import Node, open_node, upgrade_command
 from node.audit_log import AuditLog, operator_actor
 from node.errors import InvalidArgumentError, SupnetError
 
@@ -77,12 +77,15 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 @contextmanager
-def opened_node(ctx: typer.Context, data_dir: Path | None) -> Iterator[Node]:
-    """Open the node named by this command's --data-dir, or the group's; close it afterwards."""
+def opened_node(ctx: typer.Context, data_dir: Path | None, *, writes: bool = True) -> Iterator[Node]:
+    """Open the node named by this command's --data-dir, or the group's; close it afterwards.
+
+    ``writes=False`` for a read-only subcommand: it never migrates (open_reading_node).
+    """
     directory = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
     if directory is None:
         raise InvalidArgumentError("--data-dir is required (or set SUPNET_DATA_DIR)")
-    node = open_working_node(directory)
+    node = open_working_node(directory) if writes else open_reading_node(directory)
     try:
         yield node
     finally:
@@ -96,6 +99,29 @@ def open_working_node(data_dir: Path) -> Node:
     node = open_node(data_dir)
     try:
         rebuild_buckets_if_needed(node)
+    except BaseException:
+        node.close()
+        raise
+    return node
+
+
+def open_reading_node(data_dir: Path) -> Node:
+    """Open a node for a read-only command: nothing is changed, not even an old schema.
+
+    An old schema, or metric figures an upgrade left to rebuild, is a SchemaOutdatedError naming
+    ``supnet db upgrade --data-dir DIR`` (which does both).
+    """
+    from node.store import SchemaOutdatedError, counter_value
+    from node.supervision import REBUILD_FLAG
+
+    node = open_node(data_dir, migrate_schema=False)
+    try:
+        with node.engine.connect() as conn:
+            if counter_value(conn, REBUILD_FLAG):
+                raise SchemaOutdatedError(
+                    "the metric figures wait for their rebuild after a schema upgrade: run "
+                    f"'{upgrade_command(data_dir)}' (read-only commands never change the database)"
+                )
     except BaseException:
         node.close()
         raise

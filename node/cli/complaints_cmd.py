@@ -102,7 +102,7 @@ def complaints(
     """List complaints with their deadlines, and the closure and overdue figures."""
     if subcommand_invoked(ctx, data_dir):
         return
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         as_of = _when(node, now) or node.now()
         views = list_complaints(node, status=status, overdue_only=overdue, now=as_of, limit=limit)
         figures = complaint_figures(node, now=as_of)
@@ -154,7 +154,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one complaint."""
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         _print_one(get_complaint(node, complaint_no), as_json)
 
 

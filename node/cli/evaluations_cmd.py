@@ -59,7 +59,7 @@ def evaluations(
     """List evaluations (newest first) with the satisfaction rate and open follow-ups."""
     if subcommand_invoked(ctx, data_dir):
         return
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         views = list_evaluations(node, open_followups=open_followups, limit=limit)
         figures = evaluation_figures(node)
         node_name = "" if wide else node.config.name

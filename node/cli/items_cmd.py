@@ -127,7 +127,7 @@ def list_command(
     """List the catalogue's items (latest versions)."""
     if status is not None and status not in ITEM_STATUS_LABELS:
         raise typer.BadParameter(f"--status must be one of {', '.join(ITEM_STATUS_LABELS)}")
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         views = list_items(node, status=status, flagged_only=flagged)
         tz = node.tz
         node_name = "" if wide else node.config.name
@@ -179,7 +179,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """One item: its latest version, status and explanation."""
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         view = get_item(node, code)
         tz = node.tz
     if as_json:
@@ -214,7 +214,7 @@ def history(
     as_json: JsonFlag = False,
 ) -> None:
     """Every version of an item (with its effective time) and every retirement / re-activation."""
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         found = item_history(node, code)
         tz = node.tz
     if as_json:

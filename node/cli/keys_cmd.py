@@ -8,7 +8,8 @@ import typer
 
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
-from node.trust import rotate_keys
+from node.cli.pki_cmd import PassphraseFile
+from node.trust import read_passphrase, rotate_keys
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +22,14 @@ def register(app: typer.Typer) -> None:
     def rotate_command(
         data_dir: DataDir,
         tls: Annotated[bool, typer.Option("--tls", help="Also rotate the TLS key.")] = False,
+        passphrase_file: PassphraseFile = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """New Ed25519 report key and certificate; the old certificate moves to pki/retired/ and stays valid."""
-        result = rotate_keys(data_dir, tls=tls)
+        """New Ed25519 report key and certificate; the old certificate moves to pki/retired/ and stays valid.
+
+        At a province whose CA is the encrypted root key, give its passphrase (--passphrase-file or the environment).
+        """
+        result = rotate_keys(data_dir, tls=tls, passphrase=read_passphrase(passphrase_file))
         audit_admin_action(
             data_dir,
             Action.KEYS_ROTATED,

@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 
 from node.app import Node
-from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, open_working_node, print_json
+from node.cli.common import (
+    DataDir,
+    JsonFlag,
+    console,
+    err_console,
+    handle_errors,
+    open_reading_node,
+    print_json,
+)
 from node.cli.render import Col, fitted_table, print_table, short_departments
 from node.cli.tabular import TableOutput
 from node.domain import parse_date
@@ -67,7 +75,7 @@ def check(
     as_json: JsonFlag = False,
 ) -> None:
     """Compare buckets with the records and child figures with the children's signed reports; exit 1 on a difference."""
-    node = open_working_node(data_dir)
+    node = open_reading_node(data_dir)
     try:
         differences = check_buckets(node)
         children = child_figures_differences(node)

@@ -52,7 +52,7 @@ def notifications(
     """List notifications, newest first, with the count per status."""
     if subcommand_invoked(ctx, data_dir):
         return
-    with opened_node(ctx, data_dir) as node:
+    with opened_node(ctx, data_dir, writes=False) as node:
         views = list_notifications(node, pending_only=pending, status=status, limit=limit)
         counts = notification_counts(node)
     records = [view_json(v) for v in views]

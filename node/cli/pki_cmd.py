@@ -1,4 +1,9 @@
-"""``supnet pki``: init-root, token, revoke, show, ingest-credential (the node's certificate authority)."""
+"""``supnet pki``: init-root, token, revoke, show, ingest-credential, sign-ca (the node's certificate authority).
+
+The root key is never written in the clear unless asked: ``init-root`` encrypts it with a passphrase
+(``--passphrase-file`` or ``SUPNET_ROOT_PASSPHRASE``) or keeps it offline (``--offline DIR``); every command
+that signs with an encrypted root key takes the passphrase the same way.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from rich.table import Table
 from node.audit_log import Action
 from node.cli.common import DataDir, JsonFlag, audit_admin_action, console, handle_errors, print_json
 from node.config import load_config
+from node.errors import ConfigError
 from node.trust import (
+    PASSPHRASE_ENV,
     PkiInstalled,
     describe,
     init_root,
@@ -20,9 +27,19 @@ from node.trust import (
     issue_token,
     parse_duration,
     provision_tree,
+    read_passphrase,
     revoke,
+    sign_node_ca,
     tree_is_provisioned,
 )
+
+PassphraseFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help=f"File whose first line is the root key's passphrase (else the environment variable {PASSPHRASE_ENV}).",
+    ),
+]
 
 
 def _day(text: str | None) -> str:
@@ -103,7 +120,7 @@ def _print_show(data: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     """Add ``supnet pki ...``."""
     group = typer.Typer(
-        help="The node's certificate authority: init-root, token, revoke, show, ingest-credential.",
+        help="The node's certificate authority: init-root, token, revoke, show, ingest-credential, sign-ca.",
         no_args_is_help=True,
     )
     app.add_typer(group, name="pki")
@@ -112,15 +129,76 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def init_root_command(
         data_dir: DataDir,
+        *,
+        passphrase_file: PassphraseFile = None,
+        offline: Annotated[
+            Path | None,
+            typer.Option(
+                "--offline",
+                help="Keep the root key in this directory (removable media), not in pki/: it certifies a CA of the "
+                "node's own, and the node runs without it.",
+            ),
+        ] = None,
+        unencrypted: Annotated[
+            bool, typer.Option("--unencrypted", help="Write the root key without a passphrase (tests, demos).")
+        ] = False,
         force: Annotated[
             bool, typer.Option("--force", help="Replace an existing pki/ (kept as pki.replaced-<time>).")
         ] = False,
         as_json: JsonFlag = False,
     ) -> None:
-        """Province (root) node: create the root CA and the node's own TLS and report certificates in pki/."""
-        result = init_root(data_dir, force=force)
-        audit_admin_action(data_dir, Action.PKI_INIT_ROOT, result.node_id, {"force": force})
-        print_installed(result, f"root CA of {result.node_id} created", as_json)
+        """Province (root) node: create the root CA and the node's own TLS and report certificates in pki/.
+
+        The root key is encrypted with a passphrase (--passphrase-file, or SUPNET_ROOT_PASSPHRASE), or kept
+        offline (--offline DIR, also encrypted when a passphrase is given); --unencrypted only when asked.
+        """
+        passphrase = read_passphrase(passphrase_file)
+        if passphrase is None and offline is None and not unencrypted:
+            raise ConfigError(
+                "the root key needs protecting: give --passphrase-file FILE (or set "
+                f"{PASSPHRASE_ENV}) to encrypt it, or --offline DIR to keep it off this node; --unencrypted writes "
+                "it in the clear (tests and demos only)"
+            )
+        if unencrypted and passphrase is not None:
+            raise ConfigError(f"--unencrypted and a passphrase (--passphrase-file or {PASSPHRASE_ENV}) contradict")
+        result = init_root(data_dir, force=force, passphrase=passphrase, offline_dir=offline)
+        protection = "offline" if offline is not None else ("encrypted" if passphrase else "unencrypted")
+        audit_admin_action(
+            data_dir,
+            Action.PKI_INIT_ROOT,
+            result.node_id,
+            {"force": force, "root_key": protection, **({"offline_dir": str(offline)} if offline else {})},
+        )
+        print_installed(result, f"root CA of {result.node_id} created ({protection} root key)", as_json)
+        if offline is not None and not as_json:
+            console.print(
+                f"root key kept in {offline}: store that medium away from the node; renew this node's CA from it "
+                f"with 'supnet pki sign-ca --data-dir {data_dir} --root-dir {offline}'",
+                soft_wrap=True,
+            )
+
+    @group.command("sign-ca")
+    @handle_errors
+    def sign_ca_command(
+        data_dir: DataDir,
+        root_dir: Annotated[
+            Path, typer.Option("--root-dir", help="The offline root's directory (init-root --offline).")
+        ],
+        passphrase_file: PassphraseFile = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Offline root: re-certify this node's CA (same key) before it ends; run where the root's medium is mounted."""
+        result = sign_node_ca(data_dir, root_dir, passphrase=read_passphrase(passphrase_file))
+        detail = result.to_dict()
+        audit_admin_action(data_dir, Action.PKI_CA_SIGNED_OFFLINE, result.node_id, detail)
+        if as_json:
+            print_json(detail)
+            return
+        console.print(
+            f"CA of {result.node_id} re-certified by the offline root: serial {detail['new_serial']} until "
+            f"{_day(detail['not_after'])} (replaces {detail['old_serial']}); restart 'supnet serve' to present it",
+            soft_wrap=True,
+        )
 
     @group.command("token")
     @handle_errors
@@ -160,14 +238,17 @@ def register(app: typer.Typer) -> None:
         child_id: Annotated[
             str | None, typer.Argument(help="The child whose certificates to revoke, e.g. gd.gz.")
         ] = None,
+        *,
         ingest: Annotated[
             str | None, typer.Option("--ingest", help="Revoke this ingest credential instead of a child.")
         ] = None,
         reason: Annotated[str, typer.Option("--reason", help="Why (kept in pki/issued.json).")] = "",
+        passphrase_file: PassphraseFile = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Revoke every certificate this node issued to a child; rewrite the signed pki/crl.pem."""
-        result = revoke(data_dir, child_id, ingest_name=ingest, reason=reason)
+        passphrase = read_passphrase(passphrase_file)
+        result = revoke(data_dir, child_id, ingest_name=ingest, reason=reason, passphrase=passphrase)
         audit_admin_action(
             data_dir,
             Action.PKI_REVOKED,
@@ -201,12 +282,15 @@ def register(app: typer.Typer) -> None:
     def ingest_credential_command(
         name: Annotated[str, typer.Argument(help="The business approval system's name, e.g. approval-system-1.")],
         data_dir: DataDir,
+        *,
         out: Annotated[Path, typer.Option("--out", help="Directory for ingest.key, ingest.pem and root.pem.")],
         force: Annotated[bool, typer.Option("--force", help="Overwrite existing files in --out.")] = False,
+        passphrase_file: PassphraseFile = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Issue a TLS client credential with which a business system may stream records into this node."""
-        result = issue_ingest_credential(data_dir, name, out, force=force)
+        passphrase = read_passphrase(passphrase_file)
+        result = issue_ingest_credential(data_dir, name, out, force=force, passphrase=passphrase)
         audit_admin_action(data_dir, Action.PKI_INGEST_CREDENTIAL, name, {"serial": f"{result.serial:x}"})
         if as_json:
             print_json(result.to_dict())

@@ -56,7 +56,7 @@ def scores(
 ) -> None:
     """Rank departments by efficiency score (效能考评, 0–100) with its parts; longer periods weight months by cases."""
     period = parse_period(_period_text(month, quarter, half, year))
-    node = open_node(Path(data_dir))
+    node = open_node(Path(data_dir), migrate_schema=False)
     try:
         ranking = scores_ranking(node, period)
         weights = node.config.scores.weights

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_working_node, print_json
+from node.cli.common import DataDir, JsonFlag, console, handle_errors, open_reading_node, print_json
 from node.cli.render import Col, fitted_table, print_table
 from node.cli.tabular import EncodingOption, FormatOption, OutOption, TableOutput, WideFlag
 from node.domain import to_iso
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print counts (items, cases, steps, procedures, payments, evaluations, complaints) and derived rates."""
         output = TableOutput(fmt, out, encoding, wide)
-        node = open_working_node(data_dir)
+        node = open_reading_node(data_dir)
         if by in STAFF_GROUPINGS:
             try:
                 if subtree:

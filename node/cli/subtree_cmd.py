@@ -215,7 +215,7 @@ def register(app: typer.Typer) -> None:
         wide: WideFlag = False,
     ) -> None:
         """Subtree totals (own data + children's latest reports), completeness and each child's freshness."""
-        node = open_node(data_dir)
+        node = open_node(data_dir, migrate_schema=False)
         try:
             output = TableOutput(fmt, out, encoding, wide)
             print_subtree(node, by=by, date_from=date_from, date_to=date_to, item=item, as_json=as_json, output=output)

@@ -1,7 +1,7 @@
 """Ingest: read, validate and store approval records from files or gRPC."""
 
 from node.ingest.encodings import detect_encoding
-from node.ingest.importer import Importer, ImportSummary, RecordOutcome
+from node.ingest.importer import Importer, ImportSummary, RecordOutcome, audit_import, file_sha256, import_counts
 from node.ingest.listeners import CASE_FIELDS, IngestListener
 from node.ingest.readers import ENCODINGS, FileReader, kind_from_alias, kind_from_file_name, open_files
 from node.ingest.records import (
@@ -74,9 +74,12 @@ __all__ = [
     "StepRow",
     "ValidatedRow",
     "Validator",
+    "audit_import",
     "canonical_field",
     "detect_encoding",
     "field_label",
+    "file_sha256",
+    "import_counts",
     "kind_from_alias",
     "kind_from_file_name",
     "open_files",

@@ -46,12 +46,14 @@ OutcomeCallback = Callable[[RecordOutcome], None]
 
 
 class ImportedFile(TypedDict):
-    """One imported file as the summary lists it: how it was read."""
+    """One imported file as the summary lists it: how it was read, its size and SHA-256 (as it was when opened)."""
 
     path: str
     format: str
     encoding: str
     kind: str | None
+    bytes: int
+    sha256: str
 
 
 @dataclass

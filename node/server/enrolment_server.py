@@ -26,7 +26,7 @@ from node.audit_log import Action, AuditLog
 from node.errors import UnavailableError
 from node.run_state import enrol_state_path, write_state_file
 from node.server.servicers import EnrolmentServicer
-from node.trust import IssuedCertificates, enrolment_authority, has_ca, record_enrolment
+from node.trust import IssuedCertificates, PassphraseError, enrolment_authority, has_ca, record_enrolment
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -69,7 +69,12 @@ class EnrolmentServer:
         """The listener of a node that has a CA (on federation.enrol_listen), else None."""
         if not has_ca(node.data_dir):
             return None
-        return cls(node.data_dir, address=address or node.config.federation.enrol_listen, engine=node.engine)
+        try:
+            return cls(node.data_dir, address=address or node.config.federation.enrol_listen, engine=node.engine)
+        except PassphraseError as error:
+            # The root key is encrypted and this process has no passphrase: serve the rest, say what is off.
+            log.warning("node %s: enrolment listener off (children cannot enrol): %s", node.config.id, error.message)
+            return None
 
     def _record(self, issued: IssuedCertificates) -> None:
         record_enrolment(self.data_dir, issued)

@@ -18,7 +18,20 @@ from node.store.counters import (
     set_counter,
     to_micros,
 )
-from node.store.database import alembic_config, has_schema, make_engine, migrate
+from node.store.database import (
+    SchemaOutdatedError,
+    SchemaState,
+    alembic_config,
+    downgrade,
+    has_schema,
+    head_revision,
+    make_engine,
+    migrate,
+    require_current_schema,
+    revision_known,
+    schema_state,
+    upgrade_sql,
+)
 from node.store.directive_models import DIRECTIVE_ID_MAX, NODE_ID_MAX, Directive, DirectiveEvent, DirectiveOutboxEntry
 from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue
 from node.store.models import (
@@ -75,6 +88,8 @@ __all__ = [
     "Notification",
     "OperatorNotice",
     "Payment",
+    "SchemaOutdatedError",
+    "SchemaState",
     "SpecialProcedure",
     "Step",
     "alembic_config",
@@ -83,8 +98,10 @@ __all__ = [
     "counter_values",
     "current_revision",
     "dialect_insert",
+    "downgrade",
     "from_micros",
     "has_schema",
+    "head_revision",
     "increment_counter",
     "lock_revision",
     "locked_revision",
@@ -92,6 +109,10 @@ __all__ = [
     "make_engine",
     "migrate",
     "next_revision",
+    "require_current_schema",
+    "revision_known",
+    "schema_state",
     "set_counter",
     "to_micros",
+    "upgrade_sql",
 ]

@@ -63,6 +63,7 @@ from node.supervision.evaluations import (
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
 from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
 from node.supervision.metric_queries import (
+    REBUILD_FLAG,
     check_buckets,
     grouped_stats,
     maintained_buckets,
@@ -128,6 +129,7 @@ __all__ = [
     "R15",
     "RATE_DEFINITIONS",
     "RATE_LABELS",
+    "REBUILD_FLAG",
     "RULES",
     "SOURCE_KINDS",
     "STAFF_COUNT_LABELS",

@@ -79,7 +79,18 @@ from node.trust.pki import (
     generate_ec_key,
     utcnow,
 )
-from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, load_certificates, pki_directory
+from node.trust.pki_files import (
+    PASSPHRASE_ENV,
+    PKI_DIR_NAME,
+    PassphraseError,
+    PkiDirectory,
+    is_encrypted_key,
+    load_certificate,
+    load_certificates,
+    pki_directory,
+    read_passphrase,
+)
+from node.trust.pki_offline import OfflineRoot, SignedCa, sign_node_ca
 from node.trust.provisioning import provision_ingest_credential, provision_tree, tree_is_provisioned
 from node.trust.tls import (
     DEFAULT_CHANNEL_OPTIONS,
@@ -103,6 +114,7 @@ __all__ = [
     "FRESHNESS_WINDOW_SECONDS",
     "INGEST_CLIENT_EKU",
     "MIN_NONCE_BYTES",
+    "PASSPHRASE_ENV",
     "PKI_DIR_NAME",
     "QUERY_BODY_TYPE",
     "TOKEN_PREFIX",
@@ -120,9 +132,12 @@ __all__ = [
     "JsonFileTokenStore",
     "MemoryTokenStore",
     "NodeTrust",
+    "OfflineRoot",
     "OwnCredentials",
+    "PassphraseError",
     "PkiDirectory",
     "PkiInstalled",
+    "SignedCa",
     "SigningIdentity",
     "TokenRecord",
     "TokenStore",
@@ -152,6 +167,7 @@ __all__ = [
     "ingest_credential_paths",
     "init_root",
     "is_ancestor",
+    "is_encrypted_key",
     "is_in_subtree",
     "issue_ingest_credential",
     "issue_token",
@@ -170,6 +186,7 @@ __all__ = [
     "proof_key",
     "provision_ingest_credential",
     "provision_tree",
+    "read_passphrase",
     "record_enrolment",
     "renew_certificates",
     "request_from_message",
@@ -180,6 +197,7 @@ __all__ = [
     "root_fingerprint",
     "rotate_keys",
     "server_credentials",
+    "sign_node_ca",
     "signing_identity",
     "token_id",
     "transport_pki",

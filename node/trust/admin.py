@@ -37,7 +37,7 @@ from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
 from node.run_state import running_enrol_address
 from node.trust.chains import expiry_warnings, revoked_serials
-from node.trust.enrolment import DEFAULT_TOKEN_TTL, EnrolmentAuthority, IssuedCertificates
+from node.trust.enrolment import DEFAULT_TOKEN_TTL, EnrolmentAuthority, IssuedCertificates, issue_enrolment_token
 from node.trust.enrolment_registry import ISSUED_FILE, IssuedRecord, IssuedRegistry, issued_records, write_crl
 from node.trust.enrolment_rpc import DEFAULT_ENROL_TIMEOUT_SECONDS, EnrolmentKeys, enrol
 from node.trust.enrolment_tokens import JsonFileTokenStore, discovery_token, root_fingerprint
@@ -53,6 +53,7 @@ from node.trust.pki import (
     utcnow,
 )
 from node.trust.pki_files import PKI_DIR_NAME, PkiDirectory, load_certificate, pki_directory
+from node.trust.pki_offline import OfflineRoot
 
 __all__ = [
     "TOKENS_FILE",
@@ -97,8 +98,12 @@ def has_ca(data_dir: Path) -> bool:
     return pki_directory(data_dir).file("ca.key").exists()
 
 
-def load_authority(data_dir: Path) -> CertificateAuthority:
-    """The node's CA; ConfigError telling how to get one when the node has none."""
+def load_authority(data_dir: Path, passphrase: bytes | None = None) -> CertificateAuthority:
+    """The node's CA; ConfigError telling how to get one when the node has none.
+
+    An encrypted CA key (the root's) decrypts with ``passphrase``, else ``SUPNET_ROOT_PASSPHRASE``
+    (PassphraseError without either, or with a wrong one).
+    """
     pki = pki_directory(data_dir)
     if not pki.file("ca.key").exists():
         raise ConfigError(
@@ -106,7 +111,7 @@ def load_authority(data_dir: Path) -> CertificateAuthority:
             f"'supnet pki init-root --data-dir {data_dir}'; elsewhere enrol with a CA "
             f"('supnet enroll --data-dir {data_dir} --parent HOST:PORT --token T')"
         )
-    return pki.load_authority()
+    return pki.load_authority(passphrase)
 
 
 def record_enrolment(data_dir: Path, issued: IssuedCertificates, at: dt.datetime | None = None) -> None:
@@ -114,10 +119,14 @@ def record_enrolment(data_dir: Path, issued: IssuedCertificates, at: dt.datetime
     IssuedRegistry.of(pki_directory(data_dir)).add(issued_records(issued, resolve_now(at)))
 
 
-def enrolment_authority(data_dir: Path, *, clock: Callable[[], dt.datetime] | None = None) -> EnrolmentAuthority:
+def enrolment_authority(
+    data_dir: Path, *, clock: Callable[[], dt.datetime] | None = None, passphrase: bytes | None = None
+) -> EnrolmentAuthority:
     """The node's EnrolmentAuthority: its CA and the token store ``pki/tokens.json``."""
     return EnrolmentAuthority(
-        load_authority(data_dir), JsonFileTokenStore(pki_directory(data_dir).file(TOKENS_FILE)), clock=clock
+        load_authority(data_dir, passphrase),
+        JsonFileTokenStore(pki_directory(data_dir).file(TOKENS_FILE)),
+        clock=clock,
     )
 
 
@@ -183,20 +192,39 @@ class PkiInstalled:
         }
 
 
-def init_root(data_dir: Path, *, force: bool = False, now: dt.datetime | None = None) -> PkiInstalled:
-    """The province: a self-signed root CA and the node's own TLS and report certificates under it."""
+def init_root(
+    data_dir: Path,
+    *,
+    force: bool = False,
+    now: dt.datetime | None = None,
+    passphrase: bytes | None = None,
+    offline_dir: Path | None = None,
+) -> PkiInstalled:
+    """The province: a self-signed root CA and the node's own TLS and report certificates under it.
+
+    ``passphrase``: the root key is written encrypted with it. ``offline_dir``: the root key and certificate go
+    there instead (node.trust.pki_offline) and certify a CA of the node's own, so ``pki/`` never holds the root key.
+    """
     config = load_config(data_dir)
     node_id = validate_node_id(config.id)
     _refuse_existing(data_dir, force, "pki init-root")
     moment = resolve_now(now)
-    authority = CertificateAuthority.create_root(node_id, now=moment)
+    offline = None
+    if offline_dir is not None:
+        offline = OfflineRoot.create(offline_dir, node_id, data_dir=data_dir, now=moment, passphrase=passphrase)
+        ca_key = generate_ec_key()
+        ca_certificate = offline.certify_ca(node_id, ca_key.public_key(), now=moment)
+        authority = CertificateAuthority(node_id, ca_key, ca_certificate, root=offline.authority.root)
+    else:
+        authority = CertificateAuthority.create_root(node_id, now=moment)
     tls_key = generate_ec_key()
     report_key = _existing_report_key(data_dir) or Ed25519PrivateKey.generate()
     tls = authority.issue(node_id, CertificateRole.TLS, tls_key.public_key(), now=moment)
     report = authority.issue(node_id, CertificateRole.REPORT, report_key.public_key(), now=moment)
 
     def write(pki: PkiDirectory) -> None:
-        pki.save_authority(authority)
+        # The node's CA key is encrypted only when it is the root key itself.
+        pki.save_authority(authority, passphrase if offline is None else None)
         pki.save_tls(tls_key, [tls, *authority.issuer_chain])
         pki.save_report(report_key, [report, *authority.issuer_chain])
         IssuedRegistry.of(pki).add(
@@ -204,15 +232,27 @@ def init_root(data_dir: Path, *, force: bool = False, now: dt.datetime | None = 
         )
         write_crl(pki, authority, moment)
 
-    replaced = _install_pki(data_dir, write)
+    try:
+        replaced = _install_pki(data_dir, write)
+    except BaseException:
+        if offline is not None:
+            offline.remove()
+        raise
     log.info(
-        "node %s: root CA created in %s (serial %x)", node_id, data_dir / PKI_DIR_NAME, authority.root.serial_number
+        "node %s: root CA created (%s) in %s (serial %x)",
+        node_id,
+        f"offline in {offline_dir}" if offline is not None else ("encrypted" if passphrase else "unencrypted"),
+        data_dir / PKI_DIR_NAME,
+        authority.root.serial_number,
     )
+    certificates = {"root": authority.root, "tls": tls, "report": report}
+    if offline is not None:
+        certificates["ca"] = authority.certificate
     return PkiInstalled(
         node_id=node_id,
         pki_dir=data_dir / PKI_DIR_NAME,
         root_fingerprint=root_fingerprint(authority.root),
-        certificates={"root": authority.root, "tls": tls, "report": report},
+        certificates=certificates,
         replaced=replaced,
     )
 
@@ -293,13 +333,19 @@ def issue_token(
 ) -> TokenIssued:
     """A one-time enrolment token for a direct child, with the root fingerprint appended."""
     moment = resolve_now(now)
-    authority = enrolment_authority(data_dir, clock=lambda: moment)
-    token, record = authority.issue_token(child_id, ttl)
+    pki = pki_directory(data_dir)
+    if not has_ca(data_dir):
+        load_authority(data_dir)  # the error telling how to get a CA
+    # Issuing a token signs nothing: the CA's certificates suffice, so an encrypted root key stays closed.
+    node_id = certificate_node_id(load_certificate(pki.file("ca.pem")))
+    root = pki.load_root()
+    store = JsonFileTokenStore(pki.file(TOKENS_FILE))
+    token, record = issue_enrolment_token(store, node_id, child_id, ttl, now=moment)
     return TokenIssued(
-        token=discovery_token(token, authority.authority.root),
+        token=discovery_token(token, root),
         child_id=child_id,
         expires_at=record.expires_at,
-        root_fingerprint=root_fingerprint(authority.authority.root),
+        root_fingerprint=root_fingerprint(root),
         enrol_address=running_enrol_address(data_dir),
     )
 

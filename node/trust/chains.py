@@ -134,8 +134,10 @@ def verify_node_path(
     for index in range(len(path) - 1):
         subject, issuer = path[index], path[index + 1]
         subject_id, issuer_id = ids[index], ids[index + 1]
-        # A node may hold leaf certificates from its own CA; a CA certificate always comes from an ancestor.
-        if not is_ancestor(issuer_id, subject_id, or_self=not is_ca_certificate(subject)):
+        # A node may hold leaf certificates from its own CA; a CA certificate always comes from an ancestor, or
+        # from the root when it is the root's own node (an offline root certifies the province node's CA).
+        own_ca_from_root = index + 1 == len(path) - 1
+        if not is_ancestor(issuer_id, subject_id, or_self=not is_ca_certificate(subject) or own_ca_from_root):
             raise UnauthenticatedError(
                 f"certificate {certificate_label(subject)} names {subject_id}, outside the subtree of its issuer "
                 f"{issuer_id} ({certificate_label(issuer)})"

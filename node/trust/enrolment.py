@@ -56,6 +56,7 @@ __all__ = [
     "check_issued",
     "enrolment_proof",
     "enrolment_request_bytes",
+    "issue_enrolment_token",
     "proof_key",
 ]
 
@@ -213,6 +214,34 @@ def _load_csr(
     return request
 
 
+def issue_enrolment_token(
+    store: TokenStore, issuer_id: str, child_id: str, ttl: dt.timedelta, *, now: dt.datetime
+) -> tuple[str, TokenRecord]:
+    """A one-time token for a direct child of ``issuer_id``, stored (hash only) in ``store``; no key is needed."""
+    validate_node_id(child_id)
+    if child_id.rpartition(".")[0] != issuer_id:
+        raise PermissionDeniedError(f"node {issuer_id} enrols only its direct children; {child_id} is not one")
+    if ttl <= dt.timedelta(0):
+        raise InvalidArgumentError(f"token lifetime must be positive, got {ttl}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+    moment = aware_utc(now, "now")
+    record = TokenRecord(
+        token_hash=hash_token(token),
+        child_id=child_id,
+        issuer_id=issuer_id,
+        created_at=moment,
+        expires_at=moment + ttl,
+    )
+    store.add(record)
+    logger.info(
+        "enrolment token %s… issued for %s, valid until %s",
+        record.token_hash[:12],
+        child_id,
+        record.expires_at.isoformat(),
+    )
+    return token, record
+
+
 class EnrolmentAuthority:
     """The parent side of enrolment: issues one-time tokens and redeems them for certificates."""
 
@@ -243,26 +272,7 @@ class EnrolmentAuthority:
 
     def issue_token(self, child_id: str, ttl: dt.timedelta = DEFAULT_TOKEN_TTL) -> tuple[str, TokenRecord]:
         """A fresh one-time token for child_id valid for ttl, and the record stored for it (hash only)."""
-        self._check_direct_child(child_id)
-        if ttl <= dt.timedelta(0):
-            raise InvalidArgumentError(f"token lifetime must be positive, got {ttl}")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-        now = self._now()
-        record = TokenRecord(
-            token_hash=hash_token(token),
-            child_id=child_id,
-            issuer_id=self.authority.node_id,
-            created_at=now,
-            expires_at=now + ttl,
-        )
-        self.store.add(record)
-        logger.info(
-            "enrolment token %s… issued for %s, valid until %s",
-            record.token_hash[:12],
-            child_id,
-            record.expires_at.isoformat(),
-        )
-        return token, record
+        return issue_enrolment_token(self.store, self.authority.node_id, child_id, ttl, now=self._now())
 
     def _usable_record(self, token: str, child_id: str, now: dt.datetime) -> TokenRecord:
         # The token itself never appears in a message or log line; its hash prefix does.

@@ -50,7 +50,13 @@ class IngestCredential:
 
 
 def issue_ingest_credential(
-    data_dir: Path, name: str, out_dir: Path, *, force: bool = False, now: dt.datetime | None = None
+    data_dir: Path,
+    name: str,
+    out_dir: Path,
+    *,
+    force: bool = False,
+    now: dt.datetime | None = None,
+    passphrase: bytes | None = None,
 ) -> IngestCredential:
     """The node's CA issues an INGEST client certificate to a business system; key, chain and root go to out_dir.
 
@@ -59,13 +65,13 @@ def issue_ingest_credential(
     """
     validate_system_name(name)
     moment = resolve_now(now)
-    authority = load_authority(data_dir)
+    authority = load_authority(data_dir, passphrase)
     targets = (out_dir / f"{name}.key", out_dir / f"{name}.pem", out_dir / "root.pem")
     existing = [path for path in targets[:2] if path.exists()]
     if existing and not force:
         raise ConfigError(f"{existing[0]} already exists; use --force to overwrite it")
     pki = pki_directory(data_dir)
-    key_path, chain_path = provision_ingest_credential(pki, name, now=moment)
+    key_path, chain_path = provision_ingest_credential(pki, name, now=moment, passphrase=passphrase)
     certificate = load_certificate(chain_path)
     IssuedRegistry.of(pki).add([IssuedRecord.of(certificate, CertificateRole.INGEST.value, moment, name=name)])
     out_dir.mkdir(parents=True, exist_ok=True)

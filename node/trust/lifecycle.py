@@ -34,10 +34,12 @@ from node.trust.pki import (
     CertificateAuthority,
     CertificateRole,
     certificate_label,
+    certificate_node_id,
     generate_ec_key,
     resolve_now,
 )
 from node.trust.pki_files import (
+    PassphraseError,
     PkiDirectory,
     certificates_pem,
     load_certificate,
@@ -98,6 +100,7 @@ def revoke(
     ingest_name: str | None = None,
     reason: str = "",
     now: dt.datetime | None = None,
+    passphrase: bytes | None = None,
 ) -> Revocation:
     """Revoke every certificate issued to a child (or one ingest credential) and rewrite ``pki/crl.pem``.
 
@@ -107,7 +110,7 @@ def revoke(
     if (child_id is None) == (ingest_name is None):
         raise InvalidArgumentError("name exactly one of: a CHILD_ID, or --ingest NAME for an ingest credential")
     moment = resolve_now(now)
-    authority = load_authority(data_dir)
+    authority = load_authority(data_dir, passphrase)  # it signs the CRL
     if child_id is not None:
         validate_node_id(child_id)
         if child_id == authority.node_id:
@@ -217,14 +220,16 @@ class Rotation:
         }
 
 
-def rotate_keys(data_dir: Path, *, tls: bool = False, now: dt.datetime | None = None) -> Rotation:
+def rotate_keys(
+    data_dir: Path, *, tls: bool = False, now: dt.datetime | None = None, passphrase: bytes | None = None
+) -> Rotation:
     """A new Ed25519 report key (and with ``tls`` a new TLS key), certified by the node's own CA.
 
     The old report certificate goes to ``retired/`` and stays valid: reports signed with the old key carry
     its chain and keep verifying. Only revocation makes them unverifiable.
     """
     moment = resolve_now(now)
-    authority = load_authority(data_dir)
+    authority = load_authority(data_dir, passphrase)
     pki = pki_directory(data_dir)
     node_id = authority.node_id
     rotated: dict[str, tuple[int, int]] = {}
@@ -339,7 +344,16 @@ def renew_certificates(
             log.warning("node %s: %s", node_id, message)
             result.ca_warnings.append(message)
         return result
-    authority = pki.load_authority()
+    try:
+        authority = pki.load_authority()  # an encrypted (root) key: with SUPNET_ROOT_PASSPHRASE
+    except PassphraseError as error:
+        message = (
+            f"cannot renew certificates or re-sign the CRL: {error.message}; until then the CRL is not refreshed "
+            f"(or run 'supnet keys rotate --data-dir {data_dir} --tls --passphrase-file FILE' by hand)"
+        )
+        log.warning("node %s: %s", node_id, message)
+        result.ca_warnings.append(message)
+        return result
     records = []
     for name, role in (("tls", CertificateRole.TLS), ("report", CertificateRole.REPORT)):
         if pki.file(f"{name}.pem").exists():
@@ -354,6 +368,15 @@ def renew_certificates(
         if certificate.not_valid_after_utc - moment <= renew_before:
             if certificate == authority.root:
                 how = "the root can only be replaced by a new root and re-enrolling the whole tree"
+            elif (
+                certificate == authority.certificate
+                and certificate.issuer == authority.root.subject
+                and (authority.node_id == certificate_node_id(authority.root))
+            ):
+                how = (
+                    f"the offline root renews it: mount its medium and run 'supnet pki sign-ca --data-dir {data_dir} "
+                    "--root-dir DIR'"
+                )
             elif certificate == authority.certificate:
                 how = (
                     f"only the parent can renew it: get a token from {authority.node_id.rpartition('.')[0]} and "

@@ -36,6 +36,7 @@ __all__ = [
     "CLOCK_SKEW_ALLOWANCE",
     "INGEST_CLIENT_EKU",
     "LEAF_VALIDITY",
+    "OFFLINE_ROOT_MARK",
     "REPORT_SIGNING_EKU",
     "ROOT_VALIDITY",
     "CertificateAuthority",
@@ -62,6 +63,8 @@ REPORT_SIGNING_EKU = x509.ObjectIdentifier("2.25.2138803872160122453313391257185
 # The same kind of private usage for "supnet ingest client": only a certificate carrying it may stream records.
 INGEST_CLIENT_EKU = x509.ObjectIdentifier("2.25.236259003323228928435006058459213442902")
 ORGANIZATION = "supnet"
+# The common name of an offline root ends in this, so that its name differs from the CA of the node it certifies.
+OFFLINE_ROOT_MARK = "root"
 
 ROOT_VALIDITY = dt.timedelta(days=3650)
 CA_VALIDITY = dt.timedelta(days=1825)
@@ -310,21 +313,28 @@ class CertificateAuthority:
         now: dt.datetime,
         validity: dt.timedelta = ROOT_VALIDITY,
         private_key: ec.EllipticCurvePrivateKey | None = None,
+        offline: bool = False,
     ) -> CertificateAuthority:
-        """A self-signed root CA for the province node (``supnet pki init-root``)."""
+        """A self-signed root CA for the province node (``supnet pki init-root``).
+
+        ``offline``: a root kept apart from the node, which certifies the node's own CA (same node id) and
+        little else; its name says so (``<id> ca root``), so that it never looks like the CA it certifies.
+        """
         validate_node_id(node_id)
         key = private_key or generate_ec_key()
         if not is_p256_key(key):
             raise InvalidArgumentError("a root CA key must be ECDSA P-256")
         start = aware_utc(now, "now")
+        name = _subject_name(node_id, CertificateRole.CA, OFFLINE_ROOT_MARK if offline else "")
         certificate = _build(
             subject_id=node_id,
             role=CertificateRole.CA,
             public_key=key.public_key(),
-            issuer_name=_subject_name(node_id, CertificateRole.CA),
+            issuer_name=name,
             issuer_key=key,
             not_before=start - CLOCK_SKEW_ALLOWANCE,
             not_after=start + validity,
+            system=OFFLINE_ROOT_MARK if offline else "",
         )
         logger.info("created root CA for %s, serial %x", node_id, certificate.serial_number)
         return cls(node_id=node_id, private_key=key, certificate=certificate, root=certificate)
@@ -342,8 +352,10 @@ class CertificateAuthority:
     def _check_subject(self, subject_id: str, role: CertificateRole) -> None:
         validate_node_id(subject_id)
         # A node may issue its own leaf certificates (key rotation without its parent), but a CA certificate
-        # only for a strict descendant: its own CA certificate comes from its parent.
-        if not is_ancestor(self.node_id, subject_id, or_self=role is not CertificateRole.CA):
+        # only for a strict descendant: its own CA certificate comes from its parent, or, at the top of the
+        # tree, from the root (an offline root certifying the province node's CA).
+        own_ca_from_root = role is CertificateRole.CA and self.is_root
+        if not is_ancestor(self.node_id, subject_id, or_self=role is not CertificateRole.CA or own_ca_from_root):
             raise PermissionDeniedError(
                 f"CA {self.node_id} cannot issue a {role.value} certificate for {subject_id}: "
                 f"outside its subtree {node_uri(self.node_id)}/"

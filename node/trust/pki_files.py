@@ -1,13 +1,16 @@
 """The files of a node's PKI: PEM keys, certificates and CRLs, and :class:`PkiDirectory` (``DATA_DIR/pki/``).
 
-Private keys are written unencrypted (PKCS#8 PEM) with mode 0600, also over an existing file; a key file
-others can read is loaded with a warning. A missing file is NotFoundError and an unparsable one
-InvalidArgumentError, both naming the file.
+Private keys are written as PKCS#8 PEM with mode 0600, also over an existing file; a key file others can read is
+loaded with a warning. A root CA key may be encrypted with a passphrase (``ENCRYPTED PRIVATE KEY``, cryptography's
+best available encryption): loading it takes the passphrase given, else ``SUPNET_ROOT_PASSPHRASE``; without one,
+or with a wrong one, it is a :class:`PassphraseError` naming the file and where a passphrase comes from. A missing
+file is NotFoundError and an unparsable one InvalidArgumentError, both naming the file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,18 +22,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import IntegrityError, InvalidArgumentError, read_file, write_private_file
+from node.errors import ConfigError
 from node.trust.pki import CertificateAuthority, certificate_node_id, is_p256_key
 
 __all__ = [
+    "PASSPHRASE_ENV",
     "PKI_DIR_NAME",
+    "PassphraseError",
     "PkiDirectory",
     "certificates_pem",
+    "is_encrypted_key",
     "load_certificate",
     "load_certificates",
     "load_crl",
     "load_ec_private_key",
     "pki_directory",
     "private_key_pem",
+    "read_passphrase",
     "save_certificates",
     "save_crl",
     "save_private_key",
@@ -41,11 +49,42 @@ logger = logging.getLogger(__name__)
 PKI_DIR_NAME = "pki"
 
 
-def private_key_pem(private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
-    """A private key as unencrypted PEM PKCS#8."""
-    return private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+PASSPHRASE_ENV = "SUPNET_ROOT_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+_ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+
+class PassphraseError(ConfigError):
+    """A key file is encrypted and no passphrase (``missing``) or a wrong one was given."""
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def read_passphrase(passphrase_file: Path | None = None) -> bytes | None:
+    """The root key's passphrase: the file's first line if given, else ``SUPNET_ROOT_PASSPHRASE``, else None."""
+    if passphrase_file is not None:
+        text = read_file(Path(passphrase_file), "passphrase").decode("utf-8").splitlines()
+        if not text or not text[0]:
+            raise ConfigError(f"--passphrase-file {passphrase_file}: the file is empty")
+        return text[0].encode("utf-8")
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None
+
+
+def private_key_pem(
+    private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey, passphrase: bytes | None = None
+) -> bytes:
+    """A private key as PEM PKCS#8: encrypted with ``passphrase`` if one is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
+    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def is_encrypted_key(path: str | Path) -> bool:
+    """True when a PEM key file is encrypted (needs a passphrase to load)."""
+    return read_file(Path(path), "private key").lstrip().startswith(_ENCRYPTED_PEM)
 
 
 def certificates_pem(certificates: Iterable[x509.Certificate]) -> bytes:
@@ -53,21 +92,38 @@ def certificates_pem(certificates: Iterable[x509.Certificate]) -> bytes:
     return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
 
 
-def save_private_key(path: str | Path, private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> None:
-    """Save a private key as unencrypted PEM PKCS#8 with mode 0600."""
-    write_private_file(Path(path), private_key_pem(private_key))
+def save_private_key(
+    path: str | Path, private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey, passphrase: bytes | None = None
+) -> None:
+    """Save a private key as PEM PKCS#8 with mode 0600 (encrypted with ``passphrase`` if given)."""
+    write_private_file(Path(path), private_key_pem(private_key, passphrase))
 
 
-def load_ec_private_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
-    """Load a PEM ECDSA P-256 private key; warns if others can read the file."""
+def load_ec_private_key(path: str | Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """Load a PEM ECDSA P-256 private key (an encrypted one with the passphrase: module docstring)."""
     source = Path(path)
     data = read_file(source, "private key")
     if source.stat().st_mode & 0o077:
         logger.warning("private key file %s is readable by group or others; chmod 600 it", source)
+    password = None
+    if data.lstrip().startswith(_ENCRYPTED_PEM):
+        password = passphrase if passphrase is not None else read_passphrase()
+        if password is None:
+            raise PassphraseError(
+                f"private key file {source} is encrypted: give its passphrase with --passphrase-file FILE or the "
+                f"environment variable {PASSPHRASE_ENV}",
+                missing=True,
+            )
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as error:
-        raise InvalidArgumentError(f"private key file {source} is not an unencrypted PEM key: {error}") from error
+        key = serialization.load_pem_private_key(data, password=password)
+    except ValueError as error:
+        if password is not None:
+            raise PassphraseError(
+                f"private key file {source}: wrong passphrase (the key does not decrypt with it)", missing=False
+            ) from error
+        raise InvalidArgumentError(f"private key file {source} is not a PEM private key: {error}") from error
+    except TypeError as error:
+        raise InvalidArgumentError(f"private key file {source} is not a PEM private key: {error}") from error
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not is_p256_key(key):
         raise InvalidArgumentError(f"private key file {source} holds a {type(key).__name__}, not an ECDSA P-256 key")
     return key
@@ -135,17 +191,17 @@ class PkiDirectory:
         """The trusted root certificate."""
         return load_certificate(self.file("root.pem"))
 
-    def save_authority(self, authority: CertificateAuthority) -> None:
-        """Save this node's CA key, CA chain and the root."""
-        save_private_key(self.file("ca.key"), authority.private_key)
+    def save_authority(self, authority: CertificateAuthority, passphrase: bytes | None = None) -> None:
+        """Save this node's CA key (encrypted with ``passphrase`` if given), CA chain and the root."""
+        save_private_key(self.file("ca.key"), authority.private_key, passphrase)
         save_certificates(self.file("ca.pem"), [authority.certificate, *authority.intermediates])
         self.save_root(authority.root)
 
-    def load_authority(self) -> CertificateAuthority:
-        """The CA of this node (its node id read from the CA certificate)."""
+    def load_authority(self, passphrase: bytes | None = None) -> CertificateAuthority:
+        """The CA of this node (its node id read from the CA certificate); an encrypted key needs its passphrase."""
         chain = load_certificates(self.file("ca.pem"))
         root = self.load_root()
-        key = load_ec_private_key(self.file("ca.key"))
+        key = load_ec_private_key(self.file("ca.key"), passphrase)
         if key.public_key() != chain[0].public_key():
             raise IntegrityError(f"{self.file('ca.key')} does not match the certificate in {self.file('ca.pem')}")
         return CertificateAuthority(

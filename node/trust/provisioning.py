@@ -153,6 +153,7 @@ def provision_ingest_credential(
     *,
     now: dt.datetime | None = None,
     validity: dt.timedelta | None = None,
+    passphrase: bytes | None = None,
 ) -> tuple[Path, Path]:
     """The node's own CA issues an INGEST client certificate to a business system; returns (key, chain) paths.
 
@@ -160,7 +161,7 @@ def provision_ingest_credential(
     ``pki/root.pem`` to the system, which connects with :func:`node.trust.tls.ingest_channel`.
     """
     validate_system_name(system)
-    authority = pki.load_authority()
+    authority = pki.load_authority(passphrase)
     key = generate_ec_key()
     certificate = authority.issue(
         authority.node_id,

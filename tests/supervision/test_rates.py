@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from federation import counters_to_dict
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import Node, open_node
-from node.cli import metrics_cmd, stats_cmd
+from node.cli import db_cmd, metrics_cmd, stats_cmd
 from node.store import REVISION_COUNTER, MetricBucket, alembic_config, counter_value
 from node.supervision import (
     accept_complaint,
@@ -88,6 +88,7 @@ def app() -> typer.Typer:
     app = typer.Typer()
     stats_cmd.register(app)
     metrics_cmd.register(app)
+    db_cmd.register(app)
     return app
 
 
@@ -172,7 +173,11 @@ def test_an_upgrade_from_0007_rebuilds_the_buckets(tmp_path: Path, db_url: str, 
     finally:
         upgraded.close()
 
-    # `supnet metrics check` opens the node for work: the rebuild runs once, then the check is clean.
+    # `supnet metrics check` only reads: it names `supnet db upgrade`, which runs the rebuild once; then it is clean.
+    refused = CliRunner().invoke(app, ["metrics", "check", "-d", str(data_dir), "--json"])
+    assert refused.exit_code != 0 and "supnet db upgrade" in refused.output
+    upgraded = run(app, "db", "upgrade", "-d", str(data_dir), "--json")
+    assert upgraded["upgraded"] is False and upgraded["figures_rebuilt"] is True
     assert run(app, "metrics", "check", "-d", str(data_dir), "--json") == {"consistent": True, "differences": []}
     node = open_node(data_dir)
     try:

@@ -107,7 +107,7 @@ class Province:
 @pytest.fixture(scope="module")
 def province(cli: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Province]:
     data_dir = node_dir(tmp_path_factory.mktemp("province") / "gd", "gd")
-    assert run_json(cli, "pki", "init-root", "--data-dir", data_dir)["node_id"] == "gd"
+    assert run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")["node_id"] == "gd"
     server = EnrolmentServer(data_dir)
     server.start()
     yield Province(data_dir, server)
@@ -186,11 +186,11 @@ def test_init_root_token_enroll_then_everything_verifies_to_the_root(
 
 def test_init_root_refuses_an_existing_pki_unless_forced(cli: typer.Typer, tmp_path: Path) -> None:
     data_dir = node_dir(tmp_path / "gd", "gd")
-    first = run_json(cli, "pki", "init-root", "--data-dir", data_dir)
-    code, _, err = run(cli, "pki", "init-root", "--data-dir", data_dir)
+    first = run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")
+    code, _, err = run(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")
     assert code == 2 and "already holds a PKI" in err and "--force" in err
     assert run_json(cli, "pki", "show", "--data-dir", data_dir)["root_fingerprint"] == first["root_fingerprint"]
-    second = run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--force")
+    second = run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted", "--force")
     assert second["root_fingerprint"] != first["root_fingerprint"]
     kept = PkiDirectory(Path(second["replaced"]))
     assert kept.load_root().serial_number == int(first["certificates"]["root"]["serial"], 16)
@@ -525,7 +525,7 @@ def test_serve_runs_the_enrolment_listener_of_a_ca_node_and_removes_its_address_
 ) -> None:
     data_dir = tmp_path / "gd"
     assert run(cli, "init", "--data-dir", data_dir, "--id", "gd", "--level", "province")[0] == 0
-    run_json(cli, "pki", "init-root", "--data-dir", data_dir)
+    run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")
     process = start_serve(data_dir)
     try:
         state = wait_for_state(data_dir, process)

@@ -5,6 +5,9 @@ batches (what has arrived within a few milliseconds, at most MAX_BATCH records);
 transaction and its answers are sent only after the commit, so a record answered ACCEPTED is durable. If
 the stream breaks, nothing answered is lost; records not yet answered may or may not be stored, and
 re-sending them is safe: a stored one comes back DUPLICATE.
+
+Each stream is audited when it ends (``records.ingested``): the verified TLS identity of the caller, its address,
+the counts (records, accepted, duplicates, rejected by kind and reason) and how the stream ended.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import grpc
 
+from federation import AuditResult
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord, IngestResult
 from node.app import Node
+from node.audit_log import Action, AuditLog
 from node.errors import SupnetError
-from node.ingest import Importer, RecordOutcome
+from node.ingest import Importer, ImportSummary, RecordOutcome, import_counts
 from node.supervision import default_listeners
 from node.trust import Authorizer
 
@@ -90,7 +97,25 @@ class IngestServicer:
         self._lock = threading.Lock()
         self._on_accepted = on_accepted
 
-    def _import_batch(self, batch: list[IngestRecord], peer: str) -> list[IngestResult]:
+    def _audit_stream(self, peer: str, address: str, totals: ImportSummary, ended: str, started: float) -> None:
+        """The stream's ``records.ingested`` entry; a failure to write it is logged, never raised into gRPC."""
+        try:
+            AuditLog(self._node.engine).record(
+                actor=peer,
+                action=Action.RECORDS_INGESTED,
+                target=self._node.config.id,
+                detail={
+                    "peer_address": address,
+                    **import_counts(totals),
+                    "ended": ended,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+                result=AuditResult.OK if ended == "completed" else AuditResult.ERROR,
+            )
+        except Exception as exc:
+            log.warning("ingest stream from %s (%s) could not be audited: %s", peer, ended, exc)
+
+    def _import_batch(self, batch: list[IngestRecord], peer: str, totals: ImportSummary) -> list[IngestResult]:
         outcomes: dict[int, RecordOutcome] = {}
 
         def remember(outcome: RecordOutcome) -> None:
@@ -102,6 +127,12 @@ class IngestServicer:
         ]
         with self._lock:
             summary = self._importer.import_records(records, source=f"grpc:{peer}", on_outcome=remember)
+        totals.accepted += summary.accepted
+        totals.duplicates += summary.duplicates
+        totals.rejected += summary.rejected
+        totals.rejected_by_reason.update(summary.rejected_by_reason)
+        for kind, counts in summary.by_kind.items():
+            totals.by_kind.setdefault(kind, Counter()).update(counts)
         if summary.accepted and self._on_accepted is not None:
             self._on_accepted(summary.accepted)
         return [_result_of(record.seq, outcomes.get(index)) for index, record in enumerate(batch, start=1)]
@@ -112,6 +143,26 @@ class IngestServicer:
         """Stream of records in, one result per record out, in the order sent."""
         # Before reading a single record: only the node's ingest credential may write here.
         peer = self._authorizer.ingest(context)
+        started = time.monotonic()
+        totals = ImportSummary()
+        ended = "cancelled"
+        try:
+            ended = yield from self._answer(request_iterator, context, peer, totals)
+        except SupnetError as exc:
+            ended = f"failed: [{exc.code}] {exc.message}"
+            raise
+        except Exception as exc:
+            ended = f"failed: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            # Also for a stream the client cancelled (GeneratorExit): what was answered is stored and counted.
+            self._audit_stream(peer, context.peer(), totals, ended, started)
+
+    def _answer(
+        self, request_iterator: Iterator[IngestRecord], context: grpc.ServicerContext, peer: str, totals: ImportSummary
+    ) -> Generator[IngestResult, None, str]:
+        """Answer the stream batch by batch; returns how it ended (completed, or why not) for the audit entry."""
+        how = "completed"
         inbox: queue.Queue[IngestRecord | _StreamEnd] = queue.Queue(maxsize=4 * MAX_BATCH)
         pump = threading.Thread(target=_pump, args=(request_iterator, inbox), name="ingest-pump", daemon=True)
         pump.start()
@@ -125,6 +176,7 @@ class IngestServicer:
                 first = inbox.get(timeout=IDLE_POLL_SECONDS)
             except queue.Empty:
                 if not context.is_active():
+                    how = "cancelled: the client went away"
                     break
                 continue
             if isinstance(first, _StreamEnd):
@@ -132,6 +184,7 @@ class IngestServicer:
                 if first.error is not None:
                     log.info("ingest stream from %s ended early: %s", peer, first.error)
                     failure = first.error if isinstance(first.error, SupnetError) else None
+                    how = f"ended early: {first.error}"
                 break
             batch = [first]
             while len(batch) < MAX_BATCH:
@@ -144,11 +197,13 @@ class IngestServicer:
                     if item.error is not None:
                         log.info("ingest stream from %s ended early: %s", peer, item.error)
                         failure = item.error if isinstance(item.error, SupnetError) else None
+                        how = f"ended early: {item.error}"
                     break
                 batch.append(item)
-            results = self._import_batch(batch, peer)
+            results = self._import_batch(batch, peer, totals)
             answered += len(results)
             yield from results
         log.info("ingest stream from %s closed after %s records", peer, answered)
         if failure is not None:
             raise failure
+        return how
