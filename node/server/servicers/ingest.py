@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,6 +23,9 @@ from node.errors import SupnetError
 from node.ingest import Importer, RecordOutcome
 from node.supervision import default_listeners
 from node.trust import Authorizer
+
+if TYPE_CHECKING:
+    from node.observability import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,16 @@ class IngestServicer:
     with its status: the server's ErrorMappingInterceptor wraps the response iterator.
     """
 
-    def __init__(self, node: Node, *, authorizer: Authorizer, on_accepted: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        authorizer: Authorizer,
+        on_accepted: Callable[[int], None] | None = None,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
         self._node = node
+        self._metrics = metrics
         self._authorizer = authorizer
         self._importer = Importer(node, listeners=default_listeners(node))
         # One importer, one writer at a time: SQLite has a single writer anyway, and batches stay whole.
@@ -102,6 +113,11 @@ class IngestServicer:
         ]
         with self._lock:
             summary = self._importer.import_records(records, source=f"grpc:{peer}", on_outcome=remember)
+        if self._metrics is not None:
+            # Counted once the batch committed, one per record (a retried batch reports a record again).
+            for outcome in outcomes.values():
+                reason = outcome.error.reason if outcome.error is not None else ""
+                self._metrics.record_ingested(outcome.kind, outcome.status, reason)
         if summary.accepted and self._on_accepted is not None:
             self._on_accepted(summary.accepted)
         return [_result_of(record.seq, outcomes.get(index)) for index, record in enumerate(batch, start=1)]
