@@ -1,4 +1,4 @@
-"""``supnet audit``: list the node's hash-chained audit log (filters, newest first) or verify it (exit 1 if broken)."""
+"""``supnet audit``: list the node's hash-chained audit log (filters, newest first) or verify it (exit 7 if broken)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.errors import ExitCode
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
         *,
         data_dir: DataDir,
         verify: Annotated[
-            bool, typer.Option("--verify", help="Check every hash and link; exit 1 and say where the chain breaks.")
+            bool, typer.Option("--verify", help="Check every hash and link; exit 7 and say where the chain breaks.")
         ] = False,
         expect_head: Annotated[
             str | None,
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
                 for problem in result.problems:
                     console.print(f"  - {escape(problem)}", highlight=False)
             if not result.ok:
-                raise typer.Exit(1)
+                raise typer.Exit(ExitCode.VERIFICATION_FAILED)
             return
 
         if as_json:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from node.cli.common import JsonFlag, console, handle_errors, print_json
 from node.errors import ConfigError
+from node.observability import software_version
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def register(app: typer.Typer) -> None:
             print_json([vars(s) for s in statuses])
             return
         _print_nodes([(s.id, s.level, s.address, str(s.pid or "-"), s.health, s.data_dir) for s in statuses])
+        console.print(f"supnet {software_version()}", highlight=False)
 
     @group.command("down")
     @handle_errors

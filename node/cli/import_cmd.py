@@ -12,6 +12,7 @@ from rich.table import Table
 from node.app import open_node
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
 from node.domain import KIND_ORDER
+from node.errors import ExitCode
 from node.ingest import ENCODINGS, Importer, ImportSummary
 from node.supervision import default_listeners
 
@@ -99,4 +100,4 @@ def register(app: typer.Typer) -> None:
         else:
             _print_summary(summary)
         if summary.rejected:
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.RECORDS_REJECTED)
