@@ -3,7 +3,7 @@
 The probe presents the node's own TLS certificate (``DATA_DIR/pki``), so it passes mutual TLS, and accepts only
 the node's own server certificate. It reads no table and migrates nothing. Exit code by state: 0 SERVING,
 1 NOT_SERVING, 2 a service name the node does not know, 3 UNREACHABLE (nothing answers: not started, stopped,
-wrong address); a missing or invalid config exits 4 (node.errors.ExitCode).
+wrong address); a missing or invalid config exits 4, unusable own credentials 6 (node.errors.ExitCode).
 """
 
 from __future__ import annotations

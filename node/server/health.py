@@ -31,7 +31,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from node.errors import SupnetError, UnavailableError
+from node.errors import SupnetError
 from node.reporting import node_outbox
 from node.trust import PkiDirectory, node_channel
 
@@ -189,13 +189,10 @@ def probe_health(
     """(state, detail) of a node's health for ``service``: one of PROBE_STATES.
 
     With ``pki`` (the node's own directory) the probe presents the node's own TLS certificate and accepts only
-    ``node_id``'s; without, plaintext (the insecure plaintext mode).
+    ``node_id``'s; without, plaintext (the insecure plaintext mode). Own credentials that cannot be used (expired,
+    corrupt) raise their error, naming the file and how to renew it.
     """
-    try:
-        channel = node_channel(pki, address, node_id)
-    except SupnetError as error:
-        raise UnavailableError(f"cannot probe {node_id} at {address}: {error.message}") from error
-    with channel:
+    with node_channel(pki, address, node_id) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
