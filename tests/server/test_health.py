@@ -79,7 +79,8 @@ def test_a_full_outbox_takes_only_upward_reporting_out_of_service(tmp_path: Path
             _eventually(lambda: _status(channel, REPORTS_SERVICE) == NOT_SERVING)
             for service in ("", NODE_SERVICE_NAME, INGEST_SERVICE_NAME):
                 assert _status(channel, service) == SERVING, service  # children, queries, ingest still work
-            assert server.metrics.health.labels(REPORTS_SERVICE)._value.get() == 0
+            serving = server.metrics.registry.get_sample_value("supnet_health_serving", {"service": REPORTS_SERVICE})
+            assert serving == 0
 
             probe = _supnet_health(child.data_dir, "--address", address, "--service", REPORTS_SERVICE)
             assert probe.returncode == ExitCode.NOT_SERVING == 1, probe.stderr
