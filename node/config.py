@@ -379,6 +379,34 @@ class FederationConfig(_Section):
         return check_address(value) if value else value
 
 
+class MetricsConfig(_Section):
+    """The Prometheus endpoint of ``supnet serve`` (plain HTTP, no personal data: counts, ages, states)."""
+
+    listen: str = Field(
+        default="127.0.0.1:0",
+        description="host:port of http://HOST:PORT/metrics (port 0: any free port, written to serve.json as "
+        "metrics_address); loopback unless a scraper on another machine needs it; empty: no endpoint",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return check_address(value, listening=True) if value else value
+
+
+class LoggingConfig(_Section):
+    """Log lines on stderr: the node's clock (ISO 8601 with UTC offset) and its id on every one."""
+
+    format: Literal["text", "json"] = Field(
+        default="text", description="text, or json (one object per line); --log-format overrides it"
+    )
+    level: Literal["", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="",
+        description="empty: SUPNET_LOG_LEVEL, else INFO for supnet serve and WARNING for other commands "
+        "(SUPNET_LOG_LEVEL overrides it)",
+    )
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``supnet.toml`` in the data directory)."""
 
@@ -393,6 +421,8 @@ class NodeConfig(_Section):
     scores: ScoresConfig = Field(default_factory=ScoresConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     directives: DirectivesConfig = Field(default_factory=DirectivesConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("id")
     @classmethod

@@ -1,6 +1,8 @@
-"""Domain errors of the node, on top of the federation hierarchy rooted at SupnetError."""
+"""Domain errors of the node, on top of the federation hierarchy rooted at SupnetError; the exit code of each."""
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 from federation.errors import (
     BackPressureError,
@@ -16,10 +18,12 @@ from federation.errors import (
 )
 
 __all__ = [
+    "EXIT_CODES",
     "BackPressureError",
     "CalendarError",
     "ConfigError",
     "ConflictError",
+    "ExitCode",
     "ExpiredError",
     "IntegrityError",
     "InvalidArgumentError",
@@ -32,6 +36,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
+    "exit_code_for",
 ]
 
 
@@ -74,3 +79,55 @@ class StoreError(SupnetError):
     """The database cannot be opened or migrated."""
 
     code = "STORE"
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``supnet`` command (README "Exit codes"); errors map to one by their code."""
+
+    OK = 0
+    # The command ran and its answer is no: records rejected by import, not a working day; health NOT_SERVING.
+    NO = 1
+    RECORDS_REJECTED = 1
+    NOT_SERVING = 1
+    # A bad command line or argument value (click's own usage errors exit 2 too).
+    USAGE = 2
+    # A node, the parent or the database cannot be reached; health UNREACHABLE.
+    UNAVAILABLE = 3
+    UNREACHABLE = 3
+    # supnet.toml missing or invalid; a year without holiday data.
+    CONFIG = 4
+    NOT_FOUND = 5
+    # Refused by the rules: not authenticated, not allowed, outside the freshness window, stale.
+    REFUSED = 6
+    # A signature, digest, hash chain or recomputed figure does not match (verify, audit --verify, metrics check).
+    VERIFICATION_FAILED = 7
+    # Not allowed in the current state, or a record conflicting with the stored one.
+    CONFLICT = 8
+    # An error with no code of its own here, or a bug: the message (or the log at DEBUG) says more.
+    INTERNAL = 70
+
+
+# Error code (SupnetError.code) -> exit code; codes not listed exit INTERNAL.
+EXIT_CODES: dict[str, ExitCode] = {
+    InvalidArgumentError.code: ExitCode.USAGE,
+    ValidationError.code: ExitCode.USAGE,
+    UnavailableError.code: ExitCode.UNAVAILABLE,
+    StoreError.code: ExitCode.UNAVAILABLE,
+    BackPressureError.code: ExitCode.UNAVAILABLE,
+    "LAUNCH": ExitCode.UNAVAILABLE,  # node.localtree: a node of a local tree could not be started
+    ConfigError.code: ExitCode.CONFIG,
+    CalendarError.code: ExitCode.CONFIG,
+    NotFoundError.code: ExitCode.NOT_FOUND,
+    PermissionDeniedError.code: ExitCode.REFUSED,
+    UnauthenticatedError.code: ExitCode.REFUSED,
+    ExpiredError.code: ExitCode.REFUSED,
+    StaleError.code: ExitCode.REFUSED,
+    IntegrityError.code: ExitCode.VERIFICATION_FAILED,
+    ConflictError.code: ExitCode.CONFLICT,
+    InvalidStateError.code: ExitCode.CONFLICT,
+}
+
+
+def exit_code_for(error: SupnetError) -> ExitCode:
+    """The exit code of a command that fails with ``error``."""
+    return EXIT_CODES.get(error.code, ExitCode.INTERNAL)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError
+from node.errors import UnavailableError
 
 
 def pid_alive(pid: int) -> bool:
@@ -62,11 +62,11 @@ def enrol_state_path(data_dir: Path) -> Path:
 
 
 def local_server_address(data_dir: Path) -> str:
-    """host:port of this data directory's running server; ConfigError telling how to start one if none."""
+    """host:port of this data directory's running server; UnavailableError telling how to start one if none."""
     address = live_address(serve_state_path(data_dir))
     if address is not None:
         return address
-    raise ConfigError(
+    raise UnavailableError(
         f"no running server for {data_dir}: start it with 'supnet serve --data-dir {data_dir}' (or pass --address)"
     )
 

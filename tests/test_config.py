@@ -10,7 +10,7 @@ import pytest
 
 from node.bootstrap import init_node
 from node.config import NodeConfig, load_config, parse_config, save_config
-from node.errors import ConfigError
+from node.errors import ConfigError, ExitCode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_a_bad_config_is_one_line_and_a_non_zero_exit_for_every_command(
     _edit_config(data_dir, old, new)
     for command in (["stats"], ["audit"], ["alerts"], ["items", "list"], ["serve"], ["subtree"]):
         done = _supnet(*command, "--data-dir", str(data_dir))
-        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert done.returncode == ExitCode.CONFIG, (command, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr + done.stdout, command
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, (command, done.stderr)

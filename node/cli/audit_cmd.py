@@ -1,4 +1,4 @@
-"""``supnet audit``: list the node's hash-chained audit log (filters, newest first) or verify it (exit 1 if broken)."""
+"""``supnet audit``: list the node's hash-chained audit log (filters, newest first) or verify it (exit 7 if broken)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.markup import escape
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.cli.render import Col, fitted_table, print_table
 from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.errors import ExitCode
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         *,
         data_dir: DataDir,
         verify: Annotated[
-            bool, typer.Option("--verify", help="Check every hash and link; exit 1 and say where the chain breaks.")
+            bool, typer.Option("--verify", help="Check every hash and link; exit 7 and say where the chain breaks.")
         ] = False,
         expect_head: Annotated[
             str | None,
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
                 for problem in result.problems:
                     console.print(f"  - {escape(problem)}", highlight=False)
             if not result.ok:
-                raise typer.Exit(1)
+                raise typer.Exit(ExitCode.VERIFICATION_FAILED)
             return
 
         records = [_entry_dict(entry, tz) for entry in entries]

@@ -23,7 +23,7 @@ from node.domain import (
     parse_datetime,
     to_iso,
 )
-from node.errors import ValidationError
+from node.errors import ExitCode, ValidationError
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
@@ -175,4 +175,4 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"{'yes' if info.is_workday else 'no'}: {day.isoformat()}, {info.describe()}")
         if not info.is_workday:
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.NO)

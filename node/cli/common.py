@@ -1,4 +1,8 @@
-"""Shared CLI pieces: options, the console, JSON output and domain-error handling."""
+"""Shared CLI pieces: options, the console, JSON output, domain-error handling and exit codes, log binding.
+
+Exit codes are node.errors.ExitCode (README "Exit codes"): a command failing with a SupnetError exits with the code
+its error code maps to; ``--data-dir`` binds the log lines to that node (its id, its clock, its [logging]).
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,54 @@ from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 
 from node.app import Node, open_node, upgrade_command
 from node.audit_log import AuditLog, operator_actor
-from node.errors import InvalidArgumentError, SupnetError
+from node.config import load_config
+from node.errors import ConfigError, InvalidArgumentError, SupnetError, exit_code_for
+from node.observability import bind_node
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
+
+def bind_node_logging(data_dir: Path, *, default_level: str = "WARNING") -> None:
+    """Log lines name the node of ``data_dir`` and use its clock; its [logging] applies unless fixed otherwise.
+
+    A directory without a valid config binds nothing: the command itself says what is wrong with it.
+    """
+    try:
+        config = load_config(data_dir)
+    except ConfigError:
+        return
+    bind_node(
+        config.id,
+        ZoneInfo(config.calendar.timezone),
+        log_format=config.logging.format,
+        level=config.logging.level,
+        default_level=default_level,
+    )
+
+
+def _bind_data_dir(value: Path | None) -> Path | None:
+    if value is not None:
+        bind_node_logging(value)
+    return value
+
+
+_DATA_DIR_HELP = "The node's data directory (holds supnet.toml)."
 DataDir = Annotated[
     Path,
-    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+    typer.Option("--data-dir", "-d", help=_DATA_DIR_HELP, envvar="SUPNET_DATA_DIR", callback=_bind_data_dir),
 ]
 # For command groups whose subcommands may each take --data-dir or inherit the group's.
 OptionalDataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", "-d", help="The node's data directory (holds supnet.toml).", envvar="SUPNET_DATA_DIR"),
+    typer.Option("--data-dir", "-d", help=_DATA_DIR_HELP, envvar="SUPNET_DATA_DIR", callback=_bind_data_dir),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
@@ -63,7 +96,7 @@ def subcommand_invoked(ctx: typer.Context, data_dir: Path | None) -> bool:
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a SupnetError into a clear one-line message and exit code 2."""
+    """Turn a SupnetError into a clear one-line message and the exit code of its error code (ExitCode)."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -71,7 +104,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except SupnetError as exc:
             err_console.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
-            raise typer.Exit(2) from exc
+            raise typer.Exit(exit_code_for(exc)) from exc
 
     return wrapper
 

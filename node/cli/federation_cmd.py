@@ -14,6 +14,7 @@ from node.cli.common import JsonFlag, console, handle_errors, print_json
 from node.cli.render import Col, fitted_table, print_table
 from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
 from node.errors import ConfigError
+from node.observability import software_version
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def register(app: typer.Typer) -> None:
             print_json(records)
             return
         _print_nodes([(s.id, s.level, s.address, str(s.pid or "-"), s.health, s.data_dir) for s in statuses], wide)
+        console.print(f"supnet {software_version()}", highlight=False)
 
     @group.command("down")
     @handle_errors

@@ -16,6 +16,7 @@ from node.app import open_node
 from node.audit_log import operator_actor
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
 from node.domain import KIND_ORDER
+from node.errors import ExitCode
 from node.ingest import ENCODINGS, Importer, ImportSummary
 from node.supervision import default_listeners
 
@@ -105,4 +106,4 @@ def register(app: typer.Typer) -> None:
         else:
             _print_summary(summary)
         if summary.rejected:
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.RECORDS_REJECTED)

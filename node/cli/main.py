@@ -1,17 +1,21 @@
-"""Entry point of the ``supnet`` command: collects the command modules of node.cli."""
+"""Entry point of the ``supnet`` command: global options, logging, exit codes; collects the command modules."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 import pkgutil
 import sys
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
 import node.cli
-from node.errors import SupnetError
+from node.errors import ExitCode, SupnetError, exit_code_for
+from node.observability import FORMAT_ENV, configure_logging, set_log_format, software_version
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="supnet",
@@ -22,13 +26,58 @@ app = typer.Typer(
 )
 
 
+class LogFormatOption(StrEnum):
+    """Values of ``--log-format``."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+# Global options that take a value: skipped when looking for the command name in argv.
+_VALUE_OPTIONS = {"--log-format"}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"supnet {software_version()}\n")
+        raise typer.Exit(ExitCode.OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    log_format: Annotated[
+        LogFormatOption | None,
+        typer.Option(
+            "--log-format",
+            envvar=FORMAT_ENV,
+            help="Log lines on stderr as text or json (one object per line); default: [logging] format, else text.",
+        ),
+    ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """supnet: federated electronic supervision of administrative approvals."""
+    if log_format is not None:
+        set_log_format("json" if log_format is LogFormatOption.JSON else "text")
 
 
 def _command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(node.cli.__path__) if m.name.endswith("_cmd"))
+
+
+def _command_name(argv: list[str]) -> str:
+    """The first argument that is not a global option (or its value): the command."""
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument in _VALUE_OPTIONS:
+            skip = True
+        elif not argument.startswith("-"):
+            return argument
+    return ""
 
 
 def _register_commands(argv: list[str] | None = None) -> None:
@@ -36,17 +85,17 @@ def _register_commands(argv: list[str] | None = None) -> None:
     # A command named like its module ("serve" -> serve_cmd) loads only that module: every node
     # process of a federation starts faster without importing the whole CLI.
     modules = _command_modules()
-    wanted = f"{argv[0].replace('-', '_')}_cmd" if argv and not argv[0].startswith("-") else ""
+    command = _command_name(argv or [])
+    if not command and "--version" in (argv or []):
+        return  # nothing to load: the version is printed before any command would run
+    wanted = f"{command.replace('-', '_')}_cmd" if command else ""
     for module in [wanted] if wanted in modules else modules:
         importlib.import_module(f"node.cli.{module}").register(app)
 
 
 def main() -> None:
-    """Run the CLI."""
-    logging.basicConfig(
-        level=os.environ.get("SUPNET_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run the CLI; every failure exits with its documented code (node.errors.ExitCode), never a traceback."""
+    configure_logging()
     _register_commands(sys.argv[1:])
     try:
         app(prog_name="supnet")
@@ -54,7 +103,13 @@ def main() -> None:
         # Commands turn their errors into this line themselves (common.handle_errors); this catches the rest,
         # e.g. a bad supnet.toml met while a command group is being set up: one line, never a traceback.
         sys.stderr.write(f"error [{exc.code}] {exc.message}\n")
-        sys.exit(2)
+        sys.exit(exit_code_for(exc))
+    except Exception as exc:
+        log.debug("internal error", exc_info=True)
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}: {exc} (SUPNET_LOG_LEVEL=DEBUG shows where; please report it)\n"
+        )
+        sys.exit(ExitCode.INTERNAL)
 
 
 if __name__ == "__main__":

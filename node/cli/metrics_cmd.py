@@ -21,7 +21,7 @@ from node.cli.common import (
 from node.cli.render import Col, fitted_table, print_table, short_departments
 from node.cli.tabular import TableOutput
 from node.domain import parse_date
-from node.errors import ValidationError
+from node.errors import ExitCode, ValidationError
 from node.reporting import child_figures_differences
 from node.supervision import check_buckets, grouped_stats
 
@@ -74,7 +74,7 @@ def check(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Print at most this many differences.")] = 100,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare buckets with the records and child figures with the children's signed reports; exit 1 on a difference."""
+    """Compare buckets with the records and child figures with the children's signed reports; exit 7 on a difference."""
     node = open_reading_node(data_dir)
     try:
         differences = check_buckets(node)
@@ -101,7 +101,7 @@ def check(
                 f"({children.reports} reports replayed, signatures and hash chains checked)"
             )
     if differences:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.VERIFICATION_FAILED)
 
 
 def _percent(value: float | None) -> str:

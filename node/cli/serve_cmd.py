@@ -1,7 +1,9 @@
 """``supnet serve``: run a node's gRPC server and its scheduled jobs until SIGTERM or SIGINT.
 
 Over mutual TLS when the node has TLS credentials in ``DATA_DIR/pki``; without them only with
-``--insecure-plaintext`` (or ``federation.insecure_plaintext = true``), for local experiments.
+``--insecure-plaintext`` (or ``federation.insecure_plaintext = true``), for local experiments. Logs at INFO
+unless configured otherwise; with ``--log-format json`` the start and stop lines are log lines too, so the
+process writes nothing but JSON.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import logging
 import os
 import signal
 import threading
-import time
 from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from node.app import open_node
-from node.cli.common import DataDir, console, handle_errors
+from node.cli.common import DataDir, bind_node_logging, console, handle_errors
+from node.observability import active_log_format
 from node.run_state import serve_state_path, write_state_file
 from node.server import ServingNode
 
@@ -44,9 +47,14 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Serve the node: gRPC (reports, drill-down, ingest, health) plus the scheduled jobs, until SIGTERM/Ctrl-C."""
-        # APScheduler logs every run of every job at INFO; a serving node's log should show what the jobs did.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        bind_node_logging(data_dir, default_level="INFO")  # a daemon's log shows what it did
+
+        def say(text: str) -> None:
+            if active_log_format() == "json":
+                log.info("%s", Text.from_markup(text).plain)
+            else:
+                console.print(text)
+
         node = open_node(data_dir)
         if insecure_plaintext:
             node.config.federation.insecure_plaintext = True
@@ -65,10 +73,12 @@ def register(app: typer.Typer) -> None:
             state = {"node_id": node.config.id, "pid": os.getpid(), "address": address, "port": port}
             if serving.enrolment is not None:
                 state["enrol_address"] = serving.enrolment.bound_address
-            state["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            if serving.metrics_server is not None:
+                state["metrics_address"] = serving.metrics_server.bound_address
+            state["started_at"] = node.now().replace(tzinfo=node.tz).isoformat(timespec="seconds")
             write_state_file(state_path, state)
             transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
-            console.print(
+            say(
                 f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "
                 "Ctrl-C stops it"
             )
@@ -80,4 +90,4 @@ def register(app: typer.Typer) -> None:
             node.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        console.print(f"node [bold]{node.config.id}[/] stopped cleanly")
+        say(f"node [bold]{node.config.id}[/] stopped cleanly")

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -63,4 +64,4 @@ def register(app: typer.Typer) -> None:
                 failed = sorted({f.node_id for f in result.findings if not f.ok and not f.warning})
                 console.print(f"[bold red]verification failed[/] at: {', '.join(failed)}")
         if not result.ok:
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.VERIFICATION_FAILED)

@@ -1,16 +1,30 @@
-"""Serving a node: the gRPC server and its servicers, the enrolment listener, the scheduler, ServingNode."""
+"""Serving a node: the gRPC server and its servicers, health, the enrolment listener, the scheduler, ServingNode."""
 
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import DEFAULT_MAX_WORKERS, NodeServer
+from node.server.health import (
+    HEALTH_INTERVAL_SECONDS,
+    PROBE_STATES,
+    REPORTS_SERVICE,
+    HealthMonitor,
+    HealthState,
+    probe_health,
+)
 from node.server.scheduler import NodeScheduler
 from node.server.servicers import child_key_resolver
 from node.server.serving import ServingNode
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "HEALTH_INTERVAL_SECONDS",
+    "PROBE_STATES",
+    "REPORTS_SERVICE",
     "EnrolmentServer",
+    "HealthMonitor",
+    "HealthState",
     "NodeScheduler",
     "NodeServer",
     "ServingNode",
     "child_key_resolver",
+    "probe_health",
 ]

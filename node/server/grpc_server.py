@@ -1,5 +1,8 @@
 """The node's gRPC server: NodeService (reports, info, drill-down), DirectiveService, IngestService, health, reflection.
 
+Health is re-evaluated every few seconds (node.server.health: the database, the outbox, the revocation list);
+the servicers count what they do in the node's metrics registry (node.observability).
+
 Mutual TLS whenever the node has TLS credentials in ``pki/`` (client certificates required, verified up to
 the root; see node.trust.tls); the only alternative is plaintext behind the explicit
 ``federation.insecure_plaintext`` switch, logged at WARNING on start. Neither: ConfigError, nothing served.
@@ -23,6 +26,8 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_N
 from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
 from node.errors import UnavailableError
+from node.observability import NodeMetrics
+from node.server.health import HEALTH_INTERVAL_SECONDS, HealthMonitor
 from node.server.servicers import DirectiveServicer, IngestServicer, QueryServicer, ReportServicer
 from node.trust import Authorizer, node_trust
 
@@ -71,8 +76,12 @@ class NodeServer:
         sender: ReportSender | None = None,
         directives: DirectiveSender | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        metrics: NodeMetrics | None = None,
+        health_interval: float = HEALTH_INTERVAL_SECONDS,
     ) -> None:
         self.node = node
+        # A registry per node: several nodes in one process (test trees) keep their counts apart.
+        self.metrics = metrics or NodeMetrics(node)
         self.address = address or node.config.federation.listen
         self._sender = sender
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"rpc-{node.config.id}")
@@ -81,9 +90,13 @@ class NodeServer:
         self.authorizer = Authorizer(node, self.trust)
         # The one place errors become gRPC statuses: the servicers only raise (federation.grpc_errors).
         self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
-        self.reports = ReportServicer(node, authorizer=self.authorizer, on_report_stored=self._data_changed)
-        self.query = QueryServicer(node, authorizer=self.authorizer)
-        self.ingest = IngestServicer(node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed())
+        self.reports = ReportServicer(
+            node, authorizer=self.authorizer, on_report_stored=self._data_changed, metrics=self.metrics
+        )
+        self.query = QueryServicer(node, authorizer=self.authorizer, metrics=self.metrics)
+        self.ingest = IngestServicer(
+            node, authorizer=self.authorizer, on_accepted=lambda _count: self._data_changed(), metrics=self.metrics
+        )
         # A message queued for its next hop wakes the node's directive sender (supnet serve's; none: it waits).
         self.directives = DirectiveServicer(
             node, authorizer=self.authorizer, on_queued=directives.wake if directives is not None else None
@@ -91,8 +104,10 @@ class NodeServer:
         add_NodeServiceServicer_to_server(_NodeService(self.reports, self.query), self._server)
         add_DirectiveServiceServicer_to_server(self.directives, self._server)
         add_IngestServiceServicer_to_server(self.ingest, self._server)  # type: ignore[arg-type]
-        self._health: Any = add_health_and_reflection(
-            self._server, [NODE_SERVICE_NAME, DIRECTIVE_SERVICE_NAME, INGEST_SERVICE_NAME]
+        services = [NODE_SERVICE_NAME, DIRECTIVE_SERVICE_NAME, INGEST_SERVICE_NAME]
+        self._health: Any = add_health_and_reflection(self._server, services)
+        self.health = HealthMonitor(
+            node, self._health, services=services, trust=self.trust, metrics=self.metrics, interval=health_interval
         )
         self.port = 0
         self._stopped = False
@@ -130,6 +145,7 @@ class NodeServer:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address}: {exc}") from exc
         if self.port == 0:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address} (port in use?)")
+        self.health.start()  # the first answer already reflects the database, the outbox and the CRL
         self._server.start()
         log.info(
             "node %s serving on %s (%s)",
@@ -145,6 +161,7 @@ class NodeServer:
             return
         self._stopped = True
         self._health.enter_graceful_shutdown()
+        self.health.stop()
         self._server.stop(grace).wait()
         self.query.close()
         self._executor.shutdown(wait=False)

@@ -1,9 +1,10 @@
-"""The serving node: what ``supnet serve`` runs for one node (server, enrolment listener, senders, scheduler)."""
+"""The serving node: what ``supnet serve`` runs for one node (server, enrolment, senders, scheduler, metrics)."""
 
 from __future__ import annotations
 
 from node.app import Node
 from node.directives import DirectiveSender
+from node.observability import MetricsServer, NodeMetrics
 from node.reporting import ReportSender
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
@@ -19,10 +20,18 @@ class ServingNode:
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
         # Directives go down from any node and their events up: every node delivers its directive outbox.
         self.directives = DirectiveSender(node)
-        self.server = NodeServer(node, address=listen, sender=self.sender, directives=self.directives)
+        self.metrics = NodeMetrics(node)
+        self.server = NodeServer(
+            node, address=listen, sender=self.sender, directives=self.directives, metrics=self.metrics
+        )
         self.scheduler = NodeScheduler(node, sender=self.sender)
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
         self.enrolment = EnrolmentServer.for_node(node)
+        # Plain HTTP /metrics on metrics.listen (empty: none).
+        listen_metrics = node.config.metrics.listen
+        self.metrics_server = (
+            MetricsServer(self.metrics.registry, listen_metrics, node_id=node.config.id) if listen_metrics else None
+        )
 
     def start(self) -> int:
         """Rebuild the metric buckets if an upgrade asked for it, start serving, then the sender loop and the jobs.
@@ -33,6 +42,8 @@ class ServingNode:
         port = self.server.start()
         if self.enrolment is not None:
             self.enrolment.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         if self.sender is not None:
             self.sender.start()  # before the jobs: the report jobs only build, the sender's loop delivers
         self.directives.start()
@@ -48,3 +59,5 @@ class ServingNode:
         self.directives.stop()
         if self.sender is not None:
             self.sender.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()

@@ -133,7 +133,8 @@ def transport_pki(node: Node) -> PkiDirectory | None:
         f"node {node.config.id} has no TLS credentials in {pki.path} (root.pem, tls.key, tls.pem are needed): "
         f"enrol it with 'supnet enroll --data-dir {node.data_dir} --parent HOST:PORT --token TOKEN' (at the province: "
         f"'supnet pki init-root --data-dir {node.data_dir}'); for a local experiment only, set "
-        "federation.insecure_plaintext = true or pass --insecure-plaintext"
+        f"federation.insecure_plaintext = true in {node.data_dir / 'supnet.toml'} (supnet serve also takes "
+        "--insecure-plaintext for one run)"
     )
 
 

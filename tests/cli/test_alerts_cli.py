@@ -1,5 +1,5 @@
 """The supervision CLI on a real node: ``supnet alerts`` (list, filters, ack, correct, escalate), ``supnet scan``,
-``supnet metrics check`` (exit 1 on any difference) and ``supnet stats --by`` — tables and --json."""
+``supnet metrics check`` (exit 7 on any difference) and ``supnet stats --by`` — tables and --json."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from node.app import open_node
 from node.cli import alerts_cmd, metrics_cmd, scan_cmd, stats_cmd
 from node.cli.common import console
+from node.errors import ExitCode
 from node.store import MetricBucket
 from tests.harness.clocks import Clock
 from tests.harness.rules import (
@@ -86,17 +87,17 @@ def test_scan_then_list_filter_ack_correct(app: typer.Typer, data_dir: str) -> N
     acked = run_json(app, "alerts", "ack", target, "-d", data_dir, "--by", "张三")
     assert (acked["status"], acked["acknowledged_by"]) == ("acknowledged", "张三")
     twice = run(app, "alerts", "ack", target, "-d", data_dir)
-    assert twice.exit_code == 2
+    assert twice.exit_code == ExitCode.CONFLICT
     assert "INVALID_STATE" in twice.output and "acknowledged" in twice.output
 
     no_note = run(app, "alerts", "correct", target, "-d", data_dir)
     assert no_note.exit_code == 2 and "'note'" in no_note.output
     corrected = run_json(app, "alerts", "correct", target, "-d", data_dir, "--note", "已补办，向申请人说明")
     assert (corrected["status"], corrected["correction_note"]) == ("corrected", "已补办，向申请人说明")
-    assert run(app, "alerts", "correct", target, "-d", data_dir, "--note", "x").exit_code == 2
+    assert run(app, "alerts", "correct", target, "-d", data_dir, "--note", "x").exit_code == ExitCode.CONFLICT
 
     unknown = run(app, "alerts", "ack", "99999", "-d", data_dir)
-    assert unknown.exit_code == 2 and "NOT_FOUND" in unknown.output
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "NOT_FOUND" in unknown.output
     bad = run(app, "alerts", "-d", data_dir, "--severity", "purple")
     assert bad.exit_code == 2 and "severity" in bad.output
 
@@ -112,9 +113,9 @@ def test_escalate_by_hand(app: typer.Typer, data_dir: str) -> None:
     assert (red["rule_id"], red["severity"], red["case_no"]) == ("R04", "red", "CLI-1")
     assert red["subject"] == f"case:CLI-1:alert:{yellow['id']}"
     again = run(app, "alerts", "escalate", str(yellow["id"]), "-d", data_dir)
-    assert again.exit_code == 2 and "only an open yellow card" in again.output
+    assert again.exit_code == ExitCode.CONFLICT and "only an open yellow card" in again.output
     not_yellow = run(app, "alerts", "escalate", str(red["id"]), "-d", data_dir)
-    assert not_yellow.exit_code == 2
+    assert not_yellow.exit_code == ExitCode.CONFLICT
 
 
 def test_scan_table_and_bad_time(app: typer.Typer, data_dir: str) -> None:
@@ -134,10 +135,10 @@ def test_metrics_check_exit_codes(app: typer.Typer, data_dir: str) -> None:
         conn.execute(update(MetricBucket).where(MetricBucket.day == date(2025, 3, 3)).values(received=99))
     node.close()
     broken = run(app, "metrics", "check", "-d", data_dir)
-    assert broken.exit_code == 1
+    assert broken.exit_code == ExitCode.VERIFICATION_FAILED
     assert "received maintained 99" in broken.output
     as_json = run(app, "metrics", "check", "-d", data_dir, "--json")
-    assert as_json.exit_code == 1
+    assert as_json.exit_code == ExitCode.VERIFICATION_FAILED
     report = json.loads(as_json.stdout)
     assert report["consistent"] is False and len(report["differences"]) == 2  # two departments on 03-03
 

@@ -1,5 +1,5 @@
 """``supnet audit`` on a real node (SQLite and PostgreSQL): administrative commands leave entries in the same
-transaction as their action; listing filters; ``--verify --json`` parsed, and exit 1 naming where the chain breaks."""
+transaction as their action; listing filters; ``--verify --json`` parsed, and exit 7 naming where the chain breaks."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from node.app import open_node
 from node.cli import alerts_cmd, audit_cmd, evaluations_cmd, scan_cmd
 from node.cli.common import console
+from node.errors import ExitCode
 from node.store import AuditLogEntry
 from tests.harness.clocks import Clock
 from tests.harness.rules import acceptance, items, load, make_node
@@ -54,9 +55,9 @@ def test_admin_actions_leave_entries_and_verify_finds_tampering(app: typer.Typer
     [alert] = run_json(app, "scan", "-d", data_dir, "--now", "20250311T090000")["alerts"]
     assert run(app, "alerts", "ack", str(alert["id"]), "-d", data_dir, "--by", "王科长").exit_code == 0
     refused = run(app, "alerts", "ack", str(alert["id"]), "-d", data_dir)
-    assert refused.exit_code == 2  # already acknowledged: refused, and nothing recorded for it
+    assert refused.exit_code == ExitCode.CONFLICT  # already acknowledged: refused, and nothing recorded for it
     assert run(app, "alerts", "correct", str(alert["id"]), "-d", data_dir, "--note", "已补办").exit_code == 0
-    assert run(app, "evaluations", "close", "999", "-d", data_dir, "--note", "x").exit_code == 2  # unknown id
+    assert run(app, "evaluations", "close", "999", "-d", data_dir, "--note", "x").exit_code == ExitCode.NOT_FOUND
 
     listed = run_json(app, "audit", "-d", data_dir)
     entries = listed["entries"]
@@ -94,9 +95,9 @@ def test_admin_actions_leave_entries_and_verify_finds_tampering(app: typer.Typer
             conn.execute(update(AuditLogEntry.__table__).where(AuditLogEntry.seq == 1).values(detail='{"by":"nobody"}'))
     finally:
         node.close()
-    broken = run_json(app, "audit", "-d", data_dir, "--verify", exit_code=1)
+    broken = run_json(app, "audit", "-d", data_dir, "--verify", exit_code=ExitCode.VERIFICATION_FAILED)
     assert (broken["ok"], broken["first_broken_seq"], broken["kind"]) == (False, 1, "edited")
     assert broken["problems"] == ["entry #1: hash does not match its content (edited)"]
     text = run(app, "audit", "-d", data_dir, "--verify")
-    assert text.exit_code == 1
+    assert text.exit_code == ExitCode.VERIFICATION_FAILED
     assert "audit log BROKEN at #1 (edited)" in text.stdout

@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from node.cli import calendar_cmd
 from node.domain import clear_calendar_cache, library_calendar_years
+from node.errors import ExitCode
 
 NO_DATA_YEAR = library_calendar_years()[-1] + 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +90,7 @@ def test_due_explain_lists_the_days_counted(app: typer.Typer) -> None:
 def test_due_in_a_year_with_no_data_fails_until_a_holiday_file_is_given(app: typer.Typer, tmp_path: Path) -> None:
     accepted = f"{NO_DATA_YEAR - 1}-12-31T10:00:00"
     result = _run(app, "due", accepted, "1")
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.CONFIG  # the fix is a holiday file: configuration
     assert result.stdout == ""
     assert f"[CALENDAR_NO_DATA] no holiday data for {NO_DATA_YEAR}" in result.stderr
     assert f"add a [{NO_DATA_YEAR}] table" in result.stderr
@@ -124,9 +125,10 @@ def test_due_uses_the_node_config_of_a_data_dir(app: typer.Typer, tmp_path: Path
         (("is-workday", "2026-02-30"), "DATE '2026-02-30': day 30 out of range for 2026-02"),
     ],
 )
-def test_bad_input_is_a_clear_error_with_exit_code_2(app: typer.Typer, args: tuple[str, ...], message: str) -> None:
+def test_bad_input_is_a_clear_error_with_its_exit_code(app: typer.Typer, args: tuple[str, ...], message: str) -> None:
     result = _run(app, *args)
-    assert result.exit_code == 2
+    # A file the operator named that is not there is configuration; a value that cannot be read is usage.
+    assert result.exit_code == (ExitCode.CONFIG if "holiday file" in message else ExitCode.USAGE)
     assert message in result.stderr
 
 
@@ -169,11 +171,11 @@ def test_is_workday_json_and_holiday_file(app: typer.Typer, tmp_path: Path) -> N
         "source": f"chinesecalendar {chinese_calendar.__version__}",
     }
     no_data = _run(app, "is-workday", f"{NO_DATA_YEAR}-01-04")
-    assert no_data.exit_code == 2
+    assert no_data.exit_code == ExitCode.CONFIG
     assert f"no holiday data for {NO_DATA_YEAR}" in no_data.stderr
     holidays = _holiday_file(tmp_path)
     with_file = _run(app, "is-workday", f"{NO_DATA_YEAR}-01-04", "--holidays", str(holidays), "--json")
-    assert with_file.exit_code == 1
+    assert with_file.exit_code == ExitCode.NO
     assert json.loads(with_file.stdout)["source"] == f"holiday file {holidays}"
     assert _run(app, "is-workday", f"{NO_DATA_YEAR}-01-05", "--holidays", str(holidays)).exit_code == 0
 

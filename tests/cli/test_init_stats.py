@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from federation import load_private_key, load_public_key, raw_public_key
 from node.app import open_node
 from node.cli import import_cmd, init_cmd, stats_cmd
+from node.errors import ExitCode
 from node.store import has_schema, make_engine
 from node.supervision import node_stats
 
@@ -76,7 +77,7 @@ def test_init_creates_config_database_and_signing_key(app: typer.Typer, tmp_path
 
     # A second init refuses; --force rewrites the config but keeps the key already used for signing.
     code, _, err = run(app, "init", "--data-dir", data_dir, "--id", "gd.gz.py")
-    assert code == 2 and "already exists" in err
+    assert code == ExitCode.CONFIG and "already exists" in err
     key_before = private.read_bytes()
     code, out, _ = run(app, "init", "--data-dir", data_dir, "--id", "gd.gz.py", "--level", "city", "--force", "--json")
     assert code == 0 and json.loads(out)["key_created"] is False
@@ -93,7 +94,7 @@ def test_init_creates_config_database_and_signing_key(app: typer.Typer, tmp_path
 )
 def test_init_rejects_bad_values(app: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:
     code, _, err = run(app, "init", "--data-dir", tmp_path / "n", *args)
-    assert code == 2 and message in err
+    assert code == ExitCode.CONFIG and message in err  # a value for the config it would write
     assert not (tmp_path / "n" / "supnet.toml").exists()
 
 
@@ -179,7 +180,7 @@ def test_import_and_stats_commands(app: typer.Typer, tmp_path: Path, db_url: str
 def test_import_refuses_unknown_encoding_and_missing_node(app: typer.Typer, tmp_path: Path) -> None:
     file = write(tmp_path / "items.csv", ITEMS)
     code, _, err = run(app, "import", "--data-dir", tmp_path / "none", file)
-    assert code == 2 and "supnet init" in err
+    assert code == ExitCode.CONFIG and "supnet init" in err
     assert run(app, "init", "--data-dir", tmp_path / "n", "--id", "gd")[0] == 0
     code, _, err = run(app, "import", "--data-dir", tmp_path / "n", "--encoding", "latin-1", file)
     assert code != 0 and "latin-1" in err

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from node.cli import items_cmd
 from node.cli.common import console
+from node.errors import ExitCode
 from tests.harness.clocks import Clock
 from tests.harness.rules import ITEM, ITEM_CODE, items, load, make_node
 
@@ -80,4 +81,4 @@ def test_items_commands(app: typer.Typer, data_dir: str) -> None:
     table = run(app, "items", "-d", data_dir, "list")
     assert table.exit_code == 0 and "事项目录" in table.output and "在用 in force 3" in table.output
     unknown = run(app, "items", "show", "NOPE", "-d", data_dir)
-    assert unknown.exit_code == 2 and "NOT_FOUND" in unknown.output
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "NOT_FOUND" in unknown.output

@@ -15,6 +15,7 @@ from federation.proto.v1.report_pb2 import ReportBody
 from node.cli import app
 from node.cli.main import _register_commands
 from node.drilldown import replay, verify_target
+from node.errors import ExitCode
 from tests.harness.tree import Tree, running_tree
 
 CASES = {"gd": 15, "gd.gz": 20, "gd.gz.py": 25, "gd.gz.py.sq": 40, "gd.gz.py.ds": 30}
@@ -100,7 +101,7 @@ def test_tampered_stored_report_breaks_authentication(tree: Tree) -> None:
     assert verify_target(tree["gd"], "gd.gz.py", tree.nodes["gd"].address).ok
 
 
-def test_verify_command_exits_1_and_names_the_failing_node(tree: Tree) -> None:
+def test_verify_command_exits_verification_failed_and_names_the_failing_node(tree: Tree) -> None:
     _register_commands()
     runner = CliRunner()
     args = ["verify", "gd.gz", "--data-dir", str(tree["gd"].data_dir), "--address", tree.nodes["gd"].address, "--json"]
@@ -108,7 +109,7 @@ def test_verify_command_exits_1_and_names_the_failing_node(tree: Tree) -> None:
     assert honest.exit_code == 0, honest.output
     with deleted_rows(tree, "gd.gz.py.sq", "payments", 1):
         tampered = runner.invoke(app, args)
-    assert tampered.exit_code == 1
+    assert tampered.exit_code == ExitCode.VERIFICATION_FAILED
     assert '"ok": false' in tampered.output and "gd.gz.py.sq" in tampered.output and "fees_" in tampered.output
 
 

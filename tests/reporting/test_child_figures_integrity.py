@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from federation import received_reports
 from node.cli import metrics_cmd
 from node.drilldown import verify_target
+from node.errors import ExitCode
 from node.reporting import child_figures_differences
 from node.store import ChildBucket, ChildCatalogue
 from tests.harness.tree import Tree
@@ -78,7 +79,7 @@ def test_an_edit_at_rest_is_named_by_metrics_check_and_verify(tree: Tree) -> Non
         for line in check.differences
     ), check.differences
     code, answer = metrics_check(tree, "gd.a")
-    assert code == 1 and answer["consistent"] is False
+    assert code == ExitCode.VERIFICATION_FAILED and answer["consistent"] is False
     # The province asks the city what it serves for the street and compares with the street's signed reports.
     result = verify_target(tree["gd"], "gd", tree.nodes["gd"].address)
     failed = [f for f in result.findings if not f.ok and not f.warning]

@@ -19,7 +19,7 @@ from node.app import Node, open_node
 from node.cli import complaints_cmd
 from node.cli.common import console
 from node.config import CalendarConfig, NodeConfig, StoreConfig, SupervisionConfig, save_config
-from node.errors import InvalidStateError, NotFoundError, ValidationError
+from node.errors import ExitCode, InvalidStateError, NotFoundError, ValidationError
 from node.ingest import Importer
 from node.notify import NotificationDispatcher, list_notifications
 from node.store import MetricBucket
@@ -292,9 +292,9 @@ def test_cli_list_accept_conclude(node: Node, monkeypatch: pytest.MonkeyPatch) -
     assert (shown["status"], shown["finding"], shown["handler"]) == ("concluded", "substantiated", "李四")
 
     again = runner.invoke(app, ["complaints", "accept", "TS-WEEK", "-d", data_dir])
-    assert again.exit_code == 2 and "INVALID_STATE" in again.stderr
+    assert again.exit_code == ExitCode.CONFLICT and "INVALID_STATE" in again.stderr
     unknown = runner.invoke(app, ["complaints", "-d", data_dir, "decline", "TS-NONE", "--reason", "x"])
-    assert unknown.exit_code == 2 and "TS-NONE" in unknown.stderr and "NOT_FOUND" in unknown.stderr
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "TS-NONE" in unknown.stderr and "NOT_FOUND" in unknown.stderr
 
 
 def test_a_complaint_stored_before_its_case_moves_to_the_case_item_when_the_case_arrives(

@@ -32,7 +32,7 @@ from node.cli import app
 from node.cli.main import _register_commands
 from node.config import load_config, save_config
 from node.drilldown import DrilldownClient
-from node.errors import ConfigError
+from node.errors import ConfigError, ExitCode
 from node.reporting import build_reports
 from node.server import NodeServer
 from node.trust import (
@@ -378,7 +378,7 @@ def test_a_node_without_pki_or_the_switch_refuses_to_serve(tmp_path: Path) -> No
         node.close()
     _register_commands()
     result = CliRunner().invoke(app, ["serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"])
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.CONFIG
     assert "[CONFIG]" in result.output and "supnet pki init-root" in result.output
 
 

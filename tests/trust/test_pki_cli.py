@@ -31,7 +31,7 @@ from federation.proto.v1.report_pb2 import ReportBody
 from node.app import open_node
 from node.cli import audit_cmd, enroll_cmd, init_cmd, keys_cmd, pki_cmd
 from node.config import parse_config, save_config
-from node.errors import UnauthenticatedError
+from node.errors import ExitCode, UnauthenticatedError
 from node.server import EnrolmentServer, NodeScheduler
 from node.trust import (
     CertificateAuthority,
@@ -188,7 +188,7 @@ def test_init_root_refuses_an_existing_pki_unless_forced(cli: typer.Typer, tmp_p
     data_dir = node_dir(tmp_path / "gd", "gd")
     first = run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")
     code, _, err = run(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")
-    assert code == 2 and "already holds a PKI" in err and "--force" in err
+    assert code == ExitCode.CONFIG and "already holds a PKI" in err and "--force" in err
     assert run_json(cli, "pki", "show", "--data-dir", data_dir)["root_fingerprint"] == first["root_fingerprint"]
     second = run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted", "--force")
     assert second["root_fingerprint"] != first["root_fingerprint"]
@@ -198,12 +198,12 @@ def test_init_root_refuses_an_existing_pki_unless_forced(cli: typer.Typer, tmp_p
 
 def test_token_only_for_direct_children_and_needs_a_ca(cli: typer.Typer, province: Province, tmp_path: Path) -> None:
     code, _, err = run(cli, "pki", "token", "gd.gz.py", "--data-dir", province.data_dir)
-    assert code == 2 and "PERMISSION_DENIED" in err and "direct children" in err
+    assert code == ExitCode.REFUSED and "PERMISSION_DENIED" in err and "direct children" in err
     code, _, err = run(cli, "pki", "token", "gd.gz", "--data-dir", province.data_dir, "--ttl", "soon")
-    assert code == 2 and "--ttl" in err
+    assert code == ExitCode.USAGE and "--ttl" in err
     bare = node_dir(tmp_path / "bare", "gd")
     code, _, err = run(cli, "pki", "token", "gd.gz", "--data-dir", bare)
-    assert code == 2 and "no CA" in err and "init-root" in err
+    assert code == ExitCode.CONFIG and "no CA" in err and "init-root" in err
 
 
 def _assert_nothing_written(data_dir: Path) -> None:
@@ -216,7 +216,7 @@ def test_a_token_enrols_once(cli: typer.Typer, province: Province, tmp_path: Pat
     assert enroll(cli, node_dir(tmp_path / "a", "gd.gz"), province.address, token)[0] == 0
     again = node_dir(tmp_path / "b", "gd.gz")
     code, _, err = enroll(cli, again, province.address, token)
-    assert code == 2 and "UNAUTHENTICATED" in err and "already used" in err
+    assert code == ExitCode.REFUSED and "UNAUTHENTICATED" in err and "already used" in err
     _assert_nothing_written(again)
 
 
@@ -224,7 +224,7 @@ def test_an_expired_token_is_refused(cli: typer.Typer, province: Province, tmp_p
     stale = issue_token(province.data_dir, "gd.gz", ttl=dt.timedelta(hours=1), now=utcnow() - dt.timedelta(hours=2))
     data_dir = node_dir(tmp_path / "gz", "gd.gz")
     code, _, err = enroll(cli, data_dir, province.address, stale.token)
-    assert code == 2 and "UNAUTHENTICATED" in err and "expired" in err
+    assert code == ExitCode.REFUSED and "UNAUTHENTICATED" in err and "expired" in err
     _assert_nothing_written(data_dir)
 
 
@@ -234,7 +234,7 @@ def test_a_token_for_another_child_is_refused_and_survives(
     token = province.token(cli, "gd.gz")
     thief = node_dir(tmp_path / "sz", "gd.sz")
     code, _, err = enroll(cli, thief, province.address, token)
-    assert code == 2 and "PERMISSION_DENIED" in err and "issued for gd.gz, not gd.sz" in err
+    assert code == ExitCode.REFUSED and "PERMISSION_DENIED" in err and "issued for gd.gz, not gd.sz" in err
     _assert_nothing_written(thief)
     assert enroll(cli, node_dir(tmp_path / "gz", "gd.gz"), province.address, token)[0] == 0
 
@@ -244,14 +244,14 @@ def test_malformed_token_and_unreachable_parent_fail_clearly(
 ) -> None:
     data_dir = node_dir(tmp_path / "gz", "gd.gz")
     code, _, err = enroll(cli, data_dir, province.address, "supnet-enrol-abc")
-    assert code == 2 and "must look like" in err
+    assert code == ExitCode.USAGE and "must look like" in err
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{probe.getsockname()[1]}"
     code, _, err = run(
         cli, "enroll", "--data-dir", data_dir, "--parent", closed, "--token", province.token(cli), "--timeout", 1
     )
-    assert code == 2 and "UNAVAILABLE" in err and closed in err
+    assert code == ExitCode.UNAVAILABLE and "UNAVAILABLE" in err and closed in err
     _assert_nothing_written(data_dir)
 
 
@@ -314,7 +314,7 @@ def test_a_man_in_the_middle_cannot_hand_out_another_root(cli: typer.Typer, prov
     try:
         data_dir = node_dir(tmp_path / "gz", "gd.gz")
         code, _, err = enroll(cli, data_dir, f"127.0.0.1:{port}", province.token(cli))
-        assert code == 2 and "UNAUTHENTICATED" in err and "man in the middle" in err
+        assert code == ExitCode.REFUSED and "UNAUTHENTICATED" in err and "man in the middle" in err
         _assert_nothing_written(data_dir)
     finally:
         server.stop(0)
@@ -323,7 +323,7 @@ def test_a_man_in_the_middle_cannot_hand_out_another_root(cli: typer.Typer, prov
     forged = token[: -len("0" * 64)] + "0" * 64
     data_dir = node_dir(tmp_path / "gz2", "gd.gz")
     code, _, err = enroll(cli, data_dir, province.address, forged)
-    assert code == 2 and "the token expects root 0000000000000000" in err
+    assert code == ExitCode.REFUSED and "the token expects root 0000000000000000" in err
     _assert_nothing_written(data_dir)
 
 
@@ -336,7 +336,7 @@ def test_leaf_without_ca_cannot_rotate_and_has_no_enrolment_listener(
     assert code == 0, err
     assert not (data_dir / "pki" / "ca.key").exists()
     code, _, err = run(cli, "keys", "rotate", "--data-dir", data_dir)
-    assert code == 2 and "no CA" in err
+    assert code == ExitCode.CONFIG and "no CA" in err
     node = open_node(data_dir)
     try:
         assert EnrolmentServer.for_node(node) is None
@@ -407,11 +407,11 @@ def test_revocation_refuses_new_and_old_reports_and_resigned_old_data(
     again = run_json(cli, "pki", "revoke", "gd.hz", "--data-dir", province.data_dir)
     assert again["revoked"] == [] and len(again["already_revoked"]) == 3
     code, _, err = run(cli, "pki", "revoke", "gd.nobody", "--data-dir", province.data_dir)
-    assert code == 2 and "NOT_FOUND" in err and "gd.nobody" in err
+    assert code == ExitCode.NOT_FOUND and "NOT_FOUND" in err and "gd.nobody" in err
     code, _, err = run(cli, "pki", "revoke", "gd.hz.x", "--data-dir", province.data_dir)
-    assert code == 2 and "revoke gd.hz here" in err
+    assert code == ExitCode.NOT_FOUND and "revoke gd.hz here" in err
     code, _, err = enroll(cli, node_dir(tmp_path / "back", "gd.hz"), province.address, pending)
-    assert code == 2 and "already used" in err
+    assert code == ExitCode.REFUSED and "already used" in err
     shown = run_json(cli, "pki", "show", "--data-dir", province.data_dir)
     assert {record["serial"] for record in result["revoked"]} <= set(shown["revoked_serials"])
 
@@ -495,7 +495,7 @@ def test_ingest_credential_is_issued_recorded_and_revocable(
     assert (Path(issued["files"]["key"]).stat().st_mode & 0o777) == 0o600
     assert load_certificate(Path(issued["files"]["root"])) == province.root
     code, _, err = run(cli, "pki", "ingest-credential", "approvals-1", "--data-dir", province.data_dir, "--out", out)
-    assert code == 2 and "--force" in err
+    assert code == ExitCode.CONFIG and "--force" in err
     revoked = run_json(cli, "pki", "revoke", "--ingest", "approvals-1", "--data-dir", province.data_dir)
     assert [record["serial"] for record in revoked["revoked"]] == [f"{certificate.serial_number:x}"]
     assert certificate.serial_number in {entry.serial_number for entry in province.pki.load_crl()}
@@ -514,7 +514,7 @@ def test_only_the_parent_itself_may_answer_even_another_ancestor_is_refused(
         data_dir = node_dir(tmp_path / "py", "gd.gz.py")
         token = province.token(cli)  # any well-formed token carrying the right root fingerprint
         code, _, err = enroll(cli, data_dir, f"127.0.0.1:{port}", token)
-        assert code == 2 and "issued by gd" in err and "parent gd.gz" in err
+        assert code == ExitCode.REFUSED and "issued by gd" in err and "parent gd.gz" in err
         _assert_nothing_written(data_dir)
     finally:
         server.stop(0)

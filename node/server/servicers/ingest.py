@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -30,6 +30,9 @@ from node.errors import SupnetError
 from node.ingest import Importer, ImportSummary, RecordOutcome, import_counts
 from node.supervision import default_listeners
 from node.trust import Authorizer
+
+if TYPE_CHECKING:
+    from node.observability import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,16 @@ class IngestServicer:
     with its status: the server's ErrorMappingInterceptor wraps the response iterator.
     """
 
-    def __init__(self, node: Node, *, authorizer: Authorizer, on_accepted: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        authorizer: Authorizer,
+        on_accepted: Callable[[int], None] | None = None,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
         self._node = node
+        self._metrics = metrics
         self._authorizer = authorizer
         self._importer = Importer(node, listeners=default_listeners(node))
         # One importer, one writer at a time: SQLite has a single writer anyway, and batches stay whole.
@@ -133,6 +144,11 @@ class IngestServicer:
         totals.rejected_by_reason.update(summary.rejected_by_reason)
         for kind, counts in summary.by_kind.items():
             totals.by_kind.setdefault(kind, Counter()).update(counts)
+        if self._metrics is not None:
+            # Counted once the batch committed, one per record (a retried batch reports a record again).
+            for outcome in outcomes.values():
+                reason = outcome.error.reason if outcome.error is not None else ""
+                self._metrics.record_ingested(outcome.kind, outcome.status, reason)
         if summary.accepted and self._on_accepted is not None:
             self._on_accepted(summary.accepted)
         return [_result_of(record.seq, outcomes.get(index)) for index, record in enumerate(batch, start=1)]

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
 import grpc
+from google.protobuf.message import DecodeError
 
 from federation import RelayedRpcError
 from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.drilldown_pb2 import QueryBody
 from node.app import Node
 from node.audit_log import DrilldownAuditor
 from node.drilldown import QueryRouter
 from node.errors import SupnetError
 from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name
+
+if TYPE_CHECKING:
+    from node.observability import NodeMetrics
+
+
+def _kind_of(envelope: SignedEnvelope) -> str:
+    """The request kind a (possibly refused, possibly undecodable) query names; "" when it names none."""
+    body = QueryBody()
+    with contextlib.suppress(DecodeError):
+        body.ParseFromString(envelope.body)
+    return body.WhichOneof("request") or ""
 
 
 class QueryServicer:
@@ -19,14 +36,27 @@ class QueryServicer:
     Errors (SupnetError, RelayedRpcError) become gRPC statuses in the server's ErrorMappingInterceptor.
     """
 
-    def __init__(self, node: Node, *, authorizer: Authorizer, router: QueryRouter | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        authorizer: Authorizer,
+        router: QueryRouter | None = None,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
         self._authorizer = authorizer
         self.router = router or QueryRouter(node, trust=authorizer.trust)
         self._audit = DrilldownAuditor(node.engine, node.config.id)
         self._node_id = node.config.id
+        self._metrics = metrics
+
+    def _refused(self, request: SignedEnvelope, code: str, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.drilldown_refused(_kind_of(request), code, time.perf_counter() - started)
 
     def Query(self, request: SignedEnvelope, context: grpc.ServicerContext) -> SignedEnvelope:  # noqa: N802
         """One query envelope in, the answering node's signed answer envelope out."""
+        started = time.perf_counter()
         caller = UNAUTHENTICATED_CALLER  # the audit's actor: the verified peer, never the requester a query names
         try:
             peer = self._authorizer.peer(context)
@@ -35,12 +65,18 @@ class QueryServicer:
             answer = self.router.handle(request, body, context.time_remaining())
         except SupnetError as error:
             self._audit.refused(request, caller, error.code, error.message)
+            self._refused(request, error.code, started)
             raise
         except RelayedRpcError as relayed:
-            self._audit.refused(request, caller, relayed.error_code or relayed.status.name, relayed.details)
+            code = relayed.error_code or relayed.status.name
+            self._audit.refused(request, caller, code, relayed.details)
+            self._refused(request, code, started)
             raise
         hop = "" if body.target_id == self._node_id else self.router.next_hop(body.target_id)
         self._audit.served(body, caller, answer, hop)
+        if self._metrics is not None:
+            kind = body.WhichOneof("request") or ""
+            self._metrics.drilldown_served(kind, time.perf_counter() - started, forwarded=bool(hop))
         return answer
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -24,17 +24,14 @@ from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
 from node.audit_log import ReceiptAuditor
 from node.errors import SupnetError
+from node.observability import software_version
 from node.reporting import apply_child_reports, node_outbox, notice_child_refused
 from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name, signing_identity
 
+if TYPE_CHECKING:
+    from node.observability import NodeMetrics
+
 log = logging.getLogger(__name__)
-
-
-def _software_version() -> str:
-    try:
-        return version("supnet")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def child_key_resolver(node: Node) -> StaticKeyResolver:
@@ -55,8 +52,10 @@ class ReportServicer:
         authorizer: Authorizer,
         key_resolver: KeyResolver | None = None,
         on_report_stored: Callable[[], None] | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node = node
+        self._metrics = metrics
         self._authorizer = authorizer
         registered = frozenset(child.id for child in node.config.federation.children)
         # A child refused again and again is audited once per cooldown, as operator notices are sent.
@@ -85,17 +84,24 @@ class ReportServicer:
         """Verify, store and apply a child's report; the ack is returned only after the commit."""
         caller = UNAUTHENTICATED_CALLER  # the audit's actor: the verified peer, never the signer a report names
         try:
-            peer = self._authorizer.peer(context)
-            caller = caller_name(peer)
-            self._authorizer.report(context, request, peer)
+            try:
+                peer = self._authorizer.peer(context)
+                caller = caller_name(peer)
+                self._authorizer.report(context, request, peer)
+            except SupnetError as error:
+                self.receiver.audit_refusal(request, error, caller)  # refused before the receiver: audited all the same
+                raise
+            try:
+                ack = self.receiver.receive(request, caller)  # audits its own refusals
+            except SupnetError as error:
+                self._notice_refusal(request, error)
+                raise
         except SupnetError as error:
-            self.receiver.audit_refusal(request, error, caller)  # refused before the receiver: audit it all the same
+            if self._metrics is not None:
+                self._metrics.report_refused(error.code)
             raise
-        try:
-            ack = self.receiver.receive(request, caller)
-        except SupnetError as error:
-            self._notice_refusal(request, error)
-            raise
+        if self._metrics is not None:
+            self._metrics.report_received(stored=ack.stored)
         if ack.stored and self._on_report_stored is not None:
             try:
                 self._on_report_stored()
@@ -140,7 +146,7 @@ class ReportServicer:
             name=config.name,
             parent_id=config.parent_id,
             children_ids=sorted(child.id for child in config.federation.children),
-            software_version=_software_version(),
+            software_version=software_version(),
             latest_report_sequence=head.sequence if head else 0,
             latest_report_digest=head.digest if head else b"",
             server_time_ms=self._unix_ms(),

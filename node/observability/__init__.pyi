@@ -1,0 +1,34 @@
+"""Types of the observability package's public API (loaded lazily by __init__.py)."""
+
+from .collectors import NodeTableCollector
+from .logs import (
+    FORMAT_ENV,
+    LEVEL_ENV,
+    LOG_FORMATS,
+    LogFormat,
+    active_log_format,
+    bind_node,
+    configure_logging,
+    set_log_format,
+    unbind_node,
+)
+from .metrics import QUERY_KINDS, MetricsServer, NodeMetrics, query_kind
+from .version import software_version
+
+__all__ = [
+    "FORMAT_ENV",
+    "LEVEL_ENV",
+    "LOG_FORMATS",
+    "QUERY_KINDS",
+    "LogFormat",
+    "MetricsServer",
+    "NodeMetrics",
+    "NodeTableCollector",
+    "active_log_format",
+    "bind_node",
+    "configure_logging",
+    "query_kind",
+    "set_log_format",
+    "software_version",
+    "unbind_node",
+]

@@ -1,0 +1,206 @@
+"""Readiness of a serving node: gRPC health statuses re-evaluated every few seconds from what the node needs.
+
+===================================  ====================================================================
+health service name                  NOT_SERVING while
+===================================  ====================================================================
+"" (the node), NodeService,          the database cannot be read; the revocation list (pki/crl.pem) is
+IngestService                        unusable or past its next-update time (every peer would be refused,
+                                     or accepted against stale revocations)
+``supnet.reports``                   upward reporting: the database cannot be read, or the report outbox
+                                     is full (the parent has not acknowledged federation.outbox_max_reports
+                                     reports; new ones are refused until it does)
+===================================  ====================================================================
+
+A full outbox leaves the node SERVING: it still takes its children's reports, answers queries and ingests,
+and restarting it would not make the parent acknowledge. Probes that care about reporting ask for
+``supnet.reports`` (``supnet health --service supnet.reports``). On shutdown every name goes NOT_SERVING first
+(NodeServer.stop). A change of status is logged (WARNING with the reason, INFO when it recovers) and shown as
+``supnet_health_serving{service}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.exc import SQLAlchemyError
+
+from node.errors import SupnetError
+from node.reporting import node_outbox
+from node.trust import PkiDirectory, node_channel
+
+if TYPE_CHECKING:
+    from node.app import Node
+    from node.observability import NodeMetrics
+    from node.trust import NodeTrust
+
+log = logging.getLogger(__name__)
+
+REPORTS_SERVICE = "supnet.reports"
+OVERALL = health.OVERALL_HEALTH
+HEALTH_INTERVAL_SECONDS = 5.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class HealthState:
+    """One evaluation: each problem ("" when fine) and the statuses that follow from them."""
+
+    database: str = ""
+    crl: str = ""
+    outbox: str = ""
+
+    @property
+    def serving(self) -> bool:
+        """The node (overall, NodeService, IngestService) can serve."""
+        return not self.database and not self.crl
+
+    @property
+    def reporting(self) -> bool:
+        """Upward reporting works (``supnet.reports``)."""
+        return not self.database and not self.outbox
+
+    def problems(self) -> list[str]:
+        """What is wrong, in words."""
+        return [problem for problem in (self.database, self.crl, self.outbox) if problem]
+
+
+class HealthMonitor:
+    """Sets the health servicer's statuses from the node's state; ``start()`` evaluates, then every ``interval``."""
+
+    def __init__(
+        self,
+        node: Node,
+        servicer: Any,
+        *,
+        services: Sequence[str],
+        trust: NodeTrust | None = None,
+        metrics: NodeMetrics | None = None,
+        interval: float = HEALTH_INTERVAL_SECONDS,
+    ) -> None:
+        self._node = node
+        self._servicer = servicer
+        self._services = [OVERALL, *services]
+        self._trust = trust
+        self._metrics = metrics
+        self._interval = interval
+        self._outbox = node_outbox(node)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state: HealthState | None = None
+        servicer.set(REPORTS_SERVICE, SERVING)
+
+    def check(self) -> HealthState:
+        """Look at the database, the outbox and the revocation list now."""
+        database, outbox = "", ""
+        try:
+            with self._node.engine.connect() as conn:
+                pending = self._outbox.pending_count(conn)
+        except SQLAlchemyError as error:
+            database = f"the database cannot be read: {type(error).__name__}: {str(error).splitlines()[0]}"
+        else:
+            if self._node.config.federation.parent_address and pending >= self._outbox.max_pending:
+                outbox = (
+                    f"the report outbox is full: {pending} reports await the parent's acknowledgement "
+                    f"(federation.outbox_max_reports = {self._outbox.max_pending})"
+                )
+        return HealthState(database=database, crl=self._crl_problem(), outbox=outbox)
+
+    def _crl_problem(self) -> str:
+        if self._trust is None:
+            return ""
+        try:
+            self._trust.revoked()  # fails closed on an unreadable or forged crl.pem
+            path = self._trust.pki.file("crl.pem")
+            if not path.exists():
+                return ""
+            next_update = self._trust.pki.load_crl().next_update_utc
+        except SupnetError as error:
+            return error.message
+        now = self._node.now().replace(tzinfo=self._node.tz).astimezone(dt.UTC)
+        if next_update is not None and now > next_update:
+            return (
+                f"revocation list {path} expired at {next_update.astimezone(self._node.tz).isoformat()} (its "
+                "next update): supnet serve's certificate_renewal job re-signs it at start and daily; see its log"
+            )
+        return ""
+
+    def evaluate(self) -> HealthState:
+        """Check and set every status; a change is logged."""
+        state = self.check()
+        previous, self.state = self.state, state
+        statuses = {name: state.serving for name in self._services}
+        statuses[REPORTS_SERVICE] = state.reporting
+        for name, ok in statuses.items():
+            self._servicer.set(name, SERVING if ok else NOT_SERVING)
+            if self._metrics is not None:
+                self._metrics.health.labels(name or "overall").set(1 if ok else 0)
+        node_id = self._node.config.id
+        if previous is None or previous.problems() != state.problems():
+            if state.problems():
+                log.warning(
+                    "node %s health: %s (NOT_SERVING: %s)",
+                    node_id,
+                    "; ".join(state.problems()),
+                    ", ".join(name or '""' for name, ok in statuses.items() if not ok),
+                )
+            elif previous is not None:
+                log.info("node %s health: SERVING again", node_id)
+        return state
+
+    def start(self) -> None:
+        """Evaluate now, then every ``interval`` seconds in a daemon thread."""
+        self.evaluate()
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=f"health-{self._node.config.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.evaluate()
+            except Exception:
+                # A bad moment must not end the checks; the next one decides again.
+                log.exception("health check of node %s failed; trying again", self._node.config.id)
+
+    def stop(self) -> None:
+        """Stop re-evaluating (the statuses stay as they are)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+
+PROBE_STATES = ("SERVING", "NOT_SERVING", "SERVICE_UNKNOWN", "UNKNOWN", "UNREACHABLE")
+
+
+def probe_health(
+    address: str, node_id: str, pki: PkiDirectory | None, *, service: str = "", timeout: float = 3.0
+) -> tuple[str, str]:
+    """(state, detail) of a node's health for ``service``: one of PROBE_STATES.
+
+    With ``pki`` (the node's own directory) the probe presents the node's own TLS certificate and accepts only
+    ``node_id``'s; without, plaintext (the insecure plaintext mode). Own credentials that cannot be used (expired,
+    corrupt) raise their error, naming the file and how to renew it.
+    """
+    with node_channel(pki, address, node_id) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            if code == grpc.StatusCode.NOT_FOUND:
+                return "SERVICE_UNKNOWN", f"{node_id} has no health status for {service!r}"
+            details = error.details() if isinstance(error, grpc.Call) else str(error)
+            return "UNREACHABLE", f"{node_id} at {address}: {code.name if code else 'error'}: {details}"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), ""
