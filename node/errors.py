@@ -115,6 +115,10 @@ EXIT_CODES: dict[str, ExitCode] = {
     StoreError.code: ExitCode.UNAVAILABLE,
     BackPressureError.code: ExitCode.UNAVAILABLE,
     "LAUNCH": ExitCode.UNAVAILABLE,  # node.localtree: a node of a local tree could not be started
+    "STORAGE_FULL": ExitCode.UNAVAILABLE,  # the database or disk is full: retry once space is freed
+    "SCHEMA_OUTDATED": ExitCode.CONFIG,  # node.store: the database needs `supnet db upgrade`
+    "CLOCK_SKEW": ExitCode.REFUSED,
+    "HISTORY_REWRITTEN": ExitCode.REFUSED,  # a restored node's chain: `supnet reports resync`
     ConfigError.code: ExitCode.CONFIG,
     CalendarError.code: ExitCode.CONFIG,
     NotFoundError.code: ExitCode.NOT_FOUND,
