@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
             state = {"node_id": node.config.id, "pid": os.getpid(), "address": address, "port": port}
             if serving.enrolment is not None:
                 state["enrol_address"] = serving.enrolment.bound_address
+            if serving.web is not None:
+                state["web_url"] = serving.web.url
             state["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             write_state_file(state_path, state)
             transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
@@ -72,6 +74,10 @@ def register(app: typer.Typer) -> None:
                 f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "
                 "Ctrl-C stops it"
             )
+            if serving.web is not None:
+                console.print(
+                    f"监察控制台 supervisor console: {serving.web.url}  (accounts: supnet users add NAME --role …)"
+                )
             while not stop_requested.wait(1.0):
                 pass
         finally:

@@ -1,4 +1,4 @@
-"""The serving node: what ``supnet serve`` runs for one node (server, enrolment listener, sender, scheduler)."""
+"""The serving node: what ``supnet serve`` runs (server, enrolment listener, sender, scheduler, web console)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import NodeScheduler
 from node.supervision import rebuild_buckets_if_needed
+from node.web import WebConsole
 
 
 class ServingNode:
-    """Everything ``supnet serve`` runs for one node: server, report sender, scheduler; started and stopped in order."""
+    """Everything ``supnet serve`` runs for one node: server, report sender, scheduler, web console; in order."""
 
     def __init__(self, node: Node, *, listen: str | None = None) -> None:
         self.node = node
@@ -20,6 +21,8 @@ class ServingNode:
         self.scheduler = NodeScheduler(node, sender=self.sender)
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
         self.enrolment = EnrolmentServer.for_node(node)
+        # The supervisor console (web.enabled); it drills down through this node's own server.
+        self.web = WebConsole.for_node(node)
 
     def start(self) -> int:
         """Rebuild the metric buckets if an upgrade asked for it, start serving, then the sender loop and the jobs.
@@ -33,10 +36,14 @@ class ServingNode:
         if self.sender is not None:
             self.sender.start()  # before the jobs: the report jobs only build, the sender's loop delivers
         self.scheduler.start()
+        if self.web is not None:
+            self.web.start(self.server.bound_address)
         return port
 
     def stop(self, grace: float) -> None:
-        """Health NOT_SERVING, drain in-flight calls, then stop the jobs (letting a running one finish)."""
+        """Console first, health NOT_SERVING, drain in-flight calls, then stop the jobs (a running one finishes)."""
+        if self.web is not None:
+            self.web.stop()
         if self.enrolment is not None:
             self.enrolment.stop(grace)
         self.server.stop(grace)

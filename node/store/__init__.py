@@ -42,6 +42,7 @@ from node.store.supervision_models import (
     Notification,
     OperatorNotice,
 )
+from node.store.web_models import USER_NAME_MAX, WebSession, WebUser
 
 __all__ = [
     "ACTION_MAX",
@@ -49,6 +50,7 @@ __all__ = [
     "ALL_METADATA",
     "RESULT_MAX",
     "REVISION_COUNTER",
+    "USER_NAME_MAX",
     "AccountabilityMeasure",
     "ActivityCount",
     "Alert",
@@ -71,6 +73,8 @@ __all__ = [
     "Payment",
     "SpecialProcedure",
     "Step",
+    "WebSession",
+    "WebUser",
     "alembic_config",
     "compare_and_set_counter",
     "counter_value",
