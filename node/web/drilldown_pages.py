@@ -166,7 +166,7 @@ def subordinates(ctx: Ctx, node_id: str) -> Response:
         descending=descending,
         period=period,
         completeness=summary.completeness,
-        chart=chart,
+        chart_option=chart,
         verified_by=answer.verified_by,
         signer=answer.envelope.signer_id,
         path=_path(node_id, ctx.console.node_id),

@@ -224,7 +224,7 @@ def trend_option(rows: Sequence[dd.SummaryRow], labels: Mapping[str, str]) -> di
         on_time.append(None if rate is None else round(rate * 100, 1))
     return {
         "tooltip": {"trigger": "axis"},
-        "legend": {"data": [labels["received"], labels["completed"], labels["on_time_rate"]]},
+        "legend": {"top": 0, "data": [labels["received"], labels["completed"], labels["on_time_rate"]]},
         "grid": {"left": 50, "right": 50, "top": 40, "bottom": 30},
         "xAxis": {"type": "category", "data": keys},
         "yAxis": [{"type": "value"}, {"type": "value", "max": 100, "axisLabel": {"formatter": "{value}%"}}],

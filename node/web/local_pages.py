@@ -115,7 +115,7 @@ def complaints(ctx: Ctx) -> Response:
         statuses=STATUSES,
         overdue=overdue,
         percent=percent,
-        chart=chart,
+        chart_option=chart,
     )
 
 
@@ -132,7 +132,9 @@ def evaluations(ctx: Ctx) -> Response:
             ctx.t("evaluations.ratings"),
         )
     )
-    return ctx.render("evaluations.html", rows=rows, figures=figures, open_only=open_only, percent=percent, chart=chart)
+    return ctx.render(
+        "evaluations.html", rows=rows, figures=figures, open_only=open_only, percent=percent, chart_option=chart
+    )
 
 
 def _default_score_period(ctx: Ctx) -> str:
@@ -169,7 +171,7 @@ def scores(ctx: Ctx) -> Response:
         departments=departments,
         ranking=ranking,
         parts=PART_LABELS,
-        chart=chart,
+        chart_option=chart,
         verified_by=verified_by,
     )
 

@@ -4,6 +4,7 @@ request), figures equal to the signed drill-down answers, actions by role, CSRF,
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,8 @@ def test_every_page_renders_in_chinese_and_english(console_tree: ConsoleTree, pa
     reply = browser.get(path)
     assert reply.status == 200, reply.body[-2000:]
     assert "default-src 'self'" in reply.headers["content-security-policy"]
+    for option in re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', reply.body, re.S):
+        assert isinstance(json.loads(option), dict)  # each chart's ECharts option
     if not path.endswith("/rows"):
         assert '<html lang="zh-CN">' in reply.body
         assert "总览" in reply.body and "退出" in reply.body
