@@ -375,7 +375,9 @@ class WebConfig(_Section):
         default="",
         description="PEM chain for HTTPS, relative to the data dir; empty: pki/web.pem, issued by the node's own CA",
     )
-    private_key: str = Field(default="", description="PEM key of web.certificate (empty: pki/web.key)")
+    private_key: str = Field(
+        default="", validate_default=True, description="PEM key of web.certificate (empty: pki/web.key)"
+    )
     behind_https_proxy: bool = Field(
         default=False, description="a reverse proxy terminates HTTPS in front of a loopback console: Secure cookies"
     )
