@@ -16,7 +16,7 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from node.drilldown import Answer
 from node.errors import InvalidArgumentError
 from node.supervision import derived_rates, list_alerts
-from node.web.core import Ctx, route
+from node.web.core import Ctx, route, together
 from node.web.figures import (
     METRICS,
     Period,
@@ -86,8 +86,9 @@ def overview(ctx: Ctx) -> Response:
     node_id = ctx.console.node_id
     period = period_of(ctx)
     trend, group = _trend_group(ctx, period)
-    by_child = _summary(ctx, node_id, period, dd.SUMMARY_GROUP_BY_CHILD)
-    over_time = _summary(ctx, node_id, period, group)
+    by_child, over_time = together(
+        lambda: _summary(ctx, node_id, period, dd.SUMMARY_GROUP_BY_CHILD), lambda: _summary(ctx, node_id, period, group)
+    )
     total = counters_dict(by_child.total)
     own_row = next((row for row in by_child.rows if row.key == node_id), None)
     own = counters_dict(own_row.counters) if own_row is not None else dict.fromkeys(total, 0)
@@ -126,8 +127,9 @@ def overview(ctx: Ctx) -> Response:
 
 
 def _subordinate_rows(ctx: Ctx, target: str, period: Period) -> tuple[list[Any], dd.SummaryAnswer, Answer]:
-    summary = _summary(ctx, target, period, dd.SUMMARY_GROUP_BY_CHILD)
-    scores, stale, answer = _scores(ctx, target, period)
+    summary, (scores, stale, answer) = together(
+        lambda: _summary(ctx, target, period, dd.SUMMARY_GROUP_BY_CHILD), lambda: _scores(ctx, target, period)
+    )
     rows = unit_rows(ctx.node.config, summary, scores, target, ctx.node.tz, stale_ids=stale)
     return rows, summary, answer
 

@@ -184,7 +184,7 @@ def unit_rows(
         if not unit.own:
             complete = row.completeness
             unit.reported = f"{complete.nodes_reported_in_window}/{complete.nodes_in_subtree}"
-            unit.last_report = local_time(row.last_report_at_ms, tz)
+            unit.last_report = local_time(row.last_report_at_ms, tz)[5:] if row.last_report_at_ms else "—"
             unit.has_children = complete.nodes_in_subtree > 1
             if row.key in stale_ids or not row.last_report_at_ms:
                 unit.freshness = "red"
@@ -257,9 +257,14 @@ def gauge_option(reported: int, total: int, title: str) -> dict[str, Any]:
                 "type": "gauge",
                 "min": 0,
                 "max": 100,
-                "progress": {"show": True},
-                "detail": {"formatter": f"{reported}/{total}", "fontSize": 18},
-                "title": {"offsetCenter": [0, "70%"]},
+                "progress": {"show": True, "width": 14},
+                "axisLine": {"lineStyle": {"width": 14}},
+                "pointer": {"show": False},
+                "axisTick": {"show": False},
+                "splitLine": {"show": False},
+                "axisLabel": {"show": False},
+                "detail": {"formatter": f"{reported}/{total}", "fontSize": 22, "offsetCenter": [0, "0%"]},
+                "title": {"offsetCenter": [0, "45%"], "fontSize": 12},
                 "data": [{"value": value, "name": title}],
             }
         ]

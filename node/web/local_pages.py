@@ -36,7 +36,7 @@ from node.supervision import (
     scores_ranking,
 )
 from node.trust import load_certificates, pki_directory
-from node.web.core import Ctx, route
+from node.web.core import Ctx, route, together
 from node.web.figures import bar_option, chart_json, percent
 
 SEVERITIES = ("", "red", "yellow", "reminder")
@@ -146,18 +146,19 @@ def _default_score_period(ctx: Ctx) -> str:
 def scores(ctx: Ctx) -> Response:
     """Efficiency scores (效能考评): the node's departments ranked, and its children ranked by signed drill-down."""
     period = ctx.arg("period") or _default_score_period(ctx)
-    departments = scores_ranking(ctx.node, period)
-    ranking: list[Any] = []
-    verified_by = ""
-    if ctx.node.config.federation.children:
-        parsed = parse_period(period)
+    parsed = parse_period(period)
+
+    def children() -> tuple[list[Any], str]:
+        if not ctx.node.config.federation.children:
+            return [], ""
         last_day = parsed.end_day - dt.timedelta(days=1)
         request = dd.RankingRequest(
             metric=dd.RANKING_METRIC_SCORE, day_from=parsed.first_day.isoformat(), day_to=last_day.isoformat()
         )
         answer = ctx.console.client().ask(ctx.console.node_id, ranking=request)
-        ranking = [row for row in answer.body.ranking.rows if row.denominator]
-        verified_by = answer.verified_by
+        return [row for row in answer.body.ranking.rows if row.denominator], answer.verified_by
+
+    departments, (ranking, verified_by) = together(lambda: scores_ranking(ctx.node, parsed), children)
     chart = chart_json(
         bar_option(
             [entry.score.unit for entry in departments[:20]],
