@@ -25,6 +25,7 @@ from node.web.core import CAPABILITIES, ROUTES
 from node.web.directives_pages import directives_available
 from node.web.i18n import LANGUAGES, MESSAGES, translate
 from node.web.server import STATIC_DIR, WebConsole, build_app, template_environment, web_certificate
+from node.web.sessions import SessionUser, create_session, end_session, session_user, token_hash
 
 __all__ = [
     "CAPABILITIES",
@@ -37,16 +38,21 @@ __all__ = [
     "Account",
     "LoginRefusedError",
     "Role",
+    "SessionUser",
     "WebConsole",
     "add_user",
     "authenticate",
     "build_app",
+    "create_session",
     "directives_available",
+    "end_session",
     "get_user",
     "list_users",
+    "session_user",
     "set_disabled",
     "set_password",
     "template_environment",
+    "token_hash",
     "translate",
     "web_actor",
     "web_certificate",

@@ -12,8 +12,18 @@ from sqlalchemy.engine import Engine
 from node.audit_log import AuditFilter, AuditLog
 from node.errors import ConflictError, InvalidArgumentError, NotFoundError
 from node.store import WebSession, WebUser
-from node.web import LoginRefusedError, add_user, authenticate, get_user, list_users, set_disabled, set_password
-from node.web.sessions import create_session, session_user, token_hash
+from node.web import (
+    LoginRefusedError,
+    add_user,
+    authenticate,
+    create_session,
+    get_user,
+    list_users,
+    session_user,
+    set_disabled,
+    set_password,
+    token_hash,
+)
 
 PASSWORD = "correct horse 1"
 IDLE = dt.timedelta(minutes=30)
