@@ -46,8 +46,6 @@ class Action:
     LOGIN_FAILED = "web.login_failed"
     LOCKED_OUT = "web.locked_out"
     LOGOUT = "web.logout"
-    ALERT_ACKNOWLEDGED = "web.alert_acknowledged"
-    ALERT_CORRECTED = "web.alert_corrected"
     REFUSED = "web.refused"
 
 

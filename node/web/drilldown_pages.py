@@ -7,7 +7,6 @@ URLs carry every choice (period, sort, filter, page), so a page can be bookmarke
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from starlette.responses import Response
@@ -248,5 +247,5 @@ def case_detail(ctx: Ctx, node_id: str, case_no: str) -> Response:
         signer=answer.envelope.signer_id,
         path=_path(node_id, ctx.console.node_id),
         directives_available=directives,
-        today=dt.date.today().isoformat(),
+        today=ctx.node.now().date().isoformat(),
     )

@@ -95,7 +95,7 @@ def parse_period(preset: str, day_from: str, day_to: str, today: dt.date) -> Per
     return Period(preset, start.isoformat(), today.isoformat())
 
 
-def counters_dict(counters: dd.SummaryRow | Any) -> dict[str, int]:
+def counters_dict(counters: Any) -> dict[str, int]:
     """A Counters message as a plain mapping of every counter."""
     return {name: int(getattr(counters, name)) for name in COUNTERS}
 

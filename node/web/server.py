@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import uvicorn
@@ -66,7 +66,7 @@ def template_environment() -> Environment:
     return env
 
 
-def _endpoint(console: Console, spec: RouteSpec):  # type: ignore[no-untyped-def]
+def _endpoint(console: Console, spec: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         form: Mapping[str, str] = {}
         if request.method == "POST":

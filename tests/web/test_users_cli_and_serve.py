@@ -4,17 +4,21 @@ console's address to serve.json, serves the pages of an account added with the C
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
 from node.bootstrap import init_node
 from node.cli import users_cmd
 from node.cli.common import console
+from node.cli.federation_demo import _console_account
 from node.config import load_config, save_config
+from node.localtree import FederationState
 from tests.harness.serve_process import start_serve, wait_for_state
 from tests.web.conftest import HttpSession
 
@@ -79,6 +83,20 @@ def test_serve_serves_the_console(app: typer.Typer, tmp_path: Path) -> None:
         overview = browser.get("/overview")
         assert overview.status == 200 and "广东省 · 监察总览" in overview.body
         assert browser.get("/health").status == 200
+        # What `supnet demo` does once the tree serves: a supervisor account, and where to open the console.
+        node = {"id": "gd", "level": "province", "name": "广东省", "data_dir": str(data_dir), "address": ""}
+        (tmp_path / "federation.json").write_text(
+            json.dumps({"topology": "t", "base_dir": str(tmp_path), "nodes": [node]})
+        )
+        state = FederationState.load(tmp_path)
+        printed = Console(record=True, width=200)
+        _console_account(printed, state, "gd", keep=True)
+        shown = printed.export_text()
+        password = re.search(r"account demo \(监察员 supervisor\), password (\S+)", shown)
+        assert password and url in shown and f"supnet federation down --dir {tmp_path}" in shown
+        demo = HttpSession(url)
+        assert demo.login("demo", password.group(1)).location == "/overview"
+        assert "监察员" in demo.get("/overview").body
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
     finally:
