@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal, cast, get_args
 
 from argon2 import PasswordHasher
@@ -31,8 +32,15 @@ _NAME = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9._@\u4e00-\u9fff-]*$")
 _users = cast(Table, WebUser.__table__)
 _sessions = cast(Table, WebSession.__table__)
 _hasher = PasswordHasher()
-# Verified against when the name is unknown, so a failed login costs the same either way.
-_DUMMY_HASH = _hasher.hash("supnet-no-such-user")
+
+
+@cache
+def _dummy_hash() -> str:
+    """The hash checked when the name is unknown, so a failed login costs the same either way.
+
+    Made on first use: hashing costs as much as a login, which ``supnet serve`` need not pay at start.
+    """
+    return _hasher.hash("supnet-no-such-user")
 
 
 class Action:
@@ -240,7 +248,7 @@ def authenticate(
     with engine.connect() as conn:
         row = conn.execute(select(_users).where(_users.c.name == name)).first()
     if row is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         audit.record(
             actor=actor, action=Action.LOGIN_FAILED, target="user:?", detail=detail, result=AuditResult.REFUSED
         )
