@@ -1,9 +1,10 @@
 """Directives (督办, 效能告诫书, 整改通知, 通报; docs/domain.md §8): inbox, outbox, issuing one from a case page.
 
 Issue 13 brings the directives themselves (package ``node.directives``, ``supnet directive``), built in parallel.
-Until it lands this module serves the page skeleton and the issue form behind ``directives_available()``, which
-asks whether ``node.directives`` is installed; with it absent the pages say so and issuing is refused. Only a
-supervisor may issue (capability ``direct``); the console audits the refusal of anyone else.
+Until the console is wired to it (``WIRED``), this module serves the page skeleton and the issue form behind
+``directives_available()``, which asks whether ``node.directives`` is installed and the pages are wired; otherwise
+the pages say which of the two is missing and issuing is refused. Only a supervisor may issue (capability
+``direct``); the console audits the refusal of anyone else.
 """
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ from node.web.core import Ctx, route
 
 DIRECTIVE_KINDS = ("supervise", "warning", "rectification", "bulletin")
 DIRECTIVES_MODULE = "node.directives"
+# The pages below call node.directives (inbox, outbox, issue, acknowledge, respond, close): not yet.
+WIRED = False
 
 
-def directives_available() -> bool:
+def directives_installed() -> bool:
     """True once the directives package of issue 13 (``node.directives``) is installed."""
     try:
         return importlib.util.find_spec(DIRECTIVES_MODULE) is not None
     except (ImportError, ValueError):
         return False
+
+
+def directives_available() -> bool:
+    """True when the console can show and issue directives: the package is installed and the pages are wired."""
+    return WIRED and directives_installed()
 
 
 @route("/directives")
@@ -37,6 +45,7 @@ def directives(ctx: Ctx) -> Response:
         "directives.html",
         box=box,
         available=ctx.console.features.get("directives", False),
+        installed=directives_installed(),
         kinds=DIRECTIVE_KINDS,
         inbox=[],
         outbox=[],

@@ -264,6 +264,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "本节点尚未安装督办功能（督办、效能告诫书、整改通知、通报）。",
         "Directives (督办, warnings, rectification notices, bulletins) are not installed on this node yet.",
     ),
+    "directives.not_wired": (
+        "督办功能已安装，控制台页面尚未接入：请暂用 supnet directive 命令发出和办理督办。",
+        "Directives are installed, but these pages are not wired to them yet: use supnet directive meanwhile.",
+    ),
     "directives.how": (
         "可在办件页面对该办件发出督办；只有监察员可以发出督办。",
         "Issue a directive from a case page; only a supervisor may issue one.",

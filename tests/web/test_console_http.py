@@ -171,7 +171,7 @@ def test_only_a_supervisor_may_issue_directives(console_tree: ConsoleTree) -> No
     for name, status in (("li", 403), ("wang", 403), ("zhang", 502)):
         browser = console_tree.session()
         browser.login(name)
-        assert "尚未安装督办功能" in browser.get("/directives").body
+        assert 'id="directives-unavailable"' in browser.get("/directives").body
         reply = browser.post("/directives/issue", {**form, "csrf_token": browser.csrf("/directives")})
         assert reply.status == status, (name, reply.body[-500:])
 
