@@ -12,8 +12,8 @@
       if (!source) { return; }
       var chart = echarts.init(element, null, { renderer: "canvas" });
       var option = JSON.parse(source.textContent);
-      option.animation = false;
-      option.textStyle = option.textStyle || { fontFamily: getComputedStyle(document.body).fontFamily };  // drawn at once: a screenshot or a slow office PC sees the final chart
+      option.animation = false;  // drawn at once: a screenshot or a slow office PC sees the final chart
+      option.textStyle = option.textStyle || { fontFamily: getComputedStyle(document.body).fontFamily };
       chart.setOption(option);
       element.dataset.drawn = "1";
       window.addEventListener("resize", function () { chart.resize(); });
