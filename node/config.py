@@ -407,6 +407,77 @@ class LoggingConfig(_Section):
     )
 
 
+def is_loopback_address(address: str) -> bool:
+    """True when ``host:port`` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+class WebConfig(_Section):
+    """The supervisor console that ``supnet serve`` also serves (node.web): address, HTTPS, sessions, thresholds."""
+
+    enabled: bool = Field(default=True, description="serve the web console next to the gRPC server")
+    listen: str = Field(
+        default="127.0.0.1:0",
+        description="host:port of the console (port 0: any free port, the bound one is in serve.json); on an "
+        "address other than loopback only with https",
+    )
+    # Validated even at its default: a non-loopback listen address without it must be refused.
+    https: bool = Field(
+        default=False,
+        validate_default=True,
+        description="serve HTTPS with a certificate from the node's CA (required on a non-loopback address)",
+    )
+    certificate: str = Field(
+        default="",
+        description="PEM chain for HTTPS, relative to the data dir; empty: pki/web.pem, issued by the node's own CA",
+    )
+    private_key: str = Field(
+        default="", validate_default=True, description="PEM key of web.certificate (empty: pki/web.key)"
+    )
+    behind_https_proxy: bool = Field(
+        default=False, description="a reverse proxy terminates HTTPS in front of a loopback console: Secure cookies"
+    )
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60, description="log out after this much idle time")
+    max_failed_logins: int = Field(default=5, ge=1, le=100, description="failed passwords in a row before a lockout")
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    language: Literal["zh", "en"] = Field(default="zh", description="language of a visitor who has not chosen one")
+    # Traffic lights: a rate under its target is red, within 5 points above it yellow (退件率: the R12 threshold).
+    on_time_rate_target: float = Field(default=0.9, ge=0, le=1)
+    satisfaction_rate_target: float = Field(default=0.9, ge=0, le=1)
+    complaint_closure_rate_target: float = Field(default=0.9, ge=0, le=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return check_address(value, listening=True)
+
+    @field_validator("https")
+    @classmethod
+    def _https_off_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        listen = info.data.get("listen")
+        if listen is not None and not value and not is_loopback_address(listen):
+            raise ValueError(
+                f"web.listen is {listen!r}, not a loopback address: the console serves other machines only over "
+                "HTTPS; set web.https = true (certificate from the node's CA), or listen on 127.0.0.1 behind the "
+                "office's reverse proxy"
+            )
+        return value
+
+    @field_validator("private_key")
+    @classmethod
+    def _both_or_neither(cls, value: str, info: ValidationInfo) -> str:
+        certificate = info.data.get("certificate")
+        if certificate is not None and bool(certificate) != bool(value):
+            raise ValueError("set web.certificate and web.private_key together, or neither (pki/web.* from the CA)")
+        return value
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``supnet.toml`` in the data directory)."""
 
@@ -423,6 +494,7 @@ class NodeConfig(_Section):
     directives: DirectivesConfig = Field(default_factory=DirectivesConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @field_validator("id")
     @classmethod

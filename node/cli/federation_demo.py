@@ -12,11 +12,13 @@ Steps, each announced on screen for a newcomer:
 4. drill down where a figure looks worst: province → city → district → street → that street's overdue cases;
 5. act on it: the province issues a 督办 to that street about the case shown; it goes down hop by hop, the street
    acknowledges and responds, the response comes back up and the province closes it (node.cli.demo_directive);
-6. stop every node cleanly (also on Ctrl-C or SIGTERM).
+6. print the province's supervisor console (every ``supnet serve`` serves one) with a ready account;
+7. stop every node cleanly (also on Ctrl-C or SIGTERM), unless ``--keep`` leaves the tree running to browse.
 """
 
 from __future__ import annotations
 
+import secrets
 import signal
 import sqlite3
 import tempfile
@@ -44,10 +46,12 @@ from node.cli.render import (
 )
 from node.drilldown import DrilldownClient
 from node.localtree import FederationState, Topology, down, load_topology, up
+from node.run_state import read_state_file, serve_state_path
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "topologies" / "demo-15.toml"
 ROLLUP_TIMEOUT_SECONDS = 45.0
 MIN_WIDTH = 130
+CONSOLE_ACCOUNT = "demo"
 
 
 def _count_cases(data_dir: Path) -> int:
@@ -175,13 +179,14 @@ def run_demo(
                 console.print("  skipped: directives are signed and verified through certificates (no PKI here)")
             else:
                 show_directive_round_trip(console, state, topology.root.id, street, case_no)
+            _console_account(console, state, topology.root.id, keep=keep)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: stopping every node")
         return 130
     finally:
         if state is not None and not keep:
             stopped = down(Path(state.base_dir))
-            console.rule("7. shut down")
+            console.rule("8. shut down")
             console.print(
                 f"  {len(stopped)} node processes stopped cleanly (SIGTERM: health NOT_SERVING, calls drained)"
             )
@@ -194,6 +199,41 @@ def run_demo(
     )
     console.print(f"[bold green]demo finished[/] in {time.monotonic() - started:.1f} s; everything ran {transport}")
     return 0
+
+
+def _console_account(console: Console, state: FederationState, root: str, *, keep: bool) -> None:
+    """Give the province's console a supervisor account with a fresh password and say where to open it."""
+    from node.app import open_node
+    from node.audit_log import operator_actor
+    from node.errors import ConflictError
+    from node.web import add_user, set_password
+
+    data_dir = Path(state.node(root).data_dir)
+    password = secrets.token_urlsafe(9)
+    node = open_node(data_dir, migrate_schema=False)
+    try:
+        actor = operator_actor(node.config.id)
+        try:
+            add_user(node.engine, CONSOLE_ACCOUNT, "supervisor", password, actor=actor)
+        except ConflictError:  # a kept tree shown again: a new password for the same account
+            set_password(node.engine, CONSOLE_ACCOUNT, password, actor=actor)
+    finally:
+        node.close()
+    url = (read_state_file(serve_state_path(data_dir)) or {}).get("web_url", "")
+    console.rule("7. the province's supervisor console (监察控制台)")
+    if not url:
+        console.print("  the province serves no console (web.enabled = false)")
+        return
+    console.print(
+        f"  open [bold]{url}[/]  account [bold]{CONSOLE_ACCOUNT}[/] (监察员 supervisor), password [bold]{password}[/]"
+    )
+    if keep:
+        console.print(
+            f"  the tree keeps running (--keep): browse it, then stop it with "
+            f"'supnet federation down --dir {state.base_dir}'"
+        )
+    else:
+        console.print("  (the tree stops now; 'supnet demo --keep' leaves it running to browse)")
 
 
 def _show(console: Console, topology: Topology, state: FederationState) -> tuple[str, str]:

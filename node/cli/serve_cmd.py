@@ -75,6 +75,8 @@ def register(app: typer.Typer) -> None:
                 state["enrol_address"] = serving.enrolment.bound_address
             if serving.metrics_server is not None:
                 state["metrics_address"] = serving.metrics_server.bound_address
+            if serving.web is not None:
+                state["web_url"] = serving.web.url
             state["started_at"] = node.now().replace(tzinfo=node.tz).isoformat(timespec="seconds")
             write_state_file(state_path, state)
             transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
@@ -82,6 +84,10 @@ def register(app: typer.Typer) -> None:
                 f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "
                 "Ctrl-C stops it"
             )
+            if serving.web is not None:
+                console.print(
+                    f"监察控制台 supervisor console: {serving.web.url}  (accounts: supnet users add NAME --role …)"
+                )
             while not stop_requested.wait(1.0):
                 pass
         finally:

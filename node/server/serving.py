@@ -1,4 +1,4 @@
-"""The serving node: what ``supnet serve`` runs for one node (server, enrolment, senders, scheduler, metrics)."""
+"""The serving node: what ``supnet serve`` runs (server, enrolment, senders, scheduler, metrics, web console)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import NodeScheduler
 from node.supervision import rebuild_buckets_if_needed
+from node.web import WebConsole
 
 
 class ServingNode:
-    """Everything ``supnet serve`` runs for one node: server, report and directive senders, scheduler; in order."""
+    """Everything ``supnet serve`` runs for one node: server, report and directive senders, scheduler, console."""
 
     def __init__(self, node: Node, *, listen: str | None = None) -> None:
         self.node = node
@@ -32,6 +33,8 @@ class ServingNode:
         self.metrics_server = (
             MetricsServer(self.metrics.registry, listen_metrics, node_id=node.config.id) if listen_metrics else None
         )
+        # The supervisor console (web.enabled); it drills down through this node's own server.
+        self.web = WebConsole.for_node(node)
 
     def start(self) -> int:
         """Rebuild the metric buckets if an upgrade asked for it, start serving, then the sender loop and the jobs.
@@ -48,10 +51,14 @@ class ServingNode:
             self.sender.start()  # before the jobs: the report jobs only build, the sender's loop delivers
         self.directives.start()
         self.scheduler.start()
+        if self.web is not None:
+            self.web.start(self.server.bound_address)
         return port
 
     def stop(self, grace: float) -> None:
-        """Health NOT_SERVING, drain in-flight calls, then stop the jobs (letting a running one finish)."""
+        """Console first, health NOT_SERVING, drain in-flight calls, then stop the jobs (a running one finishes)."""
+        if self.web is not None:
+            self.web.stop()
         if self.enrolment is not None:
             self.enrolment.stop(grace)
         self.server.stop(grace)

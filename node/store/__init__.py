@@ -56,6 +56,7 @@ from node.store.supervision_models import (
     Notification,
     OperatorNotice,
 )
+from node.store.web_models import USER_NAME_MAX, WebSession, WebUser
 
 __all__ = [
     "ACTION_MAX",
@@ -65,6 +66,7 @@ __all__ = [
     "NODE_ID_MAX",
     "RESULT_MAX",
     "REVISION_COUNTER",
+    "USER_NAME_MAX",
     "AccountabilityMeasure",
     "ActivityCount",
     "Alert",
@@ -92,6 +94,8 @@ __all__ = [
     "SchemaState",
     "SpecialProcedure",
     "Step",
+    "WebSession",
+    "WebUser",
     "alembic_config",
     "compare_and_set_counter",
     "counter_value",

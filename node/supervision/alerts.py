@@ -323,8 +323,13 @@ def _transition(
     return get_alert(conn, alert_id)
 
 
-def acknowledge_alert(node: Node, alert_id: int, by: str = "", now: datetime | None = None) -> AlertView:
-    """raised|notified → acknowledged: the responsible unit has seen the warning."""
+def acknowledge_alert(
+    node: Node, alert_id: int, by: str = "", now: datetime | None = None, *, actor: str | None = None
+) -> AlertView:
+    """raised|notified → acknowledged: the responsible unit has seen the warning.
+
+    ``actor`` names who acted in the audit log (the console's ``web:NAME@NODE``); default: the OS user.
+    """
     when = now or node.now()
     with node.engine.begin() as conn:
         view = _transition(
@@ -336,7 +341,7 @@ def acknowledge_alert(node: Node, alert_id: int, by: str = "", now: datetime | N
         )
         record_audit(
             conn,
-            actor=operator_actor(node.config.id),
+            actor=actor or operator_actor(node.config.id),
             action=Action.ALERT_ACKNOWLEDGED,
             target=f"alert:{alert_id}",
             detail={"by": by.strip()[:100], "rule": view.rule_id, "subject": view.subject},
@@ -344,8 +349,13 @@ def acknowledge_alert(node: Node, alert_id: int, by: str = "", now: datetime | N
         return view
 
 
-def correct_alert(node: Node, alert_id: int, note: str, now: datetime | None = None) -> AlertView:
-    """raised|notified|acknowledged → corrected (纠错) with a required note saying what was put right."""
+def correct_alert(
+    node: Node, alert_id: int, note: str, now: datetime | None = None, *, actor: str | None = None
+) -> AlertView:
+    """raised|notified|acknowledged → corrected (纠错) with a required note saying what was put right.
+
+    ``actor`` names who acted in the audit log (default: the OS user).
+    """
     if not note or not note.strip():
         raise ValidationError(
             f"alert {alert_id}: field 'note': a correction needs a note saying what was corrected",
@@ -363,7 +373,7 @@ def correct_alert(node: Node, alert_id: int, note: str, now: datetime | None = N
         )
         record_audit(
             conn,
-            actor=operator_actor(node.config.id),
+            actor=actor or operator_actor(node.config.id),
             action=Action.ALERT_CORRECTED,
             target=f"alert:{alert_id}",
             detail={"note": note.strip(), "rule": view.rule_id, "subject": view.subject},
