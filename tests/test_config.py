@@ -43,7 +43,9 @@ def test_missing_config_says_how_to_fix(tmp_path: Path) -> None:
         load_config(tmp_path)
 
 
-@pytest.mark.parametrize("node_dir", sorted((REPO / "config" / "compose").iterdir()))
+@pytest.mark.parametrize(
+    "node_dir", sorted(path.parent for path in (REPO / "config" / "compose").glob("*/supnet.toml"))
+)
 def test_shipped_example_configs_validate(node_dir: Path) -> None:
     assert load_config(node_dir).id == node_dir.name
 

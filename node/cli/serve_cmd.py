@@ -85,9 +85,7 @@ def register(app: typer.Typer) -> None:
                 "Ctrl-C stops it"
             )
             if serving.web is not None:
-                console.print(
-                    f"监察控制台 supervisor console: {serving.web.url}  (accounts: supnet users add NAME --role …)"
-                )
+                say(f"监察控制台 supervisor console: {serving.web.url}  (accounts: supnet users add NAME --role …)")
             while not stop_requested.wait(1.0):
                 pass
         finally:

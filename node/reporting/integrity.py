@@ -208,29 +208,42 @@ def _check_child(conn: Connection, verifier: _Verifier, child_id: str, head: Cha
 
 def child_figures_differences(node: Node) -> ChildFiguresCheck:
     """Replay every child's stored signed reports and compare with the stored child figures, in one snapshot."""
+    with node.engine.connect() as raw_conn:
+        conn = raw_conn
+        if conn.dialect.name == "postgresql":
+            conn = raw_conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            # pysqlite only opens transactions for writes; an explicit BEGIN pins one WAL snapshot for all reads, so
+            # a report stored meanwhile cannot show as a chain head that disagrees with the stored reports.
+            conn.exec_driver_sql("BEGIN")
+        try:
+            return _check_children(node, conn)
+        finally:
+            conn.rollback()
+
+
+def _check_children(node: Node, conn: Connection) -> ChildFiguresCheck:
+    """Every child's stored reports replayed against its stored figures, inside the caller's snapshot."""
     reports = 0
     differences: list[str] = []
-    with node.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        chains = load_child_chains(conn)
-        stored_children = {
-            row[0]
-            for table in (_child_buckets, _child_activity)
-            for row in conn.execute(select(table.c.child_id).distinct())
-        }
-        # Only a node that holds children's reports needs their keys (a leaf may have no TLS credentials at all).
-        verifier = _Verifier(node) if chains else None
-        for child_id in sorted(set(chains) | stored_children):
-            state = chains.get(child_id)
-            if state is None:
-                differences.append(f"child {child_id}: figures stored but no report of it was ever received")
-                continue
-            assert verifier is not None  # chains is not empty
-            head = ChainHead(state.last_sequence, state.last_digest)
-            replayed, found = _check_child(conn, verifier, child_id, head)
-            reports += replayed
-            differences.extend(found)
+    chains = load_child_chains(conn)
+    stored_children = {
+        row[0]
+        for table in (_child_buckets, _child_activity)
+        for row in conn.execute(select(table.c.child_id).distinct())
+    }
+    # Only a node that holds children's reports needs their keys (a leaf may have no TLS credentials at all).
+    verifier = _Verifier(node) if chains else None
+    for child_id in sorted(set(chains) | stored_children):
+        state = chains.get(child_id)
+        if state is None:
+            differences.append(f"child {child_id}: figures stored but no report of it was ever received")
+            continue
+        assert verifier is not None  # chains is not empty
+        head = ChainHead(state.last_sequence, state.last_digest)
+        replayed, found = _check_child(conn, verifier, child_id, head)
+        reports += replayed
+        differences.extend(found)
     return ChildFiguresCheck(
         children=len(set(chains) | stored_children), reports=reports, differences=tuple(differences)
     )

@@ -18,6 +18,7 @@ from node.cli import users_cmd
 from node.cli.common import console
 from node.cli.federation_demo import _console_account
 from node.config import load_config, save_config
+from node.errors import ExitCode
 from node.localtree import FederationState
 from tests.harness.serve_process import start_serve, wait_for_state
 from tests.web.conftest import HttpSession
@@ -62,7 +63,7 @@ def test_users_add_list_disable_enable_passwd(app: typer.Typer, tmp_path: Path) 
     code, output = _users(app, tmp_path / "gd", "passwd", "li", "--password-stdin", password="another horse 2\n")
     assert code == 0 and "密码已更新" in output
     code, output = _users(app, tmp_path / "gd", "disable", "nobody")
-    assert code == 2 and "no user 'nobody'" in output
+    assert code == ExitCode.NOT_FOUND and "no user 'nobody'" in output
 
 
 def test_serve_serves_the_console(app: typer.Typer, tmp_path: Path) -> None:
