@@ -250,7 +250,9 @@ def _show(console: Console, topology: Topology, state: FederationState) -> tuple
 
         console.rule(f"3. the province's view ({root})")
         summary = client.ask(root, summary=dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_CHILD)).body.summary
-        console.print(summary_table(summary, f"{root}: totals of each city's subtree (own = the province's own cases)"))
+        # Every rate per city (退件率, 受理率, 办结率 among them), however narrow the terminal: wrapped, never hidden.
+        title = f"{root}: totals of each city's subtree (own = the province's own cases)"
+        console.print(summary_table(summary, title, wide=True))
         rates = rates_of(summary.total)
         completeness = summary.completeness
         console.print(
