@@ -359,8 +359,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "report.format": ("格式", "Format"),
     "report.format.html": ("打印版网页（A4）", "print-ready page (A4)"),
     "report.format.xlsx": ("Excel 工作簿（含图表）", "Excel workbook (with charts)"),
-    "report.format.csv": ("CSV（UTF-8）", "CSV (UTF-8)"),
-    "report.format.csv_gb": ("CSV（GB18030，WPS/Excel）", "CSV (GB18030, for WPS/Excel)"),
+    "report.format.csv": ("CSV 表格（UTF-8）", "CSV (UTF-8)"),
+    "report.format.csv_gb": ("CSV 表格（GB18030，供 WPS/Excel）", "CSV (GB18030, for WPS/Excel)"),
     "report.open": ("生成通报", "Make the bulletin"),
     "report.how": (
         "与 supnet report 生成的文件相同；打印版网页可直接用浏览器打印为 A4。",
