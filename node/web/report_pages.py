@@ -24,6 +24,7 @@ from node.bulletin import (
 from node.errors import InvalidArgumentError
 from node.web.core import Ctx, route
 
+REPORT_FORMATS = ("html", "xlsx", "csv")  # node.bulletin.FORMATS, the print-ready page first
 MEDIA_TYPES = {
     "html": "text/html; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -32,8 +33,10 @@ MEDIA_TYPES = {
 
 
 def _period(ctx: Ctx) -> ReportPeriod:
-    """The period the query asks for: ``period`` or ``from``/``to``; this month when none is given."""
+    """The period the query asks for: ``from``/``to`` when both are given, else ``period``; by default this month."""
     period, day_from, day_to = ctx.arg("period"), ctx.arg("from"), ctx.arg("to")
+    if day_from and day_to:  # the form sends its period field too: a range of days typed in is the choice
+        period = ""
     if not (period or day_from or day_to):
         today = ctx.node.now().date()
         period = f"{today.year:04d}-{today.month:02d}"
@@ -70,7 +73,7 @@ def report_form(ctx: Ctx) -> Response:
         level=_choice(ctx, "level", LEVELS, "children"),
         period_params=_period_params(period),
         levels=LEVELS,
-        formats=FORMATS,
+        formats=REPORT_FORMATS,
     )
 
 
