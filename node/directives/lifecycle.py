@@ -4,7 +4,8 @@ Issuing, closing and reopening happen at the issuer, acknowledging and respondin
 transaction: the signed message, this node's view of the directive, the message queued for the next hop (delivered
 by the DirectiveSender of ``supnet serve``), the target's activity counts (node.supervision.record_activity:
 acknowledged, responded on time) and the audit entry commit together. An action the directive's state does not allow
-is an InvalidStateError saying what is allowed.
+is an InvalidStateError saying what is allowed. ``by`` names the official in the signed message, ``actor`` the audit
+log's actor (default: the OS user; the web console passes ``web:NAME@NODE``).
 
 Lifecycle: issued → delivered → acknowledged → responded → closed, or reopened → responded again …
 """
