@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.responses import Response
 
@@ -249,7 +250,7 @@ def _closable(view: DirectiveView) -> tuple[str, ...]:
 def _case_url(view: DirectiveView) -> str:
     if view.subject_kind != "case" or not view.subject:
         return ""
-    return f"/nodes/{view.target_id}/cases/{view.subject}"
+    return f"/nodes/{view.target_id}/cases/{quote(view.subject)}"
 
 
 def _person(ctx: Ctx) -> str:

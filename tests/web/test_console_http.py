@@ -224,6 +224,7 @@ def test_issue_links_on_unit_case_and_department_pages(console_tree: ConsoleTree
     assert 'href="/directives/new?target=gd.gz"' in units and 'href="/directives/new?target=gd"' not in units
     assert 'id="issue-to-unit"' not in units  # the province's own page: nothing to direct there
     assert 'href="/directives/new?target=gd.gz" id="issue-to-unit"' in browser.get("/nodes/gd.gz").body
+    assert 'class="direct" href="/directives/new?target=gd.gz"' in browser.get("/scores?period=2026").body
     cases = browser.get("/nodes/gd.gz.py/cases?filter=all").body
     department = re.search(r'<a class="department" href="([^"]+)">([^<]+)</a>', cases)
     assert department, "no department link on the cases page"
@@ -298,6 +299,9 @@ def test_a_directive_goes_down_is_answered_and_closed_through_the_consoles(
     assert _audit_at(console_tree, DISTRICT, "directive.responded", target) == [f"web:zhang@{DISTRICT}"]
     refusals = _audit_at(console_tree, DISTRICT, "web.refused", f"/directives/{directive_id}/ack")
     assert sorted(refusals) == [f"web:li@{DISTRICT}", f"web:zhang@{DISTRICT}"]  # the role, the missing token
+
+    english = viewer.get(f"/directives/{directive_id}?lang=en").body
+    assert "Signed history" in english and "responded" in english and "supervise (督办)" in english
 
     wait_for_status(tree, "gd", directive_id, "responded")
     outbox = province.get("/directives?box=outbox").body
