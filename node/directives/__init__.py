@@ -7,7 +7,7 @@ the full signed history, verified. ``messages``/``events``/``store``: the wire b
 """
 
 from node.directives.deadlines import DeadlineResult, check_deadlines
-from node.directives.history import DirectiveHistory, HistoryEntry, directive_history
+from node.directives.history import DirectiveHistory, HistoryEntry, LatestResponse, directive_history, latest_responses
 from node.directives.lifecycle import (
     IssueRequest,
     acknowledge,
@@ -47,6 +47,7 @@ __all__ = [
     "FindingDraft",
     "HistoryEntry",
     "IssueRequest",
+    "LatestResponse",
     "OutboxItem",
     "Receipt",
     "SendResult",
@@ -59,6 +60,7 @@ __all__ = [
     "from_ms",
     "get_directive",
     "issue",
+    "latest_responses",
     "reopen",
     "respond",
     "to_ms",

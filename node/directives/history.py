@@ -9,6 +9,7 @@ directive (its digest), responses only by the target, closings only by the issue
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,11 +19,19 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.directive_pb2 import DirectiveBody, DirectiveEvent
 from node.app import Node
 from node.directives.messages import EVENT_LABELS, event_kind_name, from_ms
-from node.directives.store import DirectiveView, OutboxItem, directive_row, directive_view, outbox_items, stored_events
+from node.directives.store import (
+    DirectiveView,
+    OutboxItem,
+    directive_row,
+    directive_view,
+    outbox_items,
+    responded_events,
+    stored_events,
+)
 from node.domain import to_iso
 from node.trust import NodeTrust, is_ancestor, node_trust
 
-__all__ = ["DirectiveHistory", "HistoryEntry", "directive_history"]
+__all__ = ["DirectiveHistory", "HistoryEntry", "LatestResponse", "directive_history", "latest_responses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +183,35 @@ def directive_history(node: Node, directive_id: str) -> DirectiveHistory:
             )
         )
     return DirectiveHistory(view, entries, deliveries)
+
+
+@dataclass(frozen=True, slots=True)
+class LatestResponse:
+    """The newest response (答复) to a directive as held here, for listings (``directive_history`` verifies it)."""
+
+    directive_id: str
+    actor_id: str
+    actor_person: str
+    at: dt.datetime
+    text: str
+    findings_done: int
+    findings: int
+
+
+def latest_responses(node: Node, directive_ids: Sequence[str]) -> dict[str, LatestResponse]:
+    """The newest response held here to each of ``directive_ids`` that has one (the console's outbox)."""
+    latest: dict[str, LatestResponse] = {}
+    with node.engine.connect() as conn:
+        rows = responded_events(conn, directive_ids)
+    for row in rows:  # oldest first: a later response replaces an earlier one
+        event = parse_body(SignedEnvelope.FromString(bytes(row.envelope)), DirectiveEvent)
+        latest[row.directive_id] = LatestResponse(
+            directive_id=row.directive_id,
+            actor_id=row.actor_id,
+            actor_person=row.actor_person,
+            at=row.at,
+            text=event.text,
+            findings_done=sum(1 for finding in event.findings if finding.done),
+            findings=len(event.findings),
+        )
+    return latest

@@ -4,7 +4,8 @@ Issuing, closing and reopening happen at the issuer, acknowledging and respondin
 transaction: the signed message, this node's view of the directive, the message queued for the next hop (delivered
 by the DirectiveSender of ``supnet serve``), the target's activity counts (node.supervision.record_activity:
 acknowledged, responded on time) and the audit entry commit together. An action the directive's state does not allow
-is an InvalidStateError saying what is allowed.
+is an InvalidStateError saying what is allowed. ``by`` names the official in the signed message, ``actor`` the audit
+log's actor (default: the OS user; the web console passes ``web:NAME@NODE``).
 
 Lifecycle: issued → delivered → acknowledged → responded → closed, or reopened → responded again …
 """
@@ -111,8 +112,11 @@ def _require_certificates(node: Node) -> None:
         )
 
 
-def issue(node: Node, request: IssueRequest) -> DirectiveView:
-    """Sign a directive to a descendant and queue it for the child on its way; returns it as held here."""
+def issue(node: Node, request: IssueRequest, *, actor: str | None = None) -> DirectiveView:
+    """Sign a directive to a descendant and queue it for the child on its way; returns it as held here.
+
+    ``actor`` names who acted in the audit log (the console's ``web:NAME@NODE``); default: the OS user.
+    """
     _require_certificates(node)
     own_id = node.config.id
     if not is_ancestor(own_id, request.target_id):
@@ -171,7 +175,7 @@ def issue(node: Node, request: IssueRequest) -> DirectiveView:
         )
         audit(
             conn,
-            operator_actor(own_id),
+            actor or operator_actor(own_id),
             "directive.issued",
             body.id,
             {
@@ -231,7 +235,7 @@ def _at_issuer(node: Node, row: Row[Any], action: str) -> None:
         raise InvalidStateError(f"directive {row.id} was issued by {row.issuer_id}: only its issuer may {action}")
 
 
-def acknowledge(node: Node, directive_id: str, *, by: str = "") -> DirectiveView:
+def acknowledge(node: Node, directive_id: str, *, by: str = "", actor: str | None = None) -> DirectiveView:
     """签收: a recipient has read the directive (delivered → acknowledged); signed and sent up to the issuer."""
     now = node.now()
     with node.engine.begin() as conn:
@@ -246,12 +250,20 @@ def acknowledge(node: Node, directive_id: str, *, by: str = "") -> DirectiveView
             update_directive(conn, row.id, status=own_status, acknowledged_at=now)
         record_activity(conn, now.date(), "directives_acknowledged", row.kind)
         store_and_queue(conn, node, envelope, event, kind="acknowledged", now=now, next_hop=next_hop_up(node))
-        audit(conn, operator_actor(node.config.id), "directive.acknowledged", row.id, {"by": event.actor_person})
+        audit(
+            conn, actor or operator_actor(node.config.id), "directive.acknowledged", row.id, {"by": event.actor_person}
+        )
         return directive_view(directive_row(conn, directive_id), now)
 
 
 def respond(
-    node: Node, directive_id: str, text: str, *, done: Sequence[tuple[int, str]] = (), by: str = ""
+    node: Node,
+    directive_id: str,
+    text: str,
+    *,
+    done: Sequence[tuple[int, str]] = (),
+    by: str = "",
+    actor: str | None = None,
 ) -> DirectiveView:
     """答复: the target's response (for 整改 each finding done or not, with a note); signed and sent up."""
     if not text.strip():
@@ -275,11 +287,11 @@ def respond(
             record_activity(conn, now.date(), "directives_responded_on_time", row.kind)
         store_and_queue(conn, node, envelope, event, kind="responded", now=now, next_hop=next_hop_up(node))
         detail: dict[str, Any] = {"by": event.actor_person, "on_time": on_time, "findings_done": len(done)}
-        audit(conn, operator_actor(node.config.id), "directive.responded", row.id, detail)
+        audit(conn, actor or operator_actor(node.config.id), "directive.responded", row.id, detail)
         return directive_view(directive_row(conn, directive_id), now)
 
 
-def close(node: Node, directive_id: str, *, text: str = "", by: str = "") -> DirectiveView:
+def close(node: Node, directive_id: str, *, text: str = "", by: str = "", actor: str | None = None) -> DirectiveView:
     """办结: the issuer accepts the response (or ends a directive that asked none); signed and sent down."""
     now = node.now()
     with node.engine.begin() as conn:
@@ -295,11 +307,11 @@ def close(node: Node, directive_id: str, *, text: str = "", by: str = "") -> Dir
         store_and_queue(
             conn, node, envelope, event, kind="closed", now=now, next_hop=next_hop_down(node, row.target_id)
         )
-        audit(conn, operator_actor(node.config.id), "directive.closed", row.id, {"by": event.actor_person})
+        audit(conn, actor or operator_actor(node.config.id), "directive.closed", row.id, {"by": event.actor_person})
         return directive_view(directive_row(conn, directive_id), now)
 
 
-def reopen(node: Node, directive_id: str, text: str, *, by: str = "") -> DirectiveView:
+def reopen(node: Node, directive_id: str, text: str, *, by: str = "", actor: str | None = None) -> DirectiveView:
     """退回重办: the issuer does not accept the response and says why; signed and sent down."""
     if not text.strip():
         raise InvalidArgumentError("reopening needs the reason (--text)")
@@ -314,5 +326,5 @@ def reopen(node: Node, directive_id: str, text: str, *, by: str = "") -> Directi
         store_and_queue(
             conn, node, envelope, event, kind="reopened", now=now, next_hop=next_hop_down(node, row.target_id)
         )
-        audit(conn, operator_actor(node.config.id), "directive.reopened", row.id, {"by": event.actor_person})
+        audit(conn, actor or operator_actor(node.config.id), "directive.reopened", row.id, {"by": event.actor_person})
         return directive_view(directive_row(conn, directive_id), now)

@@ -6,6 +6,7 @@ its activity counts and its audit entry commit together (node.directives.lifecyc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -33,6 +34,7 @@ __all__ = [
     "insert_event",
     "list_directives",
     "outbox_items",
+    "responded_events",
     "stored_events",
     "update_directive",
 ]
@@ -275,6 +277,18 @@ def insert_event(
             .on_conflict_do_nothing(index_elements=["directive_id", "digest"])
         ).rowcount
     )
+
+
+def responded_events(conn: Connection, directive_ids: Sequence[str]) -> list[Row[Any]]:
+    """The response events held for ``directive_ids``, oldest first (the newest per directive last)."""
+    if not directive_ids:
+        return []
+    query = (
+        select(_e.directive_id, _e.actor_id, _e.actor_person, _e.at, _e.envelope)
+        .where(_e.kind == "responded", _e.directive_id.in_(list(directive_ids)))
+        .order_by(_e.at, _e.id)
+    )
+    return list(conn.execute(query))
 
 
 def stored_events(conn: Connection, directive_id: str) -> list[Row[Any]]:

@@ -2,7 +2,8 @@
 
 accounts (users, roles, argon2 hashes, lockout), sessions (cookie tokens, CSRF), core (routes, capabilities,
 per-request checks), the pages (drill-down: overview, subordinates, cases, timeline; local: alerts, complaints,
-evaluations, scores, items, health; directives: a skeleton until issue 13 lands), i18n (中文 first, English),
+evaluations, scores, items, health; directives: inbox, outbox, issuing, acknowledging, responding, closing; the
+report: the print-ready 电子监察通报 of node.bulletin), i18n (中文 first, English),
 server (WebConsole: uvicorn in a thread, HTTPS with the node's CA). Templates and static files (ECharts, htmx,
 vendored with their licences) are package data: nothing is fetched at run time.
 """
@@ -22,7 +23,6 @@ from node.web.accounts import (
     web_actor,
 )
 from node.web.core import CAPABILITIES, ROUTES
-from node.web.directives_pages import directives_available
 from node.web.i18n import LANGUAGES, MESSAGES, translate
 from node.web.server import STATIC_DIR, WebConsole, build_app, template_environment, web_certificate
 from node.web.sessions import SessionUser, create_session, end_session, session_user, token_hash
@@ -44,7 +44,6 @@ __all__ = [
     "authenticate",
     "build_app",
     "create_session",
-    "directives_available",
     "end_session",
     "get_user",
     "list_users",

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -94,7 +94,6 @@ class Console:
     env: Environment
     client: Callable[[], DrilldownClient]
     secure_cookies: bool
-    features: dict[str, bool] = field(default_factory=dict)
 
     @property
     def node_id(self) -> str:

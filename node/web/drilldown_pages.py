@@ -16,6 +16,7 @@ from node.drilldown import Answer
 from node.errors import InvalidArgumentError
 from node.supervision import derived_rates, list_alerts
 from node.web.core import Ctx, route, together
+from node.web.directives_pages import issue_form_values, may_direct
 from node.web.figures import (
     METRICS,
     Period,
@@ -171,6 +172,7 @@ def subordinates(ctx: Ctx, node_id: str) -> Response:
         verified_by=answer.verified_by,
         signer=answer.envelope.signer_id,
         path=_path(node_id, ctx.console.node_id),
+        may_direct=may_direct(ctx, node_id),
     )
 
 
@@ -227,6 +229,8 @@ def cases(ctx: Ctx, node_id: str) -> Response:
         verified_by=answer.verified_by,
         signer=answer.envelope.signer_id,
         path=_path(node_id, ctx.console.node_id),
+        department=ctx.arg("department"),
+        may_direct=may_direct(ctx, node_id),
     )
 
 
@@ -236,7 +240,8 @@ def case_detail(ctx: Ctx, node_id: str, case_no: str) -> Response:
     answer = ctx.console.client().ask(node_id, case_detail=dd.CaseDetailRequest(case_no=case_no))
     detail = answer.body.case_detail
     tz = ctx.node.tz
-    directives = ctx.console.features.get("directives", False)
+    # A supervisor directs this case's unit from here when it is below this node (never the node itself).
+    issuing = issue_form_values(ctx, node_id, case=case_no) if may_direct(ctx, node_id) else {}
     return ctx.render(
         "case.html",
         target=node_id,
@@ -246,6 +251,5 @@ def case_detail(ctx: Ctx, node_id: str, case_no: str) -> Response:
         verified_by=answer.verified_by,
         signer=answer.envelope.signer_id,
         path=_path(node_id, ctx.console.node_id),
-        directives_available=directives,
-        today=ctx.node.now().date().isoformat(),
+        **issuing,
     )

@@ -34,9 +34,8 @@ from node.config import is_loopback_address
 from node.drilldown import DrilldownClient
 from node.errors import ConfigError
 from node.trust import CertificateRole, generate_ec_key, load_certificates, pki_directory
-from node.web import auth_pages, directives_pages, drilldown_pages, local_pages  # noqa: F401  (routes register)
+from node.web import auth_pages, directives_pages, drilldown_pages, local_pages, report_pages  # noqa: F401  (routes)
 from node.web.core import ROUTES, Console, RouteSpec, dispatch
-from node.web.directives_pages import directives_available
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,6 @@ class WebConsole:
             env=template_environment(),
             client=self._drilldown,
             secure_cookies=self.https or web.behind_https_proxy,
-            features={"directives": directives_available()},
         )
         tls: dict[str, str] = {}
         if self.https:

@@ -2,9 +2,10 @@
 by real servers over real HTTP (urllib with a cookie jar), and Playwright driving Debian's Chromium.
 
 Fixtures here: ``console_tree`` (module scope), a running tree of real nodes (tests.harness.tree: gRPC servers,
-PKI, mutual TLS, synthetic data, a rule scan, reports rolled up) with the province's console served on a free
-loopback port and three accounts (viewer, supervisor, admin); ``HttpSession``, a browser-like client that keeps
-cookies and does not follow redirects, so a test sees every 303.
+PKI, mutual TLS, synthetic data, a rule scan, reports rolled up; every node delivering its directive outbox as
+``supnet serve`` does, tests.directives' DirectiveTree) with the province's console served on a free loopback port
+and three accounts (viewer, supervisor, admin); ``HttpSession``, a browser-like client that keeps cookies and does
+not follow redirects, so a test sees every 303.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from node.directives import get_directive
+from node.errors import NotFoundError
 from node.supervision import run_scan
 from node.web import WebConsole, add_user
-from tests.harness.tree import Tree, running_tree
+from tests.directives.conftest import DirectiveTree, wait_for
+from tests.harness.tree import DRILLDOWN_FROM, DRILLDOWN_TO, Tree, TreeClock
 
 PASSWORD = "correct horse 1"
+DISTRICT = "gd.gz.py"
 ACCOUNTS = {"li": "viewer", "zhang": "supervisor", "wang": "admin"}
 # A province, two cities, and below one city two districts, below one district two streets: the drill-down path
 # gd -> gd.gz -> gd.gz.py -> gd.gz.py.sq, with a sibling at every level to sort against.
@@ -80,6 +85,11 @@ class HttpSession:
         except urllib.error.HTTPError as error:
             return Response(error.code, error.read().decode(), _headers(error.headers))
 
+    def get_bytes(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """A GET whose body is not text (a workbook): status, headers, bytes."""
+        with self._opener.open(urllib.request.Request(self.base + path), timeout=60) as reply:
+            return reply.status, _headers(reply.headers), reply.read()
+
     def get(self, path: str) -> Response:
         return self.request("GET", path)
 
@@ -127,17 +137,71 @@ def prepare_tree(tree: Tree) -> None:
     for node_id in tree.ids:
         run_scan(tree[node_id])
     tree.report_up()
-    for name, role in ACCOUNTS.items():
-        add_user(tree["gd"].engine, name, role, PASSWORD, actor="test@gd")
+    add_accounts(tree, "gd")
+
+
+def add_accounts(tree: Tree, node_id: str, accounts: dict[str, str] = ACCOUNTS) -> None:
+    """The console accounts of one node (every one with PASSWORD)."""
+    for name, role in accounts.items():
+        add_user(tree[node_id].engine, name, role, PASSWORD, actor=f"test@{node_id}")
+
+
+def console_directive_tree(
+    base: Path, cases: dict[str, int], *, db_urls: dict[str, str] | None = None
+) -> DirectiveTree:
+    """The drill-down tree of ``cases`` whose every node serves and delivers directives, as ``supnet serve`` runs."""
+    ids = sorted(cases, key=lambda node_id: (node_id.count("."), node_id))
+    tree = DirectiveTree(base, ids, clock=TreeClock.real(), timing={}, db_urls=db_urls)
+    try:
+        for node_id in ids:
+            if cases[node_id]:
+                tree.import_synthetic(node_id, cases[node_id], 3, date_from=DRILLDOWN_FROM, date_to=DRILLDOWN_TO)
+        tree.start_loops()
+    except BaseException:
+        tree.close()
+        raise
+    return tree
+
+
+def directive_status(tree: Tree, node_id: str, directive_id: str) -> str:
+    """The directive's status as ``node_id`` holds it ('' while it does not)."""
+    try:
+        return get_directive(tree[node_id], directive_id).status
+    except NotFoundError:
+        return ""
+
+
+def wait_for_status(tree: Tree, node_id: str, directive_id: str, status: str) -> None:
+    """Wait (up to 30 s) until ``node_id`` holds the directive in ``status``."""
+    wait_for(
+        lambda: directive_status(tree, node_id, directive_id) == status,
+        timeout=30,
+        what=f"{directive_id} {status} at {node_id}",
+    )
+
+
+@pytest.fixture(scope="module")
+def district_console(console_tree: ConsoleTree) -> Iterator[WebConsole]:
+    """The console of the district DISTRICT (gd.gz.py, two hops below the province), with the same accounts."""
+    add_accounts(console_tree.tree, DISTRICT)
+    console = start_console(console_tree.tree, DISTRICT)
+    try:
+        yield console
+    finally:
+        console.stop()
 
 
 @pytest.fixture(scope="module")
 def console_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleTree]:
     base: Path = tmp_path_factory.mktemp("console-tree")
-    for tree in running_tree(base, TREE_CASES):
+    tree = console_directive_tree(base, TREE_CASES)
+    try:
+        tree.report_up()
         prepare_tree(tree)
         console = start_console(tree, "gd")
         try:
             yield ConsoleTree(tree, console)
         finally:
             console.stop()
+    finally:
+        tree.close()

@@ -2,11 +2,13 @@
 the running tree of ``console_tree``.
 
 Logs in, sees the overview, sorts the subordinates, drills down province → city → district → street → overdue
-case → timeline by clicking, expands a row in place (htmx), acknowledges an alert; a viewer is refused the
-action and a request without the CSRF token is refused. Every page is screenshotted (into the test's temporary
-folder, and into ``SUPNET_SCREENSHOT_DIR`` when set: the README's pictures) and checked for drawn charts (pixels
-read back from each ECharts canvas) and for Chinese text drawn with real glyphs (each character of the page
-rendered alone must differ from a missing-glyph box and from the others). Without Chromium the module skips,
+case → timeline by clicking, expands a row in place (htmx), acknowledges an alert; issues a 督办 from a case page
+two hops down, which arrives in the district console's inbox, is acknowledged and answered there, and shows its
+response in the province's outbox; a viewer is refused the actions and a request without the CSRF token is
+refused. Every page is screenshotted (into the test's temporary folder, and into ``SUPNET_SCREENSHOT_DIR`` when
+set: the README's pictures) and checked for drawn charts (pixels read back from each ECharts canvas) and for
+Chinese text drawn with real glyphs (each character of the page rendered alone must differ from a missing-glyph
+box and from the others). Without Chromium the module skips,
 except under CI=true, where it fails.
 """
 
@@ -22,7 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import PASSWORD, ConsoleTree
+from node.audit_log import AuditFilter, AuditLog
+from node.web import WebConsole
+from tests.web.conftest import DISTRICT, PASSWORD, ConsoleTree, wait_for_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -60,10 +64,10 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-def _page(browser: Browser, console_tree: ConsoleTree, name: str) -> Page:
+def _page(browser: Browser, console_tree: ConsoleTree, name: str, *, url: str = "") -> Page:
     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
     page = context.new_page()
-    page.goto(console_tree.url + "overview")
+    page.goto((url or console_tree.url) + "overview")
     assert "/login" in page.url
     page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
@@ -223,6 +227,84 @@ def test_a_viewer_is_refused_and_a_request_without_csrf_too(browser: Browser, co
     supervisor.context.close()
 
 
+def test_issue_a_directive_from_a_drill_down_page_and_answer_it_below(
+    browser: Browser, console_tree: ConsoleTree, district_console: WebConsole, shots: Path
+) -> None:
+    tree = console_tree.tree
+    page = _page(browser, console_tree, "zhang")
+    page.goto(console_tree.url + "nodes/gd")
+    for child in ("gd.gz", DISTRICT):
+        page.click(f'tr[data-node="{child}"] a.drill')
+        page.wait_for_url(re.compile(rf"/nodes/{re.escape(child)}(\?|$)"))
+    page.click("#own-cases")
+    page.click("a[data-filter=all]")
+    page.wait_for_url(re.compile(r"filter=all"))
+    case_no = page.locator("#cases a.case").first.inner_text()
+    page.locator("#cases a.case").first.click()
+    page.wait_for_url(re.compile(r"/cases/.+"))
+    form = page.locator("#issue-directive")
+    assert DISTRICT in form.locator("h2").inner_text()
+    assert form.locator("input[name=case]").input_value() == case_no
+    form.locator("select[name=kind]").select_option("supervise")
+    form.locator("input[name=within]").fill("3")
+    form.locator("textarea[name=text]").fill("该件已超承诺时限，请于三个工作日内办结并报告。")
+    form.locator("#issue-submit").click()
+    page.wait_for_url(re.compile(r"/directives/gd/[^?]+\?done=issued$"))
+    directive_id = page.url.split("/directives/", 1)[1].split("?")[0]
+    assert f"已发出 {directive_id}" in page.inner_text("#done")
+    assert case_no in page.inner_text("#directive") and "督办" in page.inner_text("h1")
+    _check_and_shoot(page, shots, "directive-issued")
+    wait_for_status(tree, DISTRICT, directive_id, "delivered")
+
+    below = _page(browser, console_tree, "zhang", url=district_console.url)
+    below.click("nav.menu >> text=督办")
+    row = below.locator(f'#directives tr[data-directive="{directive_id}"]')
+    assert "已送达" in row.locator("td.status").inner_text() and "gd" in row.inner_text()
+    _check_and_shoot(below, shots, "directives-inbox")
+    row.locator("a.directive").click()
+    below.click("#acknowledge")
+    below.wait_for_selector("#done")
+    assert "已签收" in below.inner_text("#done") and "已签收" in below.inner_text("#status")
+    below.fill("#respond textarea[name=text]", "已督促窗口办结，并已告知申请人。")
+    below.click("#respond-submit")
+    below.wait_for_url(re.compile(r"done=responded$"))
+    assert "已答复" in below.inner_text("#status")
+    assert "已督促窗口办结" in below.inner_text("#history")
+    _check_and_shoot(below, shots, "directive-answered")
+    below.context.close()
+
+    wait_for_status(tree, "gd", directive_id, "responded")
+    page.click("nav.menu >> text=督办")
+    page.click("a[data-box=outbox]")
+    sent = page.locator(f'#directives tr[data-directive="{directive_id}"]')
+    assert "已督促窗口办结" in sent.locator("td.response").inner_text()
+    assert "已答复" in sent.locator("td.status").inner_text()
+    _check_and_shoot(page, shots, "directives-outbox")
+    page.context.close()
+    issued = AuditLog(tree["gd"].engine).entries(
+        AuditFilter(action="directive.issued", target=f"directive:{directive_id}")
+    )
+    assert [entry.actor for entry in issued] == ["web:zhang@gd"]
+
+
+def test_a_viewer_may_not_issue_and_a_post_without_csrf_is_refused(browser: Browser, console_tree: ConsoleTree) -> None:
+    viewer = _page(browser, console_tree, "li")
+    viewer.goto(console_tree.url + f"nodes/{DISTRICT}/cases?filter=all")
+    viewer.locator("#cases a.case").first.click()
+    viewer.wait_for_url(re.compile(r"/cases/.+"))
+    assert viewer.locator("#issue-directive").count() == 0 and viewer.locator("a.direct").count() == 0
+    token = viewer.locator("form[action='/logout'] input[name=csrf_token]").get_attribute("value")
+    assert _post_from_page(viewer, "/directives/issue", token) == 403
+    viewer.context.close()
+    refused = AuditLog(console_tree.tree["gd"].engine).entries(
+        AuditFilter(action="web.refused", target="/directives/issue")
+    )
+    assert "web:li@gd" in [entry.actor for entry in refused]
+    supervisor = _page(browser, console_tree, "zhang")
+    assert _post_from_page(supervisor, "/directives/issue", None) == 403
+    supervisor.context.close()
+
+
 @pytest.mark.parametrize(
     ("name", "path", "charts"),
     [
@@ -231,6 +313,7 @@ def test_a_viewer_is_refused_and_a_request_without_csrf_too(browser: Browser, co
         ("scores", "scores?period=2026", 1),
         ("items", "items", 0),
         ("directives", "directives", 0),
+        ("report", "report", 0),
         ("health", "health", 0),
         ("overview-en", "overview?lang=en", 3),
     ],
