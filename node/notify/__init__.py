@@ -1,4 +1,4 @@
-"""Notifications of warnings: channels (log, webhook, SMTP, SMS gateway), routing, and the retrying dispatcher."""
+"""Notifications of warnings: channels (log, webhook, SMTP, SMS gateway, DingTalk/WeCom robots), routing, dispatcher."""
 
 from node.notify.dispatcher import (
     NotificationDispatcher,

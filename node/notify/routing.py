@@ -7,7 +7,9 @@ For every enabled channel:
 - ``log``: one route per alert (recipient = the responsible ``department/post``), whatever the recipient list says;
 - ``webhook``: the node-wide ``webhook_url`` if set, plus each matching recipient's own ``webhook``;
 - ``smtp``: each matching recipient's ``email``;
-- ``sms``: each matching recipient's ``phone`` (only when ``sms_url_template`` is set).
+- ``sms``: each matching recipient's ``phone`` (only when ``sms_url_template`` is set);
+- ``dingtalk`` / ``wecom``: each group robot a matching recipient names in ``robots`` (the route's recipient is the
+  robot's name: its address and secret stay in the config).
 
 When nothing matches at all, the alert still gets a ``log`` route to ``unrouted:department/post`` so that no warning
 disappears silently; the dispatcher logs it at WARNING.
@@ -89,6 +91,12 @@ def _routes(
         elif channel == "sms" and config.sms_url_template:
             for r in recipients:
                 add("sms", r.phone, r.name)
+        elif channel in {"dingtalk", "wecom"}:
+            for r in recipients:
+                for robot_name in r.robots:
+                    robot = config.robot(robot_name)
+                    if robot is not None and robot.kind == channel:
+                        add(channel, robot.name, robot.name)
     if not routes:
         add("log", fallback_label)
     return routes
