@@ -1,4 +1,9 @@
-"""Typed node configuration: one TOML file per data directory, validated in one place."""
+"""Typed node configuration: one TOML file per data directory, validated in one place.
+
+The sections are one unit on purpose: every key an operator can set, its type, default and check, is read in this
+one file, and cross-section checks (parent id against node id, robots named by recipients) need them together.
+Secrets (SMTP password, robot secrets) are never keys here: the config names the file or environment variable.
+"""
 
 from __future__ import annotations
 
@@ -66,8 +71,45 @@ class StoreConfig(_Section):
     )
 
 
+# Names a CSV delimiter may be given by (on the command line a tab is awkward to type).
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+_DELIMITER_LABELS = {
+    "\t": ("制表符", "tab"),
+    ",": ("逗号", "comma"),
+    ";": ("分号", "semicolon"),
+    "|": ("竖线", "pipe"),
+}
+
+
+def csv_delimiter(value: str) -> str:
+    """The one-character CSV delimiter ``value`` names (``,`` ``;`` ``|``, a tab also as ``tab``); else ValueError."""
+    delimiter = _DELIMITER_NAMES.get(value.lower(), value)
+    if len(delimiter) != 1 or delimiter in {'"', "\r", "\n", " "} or delimiter.isalnum():
+        raise ValueError(
+            f"{value!r} is not a CSV delimiter: one character such as ',' ';' '|' or tab (write 'tab' or '\\t')"
+        )
+    return delimiter
+
+
+def delimiter_label(delimiter: str, *, english: bool = False) -> str:
+    """How a delimiter is named to people: 制表符 / tab, 分号 / semicolon, else the character in quotes."""
+    labels = _DELIMITER_LABELS.get(delimiter)
+    if labels is None:
+        return f"'{delimiter}'"
+    return labels[1] if english else labels[0]
+
+
 class IngestConfig(_Section):
-    """Import checks (docs/domain.md §11)."""
+    """Import checks (docs/domain.md §11) and how CSV files are read."""
+
+    csv_delimiter: str = Field(
+        default=",", description="the CSV field delimiter when `supnet import` is not given --delimiter: , ; | or tab"
+    )
+
+    @field_validator("csv_delimiter")
+    @classmethod
+    def _check_delimiter(cls, value: str) -> str:
+        return csv_delimiter(value)
 
     clock_skew_seconds: int = Field(
         default=600,

@@ -20,8 +20,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from node.config import NodeConfig, NotificationsConfig, Operator, Recipient, Robot, StoreConfig, parse_config
 from node.errors import ConfigError
-from node.notify import NoticeKind, NotificationDispatcher, notify_operators
-from node.notify.robots import dingtalk_sign
+from node.notify import NoticeKind, NotificationDispatcher, dingtalk_sign, notify_operators
 from tests.harness.local_servers import PortZeroController
 from tests.harness.robots import FakeRobot, ServerTls, make_server_tls
 from tests.notify.test_notify import T0, make_node, notification_rows, raise_alert
