@@ -9,6 +9,7 @@ from node.notify.dispatcher import (
     requeue_failed,
 )
 from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_in, notify_operators_resolved
+from node.notify.probe import ProbeResult, send_test_messages
 from node.notify.robots import DingTalkChannel, WeComChannel, dingtalk_sign, robot_payload
 from node.notify.routing import Route, matching_recipients, route_alert
 
@@ -17,6 +18,7 @@ __all__ = [
     "NoticeKind",
     "NotificationDispatcher",
     "NotificationView",
+    "ProbeResult",
     "Route",
     "WeComChannel",
     "backoff_delay",
@@ -30,4 +32,5 @@ __all__ = [
     "requeue_failed",
     "robot_payload",
     "route_alert",
+    "send_test_messages",
 ]

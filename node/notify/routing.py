@@ -25,7 +25,15 @@ from fnmatch import fnmatchcase
 
 from node.config import NotificationsConfig, Operator, Recipient
 
-__all__ = ["OPERATORS_LABEL", "UNROUTED_PREFIX", "Route", "matching_recipients", "route_alert", "route_operators"]
+__all__ = [
+    "OPERATORS_LABEL",
+    "UNROUTED_PREFIX",
+    "Route",
+    "matching_recipients",
+    "route_alert",
+    "route_everyone",
+    "route_operators",
+]
 
 UNROUTED_PREFIX = "unrouted:"
 OPERATORS_LABEL = "operators"
@@ -64,6 +72,11 @@ def route_alert(config: NotificationsConfig, department: str, post: str) -> list
 def route_operators(config: NotificationsConfig) -> list[Route]:
     """The routes for an operator notice: every channel to every configured operator (the log always)."""
     return _routes(config, config.operators, OPERATORS_LABEL, OPERATORS_LABEL)
+
+
+def route_everyone(config: NotificationsConfig) -> list[Route]:
+    """Every route of every recipient and operator, each once (for a test message over the whole set-up)."""
+    return _routes(config, [*config.recipients, *config.operators], "test", "test")
 
 
 def _routes(

@@ -460,3 +460,68 @@ def test_robot_config_round_trips_through_the_toml_file(tmp_path: Path) -> None:
     )
     save_config(tmp_path, config)
     assert load_config(tmp_path).notifications == config.notifications
+
+
+# -- supnet notifications test ---------------------------------------------------------------------------------------
+def test_cli_test_command_reaches_every_address_and_reports_each_refusal(
+    tmp_path: Path,
+    tls: ServerTls,
+    starttls_server: tuple[Controller, RecordingMailHandler],
+    dingtalk: FakeRobot,
+    wecom: FakeRobot,
+) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from node.app import open_node
+    from node.cli import notifications_cmd
+    from node.config import save_config
+    from node.errors import ExitCode
+
+    controller, handler = starttls_server
+    (tmp_path / "pw").write_text(PASSWORD, encoding="utf-8")
+    (tmp_path / "dt").write_text(dingtalk.secret, encoding="utf-8")
+    config = NodeConfig(
+        id="gd.gz.py",
+        notifications=NotificationsConfig(
+            channels=["log", "smtp", "dingtalk", "wecom"],
+            smtp_host="127.0.0.1",
+            smtp_port=controller.port,
+            smtp_security="starttls",
+            smtp_username=USER,
+            smtp_password_file="pw",
+            smtp_ca_file=str(tls.ca_file),
+            robots=[
+                Robot(
+                    name="dt",
+                    kind="dingtalk",
+                    url=f"{dingtalk.base_url}/robot/send?access_token={dingtalk.token}",
+                    secret_file="dt",
+                ),
+                Robot(name="wx", kind="wecom", url=f"{wecom.base_url}/cgi-bin/webhook/send?key=wrong-key"),
+            ],
+            recipients=[Recipient(department="市场监管局", email="jcs@jw.example", robots=["dt"])],
+            operators=[Operator(name="值班", robots=["wx"])],
+        ),
+    )
+    save_config(tmp_path, config)
+    open_node(tmp_path).close()  # a node made, its schema in place: the test command itself only reads
+    app = typer.Typer()
+    notifications_cmd.register(app)
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["notifications", "test", "-d", str(tmp_path), "--json"])
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output
+    outcomes = {(r["channel"], r["recipient"]): r["error"] for r in json.loads(result.stdout)["results"]}
+    assert outcomes.keys() == {("log", "test"), ("smtp", "jcs@jw.example"), ("dingtalk", "dt"), ("wecom", "wx")}
+    assert outcomes[("smtp", "jcs@jw.example")] is None and outcomes[("dingtalk", "dt")] is None
+    assert "errcode 93000" in outcomes[("wecom", "wx")] and "wrong-key" not in outcomes[("wecom", "wx")]
+    assert "测试通知" in dingtalk.accepted[0].document["markdown"]["title"]
+    assert [mail["login"] for mail in handler.mails] == [USER]
+
+    only_robot = runner.invoke(app, ["notifications", "test", "-d", str(tmp_path), "--channel", "dingtalk"])
+    assert only_robot.exit_code == 0, only_robot.output
+    assert "dingtalk → dt: 成功" in only_robot.output
+    assert len(dingtalk.accepted) == 2 and len(handler.mails) == 1
