@@ -212,7 +212,8 @@ class FileReader:
             first_data = row
             break
         if header_row is None:
-            raise ValidationError(f"{self.source}: empty file: no header row", field="header")
+            self._no_header()
+            return
         names: list[str] = []
         seen: dict[str, str] = {}
         unknown: list[str] = []
@@ -251,6 +252,10 @@ class FileReader:
                     field="kind",
                     reason=UNKNOWN_KIND,
                 )
+
+    def _no_header(self) -> None:
+        """A source with no header row: an empty file is an error (an empty sheet is skipped: node.ingest.xlsx)."""
+        raise ValidationError(f"{self.source}: empty file: no header row", field="header")
 
     def _kind_from_name(self) -> str | None:
         """The kind the source's name implies (a file's; a sheet's for a workbook), or None."""

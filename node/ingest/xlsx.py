@@ -113,12 +113,12 @@ class SheetReader(FileReader):
             self.kind = resolved
         self.format = "xlsx"
         self.resolved_encoding = ""
-        if not any(any(cell.strip() for cell in row) for _, row in self._csv_rows() if isinstance(row, list)):
-            self.empty = True
-            return self
         self._prepare_csv()
         self._prepared = True
         return self
+
+    def _no_header(self) -> None:
+        self.empty = True  # not an error: a workbook's other sheets may hold the data
 
     def _kind_from_name(self) -> str | None:
         named = kind_from_alias(self.sheet) or kind_from_file_name(Path(self.sheet or ""))
