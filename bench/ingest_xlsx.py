@@ -99,9 +99,11 @@ def main() -> None:
     print(f"openpyxl bare read:      {floor['rows_per_s']:>10,.0f} rows/s  (the floor of reading .xlsx)")
     print(
         f"supnet import of .xlsx:  {xlsx_import['records_per_s']:>10,.0f} records/s  ratio to CSV {ratio:.2f}  "
-        f"(CPU time: {cpu_ratio:.2f}; bare reading is {read_share:.0%} of its CPU time)  peak RSS {xlsx_import['peak_rss_mb']:.0f} MB "
-        f"vs CSV {csv_import['peak_rss_mb']:.0f} MB  ({xlsx_import['records']:,} records, "
-        f"{xlsx_import['rejected']} rejected)"
+        f"(CPU time: {cpu_ratio:.2f}; bare reading is {read_share:.0%} of its CPU time)"
+    )
+    print(
+        f"peak RSS: .xlsx {xlsx_import['peak_rss_mb']:.0f} MB, CSV {csv_import['peak_rss_mb']:.0f} MB  "
+        f"({xlsx_import['records']:,} records, {xlsx_import['rejected']} rejected)"
     )
     figures["csv"] = {
         "records_per_s": round(csv_import["records_per_s"]),
