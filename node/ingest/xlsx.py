@@ -6,8 +6,12 @@ or, for a one-sheet workbook, the file's name. Errors name the sheet and the row
 ``办件.xlsx[事项受理]:7: acceptance C-7: field accepted_at (受理时间): …``.
 
 Cells become the text a CSV export of them would hold, so a workbook and its CSV export import alike: numbers
-without a spurious ``.0`` and to Excel's 15 significant digits, date-times as ``YYYY-MM-DD HH:MM:SS`` (to the
-second), empty cells as empty fields; formulas give their saved value. Hidden sheets are left out, with a warning.
+without a spurious ``.0`` and to Excel's 15 significant digits, date-time cells in the standard's compact form
+``YYYYMMDDThhmmss`` (to the second), empty cells as empty fields; formulas give their saved value. Hidden sheets are
+left out, with a warning.
+
+A workbook is loaded once for all its sheets (``_SharedWorkbook``): openpyxl parses every sheet of a workbook that
+stores no dimensions whenever it loads it, so a load per sheet would read the whole file once per sheet.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def cell_text(value: Any) -> str:
     if isinstance(value, dt.datetime):
         # Excel keeps times as fractions of a day: 09:00 may come back as 08:59:59.999999.
         rounded = (value + dt.timedelta(microseconds=500_000)).replace(microsecond=0)
-        return rounded.strftime("%Y-%m-%d %H:%M:%S")
+        return rounded.strftime("%Y%m%dT%H%M%S")
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dt.time):
@@ -77,6 +81,37 @@ def _load(path: Path) -> Any:
         ) from exc
 
 
+class _SharedWorkbook:
+    """One workbook, loaded once for all its sheets' readers; closed when the last of them has been read through.
+
+    Read again after that (a second pass), it is loaded again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._book: Any = None
+        self.readers_left = 0
+
+    @property
+    def book(self) -> Any:
+        """The loaded workbook (loading it when closed)."""
+        if self._book is None:
+            self._book = _load(self.path)
+        return self._book
+
+    def finished(self) -> None:
+        """One reader has read its sheet to the end."""
+        self.readers_left -= 1
+        if self.readers_left <= 0:
+            self.close()
+
+    def close(self) -> None:
+        """Close the workbook's file, if open."""
+        if self._book is not None:
+            self._book.close()
+            self._book = None
+
+
 @dataclass
 class SheetReader(FileReader):
     """One sheet of a workbook, read as a CSV file's rows are (``FileReader`` does the header, kinds and rows)."""
@@ -84,6 +119,7 @@ class SheetReader(FileReader):
     sheet_count: int = 1
     share: int = 0  # this sheet's part of the file's bytes, for progress
     empty: bool = False
+    workbook: _SharedWorkbook | None = None
     _rows_done: int = 0
     _rows_expected: int = 0
 
@@ -131,24 +167,26 @@ class SheetReader(FileReader):
 
     def _csv_rows(self) -> Iterator[tuple[int, list[str] | RecordError]]:
         """(row number as Excel shows it, its cells as text): trailing empty cells dropped, short rows padded."""
-        workbook = _load(self.path)
-        try:
-            sheet = workbook[self.sheet]
+        if self.workbook is None:
+            self.workbook = _SharedWorkbook(self.path)
+            self.workbook.readers_left = 1
+        sheet = self.workbook.book[self.sheet]
+        if not self._rows_expected:
             self._rows_expected = sheet.max_row or 0
-            # The stored dimension may be wrong (some writers leave 'A1'): read every row there is.
-            sheet.reset_dimensions()
-            width = len(self._header)
-            self._rows_done = 0
-            for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), start=1):
-                self._rows_done = number
-                cells = [cell_text(value) for value in values]
-                while cells and not cells[-1]:
-                    cells.pop()
-                if width and len(cells) < width:
-                    cells.extend([""] * (width - len(cells)))
-                yield number, cells
-        finally:
-            workbook.close()
+        # The stored dimension may be wrong (some writers leave 'A1'): read every row there is.
+        sheet.reset_dimensions()
+        width = len(self._header)
+        self._rows_done = 0
+        for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), start=1):
+            self._rows_done = number
+            cells = [cell_text(value) for value in values]
+            while cells and not cells[-1]:
+                cells.pop()
+            if width and len(cells) < width:
+                cells.extend([""] * (width - len(cells)))
+            yield number, cells
+        if self._prepared:  # read through for the import (not just its header while preparing)
+            self.workbook.finished()
 
     def __iter__(self) -> Iterator[Any]:
         if not self._prepared:
@@ -160,18 +198,29 @@ class SheetReader(FileReader):
 
 def open_workbook(path: Path, *, kind: str | None = None) -> list[SheetReader]:
     """A prepared reader per visible sheet with data; ValidationError when the workbook has none."""
-    workbook = _load(path)
+    workbook = _SharedWorkbook(path)
     try:
-        sheets = [(sheet.title, sheet.sheet_state) for sheet in workbook.worksheets]
-    finally:
+        sheets = [(sheet.title, sheet.sheet_state) for sheet in workbook.book.worksheets]
+        readers = _sheet_readers(path, workbook, sheets, kind)
+    except BaseException:
         workbook.close()
+        raise
+    workbook.readers_left = len(readers)
+    return readers
+
+
+def _sheet_readers(
+    path: Path, workbook: _SharedWorkbook, sheets: list[tuple[str, str]], kind: str | None
+) -> list[SheetReader]:
     visible = [title for title, state in sheets if state == "visible"]
     hidden = [title for title, state in sheets if state != "visible"]
     size = path.stat().st_size
     readers = []
     for index, title in enumerate(visible):
         share = size // len(visible) + (size % len(visible) if index == len(visible) - 1 else 0)
-        reader = SheetReader(path, kind=kind, sheet=title, sheet_count=len(visible), share=share).prepare()
+        reader = SheetReader(
+            path, kind=kind, sheet=title, sheet_count=len(visible), share=share, workbook=workbook
+        ).prepare()
         if not reader.empty:
             readers.append(reader)
     if not readers:

@@ -184,8 +184,19 @@ def test_header_below_blank_rows_and_hidden_sheets(tmp_path: Path) -> None:
     assert sum(reader.size for reader in readers) == path.stat().st_size
     kind, row, fields = next(iter(readers[1]))
     assert (kind, row) == ("acceptance", 4)  # two blank rows, the header on row 3
-    assert isinstance(fields, dict) and fields["accepted_at"] == "2026-01-05 09:30:00"
+    assert isinstance(fields, dict) and fields["accepted_at"] == "20260105T093000"
     assert any("代码表" in warning for reader in readers for warning in reader.warnings)
+    # One load for all sheets, and the file is closed once every sheet has been read through.
+    assert path_open(path)
+    for reader in readers:
+        list(reader)
+    assert not path_open(path)
+
+
+def path_open(path: Path) -> bool:
+    """Whether this process holds ``path`` open (Linux: /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    return any(fd.resolve() == path.resolve() for fd in fds.iterdir() if fd.is_symlink() and fd.exists())
 
 
 def test_a_visible_sheet_of_unknown_kind_is_refused_naming_it(tmp_path: Path) -> None:
