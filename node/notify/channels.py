@@ -45,6 +45,8 @@ log = logging.getLogger("supnet.notify")
 
 # Error texts stored in notifications.last_error are cut to this size; the full detail goes to the log.
 _MAX_ERROR_TEXT = 500
+# Secret files already warned about for being readable by others (warned once per process, not at every send).
+_WARNED_OPEN_SECRETS: set[Path] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +103,16 @@ def read_secret(file: str, env: str, base_dir: Path | None, what: str) -> str:
             path = base_dir / path
         try:
             value = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
         except (OSError, UnicodeDecodeError) as exc:
             raise UnavailableError(f"{what}：无法读取文件 {path} (cannot read {path}: {exc})") from exc
+        if mode & 0o077 and path not in _WARNED_OPEN_SECRETS:
+            _WARNED_OPEN_SECRETS.add(path)
+            log.warning(
+                "%s：文件 %s 可被其他用户读取，请执行 chmod 600 (the file is readable by other users: chmod 600 it)",
+                what,
+                path,
+            )
         if not value:
             raise UnavailableError(f"{what}：文件 {path} 为空 (file {path} is empty)")
         return value

@@ -122,6 +122,31 @@ def test_starttls_and_login_with_password_file_delivers(
     node.close()
 
 
+def test_a_secret_file_readable_by_others_is_used_with_one_warning(
+    tmp_path: Path, tls: ServerTls, starttls_server: tuple[Controller, RecordingMailHandler], caplog: Any
+) -> None:
+    controller, handler = starttls_server
+    secret = tmp_path / "open-password"
+    secret.write_text(PASSWORD, encoding="utf-8")
+    secret.chmod(0o644)
+    node = smtp_node(
+        tmp_path,
+        controller.port,
+        smtp_security="starttls",
+        smtp_username=USER,
+        smtp_password_file=str(secret),
+        smtp_ca_file=str(tls.ca_file),
+    )
+    raise_alert(node, case_no="C-1")
+    raise_alert(node, case_no="C-2")
+    with caplog.at_level("WARNING", logger="supnet.notify"):
+        assert NotificationDispatcher(node).run_once(T0).delivered == 2
+    warnings = [record for record in caplog.records if "chmod 600" in record.getMessage()]
+    assert len(warnings) == 1 and str(secret) in warnings[0].getMessage()
+    assert len(handler.mails) == 2
+    node.close()
+
+
 def test_wrong_password_is_a_retried_failure_and_a_fixed_file_is_read_at_the_next_try(
     tmp_path: Path, tls: ServerTls, starttls_server: tuple[Controller, RecordingMailHandler]
 ) -> None:
