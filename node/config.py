@@ -1,10 +1,16 @@
-"""Typed node configuration: one TOML file per data directory, validated in one place."""
+"""Typed node configuration: one TOML file per data directory, validated in one place.
+
+The sections are one unit on purpose: every key an operator can set, its type, default and check, is read in this
+one file, and cross-section checks (parent id against node id, robots named by recipients) need them together.
+Secrets (SMTP password, robot secrets) are never keys here: the config names the file or environment variable.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,8 +71,45 @@ class StoreConfig(_Section):
     )
 
 
+# Names a CSV delimiter may be given by (on the command line a tab is awkward to type).
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+_DELIMITER_LABELS = {
+    "\t": ("制表符", "tab"),
+    ",": ("逗号", "comma"),
+    ";": ("分号", "semicolon"),
+    "|": ("竖线", "pipe"),
+}
+
+
+def csv_delimiter(value: str) -> str:
+    """The one-character CSV delimiter ``value`` names (``,`` ``;`` ``|``, a tab also as ``tab``); else ValueError."""
+    delimiter = _DELIMITER_NAMES.get(value.lower(), value)
+    if len(delimiter) != 1 or delimiter in {'"', "\r", "\n", " "} or delimiter.isalnum():
+        raise ValueError(
+            f"{value!r} is not a CSV delimiter: one character such as ',' ';' '|' or tab (write 'tab' or '\\t')"
+        )
+    return delimiter
+
+
+def delimiter_label(delimiter: str, *, english: bool = False) -> str:
+    """How a delimiter is named to people: 制表符 / tab, 分号 / semicolon, else the character in quotes."""
+    labels = _DELIMITER_LABELS.get(delimiter)
+    if labels is None:
+        return f"'{delimiter}'"
+    return labels[1] if english else labels[0]
+
+
 class IngestConfig(_Section):
-    """Import checks (docs/domain.md §11)."""
+    """Import checks (docs/domain.md §11) and how CSV files are read."""
+
+    csv_delimiter: str = Field(
+        default=",", description="the CSV field delimiter when `supnet import` is not given --delimiter: , ; | or tab"
+    )
+
+    @field_validator("csv_delimiter")
+    @classmethod
+    def _check_delimiter(cls, value: str) -> str:
+        return csv_delimiter(value)
 
     clock_skew_seconds: int = Field(
         default=600,
@@ -134,6 +177,7 @@ class Recipient(_Section):
     email: str = ""
     phone: str = ""
     webhook: str = ""
+    robots: list[str] = Field(default_factory=list, description="names of [[notifications.robots]] group robots")
 
 
 class Operator(_Section):
@@ -143,9 +187,57 @@ class Operator(_Section):
     email: str = ""
     phone: str = ""
     webhook: str = ""
+    robots: list[str] = Field(default_factory=list, description="names of [[notifications.robots]] group robots")
 
 
-ChannelName = Literal["log", "webhook", "smtp", "sms"]
+ChannelName = Literal["log", "webhook", "smtp", "sms", "dingtalk", "wecom"]
+RobotKind = Literal["dingtalk", "wecom"]
+_ROBOT_NAME = re.compile(r"^[\w.-]{1,64}$")
+
+
+def _secret_source(file: str, env: str, what: str) -> None:
+    if file and env:
+        raise ValueError(f"{what}: set either the _file or the _env key, not both")
+
+
+class Robot(_Section):
+    """A DingTalk (钉钉) or WeCom (企业微信) group robot: a webhook address and, kept out of the config, its secret.
+
+    DingTalk: ``url`` holds the ``access_token``; the 加签 secret (``SEC…``) comes from ``secret_file`` or
+    ``secret_env`` and signs every message (leave both empty for a robot secured by keyword or IP only).
+    WeCom: the webhook key is either the ``key=`` of ``url`` or, better, read from ``secret_file`` / ``secret_env``.
+    """
+
+    name: str = Field(description='how recipients and operators refer to the robot (robots = ["…"])')
+    kind: RobotKind
+    url: str
+    secret_file: str = Field(default="", description="file holding the secret (relative: to the data directory)")
+    secret_env: str = Field(default="", description="environment variable holding the secret")
+    msgtype: Literal["markdown", "text"] = "markdown"
+    ca_file: str = Field(default="", description="CA certificate(s) (PEM) of an HTTPS url; empty: the system's")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _ROBOT_NAME.match(value):
+            raise ValueError(f"{value!r}: 1–64 letters, digits, '_', '-' or '.'")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// address")
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> Robot:
+        _secret_source(self.secret_file, self.secret_env, f"robot {self.name!r} secret")
+        if self.kind == "wecom" and not (self.secret_file or self.secret_env or "key=" in self.url):
+            raise ValueError(
+                f"robot {self.name!r} (wecom): no webhook key: set secret_file or secret_env (or key=… in url)"
+            )
+        return self
 
 
 def _default_channels() -> list[ChannelName]:
@@ -160,6 +252,13 @@ class NotificationsConfig(_Section):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_sender: str = "supnet@localhost"
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="none", description="starttls: STARTTLS on a plain port (587/25); tls: implicit TLS (465)"
+    )
+    smtp_username: str = Field(default="", description="login (AUTH) name; empty: no login")
+    smtp_password_file: str = Field(default="", description="file holding the password (relative: to the data dir)")
+    smtp_password_env: str = Field(default="", description="environment variable holding the password")
+    smtp_ca_file: str = Field(default="", description="CA certificate(s) (PEM) of the mail server; empty: the system's")
     sms_url_template: str = Field(default="", description="HTTP gateway URL; {phone} and {text} are filled in")
     sms_method: Literal["GET", "POST"] = Field(default="GET", description="POST also sends {phone, text} as JSON")
     dispatch_interval_seconds: float = Field(default=5.0, gt=0, description="how often `supnet serve` dispatches")
@@ -172,6 +271,54 @@ class NotificationsConfig(_Section):
     operator_notice_cooldown_seconds: float = Field(
         default=3600.0, gt=0, description="a lasting problem of the node is re-sent to its operators at most this often"
     )
+    robots: list[Robot] = Field(default_factory=list, description="DingTalk / WeCom group robots")
+
+    @model_validator(mode="after")
+    def _check_smtp_login(self) -> NotificationsConfig:
+        _secret_source(self.smtp_password_file, self.smtp_password_env, "smtp_password")
+        has_password = bool(self.smtp_password_file or self.smtp_password_env)
+        if self.smtp_username and not has_password:
+            raise ValueError("smtp_username is set: give the password by smtp_password_file or smtp_password_env")
+        if has_password and not self.smtp_username:
+            raise ValueError("an SMTP password is set but smtp_username is empty")
+        if self.smtp_username and self.smtp_security == "none" and not _is_loopback_host(self.smtp_host):
+            raise ValueError(
+                "smtp_username with smtp_security = 'none' would send the password in clear: "
+                "use smtp_security = 'starttls' or 'tls'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_robot_names(self) -> NotificationsConfig:
+        names = [robot.name for robot in self.robots]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"robots: name(s) used twice: {', '.join(duplicated)}")
+        sections: tuple[tuple[str, Sequence[Recipient | Operator]], ...] = (
+            ("recipients", self.recipients),
+            ("operators", self.operators),
+        )
+        for section, entries in sections:
+            for index, entry in enumerate(entries):
+                unknown = [name for name in entry.robots if name not in names]
+                if unknown:
+                    raise ValueError(
+                        f"{section}[{index}].robots: no [[notifications.robots]] named {', '.join(unknown)}"
+                    )
+        return self
+
+    def robot(self, name: str) -> Robot | None:
+        """The robot called ``name``, or None."""
+        return next((robot for robot in self.robots if robot.name == name), None)
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ScoreWeights(_Section):

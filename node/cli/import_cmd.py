@@ -1,4 +1,4 @@
-"""``supnet import``: load CSV / JSON Lines files of every record kind into the node, with a closing summary.
+"""``supnet import``: load CSV / JSON Lines / .xlsx files of every record kind into the node, with a closing summary.
 
 Every run is audited (``records.imported``: the files with their SHA-256, the counts, the OS user who ran it).
 """
@@ -15,6 +15,7 @@ from rich.table import Table
 from node.app import open_node
 from node.audit_log import operator_actor
 from node.cli.common import DataDir, JsonFlag, console, err_console, handle_errors, print_json
+from node.config import csv_delimiter
 from node.domain import KIND_ORDER
 from node.errors import ExitCode
 from node.ingest import ENCODINGS, Importer, ImportSummary
@@ -59,7 +60,9 @@ def register(app: typer.Typer) -> None:
     def import_command(
         *,
         data_dir: DataDir,
-        files: Annotated[list[Path], typer.Argument(help="CSV or JSON Lines files, any record kinds.")],
+        files: Annotated[
+            list[Path], typer.Argument(help="CSV, JSON Lines or .xlsx files (each sheet with data), any record kinds.")
+        ],
         kind: Annotated[
             str | None,
             typer.Option(help="Record kind of every file (else a kind column/field, else the file name)."),
@@ -67,6 +70,13 @@ def register(app: typer.Typer) -> None:
         encoding: Annotated[
             str, typer.Option(help="auto (UTF-8 if it decodes cleanly, else GB18030), utf-8 or gb18030.")
         ] = "auto",
+        delimiter: Annotated[
+            str | None,
+            typer.Option(
+                help="CSV field delimiter: , ; | or tab (default: config ingest.csv_delimiter, else ',').",
+                show_default=False,
+            ),
+        ] = None,
         batch_size: Annotated[
             int | None, typer.Option(help="Records per transaction (default: config store.batch_size).", min=1)
         ] = None,
@@ -76,6 +86,11 @@ def register(app: typer.Typer) -> None:
         """Import records; exits 1 when any record was rejected (the good ones still land)."""
         if encoding not in ENCODINGS:
             raise typer.BadParameter(f"'{encoding}' is not one of {', '.join(ENCODINGS)}", param_hint="--encoding")
+        if delimiter is not None:
+            try:
+                delimiter = csv_delimiter(delimiter)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--delimiter") from None
         node = open_node(data_dir)
         try:
             importer = Importer(node, listeners=default_listeners(node), batch_size=batch_size, max_errors=max_errors)
@@ -97,7 +112,12 @@ def register(app: typer.Typer) -> None:
                     bar.update(task, completed=done, total=all_bytes)
 
                 summary = importer.import_files(
-                    files, kind=kind, encoding=encoding, progress=progress, actor=operator_actor(node.config.id)
+                    files,
+                    kind=kind,
+                    encoding=encoding,
+                    delimiter=delimiter,
+                    progress=progress,
+                    actor=operator_actor(node.config.id),
                 )
         finally:
             node.close()

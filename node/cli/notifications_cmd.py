@@ -1,4 +1,7 @@
-"""`supnet notifications`: list notifications (pending/failed stay visible), send now, requeue failed ones."""
+"""`supnet notifications`: list notifications (pending/failed stay visible), send now, requeue failed ones.
+
+``test`` sends one test message to every configured address at once, to check a mail or group robot set-up.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +23,18 @@ from node.cli.common import (
 )
 from node.cli.render import Col, fitted_table, print_table
 from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.errors import ExitCode
 from node.notify import (
     NotificationDispatcher,
     list_notifications,
     notification_counts,
     requeue_failed,
+    send_test_messages,
 )
 
-notifications_app = typer.Typer(help="Warning notifications: log, webhook, mail (SMTP), SMS gateway.")
+notifications_app = typer.Typer(
+    help="告警通知 Warning notifications: log, webhook, mail (SMTP), SMS gateway, DingTalk / WeCom group robots."
+)
 
 STATUS_STYLE = {"pending": "yellow", "failed": "bold red", "delivered": "green"}
 
@@ -124,6 +131,41 @@ def retry(
         print_json({"requeued": requeued})
     else:
         console.print(f"requeued {requeued} failed notifications")
+
+
+@notifications_app.command("test")
+@handle_errors
+def test(
+    ctx: typer.Context,
+    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel (e.g. smtp, dingtalk).")] = None,
+    data_dir: OptionalDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """发送测试通知：每个已配置的地址一条 — send one test message to every configured address now.
+
+    Exits 3 (unavailable) when any was not taken; nothing is stored or retried.
+    """
+    with opened_node(ctx, data_dir, writes=False) as node:
+        results = send_test_messages(node, channel)
+    failed = [result for result in results if not result.delivered]
+    if as_json:
+        print_json(
+            {
+                "results": [
+                    {"channel": r.channel, "recipient": r.recipient, "name": r.name, "error": r.error} for r in results
+                ]
+            }
+        )
+    else:
+        for r in results:
+            outcome = (
+                "[green]成功 delivered[/]" if r.delivered else f"[bold red]失败 failed[/]: {escape(r.error or '')}"
+            )
+            console.print(f"{r.channel} → {escape(r.recipient)}: {outcome}", highlight=False, soft_wrap=True)
+        if not results:
+            console.print("没有已配置的通知地址 (no address configured for this channel)", highlight=False)
+    if failed:
+        raise typer.Exit(ExitCode.UNAVAILABLE)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ quote, as CSV reads it) belongs to the same rejected record rather than being re
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,18 +28,30 @@ Columns = Callable[[], tuple[Sequence[str], str]]
 _LENGTH_LIMITS: dict[str, int | None] = {
     spec.name: spec.length_limit for specs in RECORD_FIELDS.values() for spec in specs
 }
-# One CSV field: quoted ("" escapes a quote, newlines allowed; text after the closing quote stays in the field, as
-# the csv module keeps it) or unquoted.
-_CSV_FIELD = re.compile(r'"((?:[^"]+|"")*)("?)[^,\r\n]*|[^,\r\n]*')
 
 
-def csv_records(path: Path, lines: Iterator[str], codec: str, columns: Columns) -> Iterator[CsvRecord]:
+@functools.cache
+def _field_pattern(delimiter: str) -> re.Pattern[str]:
+    """The pattern of one CSV field ending at ``delimiter``.
+
+    A field is quoted ("" escapes a quote, newlines allowed; text after the closing quote stays in the field, as the
+    csv module keeps it) or unquoted.
+    """
+    stop = re.escape(delimiter)
+    return re.compile(rf'"((?:[^"]+|"")*)("?)[^{stop}\r\n]*|[^{stop}\r\n]*')
+
+
+def csv_records(
+    path: Path, lines: Iterator[str], codec: str, columns: Columns, delimiter: str = ","
+) -> Iterator[CsvRecord]:
     """Parse ``lines`` (the file's physical lines, decoded with ``codec``) into records; never raises csv.Error.
+
+    Fields are split on ``delimiter`` (one character).
 
     Any other csv.Error (e.g. a bare carriage return in an unquoted field) is one BAD_ROW error; the reader resumes
     at the next line.
     """
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, delimiter=delimiter)
     last_line = 0
     skipped = 0  # lines taken from ``lines`` here, past the csv reader's count
     cursor: _LineCursor | None = None
@@ -55,7 +68,7 @@ def csv_records(path: Path, lines: Iterator[str], codec: str, columns: Columns) 
                     cursor = cursor or _LineCursor(path)
                     names, kind = columns()
                     rejected, still_open = _too_long(
-                        path, start, cursor.lines(start, end), codec, names=names, kind=kind
+                        path, start, cursor.lines(start, end), codec, names=names, kind=kind, delimiter=delimiter
                     )
                     if still_open:
                         taken, closed = _rest_of_quoted_field(lines)
@@ -99,14 +112,14 @@ def _with_end(error: RecordError, end: int, closed: bool) -> RecordError:
 
 
 def _too_long(
-    path: Path, line: int, raw_lines: list[bytes], codec: str, *, names: Sequence[str], kind: str
+    path: Path, line: int, raw_lines: list[bytes], codec: str, *, names: Sequence[str], kind: str, delimiter: str
 ) -> tuple[RecordError, bool]:
     """The error of a record whose field passed the csv limit, and whether that field is a quoted one still open."""
     text = b"".join(raw_lines).decode("utf-8" if codec == "utf-8-sig" else codec, errors="replace")
     if line == 1:
         text = text.lstrip("\ufeff")
     limit = csv.field_size_limit()
-    for column, (length, closed) in enumerate(_field_lengths(text)):
+    for column, (length, closed) in enumerate(_field_lengths(text, delimiter)):
         if length <= limit and closed:
             continue
         name = names[column] if column < len(names) else None
@@ -119,11 +132,12 @@ def _too_long(
     return RecordError(str(path), line, kind, None, TOO_LONG, f"a field is longer than {limit} characters"), False
 
 
-def _field_lengths(text: str) -> Iterator[tuple[int, bool]]:
+def _field_lengths(text: str, delimiter: str = ",") -> Iterator[tuple[int, bool]]:
     """(characters, closed) of each field of the CSV record that starts ``text``; an unclosed quote ends it."""
+    pattern = _field_pattern(delimiter)
     position = 0
     while True:
-        match = _CSV_FIELD.match(text, position)
+        match = pattern.match(text, position)
         if match is None:  # the pattern matches the empty string: only a safeguard
             return
         quoted = match.group(1)
@@ -135,7 +149,7 @@ def _field_lengths(text: str) -> Iterator[tuple[int, bool]]:
             if not closed:
                 return
         position = match.end()
-        if position >= len(text) or text[position] != ",":
+        if position >= len(text) or text[position] != delimiter:
             return
         position += 1
 

@@ -54,7 +54,7 @@ from node.errors import StoreError
 from node.ingest.deadlines import Deadlines
 from node.ingest.handlers import KindHandlers
 from node.ingest.listeners import IngestListener
-from node.ingest.outcomes import BatchContext, ImportSummary, OutcomeCallback, RecordOutcome
+from node.ingest.outcomes import BatchContext, ImportedFile, ImportSummary, OutcomeCallback, RecordOutcome
 from node.ingest.readers import FileReader, kind_from_alias, open_files
 from node.ingest.records import RawFields, RawRecord, Tagged, ValidatedRow
 from node.ingest.storage import RecordStore
@@ -175,30 +175,36 @@ class Importer:
         *,
         kind: str | None = None,
         encoding: str = "auto",
+        delimiter: str | None = None,
         progress: ProgressCallback | None = None,
         on_outcome: OutcomeCallback | None = None,
         actor: str | None = None,
     ) -> ImportSummary:
-        """Import CSV / JSON Lines files (all checked first, taken in KIND_ORDER); progress gets (done, total) bytes.
+        """Import CSV / JSON Lines / .xlsx files (all checked first, taken in KIND_ORDER); progress gets (done, total).
+
+        ``delimiter`` splits CSV fields (default: the config's ``ingest.csv_delimiter``).
 
         With ``actor``, the import is audited (module docstring), also when it stops on an error.
         """
-        readers = open_files([Path(path) for path in paths], kind=kind, encoding=encoding)
+        if delimiter is None:
+            delimiter = self.node.config.ingest.csv_delimiter
+        readers = open_files([Path(path) for path in paths], kind=kind, encoding=encoding, delimiter=delimiter)
         summary = ImportSummary()
         started = time.perf_counter()
         total = sum(reader.size for reader in readers)
         done_before = 0
         for reader in readers:
-            summary.files.append(
-                {
-                    "path": str(reader.path),
-                    "format": reader.format,
-                    "encoding": reader.resolved_encoding,
-                    "kind": reader.primary_kind,
-                    "bytes": reader.size,
-                    "sha256": file_sha256(reader.path),
-                }
-            )
+            entry: ImportedFile = {
+                "path": str(reader.path),
+                "format": reader.format,
+                "encoding": reader.resolved_encoding,
+                "kind": reader.primary_kind,
+                "bytes": reader.size,
+                "sha256": file_sha256(reader.path),
+            }
+            if reader.sheet is not None:
+                entry["sheet"] = reader.sheet
+            summary.files.append(entry)
         try:
             for reader in readers:
 
@@ -206,7 +212,7 @@ class Importer:
                     if progress is not None:
                         progress(offset + current.bytes_read, total)
 
-                self._run(str(reader.path), iter(reader), summary, on_outcome, report)
+                self._run(reader.source, iter(reader), summary, on_outcome, report)
                 summary.warnings.extend(reader.warnings)
                 done_before += reader.size
                 if progress is not None:
@@ -388,11 +394,13 @@ def import_counts(summary: ImportSummary) -> dict[str, Any]:
 
 def audit_import(engine: Engine, actor: str, summary: ImportSummary, *, error: str | None = None) -> int:
     """Append the ``records.imported`` entry of a file import (files with SHA-256, counts, who); returns its seq."""
-    names = [Path(entry["path"]).name for entry in summary.files]
+    # A workbook is listed once per sheet: named once.
+    names = list(dict.fromkeys(Path(entry["path"]).name for entry in summary.files))
     target = ", ".join(names[:_TARGET_NAMES]) + (f" (+{len(names) - _TARGET_NAMES} more)" if len(names) > 10 else "")
     detail: dict[str, Any] = {
         "files": [
             {"path": entry["path"], "bytes": entry["bytes"], "sha256": entry["sha256"], "kind": entry["kind"]}
+            | ({"sheet": entry["sheet"]} if "sheet" in entry else {})
             for entry in summary.files
         ],
         **import_counts(summary),

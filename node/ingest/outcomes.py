@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from sqlalchemy import Connection
 
@@ -54,6 +54,7 @@ class ImportedFile(TypedDict):
     kind: str | None
     bytes: int
     sha256: str
+    sheet: NotRequired[str]  # a workbook's sheet (each sheet with data is listed on its own)
 
 
 @dataclass

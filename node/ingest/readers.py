@@ -3,7 +3,12 @@
 A reader yields RawRecords ``(kind, line, fields)`` where ``fields`` is a dict keyed by our English field names, or a
 RecordError when the line itself cannot be read (bad JSON or JSON nested too deeply, undecodable bytes, unknown kind,
 wrong column count, a CSV field over the csv module's limit). Files are streamed line by line so memory does not
-grow with the file. Which encoding a file is read in: node.ingest.encodings; CSV records: node.ingest.csv_rows.
+grow with the file. Which encoding a file is read in: node.ingest.encodings; CSV records: node.ingest.csv_rows;
+.xlsx workbooks: node.ingest.xlsx (a sheet is read as a CSV file is, through the same header and row handling).
+
+CSV fields are split on ``delimiter`` (``,`` unless ``--delimiter`` / ``ingest.csv_delimiter`` say otherwise); a
+header with no known column that another common delimiter (tab, ``;``, ``|``, ``,``) would split into known columns
+is refused with a hint naming the delimiter to use, before anything is imported.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from node.config import delimiter_label
 from node.domain import KIND_ALIASES, KIND_ORDER
 from node.errors import ValidationError
 from node.ingest.csv_rows import csv_records
@@ -42,6 +48,8 @@ KIND_FIELD_NAMES = frozenset({"kind", "记录类型"})
 
 _JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 _STEM_SEPARATORS = re.compile(r"[-_.\s]")
+# Delimiters a header is tried with when it has no known column under the one in use.
+_OTHER_DELIMITERS = ("\t", ";", "|", ",")
 
 
 def kind_from_alias(value: Any) -> str | None:
@@ -82,7 +90,9 @@ class FileReader:
     path: Path
     kind: str | None = None
     encoding: str = "auto"
-    format: Literal["csv", "jsonl"] = "csv"
+    format: Literal["csv", "jsonl", "xlsx"] = "csv"
+    delimiter: str = ","
+    sheet: str | None = None
     resolved_encoding: str = ""
     primary_kind: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -95,6 +105,11 @@ class FileReader:
     _undecodable: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     _bytes_read: int = 0
     _position: Callable[[], int] | None = None
+
+    @property
+    def source(self) -> str:
+        """Where errors say a record came from: the file (a workbook's reader adds its sheet)."""
+        return str(self.path)
 
     @property
     def bytes_read(self) -> int:
@@ -197,7 +212,8 @@ class FileReader:
             first_data = row
             break
         if header_row is None:
-            raise ValidationError(f"{self.path}: empty file: no header row", field="header")
+            self._no_header()
+            return
         names: list[str] = []
         seen: dict[str, str] = {}
         unknown: list[str] = []
@@ -214,26 +230,57 @@ class FileReader:
                 continue
             if name in seen:
                 raise ValidationError(
-                    f"{self.path}: columns '{seen[name]}' and '{clean}' are the same field {name}", field="header"
+                    f"{self.source}: columns '{seen[name]}' and '{clean}' are the same field {name}", field="header"
                 )
             seen[name] = clean
             names.append(name)
+        if self.format == "csv" and len(unknown) == len(header_row):
+            self._check_delimiter(header_row)
         if unknown:
-            self.warnings.append(f"{self.path}: ignored unknown columns: {', '.join(unknown)}")
+            self.warnings.append(f"{self.source}: ignored unknown columns: {', '.join(unknown)}")
         self._header = names
         if self.kind is not None:
             self.primary_kind = self.kind
         elif self._kind_column is not None:
             value = first_data[self._kind_column] if first_data and len(first_data) > self._kind_column else None
-            self.primary_kind = kind_from_alias(value) or kind_from_file_name(self.path)
+            self.primary_kind = kind_from_alias(value) or self._kind_from_name()
         else:
-            self.primary_kind = kind_from_file_name(self.path)
+            self.primary_kind = self._kind_from_name()
             if self.primary_kind is None:
                 raise ValidationError(
-                    f"{self.path}: cannot tell the record kind: use --kind, a 'kind' column, or a file name such as "
-                    "acceptances.csv / 事项受理.csv",
+                    f"{self.source}: cannot tell the record kind: {self._kind_hint()}",
                     field="kind",
                     reason=UNKNOWN_KIND,
+                )
+
+    def _no_header(self) -> None:
+        """A source with no header row: an empty file is an error (an empty sheet is skipped: node.ingest.xlsx)."""
+        raise ValidationError(f"{self.source}: empty file: no header row", field="header")
+
+    def _kind_from_name(self) -> str | None:
+        """The kind the source's name implies (a file's; a sheet's for a workbook), or None."""
+        return kind_from_file_name(self.path)
+
+    def _kind_hint(self) -> str:
+        return "use --kind, a 'kind' column, or a file name such as acceptances.csv / 事项受理.csv"
+
+    def _check_delimiter(self, header_row: list[str]) -> None:
+        """Refuse a header none of whose columns is known when another delimiter would split it into known ones."""
+        text = self.delimiter.join(header_row)
+        for other in _OTHER_DELIMITERS:
+            if other == self.delimiter or other not in text:
+                continue
+            cells = [cell.strip().strip('"').lstrip("\ufeff") for cell in text.split(other)]
+            known = [cell for cell in cells if cell in KIND_FIELD_NAMES or canonical_field(cell) is not None]
+            if len(known) >= 2:
+                shown = ", ".join(known[:4]) + (" …" if len(known) > 4 else "")
+                flag = "tab" if other == "\t" else other
+                raise ValidationError(
+                    f"{self.source}: 表头看起来以{delimiter_label(other)}分隔，而不是{delimiter_label(self.delimiter)} "
+                    f"(the header looks {delimiter_label(other, english=True)}-separated, not "
+                    f"{delimiter_label(self.delimiter, english=True)}-separated: split so it has the columns {shown}); "
+                    f"请使用 use --delimiter '{flag}' (or ingest.csv_delimiter in supnet.toml)",
+                    field="header",
                 )
 
     def _prepare_jsonl(self) -> None:
@@ -258,7 +305,8 @@ class FileReader:
         """(first line, row or why it was not read) per CSV record (node.ingest.csv_rows)."""
         if self._clean:
             with self._text() as handle:
-                for start, _, row in csv_records(self.path, handle, self.resolved_encoding, self._columns):
+                records = csv_records(self.path, handle, self.resolved_encoding, self._columns, self.delimiter)
+                for start, _, row in records:
                     yield start, row
             return
         undecodable: list[int] = []
@@ -271,7 +319,8 @@ class FileReader:
                 else:
                     yield text
 
-        for start, last_line, row in csv_records(self.path, texts(), self.resolved_encoding, self._columns):
+        records = csv_records(self.path, texts(), self.resolved_encoding, self._columns, self.delimiter)
+        for start, last_line, row in records:
             if isinstance(row, RecordError):
                 yield start, row
                 continue
@@ -285,15 +334,15 @@ class FileReader:
             yield start, row
 
     def _error(self, line: int, kind: str, reason: str, field_name: str | None, message: str) -> RecordError:
-        return RecordError(str(self.path), line, kind, field_name, reason, message)
+        return RecordError(self.source, line, kind, field_name, reason, message)
 
     def __iter__(self) -> Iterator[RawRecord]:
         if not self._prepared:
             self.prepare()
-        if self.format == "csv":
-            yield from self._iter_csv()
-        else:
+        if self.format == "jsonl":
             yield from self._iter_jsonl()
+        else:
+            yield from self._iter_csv()
 
     def _iter_csv(self) -> Iterator[RawRecord]:
         names = self._header
@@ -415,11 +464,30 @@ class FileReader:
             self.warnings.append(f"{self.path}: ignored unknown fields: {', '.join(sorted(unknown))}")
 
 
-def open_files(paths: list[Path], *, kind: str | None = None, encoding: str = "auto") -> list[FileReader]:
-    """Prepare every file (so a bad one fails before anything is imported) and order them by KIND_ORDER."""
+def open_files(
+    paths: list[Path], *, kind: str | None = None, encoding: str = "auto", delimiter: str = ","
+) -> list[FileReader]:
+    """Prepare every file (so a bad one fails before anything is imported) and order them by KIND_ORDER.
+
+    A workbook (.xlsx) gives one reader per sheet with data; a CSV file is split on ``delimiter``.
+    """
+    from node.ingest.xlsx import XLSX_SUFFIXES, open_workbook  # it builds on this module's FileReader
+
     if encoding not in ENCODINGS:
         raise ValidationError(f"unknown encoding '{encoding}' (use auto, utf-8 or gb18030)", field="encoding")
-    readers = [FileReader(Path(path), kind=kind, encoding=encoding).prepare() for path in paths]
+    readers: list[FileReader] = []
+    for path in map(Path, paths):
+        suffix = path.suffix.lower()
+        if suffix in XLSX_SUFFIXES and path.is_file():
+            readers.extend(open_workbook(path, kind=kind))
+        elif suffix == ".xls":
+            raise ValidationError(
+                f"{path}: 旧版 .xls 格式不支持，请在 Excel / WPS 中另存为 .xlsx 或 CSV "
+                "(the old .xls format is not read: save it as .xlsx or CSV)",
+                field="file",
+            )
+        else:
+            readers.append(FileReader(path, kind=kind, encoding=encoding, delimiter=delimiter).prepare())
     order = {name: index for index, name in enumerate(KIND_ORDER)}
     # Stable sort: files of one kind keep the order they were given in.
     return sorted(readers, key=lambda reader: order.get(reader.primary_kind or "", len(order)))

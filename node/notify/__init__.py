@@ -1,4 +1,4 @@
-"""Notifications of warnings: channels (log, webhook, SMTP, SMS gateway), routing, and the retrying dispatcher."""
+"""Notifications of warnings: channels (log, webhook, SMTP, SMS gateway, DingTalk/WeCom robots), routing, dispatcher."""
 
 from node.notify.dispatcher import (
     NotificationDispatcher,
@@ -9,14 +9,20 @@ from node.notify.dispatcher import (
     requeue_failed,
 )
 from node.notify.operator_notices import NoticeKind, notify_operators, notify_operators_in, notify_operators_resolved
+from node.notify.probe import ProbeResult, send_test_messages
+from node.notify.robots import DingTalkChannel, WeComChannel, dingtalk_sign, robot_payload
 from node.notify.routing import Route, matching_recipients, route_alert
 
 __all__ = [
+    "DingTalkChannel",
     "NoticeKind",
     "NotificationDispatcher",
     "NotificationView",
+    "ProbeResult",
     "Route",
+    "WeComChannel",
     "backoff_delay",
+    "dingtalk_sign",
     "list_notifications",
     "matching_recipients",
     "notification_counts",
@@ -24,5 +30,7 @@ __all__ = [
     "notify_operators_in",
     "notify_operators_resolved",
     "requeue_failed",
+    "robot_payload",
     "route_alert",
+    "send_test_messages",
 ]

@@ -1,21 +1,29 @@
-"""Delivery channels: log, webhook (HTTP POST of JSON), SMTP mail and an SMS HTTP gateway.
+"""Delivery channels: log, webhook (HTTP POST of JSON), SMTP mail and an SMS HTTP gateway (group robots: robots.py).
 
 Each channel sends one already-formatted message to one recipient and raises ``UnavailableError`` when the far end
-does not take it (connection refused, timeout, HTTP status >= 400, SMTP refusal), so the dispatcher can retry.
-Every network call has a timeout: a hung server must never stall the dispatcher.
+does not take it (connection refused, timeout, HTTP status >= 400, SMTP refusal, TLS or login failure), so the
+dispatcher can retry. Every network call has a timeout: a hung server must never stall the dispatcher.
+
+Secrets (the SMTP password, robot secrets) are not kept in the config file: they are read from a file or an
+environment variable at each send (``read_secret``), so a rotated secret needs no restart and a missing one is a
+recorded, retried failure naming where it was looked for.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import smtplib
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Literal, Protocol
 
 from node.config import NotificationsConfig
@@ -29,12 +37,16 @@ __all__ = [
     "SmtpChannel",
     "WebhookChannel",
     "build_channels",
+    "read_secret",
+    "tls_context",
 ]
 
 log = logging.getLogger("supnet.notify")
 
 # Error texts stored in notifications.last_error are cut to this size; the full detail goes to the log.
 _MAX_ERROR_TEXT = 500
+# Secret files already warned about for being readable by others (warned once per process, not at every send).
+_WARNED_OPEN_SECRETS: set[Path] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,51 @@ class LogChannel:
         )
 
 
+def read_secret(file: str, env: str, base_dir: Path | None, what: str) -> str:
+    """The secret in ``file`` (relative: to ``base_dir``, the data directory) or environment variable ``env``.
+
+    Surrounding white space (a trailing newline) is dropped. UnavailableError when it cannot be had.
+    """
+    if env:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise UnavailableError(f"{what}：环境变量 {env} 未设置或为空 (environment variable {env} is not set)")
+        return value
+    if file:
+        path = Path(file)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UnavailableError(f"{what}：无法读取文件 {path} (cannot read {path}: {exc})") from exc
+        if mode & 0o077 and path not in _WARNED_OPEN_SECRETS:
+            _WARNED_OPEN_SECRETS.add(path)
+            log.warning(
+                "%s：文件 %s 可被其他用户读取，请执行 chmod 600 (the file is readable by other users: chmod 600 it)",
+                what,
+                path,
+            )
+        if not value:
+            raise UnavailableError(f"{what}：文件 {path} 为空 (file {path} is empty)")
+        return value
+    return ""
+
+
+def tls_context(ca_file: str, base_dir: Path | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the server's certificate and name: against ``ca_file``, else the system's."""
+    if not ca_file:
+        return ssl.create_default_context()
+    path = Path(ca_file)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise UnavailableError(f"CA 证书文件 {path} 无法使用 (CA file {path} unusable: {exc})") from exc
+
+
 def _http_request(request: urllib.request.Request, timeout: float) -> None:
     """Perform an HTTP request; any failure (refused, timeout, status >= 400) becomes UnavailableError."""
     try:
@@ -109,15 +166,93 @@ class WebhookChannel:
 
 
 class SmtpChannel:
-    """Sends a plain-text UTF-8 mail through an SMTP server (smtplib, with a timeout)."""
+    """Sends a plain-text UTF-8 mail through an SMTP server: plain, STARTTLS or implicit TLS, with optional login.
+
+    With TLS the server's certificate and host name are verified (``smtp_ca_file``, else the system's CAs); a server
+    that does not offer STARTTLS when it is configured is a failure, never a silent fall-back to clear text.
+    """
 
     name = "smtp"
 
-    def __init__(self, host: str, port: int, sender: str, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        timeout: float,
+        *,
+        security: Literal["none", "starttls", "tls"] = "none",
+        username: str = "",
+        password_file: str = "",
+        password_env: str = "",
+        ca_file: str = "",
+        base_dir: Path | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.sender = sender
         self.timeout = timeout
+        self.security = security
+        self.username = username
+        self.password_file = password_file
+        self.password_env = password_env
+        self.ca_file = ca_file
+        self.base_dir = base_dir
+
+    @classmethod
+    def from_config(cls, config: NotificationsConfig, base_dir: Path | None = None) -> SmtpChannel:
+        """The channel the ``smtp_*`` keys describe."""
+        return cls(
+            config.smtp_host,
+            config.smtp_port,
+            config.smtp_sender,
+            config.timeout_seconds,
+            security=config.smtp_security,
+            username=config.smtp_username,
+            password_file=config.smtp_password_file,
+            password_env=config.smtp_password_env,
+            ca_file=config.smtp_ca_file,
+            base_dir=base_dir,
+        )
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "tls":
+            return smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=tls_context(self.ca_file, self.base_dir)
+            )
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.security == "starttls":
+            try:
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise UnavailableError(
+                        f"SMTP {self.host}:{self.port} 不支持 STARTTLS (the server does not offer STARTTLS)"
+                    )
+                smtp.starttls(context=tls_context(self.ca_file, self.base_dir))
+                smtp.ehlo()
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
+
+    def _login(self, smtp: smtplib.SMTP, password: str) -> None:
+        """AUTH as ``username``; a non-ASCII name or password goes UTF-8 encoded by AUTH PLAIN (RFC 4616).
+
+        smtplib encodes AUTH data as ASCII only, which would fail such a password with a UnicodeEncodeError.
+        """
+        if (self.username + password).isascii():
+            smtp.login(self.username, password)
+            return
+        smtp.ehlo_or_helo_if_needed()
+        if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise UnavailableError(
+                f"SMTP {self.host}:{self.port} 不支持 AUTH PLAIN，无法使用非 ASCII 口令 "
+                "(a non-ASCII user name or password needs AUTH PLAIN, which the server does not offer)"
+            )
+        token = base64.b64encode(b"\0" + self.username.encode() + b"\0" + password.encode()).decode("ascii")
+        code, answer = smtp.docmd("AUTH", f"PLAIN {token}")
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, answer)
 
     def send(self, message: OutgoingMessage) -> None:
         mail = EmailMessage()
@@ -127,9 +262,20 @@ class SmtpChannel:
         # A stable Message-ID per notification lets mail systems drop the duplicate of a retried send.
         mail["Message-ID"] = make_msgid(idstring=f"supnet-notification-{message.notification_id}")
         mail.set_content(message.body)
+        password = read_secret(self.password_file, self.password_env, self.base_dir, "SMTP 密码 (password)")
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            with self._connect() as smtp:
+                if self.username:
+                    self._login(smtp, password)
                 smtp.send_message(mail)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise UnavailableError(
+                f"SMTP {self.host}:{self.port} 登录失败 (login as {self.username!r} refused): {_error_text(exc)}"
+            ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise UnavailableError(
+                f"SMTP {self.host}:{self.port} 证书验证失败 (certificate not trusted): {_error_text(exc)}"
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise UnavailableError(f"SMTP {self.host}:{self.port}: {_error_text(exc)}") from exc
 
@@ -163,12 +309,20 @@ class SmsGatewayChannel:
         _http_request(request, self.timeout)
 
 
-def build_channels(config: NotificationsConfig) -> dict[str, Channel]:
-    """Every channel the node can deliver through, built from config (rows may outlive a config change)."""
+def build_channels(config: NotificationsConfig, base_dir: Path | None = None) -> dict[str, Channel]:
+    """Every channel the node can deliver through, built from config (rows may outlive a config change).
+
+    ``base_dir`` (the data directory) anchors relative secret and CA file names.
+    """
+    # Imported here: the robots module builds on this one's helpers.
+    from node.notify.robots import DingTalkChannel, WeComChannel
+
     channels: dict[str, Channel] = {
         "log": LogChannel(),
         "webhook": WebhookChannel(config.timeout_seconds),
-        "smtp": SmtpChannel(config.smtp_host, config.smtp_port, config.smtp_sender, config.timeout_seconds),
+        "smtp": SmtpChannel.from_config(config, base_dir),
         "sms": SmsGatewayChannel(config.sms_url_template, config.timeout_seconds, config.sms_method),
+        "dingtalk": DingTalkChannel(config, base_dir),
+        "wecom": WeComChannel(config, base_dir),
     }
     return channels

@@ -211,7 +211,9 @@ class NotificationDispatcher:
     ) -> None:
         self.node = node
         self.config = node.config.notifications
-        self.channels: Mapping[str, Channel] = channels if channels is not None else build_channels(self.config)
+        self.channels: Mapping[str, Channel] = (
+            channels if channels is not None else build_channels(self.config, node.data_dir)
+        )
         self.interval_seconds = (
             interval_seconds if interval_seconds is not None else self.config.dispatch_interval_seconds
         )

@@ -7,7 +7,9 @@ For every enabled channel:
 - ``log``: one route per alert (recipient = the responsible ``department/post``), whatever the recipient list says;
 - ``webhook``: the node-wide ``webhook_url`` if set, plus each matching recipient's own ``webhook``;
 - ``smtp``: each matching recipient's ``email``;
-- ``sms``: each matching recipient's ``phone`` (only when ``sms_url_template`` is set).
+- ``sms``: each matching recipient's ``phone`` (only when ``sms_url_template`` is set);
+- ``dingtalk`` / ``wecom``: each group robot a matching recipient names in ``robots`` (the route's recipient is the
+  robot's name: its address and secret stay in the config).
 
 When nothing matches at all, the alert still gets a ``log`` route to ``unrouted:department/post`` so that no warning
 disappears silently; the dispatcher logs it at WARNING.
@@ -23,7 +25,15 @@ from fnmatch import fnmatchcase
 
 from node.config import NotificationsConfig, Operator, Recipient
 
-__all__ = ["OPERATORS_LABEL", "UNROUTED_PREFIX", "Route", "matching_recipients", "route_alert", "route_operators"]
+__all__ = [
+    "OPERATORS_LABEL",
+    "UNROUTED_PREFIX",
+    "Route",
+    "matching_recipients",
+    "route_alert",
+    "route_everyone",
+    "route_operators",
+]
 
 UNROUTED_PREFIX = "unrouted:"
 OPERATORS_LABEL = "operators"
@@ -64,6 +74,11 @@ def route_operators(config: NotificationsConfig) -> list[Route]:
     return _routes(config, config.operators, OPERATORS_LABEL, OPERATORS_LABEL)
 
 
+def route_everyone(config: NotificationsConfig) -> list[Route]:
+    """Every route of every recipient and operator, each once (for a test message over the whole set-up)."""
+    return _routes(config, [*config.recipients, *config.operators], "test", "test")
+
+
 def _routes(
     config: NotificationsConfig, recipients: Sequence[Recipient | Operator], log_label: str, fallback_label: str
 ) -> list[Route]:
@@ -89,6 +104,12 @@ def _routes(
         elif channel == "sms" and config.sms_url_template:
             for r in recipients:
                 add("sms", r.phone, r.name)
+        elif channel in {"dingtalk", "wecom"}:
+            for r in recipients:
+                for robot_name in r.robots:
+                    robot = config.robot(robot_name)
+                    if robot is not None and robot.kind == channel:
+                        add(channel, robot.name, robot.name)
     if not routes:
         add("log", fallback_label)
     return routes

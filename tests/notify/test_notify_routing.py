@@ -58,3 +58,26 @@ def test_backoff_doubles_up_to_the_cap_with_bounded_jitter() -> None:
     for attempts, base in [(0, 2.0), (1, 4.0), (2, 8.0), (5, 64.0), (9, 600.0), (200, 600.0)]:
         delay = backoff_delay(attempts, 2.0, 600.0, rng)
         assert base <= delay <= base * 1.1
+
+
+def test_group_robots_routed_by_name_once_per_enabled_kind() -> None:
+    from node.config import Robot
+
+    robots = [
+        Robot(name="scj", kind="dingtalk", url="https://oapi.dingtalk.com/robot/send?access_token=a"),
+        Robot(name="jw", kind="wecom", url="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"),
+        Robot(name="zj", kind="dingtalk", url="https://oapi.dingtalk.com/robot/send?access_token=b"),
+    ]
+    recipients = [
+        Recipient(department="市场监管局", name="科长", robots=["scj", "jw"]),
+        Recipient(department="*", name="监察室", robots=["jw"]),
+        Recipient(department="住建局", name="住建", robots=["zj"]),
+    ]
+    config = NotificationsConfig(channels=["dingtalk", "wecom"], robots=robots, recipients=recipients)
+    assert route_alert(config, "市场监管局", "窗口受理") == [
+        Route("dingtalk", "scj", "scj"),
+        Route("wecom", "jw", "jw"),
+    ]
+    # Only the enabled kinds: WeCom robots are not used when the channel list leaves them out.
+    config = NotificationsConfig(channels=["dingtalk"], robots=robots, recipients=recipients)
+    assert route_alert(config, "教育中心", "") == [Route("log", "unrouted:教育中心/*")]
