@@ -180,6 +180,10 @@ class QueryRouter:
                 return child_id
         raise NotFoundError(f"node {self._id} has no registered child on the path to {target_id}")
 
+    def child_stub(self, child_id: str, address: str) -> NodeServiceStub:
+        """The kept stub to a child's server (the subtree search streams over the same channels)."""
+        return self._stub(child_id, address)
+
     def _stub(self, child_id: str, address: str) -> NodeServiceStub:
         # Rebuilt when this node's TLS files change (rotation); the child's identity is part of the channel.
         # The stub is kept with its channel: building one per query costs more than a stat of the files.

@@ -108,8 +108,10 @@ def build_subtree_query(
     issued_at: float | None = None,
     **request: object,
 ) -> SignedEnvelope:
-    """A subtree query signed by the requester (``request``: one of cases=, alerts=, complaints=, directives=,
-    ranking=), with its report certificate chain attached so every hop verifies the signature through it."""
+    """A subtree query signed by the requester, its report certificate chain attached (every hop verifies it).
+
+    ``request``: one of cases=, alerts=, complaints=, directives=, ranking= (the drill-down request messages).
+    """
     kinds = [kind for kind in request if kind in KINDS]
     if len(kinds) != 1 or len(request) != 1:
         raise InvalidArgumentError(f"a subtree query asks for exactly one of {', '.join(KINDS)}; got {sorted(request)}")
