@@ -361,7 +361,9 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
     return rank_entries(metric, entries, worst_first=request.worst_first), ""
 
 
-def rank_entries(metric: int, entries: Sequence[dd.RankingRow], *, worst_first: bool = False) -> dd.RankingAnswer:
+def rank_entries(
+    metric: dd.RankingMetric.ValueType, entries: Sequence[dd.RankingRow], *, worst_first: bool = False
+) -> dd.RankingAnswer:
     """Order ranking entries by a (non-score) metric's value, best first unless ``worst_first``; ties share a rank.
 
     Also how the asker of a subtree search ranks every node's own entry (e.g. all streets of a province).

@@ -247,7 +247,11 @@ class SubtreeCollector:
     def _resume(self) -> st.SubtreeResume:
         memo: dict[str, bool] = {}
         resume = st.SubtreeResume(done_subtrees=sorted(self._skipped))
-        for node_id in self._expected():
+        previous_done = set(self._body.resume.done_nodes)
+        previous_cursors = {cursor.node_id: cursor.page_token for cursor in self._body.resume.cursors}
+        # Every node heard from (also one whose parent's part did not come before the cut: its progress counts),
+        # and every node the query this answers had progress for.
+        for node_id in sorted({*self._expected(), *self._nodes, *previous_done, *previous_cursors}):
             parent = node_id.rpartition(".")[0]
             if self._subtree_done(node_id, memo):
                 if node_id == self._root or not self._subtree_done(parent, memo):
@@ -255,6 +259,11 @@ class SubtreeCollector:
                 continue
             state = self._nodes.get(node_id)
             if state is None or state.next_index == 0:
+                # Not heard from before this cut: where the query this answers left it still holds.
+                if node_id in previous_done:
+                    resume.done_nodes.append(node_id)
+                elif node_id in previous_cursors:
+                    resume.cursors.add(node_id=node_id, page_token=previous_cursors[node_id])
                 continue
             if state.next_page_token:
                 resume.cursors.add(node_id=node_id, page_token=state.next_page_token)
