@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from federation import PermissionDeniedError, StaleError, supnet_error_from_rpc
 from federation.proto.v1 import drilldown_pb2 as dd
@@ -17,6 +19,7 @@ from federation.proto.v1 import subtree_pb2 as st
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.audit_log import AuditFilter, AuditLog
+from node.cli import query_cmd
 from node.drilldown import (
     SubtreeCollector,
     SubtreeOutcome,
@@ -26,6 +29,7 @@ from node.drilldown import (
     rows_of,
     search_subtree,
 )
+from node.errors import ExitCode
 from node.trust import NodeTrust, pki_directory
 from tests.harness.tree import Tree, node_identity, running_tree
 
@@ -91,6 +95,18 @@ def _query(tree: Tree, signer: str, target: str, **request: object) -> SignedEnv
     )
 
 
+def _cli(tree: Tree, *args: str) -> tuple[int, list[dict[str, object]], str]:
+    """``supnet query ... --json`` as the province's operator: (exit code, the JSON lines, what went to stderr)."""
+    app = typer.Typer()
+    query_cmd.register(app)
+    gd = tree.nodes["gd"]
+    result = CliRunner().invoke(
+        app, ["query", *args, "-d", str(gd.data_dir), "--address", gd.address, "--json"], catch_exceptions=False
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.exit_code, lines, result.stderr
+
+
 def _trust(tree: Tree, node_id: str) -> NodeTrust:
     return NodeTrust(pki_directory(tree.nodes[node_id].data_dir))
 
@@ -110,6 +126,12 @@ def test_complete_answer_is_the_union_of_every_nodes_drilldown(tree: Tree) -> No
     assert all_outcome.complete
     assert sorted(all_keys) == sorted(_drilldown_cases(tree, dd.CasesRequest(), ALL))
     assert len(all_keys) == tree.case_count(ALL)
+    # The command line: rows as JSON lines, then the outcome; exit 0 when complete.
+    code, lines, _ = _cli(tree, "gd", "cases", "--subtree", "--red-card", "--since", "2026-01-01")
+    assert code == ExitCode.OK
+    *rows, closing = lines
+    assert closing["outcome"] == "complete" and closing["missing"] == []
+    assert sorted(str(row["case_no"]) for row in rows) == sorted(expected)
 
 
 def test_subtree_of_a_city_covers_only_its_nodes_and_masks_personal_data(tree: Tree) -> None:
@@ -277,3 +299,31 @@ def test_a_killed_street_is_named_missing_within_the_deadline(tree: Tree) -> Non
     assert outcome.missing[0].reason in ("unreachable", "deadline")
     others = [node_id for node_id in ALL if node_id != KILLED]
     assert sorted(keys) == sorted(_drilldown_cases(tree, request, others))
+
+
+def test_the_command_line_names_the_missing_nodes_and_exits_partial(tree: Tree) -> None:
+    port = tree.nodes[KILLED].port
+    tree.stop_server(KILLED)
+    try:
+        code, lines, _ = _cli(tree, "gd", "alerts", "--subtree", "--deadline", "3")
+    finally:
+        tree.start_server(KILLED, port)
+    assert code == ExitCode.PARTIAL
+    closing = lines[-1]
+    assert closing["outcome"] == "partial"
+    assert [missing["node_id"] for missing in closing["missing"]] == [KILLED]  # type: ignore[index]
+    # The table form says so in words, on stderr.
+    app = typer.Typer()
+    query_cmd.register(app)
+    tree.stop_server(KILLED)
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["query", "gd", "ranking", "--subtree", "--metric", "on-time", "--wide"]
+            + ["-d", str(tree.nodes["gd"].data_dir), "--address", tree.nodes["gd"].address],
+        )
+    finally:
+        tree.start_server(KILLED, port)
+    assert result.exit_code == ExitCode.PARTIAL, result.output
+    assert "部分结果" in result.stderr and f"缺失 {KILLED}" in result.stderr
+    assert "gd.gz.py.sq" in result.stdout and "gd.gz.py " not in result.stdout  # streets only
