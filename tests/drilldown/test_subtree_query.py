@@ -107,6 +107,11 @@ def _cli(tree: Tree, *args: str) -> tuple[int, list[dict[str, object]], str]:
     return result.exit_code, lines, result.stderr
 
 
+def _at(tree: Tree, node_id: str) -> list[str]:
+    """The data directory and server address options of a node's operator."""
+    return ["-d", str(tree.nodes[node_id].data_dir), "--address", tree.nodes[node_id].address]
+
+
 def _trust(tree: Tree, node_id: str) -> NodeTrust:
     return NodeTrust(pki_directory(tree.nodes[node_id].data_dir))
 
@@ -319,8 +324,7 @@ def test_the_command_line_names_the_missing_nodes_and_exits_partial(tree: Tree) 
     try:
         result = CliRunner().invoke(
             app,
-            ["query", "gd", "ranking", "--subtree", "--metric", "on-time", "--wide"]
-            + ["-d", str(tree.nodes["gd"].data_dir), "--address", tree.nodes["gd"].address],
+            ["query", "gd", "ranking", "--subtree", "--metric", "on-time", "--wide", *_at(tree, "gd")],
         )
     finally:
         tree.start_server(KILLED, port)
