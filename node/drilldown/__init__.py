@@ -9,6 +9,7 @@ from node.drilldown.router import QueryRouter, build_query
 from node.drilldown.subtree import SubtreeAuditor, SubtreeRouter, SubtreeStats
 from node.drilldown.subtree_answer import (
     MissingNode,
+    SubtreeClient,
     SubtreeCollector,
     SubtreeOutcome,
     SubtreeSearch,
@@ -34,6 +35,7 @@ __all__ = [
     "MissingNode",
     "QueryRouter",
     "SubtreeAuditor",
+    "SubtreeClient",
     "SubtreeCollector",
     "SubtreeOutcome",
     "SubtreeRouter",

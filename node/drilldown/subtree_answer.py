@@ -16,9 +16,9 @@ answer cut by its limit, where a next query continues.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -45,7 +45,15 @@ from node.drilldown.subtree_terms import (
 from node.run_state import local_server_address
 from node.trust import DEFAULT_CHANNEL_OPTIONS, NodeTrust, is_in_subtree, node_channel, signing_identity, transport_pki
 
-__all__ = ["MissingNode", "SubtreeCollector", "SubtreeOutcome", "SubtreeSearch", "VerifiedPart", "search_subtree"]
+__all__ = [
+    "MissingNode",
+    "SubtreeClient",
+    "SubtreeCollector",
+    "SubtreeOutcome",
+    "SubtreeSearch",
+    "VerifiedPart",
+    "search_subtree",
+]
 
 REASON_NO_ANSWER = "no_answer"
 REASON_REJECTED = "rejected"
@@ -275,11 +283,9 @@ class SubtreeCollector:
 class SubtreeSearch:
     """One subtree search in progress: iterate :meth:`parts`, then read :attr:`outcome`."""
 
-    def __init__(
-        self, call: Any, collector: SubtreeCollector, kind: str, address: str, channel: grpc.Channel | None = None
-    ) -> None:
+    def __init__(self, call: Any, collector: SubtreeCollector, kind: str, address: str) -> None:
         self._call = call
-        self._channel = channel  # closed at the end when the search opened it
+        self.on_end: Callable[[], None] | None = None  # e.g. closing a client opened for this search alone
         self._collector = collector
         self._kind = kind
         self._address = address
@@ -304,10 +310,67 @@ class SubtreeSearch:
             error = failure.message
         finally:
             self._call.cancel()
-            if self._channel is not None:
-                self._channel.close()
+            if self.on_end is not None:
+                self.on_end()
         self.outcome = self._collector.outcome(self._kind, error)
         self.outcome.seconds = time.perf_counter() - self._started
+
+
+class SubtreeClient:
+    """Subtree searches as ``node``'s local operator through its own server (mutual TLS).
+
+    Keeps its channel and the chains it verified between searches.
+    """
+
+    def __init__(self, node: Node, address: str | None = None) -> None:
+        """UnauthenticatedError in the insecure plaintext mode (parts are verified through certificate chains)."""
+        pki = transport_pki(node)
+        if pki is None:
+            raise UnauthenticatedError(
+                f"node {node.config.id} runs without certificates (insecure plaintext mode): a subtree search "
+                "verifies every part through certificate chains"
+            )
+        self._node_id = node.config.id
+        self._identity = signing_identity(node)
+        self._trust = NodeTrust(pki)
+        self.address = address or local_server_address(node.data_dir)
+        self._channel = node_channel(pki, self.address, node.config.id, options=DEFAULT_CHANNEL_OPTIONS)
+        self._stub = NodeServiceStub(self._channel)
+
+    def search(
+        self,
+        target_id: str,
+        *,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        limit: int = 0,
+        page_size: int = 0,
+        resume: st.SubtreeResume | None = None,
+        **request: object,
+    ) -> SubtreeSearch:
+        """Start one search (``request``: one of cases=, alerts=, complaints=, directives=, ranking=)."""
+        query = build_subtree_query(
+            self._identity.private_key,
+            self._node_id,
+            target_id,
+            limit=limit,
+            page_size=page_size,
+            resume=resume,
+            certificate_chain=self._identity.certificate_chain,
+            **request,  # type: ignore[arg-type]
+        )
+        # The whole search's deadline: the entry hop gives its children a little less, and so on down.
+        call = self._stub.QuerySubtree(query, timeout=deadline_seconds)
+        return SubtreeSearch(call, SubtreeCollector(self._trust, query), next(iter(request)), self.address)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> SubtreeClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def search_subtree(
@@ -319,34 +382,16 @@ def search_subtree(
     limit: int = 0,
     page_size: int = 0,
     resume: st.SubtreeResume | None = None,
-    channel: grpc.Channel | None = None,
     **request: object,
 ) -> SubtreeSearch:
-    """Start a subtree search as ``node``'s local operator through its own server (mutual TLS).
-
-    ``request``: one of cases=, alerts=, complaints=, directives=, ranking=. ConfigError without TLS credentials.
-    """
-    pki = transport_pki(node)
-    if pki is None:
-        raise UnauthenticatedError(
-            f"node {node.config.id} runs without certificates (insecure plaintext mode): a subtree search verifies "
-            "every part through certificate chains"
+    """One search with a client of its own (closed when the search's parts have been read)."""
+    client = SubtreeClient(node, address)
+    try:
+        search = client.search(
+            target_id, deadline_seconds=deadline_seconds, limit=limit, page_size=page_size, resume=resume, **request
         )
-    identity = signing_identity(node)
-    query = build_subtree_query(
-        identity.private_key,
-        node.config.id,
-        target_id,
-        limit=limit,
-        page_size=page_size,
-        resume=resume,
-        certificate_chain=identity.certificate_chain,
-        **request,  # type: ignore[arg-type]
-    )
-    target = address or local_server_address(node.data_dir)
-    owned = None if channel is not None else node_channel(pki, target, node.config.id, options=DEFAULT_CHANNEL_OPTIONS)
-    # The whole search's deadline: the entry hop gives its children a little less, and so on down.
-    stub = NodeServiceStub(channel if channel is not None else cast(grpc.Channel, owned))
-    call = stub.QuerySubtree(query, timeout=deadline_seconds)
-    kind = next(iter(request))
-    return SubtreeSearch(call, SubtreeCollector(NodeTrust(pki), query), kind, target, owned)
+    except BaseException:
+        client.close()
+        raise
+    search.on_end = client.close
+    return search
