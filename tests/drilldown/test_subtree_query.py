@@ -5,6 +5,7 @@ resuming; authorization and audit at every hop; tampered parts rejected."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -304,6 +305,37 @@ def test_a_killed_street_is_named_missing_within_the_deadline(tree: Tree) -> Non
     assert outcome.missing[0].reason in ("unreachable", "deadline")
     others = [node_id for node_id in ALL if node_id != KILLED]
     assert sorted(keys) == sorted(_drilldown_cases(tree, request, others))
+
+
+def test_a_street_that_hangs_is_named_missing_when_its_deadline_passes(tree: Tree) -> None:
+    # The street's host accepts connections and never answers (a real socket that is never read): its parent's
+    # call to it runs into the deadline the parent gave it, and the parent signs a gap in time for its own caller.
+    port = tree.nodes[KILLED].port
+    tree.stop_server(KILLED)
+    hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", port))
+    hole.listen(64)
+    deadline = 2.0
+    reasons = []
+    try:
+        for _ in range(4):  # the first tries may still find the channel backing off (refused at once)
+            started = time.monotonic()
+            keys, outcome = _search(tree, cases=dd.CasesRequest(), deadline_seconds=deadline)
+            elapsed = time.monotonic() - started
+            assert elapsed < deadline + 1.0
+            assert [missing.node_id for missing in outcome.missing] == [KILLED]
+            reasons.append(outcome.missing[0].reason)
+            if reasons[-1] == "deadline":
+                break
+            time.sleep(1.0)
+    finally:
+        hole.close()
+        tree.start_server(KILLED, port)
+    assert reasons[-1] == "deadline", reasons
+    assert elapsed > deadline * 0.5  # it did wait for the street, not give up at once
+    others = [node_id for node_id in ALL if node_id != KILLED]
+    assert sorted(keys) == sorted(_drilldown_cases(tree, dd.CasesRequest(), others))
 
 
 def test_the_command_line_names_the_missing_nodes_and_exits_partial(tree: Tree) -> None:
