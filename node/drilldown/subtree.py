@@ -274,8 +274,8 @@ class SubtreeRouter:
         finished = 0
         while finished < producers:
             left = deadline - time.monotonic()
-            if left <= 0:
-                return
+            if left <= 0 or fanout.stop.is_set():
+                return  # out of time, or the caller went away (the call's cancel callback stopped the fan-out)
             try:
                 item = fanout.queue.get(timeout=min(left, 1.0))
             except queue.Empty:

@@ -16,6 +16,7 @@ answer cut by its limit, where a next query continues.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,8 @@ class SubtreeCollector:
             self._bound(gap.requester_id, gap.query_digest, signer)
             if gap.reported_by != signer or gap.node_id.rpartition(".")[0] != signer:
                 raise IntegrityError(f"gap for {gap.node_id or '?'} signed by {signer}, not by its parent")
+            if not is_in_subtree(gap.node_id, self._root):
+                raise IntegrityError(f"gap for {gap.node_id} outside the searched subtree of {self._root}")
             self._gaps[gap.node_id] = MissingNode(gap.node_id, gap.reason, gap.detail, signer)
             return None
         if envelope.body_type == CUT_BODY_TYPE:
@@ -192,10 +195,10 @@ class SubtreeCollector:
     def _expected(self) -> list[str]:
         """Every node the answer should cover, as far as the verified parts tell (root first, then breadth)."""
         expected: list[str] = []
-        todo = [self._root]
+        todo = deque([self._root])
         seen: set[str] = set()
         while todo:
-            node_id = todo.pop(0)
+            node_id = todo.popleft()
             if node_id in seen or node_id in self._skipped:
                 continue
             seen.add(node_id)

@@ -94,7 +94,8 @@ class QueryServicer:
             body = self._authorizer.subtree_query(context, request, peer)
         except SupnetError as error:
             self._subtree_audit.refused(request, caller, error.code, error.message)
-            self._refused(request, error.code, started)
+            if self._metrics is not None:
+                self._metrics.drilldown_refused("subtree", error.code, time.perf_counter() - started)
             raise
         stats = SubtreeStats()
         forwarded = not is_in_subtree(self._node_id, body.target_id)
