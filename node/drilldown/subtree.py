@@ -118,19 +118,15 @@ class SubtreeAuditor:
             # The answer (or refusal) must not be lost to a failed audit write; the failure is loud in the log.
             log.exception("node %s could not audit a subtree query by %s", self._node_id, caller)
 
-    def served(self, body: st.SubtreeQueryBody, caller: str, stats: SubtreeStats, *, forwarded: bool) -> None:
-        """Record that this hop's part of an answer went out (own rows, relayed envelopes, gaps it signed, a cut)."""
+    def served(self, body: st.SubtreeQueryBody, caller: str, *, forwarded: bool, children: int) -> None:
+        """Record an authorized search before this hop's answer goes out.
+
+        Served: answered here and fanned out to ``children``; forwarded: relayed towards the subtree's root.
+        """
         action = Action.DRILLDOWN_FORWARDED if forwarded else Action.DRILLDOWN_SERVED
-        detail: dict[str, Any] = {
-            "own_rows": stats.own_rows,
-            "own_parts": stats.own_parts,
-            "relayed": stats.relayed,
-            "rows": stats.rows,
-        }
-        if stats.gaps:
-            detail["missing"] = stats.gaps[:50]
-        if stats.cut:
-            detail["cut"] = True
+        detail: dict[str, Any] = {"page_size": body.page_size, "children_asked": children}
+        if body.HasField("resume"):
+            detail["resumed"] = True
         self._record(action, body, caller, detail, AuditResult.OK)
 
     def refused(self, envelope: SignedEnvelope, caller: str, code: str, reason: str) -> None:
@@ -211,11 +207,15 @@ class SubtreeRouter:
         body: st.SubtreeQueryBody,
         time_remaining: float | None,
         stats: SubtreeStats,
+        *,
         on_cancel: Callable[[Callable[[], None]], object] | None = None,
+        before_first: Callable[[], None] | None = None,
     ) -> Iterator[SignedEnvelope]:
         """The envelopes of this hop's answer, as they come; ``stats`` is filled in on the way.
 
         ``on_cancel`` registers what stops the producers when the caller goes away (the call context's add_callback).
+        ``before_first`` runs once the children are being asked and before anything leaves (the audit entry: written
+        while the subtree works, and always before this hop's answer goes out).
         """
         remaining = DEFAULT_DEADLINE_SECONDS if time_remaining is None else time_remaining
         deadline = time.monotonic() + remaining
@@ -230,10 +230,7 @@ class SubtreeRouter:
             # A node whose own rows were delivered before still says who its children are (an empty last part).
             own_done = self._id in resume.done_nodes
             producers.append(lambda: self._own_parts(fanout, body, digest, limit, own_done=own_done))
-            done = set(resume.done_subtrees)
-            children = [child for child in self._children if child not in done]
-        else:
-            children = [self._queries.next_hop(body.target_id)]
+        children = self.children_to_ask(body)
         timeout = child_timeout(remaining)
         for child in children:
             producers.append(
@@ -245,11 +242,23 @@ class SubtreeRouter:
         for thread in threads:
             thread.start()
         try:
+            if before_first is not None:
+                before_first()
             yield from self._relay(
                 fanout, body, digest=digest, limit=limit, producers=len(threads), deadline=deadline, stats=stats
             )
         finally:
             fanout.cancel_all()
+
+    def children_to_ask(self, body: st.SubtreeQueryBody) -> list[str]:
+        """The children this hop asks (NotFoundError if there is no child on the way to the subtree's root).
+
+        Inside the subtree: all but those whose subtree a resumed search has done; above it: the one on the way.
+        """
+        if is_in_subtree(self._id, body.target_id):
+            done = set(body.resume.done_subtrees)
+            return [child for child in self._children if child not in done]
+        return [self._queries.next_hop(body.target_id)]
 
     @staticmethod
     def _run(fanout: _Fanout, producer: Callable[[], None]) -> None:

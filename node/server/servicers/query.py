@@ -92,20 +92,23 @@ class QueryServicer:
             peer = self._authorizer.peer(context)
             caller = caller_name(peer)
             body = self._authorizer.subtree_query(context, request, peer)
+            forwarded = not is_in_subtree(self._node_id, body.target_id)
+            children = len(self.subtree.children_to_ask(body))  # NotFoundError: no child on the way to the root
         except SupnetError as error:
             self._subtree_audit.refused(request, caller, error.code, error.message)
             if self._metrics is not None:
                 self._metrics.drilldown_refused("subtree", error.code, time.perf_counter() - started)
             raise
         stats = SubtreeStats()
-        forwarded = not is_in_subtree(self._node_id, body.target_id)
-        try:
-            yield from self.subtree.stream(request, body, context.time_remaining(), stats, context.add_callback)
-        finally:
-            # Also when the caller went away or the deadline passed: what went out is on record.
-            self._subtree_audit.served(body, caller, stats, forwarded=forwarded)
-            if self._metrics is not None:
-                self._metrics.drilldown_served("subtree", time.perf_counter() - started, forwarded=forwarded)
+
+        def audit() -> None:
+            self._subtree_audit.served(body, caller, forwarded=forwarded, children=children)
+
+        yield from self.subtree.stream(
+            request, body, context.time_remaining(), stats, on_cancel=context.add_callback, before_first=audit
+        )
+        if self._metrics is not None:
+            self._metrics.drilldown_served("subtree", time.perf_counter() - started, forwarded=forwarded)
 
     def close(self) -> None:
         """Release the channels to the children."""
