@@ -8,13 +8,20 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from federation import PermissionDeniedError, StaleError, supnet_error_from_rpc
+from federation import (
+    InvalidArgumentError,
+    PermissionDeniedError,
+    StaleError,
+    UnauthenticatedError,
+    supnet_error_from_rpc,
+)
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1 import subtree_pb2 as st
 from federation.proto.v1.common_pb2 import SignedEnvelope
@@ -32,7 +39,7 @@ from node.drilldown import (
 )
 from node.errors import ExitCode
 from node.trust import NodeTrust, pki_directory
-from tests.harness.tree import Tree, node_identity, running_tree
+from tests.harness.tree import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {
     "gd": 10,
@@ -281,9 +288,14 @@ def test_an_unauthorized_asker_is_refused_and_audited_at_every_hop(tree: Tree) -
     # The local operator of a district may not search its city.
     with pytest.raises(PermissionDeniedError):
         _raw_stream(tree, _query(tree, "gd.gz.py", "gd.gz", cases=dd.CasesRequest()), to="gd.gz.py", as_node="gd.gz.py")
-    # A replayed query is refused (replay cache, as drill-down).
+    # A replayed query is refused (replay cache, as drill-down), also after a restart (the audited nonces).
     query = _query(tree, "gd", "gd.sz", cases=dd.CasesRequest())
     assert _raw_stream(tree, query)
+    with pytest.raises(StaleError):
+        _raw_stream(tree, query)
+    port = tree.nodes["gd"].port
+    tree.stop_server("gd")
+    tree.start_server("gd", port)
     with pytest.raises(StaleError):
         _raw_stream(tree, query)
     # The authorized search is on record at every hop, served by the verified caller.
@@ -376,3 +388,35 @@ def test_the_command_line_names_the_missing_nodes_and_exits_partial(tree: Tree) 
     assert result.exit_code == ExitCode.PARTIAL, result.output
     assert "部分结果" in result.stderr and f"缺失 {KILLED}" in result.stderr
     assert "gd.gz.py.sq" in result.stdout and "gd.gz.py " not in result.stdout  # streets only
+
+
+def test_since_days_and_directives_need_the_subtree(tmp_path: Path) -> None:
+    from datetime import date
+
+    from node.cli.query_subtree import since_day
+
+    assert since_day("7d", date(2026, 12, 6)) == "2026-11-30"
+    assert since_day("1d", date(2026, 12, 6)) == "2026-12-06"
+    assert since_day("2026-03-01", date(2026, 12, 6)) == "2026-03-01"
+    assert since_day("", date(2026, 12, 6)) == ""
+    for bad in ("0d", "a week", "7w"):
+        with pytest.raises(InvalidArgumentError, match="--since"):
+            since_day(bad, date(2026, 12, 6))
+    app = typer.Typer()
+    query_cmd.register(app)
+    result = CliRunner().invoke(app, ["query", "gd", "directives", "-d", str(tmp_path)])
+    assert result.exit_code == ExitCode.USAGE and "--subtree" in result.stderr
+
+
+def test_a_plaintext_tree_refuses_subtree_searches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    plain = build_tree(tmp_path_factory.mktemp("subtree-plain"), {"gd": 0, "gd.gz": 0}, plaintext=True)
+    try:
+        query = build_subtree_query(node_key(plain, "gd"), "gd", "gd", cases=dd.CasesRequest())
+        with plain.channel("gd", "gd") as channel, pytest.raises(grpc.RpcError) as refused:
+            list(NodeServiceStub(channel).QuerySubtree(query, timeout=5))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        assert "plaintext" in (refused.value.details() or "")  # type: ignore[attr-defined]
+        with pytest.raises(UnauthenticatedError, match="plaintext"):
+            search_subtree(plain["gd"], "gd", address=plain.nodes["gd"].address, cases=dd.CasesRequest())
+    finally:
+        plain.close()
