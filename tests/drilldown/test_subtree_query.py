@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -104,7 +105,7 @@ def _query(tree: Tree, signer: str, target: str, **request: object) -> SignedEnv
     )
 
 
-def _cli(tree: Tree, *args: str) -> tuple[int, list[dict[str, object]], str]:
+def _cli(tree: Tree, *args: str) -> tuple[int, list[dict[str, Any]], str]:
     """``supnet query ... --json`` as the province's operator: (exit code, the JSON lines, what went to stderr)."""
     app = typer.Typer()
     query_cmd.register(app)
@@ -373,7 +374,7 @@ def test_the_command_line_names_the_missing_nodes_and_exits_partial(tree: Tree) 
     assert code == ExitCode.PARTIAL
     closing = lines[-1]
     assert closing["outcome"] == "partial"
-    assert [missing["node_id"] for missing in closing["missing"]] == [KILLED]  # type: ignore[index]
+    assert [missing["node_id"] for missing in closing["missing"]] == [KILLED]
     # The table form says so in words, on stderr.
     app = typer.Typer()
     query_cmd.register(app)
@@ -414,8 +415,8 @@ def test_a_plaintext_tree_refuses_subtree_searches(tmp_path_factory: pytest.Temp
         query = build_subtree_query(node_key(plain, "gd"), "gd", "gd", cases=dd.CasesRequest())
         with plain.channel("gd", "gd") as channel, pytest.raises(grpc.RpcError) as refused:
             list(NodeServiceStub(channel).QuerySubtree(query, timeout=5))
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-        assert "plaintext" in (refused.value.details() or "")  # type: ignore[attr-defined]
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "plaintext" in (refused.value.details() or "")
         with pytest.raises(UnauthenticatedError, match="plaintext"):
             search_subtree(plain["gd"], "gd", address=plain.nodes["gd"].address, cases=dd.CasesRequest())
     finally:
