@@ -343,23 +343,23 @@ def test_a_street_that_hangs_is_named_missing_when_its_deadline_passes(tree: Tre
     hole.bind(("127.0.0.1", port))
     hole.listen(64)
     deadline = 2.0
-    reasons = []
+    tries: list[tuple[str, float]] = []
     try:
-        for _ in range(4):  # a channel still backing off from an earlier failure would refuse at once: try again
+        for _ in range(6):  # a channel still backing off from an earlier failure would refuse at once: try again
             started = time.monotonic()
             keys, outcome = _search(tree, cases=dd.CasesRequest(), deadline_seconds=deadline)
             elapsed = time.monotonic() - started
-            assert elapsed < deadline + 1.0
-            assert [missing.node_id for missing in outcome.missing] == [HUNG]
-            reasons.append(outcome.missing[0].reason)
-            if reasons[-1] == "deadline":
+            assert [missing.node_id for missing in outcome.missing] == [HUNG], outcome.missing
+            tries.append((outcome.missing[0].reason, round(elapsed, 2)))
+            assert elapsed < deadline + 1.0, tries
+            if tries[-1][0] == "deadline":
                 break
             time.sleep(1.0)
     finally:
         hole.close()
         _restart(tree, HUNG, port)
-    assert reasons[-1] == "deadline", reasons
-    assert elapsed > deadline * 0.5  # it did wait for the street, not give up at once
+    assert tries[-1][0] == "deadline", tries
+    assert tries[-1][1] > deadline * 0.5, tries  # it did wait for the street, not give up at once
     others = [node_id for node_id in ALL if node_id != HUNG]
     assert sorted(keys) == sorted(_drilldown_cases(tree, dd.CasesRequest(), others))
 
