@@ -1,4 +1,7 @@
-"""Drill-down: answers to ancestors' queries about this node's subtree, answered locally or routed one hop down."""
+"""Drill-down: ancestors' queries about this node's subtree, answered locally or routed one hop down.
+
+Also the subtree search: every node of a subtree at once, each part signed by its node, verified by the asker.
+"""
 
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases
 from node.drilldown.client import Answer, DrilldownClient
@@ -25,6 +28,7 @@ from node.drilldown.subtree_terms import (
     encode_resume,
     rows_of,
 )
+from node.drilldown.subtree_terms import check_request as check_subtree_request
 from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "answer_summary",
     "build_query",
     "build_subtree_query",
+    "check_subtree_request",
     "decode_resume",
     "encode_resume",
     "mask_name",

@@ -229,7 +229,7 @@ class SubtreeRouter:
         if is_in_subtree(self._id, body.target_id):
             # A node whose own rows were delivered before still says who its children are (an empty last part).
             own_done = self._id in resume.done_nodes
-            producers.append(lambda: self._own_parts(fanout, body, digest, limit, own_done=own_done))
+            producers.append(lambda: self._own_parts_or_gap(fanout, body, digest, limit, own_done=own_done))
         children = self.children_to_ask(body)
         timeout = child_timeout(remaining)
         for child in children:
@@ -317,6 +317,20 @@ class SubtreeRouter:
             yield reply
 
     # --- this node's own rows -------------------------------------------------------------------
+
+    def _own_parts_or_gap(
+        self, fanout: _Fanout, body: st.SubtreeQueryBody, digest: bytes, limit: int, *, own_done: bool
+    ) -> None:
+        """Send this node's own parts; if they cannot be read, a gap for itself that it signs (saying why)."""
+        try:
+            self._own_parts(fanout, body, digest, limit, own_done=own_done)
+        except SupnetError as error:
+            log.warning("subtree query: %s could not answer its own rows: %s", self._id, error.message)
+            fanout.put((self._gap(body, digest, self._id, GAP_ERROR, error.message), 0, False, self._id))
+        except Exception as error:  # the database, a bug: the asker must hear this node failed, not wait for it
+            log.exception("subtree query: %s could not answer its own rows", self._id)
+            detail = f"{self._id} could not read its own rows ({type(error).__name__})"
+            fanout.put((self._gap(body, digest, self._id, GAP_ERROR, detail), 0, False, self._id))
 
     def _own_parts(
         self, fanout: _Fanout, body: st.SubtreeQueryBody, digest: bytes, limit: int, *, own_done: bool

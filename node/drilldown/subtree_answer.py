@@ -170,8 +170,9 @@ class SubtreeCollector:
             gap = st.SubtreeGap()
             gap.ParseFromString(envelope.body)
             self._bound(gap.requester_id, gap.query_digest, signer)
-            if gap.reported_by != signer or gap.node_id.rpartition(".")[0] != signer:
-                raise IntegrityError(f"gap for {gap.node_id or '?'} signed by {signer}, not by its parent")
+            # Reported by the missing node's parent, or by the node itself for its own rows (they could not be read).
+            if gap.reported_by != signer or signer not in (gap.node_id.rpartition(".")[0], gap.node_id):
+                raise IntegrityError(f"gap for {gap.node_id or '?'} signed by {signer}, not by it or its parent")
             if not is_in_subtree(gap.node_id, self._root):
                 raise IntegrityError(f"gap for {gap.node_id} outside the searched subtree of {self._root}")
             self._gaps[gap.node_id] = MissingNode(gap.node_id, gap.reason, gap.detail, signer)

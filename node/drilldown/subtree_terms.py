@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from federation import InvalidArgumentError, body_type_of, serialize, sign_envelope
 from federation.proto.v1 import subtree_pb2 as st
 from federation.proto.v1.common_pb2 import SignedEnvelope
+from node.drilldown.query_terms import day_range
 
 SUBTREE_QUERY_BODY_TYPE = body_type_of(st.SubtreeQueryBody)
 PART_BODY_TYPE = body_type_of(st.SubtreePart)
@@ -45,6 +46,14 @@ GAP_UNREACHABLE = "unreachable"
 GAP_DEADLINE = "deadline"
 GAP_REFUSED = "refused"
 GAP_ERROR = "error"
+
+
+def check_request(body: st.SubtreeQueryBody) -> None:
+    """InvalidArgumentError for a request every node would refuse alike (bad days), before anything is asked."""
+    kind = body.WhichOneof("request")
+    request: Any = getattr(body, kind) if kind else None
+    if request is not None and hasattr(request, "day_from"):
+        day_range(request.day_from, request.day_to)
 
 
 def limit_of(requested: int) -> int:

@@ -391,6 +391,24 @@ def test_the_command_line_names_the_missing_nodes_and_exits_partial(tree: Tree) 
     assert "gd.gz.py.sq" in result.stdout and "gd.gz.py " not in result.stdout  # streets only
 
 
+def test_a_street_that_cannot_read_its_rows_says_so_and_a_bad_day_is_refused_at_once(tree: Tree) -> None:
+    broken = "gd.sz.ns"
+    with tree.nodes[broken].db() as conn:
+        conn.execute("ALTER TABLE alerts RENAME TO alerts_away")
+    try:
+        keys, outcome = _search(tree, alerts=dd.AlertsRequest())
+    finally:
+        with tree.nodes[broken].db() as conn:
+            conn.execute("ALTER TABLE alerts_away RENAME TO alerts")
+    assert outcome.partial
+    [missing] = outcome.missing
+    assert (missing.node_id, missing.reason, missing.reported_by) == (broken, "error", broken)
+    assert not any(key.startswith(f"{broken}#") for key in keys)
+    # Days every node would refuse alike: refused by the entry hop before anything is asked.
+    with pytest.raises(InvalidArgumentError, match="day_from"):
+        _raw_stream(tree, _query(tree, "gd", "gd", cases=dd.CasesRequest(day_from="2026-13-01")))
+
+
 def test_since_days_and_directives_need_the_subtree(tmp_path: Path) -> None:
     from datetime import date
 

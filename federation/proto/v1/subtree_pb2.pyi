@@ -339,7 +339,7 @@ Global___SubtreePart: _TypeAlias = SubtreePart  # noqa: Y015
 class SubtreeGap(_message.Message):
     """A child that did not answer (completely) in time, in a SignedEnvelope with body_type
     "federation.proto.v1.SubtreeGap" signed by that child's parent: the child's subtree is missing from the answer,
-    less the parts of it that did arrive.
+    less the parts of it that did arrive. A node whose own rows could not be read signs a gap for itself.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -352,9 +352,9 @@ class SubtreeGap(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
-    """The child that did not answer."""
+    """The child that did not answer (or the reporting node itself, for its own rows)."""
     reported_by: _builtins.str
-    """Its parent, who reports the gap (= the envelope's signer_id)."""
+    """Its parent (or itself), who reports the gap (= the envelope's signer_id)."""
     requester_id: _builtins.str
     query_digest: _builtins.bytes
     at_ms: _builtins.int

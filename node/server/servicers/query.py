@@ -15,7 +15,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from node.app import Node
 from node.audit_log import DrilldownAuditor
-from node.drilldown import QueryRouter, SubtreeAuditor, SubtreeRouter, SubtreeStats
+from node.drilldown import QueryRouter, SubtreeAuditor, SubtreeRouter, SubtreeStats, check_subtree_request
 from node.errors import SupnetError
 from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name, is_in_subtree
 
@@ -93,6 +93,7 @@ class QueryServicer:
             caller = caller_name(peer)
             body = self._authorizer.subtree_query(context, request, peer)
             forwarded = not is_in_subtree(self._node_id, body.target_id)
+            check_subtree_request(body)  # a request every node would refuse alike is refused here, at once
             children = len(self.subtree.children_to_ask(body))  # NotFoundError: no child on the way to the root
         except SupnetError as error:
             self._subtree_audit.refused(request, caller, error.code, error.message)
