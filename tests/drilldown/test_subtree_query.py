@@ -409,6 +409,48 @@ def test_a_street_that_cannot_read_its_rows_says_so_and_a_bad_day_is_refused_at_
         _raw_stream(tree, _query(tree, "gd", "gd", cases=dd.CasesRequest(day_from="2026-13-01")))
 
 
+def _parent(node_id: str) -> str:
+    return node_id.rpartition(".")[0]
+
+
+def _inside(node_id: str, root_id: str) -> bool:
+    return node_id == root_id or node_id.startswith(root_id + ".")
+
+
+def test_the_authorization_matrix_of_subtree_searches(tree: Tree) -> None:
+    # Every node's certificate calls every server with a search it signs of that server's subtree: allowed only
+    # from the server's parent or the server's own operator (the rules of drill-down, node/trust/authorization.py).
+    # Then every node's operator searches every node's subtree through its own server: only its own subtree.
+    nothing = dd.CasesRequest(department="(none)")
+    outcomes: dict[str, set[bool]] = {"direct": set(), "own server": set()}
+    mismatches = []
+    for server in ALL:
+        for caller in ALL:
+            query = _query(tree, caller, server, cases=nothing)
+            try:
+                _raw_stream(tree, query, to=server, as_node=caller)
+                allowed = True
+            except PermissionDeniedError:
+                allowed = False
+            expected = caller in (server, _parent(server))
+            outcomes["direct"].add(allowed)
+            if allowed != expected:
+                mismatches.append(f"{caller} -> {server}: {'allowed' if allowed else 'refused'}")
+    for caller in ALL:
+        for target in ALL:
+            query = _query(tree, caller, target, cases=nothing)
+            try:
+                _raw_stream(tree, query, to=caller, as_node=caller)
+                allowed = True
+            except PermissionDeniedError:
+                allowed = False
+            outcomes["own server"].add(allowed)
+            if allowed != _inside(target, caller):
+                mismatches.append(f"{caller} searches {target}: {'allowed' if allowed else 'refused'}")
+    assert not mismatches, mismatches
+    assert outcomes == {"direct": {True, False}, "own server": {True, False}}
+
+
 def test_since_days_and_directives_need_the_subtree(tmp_path: Path) -> None:
     from datetime import date
 
