@@ -39,7 +39,7 @@ from node.drilldown import (
     search_subtree,
 )
 from node.errors import ExitCode
-from node.trust import NodeTrust, pki_directory
+from node.trust import CertificateKeyResolver, NodeTrust, pki_directory
 from tests.harness.tree import Tree, build_tree, node_identity, node_key, running_tree
 
 CASES = {
@@ -449,6 +449,19 @@ def test_the_authorization_matrix_of_subtree_searches(tree: Tree) -> None:
                 mismatches.append(f"{caller} searches {target}: {'allowed' if allowed else 'refused'}")
     assert not mismatches, mismatches
     assert outcomes == {"direct": {True, False}, "own server": {True, False}}
+
+
+def test_the_asker_keeps_a_whole_provinces_chains(tree: Tree) -> None:
+    # A province-wide search verifies one chain per node (1 + 21 + 126 + 1,638 = 1,786 in Guangdong): a cache
+    # smaller than that would verify them all again on every search. A smaller cache still verifies correctly.
+    assert CertificateKeyResolver.CACHE_SIZE >= 1786
+    query = _query(tree, "gd", "gd", cases=dd.CasesRequest())
+    replies = _raw_stream(tree, query)
+    pki = pki_directory(tree.nodes["gd"].data_dir)
+    small = CertificateKeyResolver(NodeTrust(pki).root, cache_size=2)
+    for reply in replies:
+        small.verify(reply)
+    assert len({reply.signer_id for reply in replies}) == len(ALL)
 
 
 def test_since_days_and_directives_need_the_subtree(tmp_path: Path) -> None:
