@@ -227,6 +227,29 @@ def test_the_limit_cuts_the_answer_and_resuming_reads_the_rest_exactly_once(tree
     assert rounds > 2
     assert sorted(seen) == everything
     assert len(seen) == len(set(seen))
+    # The command line: a truncated answer exits 0, says so and prints the token that continues it.
+    from_cli: list[str] = []
+    token = ""
+    for _ in range(50):
+        code, lines, _ = _cli(
+            tree,
+            "gd",
+            "cases",
+            "--subtree",
+            "--limit",
+            "60",
+            "--page-size",
+            "20",
+            *(["--resume", token] if token else []),
+        )
+        *rows, closing = lines
+        assert code == ExitCode.OK and closing["missing"] == []
+        from_cli += [str(row["case_no"]) for row in rows]
+        if closing["outcome"] == "complete":
+            break
+        assert closing["outcome"] == "truncated" and closing["resume"]
+        token = str(closing["resume"])
+    assert sorted(from_cli) == everything
 
 
 def test_tampered_or_misattributed_parts_are_rejected_by_the_asker(tree: Tree) -> None:
