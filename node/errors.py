@@ -103,6 +103,8 @@ class ExitCode(IntEnum):
     VERIFICATION_FAILED = 7
     # Not allowed in the current state, or a record conflicting with the stored one.
     CONFLICT = 8
+    # An answer that is not whole: some nodes of a subtree search did not answer in time (they are listed).
+    PARTIAL = 9
     # An error with no code of its own here, or a bug: the message (or the log at DEBUG) says more.
     INTERNAL = 70
 

@@ -1,8 +1,9 @@
-"""``supnet query TARGET_ID summary|ranking|cases|case|alerts|complaints|report``: drill-down for supervisors.
+"""``supnet query TARGET_ID summary|ranking|cases|case|alerts|complaints|directives|report``: drill-down.
 
 Run at your own node's data directory while it serves: the query is signed with the node's key, sent to the
 local server and routed hop by hop to TARGET_ID (this node or a descendant); the answer comes back signed by
-TARGET_ID. Tables for people, ``--json`` for scripts.
+TARGET_ID. Tables for people, ``--json`` for scripts. ``--subtree`` (cases, alerts, complaints, directives,
+ranking) searches every node of TARGET_ID's subtree at once instead (node.cli.query_subtree).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -19,7 +21,9 @@ import typer
 from rich.table import Table
 
 from federation.proto.v1 import drilldown_pb2 as dd
+from federation.proto.v1 import subtree_pb2 as st
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.cli.query_subtree import SubtreeScope, run_subtree, since_day
 from node.cli.render import (
     activity_table,
     alerts_table,
@@ -70,6 +74,13 @@ DayTo = Annotated[str, typer.Option("--to", help="Last day YYYY-MM-DD.")]
 PageSize = Annotated[int, typer.Option("--page-size", help="Rows per page (0: the node's default).")]
 PageToken = Annotated[str, typer.Option("--page-token", help="Continue from a previous answer's next page token.")]
 AllPages = Annotated[bool, typer.Option("--all", help="Follow next page tokens to the end.")]
+Since = Annotated[str, typer.Option("--since", help="Since N days ago (7d) or a day YYYY-MM-DD; --from wins.")]
+SubtreeFlag = Annotated[
+    bool, typer.Option("--subtree", help="全辖区: search every node of TARGET's subtree at once (signed parts).")
+]
+Deadline = Annotated[float, typer.Option("--deadline", help="Subtree search: seconds for the whole search.")]
+Limit = Annotated[int, typer.Option("--limit", help="Subtree search: at most this many rows (0: 10000).")]
+Resume = Annotated[str, typer.Option("--resume", help="Subtree search: continue after a limit (token it printed).")]
 
 
 # --- the options the subcommands share -------------------------------------------------------------
@@ -116,6 +127,13 @@ _LISTING = (
     _option("page_token", PageToken, ""),
     _option("all_pages", AllPages, False),
 )
+_SUBTREE = (
+    _option("subtree", SubtreeFlag, False),
+    _option("since", Since, ""),
+    _option("deadline", Deadline, 5.0),
+    _option("limit", Limit, 0),
+    _option("resume", Resume, ""),
+)
 _ASKING_LAST = (
     _option("address", Address, None),
     _option("json_output", JsonFlag, False),
@@ -126,28 +144,48 @@ _ASKING_LAST = (
 )
 
 
-def _subcommand(query: typer.Typer, name: str, *, listing: bool = False) -> Callable[[Callable[..., None]], None]:
+def _subcommand(
+    query: typer.Typer, name: str, *, listing: bool = False, subtree: bool = False
+) -> Callable[[Callable[..., None]], None]:
     """Register ``func(target, asking, [listing,] *, own options)`` as ``supnet query TARGET name``.
 
     Typer reads a command's options from its signature: the shared ones are added to the signature here and
-    come to ``func`` bundled as an :class:`Asking` (and a :class:`Listing`), so each is written once.
+    come to ``func`` bundled as an :class:`Asking` (and a :class:`Listing`), so each is written once. With
+    ``subtree``, the subtree-search options come as ``scope=`` (a SubtreeScope; --since folds into the listing).
     """
 
     def register(func: Callable[..., None]) -> None:
-        own = list(inspect.signature(func, eval_str=True).parameters.values())[3 if listing else 2 :]
+        own = [
+            parameter
+            for parameter in list(inspect.signature(func, eval_str=True).parameters.values())[3 if listing else 2 :]
+            if parameter.name != "scope"
+        ]
         context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 
         @functools.wraps(func)
         def command(ctx: typer.Context, **options: Any) -> None:
             output = TableOutput(options.pop("fmt"), options.pop("out"), options.pop("encoding"), options.pop("wide"))
             asking = Asking(options.pop("data_dir"), options.pop("address"), options.pop("json_output"), output)
+            since = ""
+            if subtree:
+                since = options.pop("since")
+                options["scope"] = SubtreeScope(
+                    enabled=options.pop("subtree"),
+                    deadline=options.pop("deadline"),
+                    limit=options.pop("limit"),
+                    resume=options.pop("resume"),
+                    page_size=options.get("page_size", 0),
+                    all_levels=options.pop("all_levels", False),
+                    since_day=since_day(since, date.today()),
+                )
             if not listing:
                 func(ctx.obj["target"], asking, **options)
                 return
             pages = Pages(options.pop("page_size"), options.pop("page_token"), options.pop("all_pages"))
-            func(ctx.obj["target"], asking, Listing(options.pop("day_from"), options.pop("day_to"), pages), **options)
+            day_from = options.pop("day_from") or (options["scope"].since_day if subtree else "")
+            func(ctx.obj["target"], asking, Listing(day_from, options.pop("day_to"), pages), **options)
 
-        shared = _LISTING if listing else ()
+        shared = (*(_LISTING if listing else ()), *(_SUBTREE if subtree else ()))
         signature = inspect.Signature([context, *_ASKING_FIRST, *own, *shared, *_ASKING_LAST])
         command.__signature__ = signature  # type: ignore[attr-defined]
         query.command(name)(handle_errors(command))
@@ -194,9 +232,26 @@ def _ask_and_show(target: str, asking: Asking, show: Show, pages: Pages = Pages(
     _footer(answers)
 
 
-def _ask_and_list(target: str, asking: Asking, listing: Listing, table: RowsTable, **request: Any) -> None:
-    """A listing (``request``: cases=, alerts= or complaints=): the rows of every page fetched in one table."""
+def _ask_and_list(
+    target: str, asking: Asking, listing: Listing, table: RowsTable, scope: SubtreeScope | None = None, **request: Any
+) -> None:
+    """A listing (``request``: cases=, alerts= or complaints=): the rows of every page fetched in one table.
+
+    With ``--subtree`` (``scope``), one search over every node of TARGET's subtree instead.
+    """
     [kind] = request
+    if scope is not None and scope.enabled:
+        run_subtree(
+            target,
+            kind,
+            request[kind],
+            scope,
+            data_dir=asking.data_dir,
+            address=asking.address,
+            json_output=asking.json_output,
+            wide=asking.output.wide,
+        )
+        return
 
     def show(answers: list[Answer], tz: ZoneInfo) -> None:
         rows = [row for answer in answers for row in getattr(getattr(answer.body, kind), kind)]
@@ -229,7 +284,10 @@ def _choice(value: str, choices: Mapping[str, ChoiceT], option: str) -> ChoiceT:
 def register(app: typer.Typer) -> None:
     """Add ``supnet query ...``."""
     query = typer.Typer(
-        help="Drill down to this node or any descendant: summary, ranking, cases, case, alerts, complaints, report.",
+        help=(
+            "Drill down to this node or any descendant: summary, ranking, cases, case, alerts, complaints, report; "
+            "--subtree searches every node below at once (cases, alerts, complaints, directives, ranking)."
+        ),
         no_args_is_help=True,
     )
     app.add_typer(query, name="query")
@@ -278,7 +336,7 @@ def register(app: typer.Typer) -> None:
 
         _ask_and_show(target, asking, show, Pages(every=True), summary=request)
 
-    @_subcommand(query, "ranking")
+    @_subcommand(query, "ranking", subtree=True)
     def ranking(
         target: str,
         asking: Asking,
@@ -288,15 +346,32 @@ def register(app: typer.Typer) -> None:
         day_to: DayTo = "",
         item: Annotated[str, typer.Option("--item", help="National item basic code.")] = "",
         worst_first: Annotated[bool, typer.Option("--worst-first", help="Worst first.")] = False,
+        all_levels: Annotated[
+            bool, typer.Option("--all-levels", help="With --subtree: rank every node, not only the streets.")
+        ] = False,
+        scope: SubtreeScope | None = None,
     ) -> None:
-        """Rank the target's children (and its own data) by a derived metric."""
+        """Rank the target's children (and its own data) by a derived metric; --subtree: every street below it."""
+        del all_levels  # folded into scope
         request = dd.RankingRequest(
             metric=_choice(metric, METRICS, "--metric"),
-            day_from=day_from,
+            day_from=day_from or (scope.since_day if scope is not None else ""),
             day_to=day_to,
             basic_code=item,
             worst_first=worst_first,
         )
+        if scope is not None and scope.enabled:
+            run_subtree(
+                target,
+                "ranking",
+                request,
+                scope,
+                data_dir=asking.data_dir,
+                address=asking.address,
+                json_output=asking.json_output,
+                wide=asking.output.wide,
+            )
+            return
 
         def show(answers: list[Answer], _tz: ZoneInfo) -> None:
             title = f"{target}: ranking of children"
@@ -304,7 +379,34 @@ def register(app: typer.Typer) -> None:
 
         _ask_and_show(target, asking, show, ranking=request)
 
-    @_subcommand(query, "cases", listing=True)
+    @_subcommand(query, "directives", subtree=True)
+    def directives(
+        target: str,
+        asking: Asking,
+        *,
+        role: Annotated[str, typer.Option("--role", help="received | issued (default: both).")] = "",
+        open_only: Annotated[bool, typer.Option("--open", help="Only directives not closed.")] = False,
+        overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue directives.")] = False,
+        scope: SubtreeScope | None = None,
+    ) -> None:
+        """Directives (督办) held by every node of the subtree (needs --subtree)."""
+        if scope is None or not scope.enabled:
+            raise InvalidArgumentError("directives 只能全辖区查询，请加 --subtree (directives are a subtree search)")
+        if role not in ("", "received", "issued"):
+            raise InvalidArgumentError(f"--role must be received or issued, not {role!r}")
+        request = st.SubtreeDirectivesRequest(role=role, open_only=open_only, overdue_only=overdue)
+        run_subtree(
+            target,
+            "directives",
+            request,
+            scope,
+            data_dir=asking.data_dir,
+            address=asking.address,
+            json_output=asking.json_output,
+            wide=asking.output.wide,
+        )
+
+    @_subcommand(query, "cases", listing=True, subtree=True)
     def cases(
         target: str,
         asking: Asking,
@@ -315,6 +417,7 @@ def register(app: typer.Typer) -> None:
         red_card: Annotated[bool, typer.Option("--red-card", help="Only cases with a red card.")] = False,
         item: Annotated[str, typer.Option("--item", help="National item basic code.")] = "",
         department: Annotated[str, typer.Option("--department", help="Accepting department (exact).")] = "",
+        scope: SubtreeScope | None = None,
     ) -> None:
         """The target's own cases with filters (personal data masked), a page at a time."""
         statuses: dict[str, dd.CaseStatusFilter.ValueType] = {
@@ -331,7 +434,7 @@ def register(app: typer.Typer) -> None:
             day_from=listing.day_from,
             day_to=listing.day_to,
         )
-        _ask_and_list(target, asking, listing, cases_table, cases=request)
+        _ask_and_list(target, asking, listing, cases_table, scope, cases=request)
 
     @_subcommand(query, "case")
     def case(
@@ -347,7 +450,7 @@ def register(app: typer.Typer) -> None:
 
         _ask_and_show(target, asking, show, case_detail=dd.CaseDetailRequest(case_no=case_no))
 
-    @_subcommand(query, "alerts", listing=True)
+    @_subcommand(query, "alerts", listing=True, subtree=True)
     def alerts(
         target: str,
         asking: Asking,
@@ -359,6 +462,7 @@ def register(app: typer.Typer) -> None:
         case_no: Annotated[str, typer.Option("--case", help="Only this case.")] = "",
         department: Annotated[str, typer.Option("--department", help="Responsible department.")] = "",
         rule: Annotated[str, typer.Option("--rule", help="Rule id, e.g. R03.")] = "",
+        scope: SubtreeScope | None = None,
     ) -> None:
         """The target's own alerts, newest first."""
         request = dd.AlertsRequest(
@@ -371,9 +475,9 @@ def register(app: typer.Typer) -> None:
             day_from=listing.day_from,
             day_to=listing.day_to,
         )
-        _ask_and_list(target, asking, listing, alerts_table, alerts=request)
+        _ask_and_list(target, asking, listing, alerts_table, scope, alerts=request)
 
-    @_subcommand(query, "complaints", listing=True)
+    @_subcommand(query, "complaints", listing=True, subtree=True)
     def complaints(
         target: str,
         asking: Asking,
@@ -384,6 +488,7 @@ def register(app: typer.Typer) -> None:
         ] = "",
         respondent: Annotated[str, typer.Option("--respondent", help="Respondent unit (exact).")] = "",
         overdue: Annotated[bool, typer.Option("--overdue", help="Only complaints past a limit.")] = False,
+        scope: SubtreeScope | None = None,
     ) -> None:
         """The target's own complaints, newest first (complainants masked)."""
         request = dd.ComplaintsRequest(
@@ -393,7 +498,7 @@ def register(app: typer.Typer) -> None:
             day_from=listing.day_from,
             day_to=listing.day_to,
         )
-        _ask_and_list(target, asking, listing, complaints_table, complaints=request)
+        _ask_and_list(target, asking, listing, complaints_table, scope, complaints=request)
 
     @_subcommand(query, "report")
     def report(

@@ -1,26 +1,66 @@
-"""Drill-down: answers to ancestors' queries about this node's subtree, answered locally or routed one hop down."""
+"""Drill-down: ancestors' queries about this node's subtree, answered locally or routed one hop down.
+
+Also the subtree search: every node of a subtree at once, each part signed by its node, verified by the asker.
+"""
 
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases
 from node.drilldown.client import Answer, DrilldownClient
-from node.drilldown.figures import answer_ranking, answer_summary
+from node.drilldown.figures import answer_ranking, answer_summary, rank_entries
 from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
 from node.drilldown.router import QueryRouter, build_query
+from node.drilldown.subtree import SubtreeAuditor, SubtreeRouter, SubtreeStats
+from node.drilldown.subtree_answer import (
+    MissingNode,
+    SubtreeClient,
+    SubtreeCollector,
+    SubtreeOutcome,
+    SubtreeSearch,
+    VerifiedPart,
+    search_subtree,
+)
+from node.drilldown.subtree_terms import (
+    KINDS as SUBTREE_KINDS,
+)
+from node.drilldown.subtree_terms import (
+    build_subtree_query,
+    decode_resume,
+    encode_resume,
+    rows_of,
+)
+from node.drilldown.subtree_terms import check_request as check_subtree_request
 from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
 
 __all__ = [
     "GAUGES",
+    "SUBTREE_KINDS",
     "Answer",
     "DrilldownClient",
+    "MissingNode",
     "QueryRouter",
+    "SubtreeAuditor",
+    "SubtreeClient",
+    "SubtreeCollector",
+    "SubtreeOutcome",
+    "SubtreeRouter",
+    "SubtreeSearch",
+    "SubtreeStats",
+    "VerifiedPart",
     "answer_alerts",
     "answer_case_detail",
     "answer_cases",
     "answer_ranking",
     "answer_summary",
     "build_query",
+    "build_subtree_query",
+    "check_subtree_request",
+    "decode_resume",
+    "encode_resume",
     "mask_name",
+    "rank_entries",
     "replay",
+    "rows_of",
+    "search_subtree",
     "to_ms",
     "totals_differences",
     "verify_target",

@@ -330,8 +330,6 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
         raise InvalidArgumentError(
             f"ranking metric {dd.RankingMetric.Name(metric)} is not counted per item: leave basic_code empty"
         )
-    rate_name, _, higher_is_better = _RANKING.get(metric, (None, None, False))
-    is_rate = rate_name is not None
     with node.engine.connect() as conn:
         states = {state.child_id: state for state in children_status(node, conn)}
         rows = _children_grouped(conn, request, ChildBucket.child_id)
@@ -360,25 +358,40 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
                 stale=state is not None and state.state != "fresh",
             )
         )
-    best_first = higher_is_better != request.worst_first
+    return rank_entries(metric, entries, worst_first=request.worst_first), ""
+
+
+def rank_entries(
+    metric: dd.RankingMetric.ValueType, entries: Sequence[dd.RankingRow], *, worst_first: bool = False
+) -> dd.RankingAnswer:
+    """Order ranking entries by a (non-score) metric's value, best first unless ``worst_first``; ties share a rank.
+
+    Also how the asker of a subtree search ranks every node's own entry (e.g. all streets of a province).
+    """
+    if metric == dd.RANKING_METRIC_SCORE:
+        is_rate, higher_is_better = True, True  # unscored (denominator 0) last, as answer_score_ranking does
+    else:
+        rate_name, _, higher_is_better = _RANKING.get(metric, (None, None, False))
+        is_rate = rate_name is not None
+    best_first = higher_is_better != worst_first
 
     def order(row: dd.RankingRow) -> tuple[int, float, str]:
         # A rate over nothing (e.g. no completed cases) cannot be compared: such entries go last.
         unrated = is_rate and row.denominator == 0
         return (1 if unrated else 0, -row.value if best_first else row.value, row.node_id)
 
-    entries.sort(key=order)
     answer = dd.RankingAnswer(metric=metric)
     previous: tuple[int, float] | None = None
     rank = 0
-    for position, entry in enumerate(entries, start=1):
+    for position, entry in enumerate(sorted(entries, key=order), start=1):
         key = (1 if is_rate and entry.denominator == 0 else 0, round(entry.value, 12))
         if key != previous:
             rank = position
             previous = key
-        entry.rank = rank
-        answer.rows.append(entry)
-    return answer, ""
+        row = answer.rows.add()
+        row.CopyFrom(entry)
+        row.rank = rank
+    return answer
 
 
 # --- ranking by efficiency score ----------------------------------------------------------------

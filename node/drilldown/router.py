@@ -71,6 +71,15 @@ audit_log = logging.getLogger("supnet.audit")
 
 # Time kept back from the caller's deadline for relaying the answer up the hops already passed.
 FORWARD_MARGIN_SECONDS = 0.05
+# Channels to the children reconnect within 2 s of a child coming back (gRPC's default backoff grows to 120 s, and
+# a restarted street would stay "unreachable" to drill-down and subtree searches for that long).
+CHILD_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    *DEFAULT_CHANNEL_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # Not grpc.min_reconnect_backoff_ms: gRPC also uses it as the time a connection attempt may take (20 s), and
+    # a handshake with a slow host must not be cut short by it.
+)
 
 
 # How each kind of query addressed to this node is answered: (answer message, next page token).
@@ -180,6 +189,10 @@ class QueryRouter:
                 return child_id
         raise NotFoundError(f"node {self._id} has no registered child on the path to {target_id}")
 
+    def child_stub(self, child_id: str, address: str) -> NodeServiceStub:
+        """The kept stub to a child's server (the subtree search streams over the same channels)."""
+        return self._stub(child_id, address)
+
     def _stub(self, child_id: str, address: str) -> NodeServiceStub:
         # Rebuilt when this node's TLS files change (rotation); the child's identity is part of the channel.
         # The stub is kept with its channel: building one per query costs more than a stat of the files.
@@ -190,7 +203,7 @@ class QueryRouter:
                 return cached[2]
             if cached is not None:
                 cached[1].close()
-            channel = channel_to(self._node, address, child_id, options=DEFAULT_CHANNEL_OPTIONS)
+            channel = channel_to(self._node, address, child_id, options=CHILD_CHANNEL_OPTIONS)
             stub = NodeServiceStub(channel)
             self._channels[child_id] = (stamp, channel, stub)
             return stub

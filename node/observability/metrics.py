@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 # A "_created" timestamp series beside every counter only doubles what a scraper stores; none of ours needs it.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# Drill-down kinds as QueryBody names them; anything else (an undecodable query) is "unknown".
-QUERY_KINDS: tuple[str, ...] = tuple(field.name for field in QueryBody.DESCRIPTOR.oneofs_by_name["request"].fields)
+# Drill-down kinds as QueryBody names them, and "subtree" (a QuerySubtree search, any kind); anything else (an
+# undecodable query) is "unknown".
+QUERY_KINDS: tuple[str, ...] = (
+    *(field.name for field in QueryBody.DESCRIPTOR.oneofs_by_name["request"].fields),
+    "subtree",
+)
 UNKNOWN_KIND = "unknown"
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
 # A drill-down is answered in milliseconds at one hop and in seconds across a slow tree.

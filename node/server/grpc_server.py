@@ -11,6 +11,7 @@ the root; see node.trust.tls); the only alternative is plaintext behind the expl
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,11 @@ class _NodeService(NodeServiceServicer):
 
     def Query(self, request: SignedEnvelope, context: grpc.ServicerContext) -> SignedEnvelope:  # noqa: N802
         return self._query.Query(request, context)
+
+    def QuerySubtree(  # noqa: N802
+        self, request: SignedEnvelope, context: grpc.ServicerContext
+    ) -> Iterator[SignedEnvelope]:
+        return self._query.QuerySubtree(request, context)
 
 
 class NodeServer:

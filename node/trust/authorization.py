@@ -15,6 +15,11 @@ Query (drill-down)  over a TLS certificate of this node's parent, or of this nod
                     chain, verified at every hop; the requester must be the signer and an ancestor of this
                     node (via the parent) or this node itself (local operator). Forwarding hops relay the
                     envelope unchanged, so no hop can widen what the requester may see.
+QuerySubtree        as Query, at every hop of the subtree: the caller is this node's parent (or this node itself,
+(subtree search)    its local operator, asking as itself); the requester signed it and is an ancestor of this node
+                    (or this node itself); this node lies in the subtree asked about or on the way down to its
+                    root; same freshness window and
+                    replay cache. Not in the plaintext mode (parts are verified through certificate chains).
 Ingest              an INGEST certificate issued for this node (a business system's credential); a node's TLS
                     certificate, even the parent's, may not ingest
 Deliver             (DirectiveService) a directive, or a closed/reopened event, only from this node's parent; a
@@ -46,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -67,6 +72,7 @@ from federation import (
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.directive_pb2 import DirectiveBody, DirectiveEvent, DirectiveEventKind
 from federation.proto.v1.drilldown_pb2 import QueryBody
+from federation.proto.v1.subtree_pb2 import SubtreeQueryBody
 from node.audit_log import recent_query_nonces
 from node.trust.node_ids import is_ancestor
 from node.trust.node_keys import signing_identity
@@ -79,6 +85,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUERY_BODY_TYPE = body_type_of(QueryBody)
+SUBTREE_QUERY_BODY_TYPE = body_type_of(SubtreeQueryBody)
+_Query = TypeVar("_Query", QueryBody, SubtreeQueryBody)
 DIRECTIVE_BODY_TYPE = body_type_of(DirectiveBody)
 DIRECTIVE_EVENT_TYPE = body_type_of(DirectiveEvent)
 # Events that travel up (made by a recipient, or the issuer escalating to its parent) and down (made by the issuer).
@@ -294,7 +302,7 @@ class Authorizer:
             raise InvalidArgumentError(f"Query expects a {QUERY_BODY_TYPE} envelope, got {envelope.body_type!r}")
         if self.trust is not None:
             peer = self._node_peer(context, "a drill-down query", peer)
-            body = self._query_with_certificates(peer, envelope)
+            body = self._query_with_certificates(peer, envelope, QueryBody)
         else:
             peer = None
             body = self._query_with_keys(envelope)
@@ -302,6 +310,44 @@ class Authorizer:
             raise PermissionDeniedError(
                 f"target {body.target_id} is not in the subtree of {self._id}; only descendants can be queried here"
             )
+        self._fresh_and_new(body, peer)
+        if body.WhichOneof("request") is None:
+            raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, ...)")
+        return body
+
+    def subtree_query(
+        self, context: grpc.ServicerContext, envelope: SignedEnvelope, peer: PeerIdentity | None = None
+    ) -> SubtreeQueryBody:
+        """QuerySubtree: authorize the caller and the signed subtree query at this hop (see the module docstring)."""
+        if envelope.body_type != SUBTREE_QUERY_BODY_TYPE:
+            raise InvalidArgumentError(
+                f"QuerySubtree expects a {SUBTREE_QUERY_BODY_TYPE} envelope, got {envelope.body_type!r}"
+            )
+        if self.trust is None:
+            raise PermissionDeniedError(
+                f"node {self._id} runs without certificates (insecure plaintext mode): a subtree search needs every "
+                "node's part verified through its certificate chain"
+            )
+        peer = self._node_peer(context, "a subtree query", peer)
+        body = self._query_with_certificates(peer, envelope, SubtreeQueryBody)
+        if peer.node_id == self._id and not is_in_subtree(body.target_id, self._id):
+            raise PermissionDeniedError(
+                f"{self._id}'s own operator searches only its own subtree, not that of {body.target_id}"
+            )
+        if not (is_in_subtree(self._id, body.target_id) or is_in_subtree(body.target_id, self._id)):
+            raise PermissionDeniedError(
+                f"node {self._id} is neither in the subtree of {body.target_id} that the query searches nor on the "
+                "way down to it"
+            )
+        self._fresh_and_new(body, peer)
+        if body.WhichOneof("request") is None:
+            raise InvalidArgumentError(
+                "subtree query names no request (cases, alerts, complaints, directives, ranking)"
+            )
+        return body
+
+    def _fresh_and_new(self, body: QueryBody | SubtreeQueryBody, peer: PeerIdentity | None) -> None:
+        """The freshness window and the replay cache, shared by both kinds of query."""
         now = self._wall_clock()
         age = now - body.issued_at_ms / 1000.0  # seconds since it was issued, by this node's clock
         if age > self._freshness:
@@ -317,9 +363,6 @@ class Authorizer:
         if len(body.nonce) < MIN_NONCE_BYTES:
             raise InvalidArgumentError(f"query nonce must have at least {MIN_NONCE_BYTES} random bytes")
         self._nonces.check_and_remember(caller_name(peer), body.requester_id, bytes(body.nonce), now)
-        if body.WhichOneof("request") is None:
-            raise InvalidArgumentError("query names no request (summary, ranking, cases, case_detail, ...)")
-        return body
 
     def directive(
         self, context: grpc.ServicerContext, envelope: SignedEnvelope, peer: PeerIdentity | None = None
@@ -398,7 +441,9 @@ class Authorizer:
             )
         self._from_parent(peer, "directives")
 
-    def _query_with_certificates(self, peer: PeerIdentity, envelope: SignedEnvelope) -> QueryBody:
+    def _query_with_certificates(
+        self, peer: PeerIdentity, envelope: SignedEnvelope, message_type: type[_Query]
+    ) -> _Query:
         assert self.trust is not None
         if peer.node_id not in (self._id, self._parent_id):
             raise PermissionDeniedError(
@@ -410,7 +455,7 @@ class Authorizer:
         except IntegrityError as error:
             # A query whose signature fails does not establish who asks.
             raise UnauthenticatedError(f"drill-down query refused by {self._id}: {error.message}") from error
-        body = parse_body(envelope, QueryBody)
+        body = parse_body(envelope, message_type)
         if not body.target_id:
             raise InvalidArgumentError("query names no target_id")
         if body.requester_id != envelope.signer_id:

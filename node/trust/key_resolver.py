@@ -46,7 +46,9 @@ class CertificateKeyResolver:
     before, at the clock's time. Safe to share between server threads.
     """
 
-    CACHE_SIZE = 1024
+    # Above a province's node count (1,786 in the issue 17 shape): a province-wide search verifies one chain per
+    # node, and a cache smaller than the tree would evict chains it needs again on the next search.
+    CACHE_SIZE = 4096
 
     def __init__(
         self,
@@ -54,8 +56,11 @@ class CertificateKeyResolver:
         revoked: Collection[int] = frozenset(),
         *,
         clock: Callable[[], dt.datetime] | None = None,
+        cache_size: int | None = None,
     ) -> None:
+        """``cache_size``: verified chains kept (default CACHE_SIZE); at least the number of signers expected."""
         self._root = root
+        self._cache_size = self.CACHE_SIZE if cache_size is None else max(1, cache_size)
         self._revoked: set[int] = set(revoked)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
@@ -97,7 +102,7 @@ class CertificateKeyResolver:
             with self._lock:
                 self._chains[fingerprint] = cached
                 self._by_key[(node_id, key_id(public_key))] = cached
-                while len(self._chains) > self.CACHE_SIZE:
+                while len(self._chains) > self._cache_size:
                     _, evicted = self._chains.popitem(last=False)
                     self._by_key.pop((evicted.node_id, key_id(evicted.public_key)), None)
         self._check_revoked(cached)

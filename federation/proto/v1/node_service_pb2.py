@@ -26,7 +26,7 @@ from federation.proto.v1 import common_pb2 as federation_dot_proto_dot_v1_dot_co
 from federation.proto.v1 import report_pb2 as federation_dot_proto_dot_v1_dot_report__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&federation/proto/v1/node_service.proto\x12\x13\x66\x65\x64\x65ration.proto.v1\x1a federation/proto/v1/common.proto\x1a federation/proto/v1/report.proto\"#\n\x0fNodeInfoRequest\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\"\xb1\x02\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tparent_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63hildren_ids\x18\x05 \x03(\t\x12\x18\n\x10software_version\x18\x06 \x01(\t\x12\x1e\n\x16latest_report_sequence\x18\x07 \x01(\x04\x12\x1c\n\x14latest_report_digest\x18\x08 \x01(\x0c\x12\x12\n\npublic_key\x18\t \x01(\x0c\x12\x0e\n\x06key_id\x18\n \x01(\x0c\x12\x16\n\x0eserver_time_ms\x18\x0b \x01(\x03\x12\x1d\n\x15\x63hild_report_sequence\x18\x0c \x01(\x04\x12\x1b\n\x13\x63hild_report_digest\x18\r \x01(\x0c\x32\x89\x02\n\x0bNodeService\x12R\n\x0bGetNodeInfo\x12$.federation.proto.v1.NodeInfoRequest\x1a\x1d.federation.proto.v1.NodeInfo\x12S\n\x0cSubmitReport\x12#.federation.proto.v1.SignedEnvelope\x1a\x1e.federation.proto.v1.ReportAck\x12Q\n\x05Query\x12#.federation.proto.v1.SignedEnvelope\x1a#.federation.proto.v1.SignedEnvelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&federation/proto/v1/node_service.proto\x12\x13\x66\x65\x64\x65ration.proto.v1\x1a federation/proto/v1/common.proto\x1a federation/proto/v1/report.proto\"#\n\x0fNodeInfoRequest\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\"\xb1\x02\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tparent_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63hildren_ids\x18\x05 \x03(\t\x12\x18\n\x10software_version\x18\x06 \x01(\t\x12\x1e\n\x16latest_report_sequence\x18\x07 \x01(\x04\x12\x1c\n\x14latest_report_digest\x18\x08 \x01(\x0c\x12\x12\n\npublic_key\x18\t \x01(\x0c\x12\x0e\n\x06key_id\x18\n \x01(\x0c\x12\x16\n\x0eserver_time_ms\x18\x0b \x01(\x03\x12\x1d\n\x15\x63hild_report_sequence\x18\x0c \x01(\x04\x12\x1b\n\x13\x63hild_report_digest\x18\r \x01(\x0c\x32\xe5\x02\n\x0bNodeService\x12R\n\x0bGetNodeInfo\x12$.federation.proto.v1.NodeInfoRequest\x1a\x1d.federation.proto.v1.NodeInfo\x12S\n\x0cSubmitReport\x12#.federation.proto.v1.SignedEnvelope\x1a\x1e.federation.proto.v1.ReportAck\x12Q\n\x05Query\x12#.federation.proto.v1.SignedEnvelope\x1a#.federation.proto.v1.SignedEnvelope\x12Z\n\x0cQuerySubtree\x12#.federation.proto.v1.SignedEnvelope\x1a#.federation.proto.v1.SignedEnvelope0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,5 +38,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEINFO']._serialized_start=169
   _globals['_NODEINFO']._serialized_end=474
   _globals['_NODESERVICE']._serialized_start=477
-  _globals['_NODESERVICE']._serialized_end=742
+  _globals['_NODESERVICE']._serialized_end=834
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,11 @@ class NodeServiceStub:
                 request_serializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
                 response_deserializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
                 _registered_method=True)
+        self.QuerySubtree = channel.unary_stream(
+                '/federation.proto.v1.NodeService/QuerySubtree',
+                request_serializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -79,6 +84,16 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuerySubtree(self, request, context):
+        """A signed SubtreeQueryBody goes in; a stream of SignedEnvelopes comes back: SubtreePart (each node's own rows,
+        signed by that node), SubtreeGap (a child that did not answer in time, signed by its parent) and SubtreeCut
+        (the limit was reached, signed by the hop that stopped). Each hop relays the query unchanged to its children
+        in parallel, with a deadline slightly shorter than its own, and relays their envelopes unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +109,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
             ),
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
+                    request_deserializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
+                    response_serializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'QuerySubtree': grpc.unary_stream_rpc_method_handler(
+                    servicer.QuerySubtree,
                     request_deserializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
                     response_serializer=federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
             ),
@@ -177,6 +197,33 @@ class NodeService:
             request,
             target,
             '/federation.proto.v1.NodeService/Query',
+            federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
+            federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuerySubtree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/federation.proto.v1.NodeService/QuerySubtree',
             federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
             federation_dot_proto_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
             options,

@@ -42,6 +42,12 @@ class NodeServiceStub:
     Routed hop by hop: a node that is not the target forwards the envelope unchanged to the child on
     the path and relays the answer unchanged. Large answers are paged (QueryBody.page_token).
     """
+    QuerySubtree: _grpc.UnaryStreamMultiCallable[_common_pb2.SignedEnvelope, _common_pb2.SignedEnvelope]
+    """A signed SubtreeQueryBody goes in; a stream of SignedEnvelopes comes back: SubtreePart (each node's own rows,
+    signed by that node), SubtreeGap (a child that did not answer in time, signed by its parent) and SubtreeCut
+    (the limit was reached, signed by the hop that stopped). Each hop relays the query unchanged to its children
+    in parallel, with a deadline slightly shorter than its own, and relays their envelopes unchanged.
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -54,6 +60,12 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """A signed QueryBody goes in; a SignedEnvelope of a QueryAnswer, signed by the target, comes back.
     Routed hop by hop: a node that is not the target forwards the envelope unchanged to the child on
     the path and relays the answer unchanged. Large answers are paged (QueryBody.page_token).
+    """
+    QuerySubtree: _aio.UnaryStreamMultiCallable[_common_pb2.SignedEnvelope, _common_pb2.SignedEnvelope]  # type: ignore[assignment]
+    """A signed SubtreeQueryBody goes in; a stream of SignedEnvelopes comes back: SubtreePart (each node's own rows,
+    signed by that node), SubtreeGap (a child that did not answer in time, signed by its parent) and SubtreeCut
+    (the limit was reached, signed by the hop that stopped). Each hop relays the query unchanged to its children
+    in parallel, with a deadline slightly shorter than its own, and relays their envelopes unchanged.
     """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -82,6 +94,18 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """A signed QueryBody goes in; a SignedEnvelope of a QueryAnswer, signed by the target, comes back.
         Routed hop by hop: a node that is not the target forwards the envelope unchanged to the child on
         the path and relays the answer unchanged. Large answers are paged (QueryBody.page_token).
+        """
+
+    @_abc_1.abstractmethod
+    def QuerySubtree(
+        self,
+        request: _common_pb2.SignedEnvelope,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_common_pb2.SignedEnvelope], _abc.AsyncIterator[_common_pb2.SignedEnvelope]]:
+        """A signed SubtreeQueryBody goes in; a stream of SignedEnvelopes comes back: SubtreePart (each node's own rows,
+        signed by that node), SubtreeGap (a child that did not answer in time, signed by its parent) and SubtreeCut
+        (the limit was reached, signed by the hop that stopped). Each hop relays the query unchanged to its children
+        in parallel, with a deadline slightly shorter than its own, and relays their envelopes unchanged.
         """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

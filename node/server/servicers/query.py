@@ -1,9 +1,10 @@
-"""Drill-down servicer: the Query method of NodeService, a thin shell over node.trust.authorization and the router."""
+"""Drill-down servicer: NodeService's Query and QuerySubtree, thin shells over the authorizer and the routers."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -14,9 +15,9 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.drilldown_pb2 import QueryBody
 from node.app import Node
 from node.audit_log import DrilldownAuditor
-from node.drilldown import QueryRouter
+from node.drilldown import QueryRouter, SubtreeAuditor, SubtreeRouter, SubtreeStats, check_subtree_request
 from node.errors import SupnetError
-from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name
+from node.trust import UNAUTHENTICATED_CALLER, Authorizer, caller_name, is_in_subtree
 
 if TYPE_CHECKING:
     from node.observability import NodeMetrics
@@ -46,7 +47,9 @@ class QueryServicer:
     ) -> None:
         self._authorizer = authorizer
         self.router = router or QueryRouter(node, trust=authorizer.trust)
+        self.subtree = SubtreeRouter(node, self.router)
         self._audit = DrilldownAuditor(node.engine, node.config.id)
+        self._subtree_audit = SubtreeAuditor(node)
         self._node_id = node.config.id
         self._metrics = metrics
 
@@ -78,6 +81,35 @@ class QueryServicer:
             kind = body.WhichOneof("request") or ""
             self._metrics.drilldown_served(kind, time.perf_counter() - started, forwarded=bool(hop))
         return answer
+
+    def QuerySubtree(  # noqa: N802
+        self, request: SignedEnvelope, context: grpc.ServicerContext
+    ) -> Iterator[SignedEnvelope]:
+        """One subtree query envelope in; this node's signed parts and its children's, relayed, streamed out."""
+        started = time.perf_counter()
+        caller = UNAUTHENTICATED_CALLER
+        try:
+            peer = self._authorizer.peer(context)
+            caller = caller_name(peer)
+            body = self._authorizer.subtree_query(context, request, peer)
+            forwarded = not is_in_subtree(self._node_id, body.target_id)
+            check_subtree_request(body)  # a request every node would refuse alike is refused here, at once
+            children = len(self.subtree.children_to_ask(body))  # NotFoundError: no child on the way to the root
+        except SupnetError as error:
+            self._subtree_audit.refused(request, caller, error.code, error.message)
+            if self._metrics is not None:
+                self._metrics.drilldown_refused("subtree", error.code, time.perf_counter() - started)
+            raise
+        stats = SubtreeStats()
+
+        def audit() -> None:
+            self._subtree_audit.served(body, caller, forwarded=forwarded, children=children)
+
+        yield from self.subtree.stream(
+            request, body, context.time_remaining(), stats, on_cancel=context.add_callback, before_first=audit
+        )
+        if self._metrics is not None:
+            self._metrics.drilldown_served("subtree", time.perf_counter() - started, forwarded=forwarded)
 
     def close(self) -> None:
         """Release the channels to the children."""
