@@ -45,6 +45,7 @@ from federation.proto.v1.report_pb2 import ActivityCount, Bucket, ChildReportRef
 from node.errors import InvalidArgumentError
 from node.notify import NoticeKind, notify_operators
 from node.reporting.catalogues import catalogue_message, subtree_catalogue
+from node.spotcheck import bucket_commitments
 from node.reporting.subtree import (
     ActivityTotals,
     BucketTotals,
@@ -237,6 +238,10 @@ def _build_in_transaction(
             body.activity.extend(_activity_message(total) for total in activity if first <= total.day <= last)
         elif index == 0:
             body.activity.extend(_activity_message(total) for total in activity)  # few: all in the first part
+        if node.config.spotcheck.commitments:
+            # Spot checks: a root per bucket over this node's own records behind it (node.spotcheck).
+            keys = [(bucket.day, bucket.basic_code, bucket.item_type_code) for bucket in chunk]
+            body.commitments.extend(bucket_commitments(conn, identity, keys))
         envelope = identity.sign(REPORT_BODY_TYPE, serialize(body))
         digest = report_digest(envelope)
         outbox.append(

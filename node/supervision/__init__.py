@@ -61,7 +61,7 @@ from node.supervision.evaluations import (
     list_evaluations,
 )
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
-from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
+from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, REFUSED_RESULT_CODES, derived_rates, fen
 from node.supervision.metric_queries import (
     REBUILD_FLAG,
     check_buckets,
@@ -120,6 +120,7 @@ __all__ = [
     "ACTIVITY_METRICS",
     "ALL_RULE_IDS",
     "COUNTERS",
+    "REFUSED_RESULT_CODES",
     "COUNT_LABELS",
     "FINDINGS",
     "ITEM_STATUS_LABELS",

@@ -1,0 +1,127 @@
+"""The target's half: commitments built into each report, and the opening of sampled leaves on request.
+
+``bucket_commitments`` runs inside the report builder's transaction (one read of the chunk's own records) and
+returns one BucketCommitment per bucket with own records. ``open_leaves`` answers a spot-check request: it finds the
+commitment in this node's own signed report, rebuilds the tree from the records and opens the asked leaves with
+their paths. When the records of that bucket changed after the report was signed the tree no longer matches the
+signed root, and the node says so (InvalidStateError): the asker checks the bucket again after the next report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+from sqlalchemy import Connection
+
+from federation import InvalidArgumentError, NotFoundError, short_hex
+from federation.proto.v1.report_pb2 import ReportBody
+from federation.proto.v1.spotcheck_pb2 import (
+    BucketCommitment,
+    LeafOpening,
+    ProofNode,
+    SpotCheckAnswer,
+    SpotCheckRequest,
+)
+from node.errors import InvalidStateError
+from node.spotcheck.records import BucketKey, Leaf, bucket_leaves, leaf_sums, salt_key
+from node.spotcheck.tree import SumTree, leaf_digest
+from node.trust import SigningIdentity
+
+__all__ = ["MAX_OPENINGS", "bucket_commitments", "leaf_tree", "open_leaves", "openings"]
+
+# At most this many leaves opened by one request (a sample, not a download of the bucket).
+MAX_OPENINGS = 200
+
+
+def leaf_tree(leaves: Sequence[Leaf]) -> SumTree:
+    """The sum tree over a bucket's leaves, in their order."""
+    return SumTree([(leaf_digest(leaf.salt, leaf.record_bytes), leaf_sums(leaf.record)) for leaf in leaves])
+
+
+def bucket_commitments(
+    conn: Connection, identity: SigningIdentity, keys: Iterable[BucketKey]
+) -> list[BucketCommitment]:
+    """One commitment per bucket key with own records, in key order (inside the report builder's transaction)."""
+    leaves = bucket_leaves(conn, keys, salt_key(identity))
+    commitments = []
+    for key in sorted(leaves):
+        tree = leaf_tree(leaves[key])
+        day, basic_code, item_type_code = key
+        commitments.append(
+            BucketCommitment(
+                day=day.isoformat(),
+                basic_code=basic_code,
+                item_type_code=item_type_code,
+                leaf_count=tree.leaf_count,
+                root=tree.root,
+            )
+        )
+    return commitments
+
+
+def openings(tree: SumTree, leaves: Sequence[Leaf], indices: Iterable[int]) -> SpotCheckAnswer:
+    """The answer opening ``indices`` of a tree built over ``leaves``."""
+    answer = SpotCheckAnswer()
+    for index in indices:
+        leaf = leaves[index]
+        answer.openings.append(
+            LeafOpening(
+                index=index,
+                record=leaf.record,
+                salt=leaf.salt,
+                path=[ProofNode(digest=node.digest, sums=node.sums) for node in tree.path(index)],
+                department=leaf.department,
+                applicant_masked=leaf.applicant_masked,
+            )
+        )
+    return answer
+
+
+def _signed_commitment(report: ReportBody, request: SpotCheckRequest) -> BucketCommitment:
+    for commitment in report.commitments:
+        if (commitment.day, commitment.basic_code, commitment.item_type_code) == (
+            request.day,
+            request.basic_code,
+            request.item_type_code,
+        ):
+            return commitment
+    raise NotFoundError(
+        f"report #{report.sequence} of {report.node_id} commits to no bucket "
+        f"({request.day}, {request.basic_code}, {request.item_type_code})"
+    )
+
+
+def open_leaves(
+    conn: Connection, identity: SigningIdentity, report: ReportBody, request: SpotCheckRequest
+) -> SpotCheckAnswer:
+    """Open the requested leaves of a bucket committed in ``report`` (this node's own, as signed)."""
+    indices = list(request.leaf_indices)
+    if not indices:
+        raise InvalidArgumentError("a spot check names at least one leaf to open (leaf_indices)")
+    if len(indices) > MAX_OPENINGS:
+        raise InvalidArgumentError(f"a spot check opens at most {MAX_OPENINGS} leaves, {len(indices)} were asked")
+    if len(set(indices)) != len(indices):
+        raise InvalidArgumentError("leaf_indices names a leaf twice")
+    commitment = _signed_commitment(report, request)
+    if request.root and request.root != commitment.root:
+        raise InvalidArgumentError(
+            f"the asked root {short_hex(request.root)} is not the one report #{report.sequence} signed "
+            f"({short_hex(commitment.root)})"
+        )
+    outside = [index for index in indices if index >= commitment.leaf_count]
+    if outside:
+        raise InvalidArgumentError(f"leaves {outside} are outside the {commitment.leaf_count} committed leaves")
+    try:
+        key: BucketKey = (date.fromisoformat(request.day), request.basic_code, request.item_type_code)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"spot-check day {request.day!r} is not YYYY-MM-DD") from exc
+    leaves = bucket_leaves(conn, [key], salt_key(identity)).get(key, [])
+    tree = leaf_tree(leaves)
+    if tree.root != commitment.root:
+        raise InvalidStateError(
+            f"the records of bucket ({request.day}, {request.basic_code}, {request.item_type_code}) changed after "
+            f"report #{report.sequence} was signed; check the bucket of a later report"
+        )
+    return openings(tree, leaves, indices)
+
