@@ -45,7 +45,6 @@ from federation.proto.v1.report_pb2 import ActivityCount, Bucket, ChildReportRef
 from node.errors import InvalidArgumentError
 from node.notify import NoticeKind, notify_operators
 from node.reporting.catalogues import catalogue_message, subtree_catalogue
-from node.spotcheck import bucket_commitments
 from node.reporting.subtree import (
     ActivityTotals,
     BucketTotals,
@@ -54,6 +53,7 @@ from node.reporting.subtree import (
     subtree_buckets,
     subtree_completeness,
 )
+from node.spotcheck import bucket_commitments
 from node.store import counter_value, increment_counter, locked_revision
 from node.trust import SigningIdentity, signing_identity
 

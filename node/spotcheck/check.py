@@ -231,7 +231,9 @@ def judge_answer(plan: SpotCheckPlan, answer: SpotCheckAnswer, cal: WorkCalendar
     commitment = plan.commitment
     if commitment is None:
         result.findings = [
-            Finding("uncommitted", name, str(value), "0 (no commitment)") for name, value in plan.counters.items() if value
+            Finding("uncommitted", name, str(value), "0 (no commitment)")
+            for name, value in plan.counters.items()
+            if value
         ]
         return result
     opened = {opening.index: opening for opening in answer.openings}

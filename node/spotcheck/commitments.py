@@ -124,4 +124,3 @@ def open_leaves(
             f"report #{report.sequence} was signed; check the bucket of a later report"
         )
     return openings(tree, leaves, indices)
-

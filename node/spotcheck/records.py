@@ -94,7 +94,7 @@ def leaf_sums(record: CommittedRecord) -> tuple[int, ...]:
 
 
 def _as_datetime(value: Any) -> datetime:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _text(value: datetime | None) -> str:

@@ -8,6 +8,7 @@ findings also raise an operator notice. ``directive_text`` turns a recorded chec
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -95,7 +96,8 @@ def recorded_check(node: Node, seq: int) -> dict[str, Any]:
     """The detail of the spot check audited under ``seq`` at this node."""
     for entry in AuditLog(node.engine).entries(AuditFilter(action=AUDIT_ACTION), limit=None):
         if entry.seq == seq:
-            return dict(entry.detail)
+            detail: dict[str, Any] = json.loads(entry.detail_json)
+            return detail
     raise NotFoundError(f"no spot check is recorded under audit entry {seq} (see 'supnet audit list')")
 
 

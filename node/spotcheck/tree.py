@@ -130,9 +130,7 @@ class TreeCheck:
     problem: str = ""
 
 
-def root_from_path(
-    leaf_count: int, index: int, leaf: bytes, leaf_sums: Sums, path: Sequence[PathNode]
-) -> TreeCheck:
+def root_from_path(leaf_count: int, index: int, leaf: bytes, leaf_sums: Sums, path: Sequence[PathNode]) -> TreeCheck:
     """Walk from a leaf to the root, checking every sibling against the tree's shape; the root and its sums.
 
     A sibling must hold exactly the leaves the shape gives it, no flag sum above its leaf count and none below zero,

@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from sqlalchemy import select
 
 from federation import outbox_table, parse_body
@@ -50,7 +49,9 @@ def _records() -> list[tuple[str, int, dict[str, str]]]:
         line += 1
         if number % 10 == 0:  # a few completed (on various days); the rest stay open, overdue by NOW
             completed = datetime(2026, 3, 3, 10) + timedelta(days=number // 10)
-            records.append(("completion", line, {"case_no": fields["case_no"], "completed_at": f"{completed:%Y%m%dT%H%M%S}"}))
+            records.append(
+                ("completion", line, {"case_no": fields["case_no"], "completed_at": f"{completed:%Y%m%dT%H%M%S}"})
+            )
             line += 1
     per_day: dict[date, int] = {}
     for number in range(1, 201):

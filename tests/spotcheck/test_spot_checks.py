@@ -45,8 +45,14 @@ def _within_binomial(hits: int, runs: int, p: float, tail: float = 0.0005) -> bo
 
 def _check(node: Node, seed: int, day: date | None, *, samples: int = 30, pairs: int = 0) -> SpotCheckResult:
     result = run_spot_check(
-        LocalAsker(node), NODE_ID, node.calendar, random.Random(seed), samples=samples, pairs=pairs,
-        day_from=day, day_to=day,
+        LocalAsker(node),
+        NODE_ID,
+        node.calendar,
+        random.Random(seed),
+        samples=samples,
+        pairs=pairs,
+        day_from=day,
+        day_to=day,
     )
     assert result is not None
     return result
@@ -97,14 +103,31 @@ def _signed_view(key: tuple[date, str, str], leaves: list[Leaf]) -> ReportBody:
     """The report body the dishonest district signs: counters that match its (falsified) leaves."""
     tree = leaf_tree(leaves)
     day = key[0].isoformat()
-    counters = Counters(**dict(zip(("received", "completed", "completed_early", "completed_on_time",
-                                     "completed_within_legal", "refused", "cases_returned"), tree.sums[1:], strict=True)))
+    counters = Counters(
+        **dict(
+            zip(
+                (
+                    "received",
+                    "completed",
+                    "completed_early",
+                    "completed_on_time",
+                    "completed_within_legal",
+                    "refused",
+                    "cases_returned",
+                ),
+                tree.sums[1:],
+                strict=True,
+            )
+        )
+    )
     return ReportBody(
         node_id=NODE_ID,
         sequence=1,
         buckets=[Bucket(day=day, basic_code=key[1], item_type_code=key[2], counters=counters)],
         commitments=[
-            BucketCommitment(day=day, basic_code=key[1], item_type_code=key[2], leaf_count=tree.leaf_count, root=tree.root)
+            BucketCommitment(
+                day=day, basic_code=key[1], item_type_code=key[2], leaf_count=tree.leaf_count, root=tree.root
+            )
         ],
     )
 
@@ -184,8 +207,12 @@ def test_target_refuses_to_open_another_root_or_outside_leaves(district: Node) -
     report = next(asker.reports(NODE_ID))
     commitment = next(c for c in report.commitments if c.day == ACCEPT_DAY.isoformat())
     request = SpotCheckRequest(
-        report_sequence=report.sequence, day=commitment.day, basic_code=BASIC, item_type_code=ITEM_TYPE,
-        root=commitment.root, leaf_indices=[0, 199],
+        report_sequence=report.sequence,
+        day=commitment.day,
+        basic_code=BASIC,
+        item_type_code=ITEM_TYPE,
+        root=commitment.root,
+        leaf_indices=[0, 199],
     )
     assert len(asker.open(NODE_ID, request).openings) == 2
     with pytest.raises(InvalidArgumentError, match="outside"):
@@ -201,6 +228,10 @@ def test_target_refuses_to_open_another_root_or_outside_leaves(district: Node) -
 
 def _fields(request: SpotCheckRequest) -> dict[str, object]:
     return {
-        "report_sequence": request.report_sequence, "day": request.day, "basic_code": request.basic_code,
-        "item_type_code": request.item_type_code, "root": request.root, "leaf_indices": list(request.leaf_indices),
+        "report_sequence": request.report_sequence,
+        "day": request.day,
+        "basic_code": request.basic_code,
+        "item_type_code": request.item_type_code,
+        "root": request.root,
+        "leaf_indices": list(request.leaf_indices),
     }
