@@ -1,0 +1,103 @@
+"""Spot checks over a real tree (mutual TLS, hop-by-hop drill-down, synthetic data): the province checks a district
+two hops down, a replayed request is refused, both ends audit it, and a finding becomes a directive."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from federation import StaleError, supnet_error_from_rpc
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
+from node.audit_log import AuditFilter, AuditLog, operator_actor
+from node.drilldown import DrilldownAsker
+from node.spotcheck import AUDIT_ACTION, Finding, record_result, recorded_check, run_spot_check
+from tests.harness.tree import Tree, running_tree
+
+CASES = {"gd": 0, "gd.gz": 10, "gd.gz.py": 150}
+TARGET = "gd.gz.py"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
+    yield from running_tree(tmp_path_factory.mktemp("spotcheck"), CASES)
+
+
+def _send(tree: Tree, as_node: str, to_node: str, envelope: SignedEnvelope) -> SignedEnvelope:
+    with tree.channel(as_node, to_node) as channel:
+        try:
+            reply: SignedEnvelope = NodeServiceStub(channel).Query(envelope, timeout=10)
+        except grpc.RpcError as error:
+            raise supnet_error_from_rpc(error, to_node) from error
+    return reply
+
+
+def test_province_checks_a_district_two_hops_down_clean_and_audited_at_both_ends(tree: Tree) -> None:
+    province = tree["gd"]
+    for seed in range(20):
+        with tree.client("gd") as client:
+            asker = DrilldownAsker(client)
+            result = run_spot_check(asker, TARGET, province.calendar, random.Random(seed), samples=30)
+        assert result is not None and result.plan.target == TARGET
+        assert result.findings == [], result.findings[:3]
+        assert result.opened == min(30, result.leaf_count) > 0
+        assert asker.answers and asker.answers[-1].target_id == TARGET
+    seq = record_result(province, result, operator_actor("gd"))
+    assert recorded_check(province, seq)["findings"] == []
+    here = AuditLog(province.engine).entries(AuditFilter(action=AUDIT_ACTION), limit=None)
+    assert [entry.target for entry in here] == [TARGET]
+    served = [
+        entry
+        for entry in AuditLog(tree[TARGET].engine).entries(AuditFilter(action="drilldown.served"), limit=None)
+        if '"spot_check"' in entry.detail_json
+    ]
+    assert len(served) == 20 and all(json.loads(entry.detail_json)["requester"] == "gd" for entry in served)
+
+
+def test_a_replayed_spot_check_request_is_refused(tree: Tree) -> None:
+    with tree.client("gd") as client:
+        report = next(DrilldownAsker(client).reports(TARGET))
+    commitment = report.commitments[0]
+    from federation.proto.v1.spotcheck_pb2 import SpotCheckRequest
+
+    request = SpotCheckRequest(
+        report_sequence=report.sequence,
+        day=commitment.day,
+        basic_code=commitment.basic_code,
+        item_type_code=commitment.item_type_code,
+        root=commitment.root,
+        leaf_indices=[0],
+    )
+    query = tree.query("gd", TARGET, spot_check=request)
+    assert _send(tree, "gd", "gd", query).signer_id == TARGET
+    with pytest.raises(StaleError, match="replay"):
+        _send(tree, "gd", "gd", query)
+
+
+def test_a_finding_alerts_and_its_audit_entry_names_record_field_and_values(tree: Tree) -> None:
+    province = tree["gd"]
+    with tree.client("gd") as client:
+        result = run_spot_check(DrilldownAsker(client), TARGET, province.calendar, random.Random(5), samples=5)
+    assert result is not None
+    result.findings.append(Finding("record", "completed_on_time", "True", "False", "X-1", 0))
+    seq = record_result(province, result, operator_actor("gd"))
+    detail = recorded_check(province, seq)
+    assert detail["findings"] == [
+        {
+            "kind": "record",
+            "case_no": "X-1",
+            "leaf_index": 0,
+            "field": "completed_on_time",
+            "reported": "True",
+            "rejudged": "False",
+        }
+    ]
+    with province.engine.connect() as conn:
+        from sqlalchemy import text
+
+        notices = conn.execute(text("SELECT about FROM operator_notices WHERE kind = 'spot_check_finding'")).all()
+    assert [row.about.split(":")[0] for row in notices] == [TARGET]
