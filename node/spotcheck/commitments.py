@@ -9,6 +9,8 @@ signed root, and the node says so (InvalidStateError): the asker checks the buck
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import date
 
@@ -32,6 +34,11 @@ __all__ = ["MAX_OPENINGS", "bucket_commitments", "leaf_tree", "open_leaves", "op
 
 # At most this many leaves opened by one request (a sample, not a download of the bucket).
 MAX_OPENINGS = 200
+# Trees recently opened, by root: the root is the digest of the whole tree, so a tree found under the signed root
+# IS the committed one (whatever changed in the store since) and later checks of the bucket need no rebuild.
+_OPENED_TREES: OrderedDict[bytes, tuple[SumTree, list[Leaf]]] = OrderedDict()
+_OPENED_TREES_MAX = 32
+_opened_trees_lock = threading.Lock()
 
 
 def leaf_tree(leaves: Sequence[Leaf]) -> SumTree:
@@ -116,11 +123,22 @@ def open_leaves(
         key: BucketKey = (date.fromisoformat(request.day), request.basic_code, request.item_type_code)
     except ValueError as exc:
         raise InvalidArgumentError(f"spot-check day {request.day!r} is not YYYY-MM-DD") from exc
-    leaves = bucket_leaves(conn, [key], salt_key(identity)).get(key, [])
-    tree = leaf_tree(leaves)
-    if tree.root != commitment.root:
-        raise InvalidStateError(
-            f"the records of bucket ({request.day}, {request.basic_code}, {request.item_type_code}) changed after "
-            f"report #{report.sequence} was signed; check the bucket of a later report"
-        )
-    return openings(tree, leaves, indices)
+    root = bytes(commitment.root)
+    with _opened_trees_lock:
+        cached = _OPENED_TREES.get(root)
+        if cached is not None:
+            _OPENED_TREES.move_to_end(root)
+    if cached is None:
+        leaves = bucket_leaves(conn, [key], salt_key(identity)).get(key, [])
+        tree = leaf_tree(leaves)
+        if tree.root != root:
+            raise InvalidStateError(
+                f"the records of bucket ({request.day}, {request.basic_code}, {request.item_type_code}) changed "
+                f"after report #{report.sequence} was signed; check the bucket of a later report"
+            )
+        cached = (tree, leaves)
+        with _opened_trees_lock:
+            _OPENED_TREES[root] = cached
+            while len(_OPENED_TREES) > _OPENED_TREES_MAX:
+                _OPENED_TREES.popitem(last=False)
+    return openings(cached[0], cached[1], indices)

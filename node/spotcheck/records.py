@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, select
 
 from federation import serialize
 from federation.proto.v1.spotcheck_pb2 import CommittedRecord
@@ -45,7 +45,6 @@ ROLE_RECEIVED = "received"
 ROLE_COMPLETED = "completed"
 _ROLE_ORDER = {ROLE_RECEIVED: 0, ROLE_COMPLETED: 1}
 SALT_BYTES = 16
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def salt_key(identity: SigningIdentity) -> bytes:
@@ -98,7 +97,8 @@ def _as_datetime(value: Any) -> datetime:
 
 
 def _text(value: datetime | None) -> str:
-    return value.strftime(_TIME_FORMAT) if value is not None else ""
+    # "YYYY-MM-DDTHH:MM:SS": isoformat is several times faster than strftime on the opening path.
+    return value.replace(microsecond=0).isoformat(timespec="seconds") if value is not None else ""
 
 
 def _versions(conn: Connection, codes: Iterable[str]) -> dict[str, list[Any]]:
@@ -163,16 +163,16 @@ def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> di
         Completion.result_code,
         returns,
     )
-    accepted = and_(Case.accepted_at >= start, Case.accepted_at < end)
-    completed = and_(Completion.completed_at >= start, Completion.completed_at < end)
-    rows = list(
-        conn.execute(
-            select(*columns)
-            .select_from(Case)
-            .outerjoin(Completion, Completion.case_no == Case.case_no)
-            .where(or_(accepted, completed))
+    # Two reads, each on its own time column (one OR across both would scan every case).
+    joined = select(*columns).select_from(Case).outerjoin(Completion, Completion.case_no == Case.case_no)
+    rows = {
+        row.case_no: row
+        for condition in (
+            and_(Case.accepted_at >= start, Case.accepted_at < end),
+            and_(Completion.completed_at >= start, Completion.completed_at < end),
         )
-    )
+        for row in conn.execute(joined.where(condition))
+    }.values()
     versions = _versions(conn, (row.implementation_code for row in rows))
     leaves: dict[BucketKey, list[Leaf]] = defaultdict(list)
     for row in rows:
@@ -180,7 +180,7 @@ def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> di
         completed_at = _as_datetime(row.completed_at) if row.completed_at is not None else None
         version = _version_at(versions.get(row.implementation_code, []), accepted_at)
         promised_due, legal_due = _as_datetime(row.promised_due_at), _as_datetime(row.legal_due_at)
-        base = CommittedRecord(
+        base: dict[str, Any] = dict(
             case_no=row.case_no,
             implementation_code=row.implementation_code,
             basic_code=row.basic_code,
@@ -201,23 +201,22 @@ def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> di
         shown = {"department": row.department, "applicant_masked": _mask(row.applicant_name or "")}
         received_key = (accepted_at.date(), row.basic_code, row.item_type_code)
         if received_key in wanted:
-            record = CommittedRecord()
-            record.CopyFrom(base)
-            record.role = ROLE_RECEIVED
-            record.counted_received = True
-            record.counted_returned = record.return_steps > 0
+            record = CommittedRecord(
+                role=ROLE_RECEIVED, counted_received=True, counted_returned=base["return_steps"] > 0, **base
+            )
             leaves[received_key].append(Leaf(record, _salt(key, received_key[0], record), **shown))
         if completed_at is not None:
             completed_key = (completed_at.date(), row.basic_code, row.item_type_code)
             if completed_key in wanted:
-                record = CommittedRecord()
-                record.CopyFrom(base)
-                record.role = ROLE_COMPLETED
-                record.counted_completed = True
-                record.counted_early = is_early(completed_at, promised_due)
-                record.counted_on_time = completed_at <= promised_due
-                record.counted_within_legal = completed_at <= legal_due
-                record.counted_refused = record.result_code in REFUSED_RESULT_CODES
+                record = CommittedRecord(
+                    role=ROLE_COMPLETED,
+                    counted_completed=True,
+                    counted_early=is_early(completed_at, promised_due),
+                    counted_on_time=completed_at <= promised_due,
+                    counted_within_legal=completed_at <= legal_due,
+                    counted_refused=base["result_code"] in REFUSED_RESULT_CODES,
+                    **base,
+                )
                 leaves[completed_key].append(Leaf(record, _salt(key, completed_key[0], record), **shown))
     for bucket in leaves.values():
         bucket.sort(key=lambda leaf: (_ROLE_ORDER[leaf.record.role], leaf.record.case_no))
@@ -234,7 +233,12 @@ class Mismatch:
 
 
 def _parse(value: str) -> datetime | None:
-    return datetime.strptime(value, _TIME_FORMAT) if value else None
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)  # strict enough: the format is checked by the round trip below
+    if _text(parsed) != value:
+        raise ValueError(f"date-time {value!r} is not YYYY-MM-DDTHH:MM:SS")
+    return parsed
 
 
 def rejudge(record: CommittedRecord, key: BucketKey, cal: WorkCalendar) -> list[Mismatch]:

@@ -101,6 +101,16 @@ def district(tmp_path: Path, db_url: str) -> Iterator[Node]:
         node.close()
 
 
+@pytest.fixture
+def sqlite_district(tmp_path: Path) -> Iterator[Node]:
+    """The district on SQLite only: for the hundreds of seeded checks (the store contract is tested with both)."""
+    node = make_district(tmp_path / "district")
+    try:
+        yield node
+    finally:
+        node.close()
+
+
 class LocalAsker:
     """The target reached in-process: its own stored reports and its real spot-check answer."""
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, update
 
 from federation.proto.v1.common_pb2 import Counters
 from federation.proto.v1.report_pb2 import Bucket, ReportBody
-from federation.proto.v1.spotcheck_pb2 import BucketCommitment, SpotCheckAnswer, SpotCheckRequest
+from federation.proto.v1.spotcheck_pb2 import BucketCommitment, SpotCheckRequest
 from node.app import Node
 from node.reporting import build_reports
 from node.spotcheck import (
@@ -72,7 +72,8 @@ def test_report_commits_to_own_buckets_with_small_fixed_size(district: Node) -> 
     assert all(len(c.SerializeToString()) < 80 for c in body.commitments)  # root + count + key, whatever n
 
 
-def test_honest_district_passes_a_thousand_seeded_checks(district: Node) -> None:
+def test_honest_district_passes_a_thousand_seeded_checks(sqlite_district: Node) -> None:
+    district = sqlite_district
     build_reports(district, "incremental")
     days = [None, ACCEPT_DAY, COMPLETE_DAY]
     buckets = set()
@@ -132,7 +133,8 @@ def _signed_view(key: tuple[date, str, str], leaves: list[Leaf]) -> ReportBody:
     )
 
 
-def test_a_rewritten_on_time_flags_caught_with_the_printed_probability(district: Node) -> None:
+def test_a_rewritten_on_time_flags_caught_with_the_printed_probability(sqlite_district: Node) -> None:
+    district = sqlite_district
     report, leaves, lies = _dishonest_on_time(district, random.Random(7))
     tree = leaf_tree(leaves)
     caught = 0
@@ -149,7 +151,8 @@ def test_a_rewritten_on_time_flags_caught_with_the_printed_probability(district:
     assert _within_binomial(caught, RUNS, printed), (caught, printed)
 
 
-def test_b_count_above_the_committed_leaves_caught_every_run(district: Node) -> None:
+def test_b_count_above_the_committed_leaves_caught_every_run(sqlite_district: Node) -> None:
+    district = sqlite_district
     # The district inflates the received counter of the acceptance day in its buckets, then reports.
     with district.engine.begin() as conn:
         conn.execute(
@@ -163,7 +166,8 @@ def test_b_count_above_the_committed_leaves_caught_every_run(district: Node) -> 
         assert [(f.kind, f.field, f.reported) for f in result.findings] == [("count", "received", "205")]
 
 
-def test_c_removed_overdue_cases_found_as_gaps_with_the_printed_probability(district: Node) -> None:
+def test_c_removed_overdue_cases_found_as_gaps_with_the_printed_probability(sqlite_district: Node) -> None:
+    district = sqlite_district
     removed = ["PY-20260302-00051", "PY-20260302-00123", "PY-20260302-00177"]  # open and overdue at NOW
     with district.engine.begin() as conn:
         for table in (Alert, Step, Completion):
@@ -182,7 +186,8 @@ def test_c_removed_overdue_cases_found_as_gaps_with_the_printed_probability(dist
     assert _within_binomial(caught, RUNS, printed), (caught, printed)
 
 
-def test_forged_openings_and_paths_are_findings(district: Node) -> None:
+def test_forged_openings_and_paths_are_findings(sqlite_district: Node) -> None:
+    district = sqlite_district
     key = (COMPLETE_DAY, BASIC, ITEM_TYPE)
     leaves = bucket_leaves_of(district, key)
     report = _signed_view(key, leaves)
@@ -214,7 +219,6 @@ def test_target_refuses_to_open_another_root_or_outside_leaves(district: Node) -
         root=commitment.root,
         leaf_indices=[0, 199],
     )
-    assert len(asker.open(NODE_ID, request).openings) == 2
     with pytest.raises(InvalidArgumentError, match="outside"):
         asker.open(NODE_ID, SpotCheckRequest(**{**_fields(request), "leaf_indices": [200]}))
     with pytest.raises(InvalidArgumentError, match="not the one"):
@@ -223,7 +227,12 @@ def test_target_refuses_to_open_another_root_or_outside_leaves(district: Node) -
         conn.execute(update(Case).where(Case.case_no == "PY-20260302-00002").values(promised_limit=9))
     with pytest.raises(InvalidStateError, match="changed after report"):
         asker.open(NODE_ID, request)
-    assert isinstance(SpotCheckAnswer(), SpotCheckAnswer)
+    with district.engine.begin() as conn:  # put back: the committed tree opens, and stays openable once opened
+        conn.execute(update(Case).where(Case.case_no == "PY-20260302-00002").values(promised_limit=5))
+    assert [o.index for o in asker.open(NODE_ID, request).openings] == [0, 199]
+    with district.engine.begin() as conn:
+        conn.execute(update(Case).where(Case.case_no == "PY-20260302-00002").values(promised_limit=9))
+    assert [o.index for o in asker.open(NODE_ID, request).openings] == [0, 199]
 
 
 def _fields(request: SpotCheckRequest) -> dict[str, object]:
