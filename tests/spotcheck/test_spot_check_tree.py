@@ -101,3 +101,46 @@ def test_a_finding_alerts_and_its_audit_entry_names_record_field_and_values(tree
 
         notices = conn.execute(text("SELECT about FROM operator_notices WHERE kind = 'spot_check_finding'")).all()
     assert [row.about.split(":")[0] for row in notices] == [TARGET]
+
+
+def test_spotcheck_command_clean_then_a_finding_turned_into_a_rectification(tree: Tree) -> None:
+    from typer.testing import CliRunner
+
+    from node.cli import app
+    from node.cli.main import _register_commands
+    from node.directives import directives
+    from node.errors import ExitCode
+
+    _register_commands()
+    runner = CliRunner()
+    base = ["--data-dir", str(tree["gd"].data_dir), "--address", tree.nodes["gd"].address, "--json"]
+    clean = runner.invoke(app, ["spotcheck", TARGET, "--samples", "20", *base])
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.output)["clean"] is True
+    with tree.nodes[TARGET].db() as conn:
+        day, department, code = conn.execute(
+            "SELECT day, department, implementation_code FROM metric_buckets WHERE received > 0 ORDER BY day LIMIT 1"
+        ).fetchone()
+    bump = (
+        "UPDATE metric_buckets SET received = received + ?, revision = revision + 1000 "
+        "WHERE day = ? AND department = ? AND implementation_code = ?"
+    )
+    with tree.nodes[TARGET].db() as conn:  # the district reports more received cases than it committed to
+        conn.execute(bump, (5, day, department, code))
+    try:
+        tree.report_up()
+        found = runner.invoke(app, ["spotcheck", TARGET, "--day", day, *base])
+    finally:
+        with tree.nodes[TARGET].db() as conn:
+            conn.execute(bump, (-5, day, department, code))
+        tree.report_up()
+    assert found.exit_code == ExitCode.VERIFICATION_FAILED, found.output
+    result = json.loads(found.output)
+    assert [(f["kind"], f["field"]) for f in result["findings"]] == [("count", "received")]
+    issued = runner.invoke(
+        app, ["spotcheck-directive", str(result["audit_seq"]), "--kind", "rectify", *base[:2], "--json"]
+    )
+    assert issued.exit_code == 0, issued.output
+    directive_id = json.loads(issued.output)["directive_id"]
+    [view] = [view for view in directives(tree["gd"]) if view.id == directive_id]
+    assert view.target_id == TARGET and view.kind == "rectify" and "抽查" in view.text
