@@ -244,7 +244,8 @@ def bench_build(work: Path, cases: int) -> dict[str, Any]:
     )
     first_bytes = sum(len(report.envelope.SerializeToString()) for report in first)
     key = Ed25519PrivateKey.generate()
-    build_ms, baseline_ms, records, buckets = [], [], [], []
+    build_ms: list[float] = []
+    baseline_ms, records, buckets = [], [], []
     # Spot-check commitments (node.spotcheck) on in odd rounds, off in even ones: the same kind of week each time.
     plain_ms: list[float] = []
     committed_bytes: list[float] = []

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
-from node.errors import ExitCode, InvalidArgumentError, NotFoundError
+from node.errors import ExitCode, InvalidArgumentError, NotFoundError, SupnetError
 
 
 def _days(day: str | None, period: str | None) -> tuple[date | None, date | None]:
@@ -64,23 +64,27 @@ def register(app: typer.Typer) -> None:
         from node.app import open_node
         from node.audit_log import operator_actor
         from node.drilldown import DrilldownAsker, DrilldownClient
-        from node.spotcheck import record_result, result_text, run_spot_check
+        from node.spotcheck import record_failure, record_result, result_text, run_spot_check
 
         day_from, day_to = _days(day, period)
         node = open_node(data_dir, migrate_schema=False)
         try:
             config = node.config.spotcheck
-            with DrilldownClient.for_node(node, address) as client:
-                result = run_spot_check(
-                    DrilldownAsker(client),
-                    target,
-                    node.calendar,
-                    random.SystemRandom(),
-                    samples=samples or config.samples,
-                    pairs=config.pairs if pairs is None else pairs,
-                    day_from=day_from,
-                    day_to=day_to,
-                )
+            try:
+                with DrilldownClient.for_node(node, address) as client:
+                    result = run_spot_check(
+                        DrilldownAsker(client),
+                        target,
+                        node.calendar,
+                        random.SystemRandom(),
+                        samples=samples or config.samples,
+                        pairs=config.pairs if pairs is None else pairs,
+                        day_from=day_from,
+                        day_to=day_to,
+                    )
+            except SupnetError as exc:
+                record_failure(node, target, exc, operator_actor(node.config.id))
+                raise
             if result is None:
                 raise NotFoundError(
                     f"{target} signed no report with a committed bucket in the days asked; "

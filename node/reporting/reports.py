@@ -11,8 +11,9 @@ Builder (one transaction, under a per-node lock):
   completeness counts and the revision range, is signed with the node's Ed25519 report key (its certificate
   chain attached, so any ancestor verifies it up to the root; node.trust.node_keys), chained onto
   the previous report and appended to the outbox. With ``spotcheck.commitments`` each report also carries, per bucket
-  with own records, the root of a sum tree over those records (node.spotcheck), read in the same transaction. Big reports are split into several chained reports of
-  at most MAX_BUCKETS_PER_REPORT buckets so every message stays far below gRPC's 4 MB default.
+  with own records, the root of a sum tree over those records (node.spotcheck), read in the same transaction. Big
+  reports are split into several chained reports of at most MAX_BUCKETS_PER_REPORT buckets so every message stays
+  far below gRPC's 4 MB default.
 
   Taking the counter row before reading is what makes ``revision > base`` safe: metric writers bump that row
   first and hold its lock until they commit, so when the builder holds it every change with revision <= R is

@@ -122,7 +122,8 @@ class NodeScheduler:
 
         from node.audit_log import system_actor
         from node.drilldown import DrilldownAsker, DrilldownClient
-        from node.spotcheck import pick_targets, record_result, run_spot_check
+        from node.errors import SupnetError
+        from node.spotcheck import pick_targets, record_failure, record_result, run_spot_check
 
         node, config = self._node, self._node.config.spotcheck
         rng = random.SystemRandom()  # unpredictable to the targets: never seeded
@@ -130,16 +131,20 @@ class NodeScheduler:
         children = [child.id for child in node.config.federation.children]
         with DrilldownClient.for_node(node) as client:
             for target in pick_targets(children, config.targets_per_run, rng):
-                result = run_spot_check(
-                    DrilldownAsker(client),
-                    target,
-                    node.calendar,
-                    rng,
-                    samples=config.samples,
-                    pairs=config.pairs,
-                    day_from=today - days(days=config.days),
-                    day_to=today,
-                )
+                try:
+                    result = run_spot_check(
+                        DrilldownAsker(client),
+                        target,
+                        node.calendar,
+                        rng,
+                        samples=config.samples,
+                        pairs=config.pairs,
+                        day_from=today - days(days=config.days),
+                        day_to=today,
+                    )
+                except SupnetError as exc:  # on record, and the other targets are still checked
+                    record_failure(node, target, exc, system_actor(node.config.id))
+                    continue
                 if result is not None:
                     record_result(node, result, system_actor(node.config.id))
 

@@ -15,11 +15,19 @@ from typing import Any
 
 from node.app import Node
 from node.audit_log import AuditFilter, AuditLog, AuditResult, record_audit
-from node.errors import InvalidArgumentError, NotFoundError
+from node.errors import InvalidArgumentError, NotFoundError, SupnetError
 from node.notify import NoticeKind, notify_operators
 from node.spotcheck.check import SpotCheckResult
 
-__all__ = ["AUDIT_ACTION", "directive_text", "pick_targets", "record_result", "recorded_check", "result_text"]
+__all__ = [
+    "AUDIT_ACTION",
+    "directive_text",
+    "pick_targets",
+    "record_failure",
+    "record_result",
+    "recorded_check",
+    "result_text",
+]
 
 AUDIT_ACTION = "spotcheck.run"
 _FIELD_LABELS = {
@@ -90,6 +98,19 @@ def record_result(node: Node, result: SpotCheckResult, actor: str) -> int:
             "\n".join([*lines, f"转为督办或整改: supnet spotcheck directive {seq} --kind rectify"]),
         )
     return seq
+
+
+def record_failure(node: Node, target: str, error: SupnetError, actor: str) -> int:
+    """Audit a check that could not be completed (refused, unreachable, records changed): it is on record too."""
+    with node.engine.begin() as conn:
+        return record_audit(
+            conn,
+            actor=actor,
+            action=AUDIT_ACTION,
+            target=target,
+            detail={"target": target, "error_code": error.code, "error": error.message[:500]},
+            result="error",
+        )
 
 
 def recorded_check(node: Node, seq: int) -> dict[str, Any]:
