@@ -27,16 +27,18 @@ from node.spotcheck.service import (
     recorded_check,
     result_text,
 )
-from node.spotcheck.tree import SUM_FIELDS, SumTree, leaf_digest, root_from_path
+from node.spotcheck.tree import EMPTY_DIGEST, SUM_FIELDS, PathNode, SumTree, leaf_digest, root_from_path
 
 __all__ = [
     "AUDIT_ACTION",
+    "EMPTY_DIGEST",
     "MAX_OPENINGS",
     "SUM_FIELDS",
     "Asker",
     "BucketKey",
     "Finding",
     "Leaf",
+    "PathNode",
     "SpotCheckPlan",
     "SpotCheckResult",
     "SumTree",
