@@ -3,7 +3,7 @@
 The query travels like every drill-down query (signed by the requester, nonce and freshness checked, replays
 refused, audited at every hop it passes); the target opens the leaves of a bucket committed in its own signed
 report (node.spotcheck.open_leaves). ``DrilldownAsker`` is the ancestor's side for node.spotcheck.run_spot_check:
-it fetches the target's reports (newest first) and the openings through a DrilldownClient.
+it fetches the target's reports as its parent holds them (newest first) and the openings through a DrilldownClient.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from federation import parse_body
+from federation import IntegrityError, parse_body
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.report_pb2 import ReportBody
 from federation.proto.v1.spotcheck_pb2 import SpotCheckAnswer, SpotCheckRequest
 from node.app import Node
-from node.drilldown.stored_reports import stored_report
 from node.errors import NotFoundError
 from node.spotcheck import open_leaves
 from node.trust import signing_identity
@@ -28,11 +27,10 @@ __all__ = ["DrilldownAsker", "answer_spot_check"]
 
 
 def answer_spot_check(node: Node, request: SpotCheckRequest) -> tuple[SpotCheckAnswer, str]:
-    """Open the asked leaves of a bucket committed in this node's own report #``report_sequence``."""
+    """Open the asked leaves of a bucket tree this node committed to (under the asked root)."""
     identity = signing_identity(node)
     with node.engine.connect() as conn:
-        envelope = stored_report(conn, node, node.config.id, int(request.report_sequence))
-        return open_leaves(conn, identity, parse_body(envelope, ReportBody), request), ""
+        return open_leaves(conn, identity, request), ""
 
 
 class DrilldownAsker:
@@ -44,14 +42,22 @@ class DrilldownAsker:
         self.answers: list[dd.QueryAnswer] = []
 
     def reports(self, target: str) -> Iterator[ReportBody]:
-        """The target's own reports, newest first, each as it signed it (the drill-down answer is verified)."""
+        """The target's reports as its PARENT received them, newest first, each exactly as the target signed it.
+
+        Read at the parent, not at the target: these are the reports the figures above rest on, so a target that
+        signed another version for checkers than for its parent is checked against the one it sent up.
+        """
+        holder = target.rpartition(".")[0] or target
         sequence = 0
         while True:
             try:
-                answer = self._client.ask(target, report=dd.ReportRequest(node_id=target, sequence=sequence))
+                answer = self._client.ask(holder, report=dd.ReportRequest(node_id=target, sequence=sequence))
             except NotFoundError:
                 return
-            body = parse_body(answer.body.report.report, ReportBody)
+            envelope = answer.body.report.report
+            if envelope.signer_id != target:
+                raise IntegrityError(f"{holder} answered with a report signed by {envelope.signer_id}, not {target}")
+            body = parse_body(envelope, ReportBody)
             yield body
             if body.sequence <= 1:
                 return

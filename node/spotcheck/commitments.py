@@ -1,10 +1,11 @@
 """The target's half: commitments built into each report, and the opening of sampled leaves on request.
 
 ``bucket_commitments`` runs inside the report builder's transaction (one read of the chunk's own records) and
-returns one BucketCommitment per bucket with own records. ``open_leaves`` answers a spot-check request: it finds the
-commitment in this node's own signed report, rebuilds the tree from the records and opens the asked leaves with
-their paths. When the records of that bucket changed after the report was signed the tree no longer matches the
-signed root, and the node says so (InvalidStateError): the asker checks the bucket again after the next report.
+returns one BucketCommitment per bucket with own records. ``open_leaves`` answers a spot-check request: it rebuilds
+the bucket's tree from the records (or finds it among the trees opened lately) and, if its root is the signed one
+the asker names, opens the asked leaves with their paths. When the records of that bucket changed after the report
+was signed the tree no longer matches the signed root, and the node says so (InvalidStateError): the asker checks
+the bucket again after the next report.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from datetime import date
 
 from sqlalchemy import Connection
 
-from federation import InvalidArgumentError, NotFoundError, short_hex
-from federation.proto.v1.report_pb2 import ReportBody
+from federation import InvalidArgumentError, short_hex
 from federation.proto.v1.spotcheck_pb2 import (
     BucketCommitment,
     LeafOpening,
@@ -34,6 +34,7 @@ __all__ = ["MAX_OPENINGS", "bucket_commitments", "leaf_tree", "open_leaves", "op
 
 # At most this many leaves opened by one request (a sample, not a download of the bucket).
 MAX_OPENINGS = 200
+ROOT_BYTES = 32
 # Trees recently opened, by root: the root is the digest of the whole tree, so a tree found under the signed root
 # IS the committed one (whatever changed in the store since) and later checks of the bucket need no rebuild.
 _OPENED_TREES: OrderedDict[bytes, tuple[SumTree, list[Leaf]]] = OrderedDict()
@@ -85,24 +86,13 @@ def openings(tree: SumTree, leaves: Sequence[Leaf], indices: Iterable[int]) -> S
     return answer
 
 
-def _signed_commitment(report: ReportBody, request: SpotCheckRequest) -> BucketCommitment:
-    for commitment in report.commitments:
-        if (commitment.day, commitment.basic_code, commitment.item_type_code) == (
-            request.day,
-            request.basic_code,
-            request.item_type_code,
-        ):
-            return commitment
-    raise NotFoundError(
-        f"report #{report.sequence} of {report.node_id} commits to no bucket "
-        f"({request.day}, {request.basic_code}, {request.item_type_code})"
-    )
+def open_leaves(conn: Connection, identity: SigningIdentity, request: SpotCheckRequest) -> SpotCheckAnswer:
+    """Open the requested leaves of the bucket tree whose root the asker read from a report this node signed.
 
-
-def open_leaves(
-    conn: Connection, identity: SigningIdentity, report: ReportBody, request: SpotCheckRequest
-) -> SpotCheckAnswer:
-    """Open the requested leaves of a bucket committed in ``report`` (this node's own, as signed)."""
+    The tree is rebuilt from the records (or found among the trees opened lately) and opened only if its root is
+    the asked one: the asker checks every path against that signed root, so nothing else needs to be looked up
+    (a report since pruned from this node's outbox, but held by its parent, can still be checked).
+    """
     indices = list(request.leaf_indices)
     if not indices:
         raise InvalidArgumentError("a spot check names at least one leaf to open (leaf_indices)")
@@ -110,20 +100,13 @@ def open_leaves(
         raise InvalidArgumentError(f"a spot check opens at most {MAX_OPENINGS} leaves, {len(indices)} were asked")
     if len(set(indices)) != len(indices):
         raise InvalidArgumentError("leaf_indices names a leaf twice")
-    commitment = _signed_commitment(report, request)
-    if request.root and request.root != commitment.root:
-        raise InvalidArgumentError(
-            f"the asked root {short_hex(request.root)} is not the one report #{report.sequence} signed "
-            f"({short_hex(commitment.root)})"
-        )
-    outside = [index for index in indices if index >= commitment.leaf_count]
-    if outside:
-        raise InvalidArgumentError(f"leaves {outside} are outside the {commitment.leaf_count} committed leaves")
+    if len(request.root) != ROOT_BYTES:
+        raise InvalidArgumentError(f"a spot check names the signed root it checks ({ROOT_BYTES} bytes)")
     try:
         key: BucketKey = (date.fromisoformat(request.day), request.basic_code, request.item_type_code)
     except ValueError as exc:
         raise InvalidArgumentError(f"spot-check day {request.day!r} is not YYYY-MM-DD") from exc
-    root = bytes(commitment.root)
+    root = bytes(request.root)
     with _opened_trees_lock:
         cached = _OPENED_TREES.get(root)
         if cached is not None:
@@ -133,12 +116,17 @@ def open_leaves(
         tree = leaf_tree(leaves)
         if tree.root != root:
             raise InvalidStateError(
-                f"the records of bucket ({request.day}, {request.basic_code}, {request.item_type_code}) changed "
-                f"after report #{report.sequence} was signed; check the bucket of a later report"
+                f"the records of bucket ({request.day}, {request.basic_code}, {request.item_type_code}) are not "
+                f"those committed under root {short_hex(root)} (report #{request.report_sequence}): they changed "
+                "after it was signed, or that root was never this node's; check the bucket of a later report"
             )
         cached = (tree, leaves)
         with _opened_trees_lock:
             _OPENED_TREES[root] = cached
             while len(_OPENED_TREES) > _OPENED_TREES_MAX:
                 _OPENED_TREES.popitem(last=False)
-    return openings(cached[0], cached[1], indices)
+    tree, leaves = cached
+    outside = [index for index in indices if index >= tree.leaf_count]
+    if outside:
+        raise InvalidArgumentError(f"leaves {outside} are outside the {tree.leaf_count} committed leaves")
+    return openings(tree, leaves, indices)
