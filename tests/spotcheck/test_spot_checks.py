@@ -7,6 +7,7 @@ import math
 import random
 from datetime import date
 
+import pytest
 from sqlalchemy import delete, update
 
 from federation.proto.v1.common_pb2 import Counters
@@ -72,6 +73,7 @@ def test_report_commits_to_own_buckets_with_small_fixed_size(district: Node) -> 
     assert all(len(c.SerializeToString()) < 80 for c in body.commitments)  # root + count + key, whatever n
 
 
+@pytest.mark.slow
 def test_honest_district_passes_a_thousand_seeded_checks(sqlite_district: Node) -> None:
     district = sqlite_district
     build_reports(district, "incremental")
@@ -133,6 +135,7 @@ def _signed_view(key: tuple[date, str, str], leaves: list[Leaf]) -> ReportBody:
     )
 
 
+@pytest.mark.slow
 def test_a_rewritten_on_time_flags_caught_with_the_printed_probability(sqlite_district: Node) -> None:
     district = sqlite_district
     report, leaves, lies = _dishonest_on_time(district, random.Random(7))
@@ -151,6 +154,7 @@ def test_a_rewritten_on_time_flags_caught_with_the_printed_probability(sqlite_di
     assert _within_binomial(caught, RUNS, printed), (caught, printed)
 
 
+@pytest.mark.slow
 def test_b_count_above_the_committed_leaves_caught_every_run(sqlite_district: Node) -> None:
     district = sqlite_district
     # The district inflates the received counter of the acceptance day in its buckets, then reports.
@@ -166,6 +170,7 @@ def test_b_count_above_the_committed_leaves_caught_every_run(sqlite_district: No
         assert [(f.kind, f.field, f.reported) for f in result.findings] == [("count", "received", "205")]
 
 
+@pytest.mark.slow
 def test_c_removed_overdue_cases_found_as_gaps_with_the_printed_probability(sqlite_district: Node) -> None:
     district = sqlite_district
     removed = ["PY-20260302-00051", "PY-20260302-00123", "PY-20260302-00177"]  # open and overdue at NOW
@@ -203,8 +208,6 @@ def test_forged_openings_and_paths_are_findings(sqlite_district: Node) -> None:
 
 
 def test_target_refuses_to_open_another_root_or_outside_leaves(district: Node) -> None:
-    import pytest
-
     from node.errors import InvalidArgumentError, InvalidStateError
 
     build_reports(district, "incremental")
