@@ -5,6 +5,8 @@
    ~10,000 new records through the real importer (metrics kept at write time) and times ``build_reports`` (read
    changed buckets, sum own + children, build protobuf, sign, chain, write to the outbox). Target < 200 ms.
    Same-run baseline (the floor): stdlib sqlite3 fetching the changed rows by revision + one Ed25519 signature.
+   Spot-check commitments (node.spotcheck) are on in the odd rounds and off in the even ones: the figures give the
+   build time and the report bytes per bucket with and without them (the headline build figure is with them).
 2. Fan-in. A province "gd" with CHILDREN registered children receives pre-signed reports (REPORTS_PER_CHILD
    each, a hash chain per child, BUCKETS buckets each) through its real NodeServer; a client process runs one
    thread per child sending that child's chain in order. Target >= 1,000 reports/s verified and stored, measured
@@ -80,7 +82,14 @@ from node.trust import (
 NODE_ID = "gd.gz.py"
 BULK_FROM = date(2024, 1, 2)
 BULK_DAYS = 600
-ROUND_WEEKS = (date(2025, 9, 1), date(2025, 9, 8), date(2025, 9, 15), date(2025, 9, 22), date(2025, 10, 13))
+ROUND_WEEKS = (
+    date(2025, 9, 1),
+    date(2025, 9, 8),
+    date(2025, 9, 15),
+    date(2025, 9, 22),
+    date(2025, 10, 6),
+    date(2025, 10, 13),
+)
 SQLA_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -233,9 +242,17 @@ def bench_build(work: Path, cases: int) -> dict[str, Any]:
         f"initial report: {sum(r.bucket_count for r in first):,} buckets in {len(first)} chained reports, "
         f"{initial_seconds * 1000:.0f} ms"
     )
+    first_bytes = sum(len(report.envelope.SerializeToString()) for report in first)
     key = Ed25519PrivateKey.generate()
-    build_ms, baseline_ms, records, buckets = [], [], [], []
+    build_ms: list[float] = []
+    baseline_ms, records, buckets = [], [], []
+    # Spot-check commitments (node.spotcheck) on in odd rounds, off in even ones: the same kind of week each time.
+    plain_ms: list[float] = []
+    committed_bytes: list[float] = []
+    plain_bytes: list[float] = []
     for round_number, week in enumerate(ROUND_WEEKS, start=1):
+        commitments = round_number % 2 == 1
+        node.config.spotcheck.commitments = commitments
         out = work / f"round-{round_number}"
         summary = generate(
             NODE_ID, 1950, round_number, out, date_from=week, date_to=week + timedelta(days=4), workers=1
@@ -247,14 +264,19 @@ def bench_build(work: Path, cases: int) -> dict[str, Any]:
         baseline_ms.append(_baseline_build(data_dir / "node.db", base, key) * 1000)
         started = time.perf_counter()
         built = build_reports(node)
-        build_ms.append((time.perf_counter() - started) * 1000)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        size = sum(len(report.envelope.SerializeToString()) for report in built)
+        per_bucket = size / max(sum(report.bucket_count for report in built), 1)
+        (build_ms if commitments else plain_ms).append(elapsed_ms)
+        (committed_bytes if commitments else plain_bytes).append(per_bucket)
         records.append(imported.accepted)
         buckets.append(sum(report.bucket_count for report in built))
         with node.engine.begin() as conn:
             node_outbox(node).mark_acked(conn, built[-1].sequence, built[-1].digest, clock_now)
         print(
             f"round {round_number}: {imported.accepted:,} new records -> report of {buckets[-1]} buckets: "
-            f"build+sign {build_ms[-1]:.1f} ms (baseline {baseline_ms[-1]:.1f} ms)"
+            f"build+sign {elapsed_ms:.1f} ms, {size:,} bytes ({per_bucket:.0f} per bucket), spot-check commitments "
+            f"{'on' if commitments else 'off'} (baseline {baseline_ms[-1]:.1f} ms)"
         )
     node.close()
     build = statistics.median(build_ms)
@@ -263,8 +285,19 @@ def bench_build(work: Path, cases: int) -> dict[str, Any]:
         f"build + sign after ~10,000 new records: median {build:.1f} ms (target < 200 ms); "
         f"baseline {baseline:.1f} ms; ratio {build / baseline:.1f}x"
     )
+    plain = statistics.median(plain_ms)
+    print(
+        f"spot-check commitments: build + sign median {build:.1f} ms with, {plain:.1f} ms without "
+        f"(+{build - plain:.1f} ms); report bytes per bucket {statistics.median(committed_bytes):.0f} with, "
+        f"{statistics.median(plain_bytes):.0f} without; initial report with commitments {first_bytes:,} bytes"
+    )
     return {
         "cases": cases,
+        "build_sign_ms_median_without_commitments": round(plain, 1),
+        "commitments_build_ms_added": round(build - plain, 1),
+        "report_bytes_per_bucket_with_commitments": round(statistics.median(committed_bytes), 1),
+        "report_bytes_per_bucket_without_commitments": round(statistics.median(plain_bytes), 1),
+        "initial_report_bytes": first_bytes,
         "metric_buckets": bucket_rows,
         "initial_report_ms": round(initial_seconds * 1000, 1),
         "new_records_per_round": round(statistics.median(records)),

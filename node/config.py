@@ -448,6 +448,27 @@ class DirectivesConfig(_Section):
     )
 
 
+class SpotCheckConfig(_Section):
+    """Spot checks (抽查, node.spotcheck): commitments in this node's reports; checks of its descendants."""
+
+    commitments: bool = Field(
+        default=True, description="commit to the records behind each reported bucket (needed to be spot-checked)"
+    )
+    interval_seconds: float = Field(
+        default=0.0, ge=0, description="how often `supnet serve` spot-checks descendants (0: never, only by command)"
+    )
+    targets_per_run: int = Field(default=1, ge=1, le=100, description="descendants checked at each scheduled run")
+    samples: int = Field(default=30, ge=1, le=200, description="leaves opened per check")
+    pairs: int = Field(
+        default=0,
+        ge=0,
+        le=50,
+        description="adjacent leaf pairs opened per check for the case-number gap test (only where numbers are "
+        "issued in sequence per item and day)",
+    )
+    days: int = Field(default=30, ge=1, le=366, description="scheduled checks draw buckets of the last N days")
+
+
 class ChildConfig(_Section):
     """A registered child node."""
 
@@ -639,6 +660,7 @@ class NodeConfig(_Section):
     scores: ScoresConfig = Field(default_factory=ScoresConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     directives: DirectivesConfig = Field(default_factory=DirectivesConfig)
+    spotcheck: SpotCheckConfig = Field(default_factory=SpotCheckConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     web: WebConfig = Field(default_factory=WebConfig)

@@ -9,6 +9,7 @@ from node.drilldown.figures import answer_ranking, answer_summary, rank_entries
 from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
 from node.drilldown.router import QueryRouter, build_query
+from node.drilldown.spot_checks import DrilldownAsker, answer_spot_check
 from node.drilldown.subtree import SubtreeAuditor, SubtreeRouter, SubtreeStats
 from node.drilldown.subtree_answer import (
     MissingNode,
@@ -35,6 +36,7 @@ __all__ = [
     "GAUGES",
     "SUBTREE_KINDS",
     "Answer",
+    "DrilldownAsker",
     "DrilldownClient",
     "MissingNode",
     "QueryRouter",
@@ -50,6 +52,7 @@ __all__ = [
     "answer_case_detail",
     "answer_cases",
     "answer_ranking",
+    "answer_spot_check",
     "answer_summary",
     "build_query",
     "build_subtree_query",

@@ -49,6 +49,7 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import Node
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases, answer_complaints
 from node.drilldown.figures import answer_ranking, answer_summary
+from node.drilldown.spot_checks import answer_spot_check
 from node.drilldown.stored_reports import answer_report
 from node.trust import (
     DEFAULT_CHANNEL_OPTIONS,
@@ -93,6 +94,7 @@ _ANSWERERS: dict[str, Callable[[Node, dd.QueryBody], tuple[Any, str]]] = {
     "alerts": lambda node, body: answer_alerts(node, body.alerts, body.page_size, body.page_token),
     "complaints": lambda node, body: answer_complaints(node, body.complaints, body.page_size, body.page_token),
     "report": lambda node, body: answer_report(node, body.report),
+    "spot_check": lambda node, body: answer_spot_check(node, body.spot_check),
 }
 
 

@@ -50,6 +50,8 @@ class NoticeKind(StrEnum):
     DIRECTIVE_OVERDUE = "directive_overdue"
     DIRECTIVE_ESCALATED = "directive_escalated"
     DIRECTIVE_REFUSED = "directive_refused"
+    # A spot check (node.spotcheck) of a descendant found figures its records do not back.
+    SPOT_CHECK_FINDING = "spot_check_finding"
 
 
 def notify_operators(

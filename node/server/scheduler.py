@@ -92,6 +92,9 @@ class NodeScheduler:
                 config.notifications.dispatch_interval_seconds,
             )
         )
+        spotcheck = config.spotcheck
+        if spotcheck.interval_seconds > 0 and federation.children:
+            specs.append(JobSpec("spot_check", self._spot_check, spotcheck.interval_seconds))
         if (self._node.data_dir / "pki").is_dir():
             # At start too: a node restarted after weeks down renews (or warns) before anything else expires.
             specs.append(JobSpec("certificate_renewal", self._renew_certificates, CERTIFICATE_RENEWAL_SECONDS, 0.0))
@@ -112,6 +115,38 @@ class NodeScheduler:
                 "certificates expire soon and this node cannot renew them itself",
                 "\n".join([*result.ca_warnings, *result.warnings]),
             )
+
+    def _spot_check(self) -> None:
+        import random
+        from datetime import timedelta as days
+
+        from node.audit_log import system_actor
+        from node.drilldown import DrilldownAsker, DrilldownClient
+        from node.errors import SupnetError
+        from node.spotcheck import pick_targets, record_failure, record_result, run_spot_check
+
+        node, config = self._node, self._node.config.spotcheck
+        rng = random.SystemRandom()  # unpredictable to the targets: never seeded
+        today = node.now().date()
+        children = [child.id for child in node.config.federation.children]
+        with DrilldownClient.for_node(node) as client:
+            for target in pick_targets(children, config.targets_per_run, rng):
+                try:
+                    result = run_spot_check(
+                        DrilldownAsker(client),
+                        target,
+                        node.calendar,
+                        rng,
+                        samples=config.samples,
+                        pairs=config.pairs,
+                        day_from=today - days(days=config.days),
+                        day_to=today,
+                    )
+                except SupnetError as exc:  # on record, and the other targets are still checked
+                    record_failure(node, target, exc, system_actor(node.config.id))
+                    continue
+                if result is not None:
+                    record_result(node, result, system_actor(node.config.id))
 
     def _check_staleness(self) -> None:
         from node.reporting import check_children_staleness

@@ -61,7 +61,7 @@ from node.supervision.evaluations import (
     list_evaluations,
 )
 from node.supervision.listeners import MetricsListener, RulesListener, default_listeners
-from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, derived_rates, fen
+from node.supervision.metric_definitions import COUNTERS, RATE_DEFINITIONS, REFUSED_RESULT_CODES, derived_rates, fen
 from node.supervision.metric_queries import (
     REBUILD_FLAG,
     check_buckets,
@@ -130,6 +130,7 @@ __all__ = [
     "RATE_DEFINITIONS",
     "RATE_LABELS",
     "REBUILD_FLAG",
+    "REFUSED_RESULT_CODES",
     "RULES",
     "SOURCE_KINDS",
     "STAFF_COUNT_LABELS",

@@ -5,6 +5,7 @@ Drill-down: one generic signed query, routed hop by hop to any descendant, and i
 
 from collections import abc as _abc
 from federation.proto.v1 import common_pb2 as _common_pb2
+from federation.proto.v1 import spotcheck_pb2 as _spotcheck_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -163,6 +164,7 @@ class QueryBody(_message.Message):
     ALERTS_FIELD_NUMBER: _builtins.int
     COMPLAINTS_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
+    SPOT_CHECK_FIELD_NUMBER: _builtins.int
     target_id: _builtins.str
     """The node that must answer (a descendant of the receiving node, or the receiving node itself)."""
     requester_id: _builtins.str
@@ -189,6 +191,10 @@ class QueryBody(_message.Message):
     def complaints(self) -> Global___ComplaintsRequest: ...
     @_builtins.property
     def report(self) -> Global___ReportRequest: ...
+    @_builtins.property
+    def spot_check(self) -> _spotcheck_pb2.SpotCheckRequest:
+        """Spot check (node.spotcheck): open sampled leaves of a committed bucket. Numbers from 30 on are spot checks'."""
+
     def __init__(
         self,
         *,
@@ -205,12 +211,13 @@ class QueryBody(_message.Message):
         alerts: Global___AlertsRequest | None = ...,
         complaints: Global___ComplaintsRequest | None = ...,
         report: Global___ReportRequest | None = ...,
+        spot_check: _spotcheck_pb2.SpotCheckRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "ranking", b"ranking", "report", b"report", "request", b"request", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "ranking", b"ranking", "report", b"report", "request", b"request", "spot_check", b"spot_check", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "issued_at_ms", b"issued_at_ms", "nonce", b"nonce", "page_size", b"page_size", "page_token", b"page_token", "ranking", b"ranking", "report", b"report", "request", b"request", "requester_id", b"requester_id", "summary", b"summary", "target_id", b"target_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "issued_at_ms", b"issued_at_ms", "nonce", b"nonce", "page_size", b"page_size", "page_token", b"page_token", "ranking", b"ranking", "report", b"report", "request", b"request", "requester_id", b"requester_id", "spot_check", b"spot_check", "summary", b"summary", "target_id", b"target_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["summary", "ranking", "cases", "case_detail", "alerts", "complaints", "report"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["summary", "ranking", "cases", "case_detail", "alerts", "complaints", "report", "spot_check"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -236,6 +243,7 @@ class QueryAnswer(_message.Message):
     ALERTS_FIELD_NUMBER: _builtins.int
     COMPLAINTS_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
+    SPOT_CHECK_FIELD_NUMBER: _builtins.int
     target_id: _builtins.str
     """The answering node."""
     requester_id: _builtins.str
@@ -259,6 +267,8 @@ class QueryAnswer(_message.Message):
     def complaints(self) -> Global___ComplaintsAnswer: ...
     @_builtins.property
     def report(self) -> Global___ReportAnswer: ...
+    @_builtins.property
+    def spot_check(self) -> _spotcheck_pb2.SpotCheckAnswer: ...
     def __init__(
         self,
         *,
@@ -274,12 +284,13 @@ class QueryAnswer(_message.Message):
         alerts: Global___AlertsAnswer | None = ...,
         complaints: Global___ComplaintsAnswer | None = ...,
         report: Global___ReportAnswer | None = ...,
+        spot_check: _spotcheck_pb2.SpotCheckAnswer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "answer", b"answer", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "ranking", b"ranking", "report", b"report", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "answer", b"answer", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "ranking", b"ranking", "report", b"report", "spot_check", b"spot_check", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "answer", b"answer", "answered_at_ms", b"answered_at_ms", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "next_page_token", b"next_page_token", "query_digest", b"query_digest", "ranking", b"ranking", "report", b"report", "requester_id", b"requester_id", "summary", b"summary", "target_id", b"target_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "answer", b"answer", "answered_at_ms", b"answered_at_ms", "case_detail", b"case_detail", "cases", b"cases", "complaints", b"complaints", "next_page_token", b"next_page_token", "query_digest", b"query_digest", "ranking", b"ranking", "report", b"report", "requester_id", b"requester_id", "spot_check", b"spot_check", "summary", b"summary", "target_id", b"target_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_answer: _TypeAlias = _typing.Literal["summary", "ranking", "cases", "case_detail", "alerts", "complaints", "report"]  # noqa: Y015
+    _WhichOneofReturnType_answer: _TypeAlias = _typing.Literal["summary", "ranking", "cases", "case_detail", "alerts", "complaints", "report", "spot_check"]  # noqa: Y015
     _WhichOneofArgType_answer: _TypeAlias = _typing.Literal["answer", b"answer"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_answer) -> _WhichOneofReturnType_answer | None: ...
 

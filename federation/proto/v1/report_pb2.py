@@ -23,25 +23,26 @@ _sym_db = _symbol_database.Default()
 
 
 from federation.proto.v1 import common_pb2 as federation_dot_proto_dot_v1_dot_common__pb2
+from federation.proto.v1 import spotcheck_pb2 as federation_dot_proto_dot_v1_dot_spotcheck__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n federation/proto/v1/report.proto\x12\x13\x66\x65\x64\x65ration.proto.v1\x1a federation/proto/v1/common.proto\"r\n\x06\x42ucket\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x12\n\nbasic_code\x18\x02 \x01(\t\x12\x16\n\x0eitem_type_code\x18\x03 \x01(\t\x12/\n\x08\x63ounters\x18\x04 \x01(\x0b\x32\x1d.federation.proto.v1.Counters\"I\n\rActivityCount\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\"D\n\x0e\x43hildReportRef\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"\x82\x04\n\nReportBody\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fprevious_digest\x18\x03 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12-\n\x04kind\x18\x05 \x01(\x0e\x32\x1f.federation.proto.v1.ReportKind\x12\x18\n\x10window_start_day\x18\x06 \x01(\t\x12\x16\n\x0ewindow_end_day\x18\x07 \x01(\t\x12,\n\x07\x62uckets\x18\x08 \x03(\x0b\x32\x1b.federation.proto.v1.Bucket\x12:\n\rchild_reports\x18\t \x03(\x0b\x32#.federation.proto.v1.ChildReportRef\x12\x37\n\x0c\x63ompleteness\x18\n \x01(\x0b\x32!.federation.proto.v1.Completeness\x12\x15\n\rbase_revision\x18\x0b \x01(\x04\x12\x16\n\x0eup_to_revision\x18\x0c \x01(\x04\x12\x38\n\tcatalogue\x18\r \x01(\x0b\x32%.federation.proto.v1.CatalogueFigures\x12\x34\n\x08\x61\x63tivity\x18\x0e \x03(\x0b\x32\".federation.proto.v1.ActivityCount\"o\n\tReportAck\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x1e\n\x16last_accepted_sequence\x18\x05 \x01(\x04*\\\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPORT_KIND_INCREMENTAL\x10\x01\x12\x14\n\x10REPORT_KIND_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n federation/proto/v1/report.proto\x12\x13\x66\x65\x64\x65ration.proto.v1\x1a federation/proto/v1/common.proto\x1a#federation/proto/v1/spotcheck.proto\"r\n\x06\x42ucket\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x12\n\nbasic_code\x18\x02 \x01(\t\x12\x16\n\x0eitem_type_code\x18\x03 \x01(\t\x12/\n\x08\x63ounters\x18\x04 \x01(\x0b\x32\x1d.federation.proto.v1.Counters\"I\n\rActivityCount\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\"D\n\x0e\x43hildReportRef\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"\xbe\x04\n\nReportBody\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fprevious_digest\x18\x03 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12-\n\x04kind\x18\x05 \x01(\x0e\x32\x1f.federation.proto.v1.ReportKind\x12\x18\n\x10window_start_day\x18\x06 \x01(\t\x12\x16\n\x0ewindow_end_day\x18\x07 \x01(\t\x12,\n\x07\x62uckets\x18\x08 \x03(\x0b\x32\x1b.federation.proto.v1.Bucket\x12:\n\rchild_reports\x18\t \x03(\x0b\x32#.federation.proto.v1.ChildReportRef\x12\x37\n\x0c\x63ompleteness\x18\n \x01(\x0b\x32!.federation.proto.v1.Completeness\x12\x15\n\rbase_revision\x18\x0b \x01(\x04\x12\x16\n\x0eup_to_revision\x18\x0c \x01(\x04\x12\x38\n\tcatalogue\x18\r \x01(\x0b\x32%.federation.proto.v1.CatalogueFigures\x12\x34\n\x08\x61\x63tivity\x18\x0e \x03(\x0b\x32\".federation.proto.v1.ActivityCount\x12:\n\x0b\x63ommitments\x18\x14 \x03(\x0b\x32%.federation.proto.v1.BucketCommitment\"o\n\tReportAck\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x1e\n\x16last_accepted_sequence\x18\x05 \x01(\x04*\\\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPORT_KIND_INCREMENTAL\x10\x01\x12\x14\n\x10REPORT_KIND_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'federation.proto.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPORTKIND']._serialized_start=982
-  _globals['_REPORTKIND']._serialized_end=1074
-  _globals['_BUCKET']._serialized_start=91
-  _globals['_BUCKET']._serialized_end=205
-  _globals['_ACTIVITYCOUNT']._serialized_start=207
-  _globals['_ACTIVITYCOUNT']._serialized_end=280
-  _globals['_CHILDREPORTREF']._serialized_start=282
-  _globals['_CHILDREPORTREF']._serialized_end=350
-  _globals['_REPORTBODY']._serialized_start=353
-  _globals['_REPORTBODY']._serialized_end=867
-  _globals['_REPORTACK']._serialized_start=869
-  _globals['_REPORTACK']._serialized_end=980
+  _globals['_REPORTKIND']._serialized_start=1079
+  _globals['_REPORTKIND']._serialized_end=1171
+  _globals['_BUCKET']._serialized_start=128
+  _globals['_BUCKET']._serialized_end=242
+  _globals['_ACTIVITYCOUNT']._serialized_start=244
+  _globals['_ACTIVITYCOUNT']._serialized_end=317
+  _globals['_CHILDREPORTREF']._serialized_start=319
+  _globals['_CHILDREPORTREF']._serialized_end=387
+  _globals['_REPORTBODY']._serialized_start=390
+  _globals['_REPORTBODY']._serialized_end=964
+  _globals['_REPORTACK']._serialized_start=966
+  _globals['_REPORTACK']._serialized_end=1077
 # @@protoc_insertion_point(module_scope)

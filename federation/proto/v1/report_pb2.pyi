@@ -5,6 +5,7 @@ Upward reports: state-based, signed, hash-chained additive buckets for a node's 
 
 from collections import abc as _abc
 from federation.proto.v1 import common_pb2 as _common_pb2
+from federation.proto.v1 import spotcheck_pb2 as _spotcheck_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -164,6 +165,7 @@ class ReportBody(_message.Message):
     UP_TO_REVISION_FIELD_NUMBER: _builtins.int
     CATALOGUE_FIELD_NUMBER: _builtins.int
     ACTIVITY_FIELD_NUMBER: _builtins.int
+    COMMITMENTS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The reporting node."""
     sequence: _builtins.int
@@ -200,6 +202,12 @@ class ReportBody(_message.Message):
         the window that is absent is zero).
         """
 
+    @_builtins.property
+    def commitments(self) -> _containers.RepeatedCompositeFieldContainer[_spotcheck_pb2.BucketCommitment]:
+        """Spot-check commitments (node.spotcheck): for each bucket of this report with records of the node's OWN, the
+        root of a sum tree over those records, sorted like the buckets. Field numbers from 20 on are spot checks'.
+        """
+
     def __init__(
         self,
         *,
@@ -217,10 +225,11 @@ class ReportBody(_message.Message):
         up_to_revision: _builtins.int = ...,
         catalogue: _common_pb2.CatalogueFigures | None = ...,
         activity: _abc.Iterable[Global___ActivityCount] | None = ...,
+        commitments: _abc.Iterable[_spotcheck_pb2.BucketCommitment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "base_revision", b"base_revision", "buckets", b"buckets", "catalogue", b"catalogue", "child_reports", b"child_reports", "completeness", b"completeness", "created_at_ms", b"created_at_ms", "kind", b"kind", "node_id", b"node_id", "previous_digest", b"previous_digest", "sequence", b"sequence", "up_to_revision", b"up_to_revision", "window_end_day", b"window_end_day", "window_start_day", b"window_start_day"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "base_revision", b"base_revision", "buckets", b"buckets", "catalogue", b"catalogue", "child_reports", b"child_reports", "commitments", b"commitments", "completeness", b"completeness", "created_at_ms", b"created_at_ms", "kind", b"kind", "node_id", b"node_id", "previous_digest", b"previous_digest", "sequence", b"sequence", "up_to_revision", b"up_to_revision", "window_end_day", b"window_end_day", "window_start_day", b"window_start_day"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
