@@ -155,10 +155,18 @@ class HealthMonitor:
                 log.info("node %s health: SERVING again", node_id)
         return state
 
-    def start(self) -> None:
-        """Evaluate now, then every ``interval`` seconds in a daemon thread."""
+    @property
+    def interval(self) -> float:
+        """Seconds between evaluations."""
+        return self._interval
+
+    def start(self, *, background: bool = True) -> None:
+        """Evaluate now, then (``background``) every ``interval`` seconds in a daemon thread.
+
+        Without ``background`` the caller re-evaluates (a host's scheduler job calls ``evaluate``).
+        """
         self.evaluate()
-        if self._thread is not None:
+        if self._thread is not None or not background:
             return
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name=f"health-{self._node.config.id}", daemon=True)
