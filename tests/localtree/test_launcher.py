@@ -107,7 +107,7 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path, mode: str) -> 
         for node in state.nodes:
             assert (Path(node.data_dir) / "pki" / "tls.pem").is_file()
             assert (Path(node.data_dir) / "pki" / "ingest" / "local-ingest.pem").is_file()
-            assert json.loads((Path(node.data_dir) / "serve.json").read_text())["pid"] == node.pid
+            assert _serve_json(Path(node.data_dir))["pid"] == node.pid  # a hosted node's names its host process
 
         _register_commands()
         result = CliRunner().invoke(
@@ -120,6 +120,23 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path, mode: str) -> 
         stored = sum(_stored_cases(base / node_id) for node_id in ("gd.gz", "gd.gz.py"))
         assert stored > 0
         assert _province_received(base) == stored
+
+        # Enrolment: a new street enrols with the running district (hosted or not) through the real token + CSR
+        # flow, on the listener that district's serve.json names.
+        runner = CliRunner()
+        issued = runner.invoke(app, ["pki", "token", "gd.gz.py.xc", "--data-dir", str(base / "gd.gz.py"), "--json"])
+        assert issued.exit_code == 0, issued.output
+        token = json.loads(issued.output)
+        assert token["enrol_address"] == _serve_json(base / "gd.gz.py")["enrol_address"]
+        newcomer = tmp_path / "xc"
+        init = runner.invoke(app, ["init", "--data-dir", str(newcomer), "--id", "gd.gz.py.xc", "--level", "street"])
+        assert init.exit_code == 0, init.output
+        enrolled = runner.invoke(
+            app,
+            ["enroll", "--data-dir", str(newcomer), "--parent", token["enrol_address"], "--token", token["token"]],
+        )
+        assert enrolled.exit_code == 0, enrolled.output
+        assert (newcomer / "pki" / "tls.pem").is_file()
     finally:
         stopped = down(base, timeout=10)
     assert stopped == ["gd", "gd.gz", "gd.gz.py"]
@@ -130,6 +147,16 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path, mode: str) -> 
         log = Path(node.log_file).read_text(encoding="utf-8")
         assert f"node {node.id} serving on" in log and "over mutual TLS" in log
         assert "stopped cleanly" in log
+
+
+def _serve_json(data_dir: Path, timeout: float = 15.0) -> dict[str, object]:
+    """A node's serve.json, once written (a node answers its health check a moment before it writes it)."""
+    path = data_dir / "serve.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _stored_cases(data_dir: Path) -> int:
