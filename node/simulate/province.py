@@ -50,11 +50,13 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 ROOT_ID = "gd"
 # What every simulated node runs with (besides the launcher's addresses): reports follow changes within a
-# second, and the idle polls that do not matter for the figures run less often.
+# second, the idle polls that do not matter for the figures run less often, and no node serves a web console
+# (each is an event loop of its own; supervisors use the province's, started by hand when wanted).
 SIMULATION_CONFIG: dict[str, Any] = {
     "federation": {"report_on_change": True, "report_debounce_seconds": 0.5, "rpc_timeout_seconds": 30.0},
     "notifications": {"dispatch_interval_seconds": 60.0},
     "directives": {"poll_seconds": 10.0},
+    "web": {"enabled": False},
 }
 # The targets (seconds / bytes / fractions); a figure over its target is named in "missed".
 TARGETS: dict[str, float] = {
