@@ -9,6 +9,7 @@ from node.localtree.launcher import (
     host_groups,
     is_our_server,
     provision_pki,
+    serves,
     status,
     up,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "load_topology",
     "parse_topology",
     "provision_pki",
+    "serves",
     "status",
     "up",
 ]

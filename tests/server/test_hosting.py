@@ -30,6 +30,7 @@ from node.cli import app
 from node.cli.main import _register_commands
 from node.config import load_config, load_host_config, save_config
 from node.errors import ConfigError, UnavailableError
+from node.localtree import serves
 from node.server import NodeHost, probe_health
 from node.trust import pki_directory
 from tests.harness.pki import channel_as, provision
@@ -80,6 +81,9 @@ def test_a_host_process_serves_each_node_on_its_own_port_as_itself(tmp_path: Pat
         assert [state["node_id"] for state in states] == list(CITIES)
         assert {state["pid"] for state in states} == {process.pid}
         assert states[0]["port"] != states[1]["port"]
+        # The launcher's check before it signals a pid: a host serves the data dirs its host file lists, no other.
+        assert serves(process.pid, dirs[0]) and serves(process.pid, dirs[1])
+        assert not serves(process.pid, tmp_path / "gd")
         for node_id, state in zip(CITIES, states, strict=True):
             # The province calls each hosted city over mutual TLS, expecting that city's own certificate.
             with channel_as(tmp_path / "gd", str(state["address"]), node_id) as channel:
@@ -167,8 +171,13 @@ def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     # Two data directories claiming one node id: each hosted node must be a node of its own.
     clone = tmp_path / "clone"
     init_node(clone, "gd.gz", level="city")
-    with pytest.raises(ConfigError, match="claimed by both"):
-        NodeHost([open_node(dirs[0]), open_node(clone)])
+    same_id = [open_node(dirs[0]), open_node(clone)]
+    try:
+        with pytest.raises(ConfigError, match="claimed by both"):
+            NodeHost(same_id)
+    finally:
+        for node in same_id:
+            node.close()
     bad = tmp_path / "bad.toml"
     bad.write_text('data_dirs = ["gd.gz"]\nrpc_workerz = 3\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="rpc_workerz"):
