@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
+from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import open_node
@@ -34,6 +35,7 @@ from node.localtree import serves
 from node.server import NodeHost, probe_health
 from node.trust import pki_directory
 from tests.harness.pki import channel_as, provision
+from tests.harness.tree import DRILLDOWN_FROM, DRILLDOWN_TO, Tree, TreeClock
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CITIES = ("gd.gz", "gd.sz")
@@ -114,6 +116,7 @@ def test_a_host_process_serves_each_node_on_its_own_port_as_itself(tmp_path: Pat
 
 def test_hosted_nodes_share_the_call_pool_and_the_scheduler(tmp_path: Path) -> None:
     nodes = [open_node(folder) for folder in _cities(tmp_path)]
+    before = set(threading.enumerate())  # threads of earlier tests in this process do not count
     host = NodeHost(nodes, rpc_workers=4, job_workers=2)
     try:
         ports = host.start()
@@ -121,7 +124,7 @@ def test_hosted_nodes_share_the_call_pool_and_the_scheduler(tmp_path: Path) -> N
         for node_id, port in ports.items():
             with channel_as(tmp_path / "gd", f"127.0.0.1:{port}", node_id) as channel:
                 assert NodeServiceStub(channel).GetNodeInfo(NodeInfoRequest(), timeout=5).node_id == node_id
-        names = [thread.name for thread in threading.enumerate()]
+        names = [thread.name for thread in threading.enumerate() if thread not in before]
         # The calls ran on the host's pool; no node has a pool or a health thread of its own.
         assert any(name.startswith("rpc-host") for name in names)
         assert not any(name.startswith(("rpc-gd", "health-gd")) for name in names), names
@@ -187,3 +190,25 @@ def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
         load_host_config(bad)
     bad.write_text('data_dirs = ["gd.gz", "gd.sz"]\n', encoding="utf-8")
     assert load_host_config(bad).data_dirs == [dirs[0].resolve(), dirs[1].resolve()]
+
+
+def test_the_test_tree_in_hosted_mode_reports_and_drills_down(tmp_path: Path) -> None:
+    # The tree every report and drill-down suite builds, its servers on one shared pool and scheduler (what
+    # SUPNET_TEST_HOSTING=hosted gives those suites).
+    before = set(threading.enumerate())
+    tree = Tree(
+        tmp_path, ["gd", "gd.gz", "gd.gz.py"], clock=TreeClock.real(), timing={}, serve_leaves=True, hosting="hosted"
+    )
+    try:
+        tree.import_synthetic("gd.gz.py", 30, 3, date_from=DRILLDOWN_FROM, date_to=DRILLDOWN_TO)
+        tree.report_up()
+        with tree.client("gd") as client:
+            leaf = client.ask("gd.gz.py", summary=dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_DAY))
+            assert leaf.envelope.signer_id == "gd.gz.py"
+            province = client.ask("gd", summary=dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_CHILD))
+        assert province.body.summary.total.received == tree.case_count(["gd.gz.py"]) > 0
+        names = [thread.name for thread in threading.enumerate() if thread not in before]
+        assert any(name.startswith("rpc-host") for name in names)
+        assert not any(name.startswith(("rpc-gd", "health-gd")) for name in names), names
+    finally:
+        tree.close()
