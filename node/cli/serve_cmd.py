@@ -1,5 +1,9 @@
 """``supnet serve``: run a node's gRPC server and its scheduled jobs until SIGTERM or SIGINT.
 
+Several ``--data-dir`` (or ``--host-config FILE`` listing data directories) host several nodes in one process
+(node.server.hosting): each its own node on its own port, sharing the process's call and job threads. Every hosted
+node gets its own ``serve.json`` naming this process.
+
 Over mutual TLS when the node has TLS credentials in ``DATA_DIR/pki``; without them only with
 ``--insecure-plaintext`` (or ``federation.insecure_plaintext = true``), for local experiments. Logs at INFO
 unless configured otherwise; with ``--log-format json`` the start and stop lines are log lines too, so the
@@ -8,21 +12,26 @@ process writes nothing but JSON.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from node.app import open_node
-from node.cli.common import DataDir, bind_node_logging, console, handle_errors
-from node.observability import active_log_format
+from node.app import Node, open_node
+from node.cli.common import bind_node_logging, console, handle_errors
+from node.config import load_host_config
+from node.errors import ConfigError
+from node.observability import active_log_format, unbind_node
 from node.run_state import serve_state_path, write_state_file
-from node.server import ServingNode
+from node.server import DEFAULT_JOB_WORKERS, DEFAULT_RPC_WORKERS, NodeHost, ServingNode
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +42,22 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     @handle_errors
     def serve(
-        data_dir: DataDir,
+        data_dirs: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--data-dir",
+                "-d",
+                help="The node's data directory (holds supnet.toml); repeat it to host several nodes in one process.",
+                envvar="SUPNET_DATA_DIR",
+            ),
+        ] = None,
+        host_config: Annotated[
+            Path | None,
+            typer.Option("--host-config", help="TOML file listing the data_dirs this process hosts (and its pools)."),
+        ] = None,
         listen: Annotated[
-            str | None, typer.Option("--listen", help="host:port to listen on (default: federation.listen)")
+            str | None,
+            typer.Option("--listen", help="host:port to listen on (default: federation.listen; one node only)"),
         ] = None,
         grace: Annotated[float, typer.Option(help="Seconds in-flight calls get to finish on shutdown.")] = 5.0,
         insecure_plaintext: Annotated[
@@ -46,8 +68,20 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """Serve the node: gRPC (reports, drill-down, ingest, health) plus the scheduled jobs, until SIGTERM/Ctrl-C."""
-        bind_node_logging(data_dir, default_level="INFO")  # a daemon's log shows what it did
+        """Serve the node(s): gRPC (reports, drill-down, ingest, health) and scheduled jobs, until SIGTERM/Ctrl-C."""
+        folders = list(data_dirs or [])
+        pools: dict[str, int] = {}
+        if host_config is not None:
+            host = load_host_config(host_config)
+            folders += host.data_dirs
+            pools = {"rpc_workers": host.rpc_workers, "job_workers": host.job_workers}
+        if not folders:
+            raise ConfigError("say which node to serve: --data-dir DIR (repeatable) or --host-config FILE")
+        if listen is not None and len(folders) > 1:
+            raise ConfigError("--listen names one address: with several nodes each listens on its federation.listen")
+        bind_node_logging(folders[0], default_level="INFO")  # a daemon's log shows what it did
+        if len(folders) > 1:
+            unbind_node()  # lines of a host name their node in the text, not the first node's id
 
         def say(text: str) -> None:
             if active_log_format() == "json":
@@ -55,34 +89,67 @@ def register(app: typer.Typer) -> None:
             else:
                 console.print(text)
 
-        node = open_node(data_dir)
-        if insecure_plaintext:
-            node.config.federation.insecure_plaintext = True
-        stop_requested = threading.Event()
+        nodes: list[Node] = []
+        try:
+            for folder in folders:
+                nodes.append(open_node(folder))
+                if insecure_plaintext:
+                    nodes[-1].config.federation.insecure_plaintext = True
+            if len(nodes) == 1 and host_config is None:
+                _serve_one(nodes[0], listen, grace, say)
+            else:
+                _serve_hosted(nodes, pools, grace, say)
+        finally:
+            for node in nodes:
+                node.close()
 
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("node %s got signal %s; shutting down", node.config.id, signal.Signals(signum).name)
-            stop_requested.set()
 
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        serving = ServingNode(node, listen=listen)
-        state_path = serve_state_path(data_dir)
+@contextlib.contextmanager
+def _stop_on_signal(names: str) -> Iterator[threading.Event]:
+    """SIGTERM / SIGINT set the event; the handlers stay until the block (the shutdown included) is over."""
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s got signal %s; shutting down", names, signal.Signals(signum).name)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop_requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _state(serving: ServingNode, port: int, **extra: Any) -> dict[str, Any]:
+    node = serving.node
+    state: dict[str, Any] = {
+        "node_id": node.config.id,
+        "pid": os.getpid(),
+        "address": serving.server.bound_address,
+        "port": port,
+    }
+    if serving.enrolment is not None:
+        state["enrol_address"] = serving.enrolment.bound_address
+    if serving.metrics_server is not None:
+        state["metrics_address"] = serving.metrics_server.bound_address
+    if serving.web is not None:
+        state["web_url"] = serving.web.url
+    state["started_at"] = node.now().replace(tzinfo=node.tz).isoformat(timespec="seconds")
+    return {**state, **extra}
+
+
+def _serve_one(node: Node, listen: str | None, grace: float, say: Any) -> None:
+    serving = ServingNode(node, listen=listen)
+    state_path = serve_state_path(node.data_dir)
+    with _stop_on_signal(f"node {node.config.id}") as stop_requested:
         try:
             port = serving.start()
-            address = serving.server.bound_address
-            state = {"node_id": node.config.id, "pid": os.getpid(), "address": address, "port": port}
-            if serving.enrolment is not None:
-                state["enrol_address"] = serving.enrolment.bound_address
-            if serving.metrics_server is not None:
-                state["metrics_address"] = serving.metrics_server.bound_address
-            if serving.web is not None:
-                state["web_url"] = serving.web.url
-            state["started_at"] = node.now().replace(tzinfo=node.tz).isoformat(timespec="seconds")
-            write_state_file(state_path, state)
+            write_state_file(state_path, _state(serving, port))
             transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
             say(
-                f"node [bold]{node.config.id}[/] serving on {address} over {transport} (pid {os.getpid()}); "
-                "Ctrl-C stops it"
+                f"node [bold]{node.config.id}[/] serving on {serving.server.bound_address} over {transport} "
+                f"(pid {os.getpid()}); Ctrl-C stops it"
             )
             if serving.web is not None:
                 say(f"监察控制台 supervisor console: {serving.web.url}  (accounts: supnet users add NAME --role …)")
@@ -91,7 +158,35 @@ def register(app: typer.Typer) -> None:
         finally:
             serving.stop(grace)
             state_path.unlink(missing_ok=True)
-            node.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        say(f"node [bold]{node.config.id}[/] stopped cleanly")
+    say(f"node [bold]{node.config.id}[/] stopped cleanly")
+
+
+def _serve_hosted(nodes: list[Node], pools: dict[str, int], grace: float, say: Any) -> None:
+    host = NodeHost(
+        nodes,
+        rpc_workers=pools.get("rpc_workers", DEFAULT_RPC_WORKERS),
+        job_workers=pools.get("job_workers", DEFAULT_JOB_WORKERS),
+    )
+    state_paths = [serve_state_path(node.data_dir) for node in nodes]
+    ids = ", ".join(node.config.id for node in nodes[:5]) + (" …" if len(nodes) > 5 else "")
+    with _stop_on_signal(f"host of {len(nodes)} nodes") as stop_requested:
+        try:
+            ports = host.start()
+            for serving in host.members.values():
+                node_id = serving.node.config.id
+                write_state_file(
+                    serve_state_path(serving.node.data_dir), _state(serving, ports[node_id], hosted_nodes=len(nodes))
+                )
+                transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
+                say(f"node [bold]{node_id}[/] serving on {serving.server.bound_address} over {transport} (hosted)")
+            say(
+                f"本进程托管 {len(nodes)} 个节点 hosting {len(nodes)} nodes ({ids}) in pid {os.getpid()}; "
+                "Ctrl-C stops them"
+            )
+            while not stop_requested.wait(1.0):
+                pass
+        finally:
+            host.stop(grace)
+            for path in state_paths:
+                path.unlink(missing_ok=True)
+    say(f"{len(nodes)} hosted nodes stopped cleanly")

@@ -6,7 +6,10 @@ from node.localtree.launcher import (
     ephemeral_port_floor,
     free_ports,
     health_status,
+    host_groups,
     is_our_server,
+    provision_pki,
+    serves,
     status,
     up,
 )
@@ -21,9 +24,12 @@ __all__ = [
     "ephemeral_port_floor",
     "free_ports",
     "health_status",
+    "host_groups",
     "is_our_server",
     "load_topology",
     "parse_topology",
+    "provision_pki",
+    "serves",
     "status",
     "up",
 ]

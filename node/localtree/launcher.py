@@ -11,15 +11,18 @@
    name its parent's and children's public keys, and sets ``federation.insecure_plaintext`` everywhere;
 3. runs ``supnet federation setup-node`` in a few worker processes (init, config, ``supnet generate``-style
    synthetic data, import), since one process per node would spend most of its time starting Python;
-4. starts ``supnet serve`` for each node, top-down, and waits until every one answers the gRPC health check
+4. starts ``supnet serve`` for each node, top-down (with ``hosts``: one process per group of nodes, each a
+   host of several nodes, node.server.hosting; ``host_groups`` makes groups of whole subtrees), and waits
+   until every one answers the gRPC health check
    (each check with a deadline, over mutual TLS with the node's own certificate; a child whose parent is not
    listening yet retries from its outbox);
 5. writes ``DIR/federation.json`` (pids, addresses, data directories) for ``status`` and ``down``.
 
 ``status`` and ``down`` look for the process serving each node NOW: the one its own ``DATA_DIR/serve.json``
 names (written by every ``supnet serve``, so also a node restarted by hand), else the one ``up`` started. A pid
-counts only while its command line is a ``serve`` of that very data directory (a relative ``--data-dir`` is
-resolved against the process's working directory), so a reused pid is never signalled. ``down`` sends SIGTERM
+counts only while its command line is a ``serve`` of that very data directory (one of its ``--data-dir``, or of
+its ``--host-config``'s ``data_dirs``; a relative one is resolved against the process's working directory), so
+a reused pid is never signalled. ``down`` sends SIGTERM
 (clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a timeout.
 
 The launcher imports no CLI module: it runs the ``supnet`` program (``python -m node``) in subprocesses.
@@ -56,6 +59,7 @@ from federation import (
     save_public_key,
 )
 from node.bootstrap import REPORT_KEY_FILE
+from node.config import load_host_config
 from node.localtree.state import INGEST_SYSTEM, FederationState, LaunchedNode
 from node.localtree.topology import Topology, TopologyNode, build_plan
 from node.run_state import read_state_file, serve_state_path
@@ -138,30 +142,44 @@ def _cmdline(pid: int) -> list[str]:
     return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
 
 
-def _served_data_dir(pid: int, command: Sequence[str]) -> Path | None:
-    """The data directory a ``supnet serve`` command line serves, resolved as that process sees it (else None)."""
+def _served_data_dirs(pid: int, command: Sequence[str]) -> set[Path]:
+    """The data directories a ``supnet serve`` command line serves, resolved as that process sees them.
+
+    Every ``--data-dir`` (a host serves several), the ``data_dirs`` of its ``--host-config``, else the envvar.
+    """
     if "serve" not in command:
-        return None
-    value: str | None = None
+        return set()
+    values: list[str] = []
+    host_files: list[str] = []
     for index, part in enumerate(command):
         if part in ("--data-dir", "-d") and index + 1 < len(command):
-            value = command[index + 1]
+            values.append(command[index + 1])
         elif part.startswith("--data-dir="):
-            value = part.partition("=")[2]
-    if value is None:
-        with contextlib.suppress(OSError):  # the option's envvar (DataDir in node.cli.common)
+            values.append(part.partition("=")[2])
+        elif part == "--host-config" and index + 1 < len(command):
+            host_files.append(command[index + 1])
+    if not values and not host_files:
+        with contextlib.suppress(OSError):  # the option's envvar (serve's --data-dir)
             for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                 if entry.startswith(b"SUPNET_DATA_DIR="):
-                    value = entry.partition(b"=")[2].decode("utf-8", "replace")
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_absolute():
-        try:
-            path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
-        except OSError:
-            return None
-    return path.resolve()
+                    values.append(entry.partition(b"=")[2].decode("utf-8", "replace"))
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        cwd = None
+    resolved: set[Path] = set()
+    for value in [*values, *host_files]:
+        path = Path(value)
+        if not path.is_absolute():
+            if cwd is None:
+                continue
+            path = cwd / path
+        if value in host_files:
+            with contextlib.suppress(SupnetError):
+                resolved.update(load_host_config(path.resolve()).data_dirs)
+        elif value:
+            resolved.add(path.resolve())
+    return resolved
 
 
 def serves(pid: int, data_dir: str | Path) -> bool:
@@ -177,7 +195,7 @@ def serves(pid: int, data_dir: str | Path) -> bool:
         # An empty command line under /proc is a zombie (exited, not yet reaped); without /proc (not Linux)
         # trust the pid, the state file is ours.
         return not Path("/proc").is_dir()
-    return _served_data_dir(pid, command) == Path(data_dir).resolve()
+    return Path(data_dir).resolve() in _served_data_dirs(pid, command)
 
 
 def serving_pids(node: LaunchedNode) -> list[int]:
@@ -341,22 +359,29 @@ def provision_pki(topology: Topology, base_dir: Path) -> bool:
     return True
 
 
-def _start_server(node: LaunchedNode, extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    log_path = Path(node.data_dir) / "serve.log"
-    node.log_file = str(log_path)
+def _start_server(group: Sequence[LaunchedNode], extra_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """One ``supnet serve`` process for the group: a standalone node, or a host of several (one --data-dir each)."""
+    first = group[0]
+    # A host's log is one file for all its nodes, in its first node's directory.
+    log_path = Path(first.data_dir) / ("serve.log" if len(group) == 1 else "host.log")
     env = {**os.environ, "SUPNET_LOG_LEVEL": os.environ.get("SUPNET_LOG_LEVEL", "INFO"), **extra_env}
+    args = ["serve"]
+    for node in group:
+        node.log_file = str(log_path)
+        args += ["--data-dir", node.data_dir]
     with log_path.open("ab") as log_file:
         # A session of its own: a Ctrl-C in the launcher's terminal is handled by the launcher (clean `down`),
         # not delivered to every node at once.
         process = subprocess.Popen(  # noqa: S603
-            cli_command("serve", "--data-dir", node.data_dir),
+            cli_command(*args),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
         )
-    node.pid = process.pid
+    for node in group:
+        node.pid = process.pid
     return process
 
 
@@ -370,11 +395,14 @@ def up(
     progress: Progress | None = None,
     extra_env: Mapping[str, str] | None = None,
     insecure_plaintext: bool = False,
+    hosts: Sequence[Sequence[str]] | None = None,
 ) -> FederationState:
     """Set up and start every node of the topology under base_dir; returns the saved state.
 
     By default the tree gets its PKI and runs over mutual TLS; ``insecure_plaintext`` runs it without TLS
-    (local experiments only; refused if the directory already holds a tree with a PKI).
+    (local experiments only; refused if the directory already holds a tree with a PKI). ``hosts`` groups node
+    ids into ``supnet serve`` processes hosting several nodes each (see ``host_groups``); a node in no group
+    runs standalone.
     """
     say = progress or (lambda _message: None)
     base_dir = base_dir.resolve()
@@ -429,12 +457,20 @@ def up(
         # pause per tier only adds idle time. A child whose parent is still starting keeps its first report
         # in its outbox and retries (federation.retry_base_seconds), so nothing depends on the order.
         started = time.monotonic()
+        groups_by_first = _process_groups(topology, hosts)
         for tier in topology.tiers():
             for node in tier:
-                launched = state.node(node.id)
-                processes[node.id] = _start_server(launched, extra_env or {})
+                group = groups_by_first.get(node.id)
+                if group is None:
+                    continue  # hosted by a process started with an earlier node
+                process = _start_server([state.node(member) for member in group], extra_env or {})
+                for member in group:
+                    processes[member] = process
         state.save()
-        say(f"started {len(processes)} node processes top-down; waiting until each answers its health check")
+        say(
+            f"started {len(groups_by_first)} processes for {len(processes)} nodes top-down; waiting until each "
+            "node answers its health check"
+        )
         wait_until_serving(state.nodes, processes, ready_timeout, insecure_plaintext=insecure_plaintext)
         say(f"all {len(processes)} nodes serving after {time.monotonic() - started:.1f} s")
     except BaseException:
@@ -443,6 +479,40 @@ def up(
         raise
     state.save()
     return state
+
+
+def host_groups(topology: Topology, depth: int) -> list[list[str]]:
+    """Processes hosting whole subtrees: each node at ``depth`` with everything below it; shallower nodes alone.
+
+    ``depth`` 0 puts the whole tree in one process; a depth below the leaves gives one process per node there.
+    """
+    groups: dict[str, list[str]] = {}
+    for node in topology.nodes:
+        if node.depth < depth:
+            groups[node.id] = [node.id]
+        else:
+            anchor = ".".join(node.id.split(".")[: depth + 1])
+            groups.setdefault(anchor, []).append(node.id)
+    return list(groups.values())
+
+
+def _process_groups(topology: Topology, hosts: Sequence[Sequence[str]] | None) -> dict[str, list[str]]:
+    """First node id of each process (top-down order) -> the node ids it serves."""
+    order = {node.id: index for index, node in enumerate(topology.nodes)}
+    claimed: dict[str, int] = {}
+    groups: list[list[str]] = []
+    for group in hosts or []:
+        members = sorted(dict.fromkeys(group), key=lambda node_id: order.get(node_id, -1))
+        for node_id in members:
+            if node_id not in order:
+                raise LaunchError(f"hosted node {node_id} is not part of the topology {topology.name}")
+            if node_id in claimed:
+                raise LaunchError(f"node {node_id} is listed for two host processes")
+            claimed[node_id] = len(groups)
+        if members:
+            groups.append(members)
+    groups += [[node.id] for node in topology.nodes if node.id not in claimed]
+    return {group[0]: group for group in groups}
 
 
 def _balanced_groups(nodes: Iterable[TopologyNode], count: int) -> list[list[str]]:
@@ -491,7 +561,8 @@ def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None
     current = state or FederationState.load(base_dir.resolve())
     # (node, pid) of every process serving a node now: restarted ones included, each checked before it is signalled.
     running = [(node, pid) for node in current.nodes for pid in serving_pids(node)]
-    for _node, pid in running:
+    # A host serves several nodes: its process gets one SIGTERM, not one per node.
+    for pid in dict.fromkeys(pid for _node, pid in running):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -503,18 +574,21 @@ def down(base_dir: Path, *, timeout: float = 10.0, state: FederationState | None
                 remaining.remove((node, pid))
         if remaining:
             time.sleep(0.05)
+    killed: set[int] = set()
     for node, pid in remaining:
         log.warning("node %s (pid %s) did not stop within %.0f s; killing it", node.id, pid, timeout)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
+        if pid not in killed:
+            killed.add(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
         for _ in range(100):
             _reap(pid)
             if not serves(pid, node.data_dir):
                 break
             time.sleep(0.02)
-    for _node, pid in running:
+    for pid in dict.fromkeys(pid for _node, pid in running):
         _wait_exited(pid)  # an exited child of ours stays a zombie until waited for
     for node in current.nodes:
         node.pid = 0

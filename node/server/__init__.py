@@ -1,4 +1,7 @@
-"""Serving a node: the gRPC server and its servicers, health, the enrolment listener, the scheduler, ServingNode."""
+"""Serving a node: the gRPC server and its servicers, health, the enrolment listener, the scheduler, ServingNode.
+
+NodeHost: several nodes served by one process (node.server.hosting).
+"""
 
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import DEFAULT_MAX_WORKERS, NodeServer
@@ -10,18 +13,23 @@ from node.server.health import (
     HealthState,
     probe_health,
 )
-from node.server.scheduler import NodeScheduler
+from node.server.hosting import DEFAULT_JOB_WORKERS, DEFAULT_RPC_WORKERS, NodeHost
+from node.server.scheduler import JobSpec, NodeScheduler
 from node.server.servicers import child_key_resolver
 from node.server.serving import ServingNode
 
 __all__ = [
+    "DEFAULT_JOB_WORKERS",
     "DEFAULT_MAX_WORKERS",
+    "DEFAULT_RPC_WORKERS",
     "HEALTH_INTERVAL_SECONDS",
     "PROBE_STATES",
     "REPORTS_SERVICE",
     "EnrolmentServer",
     "HealthMonitor",
     "HealthState",
+    "JobSpec",
+    "NodeHost",
     "NodeScheduler",
     "NodeServer",
     "ServingNode",

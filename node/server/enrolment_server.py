@@ -52,25 +52,37 @@ class EnrolmentServer:
         clock: Callable[[], dt.datetime] | None = None,
         max_workers: int = 2,
         engine: Engine | None = None,
+        executor: futures.ThreadPoolExecutor | None = None,
     ) -> None:
         self.data_dir = data_dir
         self._audit = AuditLog(engine) if engine is not None else None
         self.address = address
         authority = enrolment_authority(data_dir, clock=clock)
         self.node_id = authority.authority.node_id
-        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"enrol-{self.node_id}")
+        # A hosted node's listener runs on the host's shared pool (node.server.hosting); that pool is the host's.
+        self._owns_executor = executor is None
+        self._executor = executor or futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix=f"enrol-{self.node_id}"
+        )
         self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         add_EnrolmentServiceServicer_to_server(EnrolmentServicer(authority, self._record), self._server)
         self.port = 0
         self._stopped = False
 
     @classmethod
-    def for_node(cls, node: Node, *, address: str | None = None) -> EnrolmentServer | None:
+    def for_node(
+        cls, node: Node, *, address: str | None = None, executor: futures.ThreadPoolExecutor | None = None
+    ) -> EnrolmentServer | None:
         """The listener of a node that has a CA (on federation.enrol_listen), else None."""
         if not has_ca(node.data_dir):
             return None
         try:
-            return cls(node.data_dir, address=address or node.config.federation.enrol_listen, engine=node.engine)
+            return cls(
+                node.data_dir,
+                address=address or node.config.federation.enrol_listen,
+                engine=node.engine,
+                executor=executor,
+            )
         except PassphraseError as error:
             # The root key is encrypted and this process has no passphrase: serve the rest, say what is off.
             log.warning("node %s: enrolment listener off (children cannot enrol): %s", node.config.id, error.message)
@@ -116,6 +128,7 @@ class EnrolmentServer:
             return
         self._stopped = True
         self._server.stop(grace).wait()
-        self._executor.shutdown(wait=False)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
         enrol_state_path(self.data_dir).unlink(missing_ok=True)
         log.info("node %s: enrolment listener stopped", self.node_id)

@@ -84,13 +84,21 @@ class NodeServer:
         max_workers: int = DEFAULT_MAX_WORKERS,
         metrics: NodeMetrics | None = None,
         health_interval: float = HEALTH_INTERVAL_SECONDS,
+        executor: futures.ThreadPoolExecutor | None = None,
+        health_thread: bool = True,
     ) -> None:
         self.node = node
         # A registry per node: several nodes in one process (test trees) keep their counts apart.
         self.metrics = metrics or NodeMetrics(node)
         self.address = address or node.config.federation.listen
         self._sender = sender
-        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"rpc-{node.config.id}")
+        # A hosted node (node.server.hosting) runs its calls on the host's shared pool: threads stay bounded
+        # however many nodes one process serves. The pool is then the host's to shut down, not ours.
+        self._owns_executor = executor is None
+        self._executor = executor or futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix=f"rpc-{node.config.id}"
+        )
+        self._health_thread = health_thread
         # ConfigError here (no PKI, no plaintext switch) means the node refuses to serve at all.
         self.trust = node_trust(node)
         self.authorizer = Authorizer(node, self.trust)
@@ -151,7 +159,9 @@ class NodeServer:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address}: {exc}") from exc
         if self.port == 0:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address} (port in use?)")
-        self.health.start()  # the first answer already reflects the database, the outbox and the CRL
+        # The first answer already reflects the database, the outbox and the CRL; a hosted node's later checks
+        # run as a job of the host's scheduler instead of a thread of their own.
+        self.health.start(background=self._health_thread)
         self._server.start()
         log.info(
             "node %s serving on %s (%s)",
@@ -170,5 +180,6 @@ class NodeServer:
         self.health.stop()
         self._server.stop(grace).wait()
         self.query.close()
-        self._executor.shutdown(wait=False)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
         log.info("node %s stopped serving", self.node.config.id)

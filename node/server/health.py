@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -95,6 +96,7 @@ class HealthMonitor:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.state: HealthState | None = None
+        self._crl_seen: tuple[tuple[int, int, int], dt.datetime | None] | None = None
         servicer.set(REPORTS_SERVICE, SERVING)
 
     def check(self) -> HealthState:
@@ -121,7 +123,7 @@ class HealthMonitor:
             path = self._trust.pki.file("crl.pem")
             if not path.exists():
                 return ""
-            next_update = self._trust.pki.load_crl().next_update_utc
+            next_update = self._crl_next_update(path)
         except SupnetError as error:
             return error.message
         now = self._node.now().replace(tzinfo=self._node.tz).astimezone(dt.UTC)
@@ -131,6 +133,15 @@ class HealthMonitor:
                 "next update): supnet serve's certificate_renewal job re-signs it at start and daily; see its log"
             )
         return ""
+
+    def _crl_next_update(self, path: Path) -> dt.datetime | None:
+        # Parsed again only when the file changes: a host checks hundreds of nodes every few seconds.
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        if self._crl_seen is None or self._crl_seen[0] != stamp:
+            assert self._trust is not None
+            self._crl_seen = (stamp, self._trust.pki.load_crl().next_update_utc)
+        return self._crl_seen[1]
 
     def evaluate(self) -> HealthState:
         """Check and set every status; a change is logged."""
@@ -155,10 +166,18 @@ class HealthMonitor:
                 log.info("node %s health: SERVING again", node_id)
         return state
 
-    def start(self) -> None:
-        """Evaluate now, then every ``interval`` seconds in a daemon thread."""
+    @property
+    def interval(self) -> float:
+        """Seconds between evaluations."""
+        return self._interval
+
+    def start(self, *, background: bool = True) -> None:
+        """Evaluate now, then (``background``) every ``interval`` seconds in a daemon thread.
+
+        Without ``background`` the caller re-evaluates (a host's scheduler job calls ``evaluate``).
+        """
         self.evaluate()
-        if self._thread is not None:
+        if self._thread is not None or not background:
             return
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name=f"health-{self._node.config.id}", daemon=True)

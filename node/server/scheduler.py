@@ -20,16 +20,23 @@ scheduler given a sender delivers only once that sender is started (ServingNode 
 
 Jobs are plain callables in a memory job store (nothing pickled); each runs at most once at a time and
 missed runs are coalesced. A failing job is logged and tried again at its next run.
+
+Hosted nodes (node.server.hosting) share one host scheduler: each node's jobs are added to it under
+``<node id>/<job id>`` (each with the node's own time zone and intervals), and stopping a node removes only its jobs.
+The host's scheduler also runs each hosted node's ``health_check`` (its own thread for a standalone node).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 if TYPE_CHECKING:
@@ -61,12 +68,18 @@ class NodeScheduler:
         sender: ReportSender | None = None,
         scan: Callable[[], Any] | None = None,
         dispatch: Callable[[], Any] | None = None,
+        shared: BackgroundScheduler | None = None,
+        extra_jobs: tuple[JobSpec, ...] = (),
     ) -> None:
         self._node = node
         self._sender = sender
         self._scan = scan
         self._dispatch = dispatch
-        self._scheduler = BackgroundScheduler(timezone=node.config.calendar.timezone)
+        self._extra_jobs = extra_jobs
+        # A shared scheduler belongs to the host: started and shut down there; ids carry the node's id.
+        self._owns_scheduler = shared is None
+        self._scheduler = shared or BackgroundScheduler(timezone=node.config.calendar.timezone)
+        self._prefix = "" if shared is None else f"{node.config.id}/"
         self._started = False
 
     def job_specs(self) -> list[JobSpec]:
@@ -98,7 +111,7 @@ class NodeScheduler:
         if (self._node.data_dir / "pki").is_dir():
             # At start too: a node restarted after weeks down renews (or warns) before anything else expires.
             specs.append(JobSpec("certificate_renewal", self._renew_certificates, CERTIFICATE_RENEWAL_SECONDS, 0.0))
-        return specs
+        return [*specs, *self._extra_jobs]
 
     def _renew_certificates(self) -> None:
         from node.notify import NoticeKind, notify_operators
@@ -181,30 +194,41 @@ class NodeScheduler:
         """Add the jobs from config and start the background scheduler."""
         if self._started:
             return
-        now = datetime.now(self._scheduler.timezone)
+        zone = self._node.config.calendar.timezone
+        now = datetime.now(ZoneInfo(zone))
         for spec in self.job_specs():
             delay = spec.seconds if spec.first_run_delay is None else spec.first_run_delay
             self._scheduler.add_job(
                 self._guarded(spec),
                 "interval",
                 seconds=spec.seconds,
-                id=spec.job_id,
-                name=spec.job_id,
+                timezone=zone,
+                id=self._prefix + spec.job_id,
+                name=self._prefix + spec.job_id,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=max(int(spec.seconds), 1),
                 next_run_time=now + timedelta(seconds=delay),
             )
             log.info("node %s: job %s every %.1f s", self._node.config.id, spec.job_id, spec.seconds)
-        self._scheduler.start()
+        if self._owns_scheduler:
+            self._scheduler.start()
         self._started = True
 
     def job_ids(self) -> list[str]:
-        """Ids of the scheduled jobs (after start)."""
-        return sorted(job.id for job in self._scheduler.get_jobs())
+        """Ids of this node's scheduled jobs (after start), without the host's node prefix."""
+        prefix = self._prefix
+        return sorted(job.id[len(prefix) :] for job in self._scheduler.get_jobs() if job.id.startswith(prefix))
 
     def stop(self, wait: bool = True) -> None:
-        """Stop scheduling; with ``wait`` let running jobs finish first."""
-        if self._started:
+        """Stop scheduling; with ``wait`` let running jobs finish first (a shared scheduler: only remove ours)."""
+        if not self._started:
+            return
+        self._started = False
+        if self._owns_scheduler:
             self._scheduler.shutdown(wait=wait)
-            self._started = False
+            return
+        for job in self._scheduler.get_jobs():
+            if job.id.startswith(self._prefix):
+                with contextlib.suppress(JobLookupError):
+                    job.remove()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from concurrent import futures
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from node.app import Node
 from node.directives import DirectiveSender
 from node.observability import MetricsServer, NodeMetrics
 from node.reporting import ReportSender
 from node.server.enrolment_server import EnrolmentServer
 from node.server.grpc_server import NodeServer
-from node.server.scheduler import NodeScheduler
+from node.server.scheduler import JobSpec, NodeScheduler
 from node.supervision import rebuild_buckets_if_needed
 from node.web import WebConsole
 
@@ -16,18 +20,38 @@ from node.web import WebConsole
 class ServingNode:
     """Everything ``supnet serve`` runs for one node: server, report and directive senders, scheduler, console."""
 
-    def __init__(self, node: Node, *, listen: str | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        listen: str | None = None,
+        executor: futures.ThreadPoolExecutor | None = None,
+        scheduler: BackgroundScheduler | None = None,
+    ) -> None:
+        """A standalone node by default; a hosted one (node.server.hosting) gets the host's pool and scheduler.
+
+        A hosted node's calls run on ``executor`` and its jobs, health checks included, on ``scheduler``;
+        everything else (database, keys, certificates, port, senders, metrics) stays its own.
+        """
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
         # Directives go down from any node and their events up: every node delivers its directive outbox.
         self.directives = DirectiveSender(node)
         self.metrics = NodeMetrics(node)
         self.server = NodeServer(
-            node, address=listen, sender=self.sender, directives=self.directives, metrics=self.metrics
+            node,
+            address=listen,
+            sender=self.sender,
+            directives=self.directives,
+            metrics=self.metrics,
+            executor=executor,
+            health_thread=scheduler is None,
         )
-        self.scheduler = NodeScheduler(node, sender=self.sender)
+        health = self.server.health
+        extra = () if scheduler is None else (JobSpec("health_check", health.evaluate, health.interval),)
+        self.scheduler = NodeScheduler(node, sender=self.sender, shared=scheduler, extra_jobs=extra)
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
-        self.enrolment = EnrolmentServer.for_node(node)
+        self.enrolment = EnrolmentServer.for_node(node, executor=executor)
         # Plain HTTP /metrics on metrics.listen (empty: none).
         listen_metrics = node.config.metrics.listen
         self.metrics_server = (

@@ -8,6 +8,10 @@ authorization test builds its tree here:
 
 - ``Tree(root, ids)``: the report tests' tree. Test time (``TreeClock``, skippable), quick report timing, servers
   on the parents only (children call up); data comes later with ``import_synthetic``.
+- ``hosting``: "standalone" (each server its own call pool and health thread) or "hosted" (every server of the
+  tree on one shared call pool, its health checks run by one shared scheduler: how ``supnet serve`` hosts several
+  nodes, node.server.hosting). The default comes from ``SUPNET_TEST_HOSTING``, so any suite built on this tree
+  runs in either mode (``SUPNET_TEST_HOSTING=hosted pytest tests/drilldown``).
 - ``build_tree(base, cases)`` / ``running_tree``: the drill-down tree. Real time, the nodes' default report
   timing (module-scoped trees outlive the quick staleness window), every node serves (queries go down to the
   leaves), synthetic data imported at once.
@@ -15,12 +19,14 @@ authorization test builds its tree here:
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import grpc
+from apscheduler.schedulers.background import BackgroundScheduler
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import public_key_b64
@@ -39,7 +46,7 @@ from node.config import CalendarConfig, ChildConfig, load_config, save_config
 from node.drilldown import DrilldownClient, build_query
 from node.ingest import Importer
 from node.reporting import ReportSender
-from node.server import NodeServer
+from node.server import DEFAULT_RPC_WORKERS, HEALTH_INTERVAL_SECONDS, NodeServer
 from node.store import make_engine, migrate
 from node.supervision import default_listeners
 from node.synthetic import generate
@@ -62,6 +69,15 @@ QUICK_REPORTS: Mapping[str, Any] = {
     "retry_max_seconds": 1.0,
 }
 SERVER_WORKERS = 8
+HOSTING_MODES = ("standalone", "hosted")
+
+
+def default_hosting() -> str:
+    """The tree's hosting mode from ``SUPNET_TEST_HOSTING`` (standalone unless set)."""
+    mode = os.environ.get("SUPNET_TEST_HOSTING", "standalone")
+    assert mode in HOSTING_MODES, f"SUPNET_TEST_HOSTING must be one of {HOSTING_MODES}, got {mode!r}"
+    return mode
+
 
 _TEMPLATE: list[Path] = []
 
@@ -142,6 +158,7 @@ class Tree:
         plaintext: bool = False,
         serve_leaves: bool = False,
         clock_offsets: Mapping[str, float] | None = None,
+        hosting: str | None = None,
     ) -> None:
         """Create, enrol, configure, open and serve the nodes ``root_dir/<id>``.
 
@@ -154,6 +171,13 @@ class Tree:
         self.clock_offsets: dict[str, float] = dict(clock_offsets or {})
         self.ids = list(node_ids)
         self.plaintext = plaintext
+        self.hosting = hosting or default_hosting()
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: BackgroundScheduler | None = None
+        if self.hosting == "hosted":
+            self._pool = ThreadPoolExecutor(max_workers=DEFAULT_RPC_WORKERS, thread_name_prefix="rpc-host")
+            self._jobs = BackgroundScheduler()
+            self._jobs.start()
         self.nodes: dict[str, TreeNode] = {}
         db_urls = db_urls or {}
         # Only the plaintext mode names keys in the config; with the PKI they travel in certificate chains.
@@ -246,14 +270,29 @@ class Tree:
     def start_server(self, node_id: str, port: int = 0) -> int:
         entry = self.nodes[node_id]
         entry.server = NodeServer(
-            entry.node, address=f"127.0.0.1:{port}", sender=entry.sender, max_workers=SERVER_WORKERS
+            entry.node,
+            address=f"127.0.0.1:{port}",
+            sender=entry.sender,
+            max_workers=SERVER_WORKERS,
+            executor=self._pool,
+            health_thread=self._jobs is None,
         )
         entry.port = entry.server.start()
+        if self._jobs is not None:
+            self._jobs.add_job(
+                entry.server.health.evaluate,
+                "interval",
+                seconds=HEALTH_INTERVAL_SECONDS,
+                id=f"{node_id}/health_check",
+                replace_existing=True,
+            )
         return entry.port
 
     def stop_server(self, node_id: str) -> None:
         entry = self.nodes[node_id]
         if entry.server is not None:
+            if self._jobs is not None and self._jobs.get_job(f"{node_id}/health_check") is not None:
+                self._jobs.remove_job(f"{node_id}/health_check")
             entry.server.stop(0)
             entry.server = None
 
@@ -305,6 +344,10 @@ class Tree:
             if entry.server is not None:
                 entry.server.stop(0)
             entry.node.close()
+        if self._jobs is not None and self._jobs.running:
+            self._jobs.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     # -- data ---------------------------------------------------------------------------------------------------
     def import_synthetic(

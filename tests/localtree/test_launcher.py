@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +17,16 @@ from typer.testing import CliRunner
 from federation import InvalidArgumentError
 from node.cli import app
 from node.cli.main import _register_commands
-from node.localtree import FederationState, down, is_our_server, load_topology, parse_topology, status, up
+from node.localtree import (
+    FederationState,
+    down,
+    host_groups,
+    is_our_server,
+    load_topology,
+    parse_topology,
+    status,
+    up,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +64,10 @@ def test_bad_topologies_are_refused_with_the_reason(nodes: list[dict[str, object
         parse_topology({"nodes": nodes}, "t.toml")
 
 
-def test_up_query_status_down_with_real_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["standalone", "hosted"])
+def test_up_query_status_down_with_real_processes(tmp_path: Path, mode: str) -> None:
+    # hosted: the province alone, the city hosting its district in one `supnet serve` process (parent and child
+    # in one process, talking over loopback TLS like any two nodes).
     topology = parse_topology(
         {
             "name": "t3",
@@ -70,10 +83,17 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path) -> None:
     )
     base = tmp_path / "tree"
     messages: list[str] = []
-    state = up(topology, base, workers=2, ready_timeout=60, progress=messages.append)
+    hosts = host_groups(topology, 1) if mode == "hosted" else None
+    state = up(topology, base, workers=2, ready_timeout=60, progress=messages.append, hosts=hosts)
     try:
         assert [node.id for node in state.nodes] == ["gd", "gd.gz", "gd.gz.py"]
         assert all(is_our_server(node) for node in state.nodes)
+        pids = [node.pid for node in state.nodes]
+        if mode == "hosted":
+            assert hosts == [["gd"], ["gd.gz", "gd.gz.py"]]
+            assert pids[1] == pids[2] != pids[0]
+        else:
+            assert len(set(pids)) == 3
         assert any("serving" in message for message in messages)
         assert [s.health for s in status(base)] == ["SERVING"] * 3
         saved = FederationState.load(base)
@@ -87,7 +107,7 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path) -> None:
         for node in state.nodes:
             assert (Path(node.data_dir) / "pki" / "tls.pem").is_file()
             assert (Path(node.data_dir) / "pki" / "ingest" / "local-ingest.pem").is_file()
-            assert "over mutual TLS" in (Path(node.data_dir) / "serve.log").read_text(encoding="utf-8")
+            assert _serve_json(Path(node.data_dir))["pid"] == node.pid  # a hosted node's names its host process
 
         _register_commands()
         result = CliRunner().invoke(
@@ -96,14 +116,67 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         answer = json.loads(result.output)
         assert answer["signed_by"] == "gd.gz.py" and len(answer["cases"]["cases"]) == 5
+        # Reports roll up: the province's signed totals reach the cases stored at the city and the district.
+        stored = sum(_stored_cases(base / node_id) for node_id in ("gd.gz", "gd.gz.py"))
+        assert stored > 0
+        assert _province_received(base) == stored
+
+        # Enrolment: a new street enrols with the running district (hosted or not) through the real token + CSR
+        # flow, on the listener that district's serve.json names.
+        runner = CliRunner()
+        issued = runner.invoke(app, ["pki", "token", "gd.gz.py.xc", "--data-dir", str(base / "gd.gz.py"), "--json"])
+        assert issued.exit_code == 0, issued.output
+        token = json.loads(issued.output)
+        assert token["enrol_address"] == _serve_json(base / "gd.gz.py")["enrol_address"]
+        newcomer = tmp_path / "xc"
+        init = runner.invoke(app, ["init", "--data-dir", str(newcomer), "--id", "gd.gz.py.xc", "--level", "street"])
+        assert init.exit_code == 0, init.output
+        enrolled = runner.invoke(
+            app,
+            ["enroll", "--data-dir", str(newcomer), "--parent", token["enrol_address"], "--token", token["token"]],
+        )
+        assert enrolled.exit_code == 0, enrolled.output
+        assert (newcomer / "pki" / "tls.pem").is_file()
     finally:
         stopped = down(base, timeout=10)
     assert stopped == ["gd", "gd.gz", "gd.gz.py"]
     assert [s.health for s in status(base)] == ["STOPPED"] * 3
     for node in state.nodes:
         assert not _running(node.pid), f"{node.id} (pid {node.pid}) still running after down"
-        log = (Path(node.data_dir) / "serve.log").read_text(encoding="utf-8")
+        # Read once every process has exited: a node answers its health check before it prints its banner.
+        log = Path(node.log_file).read_text(encoding="utf-8")
+        assert f"node {node.id} serving on" in log and "over mutual TLS" in log
         assert "stopped cleanly" in log
+
+
+def _serve_json(data_dir: Path, timeout: float = 15.0) -> dict[str, object]:
+    """A node's serve.json, once written (a node answers its health check a moment before it writes it)."""
+    path = data_dir / "serve.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _stored_cases(data_dir: Path) -> int:
+    with sqlite3.connect(data_dir / "node.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM cases").fetchone()[0])
+
+
+def _province_received(base: Path, timeout: float = 60.0) -> int:
+    """The province's signed total of received cases once it stops changing toward the stored count (polled)."""
+    deadline = time.monotonic() + timeout
+    total = -1
+    while time.monotonic() < deadline:
+        result = CliRunner().invoke(app, ["query", "gd", "summary", "--data-dir", str(base / "gd"), "--json"])
+        assert result.exit_code == 0, result.output
+        total = int(json.loads(result.output)["summary"]["total"].get("received", 0))
+        expected = sum(_stored_cases(base / node_id) for node_id in ("gd.gz", "gd.gz.py"))
+        if total == expected:
+            return total
+        time.sleep(0.5)
+    return total
 
 
 def _running(pid: int) -> bool:

@@ -1,0 +1,115 @@
+"""Hosted nodes: one ``supnet serve`` process serving several nodes, each still a node of its own.
+
+Each hosted node keeps everything that makes it a node: its data directory and database, its keys and
+certificates (its own TLS identity on its own port), its config, report and directive senders, metrics registry
+and health statuses. To its parent and its children it is indistinguishable from a standalone node.
+
+What the nodes of one process share, so threads stay bounded however many nodes it hosts:
+
+- one thread pool for every hosted node's gRPC calls (``rpc_workers``; the enrolment listeners use it too);
+- one APScheduler for every hosted node's jobs (``job_workers`` threads), the per-node health checks included,
+  each job under ``<node id>/<job id>`` with the node's own intervals and time zone.
+
+Connections are not shared: every call presents the calling node's own client certificate, so a channel belongs
+to one node. A call from one hosted node to another (a street reporting to its district in the same process)
+goes over loopback TLS like any other. A forwarded drill-down holds one pool thread per hop while it waits for
+the next; the pool's threads are created only when needed, so a generous ``rpc_workers`` costs nothing idle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent import futures
+from pathlib import Path
+
+from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from node.app import Node
+from node.config import HostConfig
+from node.errors import ConfigError
+from node.server.serving import ServingNode
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RPC_WORKERS = HostConfig.model_fields["rpc_workers"].default
+DEFAULT_JOB_WORKERS = HostConfig.model_fields["job_workers"].default
+# Hosted nodes stop a few at a time: each waits for its in-flight calls (up to the grace) and its sender threads.
+_STOP_PARALLEL = 16
+
+
+def check_distinct(nodes: Sequence[Node]) -> None:
+    """ConfigError if two of the nodes are the same data directory or claim the same node id."""
+    seen_dirs: dict[Path, str] = {}
+    seen_ids: dict[str, Path] = {}
+    for node in nodes:
+        folder = node.data_dir.resolve()
+        if folder in seen_dirs:
+            raise ConfigError(f"data directory {node.data_dir} is listed twice for one host")
+        if node.config.id in seen_ids:
+            raise ConfigError(
+                f"node id {node.config.id} is claimed by both {seen_ids[node.config.id]} and {node.data_dir}: "
+                "every hosted node is a node of its own"
+            )
+        seen_dirs[folder] = node.config.id
+        seen_ids[node.config.id] = node.data_dir
+
+
+class NodeHost:
+    """Several ServingNodes in one process on a shared call pool and a shared scheduler; start() / stop()."""
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        *,
+        rpc_workers: int = DEFAULT_RPC_WORKERS,
+        job_workers: int = DEFAULT_JOB_WORKERS,
+        listen: dict[str, str] | None = None,
+    ) -> None:
+        """``listen`` (node id -> host:port) overrides a node's federation.listen (tests bind port 0)."""
+        if not nodes:
+            raise ConfigError("a host needs at least one node (--data-dir, or data_dirs in the host config)")
+        check_distinct(nodes)
+        self.rpc_workers = rpc_workers
+        self.executor = futures.ThreadPoolExecutor(max_workers=rpc_workers, thread_name_prefix="rpc-host")
+        self.scheduler = BackgroundScheduler(executors={"default": JobPool(max_workers=job_workers)})
+        overrides = listen or {}
+        self.members: dict[str, ServingNode] = {
+            node.config.id: ServingNode(
+                node, listen=overrides.get(node.config.id), executor=self.executor, scheduler=self.scheduler
+            )
+            for node in nodes
+        }
+        self._started: list[ServingNode] = []
+
+    def start(self) -> dict[str, int]:
+        """Start the scheduler, then every node (node id -> bound port).
+
+        A node that cannot start stops the ones already started and raises: a host serves all its nodes or none,
+        as a standalone ``supnet serve`` serves its node or exits.
+        """
+        self.scheduler.start()
+        ports: dict[str, int] = {}
+        try:
+            for node_id, member in self.members.items():
+                ports[node_id] = member.start()
+                self._started.append(member)
+        except BaseException:
+            self.stop(0.0)
+            raise
+        log.info("host serving %d nodes (shared: %d call threads)", len(ports), self.rpc_workers)
+        return ports
+
+    def stop(self, grace: float) -> None:
+        """Stop every started node (a few at a time, each as a standalone node stops), then the shared pools."""
+        started, self._started = self._started, []
+        if started:
+            with futures.ThreadPoolExecutor(max_workers=_STOP_PARALLEL, thread_name_prefix="host-stop") as pool:
+                for stopping in [pool.submit(member.stop, grace) for member in started]:
+                    error = stopping.exception()
+                    if error is not None:
+                        log.error("a hosted node did not stop cleanly: %s", error)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.executor.shutdown(wait=False)
