@@ -19,6 +19,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -39,6 +40,7 @@ from node.directives.store import (
 )
 from node.errors import ConfigError
 from node.notify import NoticeKind, notify_operators
+from node.store import ChangeWatch
 from node.trust import DEFAULT_CHANNEL_OPTIONS, channel_to, credentials_stamp, pki_directory
 
 __all__ = ["DirectiveSender", "SendResult"]
@@ -72,6 +74,8 @@ class DirectiveSender:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
+        self._watch = ChangeWatch(node.engine)
+        self._next_attempt_at: datetime | None = None
 
     # --- channels -------------------------------------------------------------------------------------------------
 
@@ -233,30 +237,40 @@ class DirectiveSender:
             for hop in list(self._channels):
                 self._drop_channel(hop)
 
-    def _seconds_until_due(self) -> float:
-        with self.node.engine.connect() as conn:
-            next_at = next_attempt_at(conn)
+    def _seconds_until_due(self, *, look: bool = True) -> float:
+        """Seconds until the oldest message is due; ``look=False``: from the outbox as last read (idle passes)."""
+        if look:
+            with self.node.engine.connect() as conn:
+                self._next_attempt_at = next_attempt_at(conn)
+        next_at = self._next_attempt_at
         if next_at is None:
             return math.inf
         return max((next_at - self.node.now()).total_seconds(), 0.0)
 
     def _run(self) -> None:
         config = self.node.config.directives
+        woken = True
         while not self._stopping.is_set():
             try:
                 self._wake.clear()  # before acting: a wake-up during this pass makes the next one start at once
                 if self._stopping.is_set():
                     break
-                if self._seconds_until_due() <= 0:
+                # Idle passes read no table unless the database files changed (node.store.ChangeWatch).
+                acted = False
+                if self._seconds_until_due(look=self._watch.changed() or woken) <= 0:
                     self.send_pending()
+                    acted = True
                 if time.monotonic() >= self._next_check:
                     self._next_check = time.monotonic() + config.check_interval_seconds
                     check_deadlines(self.node)
+                    acted = True
                     if self._seconds_until_due() <= 0:
                         continue  # an escalation queued a message
-                wait = min(self._seconds_until_due(), config.poll_seconds, self._next_check - time.monotonic())
-                self._wake.wait(max(wait, 0.0))
+                due = self._seconds_until_due(look=acted)
+                wait = min(due, config.poll_seconds, self._next_check - time.monotonic())
+                woken = self._wake.wait(max(wait, 0.0))
             except Exception:
                 # The loop must survive a bad moment (database locked, hop gone); the outbox keeps every message.
                 log.exception("directive sender loop of %s failed; continuing", self.node.config.id)
                 self._stopping.wait(1.0)
+                woken = True

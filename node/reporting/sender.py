@@ -2,7 +2,9 @@
 
 The loop sends whatever the outbox says is due (the outbox's backoff paces retries after a failure), looks at the
 outbox at least every 1–5 s, and with ``federation.report_on_change`` polls the metric revision each second and
-builds a debounced incremental report. The scheduler's report jobs only build, then wake the loop.
+builds a debounced incremental report. Idle passes read no table unless the database files changed
+(``node.store.ChangeWatch``), so an idle node costs next to nothing. The scheduler's report jobs only build, then
+wake the loop.
 
 A lasting failure is logged once at ERROR and its backed-off retries at WARNING: a refusal by the parent (each
 report's retries follow the outbox's exponential backoff, capped at ``federation.retry_max_seconds``), and own
@@ -17,6 +19,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import grpc
@@ -26,7 +29,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.reporting.refusals import notice_refused_by_parent
 from node.reporting.reports import ReportKindName, build_reports, node_outbox
-from node.store import current_revision
+from node.store import ChangeWatch, current_revision
 from node.trust import channel_to, credentials_stamp, pki_directory
 
 if TYPE_CHECKING:
@@ -73,6 +76,10 @@ class ReportSender:
         self._stopping = threading.Event()
         self._changed_at: float | None = None
         self._seen_revision: int | None = None
+        # Idle passes look at the database files, not the database (node.store.ChangeWatch); the outbox's next
+        # due time is kept from the last real look.
+        self._watch = ChangeWatch(node.engine)
+        self._next_attempt_at: datetime | None = None
         self._thread: threading.Thread | None = None
         # Unusable own credentials: how often in a row, when to try again (monotonic), the files' stamp then.
         self._credential_failures = 0
@@ -286,14 +293,17 @@ class ReportSender:
         with self._send_lock:
             self._reset_channel()
 
-    def _seconds_until_due(self) -> float:
+    def _seconds_until_due(self, *, look: bool = True) -> float:
         """Seconds until the oldest pending report is due (0: now; infinity: nothing pending).
 
+        ``look=False``: from the outbox as last read (the loop's idle passes, when nothing wrote to the database).
         While own credentials are unusable, not before their retry: a report never attempted is due at once,
         and the loop must not spin on it.
         """
-        with self.node.engine.connect() as conn:
-            next_at = self._outbox.next_attempt_at(conn)
+        if look:
+            with self.node.engine.connect() as conn:
+                self._next_attempt_at = self._outbox.next_attempt_at(conn)
+        next_at = self._next_attempt_at
         if next_at is None:
             return math.inf
         due = max((next_at - self.node.now()).total_seconds(), 0.0)
@@ -323,6 +333,7 @@ class ReportSender:
         # Also without a wake-up the loop looks at the outbox this often: a report queued or made due elsewhere
         # (``report_now`` on another thread, another process) is delivered, or retried at its backoff, in time.
         check_every = min(max(federation.retry_base_seconds, MIN_OUTBOX_CHECK_SECONDS), MAX_OUTBOX_CHECK_SECONDS)
+        woken = True
         while not self._stopping.is_set():
             try:
                 # Cleared before acting: a wake-up while this pass runs makes the next pass start at once.
@@ -330,22 +341,28 @@ class ReportSender:
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
-                if on_change:
+                # A wake-up (a report built, a change notified) or a write seen in the files: read the database.
+                look = self._watch.changed() or woken
+                if on_change and look:
                     self._poll_revision()
                 changed_at = self._changed_at
+                acted = False
                 if changed_at is not None and time.monotonic() - changed_at >= debounce:
                     self._changed_at = None
                     self.report_now("incremental", only_if_changed=True)
-                elif self._seconds_until_due() <= 0:
+                    acted = True
+                elif self._seconds_until_due(look=look) <= 0:
                     self.send_pending()
-                wait = min(self._seconds_until_due(), check_every)
+                    acted = True
+                wait = min(self._seconds_until_due(look=acted), check_every)
                 if on_change:
                     wait = min(wait, CHANGE_POLL_SECONDS)
                 changed_at = self._changed_at
                 if changed_at is not None:
                     wait = min(wait, max(changed_at + debounce - time.monotonic(), 0.0))
-                self._wake.wait(wait)
+                woken = self._wake.wait(wait)
             except Exception:
                 # The loop must survive a bad moment (database locked, parent gone); the outbox keeps the data.
                 log.exception("report sender loop of %s failed; continuing", self.node.config.id)
                 self._stopping.wait(1.0)
+                woken = True

@@ -2,6 +2,7 @@
 
 from node.store.all_models import ALL_METADATA
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
+from node.store.change_watch import ChangeWatch, sqlite_files
 from node.store.counters import (
     REVISION_COUNTER,
     compare_and_set_counter,
@@ -73,6 +74,7 @@ __all__ = [
     "AuditLogEntry",
     "Base",
     "Case",
+    "ChangeWatch",
     "ChildActivityCount",
     "ChildBucket",
     "ChildCatalogue",
@@ -117,6 +119,7 @@ __all__ = [
     "revision_known",
     "schema_state",
     "set_counter",
+    "sqlite_files",
     "to_micros",
     "upgrade_sql",
 ]
