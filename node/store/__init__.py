@@ -33,7 +33,7 @@ from node.store.database import (
     upgrade_sql,
 )
 from node.store.directive_models import DIRECTIVE_ID_MAX, NODE_ID_MAX, Directive, DirectiveEvent, DirectiveOutboxEntry
-from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue
+from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue, ChildMonthBucket
 from node.store.models import (
     Base,
     Case,
@@ -76,6 +76,7 @@ __all__ = [
     "ChildActivityCount",
     "ChildBucket",
     "ChildCatalogue",
+    "ChildMonthBucket",
     "Complaint",
     "Completion",
     "Directive",
