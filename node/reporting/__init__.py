@@ -16,7 +16,7 @@ from node.reporting.catalogues import (
 )
 from node.reporting.children import apply_child_reports, check_children_staleness
 from node.reporting.integrity import ChildFiguresCheck, child_figures_differences
-from node.reporting.month_rollup import child_sums, month_rollup_differences, split_period
+from node.reporting.month_rollup import child_sums, month_rollup_differences, refresh_child_months, split_period
 from node.reporting.refusals import notice_child_refused, notice_refused_by_parent, resync_command
 from node.reporting.reports import build_reports, node_outbox, outbox_overflow_count
 from node.reporting.resync import RESYNC_ACTION, ResyncResult, parent_head, resync_reports
@@ -56,6 +56,7 @@ __all__ = [
     "notice_refused_by_parent",
     "outbox_overflow_count",
     "parent_head",
+    "refresh_child_months",
     "resync_command",
     "resync_reports",
     "split_period",
