@@ -9,7 +9,7 @@ at its ends from the day buckets, so month and period figures cost a few rows pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, cast
@@ -128,7 +128,7 @@ def split_period(day_from: date | None, day_to: date | None) -> PeriodSplit:
     return PeriodSplit(first_whole, last_whole, False, tuple(edges))
 
 
-def _group_key(row: Mapping[str, Any], group: Sequence[str], month: str | None) -> tuple[str, ...]:
+def _group_key(row: Any, group: Sequence[str], month: str | None) -> tuple[str, ...]:
     key = []
     for name in group:
         if name == "month" and month is not None:
