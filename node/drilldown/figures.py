@@ -28,7 +28,7 @@ from node.reporting import (
     children_status,
     subtree_completeness,
 )
-from node.store import ActivityCount, ChildActivityCount, ChildBucket, Item, MetricBucket
+from node.store import ActivityCount, ChildActivityCount, ChildBucket, Item, MetricBucket, month_start_sql
 from node.supervision import CatalogueFigures, catalogue_figures
 
 SUMMARY_DEFAULT_PAGE_SIZE = 1000
@@ -206,13 +206,6 @@ def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: 
     return grouped
 
 
-def _fold_days_to_months(rows: Mapping[str, CounterDict]) -> dict[str, CounterDict]:
-    months: dict[str, CounterDict] = {}
-    for day, values in rows.items():
-        _add_into(months.setdefault(day[:7], _zero_counters()), values)
-    return months
-
-
 def _item_labels(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(codes))
     if not wanted:
@@ -273,10 +266,13 @@ def answer_summary(
                 for metric_kind, count in counts.items():
                     activity[metric_kind] = activity.get(metric_kind, 0) + count
         else:
-            column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
-            rows = _own_grouped(conn, request, column_key)
             if group_by == GROUP_MONTH:
-                rows = _fold_days_to_months(rows)
+                # Summed per month in the database: a month's first day as the key, shown as 'YYYY-MM'.
+                by_month = _own_grouped(conn, request, month_start_sql(conn, MetricBucket.day))
+                rows = {key[:7]: values for key, values in by_month.items()}
+            else:
+                column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
+                rows = _own_grouped(conn, request, column_key)
             child_group = {GROUP_ITEM: "basic_code", GROUP_DAY: "day", GROUP_MONTH: "month"}[group_by]
             for key, values in _children_grouped(conn, request, child_group).items():
                 _add_into(rows.setdefault(key, _zero_counters()), values)
@@ -418,15 +414,8 @@ def _monthly_by_entry(conn: Connection, request: dd.RankingRequest, own_id: str)
     )
     for (child_id, month), values in sums.items():
         result.setdefault(child_id, {})[month] = values
-    keys = [MetricBucket.day]
-    statement = (
-        select(*keys, *_sum_columns(MetricBucket)).where(*_bucket_filters(MetricBucket, request)).group_by(*keys)
-    )
-    for row in conn.execute(statement):
-        mapping = row._mapping
-        month = str(mapping["day"])[:7]
-        values = {name: mapping[name] for name in COUNTER_FIELDS}
-        _add_into(result.setdefault(own_id, {}).setdefault(month, _zero_counters()), values)
+    for month, values in _own_grouped(conn, request, month_start_sql(conn, MetricBucket.day)).items():
+        result.setdefault(own_id, {})[month[:7]] = values
     return result
 
 

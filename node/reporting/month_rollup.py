@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Date, Table, delete, func, literal, select
-from sqlalchemy import cast as sql_cast
+from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from federation import COUNTER_FIELDS
-from node.store import ChildBucket, ChildMonthBucket
+from node.store import ChildBucket, ChildMonthBucket, month_start_sql
 
 _days = cast(Table, ChildBucket.__table__)
 _months = cast(Table, ChildMonthBucket.__table__)
@@ -53,9 +52,7 @@ def _month_runs(months: Iterable[date]) -> list[tuple[date, date]]:
 
 def _month_expression(conn: Connection, day: Any) -> ColumnElement[Any]:
     """The first day of a day column's month, in SQL (a date on PostgreSQL, ISO text as SQLite stores dates)."""
-    if conn.dialect.name == "postgresql":
-        return sql_cast(func.date_trunc("month", day), Date)
-    return func.substr(day, 1, 7).concat(literal("-01"))
+    return month_start_sql(conn, day)
 
 
 def months_touched(days: Iterable[date], windows: Iterable[tuple[date, date]] = ()) -> set[date]:
