@@ -22,7 +22,7 @@ from federation import COUNTER_FIELDS, AcceptedReport, DriverStatement
 from federation.proto.v1.report_pb2 import ReportKind
 from node.notify import NoticeKind, notify_operators, notify_operators_resolved
 from node.reporting.catalogues import store_child_catalogues
-from node.reporting.month_rollup import months_touched, refresh_child_months
+from node.reporting.month_rollup import RollupScope, refresh_child_months
 from node.reporting.subtree import ChildStatus, children_status
 from node.store import ChildActivityCount, ChildBucket, dialect_insert, next_revision
 
@@ -168,11 +168,11 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     upsert = _CHILD_BUCKET_UPSERT[conn.dialect.name]
     revision = next_revision(conn, len(reports)) - len(reports)
     pending: list[Any] = []
-    touched: dict[str, set[date]] = {}
+    touched: dict[str, RollupScope] = {}
     for report in reports:
         revision += 1
         body = report.body
-        touched.setdefault(report.child_id, set()).update(_months_of(body))
+        _scope_of(body, touched.setdefault(report.child_id, RollupScope()))
         pending.extend(_bucket_rows(conn, upsert, report, revision))
         # Activity counts are few (directives and measures, not cases): applied per report, in order.
         _apply_activity(conn, report, revision)
@@ -192,18 +192,18 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     if pending:
         upsert.execute_many(conn, pending)
     # The month roll-up follows the day buckets in the same transaction, once per child and batch.
-    for child_id, months in sorted(touched.items()):
-        refresh_child_months(conn, child_id, months)
+    for child_id, scope in sorted(touched.items()):
+        refresh_child_months(conn, child_id, scope)
     store_child_catalogues(conn, reports)
 
 
-def _months_of(body: Any) -> set[date]:
-    """The months whose day buckets applying this report may change: its buckets' days, a FULL report's window."""
-    days = {date.fromisoformat(day) for day in {bucket.day for bucket in body.buckets}}
-    windows = []
+def _scope_of(body: Any, scope: RollupScope) -> None:
+    """What applying this report may change in the roll-up: its buckets' keys; a FULL report's whole window."""
+    scope.add_days(
+        (date.fromisoformat(bucket.day), bucket.basic_code, bucket.item_type_code) for bucket in body.buckets
+    )
     if body.kind == ReportKind.REPORT_KIND_FULL:
-        windows.append((date.fromisoformat(body.window_start_day), date.fromisoformat(body.window_end_day)))
-    return months_touched(days, windows)
+        scope.add_window(date.fromisoformat(body.window_start_day), date.fromisoformat(body.window_end_day))
 
 
 def check_children_staleness(node: Node) -> list[ChildStatus]:

@@ -10,11 +10,11 @@ at its ends from the day buckets, so month and period figures cost a few rows pe
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy import Connection, Table, delete, func, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from federation import COUNTER_FIELDS
@@ -66,21 +66,68 @@ def months_touched(days: Iterable[date], windows: Iterable[tuple[date, date]] = 
     return months
 
 
-def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date]) -> None:
-    """Rewrite the child's roll-up rows of these months (first days) from its day buckets; one run at a time."""
+ItemKey = tuple[str, str]
+
+
+@dataclass(slots=True)
+class RollupScope:
+    """What of one child's roll-up a batch of its reports may have changed: whole months, or keys of a month."""
+
+    months: set[date] = field(default_factory=set)
+    keys: dict[date, set[ItemKey]] = field(default_factory=dict)
+
+    def add_days(self, buckets: Iterable[tuple[date, str, str]]) -> None:
+        """The (day, basic code, item type) keys an incremental report named."""
+        for day, basic_code, item_type_code in buckets:
+            self.keys.setdefault(month_start(day), set()).add((basic_code, item_type_code))
+
+    def add_window(self, first: date, last: date) -> None:
+        """Every month of a FULL report's window (it may zero any key there)."""
+        self.months |= months_touched((), [(first, last)])
+
+
+# Above this many keys of one month, the whole month is summed again (one range read instead of a long key list).
+_KEYED_REFRESH_MAX = 200
+
+
+def _source(conn: Connection, child_id: str, first: date, end: date) -> Any:
     c = _days.c
-    for first, end in _month_runs(months):
+    month = _month_expression(conn, c.day)
+    return (
+        select(c.child_id, month, c.basic_code, c.item_type_code, *(func.sum(c[name]) for name in COUNTER_FIELDS))
+        .where(c.child_id == child_id, c.day >= first, c.day < end)
+        .group_by(c.child_id, month, c.basic_code, c.item_type_code)
+    )
+
+
+_ROLLUP_COLUMNS = ["child_id", "month", "basic_code", "item_type_code", *COUNTER_FIELDS]
+
+
+def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date] | RollupScope) -> None:
+    """Rewrite the child's roll-up rows of these months (first days), or of a scope's keys, from its day buckets."""
+    scope = months if isinstance(months, RollupScope) else RollupScope(months=set(months))
+    whole = set(scope.months)
+    keyed = {month: keys for month, keys in scope.keys.items() if month not in whole}
+    whole |= {month for month, keys in keyed.items() if len(keys) > _KEYED_REFRESH_MAX}
+    for first, end in _month_runs(whole):
+        m = _months.c
+        conn.execute(delete(_months).where(m.child_id == child_id, m.month >= first, m.month < end))
+        conn.execute(_months.insert().from_select(_ROLLUP_COLUMNS, _source(conn, child_id, first, end)))
+    for month, keys in sorted(keyed.items()):
+        if month in whole:
+            continue
+        # Only the named keys of the month: an incremental report's few changed buckets.
+        pairs = sorted(keys)
+        m = _months.c
         conn.execute(
-            delete(_months).where(_months.c.child_id == child_id, _months.c.month >= first, _months.c.month < end)
+            delete(_months).where(
+                m.child_id == child_id, m.month == month, tuple_(m.basic_code, m.item_type_code).in_(pairs)
+            )
         )
-        month = _month_expression(conn, c.day)
-        source = (
-            select(c.child_id, month, c.basic_code, c.item_type_code, *(func.sum(c[name]) for name in COUNTER_FIELDS))
-            .where(c.child_id == child_id, c.day >= first, c.day < end)
-            .group_by(c.child_id, month, c.basic_code, c.item_type_code)
+        source = _source(conn, child_id, month, next_month(month)).where(
+            tuple_(_days.c.basic_code, _days.c.item_type_code).in_(pairs)
         )
-        columns = ["child_id", "month", "basic_code", "item_type_code", *COUNTER_FIELDS]
-        conn.execute(_months.insert().from_select(columns, source))
+        conn.execute(_months.insert().from_select(_ROLLUP_COLUMNS, source))
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +293,7 @@ def child_sums_from_days(conn: Connection) -> dict[tuple[str, ...], CounterDict]
 __all__ = [
     "GROUPS",
     "PeriodSplit",
+    "RollupScope",
     "child_sums",
     "child_sums_from_days",
     "month_rollup_differences",

@@ -146,6 +146,10 @@ def test_rollup_follows_reports_that_add_replace_extend_and_zero(migrated_engine
     ]
     _apply(engine, batch)
     _assert_rollup_matches(engine, rng)
+    # An incremental report naming more keys of one month than are refreshed key by key: the whole month again.
+    many = [(date(2026, 2, 1 + index % 28), f"{index:010d}", "01", index + 1) for index in range(250)]
+    _apply(engine, [_report("gd.b", 5, many)])
+    _assert_rollup_matches(engine, rng)
 
 
 def _from_days_list(engine: Engine, child_id: str) -> list[tuple[date, str, str, int]]:
