@@ -11,12 +11,17 @@ province (signed, routed, the answer verified through its chain, as the console 
 ratio page ÷ queries is the console's own cost; pages that read only the province's database have no baseline.
 
 Target: every page < 300 ms server time (median). Usage: python bench/console.py [--scale 5] [--iterations 20]
+[--dir DIR] (``--dir`` keeps the built tree's data there and restarts it on the next run: set-up at --scale 50 takes
+over 10 minutes on the loaded development machine).
 
-Measured on the 2-core development machine (shared): at --scale 5 (18,000 cases) every page's median is under
-300 ms (slowest: scores 238 ms, subordinates 197 ms, overview 173 ms); at --scale 50 (180,000 cases) the three
-pages that aggregate the subtree are not (overview 582 ms, subordinates 709 ms, scores 1,055 ms), and their bare
-drill-down queries alone take as long (overview 0.62x, subordinates 0.81x their queries run one after the other):
-the time is in the province's answers (summary by month, ranking by score over child_buckets), not the console.
+Before the children's month roll-up (child_month_buckets, node/reporting/month_rollup.py), at --scale 50 (180,000
+cases) the three pages that aggregate the subtree were over target (overview 582 ms, subordinates 709 ms, scores
+1,055 ms): the time was in the province's summaries by child and month and its ranking by score, which summed every
+day bucket of every child. They now read whole months from the roll-up (a few rows per child) and only the partial
+months at a period's ends from the day buckets; the node's own figures are summed per month in the database.
+Measured 2026-12-06 at --scale 50 on the 2-core development machine shared with other jobs (load average 10-50):
+overview 167 ms (1.14x its bare drill-down), subordinates 205 ms (1.93x), scores 152 ms; every page under 300 ms.
+--scale 278 (1M cases) was not run: its set-up alone would take about an hour on that machine.
 """
 
 from __future__ import annotations
