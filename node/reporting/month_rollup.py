@@ -22,7 +22,6 @@ from node.store import ChildBucket, ChildMonthBucket, month_start_sql
 
 _days = cast(Table, ChildBucket.__table__)
 _months = cast(Table, ChildMonthBucket.__table__)
-_ROLLUP_KEYS = ("child_id", "basic_code", "item_type_code")
 # What a child sum may be grouped by: the child, its month ('YYYY-MM'), the item's basic code or type.
 GROUPS = ("child_id", "month", "basic_code", "item_type_code")
 
@@ -48,11 +47,6 @@ def _month_runs(months: Iterable[date]) -> list[tuple[date, date]]:
         else:
             runs.append((month, next_month(month)))
     return runs
-
-
-def _month_expression(conn: Connection, day: Any) -> ColumnElement[Any]:
-    """The first day of a day column's month, in SQL (a date on PostgreSQL, ISO text as SQLite stores dates)."""
-    return month_start_sql(conn, day)
 
 
 def months_touched(days: Iterable[date], windows: Iterable[tuple[date, date]] = ()) -> set[date]:
@@ -92,7 +86,7 @@ _KEYED_REFRESH_MAX = 200
 
 def _source(conn: Connection, child_id: str, first: date, end: date) -> Any:
     c = _days.c
-    month = _month_expression(conn, c.day)
+    month = month_start_sql(conn, c.day)
     return (
         select(c.child_id, month, c.basic_code, c.item_type_code, *(func.sum(c[name]) for name in COUNTER_FIELDS))
         .where(c.child_id == child_id, c.day >= first, c.day < end)
@@ -275,7 +269,7 @@ def month_rollup_differences(conn: Connection, limit: int = 20) -> list[str]:
 def child_sums_from_days(conn: Connection) -> dict[tuple[str, ...], CounterDict]:
     """Σ ``child_buckets`` per (child, month 'YYYY-MM', basic code, item type), straight from the day buckets."""
     c = _days.c
-    month = _month_expression(conn, c.day).label("month")
+    month = month_start_sql(conn, c.day).label("month")
     keys = [c.child_id, month, c.basic_code, c.item_type_code]
     rows = conn.execute(
         select(*keys, *(func.sum(c[name]).label(name) for name in COUNTER_FIELDS)).group_by(
