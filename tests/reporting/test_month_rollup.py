@@ -215,3 +215,38 @@ def test_split_period_covers_each_day_once(day_from: date | None, day_to: date |
         wanted = (day_from is None or day >= day_from) and (day_to is None or day <= day_to)
         assert int(in_months) + in_edges == int(wanted), day
         day += timedelta(days=1)
+
+
+def test_migration_0016_fills_the_rollup_from_the_day_buckets_held(db_url: str) -> None:
+    from node.store import make_engine, migrate
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0015")
+        rng = random.Random(16)
+        rows = [
+            {
+                "child_id": child_id,
+                "day": day,
+                "basic_code": code,
+                "item_type_code": item_type,
+                "revision": 1,
+                **dict.fromkeys(COUNTER_FIELDS, 0),
+                "received": value,
+                "completed": value // 2,
+            }
+            for child_id in ("gd.a", "gd.b")
+            for day, code, item_type, value in _random_buckets(rng, START, 90, 50)
+        ]
+        with engine.begin() as conn:
+            conn.execute(ChildBucket.__table__.insert(), rows)
+        migrate(engine)
+        with engine.connect() as conn:
+            assert month_rollup_differences(conn) == []
+            stored = conn.execute(select(func.count()).select_from(ChildMonthBucket.__table__)).scalar_one()
+            totals = child_sums(conn, ("child_id",))
+        assert stored > 0
+        for child_id in ("gd.a", "gd.b"):
+            assert totals[child_id,]["received"] == sum(row["received"] for row in rows if row["child_id"] == child_id)
+    finally:
+        engine.dispose()
