@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from federation import COUNTER_FIELDS, AcceptedReport
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
@@ -224,7 +224,7 @@ def test_migration_0016_fills_the_rollup_from_the_day_buckets_held(db_url: str) 
     try:
         migrate(engine, "0015")
         rng = random.Random(16)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "child_id": child_id,
                 "day": day,
@@ -239,7 +239,7 @@ def test_migration_0016_fills_the_rollup_from_the_day_buckets_held(db_url: str) 
             for day, code, item_type, value in _random_buckets(rng, START, 90, 50)
         ]
         with engine.begin() as conn:
-            conn.execute(ChildBucket.__table__.insert(), rows)
+            conn.execute(insert(ChildBucket), rows)
         migrate(engine)
         with engine.connect() as conn:
             assert month_rollup_differences(conn) == []
