@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument(
         "--dir", type=Path, help="keep the tree's data here (nodes stopped after the run); a kept tree is restarted"
     )
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds to let the started tree's first reports and scans finish"
+    )
     parser.add_argument("--setup-timeout", type=float, default=3600.0, help="seconds the nodes' set-up may take")
     args = parser.parse_args()
     topology = _topology(args.scale)
@@ -247,7 +250,7 @@ def main() -> None:
                 progress=lambda message: print(f"  {message}", flush=True),
             )
         try:
-            time.sleep(3)  # the first reports and rule scans roll up
+            time.sleep(args.settle)  # the first reports and rule scans roll up
             results = bench(state, args.iterations)
         finally:
             down(directory)
