@@ -19,9 +19,10 @@ cases) the three pages that aggregate the subtree were over target (overview 582
 1,055 ms): the time was in the province's summaries by child and month and its ranking by score, which summed every
 day bucket of every child. They now read whole months from the roll-up (a few rows per child) and only the partial
 months at a period's ends from the day buckets; the node's own figures are summed per month in the database.
-Measured 2026-12-06 at --scale 50 on the 2-core development machine shared with other jobs (load average 10-50):
-overview 167 ms (1.14x its bare drill-down), subordinates 205 ms (1.93x), scores 152 ms; every page under 300 ms.
---scale 278 (1M cases) was not run: its set-up alone would take about an hour on that machine.
+Measured 2026-12-06 on the 2-core development machine shared with other jobs (load average 10-50), every page under
+300 ms: at --scale 50 overview 167 ms (1.14x its bare drill-down), subordinates 205 ms (1.93x), scores 152 ms; at
+--scale 100 (360,000 cases, kept tree restarted with --settle 60) overview 149 ms (1.05x), subordinates 122 ms
+(1.43x), scores 176 ms. --scale 278 (1M cases) was not run: its set-up alone would take about an hour there.
 """
 
 from __future__ import annotations
