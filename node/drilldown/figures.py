@@ -23,11 +23,12 @@ from node.drilldown.query_terms import day_range, decode_page_token, encode_page
 from node.reporting import (
     ChildStatus,
     catalogue_message,
+    child_sums,
     children_catalogues,
     children_status,
     subtree_completeness,
 )
-from node.store import ActivityCount, ChildActivityCount, ChildBucket, Item, MetricBucket
+from node.store import ActivityCount, ChildActivityCount, ChildBucket, Item, MetricBucket, month_start_sql
 from node.supervision import CatalogueFigures, catalogue_figures
 
 SUMMARY_DEFAULT_PAGE_SIZE = 1000
@@ -145,11 +146,28 @@ def _own_total(conn: Connection, request: dd.SummaryRequest | dd.RankingRequest)
 
 
 def _children_grouped(
-    conn: Connection, request: dd.SummaryRequest | dd.RankingRequest, key: Any
+    conn: Connection, request: dd.SummaryRequest | dd.RankingRequest, group: str
 ) -> dict[str, CounterDict]:
-    conditions = _bucket_filters(ChildBucket, request)
-    statement = select(key.label("key"), *_sum_columns(ChildBucket)).where(*conditions).group_by(key)
-    return {str(row.key): {name: int(row._mapping[name]) for name in COUNTER_FIELDS} for row in conn.execute(statement)}
+    """Σ of the children's buckets with the request's filters, by child_id, basic_code, month ('YYYY-MM') or day.
+
+    All but days read whole months from the children's month roll-up (node.reporting.child_sums): the same sums.
+    """
+    if group == "day":
+        conditions = _bucket_filters(ChildBucket, request)
+        statement = select(ChildBucket.day.label("key"), *_sum_columns(ChildBucket)).where(*conditions)
+        statement = statement.group_by(ChildBucket.day)
+        rows = conn.execute(statement)
+        return {str(row.key): {name: int(row._mapping[name]) for name in COUNTER_FIELDS} for row in rows}
+    start, end = day_range(request.day_from, request.day_to)
+    sums = child_sums(
+        conn,
+        (group,),
+        day_from=start,
+        day_to=end,
+        basic_code=request.basic_code,
+        item_type_code=getattr(request, "item_type_code", ""),
+    )
+    return {key[0]: values for key, values in sums.items()}
 
 
 def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tuple[date, str], CounterDict]:
@@ -188,13 +206,6 @@ def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: 
     return grouped
 
 
-def _fold_days_to_months(rows: Mapping[str, CounterDict]) -> dict[str, CounterDict]:
-    months: dict[str, CounterDict] = {}
-    for day, values in rows.items():
-        _add_into(months.setdefault(day[:7], _zero_counters()), values)
-    return months
-
-
 def _item_labels(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(codes))
     if not wanted:
@@ -228,7 +239,7 @@ def answer_summary(
             rows = _fold_records(own_counters_from_records(node, request), group_by)
             completeness = Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
         elif group_by == GROUP_CHILD:
-            rows = _children_grouped(conn, request, ChildBucket.child_id)
+            rows = _children_grouped(conn, request, "child_id")
             rows[node.config.id] = _own_total(conn, request)
             for state in states:
                 rows.setdefault(state.child_id, _zero_counters())
@@ -255,13 +266,16 @@ def answer_summary(
                 for metric_kind, count in counts.items():
                     activity[metric_kind] = activity.get(metric_kind, 0) + count
         else:
-            column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
-            child_key = ChildBucket.basic_code if group_by == GROUP_ITEM else ChildBucket.day
-            rows = _own_grouped(conn, request, column_key)
-            for key, values in _children_grouped(conn, request, child_key).items():
-                _add_into(rows.setdefault(key, _zero_counters()), values)
             if group_by == GROUP_MONTH:
-                rows = _fold_days_to_months(rows)
+                # Summed per month in the database: a month's first day as the key, shown as 'YYYY-MM'.
+                by_month = _own_grouped(conn, request, month_start_sql(conn, MetricBucket.day))
+                rows = {key[:7]: values for key, values in by_month.items()}
+            else:
+                column_key = MetricBucket.basic_code if group_by == GROUP_ITEM else MetricBucket.day
+                rows = _own_grouped(conn, request, column_key)
+            child_group = {GROUP_ITEM: "basic_code", GROUP_DAY: "day", GROUP_MONTH: "month"}[group_by]
+            for key, values in _children_grouped(conn, request, child_group).items():
+                _add_into(rows.setdefault(key, _zero_counters()), values)
         labels = _item_labels(conn, rows) if group_by == GROUP_ITEM else {}
     total = _zero_counters()
     for values in rows.values():
@@ -332,7 +346,7 @@ def answer_ranking(node: Node, request: dd.RankingRequest) -> tuple[dd.RankingAn
         )
     with node.engine.connect() as conn:
         states = {state.child_id: state for state in children_status(node, conn)}
-        rows = _children_grouped(conn, request, ChildBucket.child_id)
+        rows = _children_grouped(conn, request, "child_id")
         own = _own_total(conn, request)
         activity = _activity_by_source(conn, request) if activity_metric is not None else {}
     entries: list[dd.RankingRow] = []
@@ -402,16 +416,19 @@ MonthlyCounters = dict[str, dict[str, CounterDict]]
 def _monthly_by_entry(conn: Connection, request: dd.RankingRequest, own_id: str) -> MonthlyCounters:
     """Entry (a child, or this node for its own buckets) → 'YYYY-MM' → summed counters, with the request's filters."""
     result: MonthlyCounters = {}
-    sources: tuple[tuple[Any, Any], ...] = ((ChildBucket, ChildBucket.child_id), (MetricBucket, None))
-    for table, entry_key in sources:
-        keys = [table.day] if entry_key is None else [entry_key.label("entry"), table.day]
-        statement = select(*keys, *_sum_columns(table)).where(*_bucket_filters(table, request)).group_by(*keys)
-        for row in conn.execute(statement):
-            mapping = row._mapping
-            entry = own_id if entry_key is None else str(mapping["entry"])
-            month = str(mapping["day"])[:7]
-            values = {name: mapping[name] for name in COUNTER_FIELDS}
-            _add_into(result.setdefault(entry, {}).setdefault(month, _zero_counters()), values)
+    start, end = day_range(request.day_from, request.day_to)
+    sums = child_sums(
+        conn,
+        ("child_id", "month"),
+        day_from=start,
+        day_to=end,
+        basic_code=request.basic_code,
+        item_type_code=getattr(request, "item_type_code", ""),
+    )
+    for (child_id, month), values in sums.items():
+        result.setdefault(child_id, {})[month] = values
+    for month, values in _own_grouped(conn, request, month_start_sql(conn, MetricBucket.day)).items():
+        result.setdefault(own_id, {})[month[:7]] = values
     return result
 
 

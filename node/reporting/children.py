@@ -4,7 +4,8 @@ Applying a child's report (inside the receiver's transaction): bump this node's 
 the child's buckets with it (INCREMENTAL); a FULL report also zeroes the child's buckets in its window that the
 report does not name (zeroed, not deleted, so the change itself reaches the next report up). The report's
 supervision activity counts go to child_activity_counts the same way (upserted; a FULL report zeroes the child's
-unnamed keys of its window). Each child's latest item-register figures go to child_catalogues.
+unnamed keys of its window). Each child's latest item-register figures go to child_catalogues. The months of
+the child's day buckets that a batch touched are then rewritten in child_month_buckets (node.reporting.month_rollup).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from federation import COUNTER_FIELDS, AcceptedReport, DriverStatement
 from federation.proto.v1.report_pb2 import ReportKind
 from node.notify import NoticeKind, notify_operators, notify_operators_resolved
 from node.reporting.catalogues import store_child_catalogues
+from node.reporting.month_rollup import RollupScope, refresh_child_months
 from node.reporting.subtree import ChildStatus, children_status
 from node.store import ChildActivityCount, ChildBucket, dialect_insert, next_revision
 
@@ -166,9 +168,11 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     upsert = _CHILD_BUCKET_UPSERT[conn.dialect.name]
     revision = next_revision(conn, len(reports)) - len(reports)
     pending: list[Any] = []
+    touched: dict[str, RollupScope] = {}
     for report in reports:
         revision += 1
         body = report.body
+        _scope_of(body, touched.setdefault(report.child_id, RollupScope()))
         pending.extend(_bucket_rows(conn, upsert, report, revision))
         # Activity counts are few (directives and measures, not cases): applied per report, in order.
         _apply_activity(conn, report, revision)
@@ -187,7 +191,19 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
             )
     if pending:
         upsert.execute_many(conn, pending)
+    # The month roll-up follows the day buckets in the same transaction, once per child and batch.
+    for child_id, scope in sorted(touched.items()):
+        refresh_child_months(conn, child_id, scope)
     store_child_catalogues(conn, reports)
+
+
+def _scope_of(body: Any, scope: RollupScope) -> None:
+    """What applying this report may change in the roll-up: its buckets' keys; a FULL report's whole window."""
+    scope.add_days(
+        (date.fromisoformat(bucket.day), bucket.basic_code, bucket.item_type_code) for bucket in body.buckets
+    )
+    if body.kind == ReportKind.REPORT_KIND_FULL:
+        scope.add_window(date.fromisoformat(body.window_start_day), date.fromisoformat(body.window_end_day))
 
 
 def check_children_staleness(node: Node) -> list[ChildStatus]:

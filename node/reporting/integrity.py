@@ -4,6 +4,7 @@
 report sums, but they are plain rows: an edit at rest would be served upward as verified.
 ``child_figures_differences`` replays each child's stored envelopes (signature checked at the report's creation time,
 hash chain unbroken up to the held head) and names every row that differs from what those signed reports say.
+The children's month roll-up (``child_month_buckets``) is checked against the day buckets in the same snapshot.
 ``supnet metrics check`` and the scheduled integrity job run it.
 """
 
@@ -35,6 +36,7 @@ from federation import (
 )
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody, ReportKind
+from node.reporting.month_rollup import month_rollup_differences
 from node.store import ChildActivityCount, ChildBucket, ChildCatalogue
 from node.trust import node_trust
 
@@ -244,6 +246,8 @@ def _check_children(node: Node, conn: Connection) -> ChildFiguresCheck:
         replayed, found = _check_child(conn, verifier, child_id, head)
         reports += replayed
         differences.extend(found)
+    # The month roll-up is derived from the day buckets just checked: it must be their sum, row for row.
+    differences.extend(month_rollup_differences(conn, limit=MAX_DIFFERENCES_PER_CHILD))
     return ChildFiguresCheck(
         children=len(set(chains) | stored_children), reports=reports, differences=tuple(differences)
     )

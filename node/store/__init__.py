@@ -15,6 +15,7 @@ from node.store.counters import (
     lock_revision,
     locked_revision,
     lower_counter,
+    month_start_sql,
     next_revision,
     set_counter,
     to_micros,
@@ -34,7 +35,7 @@ from node.store.database import (
     upgrade_sql,
 )
 from node.store.directive_models import DIRECTIVE_ID_MAX, NODE_ID_MAX, Directive, DirectiveEvent, DirectiveOutboxEntry
-from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue
+from node.store.federation_models import ChildActivityCount, ChildBucket, ChildCatalogue, ChildMonthBucket
 from node.store.models import (
     Base,
     Case,
@@ -78,6 +79,7 @@ __all__ = [
     "ChildActivityCount",
     "ChildBucket",
     "ChildCatalogue",
+    "ChildMonthBucket",
     "Complaint",
     "Completion",
     "Directive",
@@ -114,6 +116,7 @@ __all__ = [
     "lower_counter",
     "make_engine",
     "migrate",
+    "month_start_sql",
     "next_revision",
     "require_current_schema",
     "revision_known",

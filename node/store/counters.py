@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, String, Table, bindparam, select, update
+from sqlalchemy import BigInteger, Connection, Date, String, Table, bindparam, cast, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from node.store.supervision_models import NodeCounter
 
@@ -36,6 +37,16 @@ __all__ = [
 REVISION_COUNTER = "metric_revision"
 
 _counters: Table = NodeCounter.__table__  # type: ignore[assignment]
+
+
+def month_start_sql(conn: Connection, day: Any) -> ColumnElement[Any]:
+    """The first day of a Date column's month in SQL, to group by month in the database (str(value)[:7]: 'YYYY-MM').
+
+    A date on PostgreSQL; ISO text on SQLite, where SQLAlchemy stores dates as 'YYYY-MM-DD'.
+    """
+    if conn.dialect.name == "postgresql":
+        return cast(func.date_trunc("month", day), Date)
+    return func.substr(day, 1, 7).concat(literal("-01"))
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, Table, func, select
 
 from node.config import ScoresConfig
 from node.errors import InvalidArgumentError
-from node.store import MetricBucket
+from node.store import MetricBucket, month_start_sql
 from node.supervision.metric_definitions import COUNTERS, GAUGES, derived_rates
 
 if TYPE_CHECKING:
@@ -402,16 +402,16 @@ def rank_scores(scores: Iterable[UnitScore]) -> list[RankedScore]:
 def monthly_counters(conn: Connection, first_day: date, end_day: date) -> dict[str, dict[str, dict[str, int]]]:
     """Department → 'YYYY-MM' → summed flow counters of the node's own buckets for days in [first_day, end_day)."""
     b = _buckets.c
-    # Summed per (department, day) in SQL; months are folded in Python so the query is the same on SQLite and PG.
+    # Summed per (department, month) in SQL: the month's first day (a date on PostgreSQL, ISO text on SQLite).
+    month_start = month_start_sql(conn, b.day).label("month")
     rows = conn.execute(
-        select(b.department, b.day, *(func.sum(b[name]).label(name) for name in FLOW_COUNTERS))
+        select(b.department, month_start, *(func.sum(b[name]).label(name) for name in FLOW_COUNTERS))
         .where(b.day >= first_day, b.day < end_day)
-        .group_by(b.department, b.day)
+        .group_by(b.department, month_start)
     ).mappings()
     result: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
     for row in rows:
-        day = row["day"] if isinstance(row["day"], date) else date.fromisoformat(str(row["day"]))
-        month = result[row["department"]].setdefault(f"{day.year:04d}-{day.month:02d}", dict.fromkeys(FLOW_COUNTERS, 0))
+        month = result[row["department"]].setdefault(str(row["month"])[:7], dict.fromkeys(FLOW_COUNTERS, 0))
         for name in FLOW_COUNTERS:
             month[name] += int(row[name] or 0)
     return dict(result)

@@ -1,8 +1,9 @@
 """A middle node's stored child figures are provably its children's signed reports (issue 16 point 1).
 
 A real tree over mutual TLS (``gd`` ← ``gd.a`` ← ``gd.a.x``), the middle node on SQLite and on PostgreSQL: an edit at
-rest of ``child_buckets`` older than the full-report window (so no report ever carries it) is served upward by the
-drill-down, but ``supnet metrics check`` at the city and ``supnet verify`` at the province now find and name it.
+rest of ``child_buckets`` older than the full-report window (so no report ever carries it), with its month roll-up
+rewritten to match, is served upward by the drill-down, but ``supnet metrics check`` at the city and ``supnet verify``
+at the province now find and name it. An edit of the day buckets alone is named by the roll-up check as well.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from federation import received_reports
 from node.cli import metrics_cmd
 from node.drilldown import verify_target
 from node.errors import ExitCode
-from node.reporting import child_figures_differences
+from node.reporting import child_figures_differences, refresh_child_months
 from node.store import ChildBucket, ChildCatalogue
 from tests.harness.tree import Tree
 
@@ -52,6 +53,8 @@ def inflate_oldest_bucket(tree: Tree, by: int = 500) -> str:
             .where(ChildBucket.child_id == "gd.a.x", ChildBucket.day == oldest)
             .values(received=ChildBucket.received + by)
         )
+        # The served month figures follow, as if the roll-up had been rewritten from the edited day buckets.
+        refresh_child_months(conn, "gd.a.x", [oldest.replace(day=1)])
     return str(oldest)
 
 
@@ -92,10 +95,28 @@ def test_an_edit_of_the_provinces_own_child_figures_is_named_too(tree: Tree) -> 
         conn.execute(
             update(ChildBucket).where(ChildBucket.child_id == "gd.a").values(red_cards=ChildBucket.red_cards + 1)
         )
+        months = conn.execute(select(ChildBucket.day).where(ChildBucket.child_id == "gd.a")).scalars()
+        refresh_child_months(conn, "gd.a", {day.replace(day=1) for day in months})
     result = verify_target(tree["gd"], "gd", tree.nodes["gd"].address)
     failed = [f for f in result.findings if not f.ok and not f.warning]
     assert any(f.node_id == "gd" and f.check == "served" and "gd.a red_cards" in f.detail for f in failed), failed
     assert not child_figures_differences(tree["gd"]).consistent
+
+
+def test_an_edit_of_the_day_buckets_alone_is_named_by_the_rollup_check(tree: Tree) -> None:
+    city = tree["gd.a"]
+    with city.engine.begin() as conn:
+        newest = conn.execute(select(func.max(ChildBucket.day)).where(ChildBucket.child_id == "gd.a.x")).scalar_one()
+        conn.execute(
+            update(ChildBucket)
+            .where(ChildBucket.child_id == "gd.a.x", ChildBucket.day == newest)
+            .values(yellow_cards=ChildBucket.yellow_cards + 2)
+        )
+    differences = child_figures_differences(city).differences
+    assert any(
+        f"child gd.a.x month {newest.isoformat()[:7]}" in line and "yellow_cards month roll-up" in line
+        for line in differences
+    ), differences
 
 
 def test_edited_registers_and_rewritten_envelopes_are_named(tree: Tree) -> None:
