@@ -11,6 +11,7 @@ allows. No database, no protobuf: pure functions over bytes and tuples.
 from __future__ import annotations
 
 import hashlib
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ Sums = tuple[int, ...]
 ZERO_SUMS: Sums = (0,) * len(SUM_FIELDS)
 EMPTY_DIGEST = bytes(32)
 _SUMS_FORMAT = f">{len(SUM_FIELDS)}q"
+# Both children's sums in one call: the same bytes as packing each with _SUMS_FORMAT and joining them.
+_PAIR_FORMAT = f">{2 * len(SUM_FIELDS)}q"
+_pack_pair = struct.Struct(_PAIR_FORMAT).pack
 _LEAF_TAG = b"\x00supnet-spotcheck-leaf"
 _NODE_TAG = b"\x01supnet-spotcheck-node"
 
@@ -53,12 +57,14 @@ def leaf_digest(salt: bytes, record_bytes: bytes) -> bytes:
 
 def inner_digest(left: bytes, left_sums: Sums, right: bytes, right_sums: Sums) -> bytes:
     """The digest of an inner node over both children's digests and sums."""
-    packed = struct.pack(_SUMS_FORMAT, *left_sums) + struct.pack(_SUMS_FORMAT, *right_sums)
-    return hashlib.sha256(_NODE_TAG + left + right + packed).digest()
+    if len(left_sums) != len(SUM_FIELDS) or len(right_sums) != len(SUM_FIELDS):
+        raise ValueError(f"a node sums one value per SUM_FIELDS entry ({len(SUM_FIELDS)})")
+    return hashlib.sha256(_NODE_TAG + left + right + _pack_pair(*left_sums, *right_sums)).digest()
 
 
 def _add(a: Sums, b: Sums) -> Sums:
-    return tuple(x + y for x, y in zip(a, b, strict=True))
+    # Lengths are checked where sums come in (SumTree, root_from_path): map is several times faster than zip here.
+    return tuple(map(operator.add, a, b))
 
 
 def _depth(leaf_count: int) -> int:
