@@ -25,9 +25,9 @@ from sqlalchemy import Connection, and_, func, select
 from federation import serialize
 from federation.proto.v1.spotcheck_pb2 import CommittedRecord
 from node.domain import WorkCalendar, due_at, is_early
+from node.spotcheck.tree import leaf_digest
 from node.store import Case, Completion, ItemVersion, Step
 from node.supervision import REFUSED_RESULT_CODES
-from node.spotcheck.tree import leaf_digest
 from node.trust import SigningIdentity
 
 __all__ = [
@@ -155,7 +155,7 @@ def _among(column: Any, values: list[str]) -> list[Any]:
 
 
 def _rows(conn: Connection, wanted: set[BucketKey]) -> Iterable[tuple[Any, ...]]:
-    """The cases accepted or completed on the keys' days (each once), as rows unpacked by position (the columns below)."""
+    """The cases accepted or completed on the keys' days (each once), unpacked by position."""
     basic_codes = sorted({basic for _day, basic, _type in wanted})
     returns = (
         select(func.count())
