@@ -26,7 +26,7 @@ from federation.proto.v1.spotcheck_pb2 import (
     SpotCheckRequest,
 )
 from node.errors import InvalidStateError
-from node.spotcheck.records import BucketKey, Leaf, bucket_leaves, leaf_sums, salt_key
+from node.spotcheck.records import BucketKey, Leaf, bucket_leaf_digests, bucket_leaves, leaf_sums, salt_key
 from node.spotcheck.tree import SumTree, leaf_digest
 from node.trust import SigningIdentity
 
@@ -51,10 +51,11 @@ def bucket_commitments(
     conn: Connection, identity: SigningIdentity, keys: Iterable[BucketKey]
 ) -> list[BucketCommitment]:
     """One commitment per bucket key with own records, in key order (inside the report builder's transaction)."""
-    leaves = bucket_leaves(conn, keys, salt_key(identity))
+    # Digests and sums only: no Leaf objects (masked names, record bytes kept) that only an opening needs.
+    leaves = bucket_leaf_digests(conn, keys, salt_key(identity))
     commitments = []
     for key in sorted(leaves):
-        tree = leaf_tree(leaves[key])
+        tree = SumTree(leaves[key])
         day, basic_code, item_type_code = key
         commitments.append(
             BucketCommitment(

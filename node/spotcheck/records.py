@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy import Connection, and_, func, select
 from federation import serialize
 from federation.proto.v1.spotcheck_pb2 import CommittedRecord
 from node.domain import WorkCalendar, due_at, is_early
+from node.spotcheck.tree import leaf_digest
 from node.store import Case, Completion, ItemVersion, Step
 from node.supervision import REFUSED_RESULT_CODES
 from node.trust import SigningIdentity
@@ -33,6 +34,7 @@ __all__ = [
     "BucketKey",
     "Leaf",
     "Mismatch",
+    "bucket_leaf_digests",
     "bucket_leaves",
     "leaf_sums",
     "rejudge",
@@ -52,9 +54,9 @@ def salt_key(identity: SigningIdentity) -> bytes:
     return hashlib.sha256(b"supnet spot-check salt key\x00" + raw).digest()
 
 
-def _salt(key: bytes, day: date, record: CommittedRecord) -> bytes:
+def _salt(key: bytes, day: date, role: str, case_no: str) -> bytes:
     # Keyed BLAKE2b is a MAC in one C call (an HMAC costs several Python-level steps per leaf).
-    message = f"{day.isoformat()}\x00{record.role}\x00{record.case_no}".encode()
+    message = f"{day.isoformat()}\x00{role}\x00{case_no}".encode()
     return hashlib.blake2b(message, key=key, digest_size=SALT_BYTES).digest()
 
 
@@ -101,9 +103,13 @@ def _text(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value is not None else ""
 
 
-def _versions(conn: Connection, codes: Iterable[str]) -> dict[str, list[Any]]:
+# An item version as the leaves need it: (effective_from or None, version, promised unit, legal unit).
+_Version = tuple[datetime | None, int, str, str]
+
+
+def _versions(conn: Connection, codes: Iterable[str]) -> dict[str, list[_Version]]:
     """Each item's versions, oldest first: the one in force at acceptance gives a case's units."""
-    versions: dict[str, list[Any]] = defaultdict(list)
+    versions: dict[str, list[_Version]] = defaultdict(list)
     wanted = sorted(set(codes))
     for start in range(0, len(wanted), 500):
         rows = conn.execute(
@@ -117,16 +123,16 @@ def _versions(conn: Connection, codes: Iterable[str]) -> dict[str, list[Any]]:
             .where(ItemVersion.implementation_code.in_(wanted[start : start + 500]))
             .order_by(ItemVersion.implementation_code, ItemVersion.version)
         )
-        for row in rows:
-            versions[row.implementation_code].append(row)
+        for code, version, effective_from, promised_unit, legal_unit in rows:
+            effective = _as_datetime(effective_from) if effective_from is not None else None
+            versions[code].append((effective, int(version), promised_unit, legal_unit))
     return versions
 
 
-def _version_at(versions: list[Any], accepted_at: datetime) -> Any:
+def _version_at(versions: list[_Version], accepted_at: datetime) -> _Version | None:
     chosen = versions[0] if versions else None
     for version in versions:
-        effective = _as_datetime(version.effective_from) if version.effective_from is not None else None
-        if effective is None or effective <= accepted_at:
+        if version[0] is None or version[0] <= accepted_at:
             chosen = version
     return chosen
 
@@ -148,11 +154,8 @@ def _among(column: Any, values: list[str]) -> list[Any]:
     return [column.in_(values)] if len(values) <= 200 else []
 
 
-def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> dict[BucketKey, list[Leaf]]:
-    """The committed leaves of each bucket key with own records, ordered by (role, case number)."""
-    wanted = set(keys)
-    if not wanted:
-        return {}
+def _rows(conn: Connection, wanted: set[BucketKey]) -> Iterable[tuple[Any, ...]]:
+    """The cases accepted or completed on the keys' days (each once), unpacked by position."""
     basic_codes = sorted({basic for _day, basic, _type in wanted})
     returns = (
         select(func.count())
@@ -180,8 +183,8 @@ def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> di
     )
     # Two reads, each on its own time column (one OR across both would scan every case).
     joined = select(*columns).select_from(Case).outerjoin(Completion, Completion.case_no == Case.case_no)
-    rows = {
-        row.case_no: row
+    return {
+        row[0]: row
         for start, end in _day_runs({day for day, _basic, _type in wanted})
         for condition in (
             and_(Case.accepted_at >= start, Case.accepted_at < end),
@@ -189,54 +192,122 @@ def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> di
         )
         for row in conn.execute(joined.where(condition, *_among(Case.basic_code, basic_codes)))
     }.values()
-    versions = _versions(conn, (row.implementation_code for row in rows))
-    leaves: dict[BucketKey, list[Leaf]] = defaultdict(list)
-    for row in rows:
-        accepted_at = _as_datetime(row.accepted_at)
-        completed_at = _as_datetime(row.completed_at) if row.completed_at is not None else None
-        version = _version_at(versions.get(row.implementation_code, []), accepted_at)
-        promised_due, legal_due = _as_datetime(row.promised_due_at), _as_datetime(row.legal_due_at)
+
+
+# One committed record as read: its bucket, its place in the bucket's order (role, case number), the record, its
+# salt, its sums (SUM_FIELDS order), and what is shown but not committed (department, applicant name unmasked).
+_Committed = tuple[BucketKey, tuple[int, str], CommittedRecord, bytes, tuple[int, ...], str, str]
+
+
+def _committed(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> Iterator[_Committed]:
+    """Every committed record of the bucket keys, in no particular order (one read for all keys, plain rows)."""
+    wanted = set(keys)
+    if not wanted:
+        return
+    rows = _rows(conn, wanted)
+    versions = _versions(conn, {row[1] for row in rows})
+    received_role, completed_role = _ROLE_ORDER[ROLE_RECEIVED], _ROLE_ORDER[ROLE_COMPLETED]
+    for (
+        case_no,
+        code,
+        basic_code,
+        item_type_code,
+        department,
+        applicant_name,
+        accepted,
+        promised_limit,
+        legal_limit,
+        promised_due_at,
+        legal_due_at,
+        clock_stop_workdays,
+        completed,
+        result_code,
+        return_steps,
+    ) in rows:
+        accepted_at = _as_datetime(accepted)
+        received_key = (accepted_at.date(), basic_code, item_type_code)
+        received = received_key in wanted
+        completed_at = completed_key = None
+        if completed is not None:
+            completed_at = _as_datetime(completed)
+            completed_key = (completed_at.date(), basic_code, item_type_code)
+            if completed_key not in wanted:
+                completed_key = None
+        if not received and completed_key is None:
+            continue  # a case of these days, but of a bucket not asked for
+        version = _version_at(versions.get(code, []), accepted_at)
+        promised_due, legal_due = _as_datetime(promised_due_at), _as_datetime(legal_due_at)
+        result = result_code or ""
+        returns = int(return_steps or 0)
         base: dict[str, Any] = dict(
-            case_no=row.case_no,
-            implementation_code=row.implementation_code,
-            basic_code=row.basic_code,
-            item_type_code=row.item_type_code,
-            item_version=int(version.version) if version is not None else 0,
-            promised_limit=int(row.promised_limit),
-            promised_limit_unit=version.promised_limit_unit if version is not None else "1",
-            legal_limit=int(row.legal_limit),
-            legal_limit_unit=version.legal_limit_unit if version is not None else "1",
+            case_no=case_no,
+            implementation_code=code,
+            basic_code=basic_code,
+            item_type_code=item_type_code,
+            item_version=version[1] if version is not None else 0,
+            promised_limit=int(promised_limit),
+            promised_limit_unit=version[2] if version is not None else "1",
+            legal_limit=int(legal_limit),
+            legal_limit_unit=version[3] if version is not None else "1",
             accepted_at=_text(accepted_at),
             completed_at=_text(completed_at),
-            clock_stop_workdays=int(row.clock_stop_workdays or 0),
+            clock_stop_workdays=int(clock_stop_workdays or 0),
             promised_due_at=_text(promised_due),
             legal_due_at=_text(legal_due),
-            result_code=row.result_code or "",
-            return_steps=int(row.return_steps or 0),
+            result_code=result,
+            return_steps=returns,
         )
-        shown = {"department": row.department, "applicant_masked": _mask(row.applicant_name or "")}
-        received_key = (accepted_at.date(), row.basic_code, row.item_type_code)
-        if received_key in wanted:
+        if received:
+            returned = returns > 0
+            record = CommittedRecord(role=ROLE_RECEIVED, counted_received=True, counted_returned=returned, **base)
+            sums = (1, 1, 0, 0, 0, 0, 0, int(returned))
+            salt = _salt(key, received_key[0], ROLE_RECEIVED, case_no)
+            yield received_key, (received_role, case_no), record, salt, sums, department, applicant_name
+        if completed_key is not None and completed_at is not None:
+            early = is_early(completed_at, promised_due)
+            on_time = completed_at <= promised_due
+            within_legal = completed_at <= legal_due
+            refused = result in REFUSED_RESULT_CODES
             record = CommittedRecord(
-                role=ROLE_RECEIVED, counted_received=True, counted_returned=base["return_steps"] > 0, **base
+                role=ROLE_COMPLETED,
+                counted_completed=True,
+                counted_early=early,
+                counted_on_time=on_time,
+                counted_within_legal=within_legal,
+                counted_refused=refused,
+                **base,
             )
-            leaves[received_key].append(Leaf(record, _salt(key, received_key[0], record), **shown))
-        if completed_at is not None:
-            completed_key = (completed_at.date(), row.basic_code, row.item_type_code)
-            if completed_key in wanted:
-                record = CommittedRecord(
-                    role=ROLE_COMPLETED,
-                    counted_completed=True,
-                    counted_early=is_early(completed_at, promised_due),
-                    counted_on_time=completed_at <= promised_due,
-                    counted_within_legal=completed_at <= legal_due,
-                    counted_refused=base["result_code"] in REFUSED_RESULT_CODES,
-                    **base,
-                )
-                leaves[completed_key].append(Leaf(record, _salt(key, completed_key[0], record), **shown))
-    for bucket in leaves.values():
-        bucket.sort(key=lambda leaf: (_ROLE_ORDER[leaf.record.role], leaf.record.case_no))
-    return dict(leaves)
+            sums = (1, 0, 1, int(early), int(on_time), int(within_legal), int(refused), 0)
+            salt = _salt(key, completed_key[0], ROLE_COMPLETED, case_no)
+            yield completed_key, (completed_role, case_no), record, salt, sums, department, applicant_name
+
+
+def bucket_leaves(conn: Connection, keys: Iterable[BucketKey], key: bytes) -> dict[BucketKey, list[Leaf]]:
+    """The committed leaves of each bucket key with own records, ordered by (role, case number)."""
+    found: dict[BucketKey, list[tuple[tuple[int, str], Leaf]]] = defaultdict(list)
+    for bucket, order, record, salt, _sums, department, applicant_name in _committed(conn, keys, key):
+        found[bucket].append((order, Leaf(record, salt, department, _mask(applicant_name or ""))))
+    return {bucket: [leaf for _order, leaf in sorted(items, key=_first)] for bucket, items in found.items()}
+
+
+def bucket_leaf_digests(
+    conn: Connection, keys: Iterable[BucketKey], key: bytes
+) -> dict[BucketKey, list[tuple[bytes, tuple[int, ...]]]]:
+    """Each bucket's (leaf digest, leaf sums) in leaf order: what its tree is built from, without the Leaf objects.
+
+    The same leaves as ``bucket_leaves`` (the commitment a report carries must be the tree a spot check opens).
+    """
+    found: dict[BucketKey, list[tuple[tuple[int, str], bytes, tuple[int, ...]]]] = defaultdict(list)
+    for bucket, order, record, salt, sums, _department, _applicant in _committed(conn, keys, key):
+        found[bucket].append((order, leaf_digest(salt, serialize(record)), sums))
+    return {
+        bucket: [(digest, sums) for _order, digest, sums in sorted(items, key=_first)]
+        for bucket, items in found.items()
+    }
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
 
 
 @dataclass(frozen=True, slots=True)
