@@ -230,6 +230,10 @@ def _report_envelope(data: st.DataObject, tree: Tree, child: SigningIdentity) ->
         del body.buckets[:]
         body.buckets.extend(unique_keys[key] for key in sorted(unique_keys))
         del body.child_reports[:]
+        # Activity rows and spot-check commitments have their own checks (day format, bucket keys): random ones
+        # would refuse every plausible report before it reaches the child buckets.
+        del body.activity[:]
+        del body.commitments[:]
         body.completeness.nodes_in_subtree = max(body.completeness.nodes_in_subtree, 1)
         body.completeness.nodes_reported_in_window = min(
             body.completeness.nodes_reported_in_window, body.completeness.nodes_in_subtree
