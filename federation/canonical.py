@@ -27,6 +27,10 @@ MAX_BASIC_CODE_LENGTH = 10
 MAX_ITEM_TYPE_CODE_LENGTH = 2
 # Activity count keys (report.proto ActivityCount): metric and kind, stored in columns of this size.
 MAX_ACTIVITY_NAME_LENGTH = 40
+# The largest figure a report may carry (a counter, an activity count, an item-register figure): far above any real
+# count or sum (10^15 fen is ten trillion yuan), and low enough that a province's sum over thousands of children
+# stays inside int64, the wire and column type; a child sending more is refused, not summed into an overflow.
+MAX_FIGURE = 10**15
 # The counter fields of Counters in field-number order (the metric_buckets counter columns).
 COUNTER_FIELDS: tuple[str, ...] = tuple(field.name for field in Counters.DESCRIPTOR.fields)
 REPORT_BODY_TYPE: str = ReportBody.DESCRIPTOR.full_name
@@ -179,7 +183,12 @@ def validate_report_body(body: ReportBody) -> None:
                 raise InvalidArgumentError(
                     f"{label}: bucket {index} {key} counter {counter.name} is negative ({value})"
                 )
+            if value > MAX_FIGURE:
+                raise InvalidArgumentError(
+                    f"{label}: bucket {index} {key} counter {counter.name} is implausibly large ({value})"
+                )
     _validate_activity(body, label, full_window)
+    _validate_catalogue(body, label)
     previous_child = ""
     for index, ref in enumerate(body.child_reports):
         if not ref.child_id or ref.child_id <= previous_child:
@@ -213,7 +222,18 @@ def _validate_activity(body: ReportBody, label: str, full_window: tuple[str, str
             raise InvalidArgumentError(f"{label}: activity {index} {key} is out of order or repeated")
         if entry.count < 0:
             raise InvalidArgumentError(f"{label}: activity {index} {key} count is negative ({entry.count})")
+        if entry.count > MAX_FIGURE:
+            raise InvalidArgumentError(f"{label}: activity {index} {key} count is implausibly large ({entry.count})")
         previous = key
+
+
+def _validate_catalogue(body: ReportBody, label: str) -> None:
+    """Check the item-register figures: every count and sum between 0 and MAX_FIGURE."""
+    figures = [(field.name, value) for field, value in body.catalogue.ListFields() if field.name != "retired_by_month"]
+    figures += [(f"retired_by_month {entry.month}", entry.count) for entry in body.catalogue.retired_by_month]
+    for name, value in figures:
+        if not 0 <= value <= MAX_FIGURE:
+            raise InvalidArgumentError(f"{label}: catalogue {name} must be between 0 and {MAX_FIGURE}, not {value}")
 
 
 def counters_from_mapping(values: Mapping[str, Any]) -> Counters:

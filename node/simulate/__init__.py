@@ -1,7 +1,7 @@
 """A whole province on one machine (``supnet simulate province``): its shape, the run, and the figures it prints."""
 
 from node.simulate.province import (
-    SEARCH_HOOK,
+    SEARCH_DEADLINE_SECONDS,
     SIMULATION_CONFIG,
     TARGETS,
     SimulationOptions,
@@ -14,7 +14,7 @@ from node.simulate.province import (
 from node.simulate.shape import Shape, province_topology
 
 __all__ = [
-    "SEARCH_HOOK",
+    "SEARCH_DEADLINE_SECONDS",
     "SIMULATION_CONFIG",
     "TARGETS",
     "Shape",

@@ -14,8 +14,9 @@ The run, in order:
 5. ``supnet verify gd`` (deep: every node's chain and totals) through the province's server;
 6. idle CPU and memory (RSS summed over the tree's processes) after it settles; report sizes.
 
-Province-wide search figures come from the subtree query (another part of issue 17): ``SEARCH_HOOK`` is where
-they are added. The closing JSON line is built by ``figures_line``.
+7. province-wide search: every red card in the whole tree (``QuerySubtree``), then the same with one city's host
+   process killed (about 5% of the nodes at the default shape): partial, naming the city.
+The closing JSON line is built by ``figures_line``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import statistics
 import tempfile
@@ -38,7 +40,7 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from node.app import Node, open_node
-from node.drilldown import DrilldownClient, verify_target
+from node.drilldown import DrilldownClient, rows_of, search_subtree, verify_target
 from node.errors import SupnetError
 from node.localtree import FederationState, down, host_groups, provision_pki, up
 from node.simulate.shape import NEW_DAY, Shape, province_topology
@@ -67,10 +69,11 @@ TARGETS: dict[str, float] = {
     "verify_seconds": 60.0,
     "idle_cpu_percent_of_one_core": 10.0,
     "memory_rss_gb": 12.0,
+    "search_seconds": 5.0,
+    "search_killed_seconds": 6.0,  # SEARCH_DEADLINE_SECONDS + 1
 }
-# Where the province-wide search figures go once the subtree query exists: a callable given the running tree's
-# state and the province node, returning figures to merge into the JSON line (None: not measured).
-SEARCH_HOOK: list[Callable[[FederationState, Node], dict[str, Any]]] = []
+# The deadline of a province-wide search (the issue: with nodes killed, an answer within deadline + 1 s).
+SEARCH_DEADLINE_SECONDS = 5.0
 
 
 @dataclass
@@ -358,8 +361,11 @@ def _measure(
     say(f"校验 verify gd: ok={result.ok}, {len(result.nodes_checked)} nodes, {figures['verify_seconds']} s")
 
     figures.update(_report_sizes(client, state))
-    for hook in SEARCH_HOOK:
-        figures.update(hook(state, province))
+    figures.update(_red_card_search(state, province, "search"))
+    say(
+        f"全省红牌查询 red-card search: {figures['search_rows']} rows from {figures['search_nodes_answered']} nodes "
+        f"in {figures['search_seconds']} s, complete={figures['search_complete']}"
+    )
 
     time.sleep(options.settle_seconds)
     pids = _tree_pids(state)
@@ -370,6 +376,57 @@ def _measure(
     figures["memory_rss_gb"] = round(_rss_bytes(pids) / 1e9, 2)
     figures["memory_rss_mb_per_node"] = round(_rss_bytes(pids) / 1e6 / len(state.nodes), 1)
     say(f"空闲 idle: {figures['idle_cpu_percent_of_one_core']}% of one core; RSS {figures['memory_rss_gb']} GB")
+
+    # Last, as it breaks the tree: one city's host process killed, the search again.
+    city = _kill_last_city(state)
+    figures["killed_city"] = city
+    figures.update(_red_card_search(state, province, "search_killed"))
+    say(
+        f"杀掉一个市 killed {city}: search in {figures['search_killed_seconds']} s, "
+        f"missing {figures['search_killed_missing']}"
+    )
+
+
+def _red_card_search(state: FederationState, province: Node, prefix: str) -> dict[str, Any]:
+    """Every red-card case in the whole province, one subtree search from the province's own server."""
+    started = time.perf_counter()
+    search = search_subtree(
+        province,
+        ROOT_ID,
+        address=state.node(ROOT_ID).address,
+        deadline_seconds=SEARCH_DEADLINE_SECONDS,
+        cases=dd.CasesRequest(red_card_only=True),
+    )
+    rows = sum(len(rows_of(verified.part)) for verified in search.parts())
+    outcome = search.outcome
+    assert outcome is not None  # set when the parts have been read
+    return {
+        f"{prefix}_seconds": round(time.perf_counter() - started, 3),
+        f"{prefix}_rows": rows,
+        f"{prefix}_nodes_answered": outcome.nodes_answered,
+        f"{prefix}_complete": outcome.complete,
+        f"{prefix}_missing": sorted(missing.node_id for missing in outcome.missing),
+    }
+
+
+def _kill_last_city(state: FederationState) -> str:
+    """SIGKILL the process serving the last city (with its subtree when hosted); its id."""
+    city = max(node.id for node in state.nodes if node.level == "city")
+    pid = state.node(city).pid
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):  # reaped by the launcher's parent or gone
+            if not Path(f"/proc/{pid}").exists() or "Z" in _process_state(pid):
+                break
+            time.sleep(0.05)
+    return city
+
+
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
 
 
 def missed_targets(figures: dict[str, Any]) -> list[str]:

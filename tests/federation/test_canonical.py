@@ -130,6 +130,14 @@ def test_parse_body_checks_type_and_bytes() -> None:
         ),
         (lambda b: setattr(b.child_reports[0], "digest", b""), "child report gd.gz.hp digest must be 32 bytes"),
         (lambda b: setattr(b.completeness, "nodes_reported_in_window", 4), "nodes_reported_in_window exceeds"),
+        # Figures a province sums over thousands of children must not overflow int64 there (found by the RPC fuzz).
+        (lambda b: setattr(b.buckets[0].counters, "received", 10**15 + 1), r"counter received is implausibly large"),
+        (lambda b: setattr(b.catalogue, "items", 2**62), r"catalogue items must be between 0 and 10+, not 4611"),
+        (lambda b: setattr(b.catalogue, "sum_legal", -1), r"catalogue sum_legal must be between 0 and \d+, not -1"),
+        (
+            lambda b: b.catalogue.retired_by_month.add(month="2024-03", count=10**16),
+            r"catalogue retired_by_month 2024-03 must be between",
+        ),
     ],
 )
 def test_validate_report_body_names_the_problem(mutate: Callable[[ReportBody], object], message: str) -> None:

@@ -59,7 +59,9 @@ from tests.harness.postgres import fresh_schema_url
 
 NOW = datetime(2026, 3, 2, 12, 0)
 EXAMPLES = {"sqlite": 150, "postgresql": 30}
-FILE_EXAMPLES = {"sqlite": 80, "postgresql": 20}
+# The draws differ between runs of the whole suite (seen: 2 to 10 accepted records in the PostgreSQL file run at 20
+# examples), so the smaller run has enough examples for its floor of three accepted records to be a real check.
+FILE_EXAMPLES = {"sqlite": 80, "postgresql": 40}
 FIELD_REASONS = frozenset(
     {MISSING_FIELD, BAD_DATETIME, BAD_NUMBER, BAD_BOOL, TOO_LONG, BAD_CODE, NEGATIVE_FEE, BAD_TEXT}
 )

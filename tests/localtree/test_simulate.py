@@ -47,6 +47,13 @@ def test_simulate_a_small_province_end_to_end(tmp_path: Path) -> None:
     assert figures["verify_ok"] is True and figures["verify_nodes_checked"] >= 8
     assert figures["memory_rss_gb"] > 0 and figures["idle_cpu_percent_of_one_core"] >= 0
     assert figures["province_summary_bytes"] > 0 and figures["city_report_bytes_max"] > 0
+    # The province-wide red-card search: complete over all 9 nodes; with the last city's host process killed,
+    # partial within the deadline + 1 s, naming that city (its district and streets went with it).
+    assert (figures["search_complete"], figures["search_nodes_answered"], figures["search_missing"]) == (True, 9, [])
+    assert figures["killed_city"] == "gd.c02"
+    assert (figures["search_killed_complete"], figures["search_killed_missing"]) == (False, ["gd.c02"])
+    assert figures["search_killed_nodes_answered"] == 5  # the province, gd.c01, its district and two streets
+    assert figures["search_killed_seconds"] < 6.0
     assert [row.health for row in status(base)] == ["STOPPED"] * 9
     assert isinstance(figures["missed"], list)
 
