@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from google.protobuf.json_format import MessageToDict
@@ -20,8 +20,10 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters
 from federation.proto.v1.report_pb2 import ReportBody
 from node.cli.common import console
-from node.drilldown import Answer
 from node.supervision import MEASURES
+
+if TYPE_CHECKING:  # only a type here: loading node.drilldown costs every command that renders a table
+    from node.drilldown import Answer
 
 RATE_METRICS: set[dd.RankingMetric.ValueType] = {
     dd.RANKING_METRIC_EARLY_COMPLETION_RATE,
