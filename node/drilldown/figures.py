@@ -38,6 +38,8 @@ GROUP_CHILD = dd.SUMMARY_GROUP_BY_CHILD
 GROUP_ITEM = dd.SUMMARY_GROUP_BY_ITEM
 GROUP_DAY = dd.SUMMARY_GROUP_BY_DAY
 GROUP_MONTH = dd.SUMMARY_GROUP_BY_MONTH
+# Audit only (own_from_records): rows keyed "YYYY-MM-DD|basic_code", verify's two groupings from one recomputation.
+GROUP_DAY_ITEM = dd.SUMMARY_GROUP_BY_DAY_ITEM
 
 CounterDict = dict[str, int]
 ActivityDict = dict[tuple[str, str], int]
@@ -188,12 +190,15 @@ def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tu
         if request.item_type_code and type_code != request.item_type_code:
             continue
         total = result.setdefault((day, basic_code), _zero_counters())
-        for name in COUNTER_FIELDS:
-            total[name] += int(values.get(name, 0))
+        for name, value in values.items():  # only the non-zero counters are present
+            if name in total:
+                total[name] += int(value)
     return result
 
 
 def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: int) -> dict[str, CounterDict]:
+    if group_by == GROUP_DAY_ITEM:  # one row per recomputed (day, item): nothing to fold
+        return {f"{day.isoformat()}|{basic_code}": values for (day, basic_code), values in recomputed.items()}
     grouped: dict[str, CounterDict] = {}
     for (day, basic_code), values in recomputed.items():
         if group_by == GROUP_ITEM:
@@ -202,7 +207,11 @@ def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: 
             key = day.isoformat()[:7]
         else:
             key = day.isoformat()
-        _add_into(grouped.setdefault(key, _zero_counters()), values)
+        total = grouped.get(key)
+        if total is None:
+            grouped[key] = dict(values)
+        else:
+            _add_into(total, values)
     return grouped
 
 
@@ -221,19 +230,22 @@ def answer_summary(
 ) -> tuple[dd.SummaryAnswer, str]:
     """Subtree totals grouped by child, item, day or month; with ``own_from_records`` only own data, recomputed."""
     group_by = request.group_by or GROUP_CHILD
-    if group_by not in (GROUP_CHILD, GROUP_ITEM, GROUP_DAY, GROUP_MONTH):
-        raise InvalidArgumentError(f"summary group_by {group_by} is not one of CHILD, ITEM, DAY, MONTH")
+    if group_by not in (GROUP_CHILD, GROUP_ITEM, GROUP_DAY, GROUP_MONTH, GROUP_DAY_ITEM):
+        raise InvalidArgumentError(f"summary group_by {group_by} is not one of CHILD, ITEM, DAY, MONTH, DAY_ITEM")
     if own_from_records and group_by == GROUP_CHILD:
         raise InvalidArgumentError(
             "a summary recomputed from records covers own data only: group by item, day or month"
         )
+    if group_by == GROUP_DAY_ITEM and not own_from_records:
+        raise InvalidArgumentError("grouping by day and item is for a summary recomputed from records (audit) only")
     after = decode_page_token("summary", page_token)
     size = page_size_of(page_size, SUMMARY_DEFAULT_PAGE_SIZE, SUMMARY_MAX_PAGE_SIZE)
     extra: dict[str, dd.SummaryRow] = {}
     registers: CatalogueFigures | None = None
     activity: ActivityDict | None = None
     with node.engine.connect() as conn:
-        states = children_status(node, conn)
+        # Recomputed from records: own data only, so the children's freshness is not read.
+        states = [] if own_from_records else children_status(node, conn)
         completeness = _subtree_completeness(states)
         if own_from_records:
             rows = _fold_records(own_counters_from_records(node, request), group_by)

@@ -1,5 +1,6 @@
 """``supnet verify`` over a real tree: an honest tree passes; a leaf altered after reporting, or a tampered stored
-report, fails and the failure names where."""
+report, fails and the failure names where; asking many queries at once finds exactly what asking one at a time
+finds; the one-recomputation own figures (by day and item) add up to the by-day and by-item ones."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from contextlib import contextmanager
 import pytest
 from typer.testing import CliRunner
 
-from federation import serialize
+from federation import COUNTER_FIELDS, InvalidArgumentError, serialize
+from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
+from node.app import Node
 from node.cli import app
 from node.cli.main import _register_commands
-from node.drilldown import replay, verify_target
+from node.drilldown import answer_summary, replay, verify_target
+from node.drilldown.stored_reports import answer_report
 from node.errors import ExitCode
 from tests.harness.tree import Tree, running_tree
 
@@ -125,3 +129,83 @@ def test_replay_applies_full_reports_as_window_replacement() -> None:
     later.buckets[0].counters.received = 5
     state = replay([first, full, later])
     assert state == {("2026-02-01", "A", "01"): {**{k: 0 for k in state[("2026-02-01", "A", "01")]}, "received": 5}}
+
+
+def test_many_queries_at_once_find_what_one_at_a_time_finds(tree: Tree) -> None:
+    address = tree.nodes["gd"].address
+    honest = verify_target(tree["gd"], "gd", address, concurrency=8)
+    assert honest.ok, _failed(honest)
+    assert honest.findings == verify_target(tree["gd"], "gd", address, concurrency=1).findings
+    # A failure in the middle of the walk: the same findings in the same order, the same nodes checked.
+    with deleted_rows(tree, "gd.gz.py.sq", "payments", 1):
+        parallel = verify_target(tree["gd"], "gd", address, concurrency=8)
+        sequential = verify_target(tree["gd"], "gd", address, concurrency=1)
+    assert not parallel.ok
+    assert list(_failed(parallel)) == ["gd.gz.py.sq"]
+    assert parallel.findings == sequential.findings
+    assert parallel.nodes_checked == sequential.nodes_checked == honest.nodes_checked
+
+
+def _own_rows(node: Node, group_by: dd.SummaryGroupBy.ValueType) -> dict[str, dict[str, int]]:
+    request = dd.SummaryRequest(group_by=group_by, own_from_records=True)
+    answer, token = answer_summary(node, request, 5000, "", own_from_records=True)
+    assert token == ""
+    return {row.key: {name: int(getattr(row.counters, name)) for name in COUNTER_FIELDS} for row in answer.rows}
+
+
+@pytest.mark.parametrize("node_id", ["gd.gz", LEAF])
+def test_own_figures_by_day_and_item_add_up_to_by_day_and_to_by_item(tree: Tree, node_id: str) -> None:
+    both = _own_rows(tree[node_id], dd.SUMMARY_GROUP_BY_DAY_ITEM)
+    by_day: dict[str, dict[str, int]] = {}
+    by_item: dict[str, dict[str, int]] = {}
+    for key, values in both.items():
+        day, _, basic_code = key.partition("|")
+        for grouped, group in ((by_day, day), (by_item, basic_code)):
+            total = grouped.setdefault(group, dict.fromkeys(COUNTER_FIELDS, 0))
+            for name in COUNTER_FIELDS:
+                total[name] += values[name]
+    assert sum(values["received"] for values in both.values()) == CASES[node_id]
+    assert by_day == _own_rows(tree[node_id], dd.SUMMARY_GROUP_BY_DAY)
+    assert by_item == _own_rows(tree[node_id], dd.SUMMARY_GROUP_BY_ITEM)
+
+
+def test_day_and_item_grouping_is_for_the_audit_recomputation_only(tree: Tree) -> None:
+    request = dd.SummaryRequest(group_by=dd.SUMMARY_GROUP_BY_DAY_ITEM)
+    with pytest.raises(InvalidArgumentError, match="recomputed from records"):
+        answer_summary(tree[LEAF], request, 0, "")
+
+
+def _sequences(envelopes: list[SignedEnvelope]) -> list[int]:
+    return [ReportBody.FromString(envelope.body).sequence for envelope in envelopes]
+
+
+def test_a_report_answer_carries_the_reports_before_it_down_to_a_gap(tree: Tree) -> None:
+    tree.report_up()  # every node reports once more: the province holds two reports of its city at least
+    holder, child = tree["gd"], "gd.gz"
+    latest = answer_report(holder, dd.ReportRequest(node_id=child))[0].report
+    top = ReportBody.FromString(latest.body).sequence
+    assert top >= 2, "the city has reported more than once"
+    whole = answer_report(holder, dd.ReportRequest(node_id=child, sequence=top, earlier=top - 1))[0]
+    assert whole.report == latest
+    assert _sequences(list(whole.earlier)) == list(range(top - 1, 0, -1))
+    for envelope, sequence in zip(whole.earlier, range(top - 1, 0, -1), strict=True):
+        assert envelope == answer_report(holder, dd.ReportRequest(node_id=child, sequence=sequence))[0].report
+    assert len(answer_report(holder, dd.ReportRequest(node_id=child, sequence=top, earlier=1))[0].earlier) == 1
+    assert not answer_report(holder, dd.ReportRequest(node_id=child, earlier=top))[0].earlier  # latest: alone
+    # A report missing at the holder: the answer stops above it (verify then asks for it alone, and fails there).
+    select = "SELECT * FROM federation_received_reports WHERE child_id = ? AND sequence = ?"
+    with tree.nodes["gd"].db() as conn:
+        row = conn.execute(select, (child, top - 1)).fetchone()
+        conn.execute(select.replace("SELECT *", "DELETE"), (child, top - 1))
+    try:
+        gapped = answer_report(holder, dd.ReportRequest(node_id=child, sequence=top, earlier=top - 1))[0]
+    finally:
+        with tree.nodes["gd"].db() as conn:
+            conn.execute(f"INSERT INTO federation_received_reports VALUES ({', '.join('?' * len(row))})", row)
+    assert gapped.report == latest and not gapped.earlier
+    # Histories of two reports and more, fetched with their heads: the chains check out, found as one at a time.
+    whole_tree = verify_target(tree["gd"], "gd", tree.nodes["gd"].address)
+    assert whole_tree.ok, _failed(whole_tree)
+    chains = [f.detail for f in whole_tree.findings if f.check == "chain" and f.node_id == child]
+    assert chains == [f"reports #1..#{top} form one unbroken hash chain"]
+    assert whole_tree.findings == verify_target(tree["gd"], "gd", tree.nodes["gd"].address, concurrency=1).findings

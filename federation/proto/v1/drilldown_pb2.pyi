@@ -36,6 +36,10 @@ class _SummaryGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Summar
     """One row per day, key "YYYY-MM-DD"."""
     SUMMARY_GROUP_BY_MONTH: _SummaryGroupBy.ValueType  # 4
     """One row per month, key "YYYY-MM"."""
+    SUMMARY_GROUP_BY_DAY_ITEM: _SummaryGroupBy.ValueType  # 5
+    """Audit only (with own_from_records): one row per day and item basic code, key "YYYY-MM-DD|basic_code", so
+    `supnet verify` gets both of its groupings from one recomputation of the node's records.
+    """
 
 class SummaryGroupBy(_SummaryGroupBy, metaclass=_SummaryGroupByEnumTypeWrapper):
     """--- summary -------------------------------------------------------------------------------------"""
@@ -49,6 +53,10 @@ SUMMARY_GROUP_BY_DAY: SummaryGroupBy.ValueType  # 3
 """One row per day, key "YYYY-MM-DD"."""
 SUMMARY_GROUP_BY_MONTH: SummaryGroupBy.ValueType  # 4
 """One row per month, key "YYYY-MM"."""
+SUMMARY_GROUP_BY_DAY_ITEM: SummaryGroupBy.ValueType  # 5
+"""Audit only (with own_from_records): one row per day and item basic code, key "YYYY-MM-DD|basic_code", so
+`supnet verify` gets both of its groupings from one recomputation of the node's records.
+"""
 Global___SummaryGroupBy: _TypeAlias = SummaryGroupBy  # noqa: Y015
 
 class _RankingMetric:
@@ -1094,18 +1102,25 @@ class ReportRequest(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    EARLIER_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     sequence: _builtins.int
     """0 means the latest."""
+    earlier: _builtins.int
+    """With a sequence: also the reports just before it, #sequence-1, #sequence-2, ... (at most this many; fewer
+    where the node holds no report of the next lower number, or past the answer's size limit). `supnet verify`
+    fetches a node's head and its whole history in one query. Ignored for the latest (sequence 0).
+    """
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         sequence: _builtins.int = ...,
+        earlier: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earlier", b"earlier", "node_id", b"node_id", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1116,18 +1131,24 @@ class ReportAnswer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORT_FIELD_NUMBER: _builtins.int
+    EARLIER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def report(self) -> _common_pb2.SignedEnvelope:
         """The report exactly as signed by its author."""
+
+    @_builtins.property
+    def earlier(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SignedEnvelope]:
+        """What ReportRequest.earlier asked for, newest first: #sequence-1, #sequence-2, ... with no gap."""
 
     def __init__(
         self,
         *,
         report: _common_pb2.SignedEnvelope | None = ...,
+        earlier: _abc.Iterable[_common_pb2.SignedEnvelope] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earlier", b"earlier", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
