@@ -98,7 +98,11 @@ BucketValues = dict[tuple[date, str, str], dict[str, int]]
 # -- days in SQL ----------------------------------------------------------------------------------------------------
 def day_of(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
     """SQL for the calendar day of a naive local datetime column (compare with ``as_date`` results)."""
-    if conn.dialect.name == "sqlite":
+    return _day_in(conn.dialect.name, column)
+
+
+def _day_in(dialect: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    if dialect == "sqlite":
         # CAST(... AS DATE) has numeric affinity in SQLite; date() gives 'YYYY-MM-DD'.
         return func.date(column)
     return cast(column, Date)
@@ -150,6 +154,149 @@ def _accumulate(
                 bucket[name] = bucket.get(name, 0) + int(value)
 
 
+@lru_cache(maxsize=4)
+def _recompute_statements(dialect: str) -> dict[str, Any]:
+    """The statements of ``recompute_buckets`` for one SQL dialect, built once per process.
+
+    Building them (CASE expressions, joins, labels) and deriving SQLAlchemy's cache key from new objects cost more
+    than running them on a street's records; ``supnet verify`` asks every node for this recomputation.
+    """
+
+    def day(column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return _day_in(dialect, column)
+
+    c = _cases.c
+    statements: dict[str, Any] = {}
+    # received, open_cases: per acceptance day.
+    accepted_day = day(c.accepted_at).label("day")
+    open_flag = case((c.status == "open", 1), else_=0)
+    statements["received"] = select(
+        accepted_day, c.department, c.implementation_code, func.count().label("n"), func.sum(open_flag).label("o")
+    ).group_by(accepted_day, c.department, c.implementation_code)
+
+    # completions: per completion day; the working days used need the calendar.
+    done = _completions.c
+    completed_day = day(done.completed_at).label("day")
+    accepted = day(c.accepted_at).label("accepted_day")
+    early = case((day(done.completed_at) < day(c.promised_due_at), 1), else_=0).label("early")
+    on_time = case((done.completed_at <= c.promised_due_at, 1), else_=0).label("on_time")
+    legal = case((done.completed_at <= c.legal_due_at, 1), else_=0).label("legal")
+    refused = case((done.result_code.in_(sorted(REFUSED_RESULT_CODES)), 1), else_=0).label("refused")
+    # (day, department, implementation_code) first: _accumulate reads the bucket key by position.
+    group: tuple[ColumnElement[Any], ...] = (completed_day, c.department, c.implementation_code, accepted)
+    group += (c.clock_stop_workdays, early, on_time, legal, refused)
+    statements["completions"] = (
+        select(*group, func.count().label("n"))
+        .select_from(_completions.join(_cases, c.case_no == done.case_no))
+        .group_by(*group)
+    )
+
+    # returned / supplements: per step start day.
+    s = _steps.c
+    step_day = day(s.started_at).label("day")
+    statements["step_kinds"] = (
+        select(step_day, c.department, c.implementation_code, s.action, func.count().label("n"))
+        .select_from(_steps.join(_cases, c.case_no == s.case_no))
+        .where(s.action.in_(["return", "supplement"]))
+        .group_by(step_day, c.department, c.implementation_code, s.action)
+    )
+    statements["steps"] = (
+        select(step_day, c.department, c.implementation_code, func.count().label("n"))
+        .select_from(_steps.join(_cases, c.case_no == s.case_no))
+        .group_by(step_day, c.department, c.implementation_code)
+    )
+
+    # cases returned at least once: a cohort count on the acceptance day (退件率's numerator).
+    statements["returned"] = (
+        select(accepted_day, c.department, c.implementation_code, func.count().label("n"))
+        .where(returned_case())
+        .group_by(accepted_day, c.department, c.implementation_code)
+    )
+
+    # clock stops: per procedure end day.
+    p = _procedures.c
+    end_day = day(p.ended_at).label("day")
+    statements["clock_stops"] = (
+        select(end_day, c.department, c.implementation_code, func.count().label("n"), func.sum(p.workdays).label("w"))
+        .select_from(_procedures.join(_cases, c.case_no == p.case_no))
+        .where(p.ended_at.is_not(None))
+        .group_by(end_day, c.department, c.implementation_code)
+    )
+    # procedure start records: per start day (上报数据 counts the start and the end record).
+    start_day = day(p.started_at).label("day")
+    statements["procedure_starts"] = (
+        select(start_day, c.department, c.implementation_code, func.count().label("n"))
+        .select_from(_procedures.join(_cases, c.case_no == p.case_no))
+        .group_by(start_day, c.department, c.implementation_code)
+    )
+
+    # fees: per payment day; each amount is converted to fen exactly as at write time.
+    pay = _payments.c
+    paid_day = day(pay.paid_at).label("day")
+    statements["fees"] = select(paid_day, c.department, c.implementation_code, pay.amount).select_from(
+        _payments.join(_cases, c.case_no == pay.case_no)
+    )
+
+    # ratings: per evaluation day.
+    ev = _evaluations.c
+    evaluated_day = day(ev.evaluated_at).label("day")
+    statements["ratings"] = (
+        select(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code, func.count().label("n"))
+        .select_from(_evaluations.join(_cases, c.case_no == ev.case_no))
+        .group_by(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code)
+    )
+
+    # complaints: received per received day, accepted per decision day, concluded per concluded day; respondent
+    # unit, linked case's item.
+    cp = _complaints.c
+    linked_item = func.coalesce(c.implementation_code, literal("")).label("implementation_code")
+    complaint_join = _complaints.outerjoin(_cases, c.case_no == cp.case_no)
+    received_day = day(cp.received_at).label("day")
+    statements["complaints_received"] = (
+        select(received_day, cp.respondent_unit.label("department"), linked_item, func.count().label("n"))
+        .select_from(complaint_join)
+        .group_by(received_day, cp.respondent_unit, linked_item)
+    )
+    decided_day = day(cp.decided_at).label("day")
+    statements["complaints_accepted"] = (
+        select(decided_day, cp.respondent_unit.label("department"), linked_item, func.count().label("n"))
+        .select_from(complaint_join)
+        .where(cp.status.in_(ACCEPTED_COMPLAINT_STATUSES), cp.decided_at.is_not(None))
+        .group_by(decided_day, cp.respondent_unit, linked_item)
+    )
+    concluded_day = day(cp.concluded_at).label("day")
+    substantiated = case((cp.finding == "substantiated", 1), else_=0)
+    statements["complaints_concluded"] = (
+        select(
+            concluded_day,
+            cp.respondent_unit.label("department"),
+            linked_item,
+            func.count().label("n"),
+            func.sum(substantiated).label("s"),
+        )
+        .select_from(complaint_join)
+        .where(cp.status == "concluded", cp.concluded_at.is_not(None))
+        .group_by(concluded_day, cp.respondent_unit, linked_item)
+    )
+
+    # alerts: per breach day (docs/domain.md §5: when the rule was broken, not when supnet noticed) and severity.
+    a = _alerts.c
+    breach_day = day(a.breached_at).label("day")
+    statements["alerts"] = select(
+        breach_day, a.department, a.implementation_code, a.severity, func.count().label("n")
+    ).group_by(breach_day, a.department, a.implementation_code, a.severity)
+
+    # open-overdue gauges: open cases holding an R02 / R03 alert, on their acceptance day.
+    for rule_id, gauge in OVERDUE_GAUGE_RULES.items():
+        holders = select(a.case_no).where(a.rule_id == rule_id, a.case_no.is_not(None))
+        statements[f"gauge:{gauge}"] = (
+            select(accepted_day, c.department, c.implementation_code, func.count().label("n"))
+            .where(c.status == "open", c.case_no.in_(holders))
+            .group_by(accepted_day, c.department, c.implementation_code)
+        )
+    return statements
+
+
 def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, str, str], dict[str, int]]:
     """Every bucket's counters derived from the raw records alone, keyed (day, department, implementation_code).
 
@@ -158,34 +305,12 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
     """
     result: BucketValues = {}
     days = _Days()
-    c = _cases.c
+    q = _recompute_statements(conn.dialect.name)
 
-    # received, open_cases: per acceptance day.
-    accepted_day = day_of(conn, c.accepted_at).label("day")
-    open_flag = case((c.status == "open", 1), else_=0)
-    rows = conn.execute(
-        select(
-            accepted_day, c.department, c.implementation_code, func.count().label("n"), func.sum(open_flag).label("o")
-        ).group_by(accepted_day, c.department, c.implementation_code)
-    )
-    _accumulate(result, rows, lambda r: (("received", r.n), ("open_cases", r.o), ("records_reported", r.n)), days)
+    def add(name: str, counters: Callable[[Any], Iterable[tuple[str, int]]]) -> None:
+        _accumulate(result, conn.execute(q[name]), counters, days)
 
-    # completions: per completion day; the working days used need the calendar.
-    done = _completions.c
-    completed_day = day_of(conn, done.completed_at).label("day")
-    accepted = day_of(conn, c.accepted_at).label("accepted_day")
-    early = case((day_of(conn, done.completed_at) < day_of(conn, c.promised_due_at), 1), else_=0).label("early")
-    on_time = case((done.completed_at <= c.promised_due_at, 1), else_=0).label("on_time")
-    legal = case((done.completed_at <= c.legal_due_at, 1), else_=0).label("legal")
-    refused = case((done.result_code.in_(sorted(REFUSED_RESULT_CODES)), 1), else_=0).label("refused")
-    # (day, department, implementation_code) first: _accumulate reads the bucket key by position.
-    group: tuple[ColumnElement[Any], ...] = (completed_day, c.department, c.implementation_code, accepted)
-    group += (c.clock_stop_workdays, early, on_time, legal, refused)
-    rows = conn.execute(
-        select(*group, func.count().label("n"))
-        .select_from(_completions.join(_cases, c.case_no == done.case_no))
-        .group_by(*group)
-    )
+    add("received", lambda r: (("received", r.n), ("open_cases", r.o), ("records_reported", r.n)))
 
     @lru_cache(maxsize=65536)
     def used(accepted_on: date, completed_on: date, stops: int) -> int:
@@ -203,129 +328,20 @@ def recompute_buckets(conn: Connection, cal: WorkCalendar) -> dict[tuple[date, s
             ("refused", n * r.refused),
         )
 
-    _accumulate(result, rows, completion_counters, days)
-
-    # returned / supplements: per step start day.
-    s = _steps.c
-    step_day = day_of(conn, s.started_at).label("day")
-    rows = conn.execute(
-        select(step_day, c.department, c.implementation_code, s.action, func.count().label("n"))
-        .select_from(_steps.join(_cases, c.case_no == s.case_no))
-        .where(s.action.in_(["return", "supplement"]))
-        .group_by(step_day, c.department, c.implementation_code, s.action)
-    )
-    _accumulate(result, rows, lambda r: ((("return_steps" if r.action == "return" else "supplements"), r.n),), days)
-    rows = conn.execute(
-        select(step_day, c.department, c.implementation_code, func.count().label("n"))
-        .select_from(_steps.join(_cases, c.case_no == s.case_no))
-        .group_by(step_day, c.department, c.implementation_code)
-    )
-    _accumulate(result, rows, lambda r: (("records_reported", r.n),), days)
-
-    # cases returned at least once: a cohort count on the acceptance day (退件率's numerator).
-    rows = conn.execute(
-        select(accepted_day, c.department, c.implementation_code, func.count().label("n"))
-        .where(returned_case())
-        .group_by(accepted_day, c.department, c.implementation_code)
-    )
-    _accumulate(result, rows, lambda r: (("cases_returned", r.n),), days)
-
-    # clock stops: per procedure end day.
-    p = _procedures.c
-    end_day = day_of(conn, p.ended_at).label("day")
-    rows = conn.execute(
-        select(end_day, c.department, c.implementation_code, func.count().label("n"), func.sum(p.workdays).label("w"))
-        .select_from(_procedures.join(_cases, c.case_no == p.case_no))
-        .where(p.ended_at.is_not(None))
-        .group_by(end_day, c.department, c.implementation_code)
-    )
-    _accumulate(
-        result, rows, lambda r: (("clock_stops", r.n), ("clock_stop_workdays", r.w), ("records_reported", r.n)), days
-    )
-    # procedure start records: per start day (上报数据 counts the start and the end record).
-    start_day = day_of(conn, p.started_at).label("day")
-    rows = conn.execute(
-        select(start_day, c.department, c.implementation_code, func.count().label("n"))
-        .select_from(_procedures.join(_cases, c.case_no == p.case_no))
-        .group_by(start_day, c.department, c.implementation_code)
-    )
-    _accumulate(result, rows, lambda r: (("records_reported", r.n),), days)
-
-    # fees: per payment day; each amount is converted to fen exactly as at write time.
-    pay = _payments.c
-    paid_day = day_of(conn, pay.paid_at).label("day")
-    rows = conn.execute(
-        select(paid_day, c.department, c.implementation_code, pay.amount).select_from(
-            _payments.join(_cases, c.case_no == pay.case_no)
-        )
-    )
-    _accumulate(result, rows, lambda r: (("fees_count", 1), ("fees_fen", fen(r.amount)), ("records_reported", 1)), days)
-
-    # ratings: per evaluation day.
-    ev = _evaluations.c
-    evaluated_day = day_of(conn, ev.evaluated_at).label("day")
-    rows = conn.execute(
-        select(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code, func.count().label("n"))
-        .select_from(_evaluations.join(_cases, c.case_no == ev.case_no))
-        .group_by(evaluated_day, c.department, c.implementation_code, ev.satisfaction_code)
-    )
-    _accumulate(result, rows, lambda r: ((f"ratings_{int(r.satisfaction_code)}", r.n), ("records_reported", r.n)), days)
-
-    # complaints: received per received day, accepted per decision day, concluded per concluded day; respondent
-    # unit, linked case's item.
-    cp = _complaints.c
-    linked_item = func.coalesce(c.implementation_code, literal("")).label("implementation_code")
-    complaint_join = _complaints.outerjoin(_cases, c.case_no == cp.case_no)
-    received_day = day_of(conn, cp.received_at).label("day")
-    rows = conn.execute(
-        select(received_day, cp.respondent_unit.label("department"), linked_item, func.count().label("n"))
-        .select_from(complaint_join)
-        .group_by(received_day, cp.respondent_unit, linked_item)
-    )
-    _accumulate(result, rows, lambda r: (("complaints_received", r.n),), days)
-    decided_day = day_of(conn, cp.decided_at).label("day")
-    rows = conn.execute(
-        select(decided_day, cp.respondent_unit.label("department"), linked_item, func.count().label("n"))
-        .select_from(complaint_join)
-        .where(cp.status.in_(ACCEPTED_COMPLAINT_STATUSES), cp.decided_at.is_not(None))
-        .group_by(decided_day, cp.respondent_unit, linked_item)
-    )
-    _accumulate(result, rows, lambda r: (("complaints_accepted", r.n),), days)
-    concluded_day = day_of(conn, cp.concluded_at).label("day")
-    substantiated = case((cp.finding == "substantiated", 1), else_=0)
-    rows = conn.execute(
-        select(
-            concluded_day,
-            cp.respondent_unit.label("department"),
-            linked_item,
-            func.count().label("n"),
-            func.sum(substantiated).label("s"),
-        )
-        .select_from(complaint_join)
-        .where(cp.status == "concluded", cp.concluded_at.is_not(None))
-        .group_by(concluded_day, cp.respondent_unit, linked_item)
-    )
-    _accumulate(result, rows, lambda r: (("complaints_concluded", r.n), ("complaints_substantiated", r.s)), days)
-
-    # alerts: per breach day (docs/domain.md §5: when the rule was broken, not when supnet noticed) and severity.
-    a = _alerts.c
-    breach_day = day_of(conn, a.breached_at).label("day")
-    rows = conn.execute(
-        select(breach_day, a.department, a.implementation_code, a.severity, func.count().label("n")).group_by(
-            breach_day, a.department, a.implementation_code, a.severity
-        )
-    )
-    _accumulate(result, rows, lambda r: ((SEVERITY_COUNTERS.get(r.severity, "reminders"), r.n),), days)
-
-    # open-overdue gauges: open cases holding an R02 / R03 alert, on their acceptance day.
-    for rule_id, gauge in OVERDUE_GAUGE_RULES.items():
-        holders = select(a.case_no).where(a.rule_id == rule_id, a.case_no.is_not(None))
-        rows = conn.execute(
-            select(accepted_day, c.department, c.implementation_code, func.count().label("n"))
-            .where(c.status == "open", c.case_no.in_(holders))
-            .group_by(accepted_day, c.department, c.implementation_code)
-        )
-        _accumulate(result, rows, lambda r, gauge=gauge: ((gauge, r.n),), days)  # type: ignore[misc]
+    add("completions", completion_counters)
+    add("step_kinds", lambda r: ((("return_steps" if r.action == "return" else "supplements"), r.n),))
+    add("steps", lambda r: (("records_reported", r.n),))
+    add("returned", lambda r: (("cases_returned", r.n),))
+    add("clock_stops", lambda r: (("clock_stops", r.n), ("clock_stop_workdays", r.w), ("records_reported", r.n)))
+    add("procedure_starts", lambda r: (("records_reported", r.n),))
+    add("fees", lambda r: (("fees_count", 1), ("fees_fen", fen(r.amount)), ("records_reported", 1)))
+    add("ratings", lambda r: ((f"ratings_{int(r.satisfaction_code)}", r.n), ("records_reported", r.n)))
+    add("complaints_received", lambda r: (("complaints_received", r.n),))
+    add("complaints_accepted", lambda r: (("complaints_accepted", r.n),))
+    add("complaints_concluded", lambda r: (("complaints_concluded", r.n), ("complaints_substantiated", r.s)))
+    add("alerts", lambda r: ((SEVERITY_COUNTERS.get(r.severity, "reminders"), r.n),))
+    for gauge in OVERDUE_GAUGE_RULES.values():
+        add(f"gauge:{gauge}", lambda r, gauge=gauge: ((gauge, r.n),))  # type: ignore[misc]
 
     return {key: values for key, values in result.items() if values}
 
