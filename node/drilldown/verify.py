@@ -64,6 +64,7 @@ from node.drilldown.verify_figures import (
     add_into,
     grouped_differences,
     replay,
+    replay_vectors,
     totals_differences,
 )
 from node.trust import NodeTrust, node_trust
@@ -421,7 +422,7 @@ class Verifier:
         result.findings.append(chain.finding)
         if chain.bodies is None:
             return None
-        signed = SignedFigures.of(replay(chain.bodies))
+        signed = SignedFigures.of_vectors(replay_vectors(chain.bodies))
         latest = visit.latest
         children_by_day: dict[str, Vector] = {}
         children_by_item: dict[str, Vector] = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from operator import add
 
 from federation import COUNTER_FIELDS, replay_reports
-from federation.proto.v1.report_pb2 import ReportBody
+from federation.proto.v1.report_pb2 import ReportBody, ReportKind
 
 GAUGES = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 
@@ -45,6 +45,25 @@ def replay(history: Iterable[ReportBody]) -> dict[BucketKey, CounterDict]:
     return replay_reports(history)
 
 
+def replay_vectors(history: Iterable[ReportBody]) -> dict[BucketKey, Vector]:
+    """``replay`` with each bucket's counters as a list: INCREMENTAL upserts its buckets, FULL replaces its window.
+
+    Only the counters a bucket sets are read (most are zero in most buckets).
+    """
+    state: dict[BucketKey, Vector] = {}
+    for body in history:
+        if body.kind == ReportKind.REPORT_KIND_FULL:
+            start, end = body.window_start_day, body.window_end_day
+            for key in [key for key in state if start <= key[0] <= end]:
+                del state[key]
+        for bucket in body.buckets:
+            values = list(_ZERO)
+            for descriptor, value in bucket.counters.ListFields():
+                values[descriptor.index] = int(value)
+            state[(bucket.day, bucket.basic_code, bucket.item_type_code)] = values
+    return state
+
+
 def grouped(state: Mapping[BucketKey, Mapping[str, int]], position: int) -> dict[str, Vector]:
     """Σ of a signed state's buckets by day (position 0) or by item basic code (position 1)."""
     groups: dict[str, Vector] = {}
@@ -63,12 +82,21 @@ class SignedFigures:
 
     @classmethod
     def of(cls, state: Mapping[BucketKey, Mapping[str, int]]) -> SignedFigures:
-        """Group a replayed state once."""
-        by_day = grouped(state, 0)
+        """Group a replayed state (``replay``) once."""
+        return cls.of_vectors({key: vector(values) for key, values in state.items()})
+
+    @classmethod
+    def of_vectors(cls, state: Mapping[BucketKey, Sequence[int]]) -> SignedFigures:
+        """Group a replayed state (``replay_vectors``) once."""
+        by_day: dict[str, Vector] = {}
+        by_item: dict[str, Vector] = {}
+        for (day, basic_code, _), values in state.items():
+            add_into(by_day, day, values)
+            add_into(by_item, basic_code, values)
         total = list(_ZERO)
         for values in by_day.values():
             total = list(map(add, total, values))
-        return cls(by_day=by_day, by_item=grouped(state, 1), total=total)
+        return cls(by_day=by_day, by_item=by_item, total=total)
 
 
 def _differences(

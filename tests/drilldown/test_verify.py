@@ -19,6 +19,7 @@ from node.cli import app
 from node.cli.main import _register_commands
 from node.drilldown import answer_summary, replay, verify_target
 from node.drilldown.stored_reports import answer_report
+from node.drilldown.verify_figures import replay_vectors, vector
 from node.errors import ExitCode
 from tests.harness.tree import Tree, running_tree
 
@@ -129,6 +130,9 @@ def test_replay_applies_full_reports_as_window_replacement() -> None:
     later.buckets[0].counters.received = 5
     state = replay([first, full, later])
     assert state == {("2026-02-01", "A", "01"): {**{k: 0 for k in state[("2026-02-01", "A", "01")]}, "received": 5}}
+    # The verifier's own replay (counter lists, set counters only) gives the same state.
+    assert replay_vectors([first, full, later]) == {key: vector(values) for key, values in state.items()}
+    assert replay_vectors([first, later]) == {key: vector(values) for key, values in replay([first, later]).items()}
 
 
 def test_many_queries_at_once_find_what_one_at_a_time_finds(tree: Tree) -> None:
