@@ -40,6 +40,7 @@ GROUP_DAY = dd.SUMMARY_GROUP_BY_DAY
 GROUP_MONTH = dd.SUMMARY_GROUP_BY_MONTH
 # Audit only (own_from_records): rows keyed "YYYY-MM-DD|basic_code", verify's two groupings from one recomputation.
 GROUP_DAY_ITEM = dd.SUMMARY_GROUP_BY_DAY_ITEM
+_COUNTER_NAMES = frozenset(COUNTER_FIELDS)
 
 CounterDict = dict[str, int]
 ActivityDict = dict[tuple[str, str], int]
@@ -55,6 +56,12 @@ def _zero_counters() -> CounterDict:
 def _add_into(total: CounterDict, values: Mapping[str, Any]) -> None:
     for name in COUNTER_FIELDS:
         total[name] += int(values[name] or 0)
+
+
+def _add_sparse(total: CounterDict, values: Mapping[str, int]) -> None:
+    """Add values into total, both holding only some counters (recomputed own figures)."""
+    for name, value in values.items():
+        total[name] = total.get(name, 0) + value
 
 
 def _counters(values: Mapping[str, int]) -> Counters:
@@ -173,7 +180,10 @@ def _children_grouped(
 
 
 def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tuple[date, str], CounterDict]:
-    """The node's own counters recomputed from its raw records, per (day, basic code), filters applied (audit)."""
+    """The node's own counters recomputed from its raw records, per (day, basic code), filters applied (audit).
+
+    Each bucket holds its non-zero counters only.
+    """
     from node.supervision import recompute_buckets
 
     start, end = day_range(request.day_from, request.day_to)
@@ -189,10 +199,11 @@ def own_counters_from_records(node: Node, request: dd.SummaryRequest) -> dict[tu
             continue
         if request.item_type_code and type_code != request.item_type_code:
             continue
-        total = result.setdefault((day, basic_code), _zero_counters())
-        for name, value in values.items():  # only the non-zero counters are present
-            if name in total:
-                total[name] += int(value)
+        # Sparse: only the counters recomputed non-zero (an audit answers hundreds of rows of 30 counters each).
+        total = result.setdefault((day, basic_code), {})
+        for name, value in values.items():
+            if name in _COUNTER_NAMES:
+                total[name] = total.get(name, 0) + int(value)
     return result
 
 
@@ -207,11 +218,7 @@ def _fold_records(recomputed: Mapping[tuple[date, str], CounterDict], group_by: 
             key = day.isoformat()[:7]
         else:
             key = day.isoformat()
-        total = grouped.get(key)
-        if total is None:
-            grouped[key] = dict(values)
-        else:
-            _add_into(total, values)
+        _add_sparse(grouped.setdefault(key, {}), values)
     return grouped
 
 
@@ -291,7 +298,10 @@ def answer_summary(
         labels = _item_labels(conn, rows) if group_by == GROUP_ITEM else {}
     total = _zero_counters()
     for values in rows.values():
-        _add_into(total, values)
+        if own_from_records:  # sparse rows
+            _add_sparse(total, values)
+        else:
+            _add_into(total, values)
     keys = sorted(rows)
     if after:
         keys = [key for key in keys if key > str(after[0])]
