@@ -172,6 +172,13 @@ class _Visit:
     children: list[_Visit | None] = field(default_factory=list)
 
 
+def _body_or_none(envelope: SignedEnvelope) -> ReportBody | None:
+    try:
+        return parse_body(envelope, ReportBody)
+    except SupnetError:
+        return None
+
+
 def _first(batch: _Fetched[list[SignedEnvelope]]) -> SignedEnvelope:
     return batch.get()[0]
 
@@ -320,7 +327,10 @@ class Verifier:
                 if batch.failed or report_digest(batch.get()[0]) != reference.digest:
                     continue
                 head, *earlier = batch.get()
-                child = _Visit(reference.child_id, visit.node_id, parse_body(head, ReportBody))
+                body = _body_or_none(head)
+                if body is None:
+                    continue  # the checks stop there (_check_node raises what parsing it raised)
+                child = _Visit(reference.child_id, visit.node_id, body)
                 child.earlier = {
                     reference.sequence - 1 - offset: _Fetched.of(envelope) for offset, envelope in enumerate(earlier)
                 }
@@ -430,6 +440,9 @@ class Verifier:
         children_ok = True
         for reference, head, child in zip(latest.child_reports, visit.child_heads, visit.children, strict=True):
             envelope = head.get()
+            if child is None and report_digest(envelope) == reference.digest:
+                result.nodes_checked.append(reference.child_id)
+                parse_body(envelope, ReportBody)  # authenticated, but no report: raises (as the walk always did)
             if child is None or report_digest(envelope) != reference.digest:
                 result.add(
                     reference.child_id,
@@ -540,7 +553,8 @@ class Verifier:
         visits: list[_Visit | None] = []
         for child_id, head in zip(self._children, heads, strict=True):
             signed = not head.failed and not _Fetched(partial(self._check_signature, head.get(), child_id)).failed
-            visits.append(_Visit(child_id, node_id, parse_body(head.get(), ReportBody)) if signed else None)
+            body = _body_or_none(head.get()) if signed else None
+            visits.append(_Visit(child_id, node_id, body) if body is not None else None)
         self._fetch_tree([visit for visit in visits if visit is not None])
         each_child: dict[str, SignedFigures] = {}
         references: list[tuple[str, int]] = []
@@ -552,7 +566,10 @@ class Verifier:
                 continue
             how = self._check_signature(envelope, child_id)
             result.add(child_id, "signature", True, f"latest report signed by {child_id} ({how})")
-            assert visit is not None  # its signature checked above
+            if visit is None:  # signed, yet no report: raises (as the walk always did)
+                result.nodes_checked.append(child_id)
+                parse_body(envelope, ReportBody)
+            assert visit is not None
             figures = self._check_node(result, visit)
             if figures is not None:
                 each_child[child_id] = figures
