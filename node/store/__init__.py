@@ -2,7 +2,7 @@
 
 from node.store.all_models import ALL_METADATA
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
-from node.store.change_watch import ChangeWatch, sqlite_files
+from node.store.change_watch import ChangeWatch, NextDue, sqlite_files
 from node.store.counters import (
     REVISION_COUNTER,
     compare_and_set_counter,
@@ -90,6 +90,7 @@ __all__ = [
     "ItemStatusChange",
     "ItemVersion",
     "MetricBucket",
+    "NextDue",
     "NodeCounter",
     "Notification",
     "OperatorNotice",
