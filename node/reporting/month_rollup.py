@@ -9,15 +9,16 @@ at its ends from the day buckets, so month and period figures cost a few rows pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, select, tuple_
+from sqlalchemy import BindParameter, Connection, Table, bindparam, delete, func, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
-from federation import COUNTER_FIELDS
+from federation import COUNTER_FIELDS, DriverStatement
 from node.store import ChildBucket, ChildMonthBucket, month_start_sql
 
 _days = cast(Table, ChildBucket.__table__)
@@ -82,11 +83,14 @@ class RollupScope:
 
 # Above this many keys of one month, the whole month is summed again (one range read instead of a long key list).
 _KEYED_REFRESH_MAX = 200
+# A keyed refresh names its keys in binds; the key list is padded (last key repeated, harmless in IN) to one of
+# these sizes, so a handful of statements per dialect serve every report.
+_KEY_LIST_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, _KEYED_REFRESH_MAX)
 
 
-def _source(conn: Connection, child_id: str, first: date, end: date) -> Any:
+def _source(dialect: str, child_id: Any, first: Any, end: Any) -> Any:
     c = _days.c
-    month = month_start_sql(conn, c.day)
+    month = month_start_sql(dialect, c.day)
     return (
         select(c.child_id, month, c.basic_code, c.item_type_code, *(func.sum(c[name]) for name in COUNTER_FIELDS))
         .where(c.child_id == child_id, c.day >= first, c.day < end)
@@ -95,6 +99,38 @@ def _source(conn: Connection, child_id: str, first: date, end: date) -> Any:
 
 
 _ROLLUP_COLUMNS = ["child_id", "month", "basic_code", "item_type_code", *COUNTER_FIELDS]
+_CHILD: BindParameter[str] = bindparam("r_child")
+_FIRST: BindParameter[date] = bindparam("r_first")
+_END: BindParameter[date] = bindparam("r_end")
+
+
+# Applying a child report refreshes its months on every report: the statements are built and compiled once per
+# dialect (and key-list size) and run on the driver (DriverStatement); building them per report cost more than
+# running them.
+@functools.cache
+def _whole_months_statements(dialect: str) -> tuple[DriverStatement, DriverStatement]:
+    """DELETE + INSERT .. SELECT of a child's roll-up rows of months [r_first, r_end) from its day buckets."""
+    m = _months.c
+    return (
+        DriverStatement(delete(_months).where(m.child_id == _CHILD, m.month >= _FIRST, m.month < _END)),
+        DriverStatement(_months.insert().from_select(_ROLLUP_COLUMNS, _source(dialect, _CHILD, _FIRST, _END))),
+    )
+
+
+@functools.cache
+def _keyed_month_statements(dialect: str, size: int) -> tuple[DriverStatement, DriverStatement]:
+    """The same for ``size`` keys (binds k_basic_N, k_type_N) of the one month starting r_first (ending r_end)."""
+    keys = [tuple_(bindparam(f"k_basic_{n}"), bindparam(f"k_type_{n}")) for n in range(size)]
+    m, d = _months.c, _days.c
+    source = _source(dialect, _CHILD, _FIRST, _END).where(tuple_(d.basic_code, d.item_type_code).in_(keys))
+    return (
+        DriverStatement(
+            delete(_months).where(
+                m.child_id == _CHILD, m.month == _FIRST, tuple_(m.basic_code, m.item_type_code).in_(keys)
+            )
+        ),
+        DriverStatement(_months.insert().from_select(_ROLLUP_COLUMNS, source)),
+    )
 
 
 def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date] | RollupScope) -> None:
@@ -103,25 +139,32 @@ def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date]
     whole = set(scope.months)
     keyed = {month: keys for month, keys in scope.keys.items() if month not in whole}
     whole |= {month for month, keys in keyed.items() if len(keys) > _KEYED_REFRESH_MAX}
+    dialect = conn.dialect.name
+    # The driver gets dates as ISO text on SQLite (how SQLAlchemy stores Date there), as dates elsewhere.
+    as_bind: Callable[[date], object] = date.isoformat if dialect == "sqlite" else _same_date
+    remove, rewrite = _whole_months_statements(dialect)
     for first, end in _month_runs(whole):
-        m = _months.c
-        conn.execute(delete(_months).where(m.child_id == child_id, m.month >= first, m.month < end))
-        conn.execute(_months.insert().from_select(_ROLLUP_COLUMNS, _source(conn, child_id, first, end)))
+        params = {"r_child": child_id, "r_first": as_bind(first), "r_end": as_bind(end)}
+        remove.execute(conn, params)
+        rewrite.execute(conn, params)
     for month, keys in sorted(keyed.items()):
         if month in whole:
             continue
         # Only the named keys of the month: an incremental report's few changed buckets.
         pairs = sorted(keys)
-        m = _months.c
-        conn.execute(
-            delete(_months).where(
-                m.child_id == child_id, m.month == month, tuple_(m.basic_code, m.item_type_code).in_(pairs)
-            )
-        )
-        source = _source(conn, child_id, month, next_month(month)).where(
-            tuple_(_days.c.basic_code, _days.c.item_type_code).in_(pairs)
-        )
-        conn.execute(_months.insert().from_select(_ROLLUP_COLUMNS, source))
+        size = next(size for size in _KEY_LIST_SIZES if size >= len(pairs))
+        pairs += [pairs[-1]] * (size - len(pairs))
+        params = {"r_child": child_id, "r_first": as_bind(month), "r_end": as_bind(next_month(month))}
+        for number, (basic_code, item_type_code) in enumerate(pairs):
+            params[f"k_basic_{number}"] = basic_code
+            params[f"k_type_{number}"] = item_type_code
+        remove, rewrite = _keyed_month_statements(dialect, size)
+        remove.execute(conn, params)
+        rewrite.execute(conn, params)
+
+
+def _same_date(day: date) -> object:
+    return day
 
 
 @dataclass(frozen=True, slots=True)

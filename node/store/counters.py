@@ -39,12 +39,13 @@ REVISION_COUNTER = "metric_revision"
 _counters: Table = NodeCounter.__table__  # type: ignore[assignment]
 
 
-def month_start_sql(conn: Connection, day: Any) -> ColumnElement[Any]:
+def month_start_sql(conn: Connection | str, day: Any) -> ColumnElement[Any]:
     """The first day of a Date column's month in SQL, to group by month in the database (str(value)[:7]: 'YYYY-MM').
 
-    A date on PostgreSQL; ISO text on SQLite, where SQLAlchemy stores dates as 'YYYY-MM-DD'.
+    A date on PostgreSQL; ISO text on SQLite, where SQLAlchemy stores dates as 'YYYY-MM-DD'. ``conn``: a connection
+    or its dialect's name (for a statement compiled once per dialect).
     """
-    if conn.dialect.name == "postgresql":
+    if (conn if isinstance(conn, str) else conn.dialect.name) == "postgresql":
         return cast(func.date_trunc("month", day), Date)
     return func.substr(day, 1, 7).concat(literal("-01"))
 
