@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from typing import Any, cast
 
 from sqlalchemy import BindParameter, Connection, Table, bindparam, delete, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from federation import COUNTER_FIELDS, DriverStatement
@@ -71,10 +72,9 @@ class RollupScope:
     months: set[date] = field(default_factory=set)
     keys: dict[date, set[ItemKey]] = field(default_factory=dict)
 
-    def add_days(self, buckets: Iterable[tuple[date, str, str]]) -> None:
-        """The (day, basic code, item type) keys an incremental report named."""
-        for day, basic_code, item_type_code in buckets:
-            self.keys.setdefault(month_start(day), set()).add((basic_code, item_type_code))
+    def add_keys(self, day: date, keys: Iterable[ItemKey]) -> None:
+        """The (basic code, item type) keys an incremental report named on one day."""
+        self.keys.setdefault(month_start(day), set()).update(keys)
 
     def add_window(self, first: date, last: date) -> None:
         """Every month of a FULL report's window (it may zero any key there)."""
@@ -118,23 +118,30 @@ def _whole_months_statements(dialect: str) -> tuple[DriverStatement, DriverState
 
 
 @functools.cache
-def _keyed_month_statements(dialect: str, size: int) -> tuple[DriverStatement, DriverStatement]:
-    """The same for ``size`` keys (binds k_basic_N, k_type_N) of the one month starting r_first (ending r_end)."""
+def _keyed_month_statement(dialect: str, size: int) -> DriverStatement:
+    """Upsert of ``size`` keys (binds k_basic_N, k_type_N) of the month starting r_first (ending r_end).
+
+    An upsert rather than DELETE + INSERT: it writes only the counters of rows that exist, not their index entries.
+    It rewrites exactly what the pair would, as every key named has day buckets: the keys come from the report's
+    own buckets, upserted just before, and day buckets are zeroed, never deleted.
+    """
     keys = [tuple_(bindparam(f"k_basic_{n}"), bindparam(f"k_type_{n}")) for n in range(size)]
-    m, d = _months.c, _days.c
+    d = _days.c
     source = _source(dialect, _CHILD, _FIRST, _END).where(tuple_(d.basic_code, d.item_type_code).in_(keys))
-    return (
-        DriverStatement(
-            delete(_months).where(
-                m.child_id == _CHILD, m.month == _FIRST, tuple_(m.basic_code, m.item_type_code).in_(keys)
-            )
-        ),
-        DriverStatement(_months.insert().from_select(_ROLLUP_COLUMNS, source)),
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(_months).from_select(_ROLLUP_COLUMNS, source)
+    return DriverStatement(
+        insert.on_conflict_do_update(
+            index_elements=[_months.c[name] for name in ("child_id", "month", "basic_code", "item_type_code")],
+            set_={name: insert.excluded[name] for name in COUNTER_FIELDS},
+        )
     )
 
 
 def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date] | RollupScope) -> None:
-    """Rewrite the child's roll-up rows of these months (first days), or of a scope's keys, from its day buckets."""
+    """Rewrite the child's roll-up rows of these months (first days), or of a scope's keys, from its day buckets.
+
+    A scope's keys are those of a report's buckets, already in the day buckets (see ``_keyed_month_statement``).
+    """
     scope = months if isinstance(months, RollupScope) else RollupScope(months=set(months))
     whole = set(scope.months)
     keyed = {month: keys for month, keys in scope.keys.items() if month not in whole}
@@ -158,9 +165,7 @@ def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date]
         for number, (basic_code, item_type_code) in enumerate(pairs):
             params[f"k_basic_{number}"] = basic_code
             params[f"k_type_{number}"] = item_type_code
-        remove, rewrite = _keyed_month_statements(dialect, size)
-        remove.execute(conn, params)
-        rewrite.execute(conn, params)
+        _keyed_month_statement(dialect, size).execute(conn, params)
 
 
 def _same_date(day: date) -> object:
