@@ -2,9 +2,9 @@
 
 The run, in order:
 
-1. set-up: the PKI of the whole tree through the real enrolment flow (node.localtree.provision_pki), every node's
-   data directory (a migrated database copied from one template, config, synthetic history at every street),
-   then the ``supnet serve`` processes: each hosts a whole subtree (``host_depth`` 1: one process per city with
+1. set-up (``node.localtree.up``): every node's data directory (a migrated database copied from one template,
+   config, synthetic history at every street) and, meanwhile, the PKI of the whole tree through the real enrolment
+   flow; then the ``supnet serve`` processes: each hosts a whole subtree (``host_depth`` 1: one process per city with
    its districts and streets; the province alone), all over mutual TLS;
 2. roll-up: until the province's signed total of received cases equals the sum of the leaves' stored cases;
 3. freshness: every street ingests a new day at once (gRPC IngestService, its own ingest credential); seconds
