@@ -3,7 +3,7 @@
 In the same run it measures the raw baseline on the same rows: stdlib ``sqlite3`` executemany into bare tables of
 the same columns (same pragmas, same batch size), and psycopg COPY for PostgreSQL. Each measurement runs in its own
 child process so its peak RSS is its own. Prints records/s, the ratio to the baseline and peak RSS, the import's
-profile (wall time in database driver calls vs Python, bench.db_time), then ONE JSON line of the figures; its
+profile (wall time in database driver calls vs Python, bench._db_time), then ONE JSON line of the figures; its
 ``ratios`` are the issue's two targets: supnet SQLite vs raw sqlite3 on the node's own schema, supnet PostgreSQL vs
 COPY.
 
@@ -33,8 +33,8 @@ from typing import Any
 # Run as a script, bench/ comes first on sys.path, where bench/federation.py would shadow the federation package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.db_time import print_profile, profile_of
-from bench.ingest_pg_schema import postgres_schema_baseline
+from bench._db_time import print_profile, profile_of
+from bench._ingest_pg_schema import postgres_schema_baseline
 from node.synthetic import GOVERNMENT_DEPARTMENTS
 
 DEFAULT_PG = os.environ.get("SUPNET_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -449,7 +449,7 @@ def postgres_baseline(pg_url: str, acceptances: str, completions: str, batch: in
 
 def supnet_import(workdir: str, db_url: str, files: list[str], batch: int) -> dict[str, Any]:
     """Supnet's own import of the files into a freshly initialised node (SQLite file or given PostgreSQL URL)."""
-    from bench.db_time import time_database
+    from bench._db_time import time_database
     from node.app import open_node
     from node.bootstrap import init_node
     from node.ingest import Importer
