@@ -19,7 +19,8 @@ from node.errors import StoreError
 from node.ingest.records import AnyRow
 from node.store import copy_to_staging
 
-_CLOCK_TIMES = [f"{h:02d}:{m:02d}:{s:02d}.000000" for h in range(24) for m in range(60) for s in range(60)]
+# 'HH:MM:SS.000000' for each second of a day, built before the first day prefix (30 ms: not at every process start).
+_CLOCK_TIMES: list[str] = []
 _DAY_PREFIXES: dict[int, str] = {}
 _FORMATTED: dict[datetime, str] = {}
 _FORMATTED_SIZE = 50_000
@@ -44,6 +45,11 @@ def sqlite_datetime(value: datetime | None) -> str | None:
         ordinal = value.toordinal()
         prefix = _DAY_PREFIXES.get(ordinal)
         if prefix is None:
+            # Filled in one step (a slice assignment) before any day prefix exists: whoever finds a prefix finds all.
+            if not _CLOCK_TIMES:
+                _CLOCK_TIMES[:] = [
+                    f"{h:02d}:{m:02d}:{s:02d}.000000" for h in range(24) for m in range(60) for s in range(60)
+                ]
             prefix = _DAY_PREFIXES[ordinal] = value.date().isoformat() + " "
         text = prefix + _CLOCK_TIMES[value.hour * 3600 + value.minute * 60 + value.second]
     if len(_FORMATTED) >= _FORMATTED_SIZE:
