@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Python's byte-code cache on even where the environment turns it off (PYTHONDONTWRITEBYTECODE): the project's modules
+# are compiled once, not again in every process the tests start (~0.3 s of CPU per `supnet` or node start).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test lint typecheck check protos bench clean
 

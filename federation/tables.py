@@ -92,6 +92,11 @@ child_chains = Table(
 SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite
 
 
+def _sqlite_value(value: Any) -> Any:
+    """A value as the SQLite driver gets it: datetimes in SQLAlchemy's text format, anything else as is."""
+    return value.strftime(SQLITE_DATETIME_FORMAT) if isinstance(value, datetime) else value
+
+
 @dataclass(frozen=True)
 class DriverConnection:
     """A pooled DB-API connection used without a SQLAlchemy Connection (``engine.raw_connection()``)."""
@@ -135,13 +140,13 @@ class DriverStatement:
     def _driver_params(self, dialect: Dialect, params: Mapping[str, Any]) -> Any:
         """Named parameters in the driver's form: a tuple for a positional driver, SQLite's datetime text."""
         _sql, order, fixed = self._sql(dialect)
-        values = {**fixed, **params}
-        if dialect.name == "sqlite":
-            values = {
-                name: value.strftime(SQLITE_DATETIME_FORMAT) if isinstance(value, datetime) else value
-                for name, value in values.items()
-            }
-        return values if order is None else tuple(values[name] for name in order)
+        values = {**fixed, **params} if fixed else params
+        if dialect.name != "sqlite":
+            return dict(values) if order is None else tuple(values[name] for name in order)
+        if order is None:
+            return {name: _sqlite_value(value) for name, value in values.items()}
+        # A name may stand at several positions (a value used twice in the statement).
+        return tuple(_sqlite_value(values[name]) for name in order)
 
     def _run(self, conn: Connection | DriverConnection, params: Mapping[str, Any]) -> Any:
         dbapi, dialect = _driver_of(conn)

@@ -25,7 +25,7 @@ from node.cli.common import (
     subcommand_invoked,
 )
 from node.cli.render import Col, fitted_table, print_table, short_departments
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.supervision import AlertView, acknowledge_alert, correct_alert, escalate_alert, list_alerts
 
 alerts_app = typer.Typer(help="Supervision warnings (电子监察预警): list, acknowledge, correct, escalate.")
@@ -80,10 +80,8 @@ def alerts(
             limit=limit,
         )
     records = [view.to_dict(tz) for view in views]
-    if emit_rows(fmt, out, records, title="监察预警 alerts", encoding=encoding, as_json=as_json):
-        return
-    if as_json:
-        print_json({"alerts": records})
+    document = {"alerts": records}
+    if emit_listing(records, document, title="监察预警 alerts", fmt=fmt, out=out, encoding=encoding, as_json=as_json):
         return
     columns = (
         Col("id", key=True),

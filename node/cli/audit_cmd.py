@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
 from node.cli.render import Col, fitted_table, print_table
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.errors import ExitCode
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
@@ -117,10 +117,10 @@ def register(app: typer.Typer) -> None:
             return
 
         records = [_entry_dict(entry, tz) for entry in entries]
-        if emit_rows(fmt, out, records, title="审计日志 audit", encoding=encoding, as_json=as_json):
-            return
-        if as_json:
-            print_json({"entries": records, "head": None if head is None else {"seq": head.seq, "hash": head.hash}})
+        document = {"entries": records, "head": None if head is None else {"seq": head.seq, "hash": head.hash}}
+        if emit_listing(
+            records, document, title="审计日志 audit", fmt=fmt, out=out, encoding=encoding, as_json=as_json
+        ):
             return
         head_note = f"head #{head.seq}" if head is not None else "empty"
         columns = (

@@ -2,6 +2,9 @@
 
 Exit codes are node.errors.ExitCode (README "Exit codes"): a command failing with a SupnetError exits with the code
 its error code maps to; ``--data-dir`` binds the log lines to that node (its id, its clock, its [logging]).
+
+The node stack (node.app: SQLAlchemy, the models, Alembic; node.config: pydantic) loads inside the functions that
+open a node or read its config: every command module imports this one, and ``supnet --help`` loads them all.
 """
 
 from __future__ import annotations
@@ -14,17 +17,17 @@ from dataclasses import asdict
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 
-from node.app import Node, open_node, upgrade_command
-from node.audit_log import AuditLog, operator_actor
-from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, SupnetError, exit_code_for
 from node.observability import bind_node
+
+if TYPE_CHECKING:
+    from node.app import Node
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -35,6 +38,8 @@ def bind_node_logging(data_dir: Path, *, default_level: str = "WARNING") -> None
 
     A directory without a valid config binds nothing: the command itself says what is wrong with it.
     """
+    from node.config import load_config
+
     try:
         config = load_config(data_dir)
     except ConfigError:
@@ -127,6 +132,7 @@ def opened_node(ctx: typer.Context, data_dir: Path | None, *, writes: bool = Tru
 
 def open_working_node(data_dir: Path) -> Node:
     """Open a node for work: schema migrated, and metric buckets rebuilt once if an upgrade asked for it."""
+    from node.app import open_node
     from node.supervision import rebuild_buckets_if_needed
 
     node = open_node(data_dir)
@@ -144,6 +150,7 @@ def open_reading_node(data_dir: Path) -> Node:
     An old schema, or metric figures an upgrade left to rebuild, is a SchemaOutdatedError naming
     ``supnet db upgrade --data-dir DIR`` (which does both).
     """
+    from node.app import open_node, upgrade_command
     from node.store import SchemaOutdatedError, counter_value
     from node.supervision import REBUILD_FLAG
 
@@ -163,6 +170,9 @@ def open_reading_node(data_dir: Path) -> Node:
 
 def audit_admin_action(data_dir: Path, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
     """Record an administrative command that changed files, not rows (PKI, keys) in the node's audit log."""
+    from node.app import open_node
+    from node.audit_log import AuditLog, operator_actor
+
     node = open_node(data_dir)
     try:
         AuditLog(node.engine).record(

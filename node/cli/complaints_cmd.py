@@ -22,7 +22,7 @@ from node.cli.common import (
     view_json,
 )
 from node.cli.render import Col, fitted_table, print_table, short_departments
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.domain import parse_datetime
 from node.errors import ValidationError
 from node.supervision import (
@@ -108,10 +108,10 @@ def complaints(
         figures = complaint_figures(node, now=as_of)
         node_name = "" if wide else node.config.name
     records = [view_json(v) for v in views]
-    if emit_rows(fmt, out, records, title="效能投诉 complaints", encoding=encoding, as_json=as_json):
-        return
-    if as_json:
-        print_json({"as_of": as_of.isoformat(sep=" "), "figures": figures.as_dict(), "complaints": records})
+    document = {"as_of": as_of.isoformat(sep=" "), "figures": figures.as_dict(), "complaints": records}
+    if emit_listing(
+        records, document, title="效能投诉 complaints", fmt=fmt, out=out, encoding=encoding, as_json=as_json
+    ):
         return
     columns = (
         Col("no", key=True),

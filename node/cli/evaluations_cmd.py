@@ -26,7 +26,7 @@ from node.cli.common import (
     subcommand_invoked,
 )
 from node.cli.render import Col, fitted_table, print_table, short_departments
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.domain import to_iso
 from node.supervision import EvaluationView, close_followup, evaluation_figures, list_evaluations
 
@@ -64,10 +64,10 @@ def evaluations(
         figures = evaluation_figures(node)
         node_name = "" if wide else node.config.name
     records = [evaluation_json(v, node.tz) for v in views]
-    if emit_rows(fmt, out, records, title="好差评 evaluations", encoding=encoding, as_json=as_json):
-        return
-    if as_json:
-        print_json({"figures": figures.as_dict(), "evaluations": records})
+    document = {"figures": figures.as_dict(), "evaluations": records}
+    if emit_listing(
+        records, document, title="好差评 evaluations", fmt=fmt, out=out, encoding=encoding, as_json=as_json
+    ):
         return
     columns = (
         Col("id", key=True),

@@ -25,7 +25,7 @@ from node.cli.common import (
     subcommand_invoked,
 )
 from node.cli.render import Col, fitted_table, print_table, short_departments
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.domain import parse_datetime, to_iso
 from node.errors import InvalidArgumentError
 from node.supervision import (
@@ -132,10 +132,8 @@ def list_command(
         tz = node.tz
         node_name = "" if wide else node.config.name
     records = [_item_json(v, tz) for v in views]
-    if emit_rows(fmt, out, records, title="事项目录 items", encoding=encoding, as_json=as_json):
-        return
-    if as_json:
-        print_json({"labels": FIELD_LABELS, "items": records})
+    document = {"labels": FIELD_LABELS, "items": records}
+    if emit_listing(records, document, title="事项目录 items", fmt=fmt, out=out, encoding=encoding, as_json=as_json):
         return
     columns = (
         Col(FIELD_LABELS["implementation_code"], key=True),

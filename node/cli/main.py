@@ -35,6 +35,9 @@ class LogFormatOption(StrEnum):
 
 # Global options that take a value: skipped when looking for the command name in argv.
 _VALUE_OPTIONS = {"--log-format"}
+# Commands that live in a module named for another command (the others: "serve" -> serve_cmd). Without an entry
+# such a command loads every module, as `supnet --help` does (tests/cli/test_exit_codes.py checks the table).
+COMMAND_MODULES = {"restore": "backup_cmd", "spotcheck-directive": "spotcheck_cmd"}
 
 
 def _print_version(value: bool) -> None:
@@ -80,6 +83,11 @@ def _command_name(argv: list[str]) -> str:
     return ""
 
 
+def command_module(command: str) -> str:
+    """The ``*_cmd`` module that registers ``command`` (it may not exist: then the command is unknown)."""
+    return COMMAND_MODULES.get(command, f"{command.replace('-', '_')}_cmd")
+
+
 def _register_commands(argv: list[str] | None = None) -> None:
     # Each *_cmd module adds its own commands; discovery keeps this file free of merge churn.
     # A command named like its module ("serve" -> serve_cmd) loads only that module: every node
@@ -88,7 +96,7 @@ def _register_commands(argv: list[str] | None = None) -> None:
     command = _command_name(argv or [])
     if not command and "--version" in (argv or []):
         return  # nothing to load: the version is printed before any command would run
-    wanted = f"{command.replace('-', '_')}_cmd" if command else ""
+    wanted = command_module(command) if command else ""
     for module in [wanted] if wanted in modules else modules:
         importlib.import_module(f"node.cli.{module}").register(app)
 

@@ -22,7 +22,7 @@ from node.cli.common import (
     view_json,
 )
 from node.cli.render import Col, fitted_table, print_table
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.errors import ExitCode
 from node.notify import (
     NotificationDispatcher,
@@ -63,10 +63,10 @@ def notifications(
         views = list_notifications(node, pending_only=pending, status=status, limit=limit)
         counts = notification_counts(node)
     records = [view_json(v) for v in views]
-    if emit_rows(fmt, out, records, title="通知 notifications", encoding=encoding, as_json=as_json):
-        return
-    if as_json:
-        print_json({"counts": counts, "notifications": records})
+    document = {"counts": counts, "notifications": records}
+    if emit_listing(
+        records, document, title="通知 notifications", fmt=fmt, out=out, encoding=encoding, as_json=as_json
+    ):
         return
     columns = (
         Col("id", key=True),

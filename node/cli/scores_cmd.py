@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 
 from node.app import open_node
-from node.cli.common import DataDir, JsonFlag, console, handle_errors, print_json
+from node.cli.common import DataDir, JsonFlag, console, handle_errors
 from node.cli.render import Col, fitted_table, print_table, short_departments
-from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_rows
+from node.cli.tabular import EncodingOption, FormatOption, OutOption, WideFlag, emit_listing
 from node.errors import InvalidArgumentError
 from node.supervision import PART_LABELS, RankedScore, parse_period, scores_ranking
 
@@ -64,17 +64,10 @@ def scores(
     finally:
         node.close()
     records = [r.as_dict() for r in ranking]
-    if emit_rows(fmt, out, records, title=f"效能考评 {period.label}", encoding=encoding, as_json=as_json):
-        return
-    if as_json:
-        print_json(
-            {
-                "period": period.label,
-                "kind": period.kind,
-                "weights": weights.model_dump(),
-                "ranking": [r.as_dict() for r in ranking],
-            }
-        )
+    document = {"period": period.label, "kind": period.kind, "weights": weights.model_dump(), "ranking": records}
+    if emit_listing(
+        records, document, title=f"效能考评 {period.label}", fmt=fmt, out=out, encoding=encoding, as_json=as_json
+    ):
         return
     shares = ", ".join(f"{PART_LABELS[p]} {getattr(weights, p):g}" for p in SCORED_PARTS)
     columns = (

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from node.cli.common import console
+from node.cli.common import console, print_json
 from node.errors import InvalidArgumentError
 
 FormatOption = Annotated[
@@ -77,6 +77,27 @@ def emit_rows(
         out.write_bytes(content)
     console.print(f"已写入 {out}（{chosen}，{len(records)} 行 rows）", highlight=False)
     return True
+
+
+def emit_listing(
+    records: Sequence[Mapping[str, Any]],
+    document: Any,
+    *,
+    title: str,
+    fmt: str | None,
+    out: Path | None,
+    encoding: str,
+    as_json: bool,
+) -> bool:
+    """A listing's rows as a file (``--format``/``--out``) or its whole JSON ``document`` (``--json``).
+
+    False when neither is asked for: the command prints its table. The two together are an error (emit_rows).
+    """
+    if emit_rows(fmt, out, records, title=title, encoding=encoding, as_json=as_json):
+        return True
+    if as_json:
+        print_json(document)
+    return as_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,9 @@ directive`` commands beside ``supnet serve``); ``wake()`` (called by the Deliver
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -40,7 +38,7 @@ from node.directives.store import (
 )
 from node.errors import ConfigError
 from node.notify import NoticeKind, notify_operators
-from node.store import ChangeWatch
+from node.store import ChangeWatch, NextDue
 from node.trust import DEFAULT_CHANNEL_OPTIONS, channel_to, credentials_stamp, pki_directory
 
 __all__ = ["DirectiveSender", "SendResult"]
@@ -74,8 +72,9 @@ class DirectiveSender:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
+        # Idle passes read no table unless the database files changed; the outbox's next due time is kept between.
         self._watch = ChangeWatch(node.engine)
-        self._next_attempt_at: datetime | None = None
+        self._due = NextDue(node.engine, next_attempt_at, node.now)
 
     # --- channels -------------------------------------------------------------------------------------------------
 
@@ -239,13 +238,7 @@ class DirectiveSender:
 
     def _seconds_until_due(self, *, look: bool = True) -> float:
         """Seconds until the oldest message is due; ``look=False``: from the outbox as last read (idle passes)."""
-        if look:
-            with self.node.engine.connect() as conn:
-                self._next_attempt_at = next_attempt_at(conn)
-        next_at = self._next_attempt_at
-        if next_at is None:
-            return math.inf
-        return max((next_at - self.node.now()).total_seconds(), 0.0)
+        return self._due.seconds(look=look)
 
     def _run(self) -> None:
         config = self.node.config.directives

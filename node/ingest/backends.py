@@ -17,8 +17,10 @@ from sqlalchemy import Connection, DateTime, Engine, Numeric, Table
 
 from node.errors import StoreError
 from node.ingest.records import AnyRow
+from node.store import copy_to_staging
 
-_CLOCK_TIMES = [f"{h:02d}:{m:02d}:{s:02d}.000000" for h in range(24) for m in range(60) for s in range(60)]
+# 'HH:MM:SS.000000' for each second of a day, built before the first day prefix (30 ms: not at every process start).
+_CLOCK_TIMES: list[str] = []
 _DAY_PREFIXES: dict[int, str] = {}
 _FORMATTED: dict[datetime, str] = {}
 _FORMATTED_SIZE = 50_000
@@ -43,6 +45,11 @@ def sqlite_datetime(value: datetime | None) -> str | None:
         ordinal = value.toordinal()
         prefix = _DAY_PREFIXES.get(ordinal)
         if prefix is None:
+            # Filled in one step (a slice assignment) before any day prefix exists: whoever finds a prefix finds all.
+            if not _CLOCK_TIMES:
+                _CLOCK_TIMES[:] = [
+                    f"{h:02d}:{m:02d}:{s:02d}.000000" for h in range(24) for m in range(60) for s in range(60)
+                ]
             prefix = _DAY_PREFIXES[ordinal] = value.date().isoformat() + " "
         text = prefix + _CLOCK_TIMES[value.hour * 3600 + value.minute * 60 + value.second]
     if len(_FORMATTED) >= _FORMATTED_SIZE:
@@ -126,9 +133,9 @@ class Backend:
     ) -> None:
         """UPDATE cases by case_no for many rows: ``assignments`` names values as {column}; rows end with case_no.
 
-        ``columns`` are (name, SQL type) of the values before case_no. Both databases run it as an executemany of
-        keyed UPDATEs (psycopg pipelines them): a set-based UPDATE ... FROM unnest(arrays) measured no faster, and
-        PostgreSQL planned it as a hash join over a sequential scan of all cases, which grows with the table.
+        ``columns`` are (name, SQL type) of the values before case_no. SQLite runs it as an executemany of keyed
+        UPDATEs (in-process, each is an index probe); PostgreSQL as COPY into a staging table and one UPDATE ... FROM
+        (PostgresBackend.update_cases).
         """
         if not rows:
             return
@@ -193,9 +200,33 @@ class SqliteBackend(Backend):
 
 
 class PostgresBackend(Backend):
-    """PostgreSQL: COPY for inserts, = ANY(array) for key lookups, psycopg executemany (pipelined) for updates."""
+    """PostgreSQL: COPY for inserts, = ANY(array) for key lookups, COPY + UPDATE ... FROM for case updates."""
 
     placeholder = "%s"
+
+    def update_cases(
+        self, conn: Connection, assignments: str, columns: Sequence[tuple[str, str]], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        # One statement per batch instead of a pipelined UPDATE per case (a server parse/bind/execute each). The
+        # join must probe the cases key index per staged row: PostgreSQL plans a hash join over a sequential scan of
+        # all cases otherwise (it knows nothing of the staging table), which grows with the table, so the batch
+        # switches the other join methods off for this one statement.
+        if not rows:
+            return
+        names = [name for name, _ in columns]
+        definition = ", ".join(f"{name} {sql_type}" for name, sql_type in columns) + ", case_no text"
+        staging = copy_to_staging(conn, "supnet_case_updates", definition, [*names, "case_no"], rows)
+        sets = assignments.format(**{name: f"u.{name}" for name in names})
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            # No parameters: one simple-protocol round trip for the three statements.
+            cursor.execute(
+                "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+                f"UPDATE cases SET {sets} FROM {staging} u WHERE cases.case_no = u.case_no; "
+                "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on"
+            )
+        finally:
+            cursor.close()
 
     def insert(self, conn: Connection, table: Table, rows: Sequence[AnyRow]) -> None:
         if not rows:
@@ -217,7 +248,9 @@ class PostgresBackend(Backend):
         # FOR UPDATE (in key order, so two writers cannot deadlock) serialises state changes of one case; unique keys
         # catch the rest of the races, and a violated one retries the whole batch.
         order = f" ORDER BY {key} FOR UPDATE" if lock else ""
-        sql = f"SELECT {','.join(columns)} FROM {table} WHERE {key} = ANY(%s){order}"
+        # %b: the key list goes as a binary array; psycopg's text array dumper (a quoting regex per element) cost
+        # several times the query.
+        sql = f"SELECT {','.join(columns)} FROM {table} WHERE {key} = ANY(%b){order}"
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, (list(keys),))

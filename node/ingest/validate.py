@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import cache
+from types import CodeType
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -251,6 +253,12 @@ class _CompiledField:
     codes: frozenset[str] | None
 
 
+@cache
+def _compiled(source: str) -> CodeType:
+    """The fast path's generated source, compiled once per process (a host opens a validator per hosted node)."""
+    return compile(source, "<fast validator>", "exec")
+
+
 class Validator:
     """Validates raw records of every kind into typed rows (model column names), in the node's time zone."""
 
@@ -337,7 +345,7 @@ class Validator:
             body = self._fast_body(spec, index, namespace)
             lines.extend(f"        {line}" for line in body)
         lines.append("    return row")
-        exec("\n".join(lines), namespace)  # noqa: S102 - our own generated source, no input reaches it
+        exec(_compiled("\n".join(lines)), namespace)  # noqa: S102 - our own generated source, no input reaches it
         fast: Callable[[Mapping[str, Any]], ValidatedRow | None] = namespace["fast"]
         return fast
 

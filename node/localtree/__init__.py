@@ -5,7 +5,6 @@ from node.localtree.launcher import (
     down,
     ephemeral_port_floor,
     free_ports,
-    health_status,
     host_groups,
     is_our_server,
     provision_pki,
@@ -13,11 +12,13 @@ from node.localtree.launcher import (
     status,
     up,
 )
+from node.localtree.readiness import LaunchError, health_status, wait_until_serving
 from node.localtree.state import FederationState
 from node.localtree.topology import Topology, load_topology, parse_topology
 
 __all__ = [
     "FederationState",
+    "LaunchError",
     "Topology",
     "cli_command",
     "down",
@@ -32,4 +33,5 @@ __all__ = [
     "serves",
     "status",
     "up",
+    "wait_until_serving",
 ]

@@ -6,16 +6,17 @@
 2. picks a free loopback port per node and provisions the PKI of the whole tree (node.trust.provisioning:
    a root CA at the root node, then every node enrolled by its parent through the real one-time token + CSR
    flow, in-process), writing each node's ``DIR/<id>/pki``, plus one ingest credential per node
-   (``pki/ingest/local-ingest.*``); every node then serves and calls over mutual TLS. With
+   (``pki/ingest/local-ingest.*``), while the workers of step 3 run (they never read ``pki/``); every node then
+   serves and calls over mutual TLS. With
    ``insecure_plaintext`` it instead creates each node's Ed25519 key (``DIR/<id>/keys``) so every config can
    name its parent's and children's public keys, and sets ``federation.insecure_plaintext`` everywhere;
 3. runs ``supnet federation setup-node`` in a few worker processes (init, config, ``supnet generate``-style
    synthetic data, import), since one process per node would spend most of its time starting Python;
 4. starts ``supnet serve`` for each node, top-down (with ``hosts``: one process per group of nodes, each a
    host of several nodes, node.server.hosting; ``host_groups`` makes groups of whole subtrees), and waits
-   until every one answers the gRPC health check
-   (each check with a deadline, over mutual TLS with the node's own certificate; a child whose parent is not
-   listening yet retries from its outbox);
+   until every one answers the gRPC health check (asked once the node's serve.json names the process started
+   for it; each check with a deadline, over mutual TLS with the node's own certificate; a child whose parent is
+   not listening yet retries from its outbox);
 5. writes ``DIR/federation.json`` (pids, addresses, data directories) for ``status`` and ``down``.
 
 ``status`` and ``down`` look for the process serving each node NOW: the one its own ``DATA_DIR/serve.json``
@@ -26,7 +27,8 @@ a reused pid is never signalled. ``down`` sends SIGTERM
 (clean shutdown: health NOT_SERVING, in-flight calls finish) and SIGKILL after a timeout.
 
 The launcher imports no CLI module: it runs the ``supnet`` program (``python -m node``) in subprocesses.
-Topologies and the plan are in ``topology.py``, the state file in ``state.py``.
+Topologies and the plan are in ``topology.py``, the state file in ``state.py``, health checks and the wait
+until a tree serves in ``readiness.py``.
 """
 
 from __future__ import annotations
@@ -45,11 +47,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from federation import (
-    InvalidArgumentError,
     NotFoundError,
     SupnetError,
     generate_keypair,
@@ -60,31 +58,18 @@ from federation import (
 )
 from node.bootstrap import REPORT_KEY_FILE
 from node.config import load_host_config
+from node.localtree.readiness import LaunchError, health_status, log_tail, wait_until_serving
 from node.localtree.state import INGEST_SYSTEM, FederationState, LaunchedNode
 from node.localtree.topology import Topology, TopologyNode, build_plan
 from node.run_state import read_state_file, serve_state_path
-from node.trust import (
-    PKI_DIR_NAME,
-    PkiDirectory,
-    node_channel,
-    provision_ingest_credential,
-    provision_tree,
-    tree_is_provisioned,
-)
+from node.trust import PKI_DIR_NAME, provision_ingest_credential, provision_tree, tree_is_provisioned
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
 # The supnet program (node/__main__.py) as this interpreter runs it; the launcher starts nodes, it imports no CLI.
 PROGRAM_MODULE = "node"
-HEALTH_POLL_SECONDS = 0.1
 Progress = Callable[[str], None]
-
-
-class LaunchError(SupnetError):
-    """A node of the tree could not be set up or started; the message names it and quotes its log."""
-
-    code = "LAUNCH"
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -195,7 +180,35 @@ def serves(pid: int, data_dir: str | Path) -> bool:
         # An empty command line under /proc is a zombie (exited, not yet reaped); without /proc (not Linux)
         # trust the pid, the state file is ours.
         return not Path("/proc").is_dir()
-    return Path(data_dir).resolve() in _served_data_dirs(pid, command)
+    return Path(data_dir).resolve() in _served_dirs_of(pid, command)
+
+
+# What a serving process serves, by process: its command line is read on every call (a reused pid is caught), the
+# directories it names are resolved once. `down` and `status` ask about every node of a host, and resolving all
+# 85 data directories of a city's host for each of its 85 nodes, on every pass, made `down` of 256 nodes take
+# seconds. The key holds the process's start time (/proc/PID/stat), so a reused pid never hits an old entry.
+_SERVED_CACHE: dict[tuple[int, str, tuple[str, ...]], frozenset[Path]] = {}
+_SERVED_CACHE_LIMIT = 4096
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _served_dirs_of(pid: int, command: Sequence[str]) -> frozenset[Path]:
+    started = _start_time(pid)
+    if not started:
+        return frozenset(_served_data_dirs(pid, command))  # no /proc: nothing to key a cache entry on
+    key = (pid, started, tuple(command))
+    served = _SERVED_CACHE.get(key)
+    if served is None:
+        if len(_SERVED_CACHE) >= _SERVED_CACHE_LIMIT:
+            _SERVED_CACHE.clear()
+        served = _SERVED_CACHE[key] = frozenset(_served_data_dirs(pid, command))
+    return served
 
 
 def serving_pids(node: LaunchedNode) -> list[int]:
@@ -240,66 +253,6 @@ def _wait_exited(pid: int, timeout: float = 2.0) -> None:
         time.sleep(0.01)
 
 
-def health_status(address: str, timeout: float = 1.0, *, pki: PkiDirectory | None = None, node_id: str = "") -> str:
-    """SERVING / NOT_SERVING / UNKNOWN / UNREACHABLE for a node's overall health, within a deadline.
-
-    With ``pki`` (the node's own directory) the check runs over mutual TLS and accepts only ``node_id``'s
-    certificate; without, over plaintext (a tree in the insecure plaintext mode).
-    """
-    if pki is not None and not node_id:
-        raise InvalidArgumentError("a health check over mutual TLS needs the node id to expect")
-    with node_channel(pki, address, node_id or "unknown") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_until_serving(
-    nodes: Sequence[LaunchedNode],
-    processes: Mapping[str, subprocess.Popen[bytes]],
-    timeout: float,
-    *,
-    insecure_plaintext: bool = False,
-) -> None:
-    """Poll health until every node answers SERVING; LaunchError naming a node that died or never came up."""
-    deadline = time.monotonic() + timeout
-    waiting = {node.id: node for node in nodes}
-    while waiting:
-        for node_id, node in list(waiting.items()):
-            process = processes.get(node_id)
-            if process is not None and process.poll() is not None:
-                raise LaunchError(
-                    f"node {node_id} exited with code {process.returncode} while starting; "
-                    f"its log {node.log_file} ends with:\n{_log_tail(Path(node.log_file))}"
-                )
-            remaining = deadline - time.monotonic()
-            check = health_status(
-                node.address,
-                timeout=max(min(remaining, 1.0), 0.05),
-                pki=node.pki(insecure_plaintext),
-                node_id=node.id,
-            )
-            if check == "SERVING":
-                del waiting[node_id]
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            names = ", ".join(sorted(waiting))
-            raise LaunchError(f"node(s) {names} not serving after {timeout:.0f} s; see their serve.log")
-        time.sleep(HEALTH_POLL_SECONDS)
-
-
 # --- up / status / down ---------------------------------------------------------------------------
 
 
@@ -314,36 +267,52 @@ def _ensure_key(data_dir: Path) -> str:
     return public_key_b64(public_key)
 
 
-def _run_setup(plan_path: Path, groups: list[list[str]], base_dir: Path, timeout: float) -> None:
-    processes = []
-    for index, group in enumerate(groups):
-        log_path = base_dir / f"setup-{index}.log"
-        args = ["federation", "setup-node", str(plan_path)]
-        for node_id in group:
-            args += ["--node", node_id]
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(cli_command(*args), stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
-        processes.append((process, log_path, group))
+SetupWorker = tuple[subprocess.Popen[bytes], Path, list[str]]
+
+
+def _start_setup(plan_path: Path, groups: list[list[str]], base_dir: Path) -> list[SetupWorker]:
+    """Start one ``supnet federation setup-node`` process per group of nodes (they run while the PKI is made)."""
+    workers: list[SetupWorker] = []
+    try:
+        for index, group in enumerate(groups):
+            log_path = base_dir / f"setup-{index}.log"
+            args = ["federation", "setup-node", str(plan_path)]
+            for node_id in group:
+                args += ["--node", node_id]
+            with log_path.open("wb") as log_file:
+                process = subprocess.Popen(cli_command(*args), stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+            workers.append((process, log_path, group))
+    except BaseException:
+        _kill_setup(workers)
+        raise
+    return workers
+
+
+def _kill_setup(workers: Sequence[SetupWorker]) -> None:
+    # Interrupted (Ctrl-C, SIGTERM), failed or timed out: no setup worker may outlive the launcher.
+    for process, _log_path, _group in workers:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _finish_setup(workers: Sequence[SetupWorker], timeout: float) -> None:
+    """Wait for the setup workers; LaunchError quoting the log of every one that failed or timed out."""
     deadline = time.monotonic() + timeout
-    failures = []
     try:
         codes = []
-        for process, _log_path, _group in processes:
+        for process, _log_path, _group in workers:
             try:
                 codes.append(process.wait(timeout=max(deadline - time.monotonic(), 0.1)))
             except subprocess.TimeoutExpired:
                 codes.append(-1)
     finally:
-        # Interrupted (Ctrl-C, SIGTERM) or timed out: no setup worker may outlive the launcher.
-        for process, _log_path, _group in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for (_process, log_path, group), code in zip(processes, codes, strict=True):
-        if code != 0:
-            failures.append(
-                f"setup of {', '.join(group)} failed (exit {code}); {log_path} ends with:\n{_log_tail(log_path)}"
-            )
+        _kill_setup(workers)
+    failures = [
+        f"setup of {', '.join(group)} failed (exit {code}); {log_path} ends with:\n{log_tail(log_path)}"
+        for (_process, log_path, group), code in zip(workers, codes, strict=True)
+        if code != 0
+    ]
     if failures:
         raise LaunchError("\n".join(failures))
 
@@ -396,15 +365,18 @@ def up(
     extra_env: Mapping[str, str] | None = None,
     insecure_plaintext: bool = False,
     hosts: Sequence[Sequence[str]] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> FederationState:
     """Set up and start every node of the topology under base_dir; returns the saved state.
 
     By default the tree gets its PKI and runs over mutual TLS; ``insecure_plaintext`` runs it without TLS
     (local experiments only; refused if the directory already holds a tree with a PKI). ``hosts`` groups node
     ids into ``supnet serve`` processes hosting several nodes each (see ``host_groups``); a node in no group
-    runs standalone.
+    runs standalone. ``timings``, if given, receives the seconds of each phase: ``pki_seconds`` (made while the
+    data is set up), ``data_seconds`` (set-up workers, PKI included) and ``start_seconds`` (until all serve).
     """
     say = progress or (lambda _message: None)
+    phases = timings if timings is not None else {}
     base_dir = base_dir.resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -425,13 +397,6 @@ def up(
             )
         keys = {node.id: _ensure_key(base_dir / node.id) for node in topology.nodes}
         say("INSECURE PLAINTEXT mode: no TLS, no certificates (local experiments only)")
-    else:
-        started = time.monotonic()
-        created = provision_pki(topology, base_dir)
-        say(
-            f"PKI {'provisioned' if created else 'kept'}: root CA at {topology.root.id}, every node enrolled by its "
-            f"parent (one-time token + CSRs) in {time.monotonic() - started:.2f} s; all calls use mutual TLS"
-        )
     plan_path = base_dir / PLAN_FILE
     plan = build_plan(topology, base_dir, addresses, keys, insecure_plaintext=insecure_plaintext)
     plan_path.write_text(json.dumps(plan, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -439,8 +404,23 @@ def up(
     groups = [group for group in _balanced_groups(topology.nodes, max(workers, 1)) if group]
     say(f"setting up {len(topology.nodes)} nodes ({total_cases:,} synthetic cases) in {len(groups)} worker process(es)")
     started = time.monotonic()
-    _run_setup(plan_path, groups, base_dir, setup_timeout)
-    say(f"nodes set up in {time.monotonic() - started:.1f} s")
+    # The workers never read pki/ (init, config, synthetic data, import): the PKI is made meanwhile, here, so its
+    # file syncs overlap their CPU work instead of adding to the set-up time.
+    setup_workers = _start_setup(plan_path, groups, base_dir)
+    try:
+        if not insecure_plaintext:
+            created = provision_pki(topology, base_dir)
+            phases["pki_seconds"] = time.monotonic() - started
+            say(
+                f"PKI {'provisioned' if created else 'kept'}: root CA at {topology.root.id}, every node enrolled by "
+                f"its parent (one-time token + CSRs) in {phases['pki_seconds']:.2f} s; all calls use mutual TLS"
+            )
+    except BaseException:
+        _kill_setup(setup_workers)
+        raise
+    _finish_setup(setup_workers, max(setup_timeout - (time.monotonic() - started), 0.1))
+    phases["data_seconds"] = time.monotonic() - started
+    say(f"nodes set up in {phases['data_seconds']:.1f} s")
     state = FederationState(
         topology=topology.name,
         base_dir=str(base_dir),
@@ -472,7 +452,8 @@ def up(
             "node answers its health check"
         )
         wait_until_serving(state.nodes, processes, ready_timeout, insecure_plaintext=insecure_plaintext)
-        say(f"all {len(processes)} nodes serving after {time.monotonic() - started:.1f} s")
+        phases["start_seconds"] = time.monotonic() - started
+        say(f"all {len(processes)} nodes serving after {phases['start_seconds']:.1f} s")
     except BaseException:
         # Never leave half a tree running: stop what was started, then report the failure.
         down(base_dir, state=state)

@@ -199,9 +199,15 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
 
 def _scope_of(body: Any, scope: RollupScope) -> None:
     """What applying this report may change in the roll-up: its buckets' keys; a FULL report's whole window."""
-    scope.add_days(
-        (date.fromisoformat(bucket.day), bucket.basic_code, bucket.item_type_code) for bucket in body.buckets
-    )
+    # Buckets share few days: each day is parsed once.
+    by_day: dict[str, set[tuple[str, str]]] = {}
+    for bucket in body.buckets:
+        keys = by_day.get(bucket.day)
+        if keys is None:
+            keys = by_day[bucket.day] = set()
+        keys.add((bucket.basic_code, bucket.item_type_code))
+    for day, keys in by_day.items():
+        scope.add_keys(date.fromisoformat(day), keys)
     if body.kind == ReportKind.REPORT_KIND_FULL:
         scope.add_window(date.fromisoformat(body.window_start_day), date.fromisoformat(body.window_end_day))
 

@@ -9,15 +9,17 @@ at its ends from the day buckets, so month and period figures cost a few rows pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, select, tuple_
+from sqlalchemy import BindParameter, Connection, Table, bindparam, delete, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from federation import COUNTER_FIELDS
+from federation import COUNTER_FIELDS, DriverStatement
 from node.store import ChildBucket, ChildMonthBucket, month_start_sql
 
 _days = cast(Table, ChildBucket.__table__)
@@ -70,10 +72,9 @@ class RollupScope:
     months: set[date] = field(default_factory=set)
     keys: dict[date, set[ItemKey]] = field(default_factory=dict)
 
-    def add_days(self, buckets: Iterable[tuple[date, str, str]]) -> None:
-        """The (day, basic code, item type) keys an incremental report named."""
-        for day, basic_code, item_type_code in buckets:
-            self.keys.setdefault(month_start(day), set()).add((basic_code, item_type_code))
+    def add_keys(self, day: date, keys: Iterable[ItemKey]) -> None:
+        """The (basic code, item type) keys an incremental report named on one day."""
+        self.keys.setdefault(month_start(day), set()).update(keys)
 
     def add_window(self, first: date, last: date) -> None:
         """Every month of a FULL report's window (it may zero any key there)."""
@@ -82,11 +83,14 @@ class RollupScope:
 
 # Above this many keys of one month, the whole month is summed again (one range read instead of a long key list).
 _KEYED_REFRESH_MAX = 200
+# A keyed refresh names its keys in binds; the key list is padded (last key repeated, harmless in IN) to one of
+# these sizes, so a handful of statements per dialect serve every report.
+_KEY_LIST_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, _KEYED_REFRESH_MAX)
 
 
-def _source(conn: Connection, child_id: str, first: date, end: date) -> Any:
+def _source(dialect: str, child_id: Any, first: Any, end: Any) -> Any:
     c = _days.c
-    month = month_start_sql(conn, c.day)
+    month = month_start_sql(dialect, c.day)
     return (
         select(c.child_id, month, c.basic_code, c.item_type_code, *(func.sum(c[name]) for name in COUNTER_FIELDS))
         .where(c.child_id == child_id, c.day >= first, c.day < end)
@@ -95,33 +99,77 @@ def _source(conn: Connection, child_id: str, first: date, end: date) -> Any:
 
 
 _ROLLUP_COLUMNS = ["child_id", "month", "basic_code", "item_type_code", *COUNTER_FIELDS]
+_CHILD: BindParameter[str] = bindparam("r_child")
+_FIRST: BindParameter[date] = bindparam("r_first")
+_END: BindParameter[date] = bindparam("r_end")
+
+
+# Applying a child report refreshes its months on every report: the statements are built and compiled once per
+# dialect (and key-list size) and run on the driver (DriverStatement); building them per report cost more than
+# running them.
+@functools.cache
+def _whole_months_statements(dialect: str) -> tuple[DriverStatement, DriverStatement]:
+    """DELETE + INSERT .. SELECT of a child's roll-up rows of months [r_first, r_end) from its day buckets."""
+    m = _months.c
+    return (
+        DriverStatement(delete(_months).where(m.child_id == _CHILD, m.month >= _FIRST, m.month < _END)),
+        DriverStatement(_months.insert().from_select(_ROLLUP_COLUMNS, _source(dialect, _CHILD, _FIRST, _END))),
+    )
+
+
+@functools.cache
+def _keyed_month_statement(dialect: str, size: int) -> DriverStatement:
+    """Upsert of ``size`` keys (binds k_basic_N, k_type_N) of the month starting r_first (ending r_end).
+
+    An upsert rather than DELETE + INSERT: it writes only the counters of rows that exist, not their index entries.
+    It rewrites exactly what the pair would, as every key named has day buckets: the keys come from the report's
+    own buckets, upserted just before, and day buckets are zeroed, never deleted.
+    """
+    keys = [tuple_(bindparam(f"k_basic_{n}"), bindparam(f"k_type_{n}")) for n in range(size)]
+    d = _days.c
+    source = _source(dialect, _CHILD, _FIRST, _END).where(tuple_(d.basic_code, d.item_type_code).in_(keys))
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(_months).from_select(_ROLLUP_COLUMNS, source)
+    return DriverStatement(
+        insert.on_conflict_do_update(
+            index_elements=[_months.c[name] for name in ("child_id", "month", "basic_code", "item_type_code")],
+            set_={name: insert.excluded[name] for name in COUNTER_FIELDS},
+        )
+    )
 
 
 def refresh_child_months(conn: Connection, child_id: str, months: Iterable[date] | RollupScope) -> None:
-    """Rewrite the child's roll-up rows of these months (first days), or of a scope's keys, from its day buckets."""
+    """Rewrite the child's roll-up rows of these months (first days), or of a scope's keys, from its day buckets.
+
+    A scope's keys are those of a report's buckets, already in the day buckets (see ``_keyed_month_statement``).
+    """
     scope = months if isinstance(months, RollupScope) else RollupScope(months=set(months))
     whole = set(scope.months)
     keyed = {month: keys for month, keys in scope.keys.items() if month not in whole}
     whole |= {month for month, keys in keyed.items() if len(keys) > _KEYED_REFRESH_MAX}
+    dialect = conn.dialect.name
+    # The driver gets dates as ISO text on SQLite (how SQLAlchemy stores Date there), as dates elsewhere.
+    as_bind: Callable[[date], object] = date.isoformat if dialect == "sqlite" else _same_date
+    remove, rewrite = _whole_months_statements(dialect)
     for first, end in _month_runs(whole):
-        m = _months.c
-        conn.execute(delete(_months).where(m.child_id == child_id, m.month >= first, m.month < end))
-        conn.execute(_months.insert().from_select(_ROLLUP_COLUMNS, _source(conn, child_id, first, end)))
+        params = {"r_child": child_id, "r_first": as_bind(first), "r_end": as_bind(end)}
+        remove.execute(conn, params)
+        rewrite.execute(conn, params)
     for month, keys in sorted(keyed.items()):
         if month in whole:
             continue
         # Only the named keys of the month: an incremental report's few changed buckets.
         pairs = sorted(keys)
-        m = _months.c
-        conn.execute(
-            delete(_months).where(
-                m.child_id == child_id, m.month == month, tuple_(m.basic_code, m.item_type_code).in_(pairs)
-            )
-        )
-        source = _source(conn, child_id, month, next_month(month)).where(
-            tuple_(_days.c.basic_code, _days.c.item_type_code).in_(pairs)
-        )
-        conn.execute(_months.insert().from_select(_ROLLUP_COLUMNS, source))
+        size = next(size for size in _KEY_LIST_SIZES if size >= len(pairs))
+        pairs += [pairs[-1]] * (size - len(pairs))
+        params = {"r_child": child_id, "r_first": as_bind(month), "r_end": as_bind(next_month(month))}
+        for number, (basic_code, item_type_code) in enumerate(pairs):
+            params[f"k_basic_{number}"] = basic_code
+            params[f"k_type_{number}"] = item_type_code
+        _keyed_month_statement(dialect, size).execute(conn, params)
+
+
+def _same_date(day: date) -> object:
+    return day
 
 
 @dataclass(frozen=True, slots=True)

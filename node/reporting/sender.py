@@ -15,11 +15,9 @@ again at once when the credential files change).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import grpc
@@ -29,7 +27,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.reporting.refusals import notice_refused_by_parent
 from node.reporting.reports import ReportKindName, build_reports, node_outbox
-from node.store import ChangeWatch, current_revision
+from node.store import ChangeWatch, NextDue, current_revision
 from node.trust import channel_to, credentials_stamp, pki_directory
 
 if TYPE_CHECKING:
@@ -79,7 +77,7 @@ class ReportSender:
         # Idle passes look at the database files, not the database (node.store.ChangeWatch); the outbox's next
         # due time is kept from the last real look.
         self._watch = ChangeWatch(node.engine)
-        self._next_attempt_at: datetime | None = None
+        self._due = NextDue(node.engine, self._outbox.next_attempt_at, node.now)
         self._thread: threading.Thread | None = None
         # Unusable own credentials: how often in a row, when to try again (monotonic), the files' stamp then.
         self._credential_failures = 0
@@ -300,13 +298,7 @@ class ReportSender:
         While own credentials are unusable, not before their retry: a report never attempted is due at once,
         and the loop must not spin on it.
         """
-        if look:
-            with self.node.engine.connect() as conn:
-                self._next_attempt_at = self._outbox.next_attempt_at(conn)
-        next_at = self._next_attempt_at
-        if next_at is None:
-            return math.inf
-        due = max((next_at - self.node.now()).total_seconds(), 0.0)
+        due = self._due.seconds(look=look)
         if self._credentials_backing_off():
             due = max(due, self._credentials_retry_at - time.monotonic())
         return due

@@ -2,7 +2,8 @@
 
 from node.store.all_models import ALL_METADATA
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
-from node.store.change_watch import ChangeWatch, sqlite_files
+from node.store.bulk import copy_to_staging, staging_definition
+from node.store.change_watch import ChangeWatch, NextDue, sqlite_files
 from node.store.counters import (
     REVISION_COUNTER,
     compare_and_set_counter,
@@ -90,6 +91,7 @@ __all__ = [
     "ItemStatusChange",
     "ItemVersion",
     "MetricBucket",
+    "NextDue",
     "NodeCounter",
     "Notification",
     "OperatorNotice",
@@ -102,6 +104,7 @@ __all__ = [
     "WebUser",
     "alembic_config",
     "compare_and_set_counter",
+    "copy_to_staging",
     "counter_value",
     "counter_values",
     "current_revision",
@@ -123,6 +126,7 @@ __all__ = [
     "schema_state",
     "set_counter",
     "sqlite_files",
+    "staging_definition",
     "to_micros",
     "upgrade_sql",
 ]

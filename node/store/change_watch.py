@@ -6,15 +6,19 @@ streets) those idle queries were most of the tree's idle CPU. On SQLite every co
 its write-ahead log, so comparing their (mtime, size) is enough; two writes within one clock tick that leave the
 sizes unchanged could look alike, so the watch also answers "changed" at least every ``recheck_seconds``. Other
 databases (PostgreSQL) have no file to look at: the watch always answers "changed" and the loops query as before.
+``NextDue`` is what those loops keep between looks: their outbox's next due time, read only when asked to look.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 # At most this long between real looks, whatever the files say (see the module docstring).
 RECHECK_SECONDS = 5.0
@@ -65,3 +69,30 @@ class ChangeWatch:
         self._last = stamp
         self._next_recheck = now + self._recheck_seconds
         return True
+
+
+class NextDue:
+    """An outbox's next due time, kept from the last look so that idle passes (nothing written) read no table.
+
+    ``read`` gives the earliest next attempt of the outbox (None: nothing pending); ``now`` is the node's clock.
+    """
+
+    def __init__(
+        self, engine: Engine, read: Callable[[Connection], datetime | None], now: Callable[[], datetime]
+    ) -> None:
+        self._engine = engine
+        self._read = read
+        self._now = now
+        self._next_at: datetime | None = None
+
+    def seconds(self, *, look: bool = True) -> float:
+        """Seconds until the next attempt is due (0: now; infinity: nothing pending).
+
+        ``look=False``: from the outbox as last read (a loop's idle pass, when ``ChangeWatch`` saw no write).
+        """
+        if look:
+            with self._engine.connect() as conn:
+                self._next_at = self._read(conn)
+        if self._next_at is None:
+            return math.inf
+        return max((self._next_at - self._now()).total_seconds(), 0.0)

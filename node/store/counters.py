@@ -15,6 +15,7 @@ from sqlalchemy import BigInteger, Connection, Date, String, Table, bindparam, c
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from federation import DriverStatement
 from node.store.supervision_models import NodeCounter
 
 __all__ = [
@@ -39,12 +40,13 @@ REVISION_COUNTER = "metric_revision"
 _counters: Table = NodeCounter.__table__  # type: ignore[assignment]
 
 
-def month_start_sql(conn: Connection, day: Any) -> ColumnElement[Any]:
+def month_start_sql(conn: Connection | str, day: Any) -> ColumnElement[Any]:
     """The first day of a Date column's month in SQL, to group by month in the database (str(value)[:7]: 'YYYY-MM').
 
-    A date on PostgreSQL; ISO text on SQLite, where SQLAlchemy stores dates as 'YYYY-MM-DD'.
+    A date on PostgreSQL; ISO text on SQLite, where SQLAlchemy stores dates as 'YYYY-MM-DD'. ``conn``: a connection
+    or its dialect's name (for a statement compiled once per dialect).
     """
-    if conn.dialect.name == "postgresql":
+    if (conn if isinstance(conn, str) else conn.dialect.name) == "postgresql":
         return cast(func.date_trunc("month", day), Date)
     return func.substr(day, 1, 7).concat(literal("-01"))
 
@@ -170,4 +172,27 @@ def next_revision(conn: Connection, count: int = 1) -> int:
     The revisions taken are the ``count`` consecutive values ending at the one returned. The only writer of the
     metric revision.
     """
+    if conn.in_transaction():
+        # Inside a begun transaction (applying a child report: per report), on the driver: SQLAlchemy's
+        # per-execution work costs more than this one-row upsert. Outside one, SQLAlchemy begins it.
+        row = _revision_statement(conn.dialect.name).fetch_one(conn, {"b_name": REVISION_COUNTER, "b_value": count})
+        assert row is not None  # INSERT .. ON CONFLICT DO UPDATE .. RETURNING always yields the row
+        return int(row[0])
     return increment_counter(conn, REVISION_COUNTER, count)
+
+
+_REVISION_STATEMENTS: dict[str, DriverStatement] = {}
+
+
+def _revision_statement(dialect: str) -> DriverStatement:
+    """The "add" counter statement of a dialect as a DriverStatement (compiled once)."""
+    statement = _REVISION_STATEMENTS.get(dialect)
+    if statement is None:
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(_counters)
+        c = _counters.c
+        value = bindparam("b_value", type_=BigInteger())
+        insert = insert.values(name=bindparam("b_name", type_=String()), value=value)
+        statement = _REVISION_STATEMENTS[dialect] = DriverStatement(
+            insert.on_conflict_do_update(index_elements=["name"], set_={"value": c.value + value}).returning(c.value)
+        )
+    return statement

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Table
 
 from node.domain import is_early, workdays_used
-from node.store import MetricBucket, current_revision, next_revision
+from node.store import MetricBucket, copy_to_staging, current_revision, next_revision
 from node.supervision.metric_definitions import ACCEPTED_COMPLAINT_STATUSES, COUNTERS, REFUSED_RESULT_CODES, fen
 
 if TYPE_CHECKING:
@@ -83,24 +83,30 @@ def _upsert_sql(dialect: str, changed: tuple[str, ...]) -> str:
     return cached
 
 
-def _unnest_upsert_sql(changed: tuple[str, ...]) -> str:
-    """PostgreSQL: the bucket upsert of a whole batch as ONE statement over arrays (one per bound column)."""
-    cached = _UPSERT_SQL.get(("postgresql-unnest", changed))
+_STAGING = "supnet_bucket_deltas"
+_STAGING_DEFINITION = (
+    "day date, department text, implementation_code text, basic_code text, item_type_code text, "
+    + ", ".join(f"{name} bigint NOT NULL DEFAULT 0" for name in COUNTERS)
+)
+
+
+def _staged_upsert_sql(staging: str, changed: tuple[str, ...]) -> str:
+    """PostgreSQL: the bucket upsert of a whole batch as ONE statement over the COPY'd staging table.
+
+    The staging table holds every counter (those not COPY'd are 0), so the SELECT list is the same for any
+    ``changed``; only the additions on conflict name the changed ones. The revision is the one parameter.
+    """
+    cached = _UPSERT_SQL.get((staging, changed))
     if cached is None:
         table = _buckets.name
-        bound = set(changed)
-        arrays = ["%s::date[]", *["%s::text[]"] * 4, *["%s::bigint[]"] * len(changed)]
-        names = ["k_day", "k_department", "k_item", "k_basic", "k_type", *(f"v_{name}" for name in changed)]
-        # The revision comes first among the parameters: it is the SELECT list's, before the arrays.
-        selected = [*names[:5], *(f"v_{name}" if name in bound else "0" for name in COUNTERS), "%s::bigint"]
         additions = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in changed)
+        columns = ", ".join((*_KEY_COLUMNS, *COUNTERS))
         cached = (
-            f"INSERT INTO {table} ({', '.join((*_KEY_COLUMNS, *COUNTERS, 'revision'))}) "
-            f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) AS t({', '.join(names)}) "
+            f"INSERT INTO {table} ({columns}, revision) SELECT {columns}, %s FROM {staging} "
             f"ON CONFLICT (day, department, implementation_code) DO UPDATE SET {additions}, "
             "revision = excluded.revision"
         )
-        _UPSERT_SQL[("postgresql-unnest", changed)] = cached
+        _UPSERT_SQL[(staging, changed)] = cached
     return cached
 
 
@@ -181,10 +187,13 @@ def _add_raw(conn: Connection, deltas: Mapping[_RawKey, Mapping[str, int]]) -> i
     # In key order: the upserts then walk the primary-key index forward instead of jumping around it.
     rows.sort()
     if dialect == "postgresql":
-        # One set-based statement over arrays: psycopg's executemany still costs a server round of parse, bind and
-        # execute per row, several times the upsert itself.
-        columns = list(zip(*rows, strict=True))[:-1]  # the revision is bound once, not per row
-        conn.exec_driver_sql(_unnest_upsert_sql(changed), (revision, *(list(column) for column in columns)))
+        # COPY into a staging table, then one set-based upsert (node.store.bulk): psycopg's executemany costs a
+        # server round of parse, bind and execute per row, and binding the columns as arrays cost more in psycopg's
+        # array dumper than the upsert itself. The revision is bound once, not per row.
+        staging = copy_to_staging(
+            conn, _STAGING, _STAGING_DEFINITION, (*_KEY_COLUMNS, *changed), (row[:-1] for row in rows)
+        )
+        conn.exec_driver_sql(_staged_upsert_sql(staging, changed), (revision,))
     else:
         conn.exec_driver_sql(_upsert_sql(dialect, changed), rows)
     log.debug("metric revision %s: %s buckets changed", revision, len(rows))

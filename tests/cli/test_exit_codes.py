@@ -4,6 +4,7 @@ version, and a hint offers only options the command it is printed by takes."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 import node.localtree  # noqa: F401  (its LaunchError is one of the error codes)
 from node.bootstrap import init_node
-from node.cli.main import _register_commands, app
+from node.cli.main import _register_commands, app, command_module
 from node.errors import EXIT_CODES, ExitCode, SupnetError, exit_code_for
 from node.observability import software_version
 from tests.harness.ingest_records import ITEM
@@ -53,6 +54,17 @@ def test_the_readme_documents_every_exit_code() -> None:
 def cli() -> typer.Typer:
     _register_commands([])  # every command, as `supnet` with no arguments loads them
     return app
+
+
+def test_each_command_loads_alone_from_the_module_its_name_leads_to(cli: typer.Typer) -> None:
+    # `supnet NAME ...` loads only command_module(NAME): a command registered elsewhere would be unknown there.
+    names = sorted(typer.main.get_command(cli).commands)  # type: ignore[attr-defined]
+    assert {"restore", "serve", "spotcheck-directive"} <= set(names)
+    for name in names:
+        alone = typer.Typer()
+        alone.callback()(lambda: None)  # a group, even with one command
+        importlib.import_module(f"node.cli.{command_module(name)}").register(alone)
+        assert name in typer.main.get_command(alone).commands, name  # type: ignore[attr-defined]
 
 
 def _run(cli: typer.Typer, *args: str | Path) -> Result:

@@ -1,12 +1,13 @@
 """Network partitions between random parent/child pairs of the 15-node tree while the streets import.
 
-Every edge of the demo tree (config/topologies/demo-15.toml) runs through a fault-injecting TCP proxy each way
+Every edge of the demo tree (config/topologies/demo-15.toml; CI a 7-node slice of it with every tier, see
+``_ci_slice``) runs through a fault-injecting TCP proxy each way
 (tests/faults/proxy.py): the child reports to its parent through one, the parent forwards drill-down queries to the
 child through the other. Each cycle cuts one random edge — drop, blackhole, delay or reset — while a street imports,
 heals it, and checks that the province's totals converge to the sum of every node's own records exactly, with every
 report held once. After the last cycle every bucket, child figure, chain and audit log verifies.
 
-CI makes a few cycles; by hand: ``pytest tests/faults/test_partitions.py --runs 100 -s``.
+CI makes a few cycles on the slice; by hand, the whole tree: ``pytest tests/faults/test_partitions.py --runs 100 -s``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from node.app import open_node
 from node.cli.federation_demo import DEFAULT_TOPOLOGY
 from node.drilldown import DrilldownClient
-from node.localtree import load_topology
+from node.localtree import Topology, load_topology
 from tests.faults.process_tree import ProcessTree, summary_line, windows
 from tests.faults.proxy import MODES, FaultProxy
 
@@ -34,11 +35,25 @@ SEED = 16_100
 FAULTS = tuple(mode for mode in MODES if mode != "pass")
 
 
+def _ci_slice(topology: Topology) -> set[str]:
+    """Every tier, half the nodes: the province, each city, its first district and that district's first street.
+
+    A cut edge still has streets below it and elsewhere, at every depth; each node started costs CI a process.
+    """
+    kept = {topology.root.id}
+    for city in topology.children_of(topology.root.id):
+        district = topology.children_of(city.id)[0]
+        kept |= {city.id, district.id, topology.children_of(district.id)[0].id}
+    return kept
+
+
 @pytest.fixture
 def tree(tmp_path: Path, runs: int) -> Iterator[tuple[ProcessTree, dict[str, tuple[FaultProxy, FaultProxy]]]]:
     topology = load_topology(DEFAULT_TOPOLOGY)
-    nodes = [(node.id, node.level) for node in topology.nodes]
-    streets = [node.id for node in topology.nodes if node.level == "street"]
+    kept = {node.id for node in topology.nodes} if runs else _ci_slice(topology)
+    tree_nodes = [node for node in topology.nodes if node.id in kept]
+    nodes = [(node.id, node.level) for node in tree_nodes]
+    streets = [node.id for node in tree_nodes if node.level == "street"]
     count = max(runs or CI_RUNS, 1) // len(streets) * 2 + 4
     built = ProcessTree.start_tree(
         tmp_path / "tree", nodes, windows(count, days=7), cases_per_window=5, importers=streets
@@ -46,7 +61,7 @@ def tree(tmp_path: Path, runs: int) -> Iterator[tuple[ProcessTree, dict[str, tup
     edges: dict[str, tuple[FaultProxy, FaultProxy]] = {}
     try:
         addresses = {launched.id: launched.address for launched in built.state.nodes}
-        for node in topology.nodes[1:]:
+        for node in tree_nodes[1:]:
             parent = node.parent_id
             edges[node.id] = (FaultProxy(addresses[parent], f"{node.id}→{parent}"), FaultProxy(addresses[node.id]))
 
@@ -58,12 +73,12 @@ def tree(tmp_path: Path, runs: int) -> Iterator[tuple[ProcessTree, dict[str, tup
             for entry in federation["children"]:
                 entry["address"] = edges[entry["id"]][1].address
 
-        for node in topology.nodes:
+        for node in tree_nodes:
             built.edit_config(node.id, via_proxies)
-        for node in topology.nodes:
+        for node in tree_nodes:
             built.kill(node.id)
             built.start(node.id)
-        for node in topology.nodes:
+        for node in tree_nodes:
             built.wait_serving(node.id, timeout=60)
         yield built, edges
     finally:

@@ -249,3 +249,49 @@ def test_status_and_down_follow_a_node_restarted_by_hand(tmp_path: Path) -> None
         decoy.kill()
         decoy.wait()
         down(base, timeout=5)
+
+
+def test_the_launcher_asks_a_node_for_its_health_only_once_serve_json_names_its_process(tmp_path: Path) -> None:
+    # Before `supnet serve` writes serve.json its ports are not open: asking then only burns the launcher's CPU.
+    import socket
+    import threading
+
+    from node.localtree.readiness import LaunchError, wait_until_serving
+    from node.localtree.state import LaunchedNode
+    from node.run_state import serve_state_path, write_state_file
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    connections: list[int] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _peer = listener.accept()
+            except TimeoutError:
+                continue
+            connections.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    node = LaunchedNode("gd", "province", "", str(tmp_path), f"127.0.0.1:{listener.getsockname()[1]}")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # alive, not a server
+    try:
+        for announced_pid in (None, process.pid + 100_000):  # no serve.json; one naming another process
+            if announced_pid is not None:
+                write_state_file(serve_state_path(tmp_path), {"pid": announced_pid})
+            with pytest.raises(LaunchError, match="not serving after"):
+                wait_until_serving([node], {"gd": process}, 0.5, insecure_plaintext=True)
+            assert connections == []
+        write_state_file(serve_state_path(tmp_path), {"pid": process.pid})
+        with pytest.raises(LaunchError, match="not serving after"):  # asked now; a bare socket never answers
+            wait_until_serving([node], {"gd": process}, 0.5, insecure_plaintext=True)
+        assert connections
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+        process.kill()
+        process.wait()

@@ -36,6 +36,9 @@ def test_simulate_a_small_province_end_to_end(tmp_path: Path) -> None:
     assert figures == json.loads(results.read_text(encoding="utf-8"))
     assert (figures["shape"], figures["nodes"], figures["streets"]) == ("1+2+2+4", 9, 4)
     assert figures["processes"] == 3  # the province alone, each city hosting its district and streets
+    # The set-up's phases: the PKI is made while the data is set up, then the start; both within the set-up.
+    assert 0 <= figures["pki_seconds"] <= figures["data_seconds"] and figures["start_seconds"] > 0
+    assert figures["data_seconds"] + figures["start_seconds"] <= figures["setup_seconds"] + 0.2  # rounding
     # Correctness: the province's signed totals equal the leaves' cases, before and after the new day.
     state = FederationState.load(base)
     leaves = sum(stored_cases(Path(node.data_dir)) for node in state.nodes if node.level == "street")

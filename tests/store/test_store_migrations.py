@@ -31,3 +31,14 @@ def test_models_match_migrations(migrated_engine: Engine) -> None:
         # Both metadatas at once: compared one by one, each would report the other's tables as extra.
         diff = compare_metadata(MigrationContext.configure(conn), list(ALL_METADATA))  # type: ignore[arg-type]
     assert diff == [], f"models and migrations differ; add an Alembic revision: {diff}"
+
+
+def test_child_bucket_tables_list_the_counters_of_a_report_in_its_order() -> None:
+    """Both child tables take their counters from one mixin; the keys stay first and child_buckets' revision last."""
+    from federation import COUNTER_FIELDS
+    from node.store import ChildBucket, ChildMonthBucket
+
+    days = [column.name for column in ChildBucket.__table__.columns]
+    months = [column.name for column in ChildMonthBucket.__table__.columns]
+    assert days == ["child_id", "day", "basic_code", "item_type_code", *COUNTER_FIELDS, "revision"]
+    assert months == ["child_id", "month", "basic_code", "item_type_code", *COUNTER_FIELDS]

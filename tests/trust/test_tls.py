@@ -25,6 +25,7 @@ from node.trust import (
     tree_is_provisioned,
     verify_node_chain,
 )
+from node.trust.enrolment_registry import IssuedRegistry
 from tests.harness.authorities import child_authority
 
 NOW = dt.datetime.now(dt.UTC)
@@ -112,3 +113,18 @@ def test_a_cached_signer_chain_is_refused_once_revoked_or_expired(tmp_path: Path
     pki.save_crl(build_crl(pki.load_authority(), [(chain[0].serial_number, now)], now=now))
     with pytest.raises(UnauthenticatedError, match=r"gd\.gz\.py report .* is revoked"):
         revoking.verify_envelope(envelope)
+
+
+def test_a_provisioned_parent_records_every_certificate_it_issued_to_each_child(tmp_path: Path) -> None:
+    # The registry is written once per parent (not once per child); `supnet pki revoke` needs every serial in it.
+    dirs = {"gd": tmp_path / "gd", "gd.gz": tmp_path / "gz", "gd.sz": tmp_path / "sz"}
+    dirs |= {f"gd.gz.d{index}": tmp_path / f"d{index}" for index in range(1, 4)}
+    provisioned = provision_tree(dirs)
+    for parent, children in {"gd": ["gd.gz", "gd.sz"], "gd.gz": ["gd.gz.d1", "gd.gz.d2", "gd.gz.d3"]}.items():
+        records = IssuedRegistry.of(provisioned[parent].pki).records()
+        assert sorted(record.serial for record in records) == sorted(
+            serial for child in children for serial in provisioned[child].serials
+        )
+        assert {record.subject_id for record in records} == set(children)
+        assert sorted(record.role for record in records) == sorted(["ca", "report", "tls"] * len(children))
+    assert IssuedRegistry.of(provisioned["gd.sz"].pki).records() == []  # a leaf issued nothing

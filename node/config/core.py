@@ -1,8 +1,7 @@
-"""Typed node configuration: one TOML file per data directory, validated in one place.
+"""The node's configuration (``supnet.toml``): every section but notifications, the whole ``NodeConfig``, loading.
 
-The sections are one unit on purpose: every key an operator can set, its type, default and check, is read in this
-one file, and cross-section checks (parent id against node id, robots named by recipients) need them together.
-Secrets (SMTP password, robot secrets) are never keys here: the config names the file or environment variable.
+Cross-section checks (the parent id against the node id) live on ``NodeConfig`` here, and every error names the
+bad key (``parse_config``, ``load_config``). The ``[notifications]`` section is node.config.notifications.
 """
 
 from __future__ import annotations
@@ -10,14 +9,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from node.config.base import Section, describe_errors
+from node.config.notifications import NotificationsConfig
 from node.errors import ConfigError
 
 CONFIG_FILE_NAME = "supnet.toml"
@@ -53,13 +53,7 @@ def check_address(value: str, *, listening: bool = False) -> str:
     return value
 
 
-class _Section(BaseModel):
-    """Base for config sections: unknown keys are errors, so typos are caught."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class StoreConfig(_Section):
+class StoreConfig(Section):
     """Where the node keeps its data."""
 
     url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite file node.db in the data dir")
@@ -99,7 +93,7 @@ def delimiter_label(delimiter: str, *, english: bool = False) -> str:
     return labels[1] if english else labels[0]
 
 
-class IngestConfig(_Section):
+class IngestConfig(Section):
     """Import checks (docs/domain.md §11) and how CSV files are read."""
 
     csv_delimiter: str = Field(
@@ -120,7 +114,7 @@ class IngestConfig(_Section):
     )
 
 
-class CalendarConfig(_Section):
+class CalendarConfig(Section):
     """Working-day calendar and time zone."""
 
     timezone: str = Field(default="Asia/Shanghai", description="IANA time zone name of the node's local times")
@@ -137,7 +131,7 @@ class CalendarConfig(_Section):
         return value
 
 
-class RuleThreshold(_Section):
+class RuleThreshold(Section):
     """Per-rule overrides; every field is optional so per-item-type overrides stay small."""
 
     enabled: bool | None = None
@@ -147,7 +141,7 @@ class RuleThreshold(_Section):
     max_supplements: int | None = Field(default=None, ge=1, le=10)
 
 
-class SupervisionConfig(_Section):
+class SupervisionConfig(Section):
     """Rule thresholds: defaults, then overrides per rule id and per item type code."""
 
     reminder_workdays: int = Field(default=1, ge=0, le=30)
@@ -168,160 +162,7 @@ class SupervisionConfig(_Section):
     item_types: dict[str, dict[str, RuleThreshold]] = Field(default_factory=dict)
 
 
-class Recipient(_Section):
-    """Who is told about a warning for a department (and optionally a post)."""
-
-    department: str = "*"
-    post: str = "*"
-    name: str = ""
-    email: str = ""
-    phone: str = ""
-    webhook: str = ""
-    robots: list[str] = Field(default_factory=list, description="names of [[notifications.robots]] group robots")
-
-
-class Operator(_Section):
-    """Who runs the node: told about its own problems (outbox full, silent children, expiring certificates)."""
-
-    name: str = ""
-    email: str = ""
-    phone: str = ""
-    webhook: str = ""
-    robots: list[str] = Field(default_factory=list, description="names of [[notifications.robots]] group robots")
-
-
-ChannelName = Literal["log", "webhook", "smtp", "sms", "dingtalk", "wecom"]
-RobotKind = Literal["dingtalk", "wecom"]
-_ROBOT_NAME = re.compile(r"^[\w.-]{1,64}$")
-
-
-def _secret_source(file: str, env: str, what: str) -> None:
-    if file and env:
-        raise ValueError(f"{what}: set either the _file or the _env key, not both")
-
-
-class Robot(_Section):
-    """A DingTalk (钉钉) or WeCom (企业微信) group robot: a webhook address and, kept out of the config, its secret.
-
-    DingTalk: ``url`` holds the ``access_token``; the 加签 secret (``SEC…``) comes from ``secret_file`` or
-    ``secret_env`` and signs every message (leave both empty for a robot secured by keyword or IP only).
-    WeCom: the webhook key is either the ``key=`` of ``url`` or, better, read from ``secret_file`` / ``secret_env``.
-    """
-
-    name: str = Field(description='how recipients and operators refer to the robot (robots = ["…"])')
-    kind: RobotKind
-    url: str
-    secret_file: str = Field(default="", description="file holding the secret (relative: to the data directory)")
-    secret_env: str = Field(default="", description="environment variable holding the secret")
-    msgtype: Literal["markdown", "text"] = "markdown"
-    ca_file: str = Field(default="", description="CA certificate(s) (PEM) of an HTTPS url; empty: the system's")
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _ROBOT_NAME.match(value):
-            raise ValueError(f"{value!r}: 1–64 letters, digits, '_', '-' or '.'")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} is not an http:// or https:// address")
-        return value
-
-    @model_validator(mode="after")
-    def _check_secret(self) -> Robot:
-        _secret_source(self.secret_file, self.secret_env, f"robot {self.name!r} secret")
-        if self.kind == "wecom" and not (self.secret_file or self.secret_env or "key=" in self.url):
-            raise ValueError(
-                f"robot {self.name!r} (wecom): no webhook key: set secret_file or secret_env (or key=… in url)"
-            )
-        return self
-
-
-def _default_channels() -> list[ChannelName]:
-    return ["log"]
-
-
-class NotificationsConfig(_Section):
-    """Notification channels and routing."""
-
-    channels: list[ChannelName] = Field(default_factory=_default_channels)
-    webhook_url: str = ""
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = Field(default=25, ge=1, le=65535)
-    smtp_sender: str = "supnet@localhost"
-    smtp_security: Literal["none", "starttls", "tls"] = Field(
-        default="none", description="starttls: STARTTLS on a plain port (587/25); tls: implicit TLS (465)"
-    )
-    smtp_username: str = Field(default="", description="login (AUTH) name; empty: no login")
-    smtp_password_file: str = Field(default="", description="file holding the password (relative: to the data dir)")
-    smtp_password_env: str = Field(default="", description="environment variable holding the password")
-    smtp_ca_file: str = Field(default="", description="CA certificate(s) (PEM) of the mail server; empty: the system's")
-    sms_url_template: str = Field(default="", description="HTTP gateway URL; {phone} and {text} are filled in")
-    sms_method: Literal["GET", "POST"] = Field(default="GET", description="POST also sends {phone, text} as JSON")
-    dispatch_interval_seconds: float = Field(default=5.0, gt=0, description="how often `supnet serve` dispatches")
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    backoff_seconds: float = Field(default=2.0, gt=0)
-    max_backoff_seconds: float = Field(default=600.0, gt=0)
-    timeout_seconds: float = Field(default=5.0, gt=0)
-    recipients: list[Recipient] = Field(default_factory=list)
-    operators: list[Operator] = Field(default_factory=list)
-    operator_notice_cooldown_seconds: float = Field(
-        default=3600.0, gt=0, description="a lasting problem of the node is re-sent to its operators at most this often"
-    )
-    robots: list[Robot] = Field(default_factory=list, description="DingTalk / WeCom group robots")
-
-    @model_validator(mode="after")
-    def _check_smtp_login(self) -> NotificationsConfig:
-        _secret_source(self.smtp_password_file, self.smtp_password_env, "smtp_password")
-        has_password = bool(self.smtp_password_file or self.smtp_password_env)
-        if self.smtp_username and not has_password:
-            raise ValueError("smtp_username is set: give the password by smtp_password_file or smtp_password_env")
-        if has_password and not self.smtp_username:
-            raise ValueError("an SMTP password is set but smtp_username is empty")
-        if self.smtp_username and self.smtp_security == "none" and not _is_loopback_host(self.smtp_host):
-            raise ValueError(
-                "smtp_username with smtp_security = 'none' would send the password in clear: "
-                "use smtp_security = 'starttls' or 'tls'"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _check_robot_names(self) -> NotificationsConfig:
-        names = [robot.name for robot in self.robots]
-        duplicated = sorted({name for name in names if names.count(name) > 1})
-        if duplicated:
-            raise ValueError(f"robots: name(s) used twice: {', '.join(duplicated)}")
-        sections: tuple[tuple[str, Sequence[Recipient | Operator]], ...] = (
-            ("recipients", self.recipients),
-            ("operators", self.operators),
-        )
-        for section, entries in sections:
-            for index, entry in enumerate(entries):
-                unknown = [name for name in entry.robots if name not in names]
-                if unknown:
-                    raise ValueError(
-                        f"{section}[{index}].robots: no [[notifications.robots]] named {', '.join(unknown)}"
-                    )
-        return self
-
-    def robot(self, name: str) -> Robot | None:
-        """The robot called ``name``, or None."""
-        return next((robot for robot in self.robots if robot.name == name), None)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class ScoreWeights(_Section):
+class ScoreWeights(Section):
     """Weights of the score's parts (效能考评 as in the Panyu report); the parts with data share them pro rata."""
 
     supervision: float = Field(default=0.6, ge=0, description="电子监察: cards, late completion, returns, early")
@@ -366,7 +207,7 @@ _LEGACY_SCORE_KEYS: dict[str, Any] = {
 _LEGACY_AREA_WEIGHTS = {"process": 1.0, "time": 1.0, "fees": 1.0, "satisfaction": 1.0, "complaints": 1.0}
 
 
-class ScoresConfig(_Section):
+class ScoresConfig(Section):
     """Efficiency score scheme (docs/domain.md §7): rate-based parts, each 0–100, and their weights.
 
     Deductions count per 100 cases handled or scale with a rate, so volume alone never lowers a score.
@@ -419,7 +260,7 @@ class ScoresConfig(_Section):
         return data
 
 
-class DirectivesConfig(_Section):
+class DirectivesConfig(Section):
     """Directives downward (督办, 效能告诫书, 整改通知, 通报): response time, escalation, pace (docs/domain.md §8)."""
 
     default_respond_within_workdays: int = Field(
@@ -448,7 +289,7 @@ class DirectivesConfig(_Section):
     )
 
 
-class SpotCheckConfig(_Section):
+class SpotCheckConfig(Section):
     """Spot checks (抽查, node.spotcheck): commitments in this node's reports; checks of its descendants."""
 
     commitments: bool = Field(
@@ -469,7 +310,7 @@ class SpotCheckConfig(_Section):
     days: int = Field(default=30, ge=1, le=366, description="scheduled checks draw buckets of the last N days")
 
 
-class ChildConfig(_Section):
+class ChildConfig(Section):
     """A registered child node."""
 
     id: str
@@ -485,7 +326,7 @@ class ChildConfig(_Section):
         return check_address(value) if value else value  # empty: not served, queries below it are refused
 
 
-class FederationConfig(_Section):
+class FederationConfig(Section):
     """Where the node listens, its parent, its children and its report schedule."""
 
     listen: str = Field(default="127.0.0.1:0", description="host:port the node serves on (port 0: any free port)")
@@ -547,7 +388,7 @@ class FederationConfig(_Section):
         return check_address(value) if value else value
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     """The Prometheus endpoint of ``supnet serve`` (plain HTTP, no personal data: counts, ages, states)."""
 
     listen: str = Field(
@@ -562,7 +403,7 @@ class MetricsConfig(_Section):
         return check_address(value, listening=True) if value else value
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """Log lines on stderr: the node's clock (ISO 8601 with UTC offset) and its id on every one."""
 
     format: Literal["text", "json"] = Field(
@@ -586,7 +427,7 @@ def is_loopback_address(address: str) -> bool:
         return False  # a host name other than localhost may resolve anywhere
 
 
-class WebConfig(_Section):
+class WebConfig(Section):
     """The supervisor console that ``supnet serve`` also serves (node.web): address, HTTPS, sessions, thresholds."""
 
     enabled: bool = Field(default=True, description="serve the web console next to the gRPC server")
@@ -646,7 +487,7 @@ class WebConfig(_Section):
         return value
 
 
-class NodeConfig(_Section):
+class NodeConfig(Section):
     """The whole node configuration (``supnet.toml`` in the data directory)."""
 
     id: str
@@ -692,21 +533,12 @@ class NodeConfig(_Section):
         return self.id.rpartition(".")[0]
 
 
-def _describe(exc: ValidationError, source: str) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top)"
-        message = err["msg"].removeprefix("Value error, ")  # pydantic's wrapping of our own messages
-        parts.append(f"{source}: key '{key}': {message}")
-    return "; ".join(parts)
-
-
 def parse_config(data: dict[str, Any], source: str = "config") -> NodeConfig:
     """Validate a config mapping; raise ConfigError naming each bad key."""
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+        raise ConfigError(describe_errors(exc, source)) from exc
 
 
 def config_path(data_dir: Path) -> Path:
@@ -738,27 +570,3 @@ def database_url(data_dir: Path, config: NodeConfig) -> str:
     if config.store.url:
         return config.store.url
     return f"sqlite:///{(data_dir / 'node.db').resolve()}"
-
-
-class HostConfig(_Section):
-    """A host file (``supnet serve --host-config FILE``): the nodes one process serves, each its own data dir."""
-
-    data_dirs: list[Path] = Field(min_length=1, description="data directories; relative ones from the file's folder")
-    rpc_workers: int = Field(default=64, ge=2, le=1024, description="threads all hosted nodes' calls share")
-    job_workers: int = Field(default=8, ge=1, le=256, description="threads all hosted nodes' scheduled jobs share")
-
-
-def load_host_config(path: Path) -> HostConfig:
-    """Read and validate a host file; data directories come back absolute (relative to the file's folder)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"host config {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        host = HostConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from exc
-    host.data_dirs = [(path.parent / folder).resolve() for folder in host.data_dirs]
-    return host
