@@ -33,3 +33,16 @@ def test_the_import_benchmark_runs_at_a_small_size_and_ends_with_its_json_line()
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["sqlite"]["rejected"] == 0 and figures["sqlite"]["records_per_s"] > 0
+    # The CPU profile names the statements the import spends its database CPU on, the bucket upsert among them.
+    profile = figures["sqlite"]["profile"]
+    assert figures["sqlite"]["cpu_ratio_to_schema_baseline"] > 0
+    assert "executemany INSERT metric_buckets" in profile["database_cpu_by_statement"]
+
+
+def test_a_driver_call_is_labelled_by_its_verb_and_table() -> None:
+    from bench._db_time import statement_label
+
+    assert statement_label("executemany", ("INSERT INTO cases(case_no) VALUES (?)",)) == "executemany INSERT cases"
+    assert statement_label("execute", ("UPDATE cases SET status = ? WHERE case_no = ?",)) == "execute UPDATE cases"
+    assert statement_label("execute", ("select case_no from completions where 1",)) == "execute SELECT completions"
+    assert statement_label("fetchall", ()) == "fetchall"
