@@ -1,4 +1,8 @@
-"""The serving node: what ``supnet serve`` runs (server, enrolment, senders, scheduler, metrics, web console)."""
+"""The serving node: what ``supnet serve`` runs (server, enrolment, senders, scheduler, metrics, web console).
+
+Besides the scheduler's jobs (node.server.scheduler), a node with children runs ``child_channels``: its channels to
+the children connected ahead of the first drill-down (docs/architecture.md, "hosted nodes").
+"""
 
 from __future__ import annotations
 
