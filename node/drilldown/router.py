@@ -320,7 +320,11 @@ def _connect_now(channel: grpc.Channel) -> bool:
     if check is None:
         log.debug("this grpcio cannot connect a channel ahead of its first call; children connect on first use")
         return False
-    check(True)
+    try:
+        check(True)
+    except ValueError:
+        # Closed meanwhile by a rotation rebuilding it (or by stop): the new channel is nudged at the next run.
+        return False
     return True
 
 
