@@ -80,6 +80,10 @@ CHILD_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_reconnect_backoff_ms", 2000),
     # Not grpc.min_reconnect_backoff_ms: gRPC also uses it as the time a connection attempt may take (20 s), and
     # a handshake with a slow host must not be cut short by it.
+    # A connection to a child is kept while idle (gRPC drops it after 30 min by default): a drill-down to a street
+    # nobody asked for a while must not pay a TLS handshake per hop. An idle connection costs a socket, no CPU
+    # (no keepalive pings); connect_children opens them ahead of the first query.
+    ("grpc.client_idle_timeout_ms", 24 * 3600 * 1000),
 )
 
 
@@ -195,6 +199,30 @@ class QueryRouter:
         """The kept stub to a child's server (the subtree search streams over the same channels)."""
         return self._stub(child_id, address)
 
+    def child_channel(self, child_id: str) -> grpc.Channel | None:
+        """The kept channel to a child, if one was opened (by a query, a subtree search or connect_children)."""
+        with self._channels_lock:
+            cached = self._channels.get(child_id)
+        return cached[1] if cached is not None else None
+
+    def connect_children(self) -> list[str]:
+        """Open (or re-open) the kept channel to every child with an address, without waiting; returns their ids.
+
+        A job of the serving node (node.server.serving), at start and then periodically: the first drill-down to a
+        child then finds its connection up (TLS handshake done) instead of opening it on the query's time. A child
+        that is down is tried again by gRPC's reconnect backoff and at the next run; a READY channel is left alone.
+        """
+        nudged: list[str] = []
+        for child_id, child in self._children.items():
+            if not child.address:
+                continue
+            self._stub(child_id, child.address)
+            channel = self.child_channel(child_id)
+            assert channel is not None  # just kept by _stub
+            if _connect_now(channel):
+                nudged.append(child_id)
+        return nudged
+
     def _stub(self, child_id: str, address: str) -> NodeServiceStub:
         # Rebuilt when this node's TLS files change (rotation); the child's identity is part of the channel.
         # The stub is kept with its channel: building one per query costs more than a stat of the files.
@@ -279,6 +307,25 @@ class QueryRouter:
             for _stamp, channel, _stub in self._channels.values():
                 channel.close()
             self._channels.clear()
+
+
+def _connect_now(channel: grpc.Channel) -> bool:
+    """Start connecting an IDLE channel without waiting; False if this grpcio offers no way to (nothing done).
+
+    grpcio's public way, ``subscribe(try_to_connect=True)``, runs a polling thread per channel that raises when the
+    channel is closed under it (rotation, stop); the call it makes, ``check_connectivity_state(True)`` of the core
+    channel, is non-blocking and threadless, so it is called directly (tests/drilldown checks it connects).
+    """
+    check = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    if check is None:
+        log.debug("this grpcio cannot connect a channel ahead of its first call; children connect on first use")
+        return False
+    try:
+        check(True)
+    except ValueError:
+        # Closed meanwhile by a rotation rebuilding it (or by stop): the new channel is nudged at the next run.
+        return False
+    return True
 
 
 def build_query(

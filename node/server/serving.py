@@ -1,4 +1,8 @@
-"""The serving node: what ``supnet serve`` runs (server, enrolment, senders, scheduler, metrics, web console)."""
+"""The serving node: what ``supnet serve`` runs (server, enrolment, senders, scheduler, metrics, web console).
+
+Besides the scheduler's jobs (node.server.scheduler), a node with children runs ``child_channels``: its channels to
+the children connected ahead of the first drill-down (docs/architecture.md, "hosted nodes").
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from node.server.grpc_server import NodeServer
 from node.server.scheduler import JobSpec, NodeScheduler
 from node.supervision import rebuild_buckets_if_needed
 from node.web import WebConsole
+
+# How often the kept channels to the children are checked and re-opened (a restarted child, a dropped connection).
+CHILD_CHANNELS_SECONDS = 60.0
 
 
 class ServingNode:
@@ -48,7 +55,13 @@ class ServingNode:
             health_thread=scheduler is None,
         )
         health = self.server.health
-        extra = () if scheduler is None else (JobSpec("health_check", health.evaluate, health.interval),)
+        extra: tuple[JobSpec, ...] = (
+            () if scheduler is None else (JobSpec("health_check", health.evaluate, health.interval),)
+        )
+        if node.config.federation.children:
+            # Connections to the children open at start, ahead of the first drill-down (QueryRouter.connect_children).
+            router = self.server.query.router
+            extra += (JobSpec("child_channels", router.connect_children, CHILD_CHANNELS_SECONDS, 0.0),)
         self.scheduler = NodeScheduler(node, sender=self.sender, shared=scheduler, extra_jobs=extra)
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
         self.enrolment = EnrolmentServer.for_node(node, executor=executor)

@@ -32,7 +32,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
 from node.audit_log import AuditFilter, AuditLog
-from node.drilldown import DrilldownClient, build_query
+from node.drilldown import DrilldownClient, QueryRouter, build_query
 from node.server import NodeServer
 from node.trust import QUERY_BODY_TYPE
 from tests.harness.tree import Tree, build_tree, node_identity, node_key, running_tree
@@ -270,6 +270,34 @@ def test_unreachable_child_is_named(tmp_path: Path) -> None:
             client.ask("gd.gz.th", cases=dd.CasesRequest())
     finally:
         small.close()
+
+
+def test_channels_to_children_connect_before_the_first_query(tree: Tree) -> None:
+    # A router of its own: the server's router may already have its channels from earlier tests.
+    server = tree.nodes["gd.gz"].server
+    assert server is not None
+    router = QueryRouter(tree["gd.gz"], trust=server.trust)
+    try:
+        assert router.child_channel("gd.gz.py") is None
+        assert router.connect_children() == ["gd.gz.py"]
+        channel = router.child_channel("gd.gz.py")
+        assert channel is not None
+        seen: list[grpc.ChannelConnectivity] = []
+        channel.subscribe(seen.append, try_to_connect=False)  # watch only: the connection is connect_children's
+        try:
+            deadline = time.monotonic() + 10
+            while grpc.ChannelConnectivity.READY not in seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            channel.unsubscribe(seen.append)
+            time.sleep(0.5)  # grpcio's watcher thread ends within 0.2 s; closing the channel under it raises in it
+        assert grpc.ChannelConnectivity.READY in seen, f"the channel to gd.gz.py went through {seen}, never READY"
+        # A READY channel is kept as it is: the next run opens nothing new.
+        assert router.child_channel("gd.gz.py") is channel
+        assert router.connect_children() == ["gd.gz.py"]
+        assert router.child_channel("gd.gz.py") is channel
+    finally:
+        router.close()
 
 
 def test_bad_page_token_is_an_invalid_argument(tree: Tree) -> None:
