@@ -285,6 +285,7 @@ class DirectivesConfig(Section):
         gt=0,
         le=60,
         description="how often `supnet serve` looks at the directive outbox for messages queued by other processes "
+        "when it cannot watch the database files (PostgreSQL); on SQLite a write wakes it "
         "(retries follow federation.retry_base_seconds / retry_max_seconds)",
     )
 

@@ -8,8 +8,9 @@ malformed, conflicting) ends that message's delivery: it is marked refused, logg
 operators; everything else (the hop unreachable, not holding the directive yet, a certificate problem) is retried.
 
 The loop also runs the deadline check (node.directives.deadlines) every ``directives.check_interval_seconds``, and
-looks at the outbox at least every ``directives.poll_seconds`` for messages other processes queued (``supnet
-directive`` commands beside ``supnet serve``); ``wake()`` (called by the Deliver servicer) makes it send at once.
+looks at the outbox for messages other processes queued (``supnet directive`` commands beside ``supnet serve``) when
+the process's ``node.store.FileWatcher`` sees the database files change (at least every ``directives.poll_seconds``
+without a watchable file, e.g. on PostgreSQL); ``wake()`` (called by the Deliver servicer) makes it send at once.
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ class DirectiveSender:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
+        self._watch.attach(self._wake.set)  # writes by other processes wake the loop (node.store.FileWatcher)
         self._thread = threading.Thread(target=self._run, name=f"directive-sender-{self.node.config.id}", daemon=True)
         self._thread.start()
 
@@ -226,6 +228,7 @@ class DirectiveSender:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop and close the channels; pending messages stay in the outbox."""
         self._stopping.set()
+        self._watch.detach()
         self._wake.set()
         for _stamp, channel, _stub in list(self._channels.values()):
             channel.close()  # cancels an in-flight Deliver at once (retried after a restart)
@@ -260,7 +263,9 @@ class DirectiveSender:
                     if self._seconds_until_due() <= 0:
                         continue  # an escalation queued a message
                 due = self._seconds_until_due(look=acted)
-                wait = min(due, config.poll_seconds, self._next_check - time.monotonic())
+                # Attached to the FileWatcher, a write by another process wakes us: no need to poll the outbox.
+                poll = self._watch.seconds_to_recheck() if self._watch.attached else config.poll_seconds
+                wait = min(due, poll, self._next_check - time.monotonic())
                 woken = self._wake.wait(max(wait, 0.0))
             except Exception:
                 # The loop must survive a bad moment (database locked, hop gone); the outbox keeps every message.

@@ -3,7 +3,9 @@
 The loop sends whatever the outbox says is due (the outbox's backoff paces retries after a failure), looks at the
 outbox at least every 1–5 s, and with ``federation.report_on_change`` polls the metric revision each second and
 builds a debounced incremental report. Idle passes read no table unless the database files changed
-(``node.store.ChangeWatch``), so an idle node costs next to nothing. The scheduler's report jobs only build, then
+(``node.store.ChangeWatch``), and a started loop does not even poll the files: the process's shared
+``node.store.FileWatcher`` wakes it when they change, so an idle node's loop sleeps until its next due report (or
+the watch's long recheck). The scheduler's report jobs only build, then
 wake the loop.
 
 A lasting failure is logged once at ERROR and its backed-off retries at WARNING: a refusal by the parent (each
@@ -273,12 +275,14 @@ class ReportSender:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
+        self._watch.attach(self._wake.set)
         self._thread = threading.Thread(target=self._run, name=f"report-sender-{self.node.config.id}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop and close the channel to the parent; pending reports stay in the outbox."""
         self._stopping.set()
+        self._watch.detach()
         self._wake.set()
         # Closing the channel first cancels an in-flight SubmitReport at once (it is recorded as a failed
         # attempt and retried after a restart) instead of holding shutdown for up to rpc_timeout_seconds.
@@ -346,9 +350,12 @@ class ReportSender:
                 elif self._seconds_until_due(look=look) <= 0:
                     self.send_pending()
                     acted = True
-                wait = min(self._seconds_until_due(look=acted), check_every)
-                if on_change:
-                    wait = min(wait, CHANGE_POLL_SECONDS)
+                wait = self._seconds_until_due(look=acted)
+                if self._watch.attached:
+                    # Writes by anyone wake us through the FileWatcher: sleep until due, or the watch's recheck.
+                    wait = min(wait, self._watch.seconds_to_recheck())
+                else:
+                    wait = min(wait, check_every, CHANGE_POLL_SECONDS if on_change else check_every)
                 changed_at = self._changed_at
                 if changed_at is not None:
                     wait = min(wait, max(changed_at + debounce - time.monotonic(), 0.0))

@@ -13,9 +13,11 @@ IngestService                        unusable or past its next-update time (ever
 
 A full outbox leaves the node SERVING: it still takes its children's reports, answers queries and ingests,
 and restarting it would not make the parent acknowledge. Probes that care about reporting ask for
-``supnet.reports`` (``supnet health --service supnet.reports``). On shutdown every name goes NOT_SERVING first
-(NodeServer.stop). A change of status is logged (WARNING with the reason, INFO when it recovers) and shown as
-``supnet_health_serving{service}``.
+``supnet.reports`` (``supnet health --service supnet.reports``). On SQLite the database and outbox are read again
+only when the database files changed (``node.store.ChangeWatch``) or ``DATABASE_RECHECK_SECONDS`` passed: a host
+evaluates hundreds of nodes every few seconds, and an idle node's answer cannot change without a write. On
+shutdown every name goes NOT_SERVING first (NodeServer.stop). A change of status is logged (WARNING with the
+reason, INFO when it recovers) and shown as ``supnet_health_serving{service}``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from node.errors import SupnetError
 from node.reporting import node_outbox
+from node.store import ChangeWatch
 from node.trust import PkiDirectory, node_channel
 
 if TYPE_CHECKING:
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 REPORTS_SERVICE = "supnet.reports"
 OVERALL = health.OVERALL_HEALTH
 HEALTH_INTERVAL_SECONDS = 5.0
+# On SQLite, the database is read at least this often even when its files show no change (see the docstring).
+DATABASE_RECHECK_SECONDS = 60.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -93,6 +98,8 @@ class HealthMonitor:
         self._metrics = metrics
         self._interval = interval
         self._outbox = node_outbox(node)
+        self._watch = ChangeWatch(node.engine, recheck_seconds=DATABASE_RECHECK_SECONDS)
+        self._pending: int | None = None  # the outbox's pending count at the last good read
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.state: HealthState | None = None
@@ -102,12 +109,17 @@ class HealthMonitor:
     def check(self) -> HealthState:
         """Look at the database, the outbox and the revocation list now."""
         database, outbox = "", ""
+        # changed() first, always: it is also what keeps the files' stamp current.
+        pending = self._pending if not self._watch.changed() else None
         try:
-            with self._node.engine.connect() as conn:
-                pending = self._outbox.pending_count(conn)
+            if pending is None:
+                with self._node.engine.connect() as conn:
+                    pending = self._outbox.pending_count(conn)
         except SQLAlchemyError as error:
             database = f"the database cannot be read: {type(error).__name__}: {str(error).splitlines()[0]}"
+            self._pending = None  # read again at the next check, whatever the files say
         else:
+            self._pending = pending
             if self._node.config.federation.parent_address and pending >= self._outbox.max_pending:
                 outbox = (
                     f"the report outbox is full: {pending} reports await the parent's acknowledgement "
@@ -147,6 +159,8 @@ class HealthMonitor:
         """Check and set every status; a change is logged."""
         state = self.check()
         previous, self.state = self.state, state
+        if previous == state:
+            return state  # statuses and gauges already say so (the usual idle pass)
         statuses = {name: state.serving for name in self._services}
         statuses[REPORTS_SERVICE] = state.reporting
         for name, ok in statuses.items():

@@ -3,7 +3,7 @@
 from node.store.all_models import ALL_METADATA
 from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogEntry
 from node.store.bulk import copy_to_staging, staging_definition
-from node.store.change_watch import ChangeWatch, NextDue, sqlite_files
+from node.store.change_watch import ChangeWatch, FileWatcher, NextDue, sqlite_files
 from node.store.counters import (
     REVISION_COUNTER,
     compare_and_set_counter,
@@ -87,6 +87,7 @@ __all__ = [
     "DirectiveEvent",
     "DirectiveOutboxEntry",
     "Evaluation",
+    "FileWatcher",
     "Item",
     "ItemStatusChange",
     "ItemVersion",
