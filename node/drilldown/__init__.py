@@ -10,6 +10,7 @@ from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
 from node.drilldown.router import QueryRouter, build_query
 from node.drilldown.spot_checks import DrilldownAsker, answer_spot_check
+from node.drilldown.stored_reports import answer_report
 from node.drilldown.subtree import SubtreeAuditor, SubtreeRouter, SubtreeStats
 from node.drilldown.subtree_answer import (
     MissingNode,
@@ -31,6 +32,7 @@ from node.drilldown.subtree_terms import (
 )
 from node.drilldown.subtree_terms import check_request as check_subtree_request
 from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
+from node.drilldown.verify_figures import replay_vectors, vector
 
 __all__ = [
     "GAUGES",
@@ -52,6 +54,7 @@ __all__ = [
     "answer_case_detail",
     "answer_cases",
     "answer_ranking",
+    "answer_report",
     "answer_spot_check",
     "answer_summary",
     "build_query",
@@ -62,9 +65,11 @@ __all__ = [
     "mask_name",
     "rank_entries",
     "replay",
+    "replay_vectors",
     "rows_of",
     "search_subtree",
     "to_ms",
     "totals_differences",
+    "vector",
     "verify_target",
 ]

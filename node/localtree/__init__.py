@@ -13,12 +13,13 @@ from node.localtree.launcher import (
     up,
 )
 from node.localtree.readiness import LaunchError, health_status, wait_until_serving
-from node.localtree.state import FederationState
+from node.localtree.state import FederationState, LaunchedNode
 from node.localtree.topology import Topology, load_topology, parse_topology
 
 __all__ = [
     "FederationState",
     "LaunchError",
+    "LaunchedNode",
     "Topology",
     "cli_command",
     "down",

@@ -36,6 +36,7 @@ from node.trust.enrolment import (
     enrolment_request_bytes,
     proof_key,
 )
+from node.trust.enrolment_registry import IssuedRegistry
 from node.trust.enrolment_rpc import (
     DEFAULT_ENROL_TIMEOUT_SECONDS,
     EnrolmentKeys,
@@ -129,6 +130,7 @@ __all__ = [
     "EnrolmentKeys",
     "EnrolmentRequest",
     "IssuedCertificates",
+    "IssuedRegistry",
     "JsonFileTokenStore",
     "MemoryTokenStore",
     "NodeTrust",

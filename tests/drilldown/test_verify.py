@@ -17,9 +17,7 @@ from federation.proto.v1.report_pb2 import ReportBody
 from node.app import Node
 from node.cli import app
 from node.cli.main import _register_commands
-from node.drilldown import answer_summary, replay, verify_target
-from node.drilldown.stored_reports import answer_report
-from node.drilldown.verify_figures import replay_vectors, vector
+from node.drilldown import answer_report, answer_summary, replay, replay_vectors, vector, verify_target
 from node.errors import ExitCode
 from tests.harness.tree import Tree, running_tree
 

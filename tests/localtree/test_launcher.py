@@ -256,8 +256,7 @@ def test_the_launcher_asks_a_node_for_its_health_only_once_serve_json_names_its_
     import socket
     import threading
 
-    from node.localtree.readiness import LaunchError, wait_until_serving
-    from node.localtree.state import LaunchedNode
+    from node.localtree import LaunchedNode, LaunchError, wait_until_serving
     from node.run_state import serve_state_path, write_state_file
 
     listener = socket.create_server(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ from node.trust import (
     INGEST_CLIENT_EKU,
     CertificateAuthority,
     CertificateRole,
+    IssuedRegistry,
     NodeTrust,
     build_crl,
     certificate_role,
@@ -25,7 +26,6 @@ from node.trust import (
     tree_is_provisioned,
     verify_node_chain,
 )
-from node.trust.enrolment_registry import IssuedRegistry
 from tests.harness.authorities import child_authority
 
 NOW = dt.datetime.now(dt.UTC)
