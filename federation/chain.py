@@ -112,15 +112,26 @@ def replay_reports(history: Iterable[ReportBody]) -> dict[ReportStateKey, dict[s
 
     Keys are (day, basic_code, item_type_code); values every counter of the bucket (zeros included).
     """
-    state: dict[ReportStateKey, dict[str, int]] = {}
+    return {
+        key: dict(zip(COUNTER_FIELDS, values, strict=True)) for key, values in replay_report_vectors(history).items()
+    }
+
+
+def replay_report_vectors(history: Iterable[ReportBody]) -> dict[ReportStateKey, list[int]]:
+    """``replay_reports`` with each bucket's counters as a list in COUNTER_FIELDS order.
+
+    Only the counters a bucket sets are read (most are zero in most buckets): what a province-wide verify adds up.
+    """
+    state: dict[ReportStateKey, list[int]] = {}
     for body in history:
         if body.kind == ReportKind.REPORT_KIND_FULL:
             start, end = body.window_start_day, body.window_end_day
             for key in [key for key in state if start <= key[0] <= end]:
                 del state[key]
         for bucket in body.buckets:
-            counters = bucket.counters
-            state[(bucket.day, bucket.basic_code, bucket.item_type_code)] = {
-                name: int(getattr(counters, name)) for name in COUNTER_FIELDS
-            }
+            values = [0] * len(COUNTER_FIELDS)
+            # A field's descriptor index is its position in COUNTER_FIELDS (both follow Counters.DESCRIPTOR.fields).
+            for descriptor, value in bucket.counters.ListFields():
+                values[descriptor.index] = int(value)
+            state[(bucket.day, bucket.basic_code, bucket.item_type_code)] = values
     return state

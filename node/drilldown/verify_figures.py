@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import add
 
-from federation import COUNTER_FIELDS, replay_reports
-from federation.proto.v1.report_pb2 import ReportBody, ReportKind
+from federation import COUNTER_FIELDS, replay_report_vectors, replay_reports
+from federation.proto.v1.report_pb2 import ReportBody
 
 GAUGES = frozenset({"open_cases", "open_overdue_promised", "open_overdue_legal"})
 
@@ -46,22 +46,8 @@ def replay(history: Iterable[ReportBody]) -> dict[BucketKey, CounterDict]:
 
 
 def replay_vectors(history: Iterable[ReportBody]) -> dict[BucketKey, Vector]:
-    """``replay`` with each bucket's counters as a list: INCREMENTAL upserts its buckets, FULL replaces its window.
-
-    Only the counters a bucket sets are read (most are zero in most buckets).
-    """
-    state: dict[BucketKey, Vector] = {}
-    for body in history:
-        if body.kind == ReportKind.REPORT_KIND_FULL:
-            start, end = body.window_start_day, body.window_end_day
-            for key in [key for key in state if start <= key[0] <= end]:
-                del state[key]
-        for bucket in body.buckets:
-            values = list(_ZERO)
-            for descriptor, value in bucket.counters.ListFields():
-                values[descriptor.index] = int(value)
-            state[(bucket.day, bucket.basic_code, bucket.item_type_code)] = values
-    return state
+    """``replay`` with each bucket's counters as a list (federation.replay_report_vectors)."""
+    return replay_report_vectors(history)
 
 
 def grouped(state: Mapping[BucketKey, Mapping[str, int]], position: int) -> dict[str, Vector]:

@@ -175,7 +175,7 @@ def next_revision(conn: Connection, count: int = 1) -> int:
     if conn.in_transaction():
         # Inside a begun transaction (applying a child report: per report), on the driver: SQLAlchemy's
         # per-execution work costs more than this one-row upsert. Outside one, SQLAlchemy begins it.
-        row = _revision_statement(conn.dialect.name).fetch_one(conn, {"b_name": REVISION_COUNTER, "b_value": count})
+        row = _revision_statement(conn).fetch_one(conn, {"b_name": REVISION_COUNTER, "b_value": count})
         assert row is not None  # INSERT .. ON CONFLICT DO UPDATE .. RETURNING always yields the row
         return int(row[0])
     return increment_counter(conn, REVISION_COUNTER, count)
@@ -184,15 +184,9 @@ def next_revision(conn: Connection, count: int = 1) -> int:
 _REVISION_STATEMENTS: dict[str, DriverStatement] = {}
 
 
-def _revision_statement(dialect: str) -> DriverStatement:
-    """The "add" counter statement of a dialect as a DriverStatement (compiled once)."""
-    statement = _REVISION_STATEMENTS.get(dialect)
+def _revision_statement(conn: Connection) -> DriverStatement:
+    """The "add" counter statement of the connection's dialect, run on the driver."""
+    statement = _REVISION_STATEMENTS.get(conn.dialect.name)
     if statement is None:
-        insert = (postgresql if dialect == "postgresql" else sqlite).insert(_counters)
-        c = _counters.c
-        value = bindparam("b_value", type_=BigInteger())
-        insert = insert.values(name=bindparam("b_name", type_=String()), value=value)
-        statement = _REVISION_STATEMENTS[dialect] = DriverStatement(
-            insert.on_conflict_do_update(index_elements=["name"], set_={"value": c.value + value}).returning(c.value)
-        )
+        statement = _REVISION_STATEMENTS[conn.dialect.name] = DriverStatement(_counter_statement(conn, "add"))
     return statement
