@@ -8,7 +8,7 @@ from node.drilldown.client import Answer, DrilldownClient
 from node.drilldown.figures import answer_ranking, answer_summary, rank_entries
 from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
-from node.drilldown.router import QueryRouter, build_query
+from node.drilldown.router import RECONNECT_GRACE_SECONDS, QueryRouter, build_query
 from node.drilldown.spot_checks import DrilldownAsker, answer_spot_check
 from node.drilldown.stored_reports import answer_report
 from node.drilldown.subtree import SubtreeAuditor, SubtreeRouter, SubtreeStats
@@ -36,6 +36,7 @@ from node.drilldown.verify_figures import replay_vectors, vector
 
 __all__ = [
     "GAUGES",
+    "RECONNECT_GRACE_SECONDS",
     "SUBTREE_KINDS",
     "Answer",
     "DrilldownAsker",

@@ -63,8 +63,10 @@ from node.trust import (
 )
 
 __all__ = [
+    "RECONNECT_GRACE_SECONDS",
     "QueryRouter",
     "build_query",
+    "reconnect_grace",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ CHILD_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # (no keepalive pings); connect_children opens them ahead of the first query.
     ("grpc.client_idle_timeout_ms", 24 * 3600 * 1000),
 )
+# A channel whose last connection attempt failed (the child was still starting, or restarted) fails calls at once
+# until its backoff (at most 2.4 s with jitter, above) tries again. A call that failed so is made once more, waiting
+# this long for the connection (within the caller's deadline), before the child is named unreachable.
+RECONNECT_GRACE_SECONDS = 3.0
 
 
 # How each kind of query addressed to this node is answered: (answer message, next page token).
@@ -254,10 +260,18 @@ class QueryRouter:
             # Plaintext mode: same body bytes signed by this hop, whose key the child has configured.
             forwarded = sign_envelope(self._signer().private_key, self._id, envelope.body_type, envelope.body)
         stub = self._stub(child_id, address)
+        started = time.monotonic()
         try:
             reply: SignedEnvelope = stub.Query(forwarded, timeout=timeout)
         except grpc.RpcError as exc:
-            raise self._relayed(exc, child_id) from exc
+            grace = reconnect_grace(exc, timeout - (time.monotonic() - started))
+            if grace is None:
+                raise self._relayed(exc, child_id) from exc
+            # Not delivered (no connection): sending the same envelope again is not a replay.
+            try:
+                reply = stub.Query(forwarded, timeout=grace, wait_for_ready=True)
+            except grpc.RpcError as retry_exc:
+                raise self._relayed(exc if _still_unconnected(retry_exc) else retry_exc, child_id) from retry_exc
         self._check_answer(reply, envelope, body, child_id)
         return reply
 
@@ -272,6 +286,9 @@ class QueryRouter:
         if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not code:
             # The child itself could not be reached (not a refusal it sent): name it.
             details = f"{child_id} unreachable from {self._id}: {supnet_error_from_rpc(error).message}"
+            # With a code, the hops above relay it as this hop's finding, not as their own child being unreachable
+            # (nor try it again: reconnect_grace).
+            code = UnavailableError.code
         elif not details.startswith(child_id):
             details = f"{child_id}: {details}"
         log.info("forwarded query to %s failed: %s %s", child_id, status.name, details)
@@ -307,6 +324,26 @@ class QueryRouter:
             for _stamp, channel, _stub in self._channels.values():
                 channel.close()
             self._channels.clear()
+
+
+def reconnect_grace(error: grpc.RpcError, seconds_left: float) -> float | None:
+    """The time to wait for a child's connection before trying a call once more, or None to give up now.
+
+    Only a call that never reached the child is tried again: UNAVAILABLE without a supnet error code (a refusal the
+    child sent carries one), with time left on the caller's deadline.
+    """
+    call: grpc.Call = error  # type: ignore[assignment]
+    if call.code() != grpc.StatusCode.UNAVAILABLE or seconds_left <= FORWARD_MARGIN_SECONDS:
+        return None
+    if any(key == ERROR_CODE_METADATA_KEY for key, _value in call.trailing_metadata() or ()):
+        return None
+    return min(seconds_left, RECONNECT_GRACE_SECONDS)
+
+
+def _still_unconnected(retry_error: grpc.RpcError) -> bool:
+    """The second try ran out of its grace still waiting to connect: the first error says why (refused, ...)."""
+    call: grpc.Call = retry_error  # type: ignore[assignment]
+    return call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def _connect_now(channel: grpc.Channel) -> bool:

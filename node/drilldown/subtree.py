@@ -38,7 +38,7 @@ from node.directives import directives as list_directives
 from node.drilldown.answers import answer_alerts, answer_cases, answer_complaints
 from node.drilldown.figures import answer_ranking
 from node.drilldown.query_terms import decode_page_token, encode_page_token, to_ms
-from node.drilldown.router import QueryRouter
+from node.drilldown.router import QueryRouter, reconnect_grace
 from node.drilldown.subtree_terms import (
     ANSWER_BODY_TYPES,
     DEFAULT_DEADLINE_SECONDS,
@@ -450,24 +450,43 @@ class SubtreeRouter:
             gap = self._gap(body, digest, child, GAP_DEADLINE, f"no time left at {self._id} to ask {child}")
             fanout.put((gap, 0, False, child))
             return
-        call = self._queries.child_stub(child, address).QuerySubtree(envelope, timeout=timeout)
-        fanout.track(call)
-        try:
-            for reply in call:
-                if reply.body_type not in ANSWER_BODY_TYPES or not is_in_subtree(reply.signer_id, child):
-                    raise _MisbehavedError(
-                        f"{child} relayed a {reply.body_type or 'message'} of {reply.signer_id or '?'}"
-                    )
-                rows = _rows_in(reply) if reply.body_type == PART_BODY_TYPE else 0
-                if not fanout.put((reply, rows, False, "")):
-                    return
-        except grpc.RpcError as error:
-            if fanout.stop.is_set():
-                return  # cancelled here: limit reached or the caller went away
-            fanout.put((self._child_failed(body, digest, child, error), 0, False, child))
-        except _MisbehavedError as error:
-            cast(Any, call).cancel()
-            fanout.put((self._gap(body, digest, child, GAP_ERROR, str(error)), 0, False, child))
+        stub = self._queries.child_stub(child, address)
+        started = time.monotonic()
+        first_error: grpc.RpcError | None = None
+        call = stub.QuerySubtree(envelope, timeout=timeout)
+        while True:
+            fanout.track(call)
+            relayed = False
+            try:
+                for reply in call:
+                    if reply.body_type not in ANSWER_BODY_TYPES or not is_in_subtree(reply.signer_id, child):
+                        raise _MisbehavedError(
+                            f"{child} relayed a {reply.body_type or 'message'} of {reply.signer_id or '?'}"
+                        )
+                    relayed = True
+                    rows = _rows_in(reply) if reply.body_type == PART_BODY_TYPE else 0
+                    if not fanout.put((reply, rows, False, "")):
+                        return
+                return
+            except grpc.RpcError as error:
+                if fanout.stop.is_set():
+                    return  # cancelled here: limit reached or the caller went away
+                grace = None
+                if first_error is None and not relayed:
+                    grace = reconnect_grace(error, timeout - (time.monotonic() - started))
+                if grace is not None:
+                    # Not delivered (no connection): asked once more, waiting for the connection.
+                    first_error = error
+                    call = stub.QuerySubtree(envelope, timeout=grace, wait_for_ready=True)
+                    continue
+                if first_error is not None and cast(grpc.Call, error).code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    error = first_error  # still not connected: the first failure says why
+                fanout.put((self._child_failed(body, digest, child, error), 0, False, child))
+                return
+            except _MisbehavedError as error:
+                cast(Any, call).cancel()
+                fanout.put((self._gap(body, digest, child, GAP_ERROR, str(error)), 0, False, child))
+                return
 
     def _child_failed(
         self, body: st.SubtreeQueryBody, digest: bytes, child: str, error: grpc.RpcError

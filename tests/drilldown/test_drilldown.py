@@ -32,7 +32,7 @@ from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from federation.proto.v1.report_pb2 import ReportBody
 from node.audit_log import AuditFilter, AuditLog
-from node.drilldown import DrilldownClient, QueryRouter, build_query
+from node.drilldown import RECONNECT_GRACE_SECONDS, DrilldownClient, QueryRouter, build_query, rows_of, search_subtree
 from node.server import NodeServer
 from node.trust import QUERY_BODY_TYPE
 from tests.harness.tree import Tree, build_tree, node_identity, node_key, running_tree
@@ -268,6 +268,64 @@ def test_unreachable_child_is_named(tmp_path: Path) -> None:
             client.ask("gd.gz.py", cases=dd.CasesRequest())
         with tree.client("gd") as client, pytest.raises(NotFoundError, match="no registered child on the path"):
             client.ask("gd.gz.th", cases=dd.CasesRequest())
+    finally:
+        small.close()
+
+
+@pytest.mark.parametrize("kind", ["drilldown", "search"])
+def test_child_back_up_is_reached_while_its_channel_backs_off(tmp_path: Path, kind: str) -> None:
+    # The CI failure of stop 13: a district opened its channel to a street that was still starting; the street came
+    # up while the channel waited in gRPC's reconnect backoff, and a query in that window failed at once
+    # ("unreachable", connection refused). It now waits for the connection, within RECONNECT_GRACE_SECONDS.
+    small = running_tree(tmp_path, {"gd": 0, "gd.gz": 0, "gd.gz.py": 5})
+    tree = next(small)
+
+    def ask() -> int:
+        if kind == "drilldown":
+            with tree.client("gd") as client:
+                return len(client.ask("gd.gz.py", cases=dd.CasesRequest()).body.cases.cases)
+        search = search_subtree(tree["gd"], "gd", address=tree.nodes["gd"].address, cases=dd.CasesRequest())
+        rows = sum(len(rows_of(verified.part)) for verified in search.parts())
+        assert search.outcome is not None
+        assert search.outcome.complete, search.outcome.missing
+        return rows
+
+    try:
+        port = tree.nodes["gd.gz.py"].port
+        tree.stop_server("gd.gz.py")
+        server = tree.nodes["gd.gz"].server
+        assert server is not None
+        router = server.query.router
+        router.connect_children()
+        channel = router.child_channel("gd.gz.py")
+        assert channel is not None
+        states: list[grpc.ChannelConnectivity] = []
+        channel.subscribe(states.append, try_to_connect=False)
+        try:
+            deadline = time.monotonic() + 10
+            while grpc.ChannelConnectivity.TRANSIENT_FAILURE not in states and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert states[-1] == grpc.ChannelConnectivity.TRANSIENT_FAILURE, states
+            time.sleep(2.0)  # attempts fail one after another (the channel stays in TRANSIENT_FAILURE); backoff grows
+            del states[:]
+            tree.start_server("gd.gz.py", port)
+            assert grpc.ChannelConnectivity.READY not in states  # still backing off when the query comes
+            started = time.monotonic()
+            assert ask() == 5
+            assert time.monotonic() - started < RECONNECT_GRACE_SECONDS + 1
+        finally:
+            channel.unsubscribe(states.append)
+            time.sleep(0.5)  # grpcio's watcher thread ends within 0.2 s; closing the channel under it raises in it
+        if kind == "search":
+            return
+        # Down for good: named unreachable after the grace, by the hop that could not reach it, with its cause.
+        tree.stop_server("gd.gz.py")
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as raised:
+            ask()
+        assert "gd.gz.py unreachable from gd.gz" in raised.value.message
+        assert "gd.gz unreachable from gd" not in raised.value.message  # the city answered: it is not named
+        assert time.monotonic() - started < RECONNECT_GRACE_SECONDS + 1
     finally:
         small.close()
 
