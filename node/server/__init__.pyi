@@ -10,7 +10,7 @@ from .health import (
     HealthState,
     probe_health,
 )
-from .hosting import DEFAULT_JOB_WORKERS, DEFAULT_RPC_WORKERS, NodeHost
+from .hosting import DEFAULT_JOB_WORKERS, DEFAULT_RPC_WORKERS, HOST_HEALTH_JOB_ID, START_STAGGER_SECONDS, NodeHost
 from .scheduler import JobSpec, NodeScheduler
 from .servicers import child_key_resolver
 from .serving import ServingNode
@@ -20,8 +20,10 @@ __all__ = [
     "DEFAULT_MAX_WORKERS",
     "DEFAULT_RPC_WORKERS",
     "HEALTH_INTERVAL_SECONDS",
+    "HOST_HEALTH_JOB_ID",
     "PROBE_STATES",
     "REPORTS_SERVICE",
+    "START_STAGGER_SECONDS",
     "EnrolmentServer",
     "HealthMonitor",
     "HealthState",

@@ -22,8 +22,11 @@ Jobs are plain callables in a memory job store (nothing pickled); each runs at m
 missed runs are coalesced. A failing job is logged and tried again at its next run.
 
 Hosted nodes (node.server.hosting) share one host scheduler: each node's jobs are added to it under
-``<node id>/<job id>`` (each with the node's own time zone and intervals), and stopping a node removes only its jobs.
-The host's scheduler also runs each hosted node's ``health_check`` (its own thread for a standalone node).
+``<node id>/<job id>`` (each with the node's own time zone and intervals, first runs spread by the host), and
+stopping a node removes only its jobs. The host runs one ``health_check`` job for all its nodes.
+
+On SQLite, ``notification_dispatch`` reads the database only when its files changed, notifications are pending,
+or DISPATCH_RECHECK_SECONDS passed: with nothing new there is nothing to enqueue, deliver or settle.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from node.store import ChangeWatch
+
 if TYPE_CHECKING:
     from node.app import Node
     from node.reporting import ReportSender
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CERTIFICATE_RENEWAL_SECONDS = 86400.0
+# notification_dispatch runs at least this often when the database shows no change (see the docstring).
+DISPATCH_RECHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,9 @@ class NodeScheduler:
         dispatch: Callable[[], Any] | None = None,
         shared: BackgroundScheduler | None = None,
         extra_jobs: tuple[JobSpec, ...] = (),
+        start_offset: float = 0.0,
     ) -> None:
+        """``start_offset``: seconds added to every job's first run (a host spreads its nodes' start-up work)."""
         self._node = node
         self._sender = sender
         self._scan = scan
@@ -80,7 +89,10 @@ class NodeScheduler:
         self._owns_scheduler = shared is None
         self._scheduler = shared or BackgroundScheduler(timezone=node.config.calendar.timezone)
         self._prefix = "" if shared is None else f"{node.config.id}/"
+        self._start_offset = start_offset
         self._started = False
+        self._dispatch_watch: ChangeWatch | None = None
+        self._notifications_pending = 0
 
     def job_specs(self) -> list[JobSpec]:
         """The jobs this node runs, from its config (only the ones whose parts exist)."""
@@ -177,7 +189,12 @@ class NodeScheduler:
     def _run_dispatch(self) -> None:
         from node.notify import NotificationDispatcher
 
-        NotificationDispatcher(self._node).run_once()
+        if self._dispatch_watch is None:
+            self._dispatch_watch = ChangeWatch(self._node.engine, recheck_seconds=DISPATCH_RECHECK_SECONDS)
+        # changed() first, always: it also keeps the files' stamp current. Pending notifications are retried on time.
+        if not self._dispatch_watch.changed() and not self._notifications_pending:
+            return
+        self._notifications_pending = NotificationDispatcher(self._node).run_once().pending
 
     def _guarded(self, spec: JobSpec) -> Callable[[], None]:
         node_id = self._node.config.id
@@ -197,7 +214,7 @@ class NodeScheduler:
         zone = self._node.config.calendar.timezone
         now = datetime.now(ZoneInfo(zone))
         for spec in self.job_specs():
-            delay = spec.seconds if spec.first_run_delay is None else spec.first_run_delay
+            delay = (spec.seconds if spec.first_run_delay is None else spec.first_run_delay) + self._start_offset
             self._scheduler.add_job(
                 self._guarded(spec),
                 "interval",

@@ -34,11 +34,14 @@ class ServingNode:
         listen: str | None = None,
         executor: futures.ThreadPoolExecutor | None = None,
         scheduler: BackgroundScheduler | None = None,
+        start_offset: float = 0.0,
     ) -> None:
         """A standalone node by default; a hosted one (node.server.hosting) gets the host's pool and scheduler.
 
-        A hosted node's calls run on ``executor`` and its jobs, health checks included, on ``scheduler``;
-        everything else (database, keys, certificates, port, senders, metrics) stays its own.
+        A hosted node's calls run on ``executor`` and its jobs on ``scheduler``, each first run ``start_offset``
+        seconds later than a standalone node's (the host spreads its nodes' start-up work); its health is evaluated
+        by the host's one health job. Everything else (database, keys, certificates, port, senders, metrics) stays
+        its own.
         """
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
@@ -54,15 +57,14 @@ class ServingNode:
             executor=executor,
             health_thread=scheduler is None,
         )
-        health = self.server.health
-        extra: tuple[JobSpec, ...] = (
-            () if scheduler is None else (JobSpec("health_check", health.evaluate, health.interval),)
-        )
+        extra: tuple[JobSpec, ...] = ()
         if node.config.federation.children:
             # Connections to the children open at start, ahead of the first drill-down (QueryRouter.connect_children).
             router = self.server.query.router
             extra += (JobSpec("child_channels", router.connect_children, CHILD_CHANNELS_SECONDS, 0.0),)
-        self.scheduler = NodeScheduler(node, sender=self.sender, shared=scheduler, extra_jobs=extra)
+        self.scheduler = NodeScheduler(
+            node, sender=self.sender, shared=scheduler, extra_jobs=extra, start_offset=start_offset
+        )
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
         self.enrolment = EnrolmentServer.for_node(node, executor=executor)
         # Plain HTTP /metrics on metrics.listen (empty: none).

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from node.app import Node, open_node
 from node.config import NodeConfig, NotificationsConfig, Recipient, StoreConfig, save_config
 from node.notify import NotificationDispatcher, list_notifications, notification_counts, requeue_failed
+from node.server import NodeScheduler
 from node.store import Alert, Notification
 from node.supervision import AlertDraft, acknowledge_alert, raise_alerts
 from tests.harness.local_servers import HttpCapture, MailSink, PortZeroController, closed_port
@@ -402,4 +403,42 @@ def test_settle_marks_alerts_whose_notifications_all_went_out(tmp_path: Path, db
     assert dispatcher.settle_alerts(later) == 1
     assert tuple(alert_row(node, stuck)) == ("notified", later)
     assert alert_row(node, waiting).status == "raised"  # one of its notifications is still pending
+    node.close()
+
+
+def test_the_dispatch_job_reads_the_database_after_a_write_or_while_notifications_wait(
+    tmp_path: Path, http_capture: HttpCapture
+) -> None:
+    # supnet serve's notification_dispatch job (every 5 s per node; a host runs hundreds): an idle pass reads nothing.
+    http_capture.fail_first = 1
+    node = make_node(
+        tmp_path,
+        f"sqlite:///{tmp_path}/node.db",
+        channels=["webhook"],
+        webhook_url=http_capture.url + "/hook",
+        backoff_seconds=0.3,
+    )
+    [dispatch] = [spec.func for spec in NodeScheduler(node).job_specs() if spec.job_id == "notification_dispatch"]
+    statements: list[str] = []
+    event.listen(node.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    dispatch()
+    assert statements, "the first pass reads"
+    del statements[:]
+    dispatch()
+    assert statements == [], "nothing written since: nothing read"
+    alert_id = raise_alert(node)
+    dispatch()
+    assert len(http_capture.requests) == 1  # the write is seen; the first attempt fails (HTTP 500), a retry waits
+    # The retry is due 0.3 s later: passes that find nothing due write nothing, yet the waiting notification keeps
+    # the job reading until it is delivered.
+    deadline = time.monotonic() + 10
+    while alert_row(node, alert_id).status != "notified":
+        assert time.monotonic() < deadline, "the retry was not delivered"
+        dispatch()
+        time.sleep(0.05)
+    assert len(http_capture.requests) == 2
+    dispatch()  # sees its own last write
+    del statements[:]
+    dispatch()
+    assert statements == [], "delivered, nothing pending: idle again"
     node.close()

@@ -32,13 +32,32 @@ from node.cli.main import _register_commands
 from node.config import load_config, load_host_config, save_config
 from node.errors import ConfigError, UnavailableError
 from node.localtree import serves
-from node.server import NodeHost, probe_health
+from node.server import (
+    HEALTH_INTERVAL_SECONDS,
+    HOST_HEALTH_JOB_ID,
+    START_STAGGER_SECONDS,
+    NodeHost,
+    probe_health,
+)
 from node.trust import pki_directory
 from tests.harness.pki import channel_as, provision
 from tests.harness.tree import DRILLDOWN_FROM, DRILLDOWN_TO, Tree, TreeClock
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 CITIES = ("gd.gz", "gd.sz")
+
+
+def _health(channel: grpc.Channel) -> int:
+    return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+
+def _eventually_status(channel: grpc.Channel, status: int) -> None:
+    """Within two runs of the host's health job (every HEALTH_INTERVAL_SECONDS)."""
+    deadline = time.monotonic() + 2 * HEALTH_INTERVAL_SECONDS + 2
+    while _health(channel) != status:
+        assert time.monotonic() < deadline, "the host's health job did not change the status in time"
+        time.sleep(0.1)
 
 
 def _cities(tmp_path: Path) -> list[Path]:
@@ -120,6 +139,9 @@ def test_hosted_nodes_share_the_call_pool_and_the_scheduler(tmp_path: Path) -> N
     host = NodeHost(nodes, rpc_workers=4, job_workers=2)
     try:
         ports = host.start()
+        # The second node's jobs come a stagger after the first's (a job whose first run is an interval away).
+        first, second = (host.scheduler.get_job(f"{node_id}/notification_dispatch") for node_id in CITIES)
+        assert (second.next_run_time - first.next_run_time).total_seconds() >= START_STAGGER_SECONDS
         assert sorted(ports) == list(CITIES) and len(set(ports.values())) == 2
         for node_id, port in ports.items():
             with channel_as(tmp_path / "gd", f"127.0.0.1:{port}", node_id) as channel:
@@ -128,11 +150,24 @@ def test_hosted_nodes_share_the_call_pool_and_the_scheduler(tmp_path: Path) -> N
         # The calls ran on the host's pool; no node has a pool or a health thread of its own.
         assert any(name.startswith("rpc-host") for name in names)
         assert not any(name.startswith(("rpc-gd", "health-gd")) for name in names), names
-        # One scheduler holds every node's jobs, health checks included, under the node's id.
-        job_ids = {job.id for job in host.scheduler.get_jobs()}
+        # One scheduler holds every node's jobs under the node's id, and one health job for them all.
+        jobs = {job.id: job for job in host.scheduler.get_jobs()}
         for node_id in CITIES:
-            assert {f"{node_id}/health_check", f"{node_id}/rule_scan"} <= job_ids
-            assert "health_check" in host.members[node_id].scheduler.job_ids()
+            assert {f"{node_id}/rule_scan", f"{node_id}/certificate_renewal"} <= set(jobs)
+            assert "health_check" not in host.members[node_id].scheduler.job_ids()
+        assert HOST_HEALTH_JOB_ID in jobs
+        # The host's health job watches every node: a broken revocation list takes that node (only) out of service.
+        crl = tmp_path / "gd.sz" / "pki" / "crl.pem"
+        good = crl.read_bytes()
+        crl.write_bytes(b"-----BEGIN X509 CRL-----\nbroken\n-----END X509 CRL-----\n")
+        with (
+            channel_as(tmp_path / "gd", f"127.0.0.1:{ports['gd.sz']}", "gd.sz") as sz,
+            channel_as(tmp_path / "gd", f"127.0.0.1:{ports['gd.gz']}", "gd.gz") as gz,
+        ):
+            _eventually_status(sz, NOT_SERVING)
+            assert _health(gz) == SERVING
+            crl.write_bytes(good)
+            _eventually_status(sz, SERVING)
         # Each node keeps its own metrics registry.
         assert host.members["gd.gz"].metrics.registry is not host.members["gd.sz"].metrics.registry
     finally:
