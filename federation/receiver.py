@@ -94,6 +94,15 @@ class AcceptedReport:
         """'incremental' or 'full'."""
         return KIND_NAMES[self.body.kind]
 
+    @property
+    def changes_figures(self) -> bool:
+        """Applying it changes the parent's figures (a heartbeat, an incremental report naming none, does not).
+
+        It names buckets or activity counts, or is FULL (which also zeroes what its window does not name).
+        """
+        body = self.body
+        return bool(body.buckets) or bool(body.activity) or body.kind == ReportKind.REPORT_KIND_FULL
+
 
 @dataclass(frozen=True, slots=True)
 class ChildChainState:
@@ -327,13 +336,17 @@ class ReportReceiver:
 
         ``caller``: who sent it as the server verified it (its TLS peer), for the audit of a refusal.
         """
+        return self.receive_accepted(envelope, caller)[0]
+
+    def receive_accepted(self, envelope: SignedEnvelope, caller: str = "") -> tuple[ReportAck, AcceptedReport | None]:
+        """``receive``, also returning the report as stored (None for a re-delivery, already stored before)."""
         try:
             body, digest = self.verify(envelope)
             delivery = self._deliver(_Delivery(envelope=envelope, body=body, digest=digest))
             if delivery.error is not None:
                 raise delivery.error
             assert delivery.ack is not None  # a finished delivery holds an ack or an error
-            return delivery.ack
+            return delivery.ack, delivery.accepted if delivery.ack.stored else None
         except SupnetError as error:
             self.audit_refusal(envelope, error, caller)
             raise

@@ -74,19 +74,32 @@ def subtree_catalogue(conn: Connection, now: datetime) -> CatalogueFigures:
     return total
 
 
-def store_child_catalogues(conn: Connection, reports: Sequence[AcceptedReport]) -> None:
-    """Keep each child's latest figures (the reports are in order; one that carries none leaves them as they were)."""
+def store_child_catalogues(conn: Connection, reports: Sequence[AcceptedReport]) -> bool:
+    """Keep each child's latest figures (the reports are in order; one that carries none leaves them as they were).
+
+    True if any child's figures differ from those stored before (every report carries them, mostly unchanged).
+    """
     latest: dict[str, AcceptedReport] = {}
     for report in reports:
         if report.body.HasField("catalogue"):
             latest[report.child_id] = report
     if not latest:
-        return
+        return False
+    stored: dict[str, bytes] = dict(
+        conn.execute(
+            select(_child_catalogues.c.child_id, _child_catalogues.c.figures).where(
+                _child_catalogues.c.child_id.in_(sorted(latest))
+            )
+        ).all()
+    )
+    changed = False
     for child_id, report in sorted(latest.items()):
+        figures = report.body.catalogue.SerializeToString(deterministic=True)
+        changed = changed or stored.get(child_id) is None or bytes(stored[child_id]) != figures
         values = {
             "child_id": child_id,
             "sequence": report.body.sequence,
-            "figures": report.body.catalogue.SerializeToString(deterministic=True),
+            "figures": figures,
             "updated_at": report.received_at,
         }
         statement = dialect_insert(conn, _child_catalogues).values(values)
@@ -96,3 +109,4 @@ def store_child_catalogues(conn: Connection, reports: Sequence[AcceptedReport]) 
                 set_={name: statement.excluded[name] for name in ("sequence", "figures", "updated_at")},
             )
         )
+    return changed

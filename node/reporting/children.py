@@ -159,17 +159,25 @@ def _bucket_rows(conn: Connection, upsert: DriverStatement, report: AcceptedRepo
 def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> None:
     """Apply verified child reports, in order, inside the receiver's transaction: buckets become children's state.
 
-    Each report gets a metric revision of its own, so a FULL report zeroes exactly the keys of its window that
-    it did not name, also when an earlier report of the same child is in the same batch. The buckets of
+    Each report that changes figures gets a metric revision of its own, so a FULL report zeroes exactly the keys of
+    its window that it did not name, also when an earlier report of the same child is in the same batch. The buckets of
     consecutive incremental reports go to the driver in one executemany.
     """
     if not reports:
         return
     upsert = _CHILD_BUCKET_UPSERT[conn.dialect.name]
-    revision = next_revision(conn, len(reports)) - len(reports)
+    catalogues_changed = store_child_catalogues(conn, reports)
+    # A heartbeat (names no figures) writes none and takes no revision: the revision moving is what makes this
+    # node's own sender report, and a heartbeat must not travel up the tree as a report at every level.
+    changing = [report for report in reports if report.changes_figures]
+    if not changing:
+        if catalogues_changed:
+            next_revision(conn)  # the register figures changed: this node's next report carries them up
+        return
+    revision = next_revision(conn, len(changing)) - len(changing)
     pending: list[Any] = []
     touched: dict[str, RollupScope] = {}
-    for report in reports:
+    for report in changing:
         revision += 1
         body = report.body
         _scope_of(body, touched.setdefault(report.child_id, RollupScope()))
@@ -194,7 +202,6 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     # The month roll-up follows the day buckets in the same transaction, once per child and batch.
     for child_id, scope in sorted(touched.items()):
         refresh_child_months(conn, child_id, scope)
-    store_child_catalogues(conn, reports)
 
 
 def _scope_of(body: Any, scope: RollupScope) -> None:

@@ -54,10 +54,13 @@ Progress = Callable[[str], None]
 ROOT_ID = "gd"
 # What every simulated node runs with (besides the launcher's addresses): reports follow changes within a
 # second, the idle polls that do not matter for the figures run less often, and no node serves a web console
-# (each is an event loop of its own; supervisors use the province's, started by hand when wanted).
+# (each is an event loop of its own; supervisors use the province's, started by hand when wanted). Notifications are
+# dispatched once a day: the generated history's alerts (a few dozen per street) would otherwise all be sent (to the
+# log, the default channel) while the tree starts, ~10,000 per host process in the first full run. Notifying is each
+# node's own work, the same at any tree size (tests/notify).
 SIMULATION_CONFIG: dict[str, Any] = {
     "federation": {"report_on_change": True, "report_debounce_seconds": 0.5, "rpc_timeout_seconds": 30.0},
-    "notifications": {"dispatch_interval_seconds": 60.0},
+    "notifications": {"dispatch_interval_seconds": 86400.0},
     "directives": {"poll_seconds": 10.0},
     "web": {"enabled": False},
 }

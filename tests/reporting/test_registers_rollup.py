@@ -11,11 +11,13 @@ import pytest
 from rich.console import Console
 from sqlalchemy import func, select
 
-from federation import outbox_table
+from federation import outbox_table, parse_body, received_reports
 from federation.proto.v1 import drilldown_pb2 as dd
+from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.report_pb2 import ReportBody
 from node.app import Node
 from node.cli.render import registers_table
-from node.store import Case, Completion, Evaluation, Payment, SpecialProcedure, Step
+from node.store import Case, Completion, Evaluation, Payment, SpecialProcedure, Step, current_revision
 from node.supervision import CatalogueFigures, catalogue_figures, check_buckets, list_items, retire_item
 from tests.harness.tree import Tree
 
@@ -128,3 +130,32 @@ def test_no_person_leaves_the_node_in_a_report(tree: Tree) -> None:
     assert handlers and envelopes
     for envelope in envelopes:
         assert not [name for name in handlers if name.encode() in envelope]
+
+
+def sent_bodies(node: Node) -> list[ReportBody]:
+    with node.engine.connect() as conn:
+        envelopes = conn.execute(select(outbox_table.c.envelope).order_by(outbox_table.c.sequence)).scalars().all()
+    return [parse_body(SignedEnvelope.FromString(raw), ReportBody) for raw in envelopes]
+
+
+def test_a_heartbeat_moves_no_revision_upward_a_register_change_does(tree: Tree) -> None:
+    # The revision moving is what makes a node report upward (report_on_change): a child's heartbeat must not, or
+    # every street's heartbeat becomes a report at each level up to the province.
+    city, street = tree["gd.a"], tree["gd.a.x"]
+
+    def revision_and_stored() -> tuple[int, int]:
+        with city.engine.connect() as conn:
+            stored = conn.execute(
+                select(func.count()).select_from(received_reports).where(received_reports.c.child_id == "gd.a.x")
+            ).scalar_one()
+            return current_revision(conn), int(stored)
+
+    revision, stored = revision_and_stored()
+    heartbeat = tree.sender("gd.a.x").report_now()
+    assert heartbeat.acked == 1
+    assert [len(body.buckets) for body in sent_bodies(street)[-1:]] == [0]
+    assert revision_and_stored() == (revision, stored + 1)  # stored, nothing changed
+    retire_item(street, list_items(street)[0].implementation_code, "事项取消", at=street.now() - timedelta(days=1))
+    assert tree.sender("gd.a.x").report_now().acked == 1
+    assert len(sent_bodies(street)[-1].buckets) == 0  # only the register figures changed
+    assert revision_and_stored() == (revision + 1, stored + 2)

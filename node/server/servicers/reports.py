@@ -92,7 +92,7 @@ class ReportServicer:
                 self.receiver.audit_refusal(request, error, caller)  # refused before the receiver: audited all the same
                 raise
             try:
-                ack = self.receiver.receive(request, caller)  # audits its own refusals
+                ack, stored = self.receiver.receive_accepted(request, caller)  # audits its own refusals
             except SupnetError as error:
                 self._notice_refusal(request, error)
                 raise
@@ -102,7 +102,9 @@ class ReportServicer:
             raise
         if self._metrics is not None:
             self._metrics.report_received(stored=ack.stored)
-        if ack.stored and self._on_report_stored is not None:
+        # A heartbeat changes nothing above: reporting it upward would make every street's heartbeat a report
+        # at each level up to the province (the scheduled report carries this node's freshness).
+        if stored is not None and stored.changes_figures and self._on_report_stored is not None:
             try:
                 self._on_report_stored()
             except Exception:
