@@ -1,8 +1,9 @@
 """``supnet serve``: run a node's gRPC server and its scheduled jobs until SIGTERM or SIGINT.
 
 Several ``--data-dir`` (or ``--host-config FILE`` listing data directories) host several nodes in one process
-(node.server.hosting): each its own node on its own port, sharing the process's call and job threads. Every hosted
-node gets its own ``serve.json`` naming this process.
+(node.server.hosting): each its own node on its own port, sharing the process's call and job threads and one
+Prometheus endpoint (the host file's ``metrics_listen``; without a host file, the first node's ``metrics.listen``).
+Every hosted node gets its own ``serve.json`` naming this process, and as ``metrics_address`` that shared endpoint.
 
 Over mutual TLS when the node has TLS credentials in ``DATA_DIR/pki``; without them only with
 ``--insecure-plaintext`` (or ``federation.insecure_plaintext = true``), for local experiments. Logs at INFO
@@ -71,10 +72,12 @@ def register(app: typer.Typer) -> None:
         """Serve the node(s): gRPC (reports, drill-down, ingest, health) and scheduled jobs, until SIGTERM/Ctrl-C."""
         folders = list(data_dirs or [])
         pools: dict[str, int] = {}
+        metrics_listen: str | None = None  # a host without a host file: the first node's metrics.listen
         if host_config is not None:
             host = load_host_config(host_config)
             folders += host.data_dirs
             pools = {"rpc_workers": host.rpc_workers, "job_workers": host.job_workers}
+            metrics_listen = host.metrics_listen
         if not folders:
             raise ConfigError("say which node to serve: --data-dir DIR (repeatable) or --host-config FILE")
         if listen is not None and len(folders) > 1:
@@ -98,7 +101,7 @@ def register(app: typer.Typer) -> None:
             if len(nodes) == 1 and host_config is None:
                 _serve_one(nodes[0], listen, grace, say)
             else:
-                _serve_hosted(nodes, pools, grace, say)
+                _serve_hosted(nodes, pools, metrics_listen, grace, say)
         finally:
             for node in nodes:
                 node.close()
@@ -121,7 +124,8 @@ def _stop_on_signal(names: str) -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _state(serving: ServingNode, port: int, **extra: Any) -> dict[str, Any]:
+def _state(serving: ServingNode, port: int, metrics_address: str = "", **extra: Any) -> dict[str, Any]:
+    """serve.json; ``metrics_address`` of a hosted node is its host's (it has no endpoint of its own)."""
     node = serving.node
     state: dict[str, Any] = {
         "node_id": node.config.id,
@@ -132,7 +136,9 @@ def _state(serving: ServingNode, port: int, **extra: Any) -> dict[str, Any]:
     if serving.enrolment is not None:
         state["enrol_address"] = serving.enrolment.bound_address
     if serving.metrics_server is not None:
-        state["metrics_address"] = serving.metrics_server.bound_address
+        metrics_address = serving.metrics_server.bound_address
+    if metrics_address:
+        state["metrics_address"] = metrics_address
     if serving.web is not None:
         state["web_url"] = serving.web.url
     state["started_at"] = node.now().replace(tzinfo=node.tz).isoformat(timespec="seconds")
@@ -161,11 +167,12 @@ def _serve_one(node: Node, listen: str | None, grace: float, say: Any) -> None:
     say(f"node [bold]{node.config.id}[/] stopped cleanly")
 
 
-def _serve_hosted(nodes: list[Node], pools: dict[str, int], grace: float, say: Any) -> None:
+def _serve_hosted(nodes: list[Node], pools: dict[str, int], metrics_listen: str | None, grace: float, say: Any) -> None:
     host = NodeHost(
         nodes,
         rpc_workers=pools.get("rpc_workers", DEFAULT_RPC_WORKERS),
         job_workers=pools.get("job_workers", DEFAULT_JOB_WORKERS),
+        metrics_listen=metrics_listen,
     )
     state_paths = [serve_state_path(node.data_dir) for node in nodes]
     ids = ", ".join(node.config.id for node in nodes[:5]) + (" …" if len(nodes) > 5 else "")
@@ -174,15 +181,16 @@ def _serve_hosted(nodes: list[Node], pools: dict[str, int], grace: float, say: A
             ports = host.start()
             for serving in host.members.values():
                 node_id = serving.node.config.id
-                write_state_file(
-                    serve_state_path(serving.node.data_dir), _state(serving, ports[node_id], hosted_nodes=len(nodes))
-                )
+                state = _state(serving, ports[node_id], host.metrics_address, hosted_nodes=len(nodes))
+                write_state_file(serve_state_path(serving.node.data_dir), state)
                 transport = "mutual TLS" if serving.server.mutual_tls else "[bold red]INSECURE PLAINTEXT[/]"
                 say(f"node [bold]{node_id}[/] serving on {serving.server.bound_address} over {transport} (hosted)")
             say(
                 f"本进程托管 {len(nodes)} 个节点 hosting {len(nodes)} nodes ({ids}) in pid {os.getpid()}; "
                 "Ctrl-C stops them"
             )
+            if host.metrics_address:
+                say(f"所有托管节点的指标 metrics of all hosted nodes: http://{host.metrics_address}/metrics")
             while not stop_requested.wait(1.0):
                 pass
         finally:

@@ -6,6 +6,7 @@ whole ``NodeConfig`` and its loading in core, the ``[notifications]`` section in
 file or environment variable. Import from ``node.config``, not from its modules.
 """
 
+from node.config.base import check_address
 from node.config.core import (
     CONFIG_FILE_NAME,
     LEVELS,
@@ -26,7 +27,6 @@ from node.config.core import (
     StoreConfig,
     SupervisionConfig,
     WebConfig,
-    check_address,
     config_path,
     csv_delimiter,
     database_url,

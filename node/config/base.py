@@ -1,11 +1,43 @@
-"""What every config section shares: the base model that refuses unknown keys, and the error text naming a bad key.
+"""What every config section shares: the base model refusing unknown keys, error texts, the host:port check.
 
-The sections themselves live in core (the node), notifications (channels, robots, routing) and host (hosted nodes).
+The error text names a bad key; ``check_address`` checks the node's listen and parent addresses and the host file's
+metrics_listen. The sections themselves live in core (the node), notifications (channels, robots, routing) and host
+(hosted nodes).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+# A host name as DNS and docker-compose spell them (compose service names may hold "_").
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
+
+
+def check_address(value: str, *, listening: bool = False) -> str:
+    """``value`` if it is ``host:port`` (IPv6 in brackets), else ValueError saying why.
+
+    A port is 1–65535; a listen address may also name port 0 (any free port, the bound one is in serve.json).
+    """
+    host, colon, port_text = value.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:7100, [::1]:7100, gd-gz:7100)")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 host in brackets, e.g. [::1]:7100")
+    elif not _HOST_NAME.match(host):
+        raise ValueError(f"{value!r}: {host!r} is not a host name or IP address")
+    lowest = 0 if listening else 1
+    if not port_text.isascii() or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r}: port {port_text!r} is not a number from {lowest} to 65535")
+    return value
 
 
 class Section(BaseModel):

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import tomli_w
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from node.config.base import Section, describe_errors
+from node.config.base import Section, check_address, describe_errors
 from node.config.notifications import NotificationsConfig
 from node.errors import ConfigError
 
@@ -25,32 +25,6 @@ CONFIG_FILE_NAME = "supnet.toml"
 NODE_ID_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?(?:\.[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?)*$")
 Level = Literal["province", "city", "district", "street"]
 LEVELS: tuple[Level, ...] = ("province", "city", "district", "street")
-# A host name as DNS and docker-compose spell them (compose service names may hold "_").
-_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
-_HOST_NAME = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
-
-
-def check_address(value: str, *, listening: bool = False) -> str:
-    """``value`` if it is ``host:port`` (IPv6 in brackets), else ValueError saying why.
-
-    A port is 1–65535; a listen address may also name port 0 (any free port, the bound one is in serve.json).
-    """
-    host, colon, port_text = value.rpartition(":")
-    if not colon or not host:
-        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:7100, [::1]:7100, gd-gz:7100)")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError(f"{value!r}: write an IPv6 host in brackets, e.g. [::1]:7100")
-    elif not _HOST_NAME.match(host):
-        raise ValueError(f"{value!r}: {host!r} is not a host name or IP address")
-    lowest = 0 if listening else 1
-    if not port_text.isascii() or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
-        raise ValueError(f"{value!r}: port {port_text!r} is not a number from {lowest} to 65535")
-    return value
 
 
 class StoreConfig(Section):

@@ -1,6 +1,8 @@
 """A host file (``supnet serve --host-config FILE``): the nodes one process serves and the threads they share.
 
-Each hosted node keeps its own data directory and ``supnet.toml`` (node.config.core); this file only lists them.
+Each hosted node keeps its own data directory and ``supnet.toml`` (node.config.core); this file only lists them,
+and says where the host's one Prometheus endpoint for all of them listens (``metrics_listen``; the nodes' own
+``metrics.listen`` is not used while they are hosted).
 """
 
 from __future__ import annotations
@@ -8,9 +10,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
-from node.config.base import Section, describe_errors
+from node.config.base import Section, check_address, describe_errors
 from node.errors import ConfigError
 
 
@@ -20,6 +22,16 @@ class HostConfig(Section):
     data_dirs: list[Path] = Field(min_length=1, description="data directories; relative ones from the file's folder")
     rpc_workers: int = Field(default=64, ge=2, le=1024, description="threads all hosted nodes' calls share")
     job_workers: int = Field(default=8, ge=1, le=256, description="threads all hosted nodes' scheduled jobs share")
+    metrics_listen: str = Field(
+        default="127.0.0.1:0",
+        description="host:port of the one http://HOST:PORT/metrics for all hosted nodes, each series labelled node "
+        "(port 0: any free port, written to every hosted node's serve.json as metrics_address); empty: no endpoint",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str) -> str:
+        return check_address(value, listening=True) if value else value
 
 
 def load_host_config(path: Path) -> HostConfig:

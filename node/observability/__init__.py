@@ -1,6 +1,7 @@
 """Observability of a node: Prometheus metrics, log lines (text or JSON), the software version.
 
-Metrics: a registry per node, scrape-time table collectors, the /metrics server; log lines carry the node's clock
+Metrics: a registry per node, scrape-time table collectors, the /metrics server, and the one /metrics of a host
+process (every hosted node's series, labelled by node); log lines carry the node's clock
 and id on each.
 
 The names load on first use (lazy_loader reads __init__.pyi): the CLI sets up its logging without loading the

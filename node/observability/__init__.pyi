@@ -1,6 +1,7 @@
 """Types of the observability package's public API (loaded lazily by __init__.py)."""
 
 from .collectors import NodeTableCollector
+from .hosted import NODE_LABEL, HostedNodesCollector, hosted_registry
 from .logs import (
     FORMAT_ENV,
     LEVEL_ENV,
@@ -19,7 +20,9 @@ __all__ = [
     "FORMAT_ENV",
     "LEVEL_ENV",
     "LOG_FORMATS",
+    "NODE_LABEL",
     "QUERY_KINDS",
+    "HostedNodesCollector",
     "LogFormat",
     "MetricsServer",
     "NodeMetrics",
@@ -27,6 +30,7 @@ __all__ = [
     "active_log_format",
     "bind_node",
     "configure_logging",
+    "hosted_registry",
     "query_kind",
     "set_log_format",
     "software_version",

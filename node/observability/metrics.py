@@ -157,12 +157,26 @@ def split_listen_address(address: str) -> tuple[str, int]:
 
 
 class MetricsServer:
-    """Plain HTTP serving a registry in the Prometheus text format; ``start()`` returns the port, ``stop()``."""
+    """Plain HTTP serving a registry in the Prometheus text format; ``start()`` returns the port, ``stop()``.
 
-    def __init__(self, registry: CollectorRegistry, address: str, *, node_id: str = "") -> None:
+    One per standalone node (its ``metrics.listen``), or one per host process for all its nodes (``owner`` and
+    ``setting`` then name the host and its setting in the log line and in the error of an address it cannot take).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        address: str,
+        *,
+        node_id: str = "",
+        owner: str = "",
+        setting: str = "metrics.listen",
+    ) -> None:
         self.registry = registry
         self.address = address
         self.node_id = node_id
+        self.owner = owner
+        self.setting = setting
         self.port = 0
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -178,11 +192,14 @@ class MetricsServer:
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
+            owner = self.owner or self.node_id or "the node"
             raise UnavailableError(
-                f"metrics of {self.node_id or 'the node'} cannot listen on {self.address} (metrics.listen): {exc}"
+                f"metrics of {owner} cannot listen on {self.address} ({self.setting}): {exc}"
             ) from exc
         self.port = int(self._server.server_address[1])
-        log.info("node %s: Prometheus metrics on http://%s/metrics", self.node_id, self.bound_address)
+        log.info(
+            "%s: Prometheus metrics on http://%s/metrics", self.owner or f"node {self.node_id}", self.bound_address
+        )
         return self.port
 
     def stop(self) -> None:

@@ -11,7 +11,11 @@ What the nodes of one process share, so threads stay bounded however many nodes 
   with the node's own intervals and time zone. Each node's first runs come START_STAGGER_SECONDS after the
   previous node's, so a host that starts hundreds of nodes does not build their first reports and scans at once;
 - one ``health_check`` job (``host/health_check``) that evaluates every hosted node's health in turn, instead of
-  one job per node competing for the job threads.
+  one job per node competing for the job threads;
+- one Prometheus ``/metrics`` endpoint (node.observability.hosted) serving every hosted node's registry, each
+  series labelled ``node`` with the node's id, instead of one HTTP server and one port per node. It listens on the
+  host file's ``metrics_listen``; without a host file (``supnet serve -d a -d b``), on the first node's
+  ``metrics.listen``. The nodes' own ``metrics.listen`` is not used while they are hosted.
 
 Connections are not shared: every call presents the calling node's own client certificate, so a channel belongs
 to one node. A call from one hosted node to another (a street reporting to its district in the same process)
@@ -34,6 +38,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from node.app import Node
 from node.config import HostConfig
 from node.errors import ConfigError
+from node.observability import MetricsServer, hosted_registry
 from node.server.health import HEALTH_INTERVAL_SECONDS
 from node.server.serving import ServingNode
 
@@ -75,8 +80,13 @@ class NodeHost:
         rpc_workers: int = DEFAULT_RPC_WORKERS,
         job_workers: int = DEFAULT_JOB_WORKERS,
         listen: dict[str, str] | None = None,
+        metrics_listen: str | None = None,
     ) -> None:
-        """``listen`` (node id -> host:port) overrides a node's federation.listen (tests bind port 0)."""
+        """``listen`` (node id -> host:port) overrides a node's federation.listen (tests bind port 0).
+
+        ``metrics_listen`` is where the host's one /metrics listens (empty: none; None: the first node's
+        metrics.listen, what ``supnet serve -d a -d b`` without a host file uses).
+        """
         if not nodes:
             raise ConfigError("a host needs at least one node (--data-dir, or data_dirs in the host config)")
         check_distinct(nodes)
@@ -91,9 +101,23 @@ class NodeHost:
                 executor=self.executor,
                 scheduler=self.scheduler,
                 start_offset=index * START_STAGGER_SECONDS,
+                metrics_endpoint=False,
             )
             for index, node in enumerate(nodes)
         }
+        if metrics_listen is None:
+            metrics_listen = nodes[0].config.metrics.listen
+        registries = {node_id: member.metrics.registry for node_id, member in self.members.items()}
+        self.metrics_server = (
+            MetricsServer(
+                hosted_registry(registries),
+                metrics_listen,
+                owner=f"host of {len(nodes)} nodes",
+                setting="metrics_listen of the host, or the first node's metrics.listen",
+            )
+            if metrics_listen
+            else None
+        )
         self._started: list[ServingNode] = []
 
     def start(self) -> dict[str, int]:
@@ -108,6 +132,8 @@ class NodeHost:
             for node_id, member in self.members.items():
                 ports[node_id] = member.start()
                 self._started.append(member)
+            if self.metrics_server is not None:
+                self.metrics_server.start()
         except BaseException:
             self.stop(0.0)
             raise
@@ -124,6 +150,13 @@ class NodeHost:
         log.info("host serving %d nodes (shared: %d call threads)", len(ports), self.rpc_workers)
         return ports
 
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the host's /metrics once started ("" without an endpoint); every hosted node's serve.json."""
+        if self.metrics_server is None or not self.metrics_server.port:
+            return ""
+        return self.metrics_server.bound_address
+
     def _evaluate_health(self) -> None:
         for member in list(self._started):
             try:
@@ -135,6 +168,8 @@ class NodeHost:
     def stop(self, grace: float) -> None:
         """Stop every started node (a few at a time, each as a standalone node stops), then the shared pools."""
         started, self._started = self._started, []
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         with contextlib.suppress(JobLookupError):
             self.scheduler.remove_job(HOST_HEALTH_JOB_ID)
         if started:

@@ -35,13 +35,15 @@ class ServingNode:
         executor: futures.ThreadPoolExecutor | None = None,
         scheduler: BackgroundScheduler | None = None,
         start_offset: float = 0.0,
+        metrics_endpoint: bool = True,
     ) -> None:
         """A standalone node by default; a hosted one (node.server.hosting) gets the host's pool and scheduler.
 
         A hosted node's calls run on ``executor`` and its jobs on ``scheduler``, each first run ``start_offset``
         seconds later than a standalone node's (the host spreads its nodes' start-up work); its health is evaluated
-        by the host's one health job. Everything else (database, keys, certificates, port, senders, metrics) stays
-        its own.
+        by the host's one health job, and its metrics registry is served by the host's one endpoint
+        (``metrics_endpoint`` False: no endpoint of its own on metrics.listen). Everything else (database, keys,
+        certificates, port, senders, metrics registry) stays its own.
         """
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
@@ -67,8 +69,8 @@ class ServingNode:
         )
         # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
         self.enrolment = EnrolmentServer.for_node(node, executor=executor)
-        # Plain HTTP /metrics on metrics.listen (empty: none).
-        listen_metrics = node.config.metrics.listen
+        # Plain HTTP /metrics on metrics.listen (empty: none); a hosted node's registry is served by its host.
+        listen_metrics = node.config.metrics.listen if metrics_endpoint else ""
         self.metrics_server = (
             MetricsServer(self.metrics.registry, listen_metrics, node_id=node.config.id) if listen_metrics else None
         )

@@ -1,12 +1,14 @@
 """Hosted nodes (node.server.hosting): one ``supnet serve`` process serving several nodes, each its own node.
 
 A real host process over mutual TLS (each node on its own port with its own certificate), the shared pool and
-scheduler in process, and the refusals (a node listed twice, ``--listen`` with several nodes, a bad host file,
-a node that cannot listen).
+scheduler in process, the host's one /metrics for all its nodes (scraped over real HTTP, each series labelled with
+its node), and the refusals (a node listed twice, ``--listen`` with several nodes, a bad host file, a node that
+cannot listen).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,11 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from federation.proto.v1 import drilldown_pb2 as dd
@@ -29,9 +34,10 @@ from node.app import open_node
 from node.bootstrap import init_node
 from node.cli import app
 from node.cli.main import _register_commands
-from node.config import load_config, load_host_config, save_config
+from node.config import HostConfig, load_config, load_host_config, save_config
 from node.errors import ConfigError, UnavailableError
 from node.localtree import serves
+from node.observability import NODE_LABEL
 from node.server import (
     HEALTH_INTERVAL_SECONDS,
     HOST_HEALTH_JOB_ID,
@@ -87,6 +93,58 @@ def _wait_for_states(
     return [json.loads((folder / "serve.json").read_text()) for folder in dirs]
 
 
+def _scrape(address: str) -> dict[str, dict[str, list[tuple[dict[str, str], float]]]]:
+    """GET http://address/metrics: family name -> node id -> (labels, value) of its samples.
+
+    Fails on an invalid exposition (the parser raises) and on a family named twice (one HELP/TYPE per family).
+    """
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+        assert reply.status == 200
+        text = reply.read().decode()
+    families: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name not in families, f"{family.name} appears twice in the exposition"
+        by_node = families[family.name] = {}
+        for sample in family.samples:
+            assert NODE_LABEL in sample.labels, f"{sample.name} {sample.labels} carries no node label"
+            by_node.setdefault(sample.labels[NODE_LABEL], []).append((sample.labels, sample.value))
+    assert text.count("# TYPE supnet_build_info ") == 1
+    return families
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (its sockets' inodes matched against /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _check_hosted_scrape(address: str) -> None:
+    """Both cities' series at one address, each labelled with its own node id and nothing mixed."""
+    families = _scrape(address)
+    build = families["supnet_build_info"]
+    assert sorted(build) == list(CITIES)
+    for node_id in CITIES:
+        # supnet_build_info had a node label already: still one, the node's own id.
+        assert [labels[NODE_LABEL] for labels, _ in build[node_id]] == [node_id]
+        assert {labels["service"] for labels, _ in families["supnet_health_serving"][node_id]} >= {"overall"}
+        assert families["supnet_database_up"][node_id] == [({NODE_LABEL: node_id}, 1.0)]
+        # Counters keep their names and labels; each node's known label values start at 0, once per node.
+        received = families["supnet_reports_received"][node_id]
+        assert sorted(labels["outcome"] for labels, _ in received) == ["duplicate", "stored"]
+        assert families["supnet_report_outbox_limit"][node_id][0][1] > 0
+
+
 def test_a_host_process_serves_each_node_on_its_own_port_as_itself(tmp_path: Path) -> None:
     dirs = _cities(tmp_path)
     host_file = tmp_path / "host.toml"
@@ -121,6 +179,17 @@ def test_a_host_process_serves_each_node_on_its_own_port_as_itself(tmp_path: Pat
             # Health per node, as `supnet health` probes it with the node's own credentials.
             pki = pki_directory(tmp_path / node_id)
             assert probe_health(str(state["address"]), node_id, pki)[0] == "SERVING"
+        # One /metrics for the host (the host file's metrics_listen, default 127.0.0.1:0), named in each serve.json.
+        metrics = {state["metrics_address"] for state in states}
+        assert len(metrics) == 1
+        (address,) = metrics
+        assert isinstance(address, str) and address.startswith("127.0.0.1:")
+        _check_hosted_scrape(address)
+        # No endpoint per node: the process listens on the nodes' gRPC, enrolment and console ports and that one.
+        expected = {int(str(state[key]).rsplit(":", 1)[1]) for state in states for key in ("address", "enrol_address")}
+        expected |= {urlsplit(str(state["web_url"])).port or 0 for state in states if "web_url" in state}
+        expected.add(int(address.rsplit(":", 1)[1]))
+        assert _listening_ports(process.pid) == expected
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     finally:
@@ -130,7 +199,89 @@ def test_a_host_process_serves_each_node_on_its_own_port_as_itself(tmp_path: Pat
     text = output.decode()
     assert process.returncode == 0, text
     assert "hosting 2 nodes" in text and "2 hosted nodes stopped cleanly" in text
+    assert f"metrics of all hosted nodes: http://{address}/metrics" in text
     assert not any((folder / "serve.json").exists() for folder in dirs)
+
+
+def test_a_host_without_a_host_file_serves_metrics_on_the_first_nodes_metrics_listen(tmp_path: Path) -> None:
+    dirs = _cities(tmp_path)
+    # The first node says "no endpoint", the second asks for one: the first node's setting is the host's.
+    for folder, listen in zip(dirs, ("", "127.0.0.1:0"), strict=True):
+        config = load_config(folder)
+        config.metrics.listen = listen
+        save_config(folder, config)
+    nodes = [open_node(folder) for folder in dirs]
+    host = NodeHost(nodes)
+    try:
+        host.start()
+        assert host.metrics_server is None and host.metrics_address == ""
+        assert all(member.metrics_server is None for member in host.members.values())
+    finally:
+        host.stop(0.5)
+    # The other order: the first node's 127.0.0.1:0 is where the host listens, for both nodes.
+    host = NodeHost(nodes[::-1])
+    try:
+        host.start()
+        assert host.metrics_address.startswith("127.0.0.1:")
+        _check_hosted_scrape(host.metrics_address)
+    finally:
+        host.stop(0.5)
+        for node in nodes:
+            node.close()
+    # Through the command line: serve -d gd.sz -d gd.gz, no host file; each serve.json names the host's endpoint.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node.cli.main", "serve", "-d", str(dirs[1]), "-d", str(dirs[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        states = _wait_for_states(dirs, process)
+        assert states[0]["metrics_address"] == states[1]["metrics_address"]
+        _check_hosted_scrape(str(states[0]["metrics_address"]))
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+
+
+def test_hosted_nodes_have_no_metrics_endpoint_of_their_own(tmp_path: Path) -> None:
+    nodes = [open_node(folder) for folder in _cities(tmp_path)]
+    before = set(threading.enumerate())
+    host = NodeHost(nodes, metrics_listen="127.0.0.1:0")
+    try:
+        host.start()
+        assert all(member.metrics_server is None for member in host.members.values())
+        # start_http_server's thread runs serve_forever: one for the host, none per node.
+        servers = [thread.name for thread in threading.enumerate() if thread not in before]
+        assert len([name for name in servers if "serve_forever" in name]) == 1, servers
+        # Events counted in one node's registry show under that node's label only.
+        host.members["gd.sz"].metrics.report_refused("E_TEST")
+        refused = _scrape(host.metrics_address)["supnet_reports_refused"]
+        assert refused == {"gd.sz": [({"reason": "E_TEST", NODE_LABEL: "gd.sz"}, 1.0)]}
+        _check_hosted_scrape(host.metrics_address)
+        address = host.metrics_address
+    finally:
+        host.stop(0.5)
+        for node in nodes:
+            node.close()
+    # Stopping the host closes its endpoint.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{address}/metrics", timeout=2)
+
+
+def test_the_host_files_metrics_listen(tmp_path: Path) -> None:
+    assert HostConfig(data_dirs=[tmp_path]).metrics_listen == "127.0.0.1:0"
+    host_file = tmp_path / "host.toml"
+    host_file.write_text('data_dirs = ["a"]\nmetrics_listen = ""\n', encoding="utf-8")
+    assert load_host_config(host_file).metrics_listen == ""
+    host_file.write_text('data_dirs = ["a"]\nmetrics_listen = "127.0.0.1:9464"\n', encoding="utf-8")
+    assert load_host_config(host_file).metrics_listen == "127.0.0.1:9464"
+    host_file.write_text('data_dirs = ["a"]\nmetrics_listen = "nowhere"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        load_host_config(host_file)
 
 
 def test_hosted_nodes_share_the_call_pool_and_the_scheduler(tmp_path: Path) -> None:
