@@ -129,8 +129,6 @@ def _state(serving: ServingNode, port: int, **extra: Any) -> dict[str, Any]:
         "address": serving.server.bound_address,
         "port": port,
     }
-    if serving.enrolment is not None:
-        state["enrol_address"] = serving.enrolment.bound_address
     if serving.metrics_server is not None:
         state["metrics_address"] = serving.metrics_server.bound_address
     if serving.web is not None:
