@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ def pid_alive(pid: int) -> bool:
 
 SERVE_STATE_FILE = "serve.json"
 ENROL_STATE_FILE = "enrol.json"
+# How long ``supnet pki token`` waits for a serving node to open its enrolment listener for the new token: the
+# node sees pki/tokens.json change within its file watcher's interval (1 s) and opens the listener at once.
+ENROL_OPEN_WAIT_SECONDS = 5.0
 
 
 def write_state_file(path: Path, state: dict[str, Any]) -> None:
@@ -74,3 +78,18 @@ def local_server_address(data_dir: Path) -> str:
 def running_enrol_address(data_dir: Path) -> str | None:
     """host:port of this node's running enrolment listener, or None."""
     return live_address(enrol_state_path(data_dir))
+
+
+def wait_for_enrol_address(data_dir: Path, timeout: float) -> str | None:
+    """The enrolment listener's address, waiting up to ``timeout`` s for it to open while the node is serving.
+
+    None at once when no process serves the data directory (nothing would open it), or after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        address = running_enrol_address(data_dir)
+        if address is not None or live_address(serve_state_path(data_dir)) is None:
+            return address
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)

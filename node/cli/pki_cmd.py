@@ -219,7 +219,10 @@ def register(app: typer.Typer) -> None:
             return
         # Plain output: the token must stay on one line, untouched by rich's wrapping and markup.
         typer.echo(issued.token)
-        where = issued.enrol_address or "HOST:PORT (the enrolment listener of 'supnet serve', see enrol.json)"
+        # A serving node opened its listener for this token before issue_token returned (it waits for enrol.json).
+        where = issued.enrol_address or (
+            "HOST:PORT (the enrolment listener of 'supnet serve': open while a token is live, see enrol.json)"
+        )
         console.print(
             f"one-time token for [bold]{child_id}[/], valid until {_day(issued.expires_at.isoformat())} UTC; "
             f"on the child: supnet enroll --data-dir DIR --parent {where} --token TOKEN",

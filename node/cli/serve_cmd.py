@@ -133,8 +133,6 @@ def _state(serving: ServingNode, port: int, metrics_address: str = "", **extra: 
         "address": serving.server.bound_address,
         "port": port,
     }
-    if serving.enrolment is not None:
-        state["enrol_address"] = serving.enrolment.bound_address
     if serving.metrics_server is not None:
         metrics_address = serving.metrics_server.bound_address
     if metrics_address:

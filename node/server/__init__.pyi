@@ -1,5 +1,6 @@
 """Types of the server package's public API (loaded lazily by __init__.py)."""
 
+from .enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from .enrolment_server import EnrolmentServer
 from .grpc_server import DEFAULT_MAX_WORKERS, NodeServer
 from .health import (
@@ -19,11 +20,14 @@ __all__ = [
     "DEFAULT_JOB_WORKERS",
     "DEFAULT_MAX_WORKERS",
     "DEFAULT_RPC_WORKERS",
+    "ENROL_JOB_ID",
+    "ENROL_RECHECK_SECONDS",
     "HEALTH_INTERVAL_SECONDS",
     "HOST_HEALTH_JOB_ID",
     "PROBE_STATES",
     "REPORTS_SERVICE",
     "START_STAGGER_SECONDS",
+    "EnrolmentGate",
     "EnrolmentServer",
     "HealthMonitor",
     "HealthState",

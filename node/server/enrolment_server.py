@@ -3,8 +3,9 @@
 A new child has no client certificate yet, so it cannot reach the node's main (mutual TLS) port; it enrols
 here instead. Plaintext is safe because nothing on this wire is secret or trusted blindly: the request is
 proved with an HMAC keyed by the token's hash and the child checks the answer against the root fingerprint
-in its token (node/trust/enrolment.py). ``supnet serve`` runs it only when the node has a CA (``pki/ca.key``),
-on ``federation.enrol_listen``, and writes its address to ``DATA_DIR/enrol.json`` (next to serve.json).
+in its token (node/trust/enrolment.py). ``supnet serve`` runs it only when the node has a CA (``pki/ca.key``)
+and only while the node holds a live enrolment token (node.server.enrolment_gate opens and closes it), on
+``federation.enrol_listen``; while it is open its address is in ``DATA_DIR/enrol.json`` (next to serve.json).
 """
 
 from __future__ import annotations
@@ -119,16 +120,22 @@ class EnrolmentServer:
         self._server.start()
         state = {"node_id": self.node_id, "pid": os.getpid(), "address": self.bound_address, "port": self.port}
         write_state_file(enrol_state_path(self.data_dir), state)
-        log.info("node %s: enrolment listener on %s", self.node_id, self.bound_address)
+        log.debug("node %s: enrolment listener on %s", self.node_id, self.bound_address)
         return self.port
 
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop serving (in-flight enrolments get ``grace`` seconds) and remove the address file."""
+    def stop(self, grace: float = 1.0, *, wait: bool = True) -> None:
+        """Stop serving (in-flight enrolments get ``grace`` seconds) and remove the address file.
+
+        ``wait=False`` returns at once (an in-flight enrolment still finishes within ``grace``): the enrolment gate
+        closes the listener from the process's file watcher thread, which must not stall the other nodes' wake-ups.
+        """
         if self._stopped:
             return
         self._stopped = True
-        self._server.stop(grace).wait()
+        stopping = self._server.stop(grace)
+        if wait:
+            stopping.wait()
         if self._owns_executor:
             self._executor.shutdown(wait=False)
         enrol_state_path(self.data_dir).unlink(missing_ok=True)
-        log.info("node %s: enrolment listener stopped", self.node_id)
+        log.debug("node %s: enrolment listener stopped", self.node_id)

@@ -6,7 +6,8 @@ and health statuses. To its parent and its children it is indistinguishable from
 
 What the nodes of one process share, so threads stay bounded however many nodes it hosts:
 
-- one thread pool for every hosted node's gRPC calls (``rpc_workers``; the enrolment listeners use it too);
+- one thread pool for every hosted node's gRPC calls (``rpc_workers``; the enrolment listeners, open only while a
+  node holds a live token, use it too);
 - one APScheduler for every hosted node's jobs (``job_workers`` threads), each job under ``<node id>/<job id>``
   with the node's own intervals and time zone. Each node's first runs come START_STAGGER_SECONDS after the
   previous node's, so a host that starts hundreds of nodes does not build their first reports and scans at once;

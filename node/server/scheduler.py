@@ -12,6 +12,8 @@ rule_scan              rule scan (cases overdue with no new event), at start  su
 notification_dispatch  turn alerts into notifications, deliver due ones       notifications.dispatch_interval_seconds
 certificate_renewal    warn of expiring certificates, re-issue own leaves,    daily, at start (only with pki/)
                        refresh the CRL (federation.renew_before_days ahead)
+enrolment_listener     close the enrolment listener when no token is live     60 s (only with a CA; added by
+                       any more (node.server.enrolment_gate)                  ServingNode)
 =====================  =====================================================  ====================================
 
 Delivering the outbox is not a job here: the report jobs build and wake the ReportSender's loop

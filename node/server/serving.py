@@ -14,7 +14,7 @@ from node.app import Node
 from node.directives import DirectiveSender
 from node.observability import MetricsServer, NodeMetrics
 from node.reporting import ReportSender
-from node.server.enrolment_server import EnrolmentServer
+from node.server.enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import JobSpec, NodeScheduler
 from node.supervision import rebuild_buckets_if_needed
@@ -36,6 +36,7 @@ class ServingNode:
         scheduler: BackgroundScheduler | None = None,
         start_offset: float = 0.0,
         metrics_endpoint: bool = True,
+        enrol_recheck_seconds: float = ENROL_RECHECK_SECONDS,
     ) -> None:
         """A standalone node by default; a hosted one (node.server.hosting) gets the host's pool and scheduler.
 
@@ -44,6 +45,8 @@ class ServingNode:
         by the host's one health job, and its metrics registry is served by the host's one endpoint
         (``metrics_endpoint`` False: no endpoint of its own on metrics.listen). Everything else (database, keys,
         certificates, port, senders, metrics registry) stays its own.
+
+        ``enrol_recheck_seconds``: how often the enrolment gate looks for expired tokens (node.server.enrolment_gate).
         """
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
@@ -64,11 +67,14 @@ class ServingNode:
             # Connections to the children open at start, ahead of the first drill-down (QueryRouter.connect_children).
             router = self.server.query.router
             extra += (JobSpec("child_channels", router.connect_children, CHILD_CHANNELS_SECONDS, 0.0),)
+        # Only a node with a CA can enrol children, and only while it holds a live token is its enrolment listener
+        # open (its address then in DATA_DIR/enrol.json): idle listeners cost a host CPU.
+        self.enrolment = EnrolmentGate.for_node(node, executor=executor)
+        if self.enrolment is not None:
+            extra += (JobSpec(ENROL_JOB_ID, self.enrolment.recheck, enrol_recheck_seconds),)
         self.scheduler = NodeScheduler(
             node, sender=self.sender, shared=scheduler, extra_jobs=extra, start_offset=start_offset
         )
-        # Only a node with a CA can enrol children; it writes its address to DATA_DIR/enrol.json.
-        self.enrolment = EnrolmentServer.for_node(node, executor=executor)
         # Plain HTTP /metrics on metrics.listen (empty: none); a hosted node's registry is served by its host.
         listen_metrics = node.config.metrics.listen if metrics_endpoint else ""
         self.metrics_server = (

@@ -10,6 +10,7 @@ from node.trust.admin import (
     issue_token,
     parse_duration,
     record_enrolment,
+    token_store_path,
 )
 from node.trust.authorization import (
     DIRECTIVE_BODY_TYPE,
@@ -202,6 +203,7 @@ __all__ = [
     "sign_node_ca",
     "signing_identity",
     "token_id",
+    "token_store_path",
     "transport_pki",
     "tree_is_provisioned",
     "utcnow",

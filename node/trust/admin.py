@@ -35,7 +35,7 @@ from federation import load_private_key
 from node.bootstrap import REPORT_KEY_FILE
 from node.config import load_config
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError, SupnetError
-from node.run_state import running_enrol_address
+from node.run_state import ENROL_OPEN_WAIT_SECONDS, running_enrol_address, wait_for_enrol_address
 from node.trust.chains import expiry_warnings, revoked_serials
 from node.trust.enrolment import DEFAULT_TOKEN_TTL, EnrolmentAuthority, IssuedCertificates, issue_enrolment_token
 from node.trust.enrolment_registry import ISSUED_FILE, IssuedRecord, IssuedRegistry, issued_records, write_crl
@@ -70,6 +70,7 @@ __all__ = [
     "own_node_id",
     "parse_duration",
     "record_enrolment",
+    "token_store_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,18 @@ def record_enrolment(data_dir: Path, issued: IssuedCertificates, at: dt.datetime
     IssuedRegistry.of(pki_directory(data_dir)).add(issued_records(issued, resolve_now(at)))
 
 
+def token_store_path(data_dir: Path) -> Path:
+    """``pki/tokens.json``: the node's enrolment tokens (hashes only); the enrolment gate watches it."""
+    return pki_directory(data_dir).file(TOKENS_FILE)
+
+
 def enrolment_authority(
     data_dir: Path, *, clock: Callable[[], dt.datetime] | None = None, passphrase: bytes | None = None
 ) -> EnrolmentAuthority:
     """The node's EnrolmentAuthority: its CA and the token store ``pki/tokens.json``."""
     return EnrolmentAuthority(
         load_authority(data_dir, passphrase),
-        JsonFileTokenStore(pki_directory(data_dir).file(TOKENS_FILE)),
+        JsonFileTokenStore(token_store_path(data_dir)),
         clock=clock,
     )
 
@@ -329,9 +335,19 @@ class TokenIssued:
 
 
 def issue_token(
-    data_dir: Path, child_id: str, *, ttl: dt.timedelta = DEFAULT_TOKEN_TTL, now: dt.datetime | None = None
+    data_dir: Path,
+    child_id: str,
+    *,
+    ttl: dt.timedelta = DEFAULT_TOKEN_TTL,
+    now: dt.datetime | None = None,
+    wait_for_listener: float = ENROL_OPEN_WAIT_SECONDS,
 ) -> TokenIssued:
-    """A one-time enrolment token for a direct child, with the root fingerprint appended."""
+    """A one-time enrolment token for a direct child, with the root fingerprint appended.
+
+    A serving node opens its enrolment listener when it sees the new token (node.server.enrolment_gate, within
+    about a second): while the node is serving, this waits up to ``wait_for_listener`` seconds for the listener's
+    address, so the address handed to the child's operator is one that answers.
+    """
     moment = resolve_now(now)
     pki = pki_directory(data_dir)
     if not has_ca(data_dir):
@@ -346,7 +362,7 @@ def issue_token(
         child_id=child_id,
         expires_at=record.expires_at,
         root_fingerprint=root_fingerprint(root),
-        enrol_address=running_enrol_address(data_dir),
+        enrol_address=wait_for_enrol_address(data_dir, wait_for_listener),
     )
 
 

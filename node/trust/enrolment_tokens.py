@@ -138,6 +138,10 @@ class TokenRecord:
     expires_at: dt.datetime
     used_at: dt.datetime | None = None
 
+    def is_live(self, at: dt.datetime) -> bool:
+        """True while the token can still be redeemed: not used, not expired at ``at`` (aware)."""
+        return self.used_at is None and at < self.expires_at
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO 8601 times with offset)."""
         return {

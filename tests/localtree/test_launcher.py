@@ -122,12 +122,17 @@ def test_up_query_status_down_with_real_processes(tmp_path: Path, mode: str) -> 
         assert _province_received(base) == stored
 
         # Enrolment: a new street enrols with the running district (hosted or not) through the real token + CSR
-        # flow, on the listener that district's serve.json names.
+        # flow, on the listener that district's enrol.json names.
         runner = CliRunner()
         issued = runner.invoke(app, ["pki", "token", "gd.gz.py.xc", "--data-dir", str(base / "gd.gz.py"), "--json"])
         assert issued.exit_code == 0, issued.output
         token = json.loads(issued.output)
-        assert token["enrol_address"] == _serve_json(base / "gd.gz.py")["enrol_address"]
+        # The district opened its enrolment listener for the token before `pki token` printed its address.
+        enrol_json = json.loads((base / "gd.gz.py" / "enrol.json").read_text(encoding="utf-8"))
+        assert (
+            token["enrol_address"] == enrol_json["address"]
+            and enrol_json["pid"] == _serve_json(base / "gd.gz.py")["pid"]
+        )
         newcomer = tmp_path / "xc"
         init = runner.invoke(app, ["init", "--data-dir", str(newcomer), "--id", "gd.gz.py.xc", "--level", "street"])
         assert init.exit_code == 0, init.output

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -30,7 +31,7 @@ from federation.proto.v1.enrolment_pb2_grpc import (
 from federation.proto.v1.report_pb2 import ReportBody
 from node.app import open_node
 from node.cli import audit_cmd, enroll_cmd, init_cmd, keys_cmd, pki_cmd
-from node.config import parse_config, save_config
+from node.config import load_config, parse_config, save_config
 from node.errors import ExitCode, UnauthenticatedError
 from node.server import EnrolmentServer, NodeScheduler
 from node.trust import (
@@ -520,32 +521,74 @@ def test_only_the_parent_itself_may_answer_even_another_ancestor_is_refused(
         server.stop(0)
 
 
-def test_serve_runs_the_enrolment_listener_of_a_ca_node_and_removes_its_address_file(
-    cli: typer.Typer, tmp_path: Path
-) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _eventually(condition: Any, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_serve_opens_the_enrolment_listener_only_while_a_token_is_live(cli: typer.Typer, tmp_path: Path) -> None:
     data_dir = tmp_path / "gd"
     assert run(cli, "init", "--data-dir", data_dir, "--id", "gd", "--level", "province")[0] == 0
     run_json(cli, "pki", "init-root", "--data-dir", data_dir, "--unencrypted")
+    # A fixed port: the test can see it closed, and every opening binds the same configured address.
+    port = _free_port()
+    config = load_config(data_dir)
+    config.federation.enrol_listen = f"127.0.0.1:{port}"
+    save_config(data_dir, config)
     process = start_serve(data_dir)
     try:
         state = wait_for_state(data_dir, process)
+        # No live token: no listener, no enrol.json; serve.json does not name one either.
+        assert not (data_dir / "enrol.json").exists() and not _port_open(port) and "enrol_address" not in state
+        # Two tokens: `pki token` returns once the listener is open, and prints the address it opened on.
+        tokens = [run_json(cli, "pki", "token", child, "--data-dir", data_dir) for child in ("gd.gz", "gd.sz")]
         enrol_state = json.loads((data_dir / "enrol.json").read_text())
-        assert state["enrol_address"] == enrol_state["address"] and enrol_state["pid"] == process.pid
-        token = run_json(cli, "pki", "token", "gd.gz", "--data-dir", data_dir)
-        assert token["enrol_address"] == enrol_state["address"]
-        child = node_dir(tmp_path / "gz", "gd.gz")
-        code, _, err = enroll(cli, child, token["enrol_address"], token["token"])
+        assert enrol_state["address"] == f"127.0.0.1:{port}" and enrol_state["pid"] == process.pid
+        assert [token["enrol_address"] for token in tokens] == [enrol_state["address"]] * 2
+        assert _port_open(port)
+        code, _, err = enroll(cli, node_dir(tmp_path / "gz", "gd.gz"), tokens[0]["enrol_address"], tokens[0]["token"])
         assert code == 0, err
+        # The other token is still live: the listener stays open (the watcher saw the redemption within 1 s).
+        time.sleep(2.5)
+        assert (data_dir / "enrol.json").exists() and _port_open(port)
+        code, _, err = enroll(cli, node_dir(tmp_path / "sz", "gd.sz"), tokens[1]["enrol_address"], tokens[1]["token"])
+        assert code == 0, err
+        # No live token left: it closes, and removes enrol.json.
+        _eventually(lambda: not (data_dir / "enrol.json").exists(), "the listener stayed open after the last token")
+        _eventually(lambda: not _port_open(port), "the enrolment port is still open")
         shown = run_json(cli, "pki", "show", "--data-dir", data_dir)
+        assert shown["enrol_address"] is None
         assert {record["role"] for record in shown["issued"] if record["subject_id"] == "gd.gz"} == {
             "tls",
             "report",
             "ca",
         }
+        # A new token opens it again, on the same configured address.
+        again = run_json(cli, "pki", "token", "gd.fs", "--data-dir", data_dir)
+        assert again["enrol_address"] == f"127.0.0.1:{port}" and _port_open(port)
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=20)
+        output, _ = process.communicate(timeout=20)
         assert process.returncode == 0
         assert not (data_dir / "enrol.json").exists()
+        log = output.decode()
+        assert log.count(f"enrolment listener open on 127.0.0.1:{port}: ") == 2
+        assert "1 live enrolment token(s) for gd.gz" in log and "1 live enrolment token(s) for gd.fs" in log
+        assert "closed: no live enrolment token (2 redeemed, 0 expired) (tokens.json changed)" in log
+        assert "closed: the node is stopping" in log
     finally:
         if process.poll() is None:
             process.kill()
