@@ -185,8 +185,9 @@ def test_a_host_process_serves_each_node_on_its_own_port_as_itself(tmp_path: Pat
         (address,) = metrics
         assert isinstance(address, str) and address.startswith("127.0.0.1:")
         _check_hosted_scrape(address)
-        # No endpoint per node: the process listens on the nodes' gRPC, enrolment and console ports and that one.
-        expected = {int(str(state[key]).rsplit(":", 1)[1]) for state in states for key in ("address", "enrol_address")}
+        # No endpoint per node: the process listens on the nodes' gRPC and console ports and that one (no enrolment
+        # listener: no node holds a live enrolment token).
+        expected = {int(str(state["address"]).rsplit(":", 1)[1]) for state in states}
         expected |= {urlsplit(str(state["web_url"])).port or 0 for state in states if "web_url" in state}
         expected.add(int(address.rsplit(":", 1)[1]))
         assert _listening_ports(process.pid) == expected
