@@ -143,6 +143,8 @@ class QueryRouter:
         self._wall_clock = wall_clock
         self._channels: dict[str, tuple[Any, grpc.Channel, NodeServiceStub]] = {}
         self._channels_lock = threading.Lock()
+        # Children the last call did not reach: asked again without waiting for a connection (reconnect_grace).
+        self._unreachable: set[str] = set()
 
     def _signer(self) -> SigningIdentity:
         return self._identity or signing_identity(self._node)
@@ -264,7 +266,7 @@ class QueryRouter:
         try:
             reply: SignedEnvelope = stub.Query(forwarded, timeout=timeout)
         except grpc.RpcError as exc:
-            grace = reconnect_grace(exc, timeout - (time.monotonic() - started))
+            grace = self.reconnect_grace(child_id, exc, timeout - (time.monotonic() - started))
             if grace is None:
                 raise self._relayed(exc, child_id) from exc
             # Not delivered (no connection): sending the same envelope again is not a replay.
@@ -272,8 +274,26 @@ class QueryRouter:
                 reply = stub.Query(forwarded, timeout=grace, wait_for_ready=True)
             except grpc.RpcError as retry_exc:
                 raise self._relayed(exc if _still_unconnected(retry_exc) else retry_exc, child_id) from retry_exc
+        self.note_reached(child_id, True)
         self._check_answer(reply, envelope, body, child_id)
         return reply
+
+    def reconnect_grace(self, child_id: str, error: grpc.RpcError, seconds_left: float) -> float | None:
+        """``reconnect_grace`` for a call to child_id; None also when the last call did not reach it either.
+
+        A child that is down costs its callers the wait once, not at every query or search: its channel reconnects
+        by itself within about 2 s once it is back (CHILD_CHANNEL_OPTIONS).
+        """
+        if child_id in self._unreachable:
+            return None
+        return reconnect_grace(error, seconds_left)
+
+    def note_reached(self, child_id: str, reached: bool) -> None:
+        """Record whether the last call reached child_id (reconnect_grace)."""
+        if reached:
+            self._unreachable.discard(child_id)
+        else:
+            self._unreachable.add(child_id)
 
     def _relayed(self, error: grpc.RpcError, child_id: str) -> RelayedRpcError:
         call: grpc.Call = error  # type: ignore[assignment]
@@ -283,6 +303,7 @@ class QueryRouter:
         for key, value in call.trailing_metadata() or ():
             if key == ERROR_CODE_METADATA_KEY and isinstance(value, str):
                 code = value
+        self.note_reached(child_id, bool(code) or status not in (grpc.StatusCode.UNAVAILABLE,))
         if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not code:
             # The child itself could not be reached (not a refusal it sent): name it.
             details = f"{child_id} unreachable from {self._id}: {supnet_error_from_rpc(error).message}"

@@ -463,6 +463,8 @@ class SubtreeRouter:
                         raise _MisbehavedError(
                             f"{child} relayed a {reply.body_type or 'message'} of {reply.signer_id or '?'}"
                         )
+                    if not relayed:
+                        self._queries.note_reached(child, True)
                     relayed = True
                     rows = _rows_in(reply) if reply.body_type == PART_BODY_TYPE else 0
                     if not fanout.put((reply, rows, False, "")):
@@ -473,7 +475,7 @@ class SubtreeRouter:
                     return  # cancelled here: limit reached or the caller went away
                 grace = None
                 if first_error is None and not relayed:
-                    grace = reconnect_grace(error, timeout - (time.monotonic() - started))
+                    grace = self._queries.reconnect_grace(child, error, timeout - (time.monotonic() - started))
                 if grace is not None:
                     # Not delivered (no connection): asked once more, waiting for the connection.
                     first_error = error
@@ -481,6 +483,8 @@ class SubtreeRouter:
                     continue
                 if first_error is not None and cast(grpc.Call, error).code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     error = first_error  # still not connected: the first failure says why
+                if not relayed and reconnect_grace(error, 1.0) is not None:
+                    self._queries.note_reached(child, False)  # never reached: not waited for at the next search
                 fanout.put((self._child_failed(body, digest, child, error), 0, False, child))
                 return
             except _MisbehavedError as error:

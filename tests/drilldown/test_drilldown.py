@@ -326,6 +326,21 @@ def test_child_back_up_is_reached_while_its_channel_backs_off(tmp_path: Path, ki
         assert "gd.gz.py unreachable from gd.gz" in raised.value.message
         assert "gd.gz unreachable from gd" not in raised.value.message  # the city answered: it is not named
         assert time.monotonic() - started < RECONNECT_GRACE_SECONDS + 1
+        # Asked again while still down: no wait this time (a dead street must not slow every query by the grace).
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match=r"gd\.gz\.py unreachable from gd\.gz"):
+            ask()
+        assert time.monotonic() - started < 1.0
+        # Back: reached again (its channel reconnects by itself within ~2 s).
+        tree.start_server("gd.gz.py", port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert ask() == 5
+                break
+            except UnavailableError:
+                assert time.monotonic() < deadline, "the street back up was not reached again"
+                time.sleep(0.2)
     finally:
         small.close()
 
