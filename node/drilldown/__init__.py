@@ -31,11 +31,13 @@ from node.drilldown.subtree_terms import (
     rows_of,
 )
 from node.drilldown.subtree_terms import check_request as check_subtree_request
-from node.drilldown.verify import GAUGES, replay, totals_differences, verify_target
+from node.drilldown.verify import GAUGES, Verifier, VerifyResult, replay, totals_differences
 from node.drilldown.verify_figures import replay_vectors, vector
+from node.drilldown.verify_recheck import RECHECK_WAIT_SECONDS, recheck_moved, verify_target
 
 __all__ = [
     "GAUGES",
+    "RECHECK_WAIT_SECONDS",
     "RECONNECT_GRACE_SECONDS",
     "SUBTREE_KINDS",
     "Answer",
@@ -51,6 +53,8 @@ __all__ = [
     "SubtreeSearch",
     "SubtreeStats",
     "VerifiedPart",
+    "Verifier",
+    "VerifyResult",
     "answer_alerts",
     "answer_case_detail",
     "answer_cases",
@@ -65,6 +69,7 @@ __all__ = [
     "encode_resume",
     "mask_name",
     "rank_entries",
+    "recheck_moved",
     "replay",
     "replay_vectors",
     "rows_of",

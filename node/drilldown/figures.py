@@ -29,7 +29,15 @@ from node.reporting import (
     children_status,
     subtree_completeness,
 )
-from node.store import ActivityCount, ChildActivityCount, ChildBucket, Item, MetricBucket, month_start_sql
+from node.store import (
+    ActivityCount,
+    ChildActivityCount,
+    ChildBucket,
+    Item,
+    MetricBucket,
+    current_revision,
+    month_start_sql,
+)
 from node.supervision import CatalogueFigures, catalogue_figures
 
 SUMMARY_DEFAULT_PAGE_SIZE = 1000
@@ -262,9 +270,13 @@ def answer_summary(
         # Recomputed from records: own data only, so the children's freshness is not read.
         states = [] if own_from_records else children_status(node, conn)
         completeness = _subtree_completeness(states)
+        revision = 0
         if own_from_records:
             rows = _fold_records(own_counters_from_records(node, request), group_by)
             completeness = Completeness(nodes_in_subtree=1, nodes_reported_in_window=1)
+            # Read after the recomputation: every change it saw is at or below this revision (verify compares it
+            # with the latest report's up_to_revision: above it, the node has changes it has not reported yet).
+            revision = current_revision(conn)
         elif group_by == GROUP_CHILD:
             rows = _children_grouped(conn, request, "child_id")
             rows[node.config.id] = _own_total(conn, request)
@@ -314,7 +326,9 @@ def answer_summary(
     if after:
         keys = [key for key in keys if key > str(after[0])]
     page, more = keys[:size], len(keys) > size
-    answer = dd.SummaryAnswer(group_by=group_by, total=_counters(total), completeness=completeness)
+    answer = dd.SummaryAnswer(
+        group_by=group_by, total=_counters(total), completeness=completeness, metric_revision=revision
+    )
     if registers is not None:
         answer.catalogue.CopyFrom(catalogue_message(registers))
     if activity is not None:

@@ -17,7 +17,8 @@ For the target T (and then each node below it) the verifier, through drill-down 
 
 Cohort gauges (open cases, open overdue) move with the clock between two reports, so a difference in them is
 a warning, not a failure. A node whose data changed after its last report fails too: it has not yet
-reported what it holds now.
+reported what it holds now. On a live tree that is mostly a node that changed while it was verified (a rule scan
+raised cards): node.drilldown.verify_recheck verifies such a node again once it has reported.
 
 Speed (a province is 1,786 nodes): the tree is fetched level by level, every answer a level needs asked at once
 over one channel with at most ``concurrency`` queries in flight (each with the client's own deadline); the
@@ -46,7 +47,6 @@ from federation import (
     SupnetError,
     UnauthenticatedError,
     parse_body,
-    public_key_from_b64,
     report_digest,
     short_hex,
     verify_envelope,
@@ -54,7 +54,6 @@ from federation import (
 from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.common_pb2 import Counters, SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportBody
-from node.app import Node
 from node.drilldown.client import DrilldownClient
 from node.drilldown.verify_figures import (
     GAUGES,
@@ -67,9 +66,9 @@ from node.drilldown.verify_figures import (
     replay_vectors,
     totals_differences,
 )
-from node.trust import NodeTrust, node_trust
+from node.trust import NodeTrust
 
-__all__ = ["GAUGES", "Finding", "Verifier", "VerifyResult", "replay", "totals_differences", "verify_target"]
+__all__ = ["GAUGES", "VERIFY_CONCURRENCY", "Finding", "Verifier", "VerifyResult", "replay", "totals_differences"]
 
 MAX_DIFFERENCES_SHOWN = 5
 # Queries in flight at once: enough to keep both cores of a host busy across the hops a query passes, few enough
@@ -147,6 +146,7 @@ class _Own:
 
     by_day: dict[str, Vector]
     by_item: dict[str, Vector]
+    revision: int  # its metric revision after the recomputation (0: not told)
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,9 @@ class Verifier:
         self._children = sorted(children) if trust is not None else sorted(self._child_keys)
         self._concurrency = max(1, concurrency)
         self._pool: ThreadPoolExecutor | None = None
+        # Nodes whose totals differed while they held changes newer than their latest report (node id -> that
+        # report's sequence): node.drilldown.verify_recheck verifies them again once they have reported.
+        self.moved: dict[str, int] = {}
 
     def _check_signature(self, envelope: SignedEnvelope, child_id: str) -> str:
         """Verify a child's report signature; returns how (for the finding)."""
@@ -257,10 +260,16 @@ class Verifier:
         return found
 
     def _own_rows(
-        self, node_id: str, group_by: dd.SummaryGroupBy.ValueType, page_size: int = 0
+        self,
+        node_id: str,
+        group_by: dd.SummaryGroupBy.ValueType,
+        page_size: int = 0,
+        revisions: list[int] | None = None,
     ) -> Iterator[tuple[str, Vector]]:
         request = dd.SummaryRequest(group_by=group_by, own_from_records=True)
         for answer in self._client.ask_pages(node_id, page_size=page_size, summary=request):
+            if revisions is not None:
+                revisions.append(answer.body.summary.metric_revision)
             for row in answer.body.summary.rows:
                 yield row.key, _counters(row.counters)
 
@@ -272,15 +281,16 @@ class Verifier:
         """
         by_day: dict[str, Vector] = {}
         by_item: dict[str, Vector] = {}
+        revisions: list[int] = []
         try:
-            for key, values in self._own_rows(node_id, dd.SUMMARY_GROUP_BY_DAY_ITEM, OWN_PAGE_SIZE):
+            for key, values in self._own_rows(node_id, dd.SUMMARY_GROUP_BY_DAY_ITEM, OWN_PAGE_SIZE, revisions):
                 day, _, basic_code = key.partition("|")
                 add_into(by_day, day, values)
                 add_into(by_item, basic_code, values)
         except InvalidArgumentError:
             by_day = dict(self._own_rows(node_id, dd.SUMMARY_GROUP_BY_DAY))
             by_item = dict(self._own_rows(node_id, dd.SUMMARY_GROUP_BY_ITEM))
-        return _Own(by_day, by_item)
+        return _Own(by_day, by_item, max(revisions, default=0))
 
     def _served_rows(self, node_id: str) -> dict[str, dd.SummaryRow]:
         rows: dict[str, dd.SummaryRow] = {}
@@ -349,6 +359,7 @@ class Verifier:
         """Verify target_id (this node or a descendant) and everything below it."""
         verifier_id = self._client.requester_id
         result = VerifyResult(verifier_id, target_id)
+        self.moved = {}
         with ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="verify") as pool:
             self._pool = pool
             try:
@@ -466,6 +477,8 @@ class Verifier:
         assert visit.own is not None
         own = visit.own.get()
         hard, gauges = grouped_differences(signed, own.by_day, own.by_item, children_by_day, children_by_item)
+        if hard and own.revision > latest.up_to_revision:
+            self.moved[node_id] = latest.sequence
         self._totals_findings(result, node_id, latest, hard, gauges)
         if each_child:
             assert visit.served is not None  # fetched for every node whose report rolls up children
@@ -584,16 +597,3 @@ class Verifier:
                 each_child=each_child,
                 since="this verification began",
             )
-
-
-def verify_target(
-    node: Node, target_id: str, address: str | None = None, *, concurrency: int = VERIFY_CONCURRENCY
-) -> VerifyResult:
-    """Verify target_id from this node (its local operator), through the node's running server."""
-    keys = {
-        child.id: public_key_from_b64(child.public_key) for child in node.config.federation.children if child.public_key
-    }
-    trust = node_trust(node)
-    with DrilldownClient.for_node(node, address) as client:
-        children = [child.id for child in node.config.federation.children]
-        return Verifier(client, keys, trust, children, concurrency=concurrency).verify(target_id)

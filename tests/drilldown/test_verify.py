@@ -17,8 +17,19 @@ from federation.proto.v1.report_pb2 import ReportBody
 from node.app import Node
 from node.cli import app
 from node.cli.main import _register_commands
-from node.drilldown import answer_report, answer_summary, replay, replay_vectors, vector, verify_target
+from node.drilldown import (
+    DrilldownClient,
+    Verifier,
+    answer_report,
+    answer_summary,
+    recheck_moved,
+    replay,
+    replay_vectors,
+    vector,
+    verify_target,
+)
 from node.errors import ExitCode
+from node.trust import node_trust
 from tests.harness.tree import Tree, running_tree
 
 CASES = {"gd": 15, "gd.gz": 20, "gd.gz.py": 25, "gd.gz.py.sq": 40, "gd.gz.py.ds": 30}
@@ -211,3 +222,50 @@ def test_a_report_answer_carries_the_reports_before_it_down_to_a_gap(tree: Tree)
     chains = [f.detail for f in whole_tree.findings if f.check == "chain" and f.node_id == child]
     assert chains == [f"reports #1..#{top} form one unbroken hash chain"]
     assert whole_tree.findings == verify_target(tree["gd"], "gd", tree.nodes["gd"].address, concurrency=1).findings
+
+
+def test_a_node_that_changed_while_verified_is_verified_again_once_it_reported(tree: Tree) -> None:
+    # Last in the module: it adds cases to the leaf. A live tree keeps moving while it is verified: here the leaf
+    # imports new cases (metric revision past its latest report) and reports only after the first look.
+    province = tree["gd"]
+    children = [child.id for child in province.config.federation.children]
+    with DrilldownClient.for_node(province, tree.nodes["gd"].address) as client:
+        verifier = Verifier(client, {}, node_trust(province), children)
+        # Records edited at rest do not move the revision: that leaf fails, and is not looked at again.
+        with deleted_rows(tree, LEAF, "evaluations", 2):
+            tampered = verifier.verify("gd")
+        assert list(_failed(tampered)) == [LEAF] and verifier.moved == {}
+        assert recheck_moved(verifier, tampered, wait=5.0, sleep=_no_sleep) is tampered
+        assert list(_failed(tampered)) == [LEAF]
+
+        tree.import_synthetic(LEAF, cases=4, seed=77)
+        first = verifier.verify("gd")
+        failures = _failed(first)
+        assert list(failures) == [LEAF] and "totals" in failures[LEAF][0], failures
+        assert list(verifier.moved) == [LEAF]
+        # Still not reported: after the wait it fails as before (and says it moved).
+        recheck_moved(verifier, first, wait=0.5, pause=0.1)
+        assert list(_failed(first)) == [LEAF]
+        assert [f.node_id for f in first.findings if f.check == "moved"] == [LEAF]
+
+        tree.report_up()
+        second = verifier.verify("gd")  # a fresh look from the top passes now
+        assert second.ok, _failed(second)
+        tree.import_synthetic(LEAF, cases=2, seed=78)
+        third = verifier.verify("gd")
+        assert not third.ok and list(verifier.moved) == [LEAF]
+        tree.report_up()
+        recheck_moved(verifier, third, wait=10.0, pause=0.1)
+        assert third.ok, _failed(third)
+        moved = [finding for finding in third.findings if finding.check == "moved"]
+        assert [(f.node_id, f.warning) for f in moved] == [(LEAF, True)]
+        assert sorted(set(third.nodes_checked)) == sorted(set(CASES) - {"gd"})
+    # verify_target looks again by itself (0: not at all).
+    tree.import_synthetic(LEAF, cases=1, seed=79)
+    assert not verify_target(province, "gd", tree.nodes["gd"].address, recheck_wait=0).ok
+    tree.report_up()
+    assert verify_target(province, "gd", tree.nodes["gd"].address).ok
+
+
+def _no_sleep(_seconds: float) -> None:
+    raise AssertionError("a node that did not move is not waited for")

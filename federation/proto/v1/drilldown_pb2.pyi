@@ -438,7 +438,12 @@ class SummaryAnswer(_message.Message):
     COMPLETENESS_FIELD_NUMBER: _builtins.int
     CATALOGUE_FIELD_NUMBER: _builtins.int
     ACTIVITY_FIELD_NUMBER: _builtins.int
+    METRIC_REVISION_FIELD_NUMBER: _builtins.int
     group_by: Global___SummaryGroupBy.ValueType
+    metric_revision: _builtins.int
+    """For own_from_records (audit): the node's metric revision, read after the recomputation. Above its latest
+    report's up_to_revision, the node holds changes it has not reported yet (0: not told, an older node).
+    """
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummaryRow]:
         """Rows sorted by key."""
@@ -466,10 +471,11 @@ class SummaryAnswer(_message.Message):
         completeness: _common_pb2.Completeness | None = ...,
         catalogue: _common_pb2.CatalogueFigures | None = ...,
         activity: _abc.Iterable[Global___ActivityTotal] | None = ...,
+        metric_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catalogue", b"catalogue", "completeness", b"completeness", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "catalogue", b"catalogue", "completeness", b"completeness", "group_by", b"group_by", "rows", b"rows", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "catalogue", b"catalogue", "completeness", b"completeness", "group_by", b"group_by", "metric_revision", b"metric_revision", "rows", b"rows", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
