@@ -5,7 +5,8 @@ rule scans raise cards every few seconds somewhere): a node whose own records di
 verifier followed, while its metric revision is past that report's ``up_to_revision``, holds changes it has not
 reported yet. Such a node is verified again (its own subtree, from its newest report, authenticated down the
 path as always) every RECHECK_PAUSE_SECONDS until it verifies or RECHECK_WAIT_SECONDS have passed; its findings
-are replaced by the last look's, with a warning that says it moved. A node that differs without having moved
+are replaced by the last look's, with a warning that says it moved. Many such nodes at once are first looked at by
+one more whole verification. A node that differs without having moved
 (records edited at rest, behind supnet's back) fails at once, as before.
 """
 
@@ -26,8 +27,9 @@ __all__ = ["RECHECK_WAIT_SECONDS", "recheck_moved", "verify_target"]
 # how often it is looked at meanwhile.
 RECHECK_WAIT_SECONDS = 20.0
 RECHECK_PAUSE_SECONDS = 1.0
-# More moved nodes than this in one verification is not a tree catching up: they are left as they failed.
-RECHECK_LIMIT = 200
+# More moved nodes than this (a burst: every street's new day raised cards at its next scan) are looked at again
+# by one more whole verification rather than one by one, each of which authenticates its path from the top.
+RECHECK_ONE_BY_ONE = 50
 
 
 def recheck_moved(
@@ -36,13 +38,25 @@ def recheck_moved(
     *,
     wait: float = RECHECK_WAIT_SECONDS,
     pause: float = RECHECK_PAUSE_SECONDS,
+    one_by_one: int = RECHECK_ONE_BY_ONE,
     sleep: Callable[[float], None] = time.sleep,
 ) -> VerifyResult:
-    """Verify again the nodes ``verifier`` found moved in ``result``; returns ``result`` with their new findings."""
+    """Verify again the nodes ``verifier`` found moved in ``result``; returns ``result`` with their new findings.
+
+    More than ``one_by_one`` of them are first looked at again by one whole verification of the target.
+    """
     moved = dict(verifier.moved)
-    if not moved or len(moved) > RECHECK_LIMIT:
+    if not moved:
         return result
     deadline = time.monotonic() + wait
+    if len(moved) > one_by_one:
+        sleep(pause)
+        second = verifier.verify(result.target_id)
+        for node_id, sequence in moved.items():
+            _replace(result, node_id, {node_id}, second, sequence)
+        moved = {node_id: moved[node_id] for node_id in verifier.moved if node_id in moved}
+        if not moved or len(moved) > one_by_one:
+            return result
     last: dict[str, VerifyResult] = {}
     pending = sorted(moved)
     while pending and time.monotonic() < deadline:
@@ -55,13 +69,12 @@ def recheck_moved(
                 still.append(node_id)
         pending = still
     for node_id, again in last.items():
-        _replace(result, node_id, again, moved[node_id])
+        _replace(result, node_id, {node_id, *again.nodes_checked}, again, moved[node_id])
     return result
 
 
-def _replace(result: VerifyResult, node_id: str, again: VerifyResult, sequence: int) -> None:
-    """Put the second look's findings about node_id's subtree where the first look's were."""
-    inside = {node_id, *again.nodes_checked}
+def _replace(result: VerifyResult, node_id: str, inside: set[str], again: VerifyResult, sequence: int) -> None:
+    """Put the later look's findings about the nodes ``inside`` (node_id's) where the first look's were."""
     kept = [finding for finding in result.findings if finding.node_id not in inside]
     first = next((index for index, finding in enumerate(result.findings) if finding.node_id in inside), len(kept))
     note = Finding(

@@ -260,6 +260,17 @@ def test_a_node_that_changed_while_verified_is_verified_again_once_it_reported(t
         moved = [finding for finding in third.findings if finding.check == "moved"]
         assert [(f.node_id, f.warning) for f in moved] == [(LEAF, True)]
         assert sorted(set(third.nodes_checked)) == sorted(set(CASES) - {"gd"})
+    # Many moved at once: one more whole verification looks at them (here: more than 0 counts as many).
+    with DrilldownClient.for_node(province, tree.nodes["gd"].address) as client:
+        verifier = Verifier(client, {}, node_trust(province), children)
+        tree.import_synthetic(LEAF, cases=1, seed=80)
+        fourth = verifier.verify("gd")
+        assert not fourth.ok and list(verifier.moved) == [LEAF]
+        tree.report_up()
+        recheck_moved(verifier, fourth, wait=10.0, pause=0.1, one_by_one=0)
+        assert fourth.ok, _failed(fourth)
+        assert [f.node_id for f in fourth.findings if f.check == "moved"] == [LEAF]
+        assert sorted(set(fourth.nodes_checked)) == sorted(set(CASES) - {"gd"})
     # verify_target looks again by itself (0: not at all).
     tree.import_synthetic(LEAF, cases=1, seed=79)
     assert not verify_target(province, "gd", tree.nodes["gd"].address, recheck_wait=0).ok
