@@ -25,6 +25,9 @@ from node.drilldown.subtree_terms import (
     KINDS as SUBTREE_KINDS,
 )
 from node.drilldown.subtree_terms import (
+    MAX_LIMIT as SUBTREE_MAX_LIMIT,
+)
+from node.drilldown.subtree_terms import (
     build_subtree_query,
     decode_resume,
     encode_resume,
@@ -40,6 +43,7 @@ __all__ = [
     "RECHECK_WAIT_SECONDS",
     "RECONNECT_GRACE_SECONDS",
     "SUBTREE_KINDS",
+    "SUBTREE_MAX_LIMIT",
     "Answer",
     "DrilldownAsker",
     "DrilldownClient",

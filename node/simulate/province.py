@@ -41,7 +41,7 @@ from federation.proto.v1 import drilldown_pb2 as dd
 from federation.proto.v1.ingest_pb2 import IngestOutcome, IngestRecord
 from federation.proto.v1.ingest_pb2_grpc import IngestServiceStub
 from node.app import Node, open_node
-from node.drilldown import DrilldownClient, rows_of, search_subtree, verify_target
+from node.drilldown import SUBTREE_MAX_LIMIT, DrilldownClient, rows_of, search_subtree, verify_target
 from node.errors import SupnetError
 from node.localtree import FederationState, down, host_groups, up
 from node.simulate.shape import NEW_DAY, Shape, province_topology
@@ -413,6 +413,9 @@ def _red_card_search(state: FederationState, province: Node, prefix: str) -> dic
         ROOT_ID,
         address=state.node(ROOT_ID).address,
         deadline_seconds=SEARCH_DEADLINE_SECONDS,
+        # Every red card of the province in one answer: the default limit (10,000 rows) cut the default shape's
+        # ~47,000 at a fraction of the tree, so the search could never be complete.
+        limit=SUBTREE_MAX_LIMIT,
         cases=dd.CasesRequest(red_card_only=True),
     )
     rows = sum(len(rows_of(verified.part)) for verified in search.parts())
