@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 # A host name as DNS and docker-compose spell them (compose service names may hold "_").
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
@@ -54,3 +55,12 @@ def describe_errors(exc: ValidationError, source: str) -> str:
         message = err["msg"].removeprefix("Value error, ")  # pydantic's wrapping of our own messages
         parts.append(f"{source}: key '{key}': {message}")
     return "; ".join(parts)
+
+
+def check_optional_listen(value: str) -> str:
+    """``value`` checked as a listen address (``check_address``); empty ("no endpoint") passes as it is."""
+    return check_address(value, listening=True) if value else value
+
+
+# A listen address that may be left empty (an endpoint that is off): the type of such config fields.
+OptionalListenAddress = Annotated[str, AfterValidator(check_optional_listen)]

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import tomli_w
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from node.config.base import Section, check_address, describe_errors
+from node.config.base import OptionalListenAddress, Section, check_address, describe_errors
 from node.config.notifications import NotificationsConfig
 from node.errors import ConfigError
 
@@ -366,16 +366,11 @@ class FederationConfig(Section):
 class MetricsConfig(Section):
     """The Prometheus endpoint of ``supnet serve`` (plain HTTP, no personal data: counts, ages, states)."""
 
-    listen: str = Field(
+    listen: OptionalListenAddress = Field(
         default="127.0.0.1:0",
         description="host:port of http://HOST:PORT/metrics (port 0: any free port, written to serve.json as "
         "metrics_address); loopback unless a scraper on another machine needs it; empty: no endpoint",
     )
-
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        return check_address(value, listening=True) if value else value
 
 
 class LoggingConfig(Section):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
-from node.config.base import Section, check_address, describe_errors
+from node.config.base import OptionalListenAddress, Section, describe_errors
 from node.errors import ConfigError
 
 
@@ -22,16 +22,11 @@ class HostConfig(Section):
     data_dirs: list[Path] = Field(min_length=1, description="data directories; relative ones from the file's folder")
     rpc_workers: int = Field(default=64, ge=2, le=1024, description="threads all hosted nodes' calls share")
     job_workers: int = Field(default=8, ge=1, le=256, description="threads all hosted nodes' scheduled jobs share")
-    metrics_listen: str = Field(
+    metrics_listen: OptionalListenAddress = Field(
         default="127.0.0.1:0",
         description="host:port of the one http://HOST:PORT/metrics for all hosted nodes, each series labelled node "
         "(port 0: any free port, written to every hosted node's serve.json as metrics_address); empty: no endpoint",
     )
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _check_metrics_listen(cls, value: str) -> str:
-        return check_address(value, listening=True) if value else value
 
 
 def load_host_config(path: Path) -> HostConfig:

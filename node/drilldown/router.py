@@ -66,6 +66,7 @@ __all__ = [
     "RECONNECT_GRACE_SECONDS",
     "QueryRouter",
     "build_query",
+    "never_reached",
     "reconnect_grace",
 ]
 
@@ -303,7 +304,7 @@ class QueryRouter:
         for key, value in call.trailing_metadata() or ():
             if key == ERROR_CODE_METADATA_KEY and isinstance(value, str):
                 code = value
-        self.note_reached(child_id, bool(code) or status not in (grpc.StatusCode.UNAVAILABLE,))
+        self.note_reached(child_id, not never_reached(error))
         if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not code:
             # The child itself could not be reached (not a refusal it sent): name it.
             details = f"{child_id} unreachable from {self._id}: {supnet_error_from_rpc(error).message}"
@@ -347,16 +348,20 @@ class QueryRouter:
             self._channels.clear()
 
 
+def never_reached(error: grpc.RpcError) -> bool:
+    """The call did not reach the child: UNAVAILABLE without a supnet error code (a refusal the child sent has one)."""
+    call: grpc.Call = error  # type: ignore[assignment]
+    if call.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return not any(key == ERROR_CODE_METADATA_KEY for key, _value in call.trailing_metadata() or ())
+
+
 def reconnect_grace(error: grpc.RpcError, seconds_left: float) -> float | None:
     """The time to wait for a child's connection before trying a call once more, or None to give up now.
 
-    Only a call that never reached the child is tried again: UNAVAILABLE without a supnet error code (a refusal the
-    child sent carries one), with time left on the caller's deadline.
+    Only a call that never reached the child is tried again, with time left on the caller's deadline.
     """
-    call: grpc.Call = error  # type: ignore[assignment]
-    if call.code() != grpc.StatusCode.UNAVAILABLE or seconds_left <= FORWARD_MARGIN_SECONDS:
-        return None
-    if any(key == ERROR_CODE_METADATA_KEY for key, _value in call.trailing_metadata() or ()):
+    if seconds_left <= FORWARD_MARGIN_SECONDS or not never_reached(error):
         return None
     return min(seconds_left, RECONNECT_GRACE_SECONDS)
 

@@ -38,7 +38,7 @@ from node.directives import directives as list_directives
 from node.drilldown.answers import answer_alerts, answer_cases, answer_complaints
 from node.drilldown.figures import answer_ranking
 from node.drilldown.query_terms import decode_page_token, encode_page_token, to_ms
-from node.drilldown.router import QueryRouter, reconnect_grace
+from node.drilldown.router import QueryRouter, never_reached
 from node.drilldown.subtree_terms import (
     ANSWER_BODY_TYPES,
     DEFAULT_DEADLINE_SECONDS,
@@ -483,7 +483,7 @@ class SubtreeRouter:
                     continue
                 if first_error is not None and cast(grpc.Call, error).code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     error = first_error  # still not connected: the first failure says why
-                if not relayed and reconnect_grace(error, 1.0) is not None:
+                if not relayed and never_reached(error):
                     self._queries.note_reached(child, False)  # never reached: not waited for at the next search
                 fanout.put((self._child_failed(body, digest, child, error), 0, False, child))
                 return
