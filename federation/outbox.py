@@ -43,6 +43,19 @@ class ChainHead:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendPoint:
+    """Where the next report goes: the chain's head and how many reports wait, as read in the builder's transaction.
+
+    ``append`` returns the point after the report it stored, so a builder appending several reports (a split one)
+    reads the outbox once: only builders add reports, and they serialize (node.reporting takes the metric revision
+    row first), so nothing else can move the head, and acknowledgements only lower the pending count.
+    """
+
+    head: ChainHead | None
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """One report waiting for (or having received) the parent's acknowledgement."""
 
@@ -102,7 +115,18 @@ class Outbox:
 
     def check_room(self, conn: Connection, node_id: str = "") -> None:
         """Raise BackPressureError (counted, logged at ERROR) when no further report fits."""
+        self._refuse_when_full(self.pending_count(conn), node_id)
+
+    def append_point(self, conn: Connection, head: ChainHead | None, node_id: str = "") -> AppendPoint:
+        """The point the next report is appended at, after ``head`` (read by the caller in this transaction).
+
+        Raises BackPressureError (counted, logged at ERROR) when no further report fits.
+        """
         pending = self.pending_count(conn)
+        self._refuse_when_full(pending, node_id)
+        return AppendPoint(head=head, pending=pending)
+
+    def _refuse_when_full(self, pending: int, node_id: str) -> None:
         if pending >= self.max_pending:
             OUTBOX_OVERFLOWS.inc()
             log.error(
@@ -130,10 +154,17 @@ class Outbox:
         base_revision: int = 0,
         up_to_revision: int = 0,
         node_id: str = "",
-    ) -> None:
-        """Store a freshly signed report as pending (due now); refuses when full or when it breaks the chain."""
-        self.check_room(conn, node_id)
-        head = self.head(conn)
+        at: AppendPoint | None = None,
+    ) -> AppendPoint:
+        """Store a freshly signed report as pending (due now); refuses when full or when it breaks the chain.
+
+        ``at``: the append point read in this transaction (``append_point``, or what the previous ``append``
+        returned), instead of reading the head and the pending count again. Returns the point after this report.
+        """
+        if at is None:
+            at = AppendPoint(head=self.head(conn), pending=self.pending_count(conn))
+        self._refuse_when_full(at.pending, node_id)
+        head = at.head
         expected = 1 if head is None else head.sequence + 1
         if sequence != expected:
             raise IntegrityError(f"outbox: report sequence {sequence} does not follow {expected - 1}")
@@ -157,6 +188,9 @@ class Outbox:
             )
         )
         log.debug("outbox: report %s (%s, %s buckets) queued", sequence, kind, bucket_count)
+        return AppendPoint(
+            head=ChainHead(sequence=sequence, digest=digest, up_to_revision=up_to_revision), pending=at.pending + 1
+        )
 
     def due(self, conn: Connection, now: datetime, limit: int = 100) -> list[OutboxEntry]:
         """Pending reports to send now, oldest first; empty while the oldest one is backing off.

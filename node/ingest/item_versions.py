@@ -22,6 +22,7 @@ from node.ingest.outcomes import BatchContext, shown
 from node.ingest.records import ItemRow, ItemTimeline, Pending
 from node.ingest.storage import RecordStore, differences, item_limits
 from node.ingest.validate import CONFLICT
+from node.store import next_catalogue_revision
 
 __all__ = ["IDENTITY_FIELDS", "VERSION_FIELDS", "ItemRegister"]
 
@@ -83,6 +84,9 @@ class ItemRegister:
                 context.duplicate("item", line, row)
             else:
                 changed.append((line, row, old))
+        if fresh or changed:
+            # Before the first items row is written (lock order: node.store.next_catalogue_revision).
+            next_catalogue_revision(context.conn)
         self._insert_new(context, fresh)
         versioned = self._add_versions(context, changed)
         return fresh + versioned

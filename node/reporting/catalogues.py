@@ -6,16 +6,19 @@ A report carries its subtree's figures as state (docs/domain.md §9): the parent
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Engine, Table, select
 
 from federation import AcceptedReport
 from federation.proto.v1.common_pb2 import CatalogueFigures as CatalogueMessage
 from federation.proto.v1.common_pb2 import MonthCount
-from node.store import ChildCatalogue, dialect_insert
+from node.store import ChildCatalogue, catalogue_revision, dialect_insert
 from node.supervision import CatalogueFigures, catalogue_figures
 
 __all__ = [
@@ -66,18 +69,53 @@ def children_catalogues(conn: Connection) -> dict[str, CatalogueFigures]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class _Computed:
+    """Subtree figures as computed under a catalogue revision, for the month they were computed in."""
+
+    revision: int
+    month: str
+    figures: CatalogueFigures
+
+
+# By engine: nodes hosted in one process each have their own, and an entry goes with its engine (a restore needs the
+# node stopped, so a restored database is read by a new engine).
+_computed: weakref.WeakKeyDictionary[Engine, _Computed] = weakref.WeakKeyDictionary()
+_computed_lock = threading.Lock()
+
+
 def subtree_catalogue(conn: Connection, now: datetime) -> CatalogueFigures:
-    """Own register figures plus every child's latest: what the next report carries upward."""
-    total = catalogue_figures(conn, now)
-    for figures in children_catalogues(conn).values():
-        total.add(figures)
-    return total
+    """Own register figures plus every child's latest: what the next report carries upward.
+
+    Every report carries them, and they rarely change: they are computed again only when the catalogue revision
+    moved (every writer of items, item versions and child catalogues counts its change) or the month did (the
+    retirements counted are those of the last 12 months). The revision is read BEFORE the figures: a change
+    committed in between is then in figures kept under the older value, and the next call sees the newer one (the
+    report builder reads the latest committed state: it holds the metric revision row's write lock).
+    """
+    revision = catalogue_revision(conn)
+    month = now.strftime("%Y-%m")
+    engine = conn.engine
+    with _computed_lock:
+        computed = _computed.get(engine)
+    if computed is None or computed.revision != revision or computed.month != month:
+        total = catalogue_figures(conn, now)
+        for figures in children_catalogues(conn).values():
+            total.add(figures)
+        computed = _Computed(revision, month, total)
+        with _computed_lock:
+            _computed[engine] = computed
+    # A copy: the caller may add to it.
+    figures = computed.figures
+    return replace(figures, retired_by_month=dict(figures.retired_by_month))
 
 
 def store_child_catalogues(conn: Connection, reports: Sequence[AcceptedReport]) -> bool:
     """Keep each child's latest figures (the reports are in order; one that carries none leaves them as they were).
 
-    True if any child's figures differ from those stored before (every report carries them, mostly unchanged).
+    True if any child's figures differ from those stored before (every report carries them, mostly unchanged); the
+    caller then counts the change (node.store.next_catalogue_revision) in the same transaction, after taking the
+    metric revision row (the lock order of the two counters), or ``subtree_catalogue`` keeps the figures it had.
     """
     latest: dict[str, AcceptedReport] = {}
     for report in reports:

@@ -24,7 +24,7 @@ from node.notify import NoticeKind, notify_operators, notify_operators_resolved
 from node.reporting.catalogues import store_child_catalogues
 from node.reporting.month_rollup import RollupScope, refresh_child_months
 from node.reporting.subtree import ChildStatus, children_status
-from node.store import ChildActivityCount, ChildBucket, dialect_insert, next_revision
+from node.store import ChildActivityCount, ChildBucket, dialect_insert, next_catalogue_revision, next_revision
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -173,8 +173,11 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     if not changing:
         if catalogues_changed:
             next_revision(conn)  # the register figures changed: this node's next report carries them up
+            next_catalogue_revision(conn)  # after the metric revision row: the lock order of both counters
         return
     revision = next_revision(conn, len(changing)) - len(changing)
+    if catalogues_changed:
+        next_catalogue_revision(conn)
     pending: list[Any] = []
     touched: dict[str, RollupScope] = {}
     for report in changing:

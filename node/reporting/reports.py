@@ -17,7 +17,9 @@ Builder (one transaction, under a per-node lock):
 
   Taking the counter row before reading is what makes ``revision > base`` safe: metric writers bump that row
   first and hold its lock until they commit, so when the builder holds it every change with revision <= R is
-  committed and visible, and any later change gets a higher revision and goes into the next report.
+  committed and visible, and any later change gets a higher revision and goes into the next report. Only builders
+  append to the outbox, so under that row its head and pending count are read once per build (federation.outbox
+  AppendPoint), and the register figures are reused while the catalogue revision stays (node.reporting.catalogues).
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ def _build_in_transaction(
     base = head.up_to_revision if head is not None else 0
     if only_if_changed and kind == "incremental" and revision <= base and head is not None:
         return []
-    outbox.check_room(conn, node.config.id)
+    point = outbox.append_point(conn, head, node.config.id)  # refuses a full outbox
     window_start = window_end = None
     if kind == "full":
         window_end = now.date()
@@ -246,7 +248,7 @@ def _build_in_transaction(
             body.commitments.extend(bucket_commitments(conn, identity, keys))
         envelope = identity.sign(REPORT_BODY_TYPE, serialize(body))
         digest = report_digest(envelope)
-        outbox.append(
+        point = outbox.append(
             conn,
             sequence=sequence,
             digest=digest,
@@ -258,6 +260,7 @@ def _build_in_transaction(
             base_revision=base,
             up_to_revision=revision,
             node_id=node.config.id,
+            at=point,  # read above in this transaction, under the locks: see the module docstring
         )
         built.append(BuiltReport(envelope=envelope, sequence=sequence, digest=digest, bucket_count=len(chunk)))
         crash_point("report.signed")

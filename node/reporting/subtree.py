@@ -150,20 +150,20 @@ def _key_match(table: Table, keys: Any) -> Any:
 
 
 def _source_selects(
-    *,
-    changed_since: int | None,
-    day_from: date | None,
-    day_to: date | None,
-    basic_code: str | None,
-    with_source: bool = False,
+    *, changed: bool, bounded_from: bool, bounded_to: bool, by_basic_code: bool, with_source: bool = False
 ) -> list[Select[Any]]:
-    """One SELECT per source table (own, children) with the key columns and every counter column."""
-    changed = None
-    if changed_since is not None:
+    """One SELECT per source table (own, children) with the key columns and every counter column.
+
+    Values come as bind parameters (``_bound``): since, day_from, day_to, basic_code.
+    """
+    changed_keys = None
+    if changed:
         # Keys touched since the revision, in either table; their totals are re-read from both tables.
-        changed = union(
-            select(*(metric_buckets.c[name] for name in KEY_COLUMNS)).where(metric_buckets.c.revision > changed_since),
-            select(*(child_buckets.c[name] for name in KEY_COLUMNS)).where(child_buckets.c.revision > changed_since),
+        changed_keys = union(
+            *(
+                select(*(table.c[name] for name in KEY_COLUMNS)).where(table.c.revision > bindparam("since"))
+                for table in (metric_buckets, child_buckets)
+            )
         ).cte("changed_keys")
     selects = []
     for table in (metric_buckets, child_buckets):
@@ -174,16 +174,37 @@ def _source_selects(
         if with_source:
             columns.append(source_column)
         query = select(*columns)
-        if changed is not None:
-            query = query.select_from(table.join(changed, _key_match(table, changed)))
-        if day_from is not None:
-            query = query.where(table.c.day >= day_from)
-        if day_to is not None:
-            query = query.where(table.c.day <= day_to)
-        if basic_code is not None:
-            query = query.where(table.c.basic_code == basic_code)
+        if changed_keys is not None:
+            query = query.select_from(table.join(changed_keys, _key_match(table, changed_keys)))
+        if bounded_from:
+            query = query.where(table.c.day >= bindparam("day_from"))
+        if bounded_to:
+            query = query.where(table.c.day <= bindparam("day_to"))
+        if by_basic_code:
+            query = query.where(table.c.basic_code == bindparam("basic_code"))
         selects.append(query)
     return selects
+
+
+def _bound(
+    changed_since: int | None, day_from: date | None, day_to: date | None, basic_code: str | None
+) -> dict[str, Any]:
+    """The bind parameters of ``_source_selects`` that are given."""
+    values = {"since": changed_since, "day_from": day_from, "day_to": day_to, "basic_code": basic_code}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+@functools.cache
+def _bucket_statement(changed: bool, bounded_from: bool, bounded_to: bool, by_basic_code: bool) -> Select[Any]:
+    """The roll-up query of the buckets with bind parameters, built once per shape (a report's hot path)."""
+    parts = _source_selects(
+        changed=changed, bounded_from=bounded_from, bounded_to=bounded_to, by_basic_code=by_basic_code
+    )
+    both = union_all(*parts).subquery("subtree_sources")
+    keys = [both.c[name] for name in KEY_COLUMNS]
+    return (
+        select(*keys, *(func.sum(both.c[name]).label(name) for name in COUNTER_FIELDS)).group_by(*keys).order_by(*keys)
+    )
 
 
 def _as_date(value: Any) -> date:
@@ -204,11 +225,8 @@ def subtree_buckets(
     ``changed_since``: only keys whose own or child bucket changed after that metric revision (the
     incremental report); the day bounds restrict to a window (the full report, the CLI).
     """
-    parts = _source_selects(changed_since=changed_since, day_from=day_from, day_to=day_to, basic_code=basic_code)
-    both = union_all(*parts).subquery("subtree_sources")
-    keys = [both.c[name] for name in KEY_COLUMNS]
-    query = (
-        select(*keys, *(func.sum(both.c[name]).label(name) for name in COUNTER_FIELDS)).group_by(*keys).order_by(*keys)
+    query = _bucket_statement(
+        changed_since is not None, day_from is not None, day_to is not None, basic_code is not None
     )
     return [
         BucketTotals(
@@ -217,7 +235,7 @@ def subtree_buckets(
             item_type_code=row[2],
             counters=tuple(int(value or 0) for value in row[3:]),
         )
-        for row in conn.execute(query)
+        for row in conn.execute(query, _bound(changed_since, day_from, day_to, basic_code))
     ]
 
 
@@ -285,7 +303,11 @@ def subtree_totals(
             f"cannot group subtree totals by {', '.join(unknown)}; choose from {', '.join(GROUP_DIMENSIONS)}"
         )
     parts = _source_selects(
-        changed_since=None, day_from=day_from, day_to=day_to, basic_code=basic_code, with_source=True
+        changed=False,
+        bounded_from=day_from is not None,
+        bounded_to=day_to is not None,
+        by_basic_code=basic_code is not None,
+        with_source=True,
     )
     both = union_all(*parts).subquery("subtree_sources")
     keys = [both.c[name] for name in group_by]
@@ -293,7 +315,7 @@ def subtree_totals(
     if keys:
         query = query.group_by(*keys).order_by(*keys)
     rows = []
-    for row in conn.execute(query).mappings():
+    for row in conn.execute(query, _bound(None, day_from, day_to, basic_code)).mappings():
         values: dict[str, Any] = {}
         for name in group_by:
             values[name] = _as_date(row[name]).isoformat() if name == "day" else row[name]

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from federation import serialize
 from federation.proto.v1.spotcheck_pb2 import CommittedRecord
@@ -149,14 +149,8 @@ def _day_runs(days: Iterable[date]) -> list[tuple[datetime, datetime]]:
     return [(datetime.combine(first, midnight), datetime.combine(end, midnight)) for first, end in runs]
 
 
-def _among(column: Any, values: list[str]) -> list[Any]:
-    # A filter on the item codes only when few: a report of every item reads the days' rows whole.
-    return [column.in_(values)] if len(values) <= 200 else []
-
-
-def _rows(conn: Connection, wanted: set[BucketKey]) -> Iterable[tuple[Any, ...]]:
-    """The cases accepted or completed on the keys' days (each once), unpacked by position."""
-    basic_codes = sorted({basic for _day, basic, _type in wanted})
+def _case_reads() -> dict[tuple[str, bool], Any]:
+    """The reads of ``_rows``, built once: each on its own time column, with or without a filter on basic codes."""
     returns = (
         select(func.count())
         .where(Step.case_no == Case.case_no, Step.action == "return")
@@ -181,16 +175,36 @@ def _rows(conn: Connection, wanted: set[BucketKey]) -> Iterable[tuple[Any, ...]]
         Completion.result_code,
         returns,
     )
-    # Two reads, each on its own time column (one OR across both would scan every case).
     joined = select(*columns).select_from(Case).outerjoin(Completion, Completion.case_no == Case.case_no)
+    among = Case.basic_code.in_(bindparam("b_codes", expanding=True))
+    reads: dict[tuple[str, bool], Any] = {}
+    for name, column in (("accepted", Case.accepted_at), ("completed", Completion.completed_at)):
+        # Bound values without a type of their own take the column's (its storage format on SQLite).
+        by_time = joined.where(column >= bindparam("b_start"), column < bindparam("b_end"))
+        reads[(name, False)] = by_time
+        reads[(name, True)] = by_time.where(among)
+    return reads
+
+
+# Built at import: building these SQLAlchemy expressions cost more than running them, once per report.
+_CASE_READS = _case_reads()
+# A filter on the item codes only when few: a report of every item reads the days' rows whole.
+_AMONG_AT_MOST = 200
+
+
+def _rows(conn: Connection, wanted: set[BucketKey]) -> Iterable[tuple[Any, ...]]:
+    """The cases accepted or completed on the keys' days (each once), unpacked by position."""
+    basic_codes = sorted({basic for _day, basic, _type in wanted})
+    among = len(basic_codes) <= _AMONG_AT_MOST
+    # Two reads, each on its own time column (one OR across both would scan every case).
     return {
         row[0]: row
         for start, end in _day_runs({day for day, _basic, _type in wanted})
-        for condition in (
-            and_(Case.accepted_at >= start, Case.accepted_at < end),
-            and_(Completion.completed_at >= start, Completion.completed_at < end),
+        for column in ("accepted", "completed")
+        for row in conn.execute(
+            _CASE_READS[(column, among)],
+            {"b_start": start, "b_end": end, **({"b_codes": basic_codes} if among else {})},
         )
-        for row in conn.execute(joined.where(condition, *_among(Case.basic_code, basic_codes)))
     }.values()
 
 

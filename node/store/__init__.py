@@ -5,7 +5,9 @@ from node.store.audit_models import ACTION_MAX, ACTOR_MAX, RESULT_MAX, AuditLogE
 from node.store.bulk import copy_to_staging, staging_definition
 from node.store.change_watch import ChangeWatch, FileWatcher, NextDue, sqlite_files
 from node.store.counters import (
+    CATALOGUE_COUNTER,
     REVISION_COUNTER,
+    catalogue_revision,
     compare_and_set_counter,
     counter_value,
     counter_values,
@@ -17,6 +19,7 @@ from node.store.counters import (
     locked_revision,
     lower_counter,
     month_start_sql,
+    next_catalogue_revision,
     next_revision,
     set_counter,
     to_micros,
@@ -65,6 +68,7 @@ __all__ = [
     "ACTION_MAX",
     "ACTOR_MAX",
     "ALL_METADATA",
+    "CATALOGUE_COUNTER",
     "DIRECTIVE_ID_MAX",
     "NODE_ID_MAX",
     "RESULT_MAX",
@@ -104,6 +108,7 @@ __all__ = [
     "WebSession",
     "WebUser",
     "alembic_config",
+    "catalogue_revision",
     "compare_and_set_counter",
     "copy_to_staging",
     "counter_value",
@@ -121,6 +126,7 @@ __all__ = [
     "make_engine",
     "migrate",
     "month_start_sql",
+    "next_catalogue_revision",
     "next_revision",
     "require_current_schema",
     "revision_known",

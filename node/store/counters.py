@@ -19,7 +19,9 @@ from federation import DriverStatement
 from node.store.supervision_models import NodeCounter
 
 __all__ = [
+    "CATALOGUE_COUNTER",
     "REVISION_COUNTER",
+    "catalogue_revision",
     "compare_and_set_counter",
     "counter_value",
     "counter_values",
@@ -30,12 +32,16 @@ __all__ = [
     "lock_revision",
     "locked_revision",
     "lower_counter",
+    "next_catalogue_revision",
     "next_revision",
     "set_counter",
     "to_micros",
 ]
 
 REVISION_COUNTER = "metric_revision"
+# Moves with every write to what the item-register figures are computed from (items, item_versions,
+# child_catalogues), so a report builder may reuse the figures it computed under the same value (node.reporting).
+CATALOGUE_COUNTER = "catalogue_revision"
 
 _counters: Table = NodeCounter.__table__  # type: ignore[assignment]
 
@@ -190,3 +196,18 @@ def _revision_statement(conn: Connection) -> DriverStatement:
     if statement is None:
         statement = _REVISION_STATEMENTS[conn.dialect.name] = DriverStatement(_counter_statement(conn, "add"))
     return statement
+
+
+def catalogue_revision(conn: Connection) -> int:
+    """The catalogue revision (0 before any register change was counted)."""
+    return counter_value(conn, CATALOGUE_COUNTER) or 0
+
+
+def next_catalogue_revision(conn: Connection) -> int:
+    """Count a change of the item register (items, versions, explanations) or of a child's catalogue figures.
+
+    Every writer of those tables calls this in the writing transaction, so the figures a builder computed under one
+    value are those of every later read under the same value. Lock order: the metric revision row (when the
+    transaction takes it) before this row, and this row before any items row, so that no two writers deadlock.
+    """
+    return increment_counter(conn, CATALOGUE_COUNTER)

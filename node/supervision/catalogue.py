@@ -28,6 +28,7 @@ from node.store import (
     Item,
     ItemStatusChange,
     ItemVersion,
+    next_catalogue_revision,
 )
 from node.supervision.alerts import OPEN_STATUSES, AlertDraft, RaisedAlert, raise_alerts
 from node.supervision.rulebook import R14, Thresholds, item_subject
@@ -261,6 +262,7 @@ def retire_item(
     when = now or node.now()
     effective = at or when
     with node.engine.begin() as conn:
+        next_catalogue_revision(conn)  # first: before any items row (node.store.next_catalogue_revision)
         item = _get(conn, code)
         if item.status != "in_force":
             raise InvalidStateError(f"item {code} is already retired (since {item.retired_at}); reactivate it first")
@@ -291,6 +293,7 @@ def reactivate_item(node: Node, code: str, reason: str = "", *, now: datetime | 
     """Put a retired item back in force (恢复) from now; R14 judges it again at the next scan."""
     when = now or node.now()
     with node.engine.begin() as conn:
+        next_catalogue_revision(conn)  # first: before any items row (node.store.next_catalogue_revision)
         item = _get(conn, code)
         if item.status != "retired":
             raise InvalidStateError(f"item {code} is in force; only a retired item can be reactivated")
@@ -321,6 +324,7 @@ def explain_item(node: Node, code: str, text: str, *, now: datetime | None = Non
     explanation = _required(text, "text", code)
     when = now or node.now()
     with node.engine.begin() as conn:
+        next_catalogue_revision(conn)  # first: before any items row (node.store.next_catalogue_revision)
         item = _get(conn, code)
         conn.execute(
             update(_versions)

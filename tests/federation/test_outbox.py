@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -70,6 +71,58 @@ def test_append_refuses_a_report_that_does_not_chain(migrated_engine: Engine) ->
         box.append(
             conn, sequence=2, digest=_digest(2), previous_digest=b"\x00" * 32, kind="full", envelope=b"x", now=T0
         )
+
+
+def test_appends_from_one_read_of_the_outbox_keep_the_chain_and_the_bound(migrated_engine: Engine) -> None:
+    # A split report: the builder reads the head and the pending count once, then each append returns the next point.
+    box = Outbox(max_pending=3)
+    _append(box, migrated_engine, 1)
+    with migrated_engine.begin() as conn:
+        point = box.append_point(conn, box.head(conn))
+        assert point.pending == 1 and point.head is not None and point.head.sequence == 1
+        for sequence in (2, 3):
+            point = box.append(
+                conn,
+                sequence=sequence,
+                digest=_digest(sequence),
+                previous_digest=_digest(sequence - 1),
+                kind="full",
+                envelope=b"x",
+                now=T0,
+                up_to_revision=sequence * 10,
+                at=point,
+            )
+        assert point.pending == 3 and point.head == box.head(conn)
+        # The bound holds from the point carried along (3 pending), without the outbox read again.
+        before = _overflows()
+        with pytest.raises(BackPressureError):
+            box.append(
+                conn,
+                sequence=4,
+                digest=_digest(4),
+                previous_digest=_digest(3),
+                kind="full",
+                envelope=b"x",
+                now=T0,
+                at=point,
+            )
+        assert _overflows() == before + 1
+        # And so does the chain: a report that does not follow the point's head is refused.
+        with pytest.raises(IntegrityError, match="does not chain"):
+            box.append(
+                conn,
+                sequence=4,
+                digest=_digest(4),
+                previous_digest=_digest(2),
+                kind="full",
+                envelope=b"x",
+                now=T0,
+                at=replace(point, pending=0),
+            )
+    with migrated_engine.connect() as conn:
+        assert box.pending_count(conn) == 3
+        with pytest.raises(BackPressureError):
+            box.append_point(conn, box.head(conn))
 
 
 def test_full_outbox_pushes_back_counts_logs_and_drops_nothing(

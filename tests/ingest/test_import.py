@@ -17,7 +17,17 @@ from node.app import Node, open_node
 from node.bootstrap import init_node
 from node.domain import due_at, procedure_workdays
 from node.ingest import Importer, ImportSummary, RecordOutcome
-from node.store import Base, Case, Completion, Evaluation, NodeCounter, Payment, SpecialProcedure, Step
+from node.store import (
+    CATALOGUE_COUNTER,
+    Base,
+    Case,
+    Completion,
+    Evaluation,
+    NodeCounter,
+    Payment,
+    SpecialProcedure,
+    Step,
+)
 
 NOW = datetime(2026, 3, 2, 12, 0)
 
@@ -328,7 +338,9 @@ def test_a_failing_batch_rolls_back_whole_and_earlier_batches_stay(node: Node, t
         Importer(node, listeners=[RecordingListener(fail_on_call=2)], batch_size=2).import_files([acceptances])
     with Session(node.engine) as session:
         assert session.scalars(select(Case.case_no).order_by(Case.case_no)).all() == ["B0", "B1"]
-        assert session.scalars(select(NodeCounter.name)).all() == ["seen-1"]
+        # The listener's counters (the item import counted its register change as well).
+        listed = select(NodeCounter.name).where(NodeCounter.name != CATALOGUE_COUNTER)
+        assert session.scalars(listed).all() == ["seen-1"]
 
 
 def test_python_api_takes_dicts_with_either_names_and_reports_each_record(node: Node) -> None:
