@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/supnet demo
 
+# The suites built on the test tree (tests/harness/tree.py), run a second time with every server hosted.
+HOSTED_SUITES = tests/drilldown tests/reporting tests/directives tests/faults tests/trust tests/server
+
 # Three workers on two cores: most tests wait on servers, deadlines and subprocesses, not on the CPU.
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -25,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 3 -q
+	SUPNET_TEST_HOSTING=hosted $(BIN)/python -m pytest -n 3 -q $(HOSTED_SUITES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

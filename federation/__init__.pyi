@@ -62,7 +62,6 @@ from .errors import (
 from .grpc_errors import (
     ERROR_CODE_METADATA_KEY,
     ERROR_FIELD_METADATA_KEY,
-    AioErrorMappingInterceptor,
     ErrorMappingInterceptor,
     RelayedRpcError,
     error_code_of,
@@ -124,7 +123,6 @@ __all__ = [
     "REFLECTION_SERVICE_NAME",
     "REPORT_BODY_TYPE",
     "AcceptedReport",
-    "AioErrorMappingInterceptor",
     "AuditAction",
     "AuditEntry",
     "AuditHead",

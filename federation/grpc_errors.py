@@ -52,12 +52,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-import grpc.aio
 
 from federation.errors import (
     BackPressureError,
@@ -197,14 +196,6 @@ def _abort(context: grpc.ServicerContext, error: BaseException, method: str) -> 
     context.abort(status, message)
 
 
-def _end_with(context: grpc.ServicerContext, error: BaseException, method: str) -> None:
-    status, message, metadata = public_status(error, method)
-    if metadata:
-        context.set_trailing_metadata(metadata)
-    context.set_code(status)
-    context.set_details(message)
-
-
 class _Undecodable:
     """A request message whose bytes did not parse (grpc itself would answer INTERNAL for it)."""
 
@@ -252,9 +243,7 @@ def _wrap_behavior(
             except Exception as exc:
                 if _already_aborted(context):
                     raise
-                # The stream ends with the status instead of an abort: on a grpc.aio server (hosted nodes) the
-                # last answer may still be being written, and an abort racing that write fails the whole call.
-                _end_with(context, exc, method)
+                _abort(context, exc, method)
 
         return stream_behavior
 
@@ -276,38 +265,6 @@ else:  # grpc's runtime class is not generic; only its stubs are
     _ServerInterceptorBase = grpc.ServerInterceptor
 
 
-def mapped_handler(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
-    """The handler with the mapping applied: its behaviour wrapped, undecodable requests answered INVALID_ARGUMENT."""
-    # Undecodable request bytes become INVALID_ARGUMENT (grpc's own answer would be INTERNAL).
-    deserializer = _lenient(handler.request_deserializer, method)
-    # Each handler has exactly one non-None behaviour; rebuild it with the wrapped one.
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_behavior(handler.unary_unary, method, False),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_behavior(handler.unary_stream, method, True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_behavior(handler.stream_unary, method, False, True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_behavior(handler.stream_stream, method, True, True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
-
-
 class ErrorMappingInterceptor(_ServerInterceptorBase):
     """Sync server interceptor applying the same mapping to every method of every servicer."""
 
@@ -317,26 +274,37 @@ class ErrorMappingInterceptor(_ServerInterceptorBase):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        return None if handler is None else mapped_handler(handler, handler_call_details.method)
-
-
-if TYPE_CHECKING:
-    _AioServerInterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
-else:  # as above: generic in the stubs only
-    _AioServerInterceptorBase = grpc.aio.ServerInterceptor
-
-
-class AioErrorMappingInterceptor(_AioServerInterceptorBase):
-    """The same mapping on a ``grpc.aio`` server whose handlers are the synchronous servicers (hosted nodes)."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        # None: no such method (grpc answers UNIMPLEMENTED); the stubs do not allow for it.
-        return None if handler is None else mapped_handler(handler, handler_call_details.method)  # type: ignore[return-value]
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        # Undecodable request bytes become INVALID_ARGUMENT (grpc's own answer would be INTERNAL).
+        deserializer = _lenient(handler.request_deserializer, method)
+        # Each handler has exactly one non-None behaviour; rebuild it with the wrapped one.
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_behavior(handler.unary_unary, method, False),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_behavior(handler.unary_stream, method, True),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_behavior(handler.stream_unary, method, False, True),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_behavior(handler.stream_stream, method, True, True),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 def supnet_error_from_rpc(error: grpc.RpcError, peer: str = "") -> SupnetError:

@@ -1,6 +1,5 @@
 """Types of the server package's public API (loaded lazily by __init__.py)."""
 
-from .call_loop import CallLoop
 from .enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from .enrolment_server import EnrolmentServer
 from .grpc_server import DEFAULT_MAX_WORKERS, NodeServer
@@ -28,7 +27,6 @@ __all__ = [
     "PROBE_STATES",
     "REPORTS_SERVICE",
     "START_STAGGER_SECONDS",
-    "CallLoop",
     "EnrolmentGate",
     "EnrolmentServer",
     "HealthMonitor",

@@ -11,20 +11,13 @@ the root; see node.trust.tls); the only alternative is plaintext behind the expl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import grpc.aio
 
-from federation import (
-    INGEST_SERVICE_NAME,
-    NODE_SERVICE_NAME,
-    AioErrorMappingInterceptor,
-    ErrorMappingInterceptor,
-    add_health_and_reflection,
-)
+from federation import INGEST_SERVICE_NAME, NODE_SERVICE_NAME, ErrorMappingInterceptor, add_health_and_reflection
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.directive_pb2 import DESCRIPTOR as DIRECTIVE_DESCRIPTOR
 from federation.proto.v1.directive_pb2_grpc import add_DirectiveServiceServicer_to_server
@@ -42,7 +35,6 @@ from node.trust import Authorizer, node_trust
 if TYPE_CHECKING:
     from node.directives import DirectiveSender
     from node.reporting import ReportSender
-    from node.server.call_loop import CallLoop
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +86,7 @@ class NodeServer:
         health_interval: float = HEALTH_INTERVAL_SECONDS,
         executor: futures.ThreadPoolExecutor | None = None,
         health_thread: bool = True,
-        call_loop: CallLoop | None = None,
     ) -> None:
-        """A standalone server by default; a hosted one gets the host's ``executor`` and ``call_loop``.
-
-        With a ``call_loop`` the server is a ``grpc.aio`` server on that loop (node.server.call_loop: no polling
-        thread of its own) whose handlers, the same synchronous servicers, run on ``executor``.
-        """
         self.node = node
         # A registry per node: several nodes in one process (test trees) keep their counts apart.
         self.metrics = metrics or NodeMetrics(node)
@@ -117,12 +103,7 @@ class NodeServer:
         self.trust = node_trust(node)
         self.authorizer = Authorizer(node, self.trust)
         # The one place errors become gRPC statuses: the servicers only raise (federation.grpc_errors).
-        self._call_loop = call_loop
-        self._server: Any = (
-            grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
-            if call_loop is None
-            else call_loop.call(self._aio_server)
-        )
+        self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         self.reports = ReportServicer(
             node, authorizer=self.authorizer, on_report_stored=self._data_changed, metrics=self.metrics
         )
@@ -145,17 +126,6 @@ class NodeServer:
         self.port = 0
         self._stopped = False
 
-    def _aio_server(self) -> Any:
-        # Made on the loop's thread: a grpc.aio server belongs to the loop it is created on.
-        return grpc.aio.server(
-            migration_thread_pool=self._executor,
-            interceptors=[AioErrorMappingInterceptor()],
-            options=SERVER_OPTIONS,
-        )
-
-    def _bind(self, add_port: Callable[[], int]) -> int:
-        return add_port() if self._call_loop is None else self._call_loop.call(add_port)
-
     def _data_changed(self) -> None:
         # New local records or a child's new report change this node's subtree: report upward (debounced).
         if self._sender is not None:
@@ -176,8 +146,7 @@ class NodeServer:
         """Bind and start serving; returns the bound port (useful with port 0)."""
         try:
             if self.trust is not None:
-                credentials = self.trust.server_credentials()
-                self.port = self._bind(lambda: self._server.add_secure_port(self.address, credentials))
+                self.port = self._server.add_secure_port(self.address, self.trust.server_credentials())
             else:
                 log.warning(
                     "node %s serves WITHOUT TLS on %s (federation.insecure_plaintext): anyone who reaches the port "
@@ -185,7 +154,7 @@ class NodeServer:
                     self.node.config.id,
                     self.address,
                 )
-                self.port = self._bind(lambda: self._server.add_insecure_port(self.address))
+                self.port = self._server.add_insecure_port(self.address)
         except RuntimeError as exc:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address}: {exc}") from exc
         if self.port == 0:
@@ -193,10 +162,7 @@ class NodeServer:
         # The first answer already reflects the database, the outbox and the CRL; a hosted node's later checks
         # run as a job of the host's scheduler instead of a thread of their own.
         self.health.start(background=self._health_thread)
-        if self._call_loop is None:
-            self._server.start()
-        else:
-            self._call_loop.wait(self._server.start)
+        self._server.start()
         log.info(
             "node %s serving on %s (%s)",
             self.node.config.id,
@@ -212,10 +178,7 @@ class NodeServer:
         self._stopped = True
         self._health.enter_graceful_shutdown()
         self.health.stop()
-        if self._call_loop is None:
-            self._server.stop(grace).wait()
-        else:
-            self._call_loop.wait(lambda: self._server.stop(grace))
+        self._server.stop(grace).wait()
         self.query.close()
         if self._owns_executor:
             self._executor.shutdown(wait=False)

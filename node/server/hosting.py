@@ -6,8 +6,6 @@ and health statuses. To its parent and its children it is indistinguishable from
 
 What the nodes of one process share, so threads stay bounded however many nodes it hosts:
 
-- one event loop thread on which every hosted node's gRPC server runs (``grpc.aio``; node.server.call_loop), so an
-  idle host does not wake once per server five times a second;
 - one thread pool for every hosted node's gRPC calls (``rpc_workers``; the enrolment listeners, open only while a
   node holds a live token, use it too);
 - one APScheduler for every hosted node's jobs (``job_workers`` threads), each job under ``<node id>/<job id>``
@@ -42,7 +40,6 @@ from node.app import Node
 from node.config import HostConfig
 from node.errors import ConfigError
 from node.observability import MetricsServer, hosted_registry
-from node.server.call_loop import CallLoop
 from node.server.health import HEALTH_INTERVAL_SECONDS
 from node.server.serving import ServingNode
 
@@ -97,26 +94,18 @@ class NodeHost:
         self.rpc_workers = rpc_workers
         self.executor = futures.ThreadPoolExecutor(max_workers=rpc_workers, thread_name_prefix="rpc-host")
         self.scheduler = BackgroundScheduler(executors={"default": JobPool(max_workers=job_workers)})
-        # Every hosted node's gRPC server runs on this one loop (no polling thread per server).
-        self.call_loop = CallLoop()
-        self.call_loop.start()
         overrides = listen or {}
-        try:
-            self.members: dict[str, ServingNode] = {
-                node.config.id: ServingNode(
-                    node,
-                    listen=overrides.get(node.config.id),
-                    executor=self.executor,
-                    scheduler=self.scheduler,
-                    start_offset=index * START_STAGGER_SECONDS,
-                    metrics_endpoint=False,
-                    call_loop=self.call_loop,
-                )
-                for index, node in enumerate(nodes)
-            }
-        except BaseException:
-            self.call_loop.stop()
-            raise
+        self.members: dict[str, ServingNode] = {
+            node.config.id: ServingNode(
+                node,
+                listen=overrides.get(node.config.id),
+                executor=self.executor,
+                scheduler=self.scheduler,
+                start_offset=index * START_STAGGER_SECONDS,
+                metrics_endpoint=False,
+            )
+            for index, node in enumerate(nodes)
+        }
         if metrics_listen is None:
             metrics_listen = nodes[0].config.metrics.listen
         registries = {node_id: member.metrics.registry for node_id, member in self.members.items()}
@@ -192,5 +181,4 @@ class NodeHost:
                         log.error("a hosted node did not stop cleanly: %s", error)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        self.call_loop.stop()
         self.executor.shutdown(wait=False)

@@ -14,7 +14,6 @@ from node.app import Node
 from node.directives import DirectiveSender
 from node.observability import MetricsServer, NodeMetrics
 from node.reporting import ReportSender
-from node.server.call_loop import CallLoop
 from node.server.enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import JobSpec, NodeScheduler
@@ -38,13 +37,11 @@ class ServingNode:
         start_offset: float = 0.0,
         metrics_endpoint: bool = True,
         enrol_recheck_seconds: float = ENROL_RECHECK_SECONDS,
-        call_loop: CallLoop | None = None,
     ) -> None:
         """A standalone node by default; a hosted one (node.server.hosting) gets the host's pool and scheduler.
 
-        A hosted node's server runs on the host's ``call_loop``, its calls on ``executor`` and its jobs on
-        ``scheduler``, each first run ``start_offset`` seconds later than a standalone node's (the host spreads its
-        nodes' start-up work); its health is evaluated
+        A hosted node's calls run on ``executor`` and its jobs on ``scheduler``, each first run ``start_offset``
+        seconds later than a standalone node's (the host spreads its nodes' start-up work); its health is evaluated
         by the host's one health job, and its metrics registry is served by the host's one endpoint
         (``metrics_endpoint`` False: no endpoint of its own on metrics.listen). Everything else (database, keys,
         certificates, port, senders, metrics registry) stays its own.
@@ -64,7 +61,6 @@ class ServingNode:
             metrics=self.metrics,
             executor=executor,
             health_thread=scheduler is None,
-            call_loop=call_loop,
         )
         extra: tuple[JobSpec, ...] = ()
         if node.config.federation.children:

@@ -9,9 +9,9 @@ authorization test builds its tree here:
 - ``Tree(root, ids)``: the report tests' tree. Test time (``TreeClock``, skippable), quick report timing, servers
   on the parents only (children call up); data comes later with ``import_synthetic``.
 - ``hosting``: "standalone" (each server its own call pool and health thread) or "hosted" (every server of the
-  tree a grpc.aio server on one shared call loop and call pool, its health checks run by one shared scheduler:
-  how ``supnet serve`` hosts several nodes, node.server.hosting). The default comes from ``SUPNET_TEST_HOSTING``,
-  so any suite built on this tree runs in either mode (``SUPNET_TEST_HOSTING=hosted pytest tests/drilldown``).
+  tree on one shared call pool, its health checks run by one shared scheduler: how ``supnet serve`` hosts several
+  nodes, node.server.hosting). The default comes from ``SUPNET_TEST_HOSTING``, so any suite built on this tree
+  runs in either mode (``SUPNET_TEST_HOSTING=hosted pytest tests/drilldown``).
 - ``build_tree(base, cases)`` / ``running_tree``: the drill-down tree. Real time, the nodes' default report
   timing (module-scoped trees outlive the quick staleness window), every node serves (queries go down to the
   leaves), synthetic data imported at once.
@@ -46,7 +46,7 @@ from node.config import CalendarConfig, ChildConfig, load_config, save_config
 from node.drilldown import DrilldownClient, build_query
 from node.ingest import Importer
 from node.reporting import ReportSender
-from node.server import DEFAULT_RPC_WORKERS, HEALTH_INTERVAL_SECONDS, CallLoop, NodeServer
+from node.server import DEFAULT_RPC_WORKERS, HEALTH_INTERVAL_SECONDS, NodeServer
 from node.store import make_engine, migrate
 from node.supervision import default_listeners
 from node.synthetic import generate
@@ -174,13 +174,10 @@ class Tree:
         self.hosting = hosting or default_hosting()
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: BackgroundScheduler | None = None
-        self._loop: CallLoop | None = None
         if self.hosting == "hosted":
             self._pool = ThreadPoolExecutor(max_workers=DEFAULT_RPC_WORKERS, thread_name_prefix="rpc-host")
             self._jobs = BackgroundScheduler()
             self._jobs.start()
-            self._loop = CallLoop()
-            self._loop.start()
         self.nodes: dict[str, TreeNode] = {}
         db_urls = db_urls or {}
         # Only the plaintext mode names keys in the config; with the PKI they travel in certificate chains.
@@ -279,7 +276,6 @@ class Tree:
             max_workers=SERVER_WORKERS,
             executor=self._pool,
             health_thread=self._jobs is None,
-            call_loop=self._loop,
         )
         entry.port = entry.server.start()
         if self._jobs is not None:
@@ -350,8 +346,6 @@ class Tree:
             entry.node.close()
         if self._jobs is not None and self._jobs.running:
             self._jobs.shutdown(wait=True)
-        if self._loop is not None:
-            self._loop.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 

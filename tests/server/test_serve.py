@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -23,7 +22,7 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import open_node
 from node.bootstrap import init_node
 from node.config import ChildConfig, load_config, save_config
-from node.server import CallLoop, NodeScheduler, NodeServer
+from node.server import NodeScheduler, NodeServer
 from tests.harness.ingest_records import ITEM, acceptance
 from tests.harness.pki import channel_as, ingest_client, provision
 from tests.harness.serve_process import start_serve, wait_for_state
@@ -69,27 +68,18 @@ def test_serve_process_answers_health_reflection_info_and_stops_cleanly_on_sigte
     assert not (data_dir / "serve.json").exists()
 
 
-@pytest.fixture(params=["standalone", "hosted"])
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NodeServer]:
-    """A node's server, standalone (grpc's thread server) or as a host serves it (grpc.aio on the host's loop)."""
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NodeServer]:
     init_node(tmp_path / "gd.gz.py", "gd.gz.py")
     provision(tmp_path, ["gd.gz.py"])
     node = open_node(tmp_path / "gd.gz.py")
-    pool = loop = None
-    if request.param == "hosted":
-        pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rpc-host")
-        loop = CallLoop()
-        loop.start()
-    node_server = NodeServer(node, address="127.0.0.1:0", executor=pool, call_loop=loop)
+    node_server = NodeServer(node, address="127.0.0.1:0")
     node_server.start()
     try:
         yield node_server
     finally:
         node_server.stop(0)
         node.close()
-        if loop is not None and pool is not None:
-            loop.stop()
-            pool.shutdown(wait=False)
 
 
 def test_stop_goes_not_serving_first_and_lets_in_flight_calls_finish(server: NodeServer) -> None:

@@ -187,14 +187,11 @@ class IngestServicer:
         # A message that did not parse (federation.grpc_errors) ends the stream with INVALID_ARGUMENT once
         # the records before it are answered; a cancelled or broken stream just ends.
         failure: SupnetError | None = None
-        # Set when the call ends (add_callback: what both grpc's thread server and a hosted grpc.aio one offer).
-        call_over = threading.Event()
-        context.add_callback(call_over.set)
         while not ended:
             try:
                 first = inbox.get(timeout=IDLE_POLL_SECONDS)
             except queue.Empty:
-                if call_over.is_set():
+                if not context.is_active():
                     how = "cancelled: the client went away"
                     break
                 continue
