@@ -44,6 +44,7 @@ from node.app import Node, open_node
 from node.bootstrap import init_node
 from node.config import CalendarConfig, ChildConfig, load_config, save_config
 from node.drilldown import DrilldownClient, build_query
+from node.errors import UnavailableError
 from node.ingest import Importer
 from node.reporting import ReportSender
 from node.server import DEFAULT_RPC_WORKERS, HEALTH_INTERVAL_SECONDS, NodeServer
@@ -69,6 +70,8 @@ QUICK_REPORTS: Mapping[str, Any] = {
     "retry_max_seconds": 1.0,
 }
 SERVER_WORKERS = 8
+# How long a node restarted on its old port waits for it (Tree.start_server).
+REBIND_SECONDS = 10.0
 HOSTING_MODES = ("standalone", "hosted")
 
 
@@ -268,16 +271,31 @@ class Tree:
 
     # -- servers, senders, channels -----------------------------------------------------------------------------
     def start_server(self, node_id: str, port: int = 0) -> int:
+        """Serve the node on ``port`` (0: any free port); its port.
+
+        A node restarted on its old port (the address its parent knows) waits up to REBIND_SECONDS for the port: while
+        it was down, another test's connection may have been given that port as its local (ephemeral) port, as seen
+        once in a fresh clone's ``make test`` ("Address already in use").
+        """
         entry = self.nodes[node_id]
-        entry.server = NodeServer(
-            entry.node,
-            address=f"127.0.0.1:{port}",
-            sender=entry.sender,
-            max_workers=SERVER_WORKERS,
-            executor=self._pool,
-            health_thread=self._jobs is None,
-        )
-        entry.port = entry.server.start()
+        deadline = time.monotonic() + REBIND_SECONDS
+        while True:
+            entry.server = NodeServer(
+                entry.node,
+                address=f"127.0.0.1:{port}",
+                sender=entry.sender,
+                max_workers=SERVER_WORKERS,
+                executor=self._pool,
+                health_thread=self._jobs is None,
+            )
+            try:
+                entry.port = entry.server.start()
+                break
+            except UnavailableError:
+                entry.server.stop(0)
+                if port == 0 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         if self._jobs is not None:
             self._jobs.add_job(
                 entry.server.health.evaluate,
