@@ -113,10 +113,6 @@ class Outbox:
             ).scalar_one()
         )
 
-    def check_room(self, conn: Connection, node_id: str = "") -> None:
-        """Raise BackPressureError (counted, logged at ERROR) when no further report fits."""
-        self._refuse_when_full(self.pending_count(conn), node_id)
-
     def append_point(self, conn: Connection, head: ChainHead | None, node_id: str = "") -> AppendPoint:
         """The point the next report is appended at, after ``head`` (read by the caller in this transaction).
 

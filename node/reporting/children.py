@@ -170,14 +170,14 @@ def apply_child_reports(conn: Connection, reports: Sequence[AcceptedReport]) -> 
     # A heartbeat (names no figures) writes none and takes no revision: the revision moving is what makes this
     # node's own sender report, and a heartbeat must not travel up the tree as a report at every level.
     changing = [report for report in reports if report.changes_figures]
-    if not changing:
-        if catalogues_changed:
-            next_revision(conn)  # the register figures changed: this node's next report carries them up
-            next_catalogue_revision(conn)  # after the metric revision row: the lock order of both counters
+    if not changing and not catalogues_changed:
         return
-    revision = next_revision(conn, len(changing)) - len(changing)
+    # Changed register figures alone also take a revision: this node's next report carries them up.
+    revision = next_revision(conn, len(changing) or 1) - len(changing)
     if catalogues_changed:
-        next_catalogue_revision(conn)
+        next_catalogue_revision(conn)  # after the metric revision row: the lock order of both counters
+    if not changing:
+        return
     pending: list[Any] = []
     touched: dict[str, RollupScope] = {}
     for report in changing:
