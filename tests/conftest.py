@@ -59,9 +59,15 @@ def migrated_engine(db_url: str) -> Iterator[Engine]:
 
 @pytest.fixture(autouse=True)
 def _cli_console_follows_columns() -> Iterator[None]:
-    """Rich fixes a console's width if COLUMNS was set when it was created; one CLI process is
-    one invocation, but tests share the module, so let each CliRunner's COLUMNS apply again."""
+    """Rich fixes a console's width if COLUMNS was set when it was created (an xdist worker has COLUMNS=80 while it
+    imports the tests); one CLI process is one invocation, but tests share the module, so let each CliRunner's
+    COLUMNS apply again, from the first test of a worker on."""
+    _console_width_from_environment()
     yield
+    _console_width_from_environment()
+
+
+def _console_width_from_environment() -> None:
     import sys
 
     common = sys.modules.get("node.cli.common")

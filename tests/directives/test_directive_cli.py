@@ -13,6 +13,7 @@ import typer
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
+from federation.proto.v1.common_pb2 import SignedEnvelope
 from node.cli import directive_cmd
 from node.directives import get_directive
 from node.errors import ExitCode
@@ -127,13 +128,21 @@ def test_an_altered_stored_step_fails_show(app: typer.Typer, tree: DirectiveTree
     directive_id = issued["id"]
     wait_for(lambda: get_directive(tree["gd"], directive_id).status == "delivered", what="delivery")
     with tree["gd"].engine.begin() as conn:
-        stored = conn.execute(select(DirectiveEvent.id, DirectiveEvent.envelope)).first()  # type: ignore[call-overload]
+        stored = conn.execute(
+            select(DirectiveEvent.id, DirectiveEvent.envelope)  # type: ignore[call-overload]
+            .where(DirectiveEvent.directive_id == directive_id)
+            .order_by(DirectiveEvent.id)
+        ).first()
         assert stored is not None
-        tampered = bytearray(stored.envelope)
-        tampered[-70] ^= 0x01  # a bit of the signature (the last field of the envelope)
-        conn.execute(update(DirectiveEvent).where(DirectiveEvent.id == stored.id).values(envelope=bytes(tampered)))
+        envelope = SignedEnvelope.FromString(bytes(stored.envelope))
+        signature = bytearray(envelope.signature)
+        signature[10] ^= 0x01  # one bit of the signer's Ed25519 signature, nothing else
+        envelope.signature = bytes(signature)
+        tampered = envelope.SerializeToString(deterministic=True)
+        assert len(tampered) == len(stored.envelope) and tampered != bytes(stored.envelope)
+        conn.execute(update(DirectiveEvent).where(DirectiveEvent.id == stored.id).values(envelope=tampered))
     shown = _run(app, tree, "gd", "show", directive_id)
-    assert shown.exit_code == 1
+    assert shown.exit_code == 1, shown.output
     assert "✗" in shown.stdout and "does not verify" in shown.output
 
 
