@@ -65,6 +65,7 @@ from .grpc_errors import (
     ErrorMappingInterceptor,
     RelayedRpcError,
     error_code_of,
+    public_status,
     status_for,
     supnet_error_from_rpc,
 )
@@ -182,6 +183,7 @@ __all__ = [
     "parse_body",
     "public_key_b64",
     "public_key_from_b64",
+    "public_status",
     "raw_public_key",
     "read_file",
     "received_reports",

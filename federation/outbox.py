@@ -32,6 +32,14 @@ OUTBOX_SEND_FAILURES = Counter(
     "supnet_report_outbox_send_failures_total", "Failed attempts to deliver a report to the parent"
 )
 
+# Built once: the report sender asks it after every write to the node's database (node.store.NextDue).
+_OLDEST_PENDING_DUE = (
+    select(outbox_table.c.next_attempt_at)
+    .where(outbox_table.c.status == OUTBOX_PENDING)
+    .order_by(outbox_table.c.sequence)
+    .limit(1)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ChainHead:
@@ -227,12 +235,7 @@ class Outbox:
 
     def next_attempt_at(self, conn: Connection) -> datetime | None:
         """When the oldest pending report is due (None when nothing is pending)."""
-        value: datetime | None = conn.execute(
-            select(outbox_table.c.next_attempt_at)
-            .where(outbox_table.c.status == OUTBOX_PENDING)
-            .order_by(outbox_table.c.sequence)
-            .limit(1)
-        ).scalar_one_or_none()
+        value: datetime | None = conn.execute(_OLDEST_PENDING_DUE).scalar_one_or_none()
         return value
 
     def mark_acked(self, conn: Connection, sequence: int, digest: bytes, now: datetime) -> int:

@@ -384,11 +384,16 @@ def due_items(
     return due
 
 
+# Built once: the senders ask it after every write to the node's database (node.store.NextDue).
+_PENDING_HEADS = (
+    select(_o.next_hop, _o.directive_id, _o.next_attempt_at).where(_o.status == OUTBOX_PENDING).order_by(_o.id)
+)
+
+
 def next_attempt_at(conn: Connection) -> datetime | None:
     """When the next message can go: the earliest retry time of each (hop, directive)'s oldest pending message."""
     heads: dict[tuple[str, str], datetime] = {}
-    query = select(_o.next_hop, _o.directive_id, _o.next_attempt_at).where(_o.status == OUTBOX_PENDING).order_by(_o.id)
-    for hop, directive_id, at in conn.execute(query):
+    for hop, directive_id, at in conn.execute(_PENDING_HEADS):
         heads.setdefault((hop, directive_id), at)
     return min(heads.values(), default=None)
 

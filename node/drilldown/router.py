@@ -49,6 +49,7 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import Node
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases, answer_complaints
 from node.drilldown.figures import answer_ranking, answer_summary
+from node.drilldown.local_calls import LocalNodeStub, LocalQueryServicer, local_servicer
 from node.drilldown.spot_checks import answer_spot_check
 from node.drilldown.stored_reports import answer_report
 from node.trust import (
@@ -58,6 +59,7 @@ from node.trust import (
     NodeTrust,
     SigningIdentity,
     channel_to,
+    client_certificates,
     is_in_subtree,
     signing_identity,
 )
@@ -143,6 +145,8 @@ class QueryRouter:
         self._default_timeout = federation.rpc_timeout_seconds
         self._wall_clock = wall_clock
         self._channels: dict[str, tuple[Any, grpc.Channel, NodeServiceStub]] = {}
+        # Children this process hosts too: called in process (node.drilldown.local_calls), no channel.
+        self._local: dict[str, tuple[Any, LocalQueryServicer, LocalNodeStub]] = {}
         self._channels_lock = threading.Lock()
         # Children the last call did not reach: asked again without waiting for a connection (reconnect_grace).
         self._unreachable: set[str] = set()
@@ -204,8 +208,11 @@ class QueryRouter:
                 return child_id
         raise NotFoundError(f"node {self._id} has no registered child on the path to {target_id}")
 
-    def child_stub(self, child_id: str, address: str) -> NodeServiceStub:
-        """The kept stub to a child's server (the subtree search streams over the same channels)."""
+    def child_stub(self, child_id: str, address: str) -> NodeServiceStub | LocalNodeStub:
+        """The kept stub to a child's server (the subtree search streams over the same channels).
+
+        A child served by this same process (a host's nodes) is called in process: same servicer, no TLS hop.
+        """
         return self._stub(child_id, address)
 
     def child_channel(self, child_id: str) -> grpc.Channel | None:
@@ -223,8 +230,8 @@ class QueryRouter:
         """
         nudged: list[str] = []
         for child_id, child in self._children.items():
-            if not child.address:
-                continue
+            if not child.address or local_servicer(child_id, child.address) is not None:
+                continue  # no address; or served by this process, called without a channel
             self._stub(child_id, child.address)
             channel = self.child_channel(child_id)
             assert channel is not None  # just kept by _stub
@@ -232,10 +239,13 @@ class QueryRouter:
                 nudged.append(child_id)
         return nudged
 
-    def _stub(self, child_id: str, address: str) -> NodeServiceStub:
+    def _stub(self, child_id: str, address: str) -> NodeServiceStub | LocalNodeStub:
         # Rebuilt when this node's TLS files change (rotation); the child's identity is part of the channel.
         # The stub is kept with its channel: building one per query costs more than a stat of the files.
         stamp = (address, self._trust.stamp() if self._trust is not None else None)
+        servicer = local_servicer(child_id, address)
+        if servicer is not None:
+            return self._local_stub(child_id, servicer, stamp)
         with self._channels_lock:
             cached = self._channels.get(child_id)
             if cached is not None and cached[0] == stamp:
@@ -246,6 +256,17 @@ class QueryRouter:
             stub = NodeServiceStub(channel)
             self._channels[child_id] = (stamp, channel, stub)
             return stub
+
+    def _local_stub(self, child_id: str, servicer: LocalQueryServicer, stamp: Any) -> LocalNodeStub:
+        # The certificates this node presents are read and checked once per state of its TLS files, as a channel's.
+        with self._channels_lock:
+            cached = self._local.get(child_id)
+            if cached is not None and cached[0] == stamp and cached[1] is servicer:
+                return cached[2]
+        stub = LocalNodeStub(servicer, client_certificates(self._node))
+        with self._channels_lock:
+            self._local[child_id] = (stamp, servicer, stub)
+        return stub
 
     def _forward(
         self, envelope: SignedEnvelope, body: QueryBody, child_id: str, time_remaining: float | None
@@ -346,6 +367,7 @@ class QueryRouter:
             for _stamp, channel, _stub in self._channels.values():
                 channel.close()
             self._channels.clear()
+            self._local.clear()
 
 
 def never_reached(error: grpc.RpcError) -> bool:

@@ -84,6 +84,8 @@ class SubtreeStats:
 
 
 _DONE = object()
+# What producers hand the relay: (envelope, rows in it, one of this node's own parts, the node a gap names).
+_Item = tuple[SignedEnvelope, int, bool, str]
 
 
 class SubtreeAuditor:
@@ -225,12 +227,24 @@ class SubtreeRouter:
         fanout = _Fanout()
         if on_cancel is not None:
             on_cancel(fanout.cancel_all)
-        producers: list[Callable[[], None]] = []
-        if is_in_subtree(self._id, body.target_id):
-            # A node whose own rows were delivered before still says who its children are (an empty last part).
-            own_done = self._id in resume.done_nodes
-            producers.append(lambda: self._own_parts_or_gap(fanout, body, digest, limit, own_done=own_done))
+        own = is_in_subtree(self._id, body.target_id)
+        own_done = self._id in resume.done_nodes  # its rows delivered before: it still says who its children are
         children = self.children_to_ask(body)
+        if not children:
+            # A leaf of the search (most nodes are streets): its own pages go out from this thread, no queue.
+            items = self._own_items(fanout.stop, body, digest, limit, own_done=own_done) if own else iter(())
+            if before_first is not None:
+                before_first()
+            try:
+                yield from self._relay(
+                    items, body, digest=digest, limit=limit, deadline=deadline, stats=stats, cut=fanout.cancel_all
+                )
+            finally:
+                fanout.cancel_all()
+            return
+        producers: list[Callable[[], None]] = []
+        if own:
+            producers.append(functools.partial(self._own_parts, fanout, body, digest, limit, own_done=own_done))
         timeout = child_timeout(remaining)
         for child in children:
             producers.append(
@@ -244,8 +258,9 @@ class SubtreeRouter:
         try:
             if before_first is not None:
                 before_first()
+            items = self._queued(fanout, producers=len(threads), deadline=deadline)
             yield from self._relay(
-                fanout, body, digest=digest, limit=limit, producers=len(threads), deadline=deadline, stats=stats
+                items, body, digest=digest, limit=limit, deadline=deadline, stats=stats, cut=fanout.cancel_all
             )
         finally:
             fanout.cancel_all()
@@ -269,17 +284,9 @@ class SubtreeRouter:
         finally:
             fanout.put(_DONE)
 
-    def _relay(
-        self,
-        fanout: _Fanout,
-        body: st.SubtreeQueryBody,
-        *,
-        digest: bytes,
-        limit: int,
-        producers: int,
-        deadline: float,
-        stats: SubtreeStats,
-    ) -> Iterator[SignedEnvelope]:
+    @staticmethod
+    def _queued(fanout: _Fanout, *, producers: int, deadline: float) -> Iterator[_Item]:
+        """The producers' items as they come, until all are done, the deadline passes or the caller goes away."""
         finished = 0
         while finished < producers:
             left = deadline - time.monotonic()
@@ -292,10 +299,24 @@ class SubtreeRouter:
             if item is _DONE:
                 finished += 1
                 continue
-            reply, rows, own, gap = item
+            yield item
+
+    def _relay(
+        self,
+        items: Iterator[_Item],
+        body: st.SubtreeQueryBody,
+        *,
+        digest: bytes,
+        limit: int,
+        deadline: float,
+        stats: SubtreeStats,
+        cut: Callable[[], None],
+    ) -> Iterator[SignedEnvelope]:
+        """Items out as envelopes, counted in ``stats``; past the limit ``cut()`` stops producers, a signed cut ends."""
+        for reply, rows, own, gap in items:
             if rows and stats.rows + rows > limit:
                 stats.cut = True
-                fanout.cancel_all()
+                cut()
                 yield self._signer().sign_message(
                     st.SubtreeCut(
                         node_id=self._id,
@@ -315,32 +336,42 @@ class SubtreeRouter:
             if gap:
                 stats.gaps.append(gap)
             yield reply
+            if time.monotonic() >= deadline:
+                return
 
     # --- this node's own rows -------------------------------------------------------------------
-
-    def _own_parts_or_gap(
-        self, fanout: _Fanout, body: st.SubtreeQueryBody, digest: bytes, limit: int, *, own_done: bool
-    ) -> None:
-        """Send this node's own parts; if they cannot be read, a gap for itself that it signs (saying why)."""
-        try:
-            self._own_parts(fanout, body, digest, limit, own_done=own_done)
-        except SupnetError as error:
-            log.warning("subtree query: %s could not answer its own rows: %s", self._id, error.message)
-            fanout.put((self._gap(body, digest, self._id, GAP_ERROR, error.message), 0, False, self._id))
-        except Exception as error:  # the database, a bug: the asker must hear this node failed, not wait for it
-            log.exception("subtree query: %s could not answer its own rows", self._id)
-            detail = f"{self._id} could not read its own rows ({type(error).__name__})"
-            fanout.put((self._gap(body, digest, self._id, GAP_ERROR, detail), 0, False, self._id))
 
     def _own_parts(
         self, fanout: _Fanout, body: st.SubtreeQueryBody, digest: bytes, limit: int, *, own_done: bool
     ) -> None:
+        """A producer thread's work: this node's own parts into the fan-out's queue."""
+        for item in self._own_items(fanout.stop, body, digest, limit, own_done=own_done):
+            if not fanout.put(item):
+                return
+
+    def _own_items(
+        self, stop: threading.Event, body: st.SubtreeQueryBody, digest: bytes, limit: int, *, own_done: bool
+    ) -> Iterator[_Item]:
+        """The node's own parts; if they cannot be read, a gap for itself that it signs (saying why)."""
+        try:
+            yield from self._own_pages(stop, body, digest, limit, own_done=own_done)
+        except SupnetError as error:
+            log.warning("subtree query: %s could not answer its own rows: %s", self._id, error.message)
+            yield (self._gap(body, digest, self._id, GAP_ERROR, error.message), 0, False, self._id)
+        except Exception as error:  # the database, a bug: the asker must hear this node failed, not wait for it
+            log.exception("subtree query: %s could not answer its own rows", self._id)
+            detail = f"{self._id} could not read its own rows ({type(error).__name__})"
+            yield (self._gap(body, digest, self._id, GAP_ERROR, detail), 0, False, self._id)
+
+    def _own_pages(
+        self, stop: threading.Event, body: st.SubtreeQueryBody, digest: bytes, limit: int, *, own_done: bool
+    ) -> Iterator[_Item]:
         kind = body.WhichOneof("request") or ""
         page_rows = part_rows_of(body.page_size, limit)
         token = next((cursor.page_token for cursor in body.resume.cursors if cursor.node_id == self._id), "")
         config = self._node.config
         index = 0
-        while not fanout.stop.is_set():
+        while not stop.is_set():
             part = st.SubtreePart(
                 node_id=self._id,
                 requester_id=body.requester_id,
@@ -354,8 +385,8 @@ class SubtreeRouter:
             part.last = not token
             part.next_page_token = token
             part.answered_at_ms = self._now_ms()
-            envelope = self._signer().sign_message(part)
-            if not fanout.put((envelope, rows, True, "")) or not token:
+            yield (self._signer().sign_message(part), rows, True, "")
+            if not token:
                 return
             index += 1
 

@@ -26,6 +26,7 @@ from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_NodeServiceServicer_to_server
 from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
+from node.drilldown import register_local, unregister_local
 from node.errors import UnavailableError
 from node.observability import NodeMetrics
 from node.server.health import HEALTH_INTERVAL_SECONDS, HealthMonitor
@@ -86,7 +87,13 @@ class NodeServer:
         health_interval: float = HEALTH_INTERVAL_SECONDS,
         executor: futures.ThreadPoolExecutor | None = None,
         health_thread: bool = True,
+        in_process: bool = False,
     ) -> None:
+        """One node's server (``start()`` binds it).
+
+        ``in_process``: a hosted node (node.server.hosting); while it serves, a parent hosted by the same process
+        calls its queries in process (node.drilldown.local_calls) instead of over loopback TLS.
+        """
         self.node = node
         # A registry per node: several nodes in one process (test trees) keep their counts apart.
         self.metrics = metrics or NodeMetrics(node)
@@ -125,6 +132,7 @@ class NodeServer:
         )
         self.port = 0
         self._stopped = False
+        self._in_process = in_process
 
     def _data_changed(self) -> None:
         # New local records or a child's new report change this node's subtree: report upward (debounced).
@@ -163,6 +171,8 @@ class NodeServer:
         # run as a job of the host's scheduler instead of a thread of their own.
         self.health.start(background=self._health_thread)
         self._server.start()
+        if self._in_process:
+            register_local(self.node.config.id, self.bound_address, self.query)
         log.info(
             "node %s serving on %s (%s)",
             self.node.config.id,
@@ -176,6 +186,8 @@ class NodeServer:
         if self._stopped:
             return
         self._stopped = True
+        if self._in_process:
+            unregister_local(self.node.config.id, self.query)
         self._health.enter_graceful_shutdown()
         self.health.stop()
         self._server.stop(grace).wait()

@@ -19,9 +19,11 @@ What the nodes of one process share, so threads stay bounded however many nodes 
   ``metrics.listen``. The nodes' own ``metrics.listen`` is not used while they are hosted.
 
 Connections are not shared: every call presents the calling node's own client certificate, so a channel belongs
-to one node. A call from one hosted node to another (a street reporting to its district in the same process)
-goes over loopback TLS like any other. A forwarded drill-down holds one pool thread per hop while it waits for
-the next; the pool's threads are created only when needed, so a generous ``rpc_workers`` costs nothing idle.
+to one node. A report or directive from one hosted node to another (a street reporting to its district in the same
+process) goes over loopback TLS like any other; a drill-down or subtree search forwarded to a hosted child calls the
+child's servicer in process, presenting the caller's certificate chain (node.drilldown.local_calls). A drill-down
+arriving over gRPC holds one pool thread while the hops below answer; the pool's threads are created only when
+needed, so a generous ``rpc_workers`` costs nothing idle.
 """
 
 from __future__ import annotations

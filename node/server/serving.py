@@ -61,6 +61,7 @@ class ServingNode:
             metrics=self.metrics,
             executor=executor,
             health_thread=scheduler is None,
+            in_process=scheduler is not None,
         )
         extra: tuple[JobSpec, ...] = ()
         if node.config.federation.children:

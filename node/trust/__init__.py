@@ -66,6 +66,7 @@ from node.trust.node_ids import is_ancestor, node_dns_name, node_id_from_uri, no
 from node.trust.node_keys import (
     SigningIdentity,
     channel_to,
+    client_certificates,
     node_trust,
     plaintext_key_path,
     signing_identity,
@@ -154,6 +155,7 @@ __all__ = [
     "check_discovery_root",
     "check_issued",
     "check_own_credentials",
+    "client_certificates",
     "client_channel",
     "credentials_stamp",
     "describe",

@@ -30,7 +30,7 @@ from node.bootstrap import REPORT_KEY_FILE
 from node.errors import ConfigError, InvalidArgumentError, NotFoundError
 from node.trust.chains import chain_der
 from node.trust.pki_files import PkiDirectory, pki_directory
-from node.trust.tls import NodeTrust, has_transport_credentials, node_channel
+from node.trust.tls import NodeTrust, has_transport_credentials, node_channel, presented_certificates
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -154,6 +154,12 @@ def node_trust(node: Node) -> NodeTrust | None:
     """The node's NodeTrust (peer identity, certificate-chain signatures); None in plaintext mode."""
     pki = transport_pki(node)
     return None if pki is None else NodeTrust(pki)
+
+
+def client_certificates(node: Node) -> tuple[bytes, bytes] | None:
+    """(leaf PEM, chain PEM) this node presents to a node it calls in process; None in the plaintext mode."""
+    pki = transport_pki(node)
+    return None if pki is None else presented_certificates(pki)
 
 
 def channel_to(node: Node, address: str, peer_id: str, *, options: Iterable[tuple[str, Any]] = ()) -> grpc.Channel:

@@ -67,6 +67,7 @@ __all__ = [
     "ingest_channel",
     "ingest_credential_paths",
     "node_channel",
+    "presented_certificates",
     "server_credentials",
 ]
 
@@ -203,6 +204,16 @@ def _node_credentials(pki: PkiDirectory, now: dt.datetime | None = None) -> OwnC
             "(enrol it with 'supnet enroll', or 'supnet pki init-root' at the province)"
         )
     return check_own_credentials(pki.file("tls.key"), pki.file("tls.pem"), pki.file("root.pem"), now=now)
+
+
+def presented_certificates(pki: PkiDirectory, now: dt.datetime | None = None) -> tuple[bytes, bytes]:
+    """(leaf PEM, chain PEM) this node presents as a TLS client, checked as ``node_channel`` checks them.
+
+    What a hosted node shows another node of its process on an in-process call (node.drilldown.local_calls): the
+    callee identifies it from these exactly as from a TLS handshake's client certificate.
+    """
+    credentials = _node_credentials(pki, now)
+    return certificates_pem([credentials.leaf]), credentials.chain_pem
 
 
 def server_credentials(pki: PkiDirectory, *, now: dt.datetime | None = None) -> grpc.ServerCredentials:

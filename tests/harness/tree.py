@@ -9,9 +9,9 @@ authorization test builds its tree here:
 - ``Tree(root, ids)``: the report tests' tree. Test time (``TreeClock``, skippable), quick report timing, servers
   on the parents only (children call up); data comes later with ``import_synthetic``.
 - ``hosting``: "standalone" (each server its own call pool and health thread) or "hosted" (every server of the
-  tree on one shared call pool, its health checks run by one shared scheduler: how ``supnet serve`` hosts several
-  nodes, node.server.hosting). The default comes from ``SUPNET_TEST_HOSTING``, so any suite built on this tree
-  runs in either mode (``SUPNET_TEST_HOSTING=hosted pytest tests/drilldown``).
+  tree on one shared call pool, its health checks run by one shared scheduler, queries to a child in process: how
+  ``supnet serve`` hosts several nodes, node.server.hosting). The default comes from ``SUPNET_TEST_HOSTING``, so
+  any suite built on this tree runs in either mode (``SUPNET_TEST_HOSTING=hosted pytest tests/drilldown``).
 - ``build_tree(base, cases)`` / ``running_tree``: the drill-down tree. Real time, the nodes' default report
   timing (module-scoped trees outlive the quick staleness window), every node serves (queries go down to the
   leaves), synthetic data imported at once.
@@ -287,6 +287,7 @@ class Tree:
                 max_workers=SERVER_WORKERS,
                 executor=self._pool,
                 health_thread=self._jobs is None,
+                in_process=self.hosting == "hosted",
             )
             try:
                 entry.port = entry.server.start()
@@ -396,10 +397,12 @@ class Tree:
         return total
 
 
-def build_tree(base: Path, cases: dict[str, int], *, seed: int = 3, plaintext: bool = False) -> Tree:
+def build_tree(
+    base: Path, cases: dict[str, int], *, seed: int = 3, plaintext: bool = False, hosting: str | None = None
+) -> Tree:
     """The drill-down tree of ``cases`` (node id -> synthetic cases to import into ``<data dir>/generated``)."""
     ids = sorted(cases, key=lambda node_id: (node_id.count("."), node_id))
-    tree = Tree(base, ids, clock=TreeClock.real(), timing={}, plaintext=plaintext, serve_leaves=True)
+    tree = Tree(base, ids, clock=TreeClock.real(), timing={}, plaintext=plaintext, serve_leaves=True, hosting=hosting)
     try:
         for node_id in ids:
             if cases[node_id]:
@@ -413,9 +416,11 @@ def build_tree(base: Path, cases: dict[str, int], *, seed: int = 3, plaintext: b
     return tree
 
 
-def running_tree(base: Path, cases: dict[str, int], *, plaintext: bool = False) -> Iterator[Tree]:
-    """Generator body for fixtures: build, report up, yield, close."""
-    tree = build_tree(base, cases, plaintext=plaintext)
+def running_tree(
+    base: Path, cases: dict[str, int], *, plaintext: bool = False, hosting: str | None = None
+) -> Iterator[Tree]:
+    """Generator body for fixtures: build, report up, yield, close (``hosting``: the SUPNET_TEST_HOSTING default)."""
+    tree = build_tree(base, cases, plaintext=plaintext, hosting=hosting)
     try:
         tree.report_up()
         yield tree
