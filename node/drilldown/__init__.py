@@ -6,7 +6,6 @@ Also the subtree search: every node of a subtree at once, each part signed by it
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases
 from node.drilldown.client import Answer, DrilldownClient
 from node.drilldown.figures import answer_ranking, answer_summary, rank_entries
-from node.drilldown.local_calls import LocalNodeStub, local_servicer, register_local, unregister_local
 from node.drilldown.masking import mask_name
 from node.drilldown.query_terms import to_ms
 from node.drilldown.router import RECONNECT_GRACE_SECONDS, QueryRouter, build_query
@@ -48,7 +47,6 @@ __all__ = [
     "Answer",
     "DrilldownAsker",
     "DrilldownClient",
-    "LocalNodeStub",
     "MissingNode",
     "QueryRouter",
     "SubtreeAuditor",
@@ -73,18 +71,15 @@ __all__ = [
     "check_subtree_request",
     "decode_resume",
     "encode_resume",
-    "local_servicer",
     "mask_name",
     "rank_entries",
     "recheck_moved",
-    "register_local",
     "replay",
     "replay_vectors",
     "rows_of",
     "search_subtree",
     "to_ms",
     "totals_differences",
-    "unregister_local",
     "vector",
     "verify_target",
 ]

@@ -49,18 +49,20 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.app import Node
 from node.drilldown.answers import answer_alerts, answer_case_detail, answer_cases, answer_complaints
 from node.drilldown.figures import answer_ranking, answer_summary
-from node.drilldown.local_calls import LocalNodeStub, LocalQueryServicer, local_servicer
 from node.drilldown.spot_checks import answer_spot_check
 from node.drilldown.stored_reports import answer_report
 from node.trust import (
     DEFAULT_CHANNEL_OPTIONS,
     MIN_NONCE_BYTES,
     QUERY_BODY_TYPE,
+    LocalNodeService,
+    LocalNodeStub,
     NodeTrust,
     SigningIdentity,
     channel_to,
     client_certificates,
     is_in_subtree,
+    local_servicer,
     signing_identity,
 )
 
@@ -145,8 +147,8 @@ class QueryRouter:
         self._default_timeout = federation.rpc_timeout_seconds
         self._wall_clock = wall_clock
         self._channels: dict[str, tuple[Any, grpc.Channel, NodeServiceStub]] = {}
-        # Children this process hosts too: called in process (node.drilldown.local_calls), no channel.
-        self._local: dict[str, tuple[Any, LocalQueryServicer, LocalNodeStub]] = {}
+        # Children this process hosts too: called in process (node.trust.local_calls), no channel.
+        self._local: dict[str, tuple[Any, LocalNodeService, LocalNodeStub]] = {}
         self._channels_lock = threading.Lock()
         # Children the last call did not reach: asked again without waiting for a connection (reconnect_grace).
         self._unreachable: set[str] = set()
@@ -215,6 +217,10 @@ class QueryRouter:
         """
         return self._stub(child_id, address)
 
+    def in_process(self, child_id: str, address: str) -> bool:
+        """True when this process serves child_id at ``address``: it is called in process (node.trust.local_calls)."""
+        return bool(address) and local_servicer(child_id, address) is not None
+
     def child_channel(self, child_id: str) -> grpc.Channel | None:
         """The kept channel to a child, if one was opened (by a query, a subtree search or connect_children)."""
         with self._channels_lock:
@@ -257,7 +263,7 @@ class QueryRouter:
             self._channels[child_id] = (stamp, channel, stub)
             return stub
 
-    def _local_stub(self, child_id: str, servicer: LocalQueryServicer, stamp: Any) -> LocalNodeStub:
+    def _local_stub(self, child_id: str, servicer: LocalNodeService, stamp: Any) -> LocalNodeStub:
         # The certificates this node presents are read and checked once per state of its TLS files, as a channel's.
         with self._channels_lock:
             cached = self._local.get(child_id)

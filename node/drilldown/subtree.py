@@ -16,6 +16,7 @@ node.drilldown.subtree_answer); they only refuse to relay a part whose signer li
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 
 # Parts waiting between the producers and the caller: a slow reader holds the producers back.
 QUEUE_PARTS = 64
+# Children served by this same process (a host's nodes) are asked by this many producer threads, one child after the
+# other, instead of one thread each: their work shares one interpreter, so more threads only interleave it, and a
+# subtree answered depth-first delivers whole nodes before the deadline instead of all of them just after it.
+LOCAL_PRODUCERS = 2
 # Each hop gives its children this much less time than it has itself (seconds, plus a share of what is left),
 # so the gap it signs for a child that did not answer still reaches its own caller in time.
 HOP_MARGIN_SECONDS = 0.15
@@ -246,10 +251,21 @@ class SubtreeRouter:
         if own:
             producers.append(functools.partial(self._own_parts, fanout, body, digest, limit, own_done=own_done))
         timeout = child_timeout(remaining)
+        local = collections.deque(
+            child for child in children if self._queries.in_process(child, self._addresses.get(child, ""))
+        )
         for child in children:
+            if child not in local:
+                producers.append(
+                    functools.partial(
+                        self._child_parts, fanout, envelope, body, digest=digest, child=child, timeout=timeout
+                    )
+                )
+        answer_by = time.monotonic() + timeout
+        for _ in range(min(LOCAL_PRODUCERS, len(local))):
             producers.append(
                 functools.partial(
-                    self._child_parts, fanout, envelope, body, digest=digest, child=child, timeout=timeout
+                    self._local_children, fanout, envelope, body, digest=digest, children=local, by=answer_by
                 )
             )
         threads = [threading.Thread(target=self._run, args=(fanout, run), daemon=True) for run in producers]
@@ -522,6 +538,25 @@ class SubtreeRouter:
                 cast(Any, call).cancel()
                 fanout.put((self._gap(body, digest, child, GAP_ERROR, str(error)), 0, False, child))
                 return
+
+    def _local_children(
+        self,
+        fanout: _Fanout,
+        envelope: SignedEnvelope,
+        body: st.SubtreeQueryBody,
+        *,
+        digest: bytes,
+        children: collections.deque[str],
+        by: float,
+    ) -> None:
+        """Ask children served in process one after the other (shared with the other local producers) until ``by``."""
+        while not fanout.stop.is_set():
+            try:
+                child = children.popleft()
+            except IndexError:
+                return
+            # Out of time: each child left still gets its gap ("no time left"), naming it.
+            self._child_parts(fanout, envelope, body, digest=digest, child=child, timeout=by - time.monotonic())
 
     def _child_failed(
         self, body: st.SubtreeQueryBody, digest: bytes, child: str, error: grpc.RpcError

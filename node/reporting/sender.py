@@ -30,7 +30,15 @@ from federation.proto.v1.node_service_pb2_grpc import NodeServiceStub
 from node.reporting.refusals import notice_refused_by_parent
 from node.reporting.reports import ReportKindName, build_reports, node_outbox
 from node.store import ChangeWatch, NextDue, current_revision
-from node.trust import channel_to, credentials_stamp, pki_directory
+from node.trust import (
+    LocalNodeService,
+    LocalNodeStub,
+    channel_to,
+    client_certificates,
+    credentials_stamp,
+    local_servicer,
+    pki_directory,
+)
 
 if TYPE_CHECKING:
     from node.app import Node
@@ -71,6 +79,8 @@ class ReportSender:
         self._channel: grpc.Channel | None = None
         self._channel_stamp: object = None
         self._stub: NodeServiceStub | None = None
+        # A parent served by this same process (a host's nodes) takes reports in process (node.trust.local_calls).
+        self._local: tuple[LocalNodeService, object, LocalNodeStub] | None = None
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -102,7 +112,19 @@ class ReportSender:
         pki = pki_directory(self.node.data_dir)
         return credentials_stamp(pki)
 
-    def _stub_or_none(self) -> NodeServiceStub | None:
+    @property
+    def in_process(self) -> bool:
+        """True while reports go to a parent served by this same process (node.trust.local_calls), not over TLS."""
+        return self._local is not None
+
+    def _stub_or_none(self) -> NodeServiceStub | LocalNodeStub | None:
+        servicer = local_servicer(self.parent_id, self.parent_address) if self.parent_address else None
+        if servicer is not None:
+            stamp = self._credentials_stamp()
+            if self._local is None or self._local[0] is not servicer or self._local[1] != stamp:
+                # The certificates presented are read and checked once per state of our TLS files, as a channel's.
+                self._local = (servicer, stamp, LocalNodeStub(servicer, client_certificates(self.node)))
+            return self._local[2]
         if self._channel is not None and self._channel_stamp != self._credentials_stamp():
             # Our TLS files changed (rotation, renewal): the next report goes over a channel with the new ones.
             self._reset_channel()
@@ -206,6 +228,7 @@ class ReportSender:
         return SendResult(acked=acked, pending=pending)
 
     def _reset_channel(self) -> None:
+        self._local = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None

@@ -26,12 +26,11 @@ from federation.proto.v1.node_service_pb2 import NodeInfo, NodeInfoRequest
 from federation.proto.v1.node_service_pb2_grpc import NodeServiceServicer, add_NodeServiceServicer_to_server
 from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
-from node.drilldown import register_local, unregister_local
 from node.errors import UnavailableError
 from node.observability import NodeMetrics
 from node.server.health import HEALTH_INTERVAL_SECONDS, HealthMonitor
 from node.server.servicers import DirectiveServicer, IngestServicer, QueryServicer, ReportServicer
-from node.trust import Authorizer, node_trust
+from node.trust import Authorizer, node_trust, register_local, unregister_local
 
 if TYPE_CHECKING:
     from node.directives import DirectiveSender
@@ -91,8 +90,8 @@ class NodeServer:
     ) -> None:
         """One node's server (``start()`` binds it).
 
-        ``in_process``: a hosted node (node.server.hosting); while it serves, a parent hosted by the same process
-        calls its queries in process (node.drilldown.local_calls) instead of over loopback TLS.
+        ``in_process``: a hosted node (node.server.hosting); while it serves, its parent (queries) and its children
+        (reports) hosted by the same process call it in process (node.trust.local_calls) instead of over loopback TLS.
         """
         self.node = node
         # A registry per node: several nodes in one process (test trees) keep their counts apart.
@@ -122,7 +121,8 @@ class NodeServer:
         self.directives = DirectiveServicer(
             node, authorizer=self.authorizer, on_queued=directives.wake if directives is not None else None
         )
-        add_NodeServiceServicer_to_server(_NodeService(self.reports, self.query), self._server)
+        self._node_service = _NodeService(self.reports, self.query)
+        add_NodeServiceServicer_to_server(self._node_service, self._server)
         add_DirectiveServiceServicer_to_server(self.directives, self._server)
         add_IngestServiceServicer_to_server(self.ingest, self._server)  # type: ignore[arg-type]
         services = [NODE_SERVICE_NAME, DIRECTIVE_SERVICE_NAME, INGEST_SERVICE_NAME]
@@ -172,7 +172,7 @@ class NodeServer:
         self.health.start(background=self._health_thread)
         self._server.start()
         if self._in_process:
-            register_local(self.node.config.id, self.bound_address, self.query)
+            register_local(self.node.config.id, self.bound_address, self._node_service)
         log.info(
             "node %s serving on %s (%s)",
             self.node.config.id,
@@ -187,7 +187,7 @@ class NodeServer:
             return
         self._stopped = True
         if self._in_process:
-            unregister_local(self.node.config.id, self.query)
+            unregister_local(self.node.config.id, self._node_service)
         self._health.enter_graceful_shutdown()
         self.health.stop()
         self._server.stop(grace).wait()

@@ -19,9 +19,9 @@ What the nodes of one process share, so threads stay bounded however many nodes 
   ``metrics.listen``. The nodes' own ``metrics.listen`` is not used while they are hosted.
 
 Connections are not shared: every call presents the calling node's own client certificate, so a channel belongs
-to one node. A report or directive from one hosted node to another (a street reporting to its district in the same
-process) goes over loopback TLS like any other; a drill-down or subtree search forwarded to a hosted child calls the
-child's servicer in process, presenting the caller's certificate chain (node.drilldown.local_calls). A drill-down
+to one node. A report to a hosted parent and a drill-down or subtree search forwarded to a hosted child call that
+node's servicer in process, presenting the caller's certificate chain (node.trust.local_calls); a directive goes over
+loopback TLS like any call to another process. A drill-down
 arriving over gRPC holds one pool thread while the hops below answer; the pool's threads are created only when
 needed, so a generous ``rpc_workers`` costs nothing idle.
 """

@@ -62,6 +62,13 @@ from node.trust.enrolment_tokens import (
 from node.trust.ingest_credentials import issue_ingest_credential
 from node.trust.key_resolver import CertificateKeyResolver
 from node.trust.lifecycle import renew_certificates, revoke, rotate_keys
+from node.trust.local_calls import (
+    LocalNodeService,
+    LocalNodeStub,
+    local_servicer,
+    register_local,
+    unregister_local,
+)
 from node.trust.node_ids import is_ancestor, node_dns_name, node_id_from_uri, node_uri, validate_node_id
 from node.trust.node_keys import (
     SigningIdentity,
@@ -134,6 +141,8 @@ __all__ = [
     "IssuedCertificates",
     "IssuedRegistry",
     "JsonFileTokenStore",
+    "LocalNodeService",
+    "LocalNodeStub",
     "MemoryTokenStore",
     "NodeTrust",
     "OfflineRoot",
@@ -179,6 +188,7 @@ __all__ = [
     "issued_from_response",
     "load_certificate",
     "load_certificates",
+    "local_servicer",
     "node_channel",
     "node_dns_name",
     "node_id_from_uri",
@@ -193,6 +203,7 @@ __all__ = [
     "provision_tree",
     "read_passphrase",
     "record_enrolment",
+    "register_local",
     "renew_certificates",
     "request_from_message",
     "request_message",
@@ -208,6 +219,7 @@ __all__ = [
     "token_store_path",
     "transport_pki",
     "tree_is_provisioned",
+    "unregister_local",
     "utcnow",
     "validate_node_id",
     "verify_node_chain",

@@ -209,7 +209,7 @@ def _node_credentials(pki: PkiDirectory, now: dt.datetime | None = None) -> OwnC
 def presented_certificates(pki: PkiDirectory, now: dt.datetime | None = None) -> tuple[bytes, bytes]:
     """(leaf PEM, chain PEM) this node presents as a TLS client, checked as ``node_channel`` checks them.
 
-    What a hosted node shows another node of its process on an in-process call (node.drilldown.local_calls): the
+    What a hosted node shows another node of its process on an in-process call (node.trust.local_calls): the
     callee identifies it from these exactly as from a TLS handshake's client certificate.
     """
     credentials = _node_credentials(pki, now)

@@ -1,7 +1,7 @@
-"""In-process calls between hosted nodes (node.drilldown.local_calls): a drill-down or subtree search to a child
-hosted by the same process is answered by the child's own servicer without a TLS hop, with the same answer, the same
-authorization (the caller identified from its TLS certificate chain) and the same audit as over gRPC; standalone
-nodes and a stopped hosted child go over gRPC."""
+"""In-process calls between hosted nodes (node.trust.local_calls): a drill-down or subtree search to a child, or a
+report to the parent, hosted by the same process is answered by that node's own servicer without a TLS hop, with the
+same answer, the same authorization (the caller identified from its TLS certificate chain) and the same audit as over
+gRPC; standalone nodes and a stopped hosted child go over gRPC."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from federation import error_code_of
 from federation.proto.v1 import drilldown_pb2 as dd
 from node.audit_log import AuditFilter, AuditLog
-from node.drilldown import DrilldownClient, LocalNodeStub, local_servicer, rows_of, search_subtree
-from node.trust import client_certificates
+from node.drilldown import DrilldownClient, rows_of, search_subtree
+from node.trust import LocalNodeStub, client_certificates, local_servicer
 from tests.harness.tree import Tree, running_tree
 
 CASES = {"gd": 5, "gd.a": 5, "gd.a.x": 40, "gd.a.y": 30, "gd.b": 20}
@@ -53,6 +53,12 @@ def test_hosted_children_answer_in_process_with_the_same_answers_and_audit(tree:
         router = tree.nodes[parent].server.query.router  # type: ignore[union-attr]
         assert (router.child_channel(child) is None) is hosted, (parent, child)
         assert (local_servicer(child, tree.nodes[child].address) is not None) is hosted
+
+    # Reports go up in process too (running_tree reported every node up), acknowledged and audited alike.
+    for node_id in (STREET, "gd.a"):
+        assert tree.sender(node_id).in_process is hosted, node_id
+    accepted = AuditLog(tree["gd.a"].engine).entries(AuditFilter(action="report.accepted", actor=STREET), limit=None)
+    assert accepted and all(entry.result == "ok" for entry in accepted)
 
     # Audited alike: each hop names its caller, identified from its certificate, on either transport.
     [(street_caller, nonce)] = _audited(tree, STREET, "drilldown.served", "cases")

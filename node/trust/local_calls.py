@@ -1,12 +1,12 @@
-"""In-process calls between hosted nodes: a drill-down or subtree query to a child served by the same process.
+"""In-process calls between hosted nodes: a query, subtree search or report to a node served by the same process.
 
-A host process (node.server.hosting) registers each hosted node's query servicer here while it serves. A parent
-whose child is registered, at the address the parent has configured for it, calls the child's servicer directly
-instead of over loopback TLS: the same servicer code, authorization, audit and answer as over gRPC, without the
-handshake, the framing and the thread hand-offs of a call to its own process. The caller presents its TLS client
-certificate chain and the child identifies it from that exactly as from a handshake (node.trust NodeTrust.identify);
-errors come back as the ``grpc.RpcError`` the child's server would have sent (federation.grpc_errors), so routing
-treats both alike. docs/architecture.md "Hosted nodes" has the rules.
+A host process (node.server.hosting) registers each hosted node's NodeService servicer here while it serves. A node
+calling a registered node (its child for queries, its parent for reports) at the address it has configured for it
+calls that servicer directly instead of over loopback TLS: the same servicer code, authorization, audit and answer
+as over gRPC, without the handshake, the framing and the thread hand-offs of a call to its own process. The caller
+presents its TLS client certificate chain and the callee identifies it from that exactly as from a handshake
+(NodeTrust.identify); errors come back as the ``grpc.RpcError`` the callee's server would have sent
+(federation.grpc_errors), so callers treat both alike. docs/architecture.md "Hosted nodes" has the rules.
 """
 
 from __future__ import annotations
@@ -14,22 +14,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from federation import public_status
 from federation.proto.v1.common_pb2 import SignedEnvelope
+from federation.proto.v1.report_pb2 import ReportAck
 
-__all__ = ["LocalNodeStub", "LocalQueryServicer", "local_servicer", "register_local", "unregister_local"]
+__all__ = ["LocalNodeService", "LocalNodeStub", "local_servicer", "register_local", "unregister_local"]
 
+_SUBMIT_REPORT = "/federation.proto.v1.NodeService/SubmitReport"
 _QUERY = "/federation.proto.v1.NodeService/Query"
 _QUERY_SUBTREE = "/federation.proto.v1.NodeService/QuerySubtree"
+_R = TypeVar("_R")
 _ANY_HOSTS = frozenset({"", "0.0.0.0", "[::]", "::", "localhost", "127.0.0.1", "[::1]"})
 
 
-class LocalQueryServicer(Protocol):
-    """What a hosted node registers: its NodeService query methods (node.server.servicers.QueryServicer)."""
+class LocalNodeService(Protocol):
+    """What a hosted node registers: its NodeService servicer (node.server.grpc_server)."""
+
+    def SubmitReport(self, request: SignedEnvelope, context: Any) -> ReportAck: ...  # noqa: N802
 
     def Query(self, request: SignedEnvelope, context: Any) -> SignedEnvelope: ...  # noqa: N802
 
@@ -37,36 +42,37 @@ class LocalQueryServicer(Protocol):
 
 
 _lock = threading.Lock()
-_registered: dict[str, tuple[str, LocalQueryServicer]] = {}
+# (node id, port) -> (the address it listens on, its servicer). Keyed by port too: a process may hold two nodes of
+# the same id (test trees side by side), each reached at its own address.
+_registered: dict[tuple[str, str], tuple[str, LocalNodeService]] = {}
 
 
-def register_local(node_id: str, address: str, servicer: LocalQueryServicer) -> None:
-    """Serve ``node_id``'s queries in process to parents that reach it at ``address`` (host:port it listens on)."""
+def _port(address: str) -> str:
+    return address.rpartition(":")[2]
+
+
+def register_local(node_id: str, address: str, servicer: LocalNodeService) -> None:
+    """Serve ``node_id``'s calls in process to nodes that reach it at ``address`` (host:port it listens on)."""
     with _lock:
-        _registered[node_id] = (address, servicer)
+        _registered[(node_id, _port(address))] = (address, servicer)
 
 
-def unregister_local(node_id: str, servicer: LocalQueryServicer) -> None:
+def unregister_local(node_id: str, servicer: LocalNodeService) -> None:
     """Stop serving in process (the node stops); a later registration of the same node is left alone."""
     with _lock:
-        entry = _registered.get(node_id)
-        if entry is not None and entry[1] is servicer:
-            del _registered[node_id]
+        for key, (_address, registered) in list(_registered.items()):
+            if key[0] == node_id and registered is servicer:
+                del _registered[key]
 
 
-def _same_endpoint(configured: str, bound: str) -> bool:
-    host, _, port = configured.rpartition(":")
-    bound_host, _, bound_port = bound.rpartition(":")
-    if port != bound_port:
-        return False
-    return host == bound_host or (host in _ANY_HOSTS and bound_host in _ANY_HOSTS)
-
-
-def local_servicer(node_id: str, address: str) -> LocalQueryServicer | None:
+def local_servicer(node_id: str, address: str) -> LocalNodeService | None:
     """The servicer of ``node_id`` if this process serves it at ``address``; None: call it over gRPC."""
     with _lock:
-        entry = _registered.get(node_id)
-    if entry is None or not _same_endpoint(address, entry[0]):
+        entry = _registered.get((node_id, _port(address)))
+    if entry is None:
+        return None
+    host, bound_host = address.rpartition(":")[0], entry[0].rpartition(":")[0]
+    if host != bound_host and not (host in _ANY_HOSTS and bound_host in _ANY_HOSTS):
         return None
     return entry[1]
 
@@ -184,24 +190,40 @@ class _SubtreeCall:
 
 
 class LocalNodeStub:
-    """The part of NodeServiceStub that routing uses (Query, QuerySubtree), answered by a servicer in this process."""
+    """The NodeServiceStub calls nodes make of each other (reports, queries), answered by a servicer in this process."""
 
-    def __init__(self, servicer: LocalQueryServicer, caller_pems: tuple[bytes, bytes] | None) -> None:
+    def __init__(self, servicer: LocalNodeService, caller_pems: tuple[bytes, bytes] | None) -> None:
         self._servicer = servicer
         self._caller_pems = caller_pems
+
+    def _unary(
+        self,
+        method: str,
+        behaviour: Callable[[SignedEnvelope, Any], _R],
+        request: SignedEnvelope,
+        timeout: float | None,
+    ) -> _R:
+        context = _CallContext(self._caller_pems, timeout)
+        try:
+            return behaviour(request, context)
+        except Exception as error:
+            raise _failed(error, method) from error
+        finally:
+            context.end()
+
+    def SubmitReport(  # noqa: N802
+        self, request: SignedEnvelope, *, timeout: float | None = None, wait_for_ready: bool | None = None
+    ) -> ReportAck:
+        """One report, verified, stored and applied by the parent's own servicer; its ack after the commit."""
+        del wait_for_ready  # the parent is here: there is no connection to wait for
+        return self._unary(_SUBMIT_REPORT, self._servicer.SubmitReport, request, timeout)
 
     def Query(  # noqa: N802
         self, request: SignedEnvelope, *, timeout: float | None = None, wait_for_ready: bool | None = None
     ) -> SignedEnvelope:
         """One drill-down query, answered (or forwarded further down) by the child's own servicer."""
         del wait_for_ready  # the child is here: there is no connection to wait for
-        context = _CallContext(self._caller_pems, timeout)
-        try:
-            return self._servicer.Query(request, context)
-        except Exception as error:
-            raise _failed(error, _QUERY) from error
-        finally:
-            context.end()
+        return self._unary(_QUERY, self._servicer.Query, request, timeout)
 
     def QuerySubtree(  # noqa: N802
         self, request: SignedEnvelope, *, timeout: float | None = None, wait_for_ready: bool | None = None
