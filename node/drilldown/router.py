@@ -269,6 +269,9 @@ class QueryRouter:
             cached = self._local.get(child_id)
             if cached is not None and cached[0] == stamp and cached[1] is servicer:
                 return cached[2]
+            remote = self._channels.pop(child_id, None)
+        if remote is not None:  # the child was reached over TLS before it was hosted here: that channel is done
+            remote[1].close()
         stub = LocalNodeStub(servicer, client_certificates(self._node))
         with self._channels_lock:
             self._local[child_id] = (stamp, servicer, stub)

@@ -230,8 +230,8 @@ class SubtreeRouter:
         limit = limit_of(body.limit)
         resume = body.resume
         fanout = _Fanout()
-        if on_cancel is not None:
-            on_cancel(fanout.cancel_all)
+        if on_cancel is not None and on_cancel(fanout.cancel_all) is False:
+            fanout.cancel_all()  # the call ended before the callback could be added: nothing to fan out for
         own = is_in_subtree(self._id, body.target_id)
         own_done = self._id in resume.done_nodes  # its rows delivered before: it still says who its children are
         children = self.children_to_ask(body)
@@ -274,7 +274,9 @@ class SubtreeRouter:
         try:
             if before_first is not None:
                 before_first()
-            items = self._queued(fanout, producers=len(threads), deadline=deadline)
+            items = self._queued(
+                fanout, body, digest, producers=len(threads), deadline=deadline, unasked=local, ask_by=answer_by
+            )
             yield from self._relay(
                 items, body, digest=digest, limit=limit, deadline=deadline, stats=stats, cut=fanout.cancel_all
             )
@@ -300,16 +302,39 @@ class SubtreeRouter:
         finally:
             fanout.put(_DONE)
 
-    @staticmethod
-    def _queued(fanout: _Fanout, *, producers: int, deadline: float) -> Iterator[_Item]:
-        """The producers' items as they come, until all are done, the deadline passes or the caller goes away."""
+    def _queued(
+        self,
+        fanout: _Fanout,
+        body: st.SubtreeQueryBody,
+        digest: bytes,
+        *,
+        producers: int,
+        deadline: float,
+        unasked: collections.deque[str],
+        ask_by: float,
+    ) -> Iterator[_Item]:
+        """The producers' items as they come, until all are done, the deadline passes or the caller goes away.
+
+        ``unasked``: in-process children still waiting for a local producer; those left at ``ask_by`` (a slow sibling
+        held the producers) are named here, in a gap each, since their producers may not get to them in time.
+        """
         finished = 0
         while finished < producers:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0 or fanout.stop.is_set():
                 return  # out of time, or the caller went away (the call's cancel callback stopped the fan-out)
+            if unasked and now >= ask_by:
+                for child in _drain(unasked):
+                    yield (
+                        self._gap(body, digest, child, GAP_DEADLINE, f"no time left at {self._id} to ask {child}"),
+                        0,
+                        False,
+                        child,
+                    )
+            wait = min(left, 1.0, ask_by - now) if unasked and now < ask_by else min(left, 1.0)
             try:
-                item = fanout.queue.get(timeout=min(left, 1.0))
+                item = fanout.queue.get(timeout=max(wait, 0.001))
             except queue.Empty:
                 continue
             if item is _DONE:
@@ -574,6 +599,16 @@ class SubtreeRouter:
         detail = supnet_error_from_rpc(error, child).message
         log.info("subtree query: %s did not answer %s: %s %s", child, self._id, reason, detail)
         return self._gap(body, digest, child, reason, detail)
+
+
+def _drain(children: collections.deque[str]) -> list[str]:
+    """Take every child left in the deque (popleft is atomic: a producer and the relay never take the same one)."""
+    taken: list[str] = []
+    while True:
+        try:
+            taken.append(children.popleft())
+        except IndexError:
+            return taken
 
 
 class _MisbehavedError(Exception):

@@ -124,6 +124,9 @@ class ReportSender:
             if self._local is None or self._local[0] is not servicer or self._local[1] != stamp:
                 # The certificates presented are read and checked once per state of our TLS files, as a channel's.
                 self._local = (servicer, stamp, LocalNodeStub(servicer, client_certificates(self.node)))
+                if self._channel is not None:  # the parent was reached over TLS before: that channel is done
+                    self._channel.close()
+                    self._channel, self._stub = None, None
             return self._local[2]
         if self._channel is not None and self._channel_stamp != self._credentials_stamp():
             # Our TLS files changed (rotation, renewal): the next report goes over a channel with the new ones.
@@ -308,7 +311,8 @@ class ReportSender:
         self._watch.detach()
         self._wake.set()
         # Closing the channel first cancels an in-flight SubmitReport at once (it is recorded as a failed
-        # attempt and retried after a restart) instead of holding shutdown for up to rpc_timeout_seconds.
+        # attempt and retried after a restart) instead of holding shutdown for up to rpc_timeout_seconds. A report
+        # delivered in process (a parent of the same host) has no channel: stop waits for the parent's commit.
         channel = self._channel  # read once: the loop may reset it meanwhile
         if channel is not None:
             channel.close()

@@ -173,7 +173,7 @@ class _SubtreeCall:
             self._context.end()
             raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
         try:
-            return next(self._replies)
+            reply = next(self._replies)
         except StopIteration:
             self._context.end()
             raise
@@ -182,6 +182,10 @@ class _SubtreeCall:
             if self._cancelled.is_set():
                 raise LocalRpcError(grpc.StatusCode.CANCELLED, "cancelled", ()) from error
             raise _failed(error, _QUERY_SUBTREE) from error
+        if self._context.expired():  # as over gRPC: a message after the deadline ends the call instead
+            self._context.end()
+            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
+        return reply
 
     def cancel(self) -> bool:
         self._cancelled.set()
@@ -205,11 +209,16 @@ class LocalNodeStub:
     ) -> _R:
         context = _CallContext(self._caller_pems, timeout)
         try:
-            return behaviour(request, context)
+            reply = behaviour(request, context)
         except Exception as error:
             raise _failed(error, method) from error
         finally:
             context.end()
+        if context.expired():
+            # As over gRPC, an answer after the deadline is not delivered. A report stored meanwhile is acknowledged
+            # again when it is sent again (the parent holds it with the same digest).
+            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
+        return reply
 
     def SubmitReport(  # noqa: N802
         self, request: SignedEnvelope, *, timeout: float | None = None, wait_for_ready: bool | None = None

@@ -6,6 +6,8 @@ gRPC; standalone nodes and a stopped hosted child go over gRPC."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -18,7 +20,7 @@ from node.drilldown import DrilldownClient, rows_of, search_subtree
 from node.trust import LocalNodeStub, client_certificates, local_servicer
 from tests.harness.tree import Tree, running_tree
 
-CASES = {"gd": 5, "gd.a": 5, "gd.a.x": 40, "gd.a.y": 30, "gd.b": 20}
+CASES = {"gd": 5, "gd.a": 5, "gd.a.x": 40, "gd.a.y": 30, "gd.a.z": 10, "gd.b": 20}
 STREET = "gd.a.x"
 
 
@@ -111,3 +113,32 @@ def test_a_stopped_hosted_child_is_reached_over_grpc_and_named_unreachable(tree:
     finally:
         tree.start_server(child, port)
     assert local_servicer(child, tree.nodes[child].address) is not None
+
+
+@pytest.mark.parametrize("tree", ["hosted"], indirect=True)
+def test_in_process_children_left_unasked_at_the_deadline_are_named(tree: Tree) -> None:
+    # gd.a asks its three hosted streets with two producers, one street after the other. Both producers wait on the
+    # first two streets, whose databases another connection holds locked (their audit write waits), so the third is
+    # never asked in time: gd.a names it in a gap of its own; the locked ones are named missing by the asker.
+    locks = []
+    for street in ("gd.a.x", "gd.a.y"):
+        lock = sqlite3.connect(tree.nodes[street].data_dir / "node.db", isolation_level=None, timeout=5)
+        lock.execute("BEGIN EXCLUSIVE")
+        locks.append(lock)
+    try:
+        started = time.monotonic()
+        search = search_subtree(
+            tree["gd"], "gd.a", address=tree.nodes["gd"].address, deadline_seconds=3, cases=dd.CasesRequest()
+        )
+        answered = {verified.node_id for verified in search.parts()}
+        elapsed = time.monotonic() - started
+    finally:
+        for lock in locks:
+            lock.execute("ROLLBACK")
+            lock.close()
+    assert search.outcome is not None and not search.outcome.complete
+    assert elapsed < 3 + 1, elapsed
+    assert answered == {"gd.a"}
+    missing = {item.node_id: item for item in search.outcome.missing}
+    assert set(missing) == {"gd.a.x", "gd.a.y", "gd.a.z"}
+    assert missing["gd.a.z"].reported_by == "gd.a" and "no time left at gd.a to ask gd.a.z" in missing["gd.a.z"].detail
