@@ -11,7 +11,7 @@ from node.drilldown.query_terms import to_ms
 from node.drilldown.router import RECONNECT_GRACE_SECONDS, QueryRouter, build_query
 from node.drilldown.spot_checks import DrilldownAsker, answer_spot_check
 from node.drilldown.stored_reports import answer_report
-from node.drilldown.subtree import SubtreeAuditor, SubtreeRouter, SubtreeStats
+from node.drilldown.subtree import SubtreeRouter, SubtreeStats
 from node.drilldown.subtree_answer import (
     MissingNode,
     SubtreeClient,
@@ -21,6 +21,7 @@ from node.drilldown.subtree_answer import (
     VerifiedPart,
     search_subtree,
 )
+from node.drilldown.subtree_audit import SubtreeAuditor
 from node.drilldown.subtree_terms import (
     KINDS as SUBTREE_KINDS,
 )
