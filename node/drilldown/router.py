@@ -60,9 +60,9 @@ from node.trust import (
     NodeTrust,
     SigningIdentity,
     channel_to,
-    client_certificates,
     is_in_subtree,
     local_servicer,
+    presented_certificates,
     signing_identity,
 )
 
@@ -147,8 +147,6 @@ class QueryRouter:
         self._default_timeout = federation.rpc_timeout_seconds
         self._wall_clock = wall_clock
         self._channels: dict[str, tuple[Any, grpc.Channel, NodeServiceStub]] = {}
-        # Children this process hosts too: called in process (node.trust.local_calls), no channel.
-        self._local: dict[str, tuple[Any, LocalNodeService, LocalNodeStub]] = {}
         self._channels_lock = threading.Lock()
         # Children the last call did not reach: asked again without waiting for a connection (reconnect_grace).
         self._unreachable: set[str] = set()
@@ -248,10 +246,10 @@ class QueryRouter:
     def _stub(self, child_id: str, address: str) -> NodeServiceStub | LocalNodeStub:
         # Rebuilt when this node's TLS files change (rotation); the child's identity is part of the channel.
         # The stub is kept with its channel: building one per query costs more than a stat of the files.
-        stamp = (address, self._trust.stamp() if self._trust is not None else None)
         servicer = local_servicer(child_id, address)
         if servicer is not None:
-            return self._local_stub(child_id, servicer, stamp)
+            return self._local_stub(child_id, servicer)
+        stamp = (address, self._trust.stamp() if self._trust is not None else None)
         with self._channels_lock:
             cached = self._channels.get(child_id)
             if cached is not None and cached[0] == stamp:
@@ -263,19 +261,13 @@ class QueryRouter:
             self._channels[child_id] = (stamp, channel, stub)
             return stub
 
-    def _local_stub(self, child_id: str, servicer: LocalNodeService, stamp: Any) -> LocalNodeStub:
-        # The certificates this node presents are read and checked once per state of its TLS files, as a channel's.
+    def _local_stub(self, child_id: str, servicer: LocalNodeService) -> LocalNodeStub:
+        # A child served by this process: no channel. One kept from before it was hosted here is done with.
         with self._channels_lock:
-            cached = self._local.get(child_id)
-            if cached is not None and cached[0] == stamp and cached[1] is servicer:
-                return cached[2]
             remote = self._channels.pop(child_id, None)
-        if remote is not None:  # the child was reached over TLS before it was hosted here: that channel is done
+        if remote is not None:
             remote[1].close()
-        stub = LocalNodeStub(servicer, client_certificates(self._node))
-        with self._channels_lock:
-            self._local[child_id] = (stamp, servicer, stub)
-        return stub
+        return LocalNodeStub(servicer, presented_certificates(self._trust.pki) if self._trust is not None else None)
 
     def _forward(
         self, envelope: SignedEnvelope, body: QueryBody, child_id: str, time_remaining: float | None
@@ -376,7 +368,6 @@ class QueryRouter:
             for _stamp, channel, _stub in self._channels.values():
                 channel.close()
             self._channels.clear()
-            self._local.clear()
 
 
 def never_reached(error: grpc.RpcError) -> bool:

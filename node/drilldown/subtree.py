@@ -270,13 +270,8 @@ class SubtreeRouter:
                 return  # out of time, or the caller went away (the call's cancel callback stopped the fan-out)
             if unasked and now >= ask_by:
                 for child in _drain(unasked):
-                    yield (
-                        self._gap(body, digest, child, GAP_DEADLINE, f"no time left at {self._id} to ask {child}"),
-                        0,
-                        False,
-                        child,
-                    )
-            wait = min(left, 1.0, ask_by - now) if unasked and now < ask_by else min(left, 1.0)
+                    yield (self._no_time_gap(body, digest, child), 0, False, child)
+            wait = min(left, 1.0, ask_by - now) if unasked else min(left, 1.0)
             try:
                 item = fanout.queue.get(timeout=max(wait, 0.001))
             except queue.Empty:
@@ -447,6 +442,9 @@ class SubtreeRouter:
             )
         )
 
+    def _no_time_gap(self, body: st.SubtreeQueryBody, digest: bytes, child: str) -> SignedEnvelope:
+        return self._gap(body, digest, child, GAP_DEADLINE, f"no time left at {self._id} to ask {child}")
+
     def _child_parts(
         self,
         fanout: _Fanout,
@@ -463,8 +461,7 @@ class SubtreeRouter:
             fanout.put((gap, 0, False, child))
             return
         if timeout <= 0:
-            gap = self._gap(body, digest, child, GAP_DEADLINE, f"no time left at {self._id} to ask {child}")
-            fanout.put((gap, 0, False, child))
+            fanout.put((self._no_time_gap(body, digest, child), 0, False, child))
             return
         stub = self._queries.child_stub(child, address)
         started = time.monotonic()

@@ -79,8 +79,6 @@ class ReportSender:
         self._channel: grpc.Channel | None = None
         self._channel_stamp: object = None
         self._stub: NodeServiceStub | None = None
-        # A parent served by this same process (a host's nodes) takes reports in process (node.trust.local_calls).
-        self._local: tuple[LocalNodeService, object, LocalNodeStub] | None = None
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -112,22 +110,20 @@ class ReportSender:
         pki = pki_directory(self.node.data_dir)
         return credentials_stamp(pki)
 
+    def _local_parent(self) -> LocalNodeService | None:
+        """The parent's servicer when this same process serves it (node.trust.local_calls); None: over TLS."""
+        return local_servicer(self.parent_id, self.parent_address) if self.parent_address else None
+
     @property
     def in_process(self) -> bool:
-        """True while reports go to a parent served by this same process (node.trust.local_calls), not over TLS."""
-        return self._local is not None
+        """True while reports go to a parent served by this same process, not over TLS."""
+        return self._local_parent() is not None
 
     def _stub_or_none(self) -> NodeServiceStub | LocalNodeStub | None:
-        servicer = local_servicer(self.parent_id, self.parent_address) if self.parent_address else None
+        servicer = self._local_parent()
         if servicer is not None:
-            stamp = self._credentials_stamp()
-            if self._local is None or self._local[0] is not servicer or self._local[1] != stamp:
-                # The certificates presented are read and checked once per state of our TLS files, as a channel's.
-                self._local = (servicer, stamp, LocalNodeStub(servicer, client_certificates(self.node)))
-                if self._channel is not None:  # the parent was reached over TLS before: that channel is done
-                    self._channel.close()
-                    self._channel, self._stub = None, None
-            return self._local[2]
+            self._reset_channel()  # one kept from before the parent was hosted here is done with
+            return LocalNodeStub(servicer, client_certificates(self.node))
         if self._channel is not None and self._channel_stamp != self._credentials_stamp():
             # Our TLS files changed (rotation, renewal): the next report goes over a channel with the new ones.
             self._reset_channel()
@@ -231,7 +227,6 @@ class ReportSender:
         return SendResult(acked=acked, pending=pending)
 
     def _reset_channel(self) -> None:
-        self._local = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None

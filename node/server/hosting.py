@@ -21,9 +21,8 @@ What the nodes of one process share, so threads stay bounded however many nodes 
 Connections are not shared: every call presents the calling node's own client certificate, so a channel belongs
 to one node. A report to a hosted parent and a drill-down or subtree search forwarded to a hosted child call that
 node's servicer in process, presenting the caller's certificate chain (node.trust.local_calls); a directive goes over
-loopback TLS like any call to another process. A drill-down
-arriving over gRPC holds one pool thread while the hops below answer; the pool's threads are created only when
-needed, so a generous ``rpc_workers`` costs nothing idle.
+loopback TLS like any call to another process. A drill-down arriving over gRPC holds one pool thread while the hops
+below answer; the pool's threads are created only when needed, so a generous ``rpc_workers`` costs nothing idle.
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ from node.trust.tls import (
     ingest_channel,
     ingest_credential_paths,
     node_channel,
+    presented_certificates,
     server_credentials,
 )
 
@@ -198,6 +199,7 @@ __all__ = [
     "parse_duration",
     "pki_directory",
     "plaintext_key_path",
+    "presented_certificates",
     "proof_key",
     "provision_ingest_credential",
     "provision_tree",

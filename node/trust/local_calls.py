@@ -18,15 +18,16 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from federation import public_status
+from federation import NODE_SERVICE_NAME, public_status
 from federation.proto.v1.common_pb2 import SignedEnvelope
 from federation.proto.v1.report_pb2 import ReportAck
 
 __all__ = ["LocalNodeService", "LocalNodeStub", "local_servicer", "register_local", "unregister_local"]
 
-_SUBMIT_REPORT = "/federation.proto.v1.NodeService/SubmitReport"
-_QUERY = "/federation.proto.v1.NodeService/Query"
-_QUERY_SUBTREE = "/federation.proto.v1.NodeService/QuerySubtree"
+# The methods as grpc names them (in the logs of refusals, as the server's interceptor names them).
+_SUBMIT_REPORT = f"/{NODE_SERVICE_NAME}/SubmitReport"
+_QUERY = f"/{NODE_SERVICE_NAME}/Query"
+_QUERY_SUBTREE = f"/{NODE_SERVICE_NAME}/QuerySubtree"
 _R = TypeVar("_R")
 _ANY_HOSTS = frozenset({"", "0.0.0.0", "[::]", "::", "localhost", "127.0.0.1", "[::1]"})
 

@@ -206,14 +206,27 @@ def _node_credentials(pki: PkiDirectory, now: dt.datetime | None = None) -> OwnC
     return check_own_credentials(pki.file("tls.key"), pki.file("tls.pem"), pki.file("root.pem"), now=now)
 
 
-def presented_certificates(pki: PkiDirectory, now: dt.datetime | None = None) -> tuple[bytes, bytes]:
+_presented_lock = threading.Lock()
+_presented: dict[Path, tuple[tuple[tuple[int, int, int], ...], tuple[bytes, bytes]]] = {}
+
+
+def presented_certificates(pki: PkiDirectory) -> tuple[bytes, bytes]:
     """(leaf PEM, chain PEM) this node presents as a TLS client, checked as ``node_channel`` checks them.
 
     What a hosted node shows another node of its process on an in-process call (node.trust.local_calls): the
-    callee identifies it from these exactly as from a TLS handshake's client certificate.
+    callee identifies it from these exactly as from a TLS handshake's client certificate. Read and checked again
+    only when the TLS files change, as a kept channel is rebuilt only then.
     """
-    credentials = _node_credentials(pki, now)
-    return certificates_pem([credentials.leaf]), credentials.chain_pem
+    stamp = credentials_stamp(pki)
+    with _presented_lock:
+        cached = _presented.get(pki.path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    credentials = _node_credentials(pki)
+    pems = (certificates_pem([credentials.leaf]), credentials.chain_pem)
+    with _presented_lock:
+        _presented[pki.path] = (stamp, pems)
+    return pems
 
 
 def server_credentials(pki: PkiDirectory, *, now: dt.datetime | None = None) -> grpc.ServerCredentials:
