@@ -14,7 +14,9 @@ SCRIPTS = sorted(path.stem for path in (REPO_ROOT / "bench").glob("*.py") if not
 
 
 def test_the_benchmarks_are_found() -> None:
-    assert {"federation", "federation_drilldown", "federation_reports", "ingest", "supervision"} <= set(SCRIPTS)
+    assert {"federation", "federation_drilldown", "federation_reports", "grpc_idle", "ingest", "supervision"} <= set(
+        SCRIPTS
+    )
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -46,3 +48,14 @@ def test_a_driver_call_is_labelled_by_its_verb_and_table() -> None:
     assert statement_label("execute", ("UPDATE cases SET status = ? WHERE case_no = ?",)) == "execute UPDATE cases"
     assert statement_label("execute", ("select case_no from completions where 1",)) == "execute SELECT completions"
     assert statement_label("fetchall", ()) == "fetchall"
+
+
+def test_the_grpc_idle_benchmark_runs_at_a_small_size_and_ends_with_its_json_line() -> None:
+    command = [sys.executable, "bench/grpc_idle.py", "--servers", "4", "--seconds", "0.5"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == "grpc_idle" and figures["servers"] == 4
+    for mode in ("sync", "sync_dealloc_60s", "aio"):
+        assert figures[f"{mode}_idle_percent"] >= 0
+    assert isinstance(figures["aio_sync_stream_cancel_callback"], bool)
