@@ -50,12 +50,15 @@ def test_a_driver_call_is_labelled_by_its_verb_and_table() -> None:
     assert statement_label("fetchall", ()) == "fetchall"
 
 
+@pytest.mark.slow
 def test_the_grpc_idle_benchmark_runs_at_a_small_size_and_ends_with_its_json_line() -> None:
-    command = [sys.executable, "bench/grpc_idle.py", "--servers", "4", "--seconds", "0.5"]
+    command = [sys.executable, "bench/grpc_idle.py", "--servers", "20", "--seconds", "1"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["benchmark"] == "grpc_idle" and figures["servers"] == 4
-    for mode in ("sync", "sync_dealloc_60s", "aio"):
-        assert figures[f"{mode}_idle_percent"] >= 0
-    assert isinstance(figures["aio_sync_stream_cancel_callback"], bool)
+    assert figures["benchmark"] == "grpc_idle" and figures["servers"] == 20
+    # Idle sync servers still cost CPU: their pollers wake 5 times a second.
+    assert figures["sync_idle_percent"] > 0 and figures["sync_dealloc_60s_idle_percent"] > 0
+    assert figures["aio_idle_percent"] >= 0
+    # Why supnet's servers stay sync (README, idle CPU): should a grpc upgrade deliver the cancel, that path opens.
+    assert figures["aio_sync_stream_cancel_callback"] is False
