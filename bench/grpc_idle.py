@@ -7,14 +7,13 @@ check for signals (a constant compiled into grpcio's Cython layer), whatever the
 
 1. sync servers with NodeServer's options and one shared call pool (no services, interceptor or TLS);
 2. the same with grpc's "deallocated server" check (``grpc._server._DEALLOCATED_SERVER_CHECK_PERIOD_S``, 1 s) set to
-   60 s: most of the cost is not that Python-level check;
+   60 s: shows the cost is not that Python-level check;
 3. baseline, the honest floor for the same listening ports: ``grpc.aio`` servers on one asyncio loop, their sync
    handlers on one shared pool (``migration_thread_pool``), where one poller serves every server.
 
-It also checks why hosted nodes' servers (node.server.aio_bridge) run their sync handlers themselves rather than on
-grpc.aio's own path for them (``migration_thread_pool``): does a client's cancel of a server stream reach the
-handler's ``context.add_callback`` there (the subtree search stops its fan-out by it)? Printed as
-``aio_sync_stream_cancel_callback`` (false: it did not arrive within 2 s).
+It also checks the property that keeps supnet's servers sync: under ``grpc.aio`` with sync handlers, does a client's
+cancel of a server stream reach the handler's ``context.add_callback`` (the subtree search stops its fan-out by it)?
+Printed as ``aio_sync_stream_cancel_callback`` (false: it did not arrive within 2 s).
 
     .venv/bin/python bench/grpc_idle.py                  # 85 servers (a city host), 10 s each
     .venv/bin/python bench/grpc_idle.py --servers 300

@@ -10,11 +10,8 @@ use, and ends the call as grpc's sync server would (docs/architecture.md, "Hoste
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import logging
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,16 +21,11 @@ from grpc import aio
 
 from federation import map_errors
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 # How long start/stop of a server may take on the loop before the caller gives up.
 LOOP_CALL_TIMEOUT_SECONDS = 60.0
 _DONE = object()
-# At a request stream's end, how long the bridge waits to see whether it was a cancel (see _next_request).
-_CANCEL_LOOKS = 5
-_CANCEL_LOOK_SECONDS = 0.002
 
 
 class ServingLoop:
@@ -61,10 +53,8 @@ class ServingLoop:
         def run() -> None:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
+            loop.run_forever()
+            loop.close()
 
         self._loop = loop
         self._thread = threading.Thread(target=run, name=self._name, daemon=True)
@@ -72,37 +62,17 @@ class ServingLoop:
         ready.wait()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = LOOP_CALL_TIMEOUT_SECONDS) -> T:
-        """Run a coroutine on the loop from another thread and return its result (cancelled past ``timeout``)."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        try:
-            return future.result(timeout)
-        except futures.TimeoutError:
-            future.cancel()
-            raise
+        """Run a coroutine on the loop from another thread and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self) -> None:
-        """Cancel what still runs on the loop (calls of servers not stopped), stop it and wait for its thread."""
+        """Stop the loop (its servers stopped first) and wait for its thread."""
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
-        try:
-            self.run(_cancel_the_rest(), timeout=LOOP_CALL_TIMEOUT_SECONDS)
-        except (futures.TimeoutError, RuntimeError) as error:
-            log.warning("the serving loop's last calls did not end: %s", error)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(LOOP_CALL_TIMEOUT_SECONDS)
-        if thread.is_alive():
-            log.warning("the serving loop's thread did not end within %.0f s", LOOP_CALL_TIMEOUT_SECONDS)
         self._thread = self._loop = None
-
-
-async def _cancel_the_rest() -> None:
-    current = asyncio.current_task()
-    rest = [task for task in asyncio.all_tasks() if task is not current]
-    for task in rest:
-        task.cancel()
-    await asyncio.gather(*rest, return_exceptions=True)
-    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 class _Aborted(Exception):  # noqa: N818 - control flow, not an error of ours
@@ -114,25 +84,15 @@ class _Aborted(Exception):  # noqa: N818 - control flow, not an error of ours
         self.details = details
 
 
-class _CallEnded(grpc.RpcError):
-    """A request stream read after its call was cancelled or timed out (grpc's sync server raises an RpcError too)."""
-
-
 class _ThreadContext:
     """The sync ServicerContext API the servicers use, over an aio context, for a handler on a pool thread.
 
-    What describes the caller (peer, identities, auth context, metadata) is copied when the call starts, on the loop:
-    grpc.aio releases the call when it ends, and reading the peer of an ended call crashes the process. What ends or
-    shapes the call (abort, trailing metadata, code) is recorded here and applied on the loop by the bridge.
+    Reads (metadata, peer, auth context, time remaining) go straight to the aio context; what ends or shapes the
+    call (abort, trailing metadata, code) is recorded here and applied on the loop by the bridge.
     """
 
     def __init__(self, context: aio.ServicerContext[Any, Any]) -> None:
         self._context = context
-        self._peer = context.peer()
-        self._peer_identities = context.peer_identities()
-        self._peer_identity_key = context.peer_identity_key()
-        self._auth_context = context.auth_context()
-        self._metadata = context.invocation_metadata()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
         self._finished = False
@@ -140,46 +100,30 @@ class _ThreadContext:
         self.aborted: _Aborted | None = None
         self._code: grpc.StatusCode | None = None
         self._details: str | None = None
-        # The call's task (the bridge's handler coroutine): grpc cancels it when the client cancels.
-        self._task = asyncio.current_task()
         context.add_done_callback(self._on_done)  # type: ignore[arg-type]  # any callable of the context
 
     def _on_done(self, _context: Any) -> None:
-        # On the loop thread, shared by every node of the host: a callback only signals (sets events, cancels).
-        self.mark_ended()
-
-    def mark_ended(self) -> None:
-        """The call is over (done, cancelled or timed out): run the callbacks once."""
         with self._lock:
             self._finished = True
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("a call's end callback failed")
-
-    def ended(self) -> bool:
-        """On the loop: whether the call was cancelled or has ended (its task may not know yet)."""
-        task = self._task
-        cancelled = task is not None and (task.cancelled() or task.cancelling() > 0)
-        return bool(cancelled or self._context.cancelled() or self._context.done())
+            callback()
 
     # -- reads
     def invocation_metadata(self) -> Any:
-        return self._metadata
+        return self._context.invocation_metadata()
 
     def peer(self) -> str:
-        return self._peer
+        return self._context.peer()
 
     def peer_identities(self) -> Any:
-        return self._peer_identities
+        return self._context.peer_identities()
 
     def peer_identity_key(self) -> Any:
-        return self._peer_identity_key
+        return self._context.peer_identity_key()
 
     def auth_context(self) -> Any:
-        return self._auth_context
+        return self._context.auth_context()
 
     def time_remaining(self) -> float | None:
         return self._context.time_remaining()
@@ -219,22 +163,12 @@ class _ThreadContext:
     def abort_with_status(self, status: Any) -> None:
         self.abort(status.code, status.details)
 
-    async def finish(self, error: BaseException | None = None) -> None:
-        """On the loop, after the handler returned or raised: apply what it recorded (abort raises AbortError).
-
-        ``error``: what the handler raised besides an abort. As on grpc's sync server, a code the handler set is
-        sent; without one the call ends INTERNAL, with a reference to the log rather than the error's text.
-        """
+    async def finish(self) -> None:
+        """On the loop, after the handler returned or raised: apply what it recorded (abort raises AbortError)."""
         if self.trailing is not None:
             self._context.set_trailing_metadata(self.trailing)
         if self.aborted is not None:
             await self._context.abort(self.aborted.code, self.aborted.details)
-        if error is not None:
-            if self._code is not None and self._code is not grpc.StatusCode.OK:
-                await self._context.abort(self._code, self._details or "")
-            reference = uuid.uuid4().hex[:12]
-            log.error("a call failed with an internal error, ref %s", reference, exc_info=error)
-            await self._context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {reference})")
         if self._code is not None:
             self._context.set_code(self._code)
         if self._details is not None:
@@ -246,15 +180,10 @@ def _next_or_done(iterator: Iterator[Any]) -> Any:
 
 
 class _SyncRequests:
-    """An aio request stream read from another thread as a sync iterator (one message at a time, in order).
+    """An aio request stream read from a pool thread as a sync iterator (one message at a time, in order)."""
 
-    A stream whose call was cancelled or timed out ends in an RpcError, as on grpc's sync server, not as a client's
-    half-close: the servicer must not take it for a completed stream.
-    """
-
-    def __init__(self, requests: AsyncIterator[Any], context: _ThreadContext, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, requests: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> None:
         self._requests = requests
-        self._context = context
         self._loop = loop
 
     def __iter__(self) -> _SyncRequests:
@@ -262,31 +191,13 @@ class _SyncRequests:
 
     def __next__(self) -> Any:
         try:
-            future = asyncio.run_coroutine_threadsafe(_next_request(self._requests, self._context), self._loop)
-        except RuntimeError as error:  # the loop is closed: the host is stopping
-            raise _CallEnded(f"the server is stopping: {error}") from error
-        try:
-            return future.result()
+            return asyncio.run_coroutine_threadsafe(_anext(self._requests), self._loop).result()
         except StopAsyncIteration:
             raise StopIteration from None
-        except futures.CancelledError as error:
-            raise _CallEnded("the call ended") from error
 
 
-async def _next_request(requests: AsyncIterator[Any], context: _ThreadContext) -> Any:
-    try:
-        return await requests.__anext__()
-    except StopAsyncIteration:
-        # grpc.aio ends the stream the same way for a half-close and for a cancel, and cancels the call's task as it
-        # learns of the cancel, in a completion of its own: it is given a moment to arrive.
-        for _ in range(_CANCEL_LOOKS):
-            if context.ended():
-                break
-            await asyncio.sleep(_CANCEL_LOOK_SECONDS)
-        if context.ended():
-            context.mark_ended()
-            raise _CallEnded("the call was cancelled or its deadline passed") from None
-        raise
+async def _anext(requests: AsyncIterator[Any]) -> Any:
+    return await requests.__anext__()
 
 
 if TYPE_CHECKING:
@@ -349,15 +260,12 @@ class SyncServicerBridge(_AioInterceptorBase):
         async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             loop = asyncio.get_running_loop()
             bridge = _ThreadContext(context)
-            argument = _SyncRequests(request, bridge, loop) if streaming_request else request
-            response, failure = None, None
+            argument = _SyncRequests(request, loop) if streaming_request else request
             try:
                 response = await loop.run_in_executor(pool, behavior, argument, bridge)
             except _Aborted:
-                pass
-            except Exception as error:
-                failure = error
-            await bridge.finish(failure)
+                response = None
+            await bridge.finish()
             return response
 
         return call
@@ -368,21 +276,17 @@ class SyncServicerBridge(_AioInterceptorBase):
         async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             loop = asyncio.get_running_loop()
             bridge = _ThreadContext(context)
-            argument = _SyncRequests(request, bridge, loop) if streaming_request else request
+            argument = _SyncRequests(request, loop) if streaming_request else request
             responses = behavior(argument, bridge)  # a generator: nothing runs until the first next()
-            step: futures.Future[Any] | None = None
+            pending: asyncio.Future[Any] | None = None
             exhausted = False
-            failure: Exception | None = None
             try:
                 while True:
-                    step = pool.submit(_next_or_done, responses)
+                    pending = loop.run_in_executor(pool, _next_or_done, responses)
                     try:
-                        item = await asyncio.wrap_future(step)
+                        item = await pending
                     except _Aborted:
                         exhausted = True
-                        break
-                    except Exception as error:
-                        exhausted, failure = True, error
                         break
                     if item is _DONE:
                         exhausted = True
@@ -390,32 +294,18 @@ class SyncServicerBridge(_AioInterceptorBase):
                     yield item
             finally:
                 if not exhausted:
-                    _close_after(pool, responses, step)
-            await bridge.finish(failure)
+                    _close_later(pool, responses, pending)
+            await bridge.finish()
 
         return call
 
 
-def _close_after(pool: futures.Executor, responses: Iterator[Any], step: futures.Future[Any] | None) -> None:
-    """Close a response generator the client left (a cancel) on the pool, once its running step is over."""
+def _close_later(pool: futures.Executor, responses: Iterator[Any], pending: asyncio.Future[Any] | None) -> None:
+    """Close a response generator the caller left (a cancel): once its running step is over, on the pool."""
     close = getattr(responses, "close", None)
     if close is None:
         return
-
-    def submit_close(_step: object = None) -> None:
-        # A pool shut down: the host is stopping, and the generator goes with it.
-        with contextlib.suppress(RuntimeError):
-            pool.submit(_close_quietly, close)
-
-    if step is None:
-        submit_close()
+    if pending is None or pending.done():
+        pool.submit(close)
     else:
-        # A step already running is not stopped by a cancel: closing waits for it (a generator runs in one thread).
-        step.add_done_callback(submit_close)
-
-
-def _close_quietly(close: Callable[[], None]) -> None:
-    try:
-        close()
-    except Exception:
-        log.exception("closing a response stream the client left failed")
+        pending.add_done_callback(lambda _future: pool.submit(close))

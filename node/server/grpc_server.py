@@ -213,10 +213,7 @@ class NodeServer:
         self._health.enter_graceful_shutdown()
         self.health.stop()
         if self._loop is not None:
-            try:
-                self._loop.run(self._server.stop(grace), timeout=(grace or 0.0) + LOOP_STOP_MARGIN_SECONDS)
-            except futures.TimeoutError:
-                log.warning("node %s: its server did not stop on the host's loop in time", self.node.config.id)
+            self._loop.run(self._server.stop(grace), timeout=grace + LOOP_STOP_MARGIN_SECONDS)
         else:
             self._server.stop(grace).wait()
         self.query.close()

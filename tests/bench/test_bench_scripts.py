@@ -60,6 +60,5 @@ def test_the_grpc_idle_benchmark_runs_at_a_small_size_and_ends_with_its_json_lin
     # Idle sync servers still cost CPU: their pollers wake 5 times a second.
     assert figures["sync_idle_percent"] > 0 and figures["sync_dealloc_60s_idle_percent"] > 0
     assert figures["aio_idle_percent"] >= 0
-    # Why node.server.aio_bridge runs sync handlers itself: should a grpc upgrade deliver the cancel on grpc.aio's
-    # own path for them, the bridge could use that path.
+    # Why supnet's servers stay sync (README, idle CPU): should a grpc upgrade deliver the cancel, that path opens.
     assert figures["aio_sync_stream_cancel_callback"] is False

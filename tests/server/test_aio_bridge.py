@@ -32,12 +32,10 @@ class _Handlers:
         self.cancelled = threading.Event()
         self.closed = threading.Event()
         self.contexts: list[Any] = []
-        self.peers: list[str] = []
-        self.stream_ends: list[str] = []
 
     def echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         assert context.is_active()
-        assert 0 < (context.time_remaining() or 0) <= 11
+        assert 0 < (context.time_remaining() or 0) <= 10
         metadata = dict(context.invocation_metadata())
         self.contexts.append(context)
         extra = metadata.get("x-extra", "")
@@ -64,31 +62,6 @@ class _Handlers:
     def parse(self, request: NodeInfoRequest, context: grpc.ServicerContext) -> bytes:
         return b"parsed"
 
-    def peer_at_end(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        # Ingest audits the caller's address in a finally, after a cancel too: reading the peer of an ended grpc.aio
-        # call crashed the whole process.
-        try:
-            while True:
-                time.sleep(0.02)
-                yield b"part"
-        finally:
-            time.sleep(0.2)  # past the call's end
-            self.peers.append(context.peer())
-
-    def read_all(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
-        try:
-            count = sum(1 for _ in requests)
-        except grpc.RpcError:
-            self.stream_ends.append("RpcError")
-            raise
-        self.stream_ends.append(f"completed after {count}")
-        return b"%d" % count
-
-    def coded_then_raises(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        context.set_code(grpc.StatusCode.NOT_FOUND)
-        context.set_details("no such thing")
-        raise RuntimeError("secret internals")
-
 
 @pytest.fixture
 def bridged() -> Iterator[tuple[grpc.Channel, _Handlers, ServingLoop]]:
@@ -100,9 +73,6 @@ def bridged() -> Iterator[tuple[grpc.Channel, _Handlers, ServingLoop]]:
             "Refuse": grpc.unary_unary_rpc_method_handler(handlers.refuse),
             "Parts": grpc.unary_stream_rpc_method_handler(handlers.parts),
             "Totals": grpc.stream_stream_rpc_method_handler(handlers.totals),
-            "PeerAtEnd": grpc.unary_stream_rpc_method_handler(handlers.peer_at_end),
-            "ReadAll": grpc.stream_unary_rpc_method_handler(handlers.read_all),
-            "CodedThenRaises": grpc.unary_unary_rpc_method_handler(handlers.coded_then_raises),
             "Parse": grpc.unary_unary_rpc_method_handler(
                 handlers.parse, request_deserializer=NodeInfoRequest.FromString
             ),
@@ -190,52 +160,3 @@ def test_undecodable_request_bytes_are_invalid_argument(bridged: tuple[grpc.Chan
     error: Any = raised.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # grpc's own answer would be INTERNAL
     assert "not a valid protobuf message" in error.details()
-
-
-def test_the_caller_is_known_after_the_call_ended(bridged: tuple[grpc.Channel, _Handlers, ServingLoop]) -> None:
-    channel, handlers, _ = bridged
-    call = _method(channel, "unary_stream", "PeerAtEnd")(b"", timeout=30)
-    next(call)
-    call.cancel()
-    for _ in range(200):
-        if handlers.peers:
-            break
-        time.sleep(0.02)
-    assert handlers.peers and handlers.peers[0].startswith("ipv4:127.0.0.1:")
-    # The process is still serving.
-    assert _method(channel, "unary_unary", "Echo")(b"alive", timeout=10) == b"alive"
-
-
-def test_a_cancelled_request_stream_is_an_error_not_a_completed_stream(
-    bridged: tuple[grpc.Channel, _Handlers, ServingLoop],
-) -> None:
-    channel, handlers, _ = bridged
-    release = threading.Event()
-
-    def requests() -> Iterator[bytes]:
-        yield b"one"
-        release.wait(10)
-
-    future = _method(channel, "stream_unary", "ReadAll").future(requests(), timeout=30)
-    time.sleep(0.3)
-    future.cancel()
-    release.set()
-    for _ in range(200):
-        if handlers.stream_ends:
-            break
-        time.sleep(0.02)
-    assert handlers.stream_ends == ["RpcError"]
-    # A stream the client closes is read to its end.
-    assert _method(channel, "stream_unary", "ReadAll")(iter([b"a", b"b"]), timeout=10) == b"2"
-    assert handlers.stream_ends[-1] == "completed after 2"
-
-
-def test_a_code_set_before_an_error_is_sent_without_the_errors_text(
-    bridged: tuple[grpc.Channel, _Handlers, ServingLoop],
-) -> None:
-    channel, _, _ = bridged
-    with pytest.raises(grpc.RpcError) as raised:
-        _method(channel, "unary_unary", "CodedThenRaises")(b"", timeout=10)
-    error: Any = raised.value
-    assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert "secret" not in (error.details() or "")
