@@ -1,6 +1,6 @@
 """Types of the server package's public API (loaded lazily by __init__.py)."""
 
-from .aio_bridge import ServingLoop, SyncServicerBridge
+from .aio_bridge import ServingLoop
 from .enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from .enrolment_server import EnrolmentServer
 from .grpc_server import DEFAULT_MAX_WORKERS, NodeServer
@@ -38,7 +38,6 @@ __all__ = [
     "NodeServer",
     "ServingLoop",
     "ServingNode",
-    "SyncServicerBridge",
     "child_key_resolver",
     "probe_health",
 ]

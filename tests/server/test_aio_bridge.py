@@ -20,7 +20,8 @@ import pytest
 from federation import ERROR_CODE_METADATA_KEY
 from federation.proto.v1.node_service_pb2 import NodeInfoRequest
 from node.errors import PermissionDeniedError
-from node.server import ServingLoop, SyncServicerBridge
+from node.server import ServingLoop
+from node.server.aio_bridge import SyncServicerBridge
 
 SERVICE = "test.Bridge"
 
