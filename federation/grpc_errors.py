@@ -259,38 +259,6 @@ def _wrap_behavior(
     return unary_behavior
 
 
-def map_errors(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
-    """The handler with the mapping applied: raised errors become statuses, undecodable requests INVALID_ARGUMENT."""
-    # Undecodable request bytes become INVALID_ARGUMENT (grpc's own answer would be INTERNAL).
-    deserializer = _lenient(handler.request_deserializer, method)
-    # Each handler has exactly one non-None behaviour; rebuild it with the wrapped one.
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_behavior(handler.unary_unary, method, False),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_behavior(handler.unary_stream, method, True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_behavior(handler.stream_unary, method, False, True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_behavior(handler.stream_stream, method, True, True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
-
-
 if TYPE_CHECKING:
     _ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
 else:  # grpc's runtime class is not generic; only its stubs are
@@ -308,7 +276,35 @@ class ErrorMappingInterceptor(_ServerInterceptorBase):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return map_errors(handler, handler_call_details.method)
+        method = handler_call_details.method
+        # Undecodable request bytes become INVALID_ARGUMENT (grpc's own answer would be INTERNAL).
+        deserializer = _lenient(handler.request_deserializer, method)
+        # Each handler has exactly one non-None behaviour; rebuild it with the wrapped one.
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_behavior(handler.unary_unary, method, False),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_behavior(handler.unary_stream, method, True),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_behavior(handler.stream_unary, method, False, True),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_behavior(handler.stream_stream, method, True, True),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 def supnet_error_from_rpc(error: grpc.RpcError, peer: str = "") -> SupnetError:

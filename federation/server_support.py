@@ -25,11 +25,8 @@ def _reflected_names(service_names: Iterable[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def add_health_and_reflection(server: grpc.Server | grpc.aio.Server, service_names: Iterable[str]) -> Any:
-    """Register health (each service and the overall "" entry SERVING) and reflection on a server.
-
-    On a ``grpc.aio`` server the sync health servicer runs through the server's interceptor (a hosted node's bridge,
-    node.server.aio_bridge) and reflection is grpc's aio servicer.
+def add_health_and_reflection(server: grpc.Server, service_names: Iterable[str]) -> Any:
+    """Register health (each service and the overall "" entry SERVING) and reflection on a sync server.
 
     Returns the grpc_health HealthServicer so the caller can flip statuses (e.g. NOT_SERVING on shutdown).
     """

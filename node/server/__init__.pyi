@@ -1,6 +1,5 @@
 """Types of the server package's public API (loaded lazily by __init__.py)."""
 
-from .aio_bridge import ServingLoop
 from .enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from .enrolment_server import EnrolmentServer
 from .grpc_server import DEFAULT_MAX_WORKERS, NodeServer
@@ -36,7 +35,6 @@ __all__ = [
     "NodeHost",
     "NodeScheduler",
     "NodeServer",
-    "ServingLoop",
     "ServingNode",
     "child_key_resolver",
     "probe_health",

@@ -28,7 +28,6 @@ from federation.proto.v1.report_pb2 import ReportAck
 from node.app import Node
 from node.errors import UnavailableError
 from node.observability import NodeMetrics
-from node.server.aio_bridge import ServingLoop, SyncServicerBridge
 from node.server.health import HEALTH_INTERVAL_SECONDS, HealthMonitor
 from node.server.servicers import DirectiveServicer, IngestServicer, QueryServicer, ReportServicer
 from node.trust import Authorizer, node_trust, register_local, unregister_local
@@ -41,8 +40,6 @@ log = logging.getLogger(__name__)
 
 DIRECTIVE_SERVICE_NAME: str = DIRECTIVE_DESCRIPTOR.services_by_name["DirectiveService"].full_name
 DEFAULT_MAX_WORKERS = 16
-# A stop on the host's loop waits for the grace period and then this long for the loop to answer.
-LOOP_STOP_MARGIN_SECONDS = 30.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -90,14 +87,11 @@ class NodeServer:
         executor: futures.ThreadPoolExecutor | None = None,
         health_thread: bool = True,
         in_process: bool = False,
-        serving_loop: ServingLoop | None = None,
     ) -> None:
         """One node's server (``start()`` binds it).
 
         ``in_process``: a hosted node (node.server.hosting); while it serves, its parent (queries) and its children
         (reports) hosted by the same process call it in process (node.trust.local_calls) instead of over loopback TLS.
-        ``serving_loop``: the host's event loop; the server is then a ``grpc.aio`` server on it, running the same
-        servicers on ``executor`` (node.server.aio_bridge): no polling thread of its own.
         """
         self.node = node
         # A registry per node: several nodes in one process (test trees) keep their counts apart.
@@ -114,14 +108,8 @@ class NodeServer:
         # ConfigError here (no PKI, no plaintext switch) means the node refuses to serve at all.
         self.trust = node_trust(node)
         self.authorizer = Authorizer(node, self.trust)
-        # The one place errors become gRPC statuses: the servicers only raise (federation.grpc_errors); on the
-        # host's loop the bridge applies the same mapping.
-        self._loop = serving_loop
-        self._server: Any = (
-            serving_loop.run(_aio_server(self._executor))
-            if serving_loop is not None
-            else grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
-        )
+        # The one place errors become gRPC statuses: the servicers only raise (federation.grpc_errors).
+        self._server = grpc.server(self._executor, interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         self.reports = ReportServicer(
             node, authorizer=self.authorizer, on_report_stored=self._data_changed, metrics=self.metrics
         )
@@ -162,18 +150,11 @@ class NodeServer:
         """True when the server requires client certificates (False only in the insecure plaintext mode)."""
         return self.trust is not None
 
-    def _bind(self, credentials: grpc.ServerCredentials | None) -> int:
-        if self._loop is not None:
-            return self._loop.run(_add_port(self._server, self.address, credentials))
-        if credentials is None:
-            return int(self._server.add_insecure_port(self.address))
-        return int(self._server.add_secure_port(self.address, credentials))
-
     def start(self) -> int:
         """Bind and start serving; returns the bound port (useful with port 0)."""
         try:
             if self.trust is not None:
-                self.port = self._bind(self.trust.server_credentials())
+                self.port = self._server.add_secure_port(self.address, self.trust.server_credentials())
             else:
                 log.warning(
                     "node %s serves WITHOUT TLS on %s (federation.insecure_plaintext): anyone who reaches the port "
@@ -181,7 +162,7 @@ class NodeServer:
                     self.node.config.id,
                     self.address,
                 )
-                self.port = self._bind(None)
+                self.port = self._server.add_insecure_port(self.address)
         except RuntimeError as exc:
             raise UnavailableError(f"node {self.node.config.id} cannot listen on {self.address}: {exc}") from exc
         if self.port == 0:
@@ -189,10 +170,7 @@ class NodeServer:
         # The first answer already reflects the database, the outbox and the CRL; a hosted node's later checks
         # run as a job of the host's scheduler instead of a thread of their own.
         self.health.start(background=self._health_thread)
-        if self._loop is not None:
-            self._loop.run(self._server.start())
-        else:
-            self._server.start()
+        self._server.start()
         if self._in_process:
             register_local(self.node.config.id, self.bound_address, self._node_service)
         log.info(
@@ -212,22 +190,8 @@ class NodeServer:
             unregister_local(self.node.config.id, self._node_service)
         self._health.enter_graceful_shutdown()
         self.health.stop()
-        if self._loop is not None:
-            self._loop.run(self._server.stop(grace), timeout=grace + LOOP_STOP_MARGIN_SECONDS)
-        else:
-            self._server.stop(grace).wait()
+        self._server.stop(grace).wait()
         self.query.close()
         if self._owns_executor:
             self._executor.shutdown(wait=False)
         log.info("node %s stopped serving", self.node.config.id)
-
-
-async def _aio_server(executor: futures.ThreadPoolExecutor) -> grpc.aio.Server:
-    # Made on the loop: a grpc.aio server belongs to the loop it was created on.
-    return grpc.aio.server(interceptors=[SyncServicerBridge(executor)], options=SERVER_OPTIONS)
-
-
-async def _add_port(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    if credentials is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, credentials)

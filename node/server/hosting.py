@@ -41,7 +41,6 @@ from node.app import Node
 from node.config import HostConfig
 from node.errors import ConfigError
 from node.observability import MetricsServer, hosted_registry
-from node.server.aio_bridge import ServingLoop
 from node.server.health import HEALTH_INTERVAL_SECONDS
 from node.server.serving import ServingNode
 
@@ -96,9 +95,6 @@ class NodeHost:
         self.rpc_workers = rpc_workers
         self.executor = futures.ThreadPoolExecutor(max_workers=rpc_workers, thread_name_prefix="rpc-host")
         self.scheduler = BackgroundScheduler(executors={"default": JobPool(max_workers=job_workers)})
-        # Every hosted node's gRPC server runs on this one loop (node.server.aio_bridge): one poller for all.
-        self.serving_loop = ServingLoop("grpc-host")
-        self.serving_loop.start()
         overrides = listen or {}
         self.members: dict[str, ServingNode] = {
             node.config.id: ServingNode(
@@ -108,7 +104,6 @@ class NodeHost:
                 scheduler=self.scheduler,
                 start_offset=index * START_STAGGER_SECONDS,
                 metrics_endpoint=False,
-                serving_loop=self.serving_loop,
             )
             for index, node in enumerate(nodes)
         }
@@ -187,5 +182,4 @@ class NodeHost:
                         log.error("a hosted node did not stop cleanly: %s", error)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        self.serving_loop.stop()
         self.executor.shutdown(wait=False)

@@ -14,7 +14,6 @@ from node.app import Node
 from node.directives import DirectiveSender
 from node.observability import MetricsServer, NodeMetrics
 from node.reporting import ReportSender
-from node.server.aio_bridge import ServingLoop
 from node.server.enrolment_gate import ENROL_JOB_ID, ENROL_RECHECK_SECONDS, EnrolmentGate
 from node.server.grpc_server import NodeServer
 from node.server.scheduler import JobSpec, NodeScheduler
@@ -38,7 +37,6 @@ class ServingNode:
         start_offset: float = 0.0,
         metrics_endpoint: bool = True,
         enrol_recheck_seconds: float = ENROL_RECHECK_SECONDS,
-        serving_loop: ServingLoop | None = None,
     ) -> None:
         """A standalone node by default; a hosted one (node.server.hosting) gets the host's pool and scheduler.
 
@@ -49,7 +47,6 @@ class ServingNode:
         certificates, port, senders, metrics registry) stays its own.
 
         ``enrol_recheck_seconds``: how often the enrolment gate looks for expired tokens (node.server.enrolment_gate).
-        ``serving_loop``: the host's event loop, which its nodes' gRPC servers share (node.server.aio_bridge).
         """
         self.node = node
         self.sender = ReportSender(node) if node.config.federation.parent_address else None
@@ -65,7 +62,6 @@ class ServingNode:
             executor=executor,
             health_thread=scheduler is None,
             in_process=scheduler is not None,
-            serving_loop=serving_loop,
         )
         extra: tuple[JobSpec, ...] = ()
         if node.config.federation.children:

@@ -47,7 +47,7 @@ from node.drilldown import DrilldownClient, build_query
 from node.errors import UnavailableError
 from node.ingest import Importer
 from node.reporting import ReportSender
-from node.server import DEFAULT_RPC_WORKERS, HEALTH_INTERVAL_SECONDS, NodeServer, ServingLoop
+from node.server import DEFAULT_RPC_WORKERS, HEALTH_INTERVAL_SECONDS, NodeServer
 from node.store import make_engine, migrate
 from node.supervision import default_listeners
 from node.synthetic import generate
@@ -177,14 +177,10 @@ class Tree:
         self.hosting = hosting or default_hosting()
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: BackgroundScheduler | None = None
-        self._loop: ServingLoop | None = None
         if self.hosting == "hosted":
             self._pool = ThreadPoolExecutor(max_workers=DEFAULT_RPC_WORKERS, thread_name_prefix="rpc-host")
             self._jobs = BackgroundScheduler()
             self._jobs.start()
-            # As a host's: every server a grpc.aio server on one loop (node.server.aio_bridge).
-            self._loop = ServingLoop("grpc-tree")
-            self._loop.start()
         self.nodes: dict[str, TreeNode] = {}
         db_urls = db_urls or {}
         # Only the plaintext mode names keys in the config; with the PKI they travel in certificate chains.
@@ -292,7 +288,6 @@ class Tree:
                 executor=self._pool,
                 health_thread=self._jobs is None,
                 in_process=self.hosting == "hosted",
-                serving_loop=self._loop,
             )
             try:
                 entry.port = entry.server.start()
@@ -370,8 +365,6 @@ class Tree:
             entry.node.close()
         if self._jobs is not None and self._jobs.running:
             self._jobs.shutdown(wait=True)
-        if self._loop is not None:
-            self._loop.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
