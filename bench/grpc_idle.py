@@ -11,9 +11,10 @@ check for signals (a constant compiled into grpcio's Cython layer), whatever the
 3. baseline, the honest floor for the same listening ports: ``grpc.aio`` servers on one asyncio loop, their sync
    handlers on one shared pool (``migration_thread_pool``), where one poller serves every server.
 
-It also checks the property that keeps supnet's servers sync: under ``grpc.aio`` with sync handlers, does a client's
-cancel of a server stream reach the handler's ``context.add_callback`` (the subtree search stops its fan-out by it)?
-Printed as ``aio_sync_stream_cancel_callback`` (false: it did not arrive within 2 s).
+It also checks grpc.aio's own path for sync handlers (``migration_thread_pool``): does a client's cancel of a server
+stream reach the handler's ``context.add_callback`` (the subtree search stops its fan-out by it)? Printed as
+``aio_sync_stream_cancel_callback`` (false: it did not arrive within 2 s). The idle servers here are alone in their
+process: in a working host their share is smaller (README, the province simulation's idle row).
 
     .venv/bin/python bench/grpc_idle.py                  # 85 servers (a city host), 10 s each
     .venv/bin/python bench/grpc_idle.py --servers 300

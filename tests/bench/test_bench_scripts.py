@@ -60,5 +60,6 @@ def test_the_grpc_idle_benchmark_runs_at_a_small_size_and_ends_with_its_json_lin
     # Idle sync servers still cost CPU: their pollers wake 5 times a second.
     assert figures["sync_idle_percent"] > 0 and figures["sync_dealloc_60s_idle_percent"] > 0
     assert figures["aio_idle_percent"] >= 0
-    # Why supnet's servers stay sync (README, idle CPU): should a grpc upgrade deliver the cancel, that path opens.
+    # grpc.aio's own path for sync handlers drops the cancel a subtree search needs (README, idle CPU): a grpc
+    # upgrade that delivers it should be noticed.
     assert figures["aio_sync_stream_cancel_callback"] is False
