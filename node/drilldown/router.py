@@ -234,7 +234,7 @@ class QueryRouter:
         """
         nudged: list[str] = []
         for child_id, child in self._children.items():
-            if not child.address or local_servicer(child_id, child.address) is not None:
+            if not child.address or self.in_process(child_id, child.address):
                 continue  # no address; or served by this process, called without a channel
             self._stub(child_id, child.address)
             channel = self.child_channel(child_id)

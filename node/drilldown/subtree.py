@@ -195,16 +195,16 @@ class SubtreeRouter:
         if own:
             producers.append(functools.partial(self._own_parts, fanout, body, digest, limit, own_done=own_done))
         timeout = child_timeout(remaining)
-        local = collections.deque(
-            child for child in children if self._queries.in_process(child, self._addresses.get(child, ""))
-        )
+        local: collections.deque[str] = collections.deque()
         for child in children:
-            if child not in local:
-                producers.append(
-                    functools.partial(
-                        self._child_parts, fanout, envelope, body, digest=digest, child=child, timeout=timeout
-                    )
+            if self._queries.in_process(child, self._addresses.get(child, "")):
+                local.append(child)
+                continue
+            producers.append(
+                functools.partial(
+                    self._child_parts, fanout, envelope, body, digest=digest, child=child, timeout=timeout
                 )
+            )
         answer_by = time.monotonic() + timeout
         for _ in range(min(LOCAL_PRODUCERS, len(local))):
             producers.append(

@@ -112,6 +112,14 @@ class LocalRpcError(grpc.RpcError, grpc.Call):
         return False
 
 
+def _cancelled() -> LocalRpcError:
+    return LocalRpcError(grpc.StatusCode.CANCELLED, "cancelled", ())
+
+
+def _deadline_exceeded() -> LocalRpcError:
+    return LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
+
+
 def _failed(error: BaseException, method: str) -> LocalRpcError:
     status, details, trailing = public_status(error, method)
     return LocalRpcError(status, details, trailing)
@@ -169,10 +177,10 @@ class _SubtreeCall:
 
     def __next__(self) -> SignedEnvelope:
         if self._cancelled.is_set():
-            raise LocalRpcError(grpc.StatusCode.CANCELLED, "cancelled", ())
+            raise _cancelled()
         if self._context.expired():
             self._context.end()
-            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
+            raise _deadline_exceeded()
         try:
             reply = next(self._replies)
         except StopIteration:
@@ -181,11 +189,11 @@ class _SubtreeCall:
         except Exception as error:
             self._context.end()
             if self._cancelled.is_set():
-                raise LocalRpcError(grpc.StatusCode.CANCELLED, "cancelled", ()) from error
+                raise _cancelled() from error
             raise _failed(error, _QUERY_SUBTREE) from error
         if self._context.expired():  # as over gRPC: a message after the deadline ends the call instead
             self._context.end()
-            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
+            raise _deadline_exceeded()
         return reply
 
     def cancel(self) -> bool:
@@ -218,7 +226,7 @@ class LocalNodeStub:
         if context.expired():
             # As over gRPC, an answer after the deadline is not delivered. A report stored meanwhile is acknowledged
             # again when it is sent again (the parent holds it with the same digest).
-            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", ())
+            raise _deadline_exceeded()
         return reply
 
     def SubmitReport(  # noqa: N802
